@@ -1,0 +1,1 @@
+"""Backend services: every backend kind serves the same `BackendService` contract."""

@@ -1,0 +1,93 @@
+"""The interface a backend kind implements, and helpers every engine shares."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import common_pb2
+
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One streamed piece of output. The last piece has `finish_reason` and `usage`."""
+
+    text: str
+    finish_reason: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    status: common_pb2.HealthStatus.ValueType
+    reason: str = ""
+
+
+class Engine(Protocol):
+    """A model engine inside a backend service (llama.cpp, an HTTP provider...)."""
+
+    @property
+    def kind(self) -> str:
+        """The backend kind: "local", "openai_compat", ..."""
+        ...
+
+    async def start(self) -> None:
+        """Find the models this engine serves (may take a network round trip)."""
+
+    async def close(self) -> None: ...
+
+    def models(self) -> list[common_pb2.ModelEntry]:
+        """Catalog entries (without deployments) for the models this engine serves."""
+        ...
+
+    def infer_stream(
+        self,
+        model_id: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> AsyncIterator[Piece]:
+        """Stream output; must end with a piece that has a finish reason, or raise."""
+        ...
+
+    async def load(self, model_id: str) -> float:
+        """Make the model ready; returns the milliseconds it took."""
+        ...
+
+    async def unload(self, model_id: str) -> bool:
+        """Release the model; returns whether it was loaded."""
+        ...
+
+    def loaded_models(self) -> list[str]: ...
+
+    def health(self) -> EngineHealth: ...
+
+
+FINISH_REASONS: dict[str, common_pb2.FinishReason.ValueType] = {
+    "stop": common_pb2.FINISH_REASON_STOP,
+    "eos": common_pb2.FINISH_REASON_STOP,
+    "length": common_pb2.FINISH_REASON_LENGTH,
+    "tool_calls": common_pb2.FINISH_REASON_TOOL_CALLS,
+    "function_call": common_pb2.FINISH_REASON_TOOL_CALLS,
+    "content_filter": common_pb2.FINISH_REASON_CONTENT_FILTER,
+}
+
+
+def chat_messages(model_input: common_pb2.Input) -> list[dict[str, str]]:
+    """The input as OpenAI-style chat messages (text becomes one user message)."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "text":
+        return [{"role": "user", "content": model_input.text}]
+    if kind == "chat":
+        return [_message(m) for m in model_input.chat.messages]
+    raise InvalidRequest(f"this model takes text or chat input, not {kind or 'nothing'}")
+
+
+def _message(m: common_pb2.ChatMessage) -> dict[str, str]:
+    out = {"role": m.role, "content": m.content}
+    if m.name:
+        out["name"] = m.name
+    return out

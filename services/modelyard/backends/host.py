@@ -1,0 +1,98 @@
+"""A backend service's domain: the engines it hosts and the models they serve.
+
+One `BackendHost` serves one backend kind in the split deployment, or every
+in-process engine in the embedded default (catalog ids are unique, so a model
+id names exactly one engine). It announces its models to the registry with
+its own address as the deployment endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from modelyard.backends.engine import Engine, Piece
+from modelyard.errors import ModelNotFound
+from modelyard.telemetry import metadata_with_trace
+from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class BackendHost:
+    def __init__(self, engines: Sequence[Engine], *, name: str | None = None) -> None:
+        self._engines = list(engines)
+        self.name = name or "+".join(sorted({e.kind for e in engines})) or "empty"
+        self._by_model: dict[str, Engine] = {}
+
+    @property
+    def engines(self) -> list[Engine]:
+        return list(self._engines)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(engine.start() for engine in self._engines))
+        self._by_model = {m.id: e for e in self._engines for m in e.models()}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(engine.close() for engine in self._engines))
+
+    def engine_for(self, model_id: str) -> Engine:
+        try:
+            return self._by_model[model_id]
+        except KeyError:
+            raise ModelNotFound(model_id, f"backend '{self.name}'") from None
+
+    def models(self, endpoint: str = "") -> list[common_pb2.ModelEntry]:
+        """Catalog entries for every hosted model, deployed at `endpoint` when given."""
+        out = []
+        for engine in self._engines:
+            for entry in engine.models():
+                if endpoint:
+                    entry.deployments.append(
+                        common_pb2.Deployment(
+                            backend=engine.kind,
+                            endpoint=endpoint,
+                            health=common_pb2.HEALTH_STATUS_HEALTHY,
+                        )
+                    )
+                out.append(entry)
+        return out
+
+    def infer_stream(
+        self,
+        model_id: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> AsyncIterator[Piece]:
+        return self.engine_for(model_id).infer_stream(model_id, model_input, params)
+
+    def health(self) -> tuple[common_pb2.HealthStatus.ValueType, str]:
+        """The worst engine health, with every engine's reason."""
+        worst: common_pb2.HealthStatus.ValueType = common_pb2.HEALTH_STATUS_HEALTHY
+        reasons = []
+        for engine in self._engines:
+            h = engine.health()
+            worst = max(worst, h.status)
+            if h.reason:
+                reasons.append(f"{engine.kind}: {h.reason}")
+        return worst, "; ".join(reasons)
+
+    def loaded_models(self) -> list[str]:
+        return sorted(m for e in self._engines for m in e.loaded_models())
+
+    async def announce(self, registry_address: str, endpoint: str) -> int:
+        """Register (upsert) every hosted model in the registry; returns how many."""
+        entries = self.models(endpoint)
+        async with grpc.aio.insecure_channel(registry_address) as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            for entry in entries:
+                await stub.RegisterModel(
+                    registry_pb2.RegisterModelRequest(model=entry, upsert=True),
+                    metadata=metadata_with_trace(),
+                    timeout=10,
+                )
+        log.info("backend %s: announced %d model(s) at %s", self.name, len(entries), endpoint)
+        return len(entries)

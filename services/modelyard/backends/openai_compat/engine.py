@@ -1,0 +1,248 @@
+"""Chat completions with SSE streaming against any OpenAI-compatible endpoint.
+
+aiohttp, not httpx, on this path: measured here at ~0.4 ms CPU per request
+against httpx's ~1.5 ms, and httpx collapses at 32 in flight.
+
+A stream counts as complete only when a chunk carried a ``finish_reason``.
+Servers that end early still close politely: llama.cpp's server sends
+``[DONE]`` with no finish reason when a second request interrupts the first.
+That is reported as `StreamTruncated`, never as a normal finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_messages
+from modelyard.backends.openai_compat.providers import ProviderEndpoint
+from modelyard.backends.openai_compat.sse import sse_data
+from modelyard.errors import (
+    BackendUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+    ModelyardError,
+    ProviderError,
+    RateLimited,
+    StreamTruncated,
+)
+from modelyard.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+
+class OpenAICompatEngine:
+    kind = "openai_compat"
+
+    def __init__(self, provider: ProviderEndpoint) -> None:
+        self._provider = provider
+        self._session: aiohttp.ClientSession | None = None
+        self._names: dict[str, str] = {}  # catalog id -> upstream model name
+        self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
+
+    @property
+    def provider(self) -> ProviderEndpoint:
+        return self._provider
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **self._provider.extra_headers}
+        if self._provider.api_key:
+            headers["Authorization"] = f"Bearer {self._provider.api_key}"
+        return headers
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60),
+                headers=self._headers(),
+            )
+        return self._session
+
+    async def start(self) -> None:
+        names = list(self._provider.models)
+        if not names:
+            try:
+                names = await self.list_upstream_models()
+            except ModelyardError as exc:
+                self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNHEALTHY, exc.message)
+                log.warning("%s: %s", self._provider.name, exc.message)
+                return
+        self._names = {f"{self._provider.name}/{n}": n for n in names}
+        self._health = EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def list_upstream_models(self) -> list[str]:
+        url = f"{self._provider.base_url}/models"
+        try:
+            async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                if resp.status != 200:
+                    await self._raise_for(resp, model="")
+                body = await resp.json()
+        except aiohttp.ClientError as exc:
+            raise self._unreachable(exc) from exc
+        except TimeoutError as exc:
+            raise self._unreachable(exc) from exc
+        return sorted(str(m["id"]) for m in body.get("data", []))
+
+    def models(self) -> list[common_pb2.ModelEntry]:
+        return [
+            common_pb2.ModelEntry(
+                id=model_id,
+                name=name,
+                provider=self._provider.name,
+                capabilities=[common_pb2.CAPABILITY_CHAT, common_pb2.CAPABILITY_STREAMING],
+                input_modalities=[common_pb2.MODALITY_TEXT],
+                output_modalities=[common_pb2.MODALITY_TEXT],
+                metadata={"base_url": self._provider.base_url},
+            )
+            for model_id, name in sorted(self._names.items())
+        ]
+
+    def loaded_models(self) -> list[str]:
+        return sorted(self._names)
+
+    def health(self) -> EngineHealth:
+        return self._health
+
+    async def load(self, model_id: str) -> float:
+        """Check the upstream still offers the model (remote models have nothing to load)."""
+        started = time.perf_counter()
+        name = self._upstream_name(model_id)
+        if name not in await self.list_upstream_models():
+            raise ModelNotFound(model_id, f"upstream '{self._provider.name}'")
+        return (time.perf_counter() - started) * 1000
+
+    async def unload(self, model_id: str) -> bool:
+        self._upstream_name(model_id)
+        return False  # served remotely: never held in this process
+
+    def _upstream_name(self, model_id: str) -> str:
+        try:
+            return self._names[model_id]
+        except KeyError:
+            raise ModelNotFound(model_id, f"the '{self._provider.name}' backend") from None
+
+    # ---- generation -----------------------------------------------------------
+
+    def _body(
+        self, name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": name,
+            "messages": chat_messages(model_input),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if params.max_tokens:
+            body["max_tokens"] = params.max_tokens
+        for field in ("temperature", "top_p", "seed"):
+            if params.HasField(field):
+                body[field] = getattr(params, field)
+        if params.stop:
+            body["stop"] = list(params.stop)
+        return body
+
+    async def infer_stream(
+        self,
+        model_id: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> AsyncIterator[Piece]:
+        name = self._upstream_name(model_id)
+        body = self._body(name, model_input, params)
+        url = f"{self._provider.base_url}/chat/completions"
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=10, sock_read=self._provider.timeout_s
+        )
+        try:
+            async with self._http().post(url, json=body, timeout=timeout) as resp:
+                if resp.status != 200:
+                    await self._raise_for(resp, model=model_id)
+                async for piece in self._read_stream(model_id, resp):
+                    yield piece
+        except aiohttp.ClientPayloadError as exc:
+            raise StreamTruncated(
+                f"upstream '{self._provider.name}' broke off the stream for '{model_id}': {exc}"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._unreachable(exc) from exc
+
+    async def _read_stream(
+        self, model_id: str, resp: aiohttp.ClientResponse
+    ) -> AsyncIterator[Piece]:
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        pieces = 0
+        async for data in sse_data(resp.content):
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError as exc:
+                raise ProviderError(
+                    f"upstream '{self._provider.name}' sent a malformed event: {data[:200]!r}"
+                ) from exc
+            if "error" in chunk:
+                raise ProviderError(
+                    f"upstream '{self._provider.name}' failed mid-stream: {chunk['error']}"
+                )
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content") or ""
+                if text:
+                    pieces += 1
+                    yield Piece(text)
+                finish = choice.get("finish_reason") or finish
+        if finish is None:
+            raise StreamTruncated(
+                f"upstream '{self._provider.name}' ended the stream for '{model_id}' after "
+                f"{pieces} piece(s) without a finish_reason: the answer is truncated"
+            )
+        yield Piece(
+            "",
+            FINISH_REASONS.get(finish, common_pb2.FINISH_REASON_STOP),
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+    async def _raise_for(self, resp: aiohttp.ClientResponse, *, model: str) -> None:
+        text = (await resp.text())[:500]
+        try:
+            detail = json.loads(text).get("error", text)
+            if isinstance(detail, dict):
+                detail = detail.get("message", detail)
+        except (ValueError, AttributeError):
+            detail = text
+        where = f"upstream '{self._provider.name}'"
+        if resp.status == 429:
+            retry = resp.headers.get("retry-after", "")
+            raise RateLimited(
+                f"{where} rate-limited the request: {detail}",
+                float(retry) if retry.replace(".", "", 1).isdigit() else 1.0,
+            )
+        if resp.status == 404 and model:
+            raise ModelNotFound(model, f"{where} ({detail})")
+        if resp.status in (400, 422):
+            raise InvalidRequest(f"{where} rejected the request: {detail}")
+        if resp.status >= 500:
+            raise BackendUnavailable(f"{where} answered HTTP {resp.status}: {detail}")
+        raise ProviderError(f"{where} answered HTTP {resp.status}: {detail}")
+
+    def _unreachable(self, exc: BaseException) -> BackendUnavailable:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+            reason = "timed out"
+        return BackendUnavailable(
+            f"upstream '{self._provider.name}' at {self._provider.base_url} is unreachable: "
+            f"{reason}"
+        )

@@ -1,0 +1,93 @@
+"""BackendService over a `BackendHost`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from modelyard.backends.engine import Piece
+from modelyard.backends.host import BackendHost
+from modelyard.server.runtime import ServiceBinding
+from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
+
+Ctx = grpc.aio.ServicerContext
+
+
+def _chunk(piece: Piece) -> backend_pb2.InferChunk:
+    if piece.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED:
+        return backend_pb2.InferChunk(text=piece.text)
+    return backend_pb2.InferChunk(
+        text=piece.text,
+        finish_reason=piece.finish_reason,
+        usage=common_pb2.Usage(input_tokens=piece.input_tokens, output_tokens=piece.output_tokens),
+    )
+
+
+class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
+    def __init__(self, host: BackendHost) -> None:
+        self._host = host
+
+    async def InferStream(
+        self, request: backend_pb2.InferRequest, context: Ctx
+    ) -> AsyncIterator[backend_pb2.InferChunk]:
+        async for piece in self._host.infer_stream(
+            request.model_id, request.input, request.params
+        ):
+            yield _chunk(piece)
+
+    async def Infer(
+        self, request: backend_pb2.InferRequest, context: Ctx
+    ) -> backend_pb2.InferResponse:
+        texts = []
+        last = Piece("")
+        async for piece in self._host.infer_stream(
+            request.model_id, request.input, request.params
+        ):
+            texts.append(piece.text)
+            last = piece
+        return backend_pb2.InferResponse(
+            text="".join(texts),
+            finish_reason=last.finish_reason,
+            usage=common_pb2.Usage(input_tokens=last.input_tokens, output_tokens=last.output_tokens),
+        )
+
+    async def ListModels(
+        self, request: backend_pb2.BackendListModelsRequest, context: Ctx
+    ) -> backend_pb2.BackendListModelsResponse:
+        return backend_pb2.BackendListModelsResponse(
+            backend=self._host.name, models=self._host.models()
+        )
+
+    async def Health(
+        self, request: backend_pb2.BackendHealthRequest, context: Ctx
+    ) -> backend_pb2.BackendHealthResponse:
+        status, reason = self._host.health()
+        return backend_pb2.BackendHealthResponse(
+            backend=self._host.name,
+            status=status,
+            reason=reason,
+            loaded_models=self._host.loaded_models(),
+        )
+
+    async def Load(
+        self, request: backend_pb2.LoadRequest, context: Ctx
+    ) -> backend_pb2.LoadResponse:
+        took = await self._host.engine_for(request.model_id).load(request.model_id)
+        return backend_pb2.LoadResponse(model_id=request.model_id, loaded=True, load_ms=took)
+
+    async def Unload(
+        self, request: backend_pb2.UnloadRequest, context: Ctx
+    ) -> backend_pb2.UnloadResponse:
+        was = await self._host.engine_for(request.model_id).unload(request.model_id)
+        return backend_pb2.UnloadResponse(model_id=request.model_id, was_loaded=was)
+
+
+def backend_binding(host: BackendHost) -> ServiceBinding:
+    servicer = BackendServicer(host)
+    return ServiceBinding(
+        name=backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+        register=lambda server: backend_pb2_grpc.add_BackendServiceServicer_to_server(
+            servicer, server
+        ),
+    )

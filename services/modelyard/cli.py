@@ -1,0 +1,130 @@
+"""The `modelyard` command: up, serve, models, generate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from modelyard.errors import ModelyardError
+from modelyard.stack import DEFAULT_ADDRESS, ROLES, StackOptions, default_data_dir, start_stack
+from modelyard.telemetry import configure_tracing
+
+
+def _address_default() -> str:
+    return os.environ.get("MODELYARD_ADDRESS", DEFAULT_ADDRESS)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelyard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def server_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--listen", default=_address_default(),
+                       help="host:port to serve on (env MODELYARD_ADDRESS; default %(default)s)")
+        p.add_argument("--data-dir", type=Path, default=default_data_dir(),
+                       help="where the catalog lives (env MODELYARD_DATA_DIR)")
+        p.add_argument("--models-dir", type=Path,
+                       default=os.environ.get("MODELYARD_MODELS_DIR") or None,
+                       help="GGUF files for the local backend (default DATA_DIR/models)")
+        p.add_argument("--grace", type=float, default=30.0,
+                       help="seconds in-flight calls get to finish on SIGTERM")
+        p.add_argument("--log-level", default=os.environ.get("MODELYARD_LOG_LEVEL", "INFO"))
+
+    up = sub.add_parser("up", help="run every service on one address (the embedded default)")
+    server_flags(up)
+
+    serve = sub.add_parser("serve", help="run some roles in this process (split deployment)")
+    server_flags(serve)
+    serve.add_argument("roles", nargs="+", choices=ROLES)
+    serve.add_argument("--registry", default=os.environ.get("MODELYARD_REGISTRY"),
+                       help="registry address when it runs elsewhere (env MODELYARD_REGISTRY)")
+    serve.add_argument("--advertise", default=os.environ.get("MODELYARD_ADVERTISE"),
+                       help="address other services use to reach this one's backends")
+
+    models = sub.add_parser("models", help="list the models in the catalog")
+    models.add_argument("--address", default=_address_default())
+
+    gen = sub.add_parser("generate", help="stream a model's answer to the terminal")
+    gen.add_argument("model")
+    gen.add_argument("prompt")
+    gen.add_argument("--max-tokens", type=int, default=128)
+    gen.add_argument("--chat", action="store_true", help="send the prompt as a user message")
+    gen.add_argument("--address", default=_address_default())
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command in ("up", "serve"):
+            return _serve(args)
+        if args.command == "models":
+            return _models(args)
+        return _generate(args)
+    except ModelyardError as exc:
+        print(f"modelyard: {exc.message} [{exc.code.name}]", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    opts = StackOptions(listen=args.listen, data_dir=args.data_dir, models_dir=args.models_dir)
+    if args.command == "serve":
+        opts.roles = tuple(args.roles)
+        opts.registry_address = args.registry
+        opts.advertise = args.advertise
+    asyncio.run(_run(opts, args.grace))
+    return 0
+
+
+async def _run(opts: StackOptions, grace_s: float) -> None:
+    from modelyard.server.runtime import serve_until_signalled
+
+    provider = configure_tracing("modelyard")
+    stack = await start_stack(opts)
+    models = stack.view.models() if stack.view else []
+    print(f"modelyard: serving {', '.join(stack.server.service_names)} on {stack.address}",
+          flush=True)
+    for entry in models:
+        print(f"modelyard:   model {entry.id}", flush=True)
+    try:
+        await serve_until_signalled(stack.server, grace_s)
+    finally:
+        await stack.stop(0)
+        if provider is not None:
+            provider.shutdown()
+
+
+def _models(args: argparse.Namespace) -> int:
+    from modelyard_client import GatewayClient
+    from modelyard.v1 import common_pb2
+
+    with GatewayClient(args.address, timeout_s=10) as client:
+        for entry in client.models():
+            backends = ",".join(d.backend for d in entry.deployments)
+            health = common_pb2.HealthStatus.Name(entry.health).removeprefix("HEALTH_STATUS_")
+            ctx = entry.context_window or "-"
+            print(f"{entry.id}\t{backends}\tctx={ctx}\t{health.lower()}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from modelyard_client import GatewayClient
+
+    prompt: str | list[tuple[str, str]] = [("user", args.prompt)] if args.chat else args.prompt
+    with GatewayClient(args.address) as client:
+        for piece in client.stream(args.model, prompt, max_tokens=args.max_tokens):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The gateway service: the front door every request goes through."""

@@ -1,0 +1,150 @@
+"""The gateway's request path, free of gRPC servicer concerns.
+
+validate → resolve the model from the live catalog → check it against the
+model → reserve rate-limit budget → pick a deployment → stream from the
+backend → settle the reservation. Fallback models are tried in order while
+nothing has been streamed to the caller yet.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from modelyard.errors import (
+    BackendUnavailable,
+    ModelNotFound,
+    RateLimited,
+    StreamTruncated,
+    Unimplemented,
+)
+from modelyard.gateway.backend_pool import BackendPool
+from modelyard.gateway.catalog_view import CatalogView
+from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.settings import GatewaySettings
+from modelyard.gateway.validation import check_against_model, check_request, estimate_input_tokens
+from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2
+
+# Errors after which the next fallback model is worth trying.
+_FALLBACK_ON = (BackendUnavailable, ModelNotFound, RateLimited)
+
+
+class AllModelsFailed(BackendUnavailable):
+    """Every model in the fallback chain failed before streaming began."""
+
+
+class GatewayCore:
+    def __init__(
+        self,
+        catalog: CatalogView,
+        backends: BackendPool,
+        limits: ModelLimits | None = None,
+        settings: GatewaySettings | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.backends = backends
+        self.limits = limits or ModelLimits()
+        self.settings = settings or GatewaySettings()
+
+    async def generate(
+        self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
+    ) -> gateway_pb2.GenerateResponse:
+        started = time.perf_counter()
+        texts: list[str] = []
+        last = gateway_pb2.GenerateChunk()
+        model_id = ""
+        async for chunk in self.generate_stream(request, timeout_s):
+            model_id = chunk.model_id or model_id
+            texts.append(chunk.text)
+            last = chunk
+        return gateway_pb2.GenerateResponse(
+            model_id=model_id,
+            text="".join(texts),
+            finish_reason=last.finish_reason,
+            usage=last.usage,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            request_id=request.request_id,
+        )
+
+    async def generate_stream(
+        self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
+    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+        check_request(request, self.settings)
+        if not request.model:
+            raise Unimplemented(
+                "choosing a model automatically (empty `model`) is not implemented yet; "
+                "name a model"
+            )
+        chain = [request.model, *request.fallback_models]
+        failures: list[str] = []
+        for model_id in chain:
+            started = False
+            try:
+                async for chunk in self._stream_one(model_id, request, timeout_s):
+                    started = True
+                    yield chunk
+                return
+            except _FALLBACK_ON as exc:
+                if started or len(chain) == 1:
+                    raise
+                failures.append(f"{model_id}: {exc.message}")
+        raise AllModelsFailed("every model failed: " + " | ".join(failures))
+
+    async def _stream_one(
+        self, model_id: str, request: gateway_pb2.GenerateRequest, timeout_s: float | None
+    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+        model = self.catalog.get(model_id)
+        max_tokens = request.params.max_tokens or self.settings.default_max_tokens
+        check_against_model(request, model, max_tokens)
+        deployment = _pick_deployment(model)
+        input_tokens = estimate_input_tokens(request.input)
+        reservation = self.limits.reserve(model, input_tokens + max_tokens)
+        params = common_pb2.GenerationParams()
+        params.CopyFrom(request.params)
+        params.max_tokens = max_tokens
+        backend_request = backend_pb2.InferRequest(
+            model_id=model.id,
+            input=request.input,
+            params=params,
+            request_id=request.request_id or uuid.uuid4().hex,
+        )
+        timeout = min(timeout_s or self.settings.backend_timeout_s, self.settings.backend_timeout_s)
+        used = input_tokens
+        first = True
+        finished = False
+        try:
+            async for chunk in self.backends.infer_stream(deployment, backend_request, timeout):
+                out = gateway_pb2.GenerateChunk(text=chunk.text)
+                if first:
+                    out.model_id = model.id
+                    first = False
+                if chunk.finish_reason:
+                    out.finish_reason = chunk.finish_reason
+                    out.usage.CopyFrom(chunk.usage)
+                    used = chunk.usage.input_tokens + chunk.usage.output_tokens or used
+                    finished = True
+                yield out
+        finally:
+            reservation.settle(used if finished else input_tokens + max_tokens)
+        if not finished:
+            raise StreamTruncated(
+                f"backend '{deployment.backend}' at {deployment.endpoint} ended the stream "
+                f"for '{model.id}' without a finish reason: the answer is truncated"
+            )
+
+
+def _pick_deployment(model: common_pb2.ModelEntry) -> common_pb2.Deployment:
+    """The first servable deployment (load balancing among several comes with the native core)."""
+    if model.health in (common_pb2.HEALTH_STATUS_UNAVAILABLE, common_pb2.HEALTH_STATUS_UNHEALTHY):
+        raise BackendUnavailable(
+            f"model '{model.id}' is {common_pb2.HealthStatus.Name(model.health)}"
+            + (f": {model.health_reason}" if model.health_reason else "")
+        )
+    for deployment in model.deployments:
+        if deployment.health not in (
+            common_pb2.HEALTH_STATUS_UNAVAILABLE,
+            common_pb2.HEALTH_STATUS_UNHEALTHY,
+        ):
+            return deployment
+    raise BackendUnavailable(f"model '{model.id}' has no healthy deployment")

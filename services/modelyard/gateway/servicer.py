@@ -1,0 +1,41 @@
+"""GatewayService over `GatewayCore`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from modelyard.gateway.core import GatewayCore
+from modelyard.server.runtime import ServiceBinding
+from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+
+Ctx = grpc.aio.ServicerContext
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    """BatchGenerate and Compare fall to the generated base: UNIMPLEMENTED."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self._core = core
+
+    async def Generate(
+        self, request: gateway_pb2.GenerateRequest, context: Ctx
+    ) -> gateway_pb2.GenerateResponse:
+        return await self._core.generate(request, context.time_remaining())
+
+    async def GenerateStream(
+        self, request: gateway_pb2.GenerateRequest, context: Ctx
+    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+        async for chunk in self._core.generate_stream(request, context.time_remaining()):
+            yield chunk
+
+
+def gateway_binding(core: GatewayCore) -> ServiceBinding:
+    servicer = GatewayServicer(core)
+    return ServiceBinding(
+        name=gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
+        register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
+            servicer, server
+        ),
+    )

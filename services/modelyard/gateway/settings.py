@@ -1,0 +1,17 @@
+"""Limits and defaults of the gateway's request path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    # Inputs larger than this are refused with RESOURCE_EXHAUSTED before any backend call.
+    max_input_bytes: int = 1024 * 1024
+    # max_tokens above this is refused as absurd, whatever the model.
+    max_tokens_ceiling: int = 1_000_000
+    # Used when the request leaves max_tokens at 0, also for rate-limit reservation.
+    default_max_tokens: int = 256
+    # Upper bound on one backend call when the client sets no deadline.
+    backend_timeout_s: float = 600.0

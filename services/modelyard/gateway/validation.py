@@ -1,0 +1,85 @@
+"""Checks a request must pass before the gateway spends anything on it."""
+
+from __future__ import annotations
+
+import math
+
+from modelyard.errors import InvalidRequest, RequestTooLarge
+from modelyard.gateway.settings import GatewaySettings
+from modelyard.v1 import common_pb2, gateway_pb2
+
+# Roughly four bytes of English text per token for common BPE tokenizers.
+# Only used to reserve rate-limit budget; the real count settles it afterwards.
+BYTES_PER_TOKEN = 4
+
+
+def input_size_bytes(model_input: common_pb2.Input) -> int:
+    return model_input.ByteSize()
+
+
+def estimate_input_tokens(model_input: common_pb2.Input) -> int:
+    return math.ceil(input_size_bytes(model_input) / BYTES_PER_TOKEN)
+
+
+def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySettings) -> None:
+    """Raise a clear error for bad input; nothing is called before this passes."""
+    kind = request.input.WhichOneof("kind")
+    if kind is None:
+        raise InvalidRequest("input is empty: set one of text, chat, image, audio, structured")
+    if kind == "text" and not request.input.text.strip():
+        raise InvalidRequest("input.text is empty")
+    if kind == "chat":
+        messages = request.input.chat.messages
+        if not messages:
+            raise InvalidRequest("input.chat has no messages")
+        for i, m in enumerate(messages):
+            if m.role not in ("system", "user", "assistant", "tool"):
+                raise InvalidRequest(
+                    f"input.chat.messages[{i}].role {m.role!r} must be one of "
+                    "system, user, assistant, tool"
+                )
+        if not any(m.content.strip() for m in messages):
+            raise InvalidRequest("input.chat messages are all empty")
+    size = input_size_bytes(request.input)
+    if size > settings.max_input_bytes:
+        raise RequestTooLarge(
+            f"input is {size} bytes; the limit is {settings.max_input_bytes} bytes"
+        )
+    params = request.params
+    if params.max_tokens < 0:
+        raise InvalidRequest(f"params.max_tokens must be >= 0, got {params.max_tokens}")
+    if params.max_tokens > settings.max_tokens_ceiling:
+        raise InvalidRequest(
+            f"params.max_tokens {params.max_tokens} is above the gateway's ceiling of "
+            f"{settings.max_tokens_ceiling}"
+        )
+    if params.HasField("temperature") and not 0 <= params.temperature <= 2:
+        raise InvalidRequest(f"params.temperature must be in [0, 2], got {params.temperature}")
+    if params.HasField("top_p") and not 0 < params.top_p <= 1:
+        raise InvalidRequest(f"params.top_p must be in (0, 1], got {params.top_p}")
+    if params.HasField("top_k") and params.top_k < 0:
+        raise InvalidRequest(f"params.top_k must be >= 0, got {params.top_k}")
+
+
+def check_against_model(
+    request: gateway_pb2.GenerateRequest, model: common_pb2.ModelEntry, max_tokens: int
+) -> None:
+    """Checks that need the chosen model's catalog entry."""
+    kind = request.input.WhichOneof("kind")
+    wanted = {
+        "text": common_pb2.MODALITY_TEXT,
+        "chat": common_pb2.MODALITY_TEXT,
+        "image": common_pb2.MODALITY_IMAGE,
+        "audio": common_pb2.MODALITY_AUDIO,
+        "structured": common_pb2.MODALITY_STRUCTURED,
+        "tensors": common_pb2.MODALITY_TENSOR,
+    }[kind or "text"]
+    if model.input_modalities and wanted not in model.input_modalities:
+        raise InvalidRequest(
+            f"model '{model.id}' does not take {common_pb2.Modality.Name(wanted)} input"
+        )
+    if model.context_window and max_tokens > model.context_window:
+        raise InvalidRequest(
+            f"params.max_tokens {max_tokens} exceeds model '{model.id}' context window "
+            f"of {model.context_window} tokens"
+        )

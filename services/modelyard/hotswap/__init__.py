@@ -1,0 +1,1 @@
+"""The hot-swap service: aliases, zero-downtime swaps and A/B tests."""

@@ -1,0 +1,1 @@
+"""The registry service: the model catalog, persisted in SQLite, watchable."""

@@ -1,0 +1,167 @@
+"""The model catalog: the registry's domain, free of gRPC.
+
+Holds every entry in memory for reads, persists each change to SQLite before
+it becomes visible, and fans changes out to watchers. Revisions are the
+change log's sequence numbers, so they keep growing across restarts and a
+watcher can resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+
+from modelyard.errors import AlreadyExists, FailedPrecondition, ModelNotFound
+from modelyard.registry.store import CatalogStore
+from modelyard.registry.validation import check_entry, check_model_id
+from modelyard.v1 import common_pb2, registry_pb2
+
+Change = registry_pb2.ModelChange
+# A watcher that falls this far behind is cut off and told to resume.
+WATCH_QUEUE_LIMIT = 4096
+
+
+class WatcherFellBehind(FailedPrecondition):
+    pass
+
+
+class Catalog:
+    def __init__(self, store: CatalogStore) -> None:
+        self._store = store
+        self._entries = {e.id: e for e in store.load_all()}
+        self._watchers: set[asyncio.Queue[Change | None]] = set()
+
+    def close(self) -> None:
+        self._store.close()
+
+    # ---- reads --------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self._store.revision()
+
+    def get(self, model_id: str) -> common_pb2.ModelEntry:
+        try:
+            return self._entries[model_id]
+        except KeyError:
+            raise ModelNotFound(model_id, "the registry") from None
+
+    def list(
+        self,
+        *,
+        provider: str = "",
+        backend: str = "",
+        capabilities: Iterable[common_pb2.Capability.ValueType] = (),
+        include_unavailable: bool = False,
+    ) -> list[common_pb2.ModelEntry]:
+        wanted = set(capabilities)
+        out = []
+        for entry in sorted(self._entries.values(), key=lambda e: e.id):
+            if provider and entry.provider != provider:
+                continue
+            if backend and all(d.backend != backend for d in entry.deployments):
+                continue
+            if wanted and not wanted.issubset(entry.capabilities):
+                continue
+            if not include_unavailable and entry.health == common_pb2.HEALTH_STATUS_UNAVAILABLE:
+                continue
+            out.append(entry)
+        return out
+
+    # ---- writes -------------------------------------------------------------
+
+    def register(self, entry: common_pb2.ModelEntry, *, upsert: bool) -> common_pb2.ModelEntry:
+        """Store a model (validated first: a bad entry changes nothing)."""
+        check_entry(entry)
+        if entry.id in self._entries and not upsert:
+            raise AlreadyExists(
+                f"model '{entry.id}' is already registered; pass upsert to replace it"
+            )
+        stored = common_pb2.ModelEntry()
+        stored.CopyFrom(entry)
+        if not stored.name:
+            stored.name = stored.id.split("/", 1)[-1]
+        if stored.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
+            stored.health = common_pb2.HEALTH_STATUS_HEALTHY
+        return self._commit(Change.KIND_UPSERTED, stored)
+
+    def unregister(self, model_id: str) -> int:
+        check_model_id(model_id)
+        entry = self.get(model_id)
+        removed = common_pb2.ModelEntry(id=entry.id, provider=entry.provider)
+        return self._commit(Change.KIND_REMOVED, removed).revision
+
+    def update_health(
+        self, model_id: str, health: common_pb2.HealthStatus.ValueType, reason: str
+    ) -> common_pb2.ModelEntry:
+        updated = common_pb2.ModelEntry()
+        updated.CopyFrom(self.get(model_id))
+        updated.health = health
+        updated.health_reason = reason
+        return self._commit(Change.KIND_UPSERTED, updated)
+
+    def _commit(
+        self, kind: registry_pb2.ModelChange.Kind.ValueType, entry: common_pb2.ModelEntry
+    ) -> common_pb2.ModelEntry:
+        entry.revision = self._store.next_revision()
+        entry.updated_at.FromNanoseconds(time.time_ns())
+        revision = self._store.write_change(kind, entry)
+        if revision != entry.revision:  # another writer on the same file
+            entry.revision = revision
+        if kind == Change.KIND_REMOVED:
+            self._entries.pop(entry.id, None)
+        else:
+            self._entries[entry.id] = entry
+        self._publish(Change(kind=kind, revision=revision, model=entry))
+        return entry
+
+    # ---- watching -----------------------------------------------------------
+
+    def _publish(self, change: Change) -> None:
+        for queue in list(self._watchers):
+            try:
+                queue.put_nowait(change)
+            except asyncio.QueueFull:
+                self._watchers.discard(queue)
+                queue.get_nowait()  # make room for the cut-off marker
+                queue.put_nowait(None)
+
+    async def watch(self, after_revision: int) -> AsyncIterator[Change]:
+        """Changes after `after_revision` (0: a snapshot), a SYNCED marker, then live changes."""
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(WATCH_QUEUE_LIMIT)
+        self._watchers.add(queue)  # before reading the backlog, so nothing falls between
+        try:
+            last = after_revision
+            if after_revision == 0:
+                last = self.revision
+                for entry in sorted(self._entries.values(), key=lambda e: e.id):
+                    yield Change(kind=Change.KIND_UPSERTED, revision=entry.revision, model=entry)
+            else:
+                current, oldest = self.revision, self._store.oldest_revision()
+                if after_revision > current:
+                    raise FailedPrecondition(
+                        f"after_revision {after_revision} is ahead of the registry "
+                        f"(revision {current}); resume with after_revision=0"
+                    )
+                if oldest and after_revision < oldest - 1:
+                    raise FailedPrecondition(
+                        f"after_revision {after_revision} is older than the change log "
+                        f"(oldest {oldest}); resume with after_revision=0"
+                    )
+                for change in self._store.changes_after(after_revision):
+                    last = change.revision
+                    yield change
+            yield Change(kind=Change.KIND_SYNCED, revision=last)
+            while True:
+                change = await queue.get()
+                if change is None:
+                    raise WatcherFellBehind(
+                        f"watcher fell more than {WATCH_QUEUE_LIMIT} changes behind; "
+                        f"resume with after_revision={last}"
+                    )
+                if change.revision > last:
+                    last = change.revision
+                    yield change
+        finally:
+            self._watchers.discard(queue)

@@ -1,0 +1,1 @@
+"""What every modelyard gRPC server shares: interceptor, health, reflection, drain."""

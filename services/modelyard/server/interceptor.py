@@ -1,0 +1,121 @@
+"""The one server interceptor: trace context in, errors out.
+
+Every modelyard RPC passes through here once. It continues the caller's W3C
+trace (``traceparent`` in gRPC metadata) with a SERVER span, and maps the
+project's exception hierarchy to gRPC status codes: a `ModelyardError` becomes
+its own code and message, a `NotImplementedError` (what the generated base
+servicer raises) becomes UNIMPLEMENTED naming the RPC, anything else becomes
+INTERNAL with no detail leaked to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc.aio import AbortError, ServicerContext
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from modelyard.errors import ModelyardError
+from modelyard.telemetry import context_from_metadata, tracer
+
+log = logging.getLogger(__name__)
+
+_OURS = "/modelyard.v1."
+
+UnaryBehavior = Callable[[Any, ServicerContext], Awaitable[Any]]
+StreamBehavior = Callable[[Any, ServicerContext], AsyncIterator[Any]]
+
+
+class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps modelyard's own RPCs; health and reflection pass through untouched."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith(_OURS):
+            return handler
+        rpc_name = method[1:]  # "modelyard.v1.GatewayService/Generate"
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(rpc_name, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(rpc_name, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # no client-streaming RPCs in the contract yet
+
+
+def _start_span(rpc_name: str, context: ServicerContext) -> Span:
+    service, _, method = rpc_name.partition("/")
+    return tracer().start_span(
+        rpc_name,
+        context=context_from_metadata(context.invocation_metadata()),
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+    )
+
+
+def _wrap_unary(rpc_name: str, behavior: UnaryBehavior) -> UnaryBehavior:
+    async def wrapped(request: Any, context: ServicerContext) -> Any:
+        span = _start_span(rpc_name, context)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                return await behavior(request, context)
+        except BaseException as exc:
+            await _abort_for(exc, rpc_name, context, span)
+            raise  # unreachable: _abort_for always raises
+        finally:
+            span.end()
+
+    return wrapped
+
+
+def _wrap_stream(rpc_name: str, behavior: StreamBehavior) -> StreamBehavior:
+    async def wrapped(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
+        span = _start_span(rpc_name, context)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                async for item in behavior(request, context):
+                    yield item
+        except BaseException as exc:
+            await _abort_for(exc, rpc_name, context, span)
+            raise
+        finally:
+            span.end()
+
+    return wrapped
+
+
+async def _abort_for(
+    exc: BaseException, rpc_name: str, context: ServicerContext, span: Span
+) -> None:
+    """Turn an exception into the RPC's status. Always raises."""
+    if isinstance(exc, AbortError | GeneratorExit) or not isinstance(exc, Exception):
+        # Already aborted, or cancelled/closed by the runtime: leave it alone.
+        raise exc
+    if isinstance(exc, ModelyardError):
+        code, message = exc.code, exc.message
+        trailers = exc.trailing_metadata()
+        if trailers:
+            context.set_trailing_metadata(trailers)
+    elif isinstance(exc, NotImplementedError):
+        code, message = grpc.StatusCode.UNIMPLEMENTED, f"{rpc_name} is not implemented yet"
+    else:
+        log.exception("unhandled error in %s", rpc_name)
+        code, message = grpc.StatusCode.INTERNAL, f"internal error in {rpc_name}"
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    span.set_status(Status(StatusCode.ERROR, message))
+    await context.abort(code, message)

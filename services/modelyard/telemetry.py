@@ -1,0 +1,91 @@
+"""OpenTelemetry setup and W3C trace context over gRPC metadata.
+
+The exporter is chosen by the standard variables: ``OTEL_TRACES_EXPORTER``
+(``otlp``, ``console`` or ``none``; unset means ``otlp`` when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set,
+else ``none``), the OTLP exporter's own ``OTEL_EXPORTER_OTLP_*`` variables,
+``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` for the resource and
+``OTEL_TRACES_SAMPLER`` for sampling (read by the SDK itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+
+log = logging.getLogger(__name__)
+
+_TRACER_NAME = "modelyard"
+
+
+def tracer() -> trace.Tracer:
+    """The tracer every modelyard span is made with (follows the global provider)."""
+    return trace.get_tracer(_TRACER_NAME)
+
+
+def configure_tracing(default_service_name: str) -> TracerProvider | None:
+    """Install a tracer provider with the exporter the environment asks for.
+
+    Returns the provider (so the caller can shut it down and flush), or None
+    when tracing is off.
+    """
+    exporter = _exporter_from_env()
+    if exporter is None:
+        return None
+    attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": default_service_name}
+    provider = TracerProvider(resource=Resource.create(attrs))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _exporter_from_env() -> SpanExporter | None:
+    choice = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not choice:
+        has_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        )
+        choice = "otlp" if has_endpoint else "none"
+    if choice == "none":
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    if choice == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    raise ValueError(
+        f"OTEL_TRACES_EXPORTER={choice!r} is not supported; use 'otlp', 'console' or 'none'"
+    )
+
+
+def context_from_metadata(
+    metadata: Sequence[tuple[str, str | bytes]] | None,
+) -> otel_context.Context | None:
+    """The caller's trace context carried in gRPC invocation metadata."""
+    if not metadata:
+        return None
+    carrier = {k: v for k, v in metadata if isinstance(v, str)}
+    if "traceparent" not in carrier:
+        return None
+    return propagate.extract(carrier)
+
+
+def metadata_with_trace() -> tuple[tuple[str, str], ...]:
+    """Outgoing gRPC metadata that carries the current trace context."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items())
+
+
