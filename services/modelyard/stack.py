@@ -57,6 +57,8 @@ class StackOptions:
     discover_ollama: bool = True
     openai_compat_env: dict[str, str] | None = None  # None: os.environ
     n_ctx: int = 2048
+    # Engines to host besides the ones the roles bring (embedding modelyard as a library).
+    engines: list[Engine] = field(default_factory=list)
 
     @property
     def resolved_models_dir(self) -> Path:
@@ -104,7 +106,7 @@ async def start_stack(opts: StackOptions) -> Stack:
     if "gateway" in opts.roles:
         view, pool = CatalogView(), BackendPool()
         bindings.append(gateway_binding(GatewayCore(view, pool)))
-    engines = await _engines(opts)
+    engines = [*await _engines(opts), *opts.engines]
     if engines:
         host = BackendHost(engines)
         bindings.append(backend_binding(host))

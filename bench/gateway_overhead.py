@@ -1,0 +1,287 @@
+"""What the modelyard gateway adds on top of calling an OpenAI-compatible upstream directly.
+
+One run, everything on 127.0.0.1, three processes: the fake upstream
+(bench/fake_openai_upstream.py), a modelyard stack (`modelyard serve gateway
+registry backend-openai-compat`, its backend pointed at the upstream by
+``CUSTOM_AI_PROVIDER_URL``) and this process, the load generator. It measures
+
+* direct: a streaming chat completion to the upstream with aiohttp;
+* gateway: ``GatewayService.GenerateStream`` and ``Generate`` over grpc.aio;
+
+each at one request in flight (latency) and at N in flight (throughput), then
+prints a markdown table and rewrites the "## Gateway overhead" section of
+docs/benchmarks.md (other sections are left as they are).
+
+    .venv/bin/python bench/gateway_overhead.py [--sequential 2000] [--concurrent 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHONPATH = [str(ROOT / "services"), str(ROOT / "clients" / "python")]
+sys.path[:0] = [p for p in PYTHONPATH if p not in sys.path]
+
+import aiohttp  # noqa: E402
+import grpc  # noqa: E402
+
+from fake_openai_upstream import MODEL, PIECES, UpstreamProcess  # noqa: E402
+from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from overhead_report import Measured, render_table, update_docs  # noqa: E402
+
+EXPECTED = "".join(PIECES)
+PROMPT = "Say hello."
+MAX_TOKENS = 16
+PROVIDER_KEYS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "OPENROUTER_API_KEY")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class GatewayProcess:
+    """`modelyard serve gateway registry backend-openai-compat` in a child process."""
+
+    def __init__(self, upstream_url: str, data_dir: Path, startup_s: float = 60.0) -> None:
+        self.address = f"127.0.0.1:{free_port()}"
+        env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
+        env.update(CUSTOM_AI_PROVIDER_URL=upstream_url, OTEL_TRACES_EXPORTER="none",
+                   PYTHONPATH=os.pathsep.join([*PYTHONPATH, env.get("PYTHONPATH", "")]))
+        self.log_path = data_dir / "gateway.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelyard.cli", "serve", "gateway", "registry",
+             "backend-openai-compat", "--listen", self.address, "--data-dir", str(data_dir),
+             "--grace", "1"],
+            env=env, stdout=subprocess.PIPE, stderr=self._log, text=True,
+        )
+        self.model_id = self._wait_for_model(startup_s)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _wait_for_model(self, timeout_s: float) -> str:
+        assert self.proc.stdout is not None
+        wanted = f"model custom/{MODEL}"
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if sel.select(timeout=0.5):
+                    line = self.proc.stdout.readline()
+                    if wanted in line:
+                        return line.split()[-1]
+        self.stop()
+        raise RuntimeError(f"the gateway did not serve {wanted}; see {self.log_path}")
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # by its own pid
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@dataclass
+class Tally:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+
+
+Call = Callable[[], Awaitable[bool]]
+
+
+async def drive(call: Call, n: int, in_flight: int) -> tuple[Tally, float]:
+    """Run `n` calls with `in_flight` of them outstanding at a time; (tally, wall seconds)."""
+    tally = Tally()
+    remaining = iter(range(n))
+
+    async def worker() -> None:
+        for _ in remaining:
+            started = time.perf_counter()
+            try:
+                ok, why = await call(), "wrong answer"
+            except Exception as exc:  # counted, not raised: the run goes on
+                ok, why = False, f"{type(exc).__name__}: {exc}"[:300]
+            if ok:
+                tally.latencies_ms.append((time.perf_counter() - started) * 1000)
+            else:
+                tally.errors += 1
+                tally.first_error = tally.first_error or why
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return tally, time.perf_counter() - started
+
+
+def direct_call(session: aiohttp.ClientSession, base_url: str) -> Call:
+    url = f"{base_url}/v1/chat/completions"
+    body = json.dumps({
+        "model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True,
+        "stream_options": {"include_usage": True}, "max_tokens": MAX_TOKENS,
+    }).encode()
+    headers = {"Content-Type": "application/json"}
+
+    async def call() -> bool:
+        texts: list[str] = []
+        finish, done = None, False
+        async with session.post(url, data=body, headers=headers) as resp:
+            if resp.status != 200:
+                return False
+            async for line in resp.content:
+                if not line.startswith(b"data: "):
+                    continue
+                data = line[6:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                for choice in json.loads(data).get("choices") or ():
+                    texts.append((choice.get("delta") or {}).get("content") or "")
+                    finish = choice.get("finish_reason") or finish
+        return done and finish == "stop" and "".join(texts) == EXPECTED
+
+    return call
+
+
+def gateway_request(model_id: str) -> gateway_pb2.GenerateRequest:
+    chat = common_pb2.ChatMessages(messages=[common_pb2.ChatMessage(role="user", content=PROMPT)])
+    return gateway_pb2.GenerateRequest(
+        model=model_id, input=common_pb2.Input(chat=chat),
+        params=common_pb2.GenerationParams(max_tokens=MAX_TOKENS),
+    )
+
+
+def stream_call(stubs: list[gateway_pb2_grpc.GatewayServiceStub], model_id: str) -> Call:
+    request, turn = gateway_request(model_id), iter(range(1 << 62))
+
+    async def call() -> bool:
+        texts, last = [], None
+        async for chunk in stubs[next(turn) % len(stubs)].GenerateStream(request, timeout=30):
+            texts.append(chunk.text)
+            last = chunk
+        return (last is not None and last.finish_reason == common_pb2.FINISH_REASON_STOP
+                and "".join(texts) == EXPECTED)
+
+    return call
+
+
+def unary_call(stubs: list[gateway_pb2_grpc.GatewayServiceStub], model_id: str) -> Call:
+    request, turn = gateway_request(model_id), iter(range(1 << 62))
+
+    async def call() -> bool:
+        resp = await stubs[next(turn) % len(stubs)].Generate(request, timeout=30)
+        return resp.finish_reason == common_pb2.FINISH_REASON_STOP and resp.text == EXPECTED
+
+    return call
+
+
+async def measure_path(
+    name: str, call: Call, args: argparse.Namespace, watched: dict[str, int]
+) -> list[Measured]:
+    """Warm up, then one run at 1 in flight and one at `args.in_flight`."""
+    await drive(call, args.warmup, 1)
+    await drive(call, args.warmup, args.in_flight)
+    out = []
+    for in_flight, n in ((1, args.sequential), (args.in_flight, args.concurrent)):
+        cpu_before = {k: process_cpu_s(pid) for k, pid in watched.items()}
+        tally, wall_s = await drive(call, n, in_flight)
+        cpu_ms = {k: (process_cpu_s(pid) - cpu_before[k]) * 1000 / n
+                  for k, pid in watched.items()}
+        out.append(Measured(name, in_flight, n, tally.latencies_ms, tally.errors,
+                            tally.first_error, wall_s, cpu_ms))
+        print(f"  {out[-1].summary()}", flush=True)
+    return out
+
+
+async def run(args: argparse.Namespace, upstream: UpstreamProcess, gw: GatewayProcess) -> list[Measured]:
+    watched = {"loadgen": os.getpid(), "upstream": upstream.proc.pid, "gateway": gw.proc.pid}
+    results = []
+    connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        print("direct (aiohttp -> upstream)", flush=True)
+        results += await measure_path("direct HTTP stream", direct_call(session, upstream.url),
+                                      args, watched)
+    channels = [grpc.aio.insecure_channel(gw.address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(args.channels)]
+    try:
+        await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 10) for c in channels))
+        stubs = [gateway_pb2_grpc.GatewayServiceStub(c) for c in channels]
+        print("gateway GenerateStream (grpc.aio -> modelyard -> upstream)", flush=True)
+        results += await measure_path("gateway GenerateStream",
+                                      stream_call(stubs, gw.model_id), args, watched)
+        print("gateway Generate", flush=True)
+        results += await measure_path("gateway Generate", unary_call(stubs, gw.model_id),
+                                      args, watched)
+    finally:
+        for c in channels:
+            await c.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=2000, help="requests at 1 in flight")
+    parser.add_argument("--concurrent", type=int, default=5000,
+                        help="requests at --in-flight in flight")
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=300, help="warm-up requests per path")
+    parser.add_argument("--channels", type=int, default=1, help="gRPC channels the load shares")
+    parser.add_argument("--upstream", choices=("raw", "aiohttp"), default="raw",
+                        help="fake upstream implementation")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-docs", action="store_true", help="print only, leave the docs")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp, \
+            UpstreamProcess(args.upstream) as upstream:
+        gw = GatewayProcess(upstream.url, Path(tmp))
+        try:
+            print(f"upstream {upstream.url}, gateway {gw.address} serving {gw.model_id}")
+            results = asyncio.run(run(args, upstream, gw))
+        finally:
+            gw.stop()
+            with contextlib.suppress(OSError):
+                tail = gw.log_path.read_text().splitlines()[-5:]
+                if any("Traceback" in line or "ERROR" in line for line in tail):
+                    print("gateway log tail:\n" + "\n".join(tail), file=sys.stderr)
+    table = render_table(results)
+    print("\n" + table)
+    if not args.no_docs:
+        update_docs(args.docs, results, args)
+        print(f"\nupdated {args.docs}")
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

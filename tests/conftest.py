@@ -1,0 +1,114 @@
+"""Shared fixtures: the real Gemma model, free ports, in-process stacks, a llama.cpp server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from modelyard.stack import Stack, StackOptions, start_stack
+
+GEMMA_ID = "local/gemma-3-270m-q4_k_m"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """A models directory holding the real Gemma 3 270M GGUF (assembled once per machine)."""
+    from modelyard.backends.local.model_files import ensure_default_model
+
+    base = Path(
+        os.environ.get("MODELYARD_TEST_MODELS_DIR")
+        or Path.home() / ".cache" / "modelyard-test" / "models"
+    )
+    ensure_default_model(base)
+    return base
+
+
+@pytest.fixture(scope="session")
+def gemma_path(models_dir: Path) -> Path:
+    return models_dir / "gemma-3-270m-q4_k_m.gguf"
+
+
+StackFactory = Callable[..., "AsyncIterator[Stack]"]
+
+
+@pytest.fixture
+async def make_stack(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    """Start in-process stacks on free ports; every one is stopped after the test."""
+    started: list[Stack] = []
+
+    async def factory(**overrides: object) -> Stack:
+        opts = StackOptions(
+            listen="127.0.0.1:0",
+            data_dir=tmp_path / f"data{len(started)}",
+            assemble_default_model=False,
+            discover_ollama=False,
+            openai_compat_env={},
+        )
+        for key, value in overrides.items():
+            setattr(opts, key, value)
+        stack = await start_stack(opts)
+        started.append(stack)
+        return stack
+
+    yield factory
+    for stack in reversed(started):
+        await stack.stop(0)
+
+
+@pytest.fixture(scope="session")
+def llama_server(gemma_path: Path) -> Iterator[str]:
+    """A real `python -m llama_cpp.server` serving Gemma on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(gemma_path),
+            "--model_alias", "gemma-3-270m",
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--n_ctx", "2048",
+            "--interrupt_requests", "true",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"llama_cpp.server exited early: {err[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not answer within 120s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()

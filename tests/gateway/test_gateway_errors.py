@@ -1,0 +1,147 @@
+"""Bad input gets a clear error before any backend is called; failures name their cause."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from support.scripted_engine import ScriptedEngine
+
+from modelyard.errors import BackendUnavailable, RETRY_AFTER_MS_KEY
+from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+
+def _request(model: str = "scripted/echo", text: str = "hi", max_tokens: int = 8) -> gateway_pb2.GenerateRequest:
+    req = gateway_pb2.GenerateRequest(model=model)
+    req.input.text = text
+    req.params.max_tokens = max_tokens
+    return req
+
+
+async def _call(address: str, req: gateway_pb2.GenerateRequest) -> gateway_pb2.GenerateResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(req, timeout=10)
+
+
+async def _status(address: str, req: gateway_pb2.GenerateRequest) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _call(address, req)
+    return info.value
+
+
+@pytest.fixture
+async def scripted(make_stack):  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine()
+    stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
+    return stack, engine
+
+
+async def test_happy_path_streams_through_backend(scripted) -> None:  # type: ignore[no-untyped-def]
+    stack, engine = scripted
+    response = await _call(stack.address, _request())
+    assert response.text == "hello world"
+    assert response.model_id == "scripted/echo"
+    assert response.finish_reason == common_pb2.FINISH_REASON_STOP
+    assert response.usage.output_tokens == 3
+    assert len(engine.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "needle"),
+    [
+        (lambda r: setattr(r, "model", "nope/missing"), grpc.StatusCode.NOT_FOUND, "'nope/missing'"),
+        (lambda r: r.params.__setattr__("max_tokens", -5), grpc.StatusCode.INVALID_ARGUMENT, "max_tokens must be >= 0, got -5"),
+        (lambda r: r.params.__setattr__("max_tokens", 2_000_000_000), grpc.StatusCode.INVALID_ARGUMENT, "ceiling"),
+        (lambda r: r.params.__setattr__("max_tokens", 5000), grpc.StatusCode.INVALID_ARGUMENT, "context window of 4096"),
+        (lambda r: r.input.__setattr__("text", "   "), grpc.StatusCode.INVALID_ARGUMENT, "input.text is empty"),
+        (lambda r: r.ClearField("input"), grpc.StatusCode.INVALID_ARGUMENT, "input is empty"),
+        (lambda r: r.input.__setattr__("text", "x" * (2 * 1024 * 1024)), grpc.StatusCode.RESOURCE_EXHAUSTED, "limit is 1048576 bytes"),
+        (lambda r: r.params.__setattr__("temperature", 7.0), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+    ],
+    ids=["unknown-model", "negative-max-tokens", "absurd-max-tokens", "over-context", "blank-text", "no-input", "oversize", "bad-temperature"],
+)
+async def test_bad_input_is_refused_before_the_backend(scripted, mutate, code, needle) -> None:  # type: ignore[no-untyped-def]
+    stack, engine = scripted
+    req = _request()
+    mutate(req)
+    err = await _status(stack.address, req)
+    assert err.code() == code
+    assert needle in (err.details() or "")
+    assert engine.calls == []
+
+
+async def test_bad_chat_role_is_named(scripted) -> None:  # type: ignore[no-untyped-def]
+    stack, engine = scripted
+    req = gateway_pb2.GenerateRequest(model="scripted/echo")
+    req.input.chat.messages.add(role="wizard", content="hi")
+    err = await _status(stack.address, req)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "messages[0].role 'wizard'" in (err.details() or "")
+    assert engine.calls == []
+
+
+async def test_rate_limit_answers_resource_exhausted_with_retry_time(make_stack) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(limits=common_pb2.RateLimits(requests_per_minute=2))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
+    await _call(stack.address, _request())
+    await _call(stack.address, _request())
+    err = await _status(stack.address, _request())
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "requests_per_minute=2" in (err.details() or "")
+    assert "retry after" in (err.details() or "")
+    retry_ms = int(dict(err.trailing_metadata() or ())[RETRY_AFTER_MS_KEY])  # type: ignore[arg-type]
+    assert 20_000 <= retry_ms <= 30_000  # one request refills every 30 s
+    assert len(engine.calls) == 2
+
+
+async def test_tokens_per_minute_reserves_max_tokens_and_refunds_unused(make_stack) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(limits=common_pb2.RateLimits(tokens_per_minute=100))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
+    # Each request reserves ~1 input token + 60; it uses 3 + 3, so the rest comes back.
+    for _ in range(5):
+        await _call(stack.address, _request(max_tokens=60))
+    # Without the refund the second request would already have been refused.
+    err = await _status(stack.address, _request(max_tokens=99))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "tokens_per_minute=100" in (err.details() or "")
+
+
+async def test_backend_down_is_unavailable_naming_it(make_stack) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine()
+    backend = await make_stack(roles=("registry",), engines=[engine])
+    gateway = await make_stack(roles=("gateway",), registry_address=backend.address)
+    assert (await _call(gateway.address, _request())).text == "hello world"
+    await backend.server.server.stop(0)  # the backend dies; the gateway's catalog still has it
+    err = await _status(gateway.address, _request())
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"backend 'scripted' at {backend.address}" in (err.details() or "")
+
+
+async def test_backend_error_keeps_its_code_and_fallback_model_is_used(make_stack) -> None:  # type: ignore[no-untyped-def]
+    broken = ScriptedEngine(("scripted/broken",), fail_with=BackendUnavailable("upstream 'x' is down"))
+    good = ScriptedEngine(("scripted/good",), pieces=("ok",))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[broken, good])
+    err = await _status(stack.address, _request("scripted/broken"))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert "upstream 'x' is down" in (err.details() or "")
+    req = _request("scripted/broken")
+    req.fallback_models.append("scripted/good")
+    response = await _call(stack.address, req)
+    assert (response.model_id, response.text) == ("scripted/good", "ok")
+
+
+async def test_stream_without_finish_is_aborted(make_stack) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(finish=False)
+    stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
+    err = await _status(stack.address, _request())
+    assert err.code() == grpc.StatusCode.ABORTED
+    assert "truncated" in (err.details() or "")
+
+
+async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(scripted) -> None:  # type: ignore[no-untyped-def]
+    stack, _ = scripted
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Compare(gateway_pb2.CompareRequest(models=["scripted/echo"]))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "modelyard.v1.GatewayService/Compare" in (info.value.details() or "")

@@ -1,0 +1,1 @@
+"""Test doubles of modelyard's own interfaces (never of a third-party system)."""
