@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
-import selectors
+import queue
 import signal
 import socket
 import subprocess
@@ -79,27 +79,26 @@ class GatewayProcess:
              "--grace", "1"],
             env=env, stdout=subprocess.PIPE, stderr=self._log, text=True,
         )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
         self.model_id = self._wait_for_model(startup_s)
-        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # read to the end so the child never blocks on a pipe
+            self._lines.put(line)
 
     def _wait_for_model(self, timeout_s: float) -> str:
-        assert self.proc.stdout is not None
         wanted = f"model custom/{MODEL}"
         deadline = time.monotonic() + timeout_s
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if sel.select(timeout=0.5):
-                    line = self.proc.stdout.readline()
-                    if wanted in line:
-                        return line.split()[-1]
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with contextlib.suppress(queue.Empty):
+                line = self._lines.get(timeout=0.2)
+                if wanted in line:
+                    return line.split()[-1]
         self.stop()
-        raise RuntimeError(f"the gateway did not serve {wanted}; see {self.log_path}")
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
+        log = self.log_path.read_text()[-3000:]
+        raise RuntimeError(f"the gateway did not serve {wanted}; its log ends:\n{log}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -84,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(opts: StackOptions, grace_s: float) -> None:
-    from modelyard.server.runtime import serve_until_signalled
+    from modelyard.server.runtime import wait_for_stop_signal
 
     provider = configure_tracing("modelyard")
     stack = await start_stack(opts)
@@ -94,9 +94,10 @@ async def _run(opts: StackOptions, grace_s: float) -> None:
     for entry in models:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:
-        await serve_until_signalled(stack.server, grace_s)
+        await wait_for_stop_signal()
+        print(f"modelyard: draining for up to {grace_s:g}s", flush=True)
     finally:
-        await stack.stop(0)
+        await stack.stop(grace_s)
         if provider is not None:
             provider.shutdown()
 

@@ -75,13 +75,19 @@ class Stack:
     pool: BackendPool | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        await self.server.drain(grace_s)
+    async def _end_watches(self) -> None:
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.catalog:
+            self.catalog.end_watches()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """NOT_SERVING, end watches, let in-flight calls finish within `grace_s`, release all."""
+        self.server.before_stop.append(self._end_watches)
+        await self.server.drain(grace_s)
         if self.host:
             await self.host.close()
         if self.pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 
@@ -31,21 +32,21 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
     async def InferStream(
         self, request: backend_pb2.InferRequest, context: Ctx
     ) -> AsyncIterator[backend_pb2.InferChunk]:
-        async for piece in self._host.infer_stream(
-            request.model_id, request.input, request.params
-        ):
-            yield _chunk(piece)
+        pieces = self._host.infer_stream(request.model_id, request.input, request.params)
+        async with aclosing(pieces):
+            async for piece in pieces:
+                yield _chunk(piece)
 
     async def Infer(
         self, request: backend_pb2.InferRequest, context: Ctx
     ) -> backend_pb2.InferResponse:
         texts = []
         last = Piece("")
-        async for piece in self._host.infer_stream(
-            request.model_id, request.input, request.params
-        ):
-            texts.append(piece.text)
-            last = piece
+        pieces = self._host.infer_stream(request.model_id, request.input, request.params)
+        async with aclosing(pieces):
+            async for piece in pieces:
+                texts.append(piece.text)
+                last = piece
         return backend_pb2.InferResponse(
             text="".join(texts),
             finish_reason=last.finish_reason,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from modelyard.errors import (
     BackendUnavailable,
@@ -54,10 +55,11 @@ class GatewayCore:
         texts: list[str] = []
         last = gateway_pb2.GenerateChunk()
         model_id = ""
-        async for chunk in self.generate_stream(request, timeout_s):
-            model_id = chunk.model_id or model_id
-            texts.append(chunk.text)
-            last = chunk
+        async with aclosing(self.generate_stream(request, timeout_s)) as chunks:
+            async for chunk in chunks:
+                model_id = chunk.model_id or model_id
+                texts.append(chunk.text)
+                last = chunk
         return gateway_pb2.GenerateResponse(
             model_id=model_id,
             text="".join(texts),
@@ -81,9 +83,10 @@ class GatewayCore:
         for model_id in chain:
             started = False
             try:
-                async for chunk in self._stream_one(model_id, request, timeout_s):
-                    started = True
-                    yield chunk
+                async with aclosing(self._stream_one(model_id, request, timeout_s)) as chunks:
+                    async for chunk in chunks:
+                        started = True
+                        yield chunk
                 return
             except _FALLBACK_ON as exc:
                 if started or len(chain) == 1:
@@ -113,8 +116,9 @@ class GatewayCore:
         used = input_tokens
         first = True
         finished = False
+        backend_stream = self.backends.infer_stream(deployment, backend_request, timeout)
         try:
-            async for chunk in self.backends.infer_stream(deployment, backend_request, timeout):
+            async for chunk in backend_stream:
                 out = gateway_pb2.GenerateChunk(text=chunk.text)
                 if first:
                     out.model_id = model.id
@@ -126,6 +130,7 @@ class GatewayCore:
                     finished = True
                 yield out
         finally:
+            await backend_stream.aclose()  # cancels the backend call if we stop early
             reservation.settle(used if finished else input_tokens + max_tokens)
         if not finished:
             raise StreamTruncated(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 
@@ -27,8 +28,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def GenerateStream(
         self, request: gateway_pb2.GenerateRequest, context: Ctx
     ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
-        async for chunk in self._core.generate_stream(request, context.time_remaining()):
-            yield chunk
+        chunks = self._core.generate_stream(request, context.time_remaining())
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
 
 def gateway_binding(core: GatewayCore) -> ServiceBinding:

@@ -26,11 +26,16 @@ class WatcherFellBehind(FailedPrecondition):
     pass
 
 
+# Queue markers besides changes: the watcher was cut off, or the registry is stopping.
+_FELL_BEHIND = "fell-behind"
+_STOPPING = "stopping"
+
+
 class Catalog:
     def __init__(self, store: CatalogStore) -> None:
         self._store = store
         self._entries = {e.id: e for e in store.load_all()}
-        self._watchers: set[asyncio.Queue[Change | None]] = set()
+        self._watchers: set[asyncio.Queue[Change | str]] = set()
 
     def close(self) -> None:
         self._store.close()
@@ -125,11 +130,19 @@ class Catalog:
             except asyncio.QueueFull:
                 self._watchers.discard(queue)
                 queue.get_nowait()  # make room for the cut-off marker
-                queue.put_nowait(None)
+                queue.put_nowait(_FELL_BEHIND)
+
+    def end_watches(self) -> None:
+        """End every watch stream normally (the registry is stopping; watchers resume elsewhere)."""
+        for queue in list(self._watchers):
+            self._watchers.discard(queue)
+            while queue.full():
+                queue.get_nowait()
+            queue.put_nowait(_STOPPING)
 
     async def watch(self, after_revision: int) -> AsyncIterator[Change]:
         """Changes after `after_revision` (0: a snapshot), a SYNCED marker, then live changes."""
-        queue: asyncio.Queue[Change | None] = asyncio.Queue(WATCH_QUEUE_LIMIT)
+        queue: asyncio.Queue[Change | str] = asyncio.Queue(WATCH_QUEUE_LIMIT)
         self._watchers.add(queue)  # before reading the backlog, so nothing falls between
         try:
             last = after_revision
@@ -155,7 +168,9 @@ class Catalog:
             yield Change(kind=Change.KIND_SYNCED, revision=last)
             while True:
                 change = await queue.get()
-                if change is None:
+                if change == _STOPPING:
+                    return
+                if not isinstance(change, Change):
                     raise WatcherFellBehind(
                         f"watcher fell more than {WATCH_QUEUE_LIMIT} changes behind; "
                         f"resume with after_revision={last}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 
@@ -56,8 +57,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def WatchModels(
         self, request: registry_pb2.WatchModelsRequest, context: Ctx
     ) -> AsyncIterator[registry_pb2.ModelChange]:
-        async for change in self._catalog.watch(request.after_revision):
-            yield change
+        async with aclosing(self._catalog.watch(request.after_revision)) as changes:
+            async for change in changes:
+                yield change
 
 
 def registry_binding(catalog: Catalog) -> ServiceBinding:

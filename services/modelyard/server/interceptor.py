@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -88,8 +89,9 @@ def _wrap_stream(rpc_name: str, behavior: StreamBehavior) -> StreamBehavior:
         span = _start_span(rpc_name, context)
         try:
             with trace.use_span(span, end_on_exit=False):
-                async for item in behavior(request, context):
-                    yield item
+                async with aclosing(behavior(request, context)) as items:
+                    async for item in items:
+                        yield item
         except BaseException as exc:
             await _abort_for(exc, rpc_name, context, span)
             raise

@@ -42,15 +42,18 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     service_names: list[str]
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run after NOT_SERVING, before the grace period: end streams that never
+    # finish by themselves (watches), so they do not hold the drain for its
+    # whole grace period.
+    before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def drain(self, grace_s: float) -> None:
         """NOT_SERVING everywhere, then stop with a grace period for in-flight calls."""
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace_s)
-        for hook in self.on_stop:
+        for hook in self.before_stop:
             await hook()
+        await self.server.stop(grace_s)
 
 
 async def start_server(
@@ -89,12 +92,10 @@ async def start_server(
     return RunningServer(server, port, health_servicer, names)
 
 
-async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
-    """Block until SIGTERM or SIGINT, then drain within `grace_s` seconds."""
+async def wait_for_stop_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("signal received: draining for up to %.1fs", grace_s)
-    await running.drain(grace_s)

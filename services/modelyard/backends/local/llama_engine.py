@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,8 +160,11 @@ class LlamaEngine:
         async with loaded.lock:
             cancel = threading.Event()
             produce = _producer(loaded.llm, model_input, params, cancel, self._n_ctx)
-            async for piece in _run_in_thread(produce, cancel):
-                yield piece
+            # aclosing: the worker must have stopped before the lock is released,
+            # even when our caller abandons this stream half way.
+            async with aclosing(_run_in_thread(produce, cancel)) as pieces:
+                async for piece in pieces:
+                    yield piece
 
 
 def _sampling(params: common_pb2.GenerationParams, n_ctx: int) -> dict[str, Any]:
