@@ -1,0 +1,96 @@
+"""`modelyard up`, `models` and `generate` as a user runs them, on the real Gemma model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import GEMMA_ID, free_port
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_PROVIDER_KEYS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "OPENROUTER_API_KEY", "CUSTOM_AI_PROVIDER_URL")
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard.cli", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def running_up(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    address = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k not in _PROVIDER_KEYS}
+    env.update(
+        MODELYARD_ADDRESS=address,
+        MODELYARD_DATA_DIR=str(tmp_path_factory.mktemp("data")),
+        MODELYARD_MODELS_DIR=str(models_dir),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelyard.cli", "up", "--grace", "5"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        with grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "modelyard up did not become healthy"
+                time.sleep(0.2)
+        yield address, env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        output = proc.stdout.read() if proc.stdout else ""
+        if proc.stdout:
+            proc.stdout.close()
+        assert code == 0, output
+        assert f"on {address}" in output and GEMMA_ID in output
+
+
+def test_models_lists_the_local_gemma(running_up: tuple[str, dict[str, str]]) -> None:
+    _, env = running_up
+    result = _cli("models", env=env)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith(GEMMA_ID))
+    assert "local" in line and "ctx=2048" in line and "healthy" in line
+
+
+def test_generate_streams_real_text(running_up: tuple[str, dict[str, str]]) -> None:
+    _, env = running_up
+    result = _cli("generate", GEMMA_ID, "The capital of France is", "--max-tokens", "8", env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.strip()) > 3
+
+
+def test_generate_chat(running_up: tuple[str, dict[str, str]]) -> None:
+    _, env = running_up
+    result = _cli("generate", "--chat", GEMMA_ID, "Say hello.", "--max-tokens", "6", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_generate_unknown_model_names_it(running_up: tuple[str, dict[str, str]]) -> None:
+    _, env = running_up
+    result = _cli("generate", "local/nope", "hi", env=env)
+    assert result.returncode == 1
+    assert "'local/nope'" in result.stderr and "NOT_FOUND" in result.stderr
