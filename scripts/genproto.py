@@ -17,7 +17,9 @@ OUT = ROOT / "services"
 
 
 def main() -> int:
-    sources = sorted(str(p.relative_to(PROTO)) for p in (PROTO / "modelyard" / "v1").glob("*.proto"))
+    sources = sorted(
+        str(p.relative_to(PROTO)) for p in (PROTO / "modelyard" / "v1").glob("*.proto")
+    )
     well_known = str(files("grpc_tools").joinpath("_proto"))
     bin_dir = Path(sys.executable).parent
     args = [

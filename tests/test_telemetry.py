@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
+from conftest import GEMMA_ID
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-import grpc
-from conftest import GEMMA_ID
 from modelyard.telemetry import configure_tracing
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -27,7 +27,9 @@ def spans() -> InMemorySpanExporter:
 
 
 async def test_gateway_and_local_backend_spans_share_one_trace(
-    make_stack, models_dir, spans: InMemorySpanExporter  # type: ignore[no-untyped-def]
+    make_stack,
+    models_dir,
+    spans: InMemorySpanExporter,  # type: ignore[no-untyped-def]
 ) -> None:
     # Gateway and backend as two servers, as in the split deployment.
     front = await make_stack(roles=("registry", "gateway"))
@@ -39,14 +41,17 @@ async def test_gateway_and_local_backend_spans_share_one_trace(
     request.input.text = "Once upon a time"
     request.params.max_tokens = 4
     async with grpc.aio.insecure_channel(front.address) as channel:
-        chunks = [c async for c in gateway_pb2_grpc.GatewayServiceStub(channel).GenerateStream(request)]
+        chunks = [
+            c async for c in gateway_pb2_grpc.GatewayServiceStub(channel).GenerateStream(request)
+        ]
     assert chunks[-1].finish_reason
     finished = spans.get_finished_spans()
     by_name = {s.name: s for s in finished}
     gateway = by_name["modelyard.v1.GatewayService/GenerateStream"]
     client = by_name["modelyard.v1.BackendService/InferStream"]
     backend = next(
-        s for s in finished
+        s
+        for s in finished
         if s.name == "modelyard.v1.BackendService/InferStream" and s.kind == SpanKind.SERVER
     )
     assert gateway.kind == SpanKind.SERVER

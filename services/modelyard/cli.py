@@ -23,15 +23,29 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def server_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--listen", default=_address_default(),
-                       help="host:port to serve on (env MODELYARD_ADDRESS; default %(default)s)")
-        p.add_argument("--data-dir", type=Path, default=default_data_dir(),
-                       help="where the catalog lives (env MODELYARD_DATA_DIR)")
-        p.add_argument("--models-dir", type=Path,
-                       default=os.environ.get("MODELYARD_MODELS_DIR") or None,
-                       help="GGUF files for the local backend (default DATA_DIR/models)")
-        p.add_argument("--grace", type=float, default=30.0,
-                       help="seconds in-flight calls get to finish on SIGTERM")
+        p.add_argument(
+            "--listen",
+            default=_address_default(),
+            help="host:port to serve on (env MODELYARD_ADDRESS; default %(default)s)",
+        )
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=default_data_dir(),
+            help="where the catalog lives (env MODELYARD_DATA_DIR)",
+        )
+        p.add_argument(
+            "--models-dir",
+            type=Path,
+            default=os.environ.get("MODELYARD_MODELS_DIR") or None,
+            help="GGUF files for the local backend (default DATA_DIR/models)",
+        )
+        p.add_argument(
+            "--grace",
+            type=float,
+            default=30.0,
+            help="seconds in-flight calls get to finish on SIGTERM",
+        )
         p.add_argument("--log-level", default=os.environ.get("MODELYARD_LOG_LEVEL", "INFO"))
 
     up = sub.add_parser("up", help="run every service on one address (the embedded default)")
@@ -40,10 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run some roles in this process (split deployment)")
     server_flags(serve)
     serve.add_argument("roles", nargs="+", choices=ROLES)
-    serve.add_argument("--registry", default=os.environ.get("MODELYARD_REGISTRY"),
-                       help="registry address when it runs elsewhere (env MODELYARD_REGISTRY)")
-    serve.add_argument("--advertise", default=os.environ.get("MODELYARD_ADVERTISE"),
-                       help="address other services use to reach this one's backends")
+    serve.add_argument(
+        "--registry",
+        default=os.environ.get("MODELYARD_REGISTRY"),
+        help="registry address when it runs elsewhere (env MODELYARD_REGISTRY)",
+    )
+    serve.add_argument(
+        "--advertise",
+        default=os.environ.get("MODELYARD_ADVERTISE"),
+        help="address other services use to reach this one's backends",
+    )
 
     models = sub.add_parser("models", help="list the models in the catalog")
     models.add_argument("--address", default=_address_default())
@@ -89,8 +109,9 @@ async def _run(opts: StackOptions, grace_s: float) -> None:
     provider = configure_tracing("modelyard")
     stack = await start_stack(opts)
     models = stack.view.models() if stack.view else []
-    print(f"modelyard: serving {', '.join(stack.server.service_names)} on {stack.address}",
-          flush=True)
+    print(
+        f"modelyard: serving {', '.join(stack.server.service_names)} on {stack.address}", flush=True
+    )
     for entry in models:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:
@@ -103,8 +124,8 @@ async def _run(opts: StackOptions, grace_s: float) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from modelyard_client import GatewayClient
     from modelyard.v1 import common_pb2
+    from modelyard_client import GatewayClient
 
     with GatewayClient(args.address, timeout_s=10) as client:
         for entry in client.models():

@@ -87,5 +87,3 @@ def metadata_with_trace() -> tuple[tuple[str, str], ...]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return tuple(carrier.items())
-
-

@@ -15,18 +15,29 @@ import pytest
 from conftest import GEMMA_ID, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-_PROVIDER_KEYS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "OPENROUTER_API_KEY", "CUSTOM_AI_PROVIDER_URL")
+_PROVIDER_KEYS = (
+    "OPENAI_API_KEY",
+    "MISTRAL_API_KEY",
+    "OPENROUTER_API_KEY",
+    "CUSTOM_AI_PROVIDER_URL",
+)
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "modelyard.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
 @pytest.fixture(scope="module")
-def running_up(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+def running_up(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in _PROVIDER_KEYS}
     env.update(
@@ -36,7 +47,10 @@ def running_up(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelyard.cli", "up", "--grace", "5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         with grpc.insecure_channel(address) as channel:

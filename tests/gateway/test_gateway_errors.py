@@ -6,11 +6,13 @@ import grpc
 import pytest
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.errors import BackendUnavailable, RETRY_AFTER_MS_KEY
+from modelyard.errors import RETRY_AFTER_MS_KEY, BackendUnavailable
 from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 
-def _request(model: str = "scripted/echo", text: str = "hi", max_tokens: int = 8) -> gateway_pb2.GenerateRequest:
+def _request(
+    model: str = "scripted/echo", text: str = "hi", max_tokens: int = 8
+) -> gateway_pb2.GenerateRequest:
     req = gateway_pb2.GenerateRequest(model=model)
     req.input.text = text
     req.params.max_tokens = max_tokens
@@ -48,16 +50,53 @@ async def test_happy_path_streams_through_backend(scripted) -> None:  # type: ig
 @pytest.mark.parametrize(
     ("mutate", "code", "needle"),
     [
-        (lambda r: setattr(r, "model", "nope/missing"), grpc.StatusCode.NOT_FOUND, "'nope/missing'"),
-        (lambda r: r.params.__setattr__("max_tokens", -5), grpc.StatusCode.INVALID_ARGUMENT, "max_tokens must be >= 0, got -5"),
-        (lambda r: r.params.__setattr__("max_tokens", 2_000_000_000), grpc.StatusCode.INVALID_ARGUMENT, "ceiling"),
-        (lambda r: r.params.__setattr__("max_tokens", 5000), grpc.StatusCode.INVALID_ARGUMENT, "context window of 4096"),
-        (lambda r: r.input.__setattr__("text", "   "), grpc.StatusCode.INVALID_ARGUMENT, "input.text is empty"),
+        (
+            lambda r: setattr(r, "model", "nope/missing"),
+            grpc.StatusCode.NOT_FOUND,
+            "'nope/missing'",
+        ),
+        (
+            lambda r: r.params.__setattr__("max_tokens", -5),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "max_tokens must be >= 0, got -5",
+        ),
+        (
+            lambda r: r.params.__setattr__("max_tokens", 2_000_000_000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ceiling",
+        ),
+        (
+            lambda r: r.params.__setattr__("max_tokens", 5000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "context window of 4096",
+        ),
+        (
+            lambda r: r.input.__setattr__("text", "   "),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input.text is empty",
+        ),
         (lambda r: r.ClearField("input"), grpc.StatusCode.INVALID_ARGUMENT, "input is empty"),
-        (lambda r: r.input.__setattr__("text", "x" * (2 * 1024 * 1024)), grpc.StatusCode.RESOURCE_EXHAUSTED, "limit is 1048576 bytes"),
-        (lambda r: r.params.__setattr__("temperature", 7.0), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        (
+            lambda r: r.input.__setattr__("text", "x" * (2 * 1024 * 1024)),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "limit is 1048576 bytes",
+        ),
+        (
+            lambda r: r.params.__setattr__("temperature", 7.0),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "temperature",
+        ),
     ],
-    ids=["unknown-model", "negative-max-tokens", "absurd-max-tokens", "over-context", "blank-text", "no-input", "oversize", "bad-temperature"],
+    ids=[
+        "unknown-model",
+        "negative-max-tokens",
+        "absurd-max-tokens",
+        "over-context",
+        "blank-text",
+        "no-input",
+        "oversize",
+        "bad-temperature",
+    ],
 )
 async def test_bad_input_is_refused_before_the_backend(scripted, mutate, code, needle) -> None:  # type: ignore[no-untyped-def]
     stack, engine = scripted
@@ -117,7 +156,9 @@ async def test_backend_down_is_unavailable_naming_it(make_stack) -> None:  # typ
 
 
 async def test_backend_error_keeps_its_code_and_fallback_model_is_used(make_stack) -> None:  # type: ignore[no-untyped-def]
-    broken = ScriptedEngine(("scripted/broken",), fail_with=BackendUnavailable("upstream 'x' is down"))
+    broken = ScriptedEngine(
+        ("scripted/broken",), fail_with=BackendUnavailable("upstream 'x' is down")
+    )
     good = ScriptedEngine(("scripted/good",), pieces=("ok",))
     stack = await make_stack(roles=("registry", "gateway"), engines=[broken, good])
     err = await _status(stack.address, _request("scripted/broken"))

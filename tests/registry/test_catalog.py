@@ -56,9 +56,15 @@ def test_duplicate_needs_upsert_and_keeps_the_original(tmp_path: Path) -> None:
         (common_pb2.ModelEntry(id="x/y"), "provider must not be empty"),
         (entry("x/y", input_schema_json="{not json"), "input_schema_json is not valid JSON"),
         (entry("x/y", output_schema_json="[1]"), "output_schema_json must be a JSON object"),
-        (entry("x/y", cost=common_pb2.CostProfile(usd_per_input_token=-1)), "cost.usd_per_input_token"),
+        (
+            entry("x/y", cost=common_pb2.CostProfile(usd_per_input_token=-1)),
+            "cost.usd_per_input_token",
+        ),
         (entry("x/y", performance=common_pb2.PerformanceProfile(error_rate=2)), "error_rate"),
-        (entry("x/y", limits=common_pb2.RateLimits(requests_per_minute=float("nan"))), "limits.requests_per_minute"),
+        (
+            entry("x/y", limits=common_pb2.RateLimits(requests_per_minute=float("nan"))),
+            "limits.requests_per_minute",
+        ),
     ],
 )
 def test_bad_entries_are_refused_and_nothing_stored_is_lost(
@@ -93,7 +99,10 @@ def test_unregister_and_unknown(tmp_path: Path) -> None:
 def test_list_filters(tmp_path: Path) -> None:
     catalog = open_catalog(tmp_path)
     catalog.register(entry("local/a", capabilities=[common_pb2.CAPABILITY_CHAT]), upsert=False)
-    catalog.register(entry("openai/b", capabilities=[common_pb2.CAPABILITY_CHAT, common_pb2.CAPABILITY_VISION]), upsert=False)
+    catalog.register(
+        entry("openai/b", capabilities=[common_pb2.CAPABILITY_CHAT, common_pb2.CAPABILITY_VISION]),
+        upsert=False,
+    )
     catalog.update_health("openai/b", common_pb2.HEALTH_STATUS_UNAVAILABLE, "provider removed")
     assert [e.id for e in catalog.list(provider="local")] == ["local/a"]
     assert [e.id for e in catalog.list(capabilities=[common_pb2.CAPABILITY_VISION])] == []
@@ -110,7 +119,10 @@ async def test_watch_snapshot_then_live(tmp_path: Path) -> None:
     catalog.register(entry("local/a"), upsert=False)
     stream = catalog.watch(0)
     snapshot = await _take(stream, 2)
-    assert [(c.kind, c.model.id) for c in snapshot] == [(Change.KIND_UPSERTED, "local/a"), (Change.KIND_SYNCED, "")]
+    assert [(c.kind, c.model.id) for c in snapshot] == [
+        (Change.KIND_UPSERTED, "local/a"),
+        (Change.KIND_SYNCED, ""),
+    ]
     assert snapshot[1].revision == 1
     catalog.register(entry("local/b"), upsert=False)
     catalog.unregister("local/a")

@@ -22,7 +22,10 @@ async def test_register_list_get_watch_over_grpc(make_stack) -> None:  # type: i
         stored = await stub.RegisterModel(registry_pb2.RegisterModelRequest(model=model))
         assert stored.revision == 1
         change = await asyncio.wait_for(watch.read(), 5)
-        assert (change.kind, change.model.id) == (registry_pb2.ModelChange.KIND_UPSERTED, "custom/m1")
+        assert (change.kind, change.model.id) == (
+            registry_pb2.ModelChange.KIND_UPSERTED,
+            "custom/m1",
+        )
         watch.cancel()
 
         listed = await stub.ListModels(registry_pb2.ListModelsRequest())

@@ -42,7 +42,9 @@ async def _reflected_services(address: str) -> set[str]:
 
 
 async def test_reflection_lists_every_service_and_health_is_serving(make_stack) -> None:  # type: ignore[no-untyped-def]
-    stack = await make_stack(engines=[ScriptedEngine()], roles=("registry", "selector", "hotswap", "gateway"))
+    stack = await make_stack(
+        engines=[ScriptedEngine()], roles=("registry", "selector", "hotswap", "gateway")
+    )
     assert await _reflected_services(stack.address) == ALL_SERVICES
     async with grpc.aio.insecure_channel(stack.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -60,8 +62,7 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(make_stack) -
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         in_flight = asyncio.ensure_future(stub.Generate(req, timeout=10))
-        while not engine.calls:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(engine.called.wait(), 5)
         drain = asyncio.create_task(stack.server.drain(grace_s=5))
         await asyncio.sleep(0.05)
         reply = await in_flight
@@ -76,7 +77,17 @@ def test_sigterm_reports_not_serving_then_exits(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "MODELYARD_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelyard.cli", "serve", "registry", "--listen", f"127.0.0.1:{port}", "--grace", "3"],
+        [
+            sys.executable,
+            "-m",
+            "modelyard.cli",
+            "serve",
+            "registry",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--grace",
+            "3",
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -32,6 +32,7 @@ class ScriptedEngine:
         self.context_window = context_window
         self.limits = limits
         self.calls: list[tuple[str, common_pb2.Input, common_pb2.GenerationParams]] = []
+        self.called = asyncio.Event()
 
     async def start(self) -> None:
         pass
@@ -60,6 +61,7 @@ class ScriptedEngine:
         if model_id not in self.model_ids:
             raise ModelNotFound(model_id, "the scripted engine")
         self.calls.append((model_id, model_input, params))
+        self.called.set()
         if self.fail_with is not None:
             raise self.fail_with
         for text in self.pieces:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
+from typing import cast
 
 import grpc
 
@@ -68,7 +69,7 @@ class GatewayClient:
         except grpc.RpcError as exc:
             raise _error(exc) from None
         finally:
-            call.cancel()
+            call.cancel()  # type: ignore[no-untyped-call]
 
     def models(self) -> list[common_pb2.ModelEntry]:
         try:
@@ -94,9 +95,6 @@ def _request(
 
 
 def _error(exc: grpc.RpcError) -> ModelyardError:
-    call = exc  # grpc raises objects that are both RpcError and Call
-    return error_from_status(
-        call.code(),  # type: ignore[attr-defined]
-        call.details() or "",  # type: ignore[attr-defined]
-        call.trailing_metadata(),  # type: ignore[attr-defined]
-    )
+    call = cast(grpc.Call, exc)  # grpc raises objects that are both RpcError and Call
+    trailers = tuple((k, v) for k, v in call.trailing_metadata() or ())
+    return error_from_status(call.code(), call.details() or "", trailers)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
-
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Engine(Protocol):
         model_id: str,
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         """Stream output; must end with a piece that has a finish reason, or raise."""
         ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import grpc
 
@@ -66,7 +66,7 @@ class BackendHost:
         model_id: str,
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         return self.engine_for(model_id).infer_stream(model_id, model_input, params)
 
     def health(self) -> tuple[common_pb2.HealthStatus.ValueType, str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 import grpc
 
@@ -12,7 +13,7 @@ from modelyard.backends.host import BackendHost
 from modelyard.server.runtime import ServiceBinding
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
-Ctx = grpc.aio.ServicerContext
+Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 def _chunk(piece: Piece) -> backend_pb2.InferChunk:
@@ -31,7 +32,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
 
     async def InferStream(
         self, request: backend_pb2.InferRequest, context: Ctx
-    ) -> AsyncIterator[backend_pb2.InferChunk]:
+    ) -> AsyncGenerator[backend_pb2.InferChunk, None]:
         pieces = self._host.infer_stream(request.model_id, request.input, request.params)
         async with aclosing(pieces):
             async for piece in pieces:
@@ -50,7 +51,9 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
         return backend_pb2.InferResponse(
             text="".join(texts),
             finish_reason=last.finish_reason,
-            usage=common_pb2.Usage(input_tokens=last.input_tokens, output_tokens=last.output_tokens),
+            usage=common_pb2.Usage(
+                input_tokens=last.input_tokens, output_tokens=last.output_tokens
+            ),
         )
 
     async def ListModels(

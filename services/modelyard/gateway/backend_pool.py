@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -15,9 +15,9 @@ from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 class BackendPool:
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, backend_pb2_grpc.BackendServiceStub] = {}
+        self._stubs: dict[str, backend_pb2_grpc.BackendServiceAsyncStub] = {}
 
-    def _stub(self, endpoint: str) -> backend_pb2_grpc.BackendServiceStub:
+    def _stub(self, endpoint: str) -> backend_pb2_grpc.BackendServiceAsyncStub:
         stub = self._stubs.get(endpoint)
         if stub is None:
             channel = grpc.aio.insecure_channel(
@@ -33,7 +33,7 @@ class BackendPool:
 
     async def close(self) -> None:
         for channel in self._channels.values():
-            await channel.close()
+            await channel.close(None)
         self._channels.clear()
         self._stubs.clear()
 
@@ -42,7 +42,7 @@ class BackendPool:
         deployment: common_pb2.Deployment,
         request: backend_pb2.InferRequest,
         timeout_s: float,
-    ) -> AsyncIterator[backend_pb2.InferChunk]:
+    ) -> AsyncGenerator[backend_pb2.InferChunk, None]:
         """Stream from the backend; failures surface as modelyard errors naming it."""
         with tracer().start_as_current_span(
             "modelyard.v1.BackendService/InferStream",

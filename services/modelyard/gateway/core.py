@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from modelyard.errors import (
@@ -71,7 +71,7 @@ class GatewayCore:
 
     async def generate_stream(
         self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
-    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         check_request(request, self.settings)
         if not request.model:
             raise Unimplemented(
@@ -96,7 +96,7 @@ class GatewayCore:
 
     async def _stream_one(
         self, model_id: str, request: gateway_pb2.GenerateRequest, timeout_s: float | None
-    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         model = self.catalog.get(model_id)
         max_tokens = request.params.max_tokens or self.settings.default_max_tokens
         check_against_model(request, model, max_tokens)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 import grpc
 
 from modelyard.gateway.core import GatewayCore
 from modelyard.server.runtime import ServiceBinding
+from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
-Ctx = grpc.aio.ServicerContext
+Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
@@ -27,7 +29,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     async def GenerateStream(
         self, request: gateway_pb2.GenerateRequest, context: Ctx
-    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         chunks = self._core.generate_stream(request, context.time_remaining())
         async with aclosing(chunks):
             async for chunk in chunks:
@@ -35,7 +37,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
 
 def gateway_binding(core: GatewayCore) -> ServiceBinding:
-    servicer = GatewayServicer(core)
+    servicer = with_unimplemented(GatewayServicer, core)
     return ServiceBinding(
         name=gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
         register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(

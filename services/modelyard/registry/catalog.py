@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 
 from modelyard.errors import AlreadyExists, FailedPrecondition, ModelNotFound
 from modelyard.registry.store import CatalogStore
@@ -140,7 +140,7 @@ class Catalog:
                 queue.get_nowait()
             queue.put_nowait(_STOPPING)
 
-    async def watch(self, after_revision: int) -> AsyncIterator[Change]:
+    async def watch(self, after_revision: int) -> AsyncGenerator[Change, None]:
         """Changes after `after_revision` (0: a snapshot), a SYNCED marker, then live changes."""
         queue: asyncio.Queue[Change | str] = asyncio.Queue(WATCH_QUEUE_LIMIT)
         self._watchers.add(queue)  # before reading the backlog, so nothing falls between
@@ -167,16 +167,16 @@ class Catalog:
                     yield change
             yield Change(kind=Change.KIND_SYNCED, revision=last)
             while True:
-                change = await queue.get()
-                if change == _STOPPING:
+                item = await queue.get()
+                if item == _STOPPING:
                     return
-                if not isinstance(change, Change):
+                if not isinstance(item, Change):
                     raise WatcherFellBehind(
                         f"watcher fell more than {WATCH_QUEUE_LIMIT} changes behind; "
                         f"resume with after_revision={last}"
                     )
-                if change.revision > last:
-                    last = change.revision
-                    yield change
+                if item.revision > last:
+                    last = item.revision
+                    yield item
         finally:
             self._watchers.discard(queue)

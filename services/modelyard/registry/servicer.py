@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 import grpc
 
 from modelyard.errors import Unimplemented
 from modelyard.registry.catalog import Catalog
 from modelyard.server.runtime import ServiceBinding
+from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
-Ctx = grpc.aio.ServicerContext
+Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -56,14 +58,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def WatchModels(
         self, request: registry_pb2.WatchModelsRequest, context: Ctx
-    ) -> AsyncIterator[registry_pb2.ModelChange]:
+    ) -> AsyncGenerator[registry_pb2.ModelChange, None]:
         async with aclosing(self._catalog.watch(request.after_revision)) as changes:
             async for change in changes:
                 yield change
 
 
 def registry_binding(catalog: Catalog) -> ServiceBinding:
-    servicer = RegistryServicer(catalog)
+    servicer = with_unimplemented(RegistryServicer, catalog)
     return ServiceBinding(
         name=registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
         register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(

@@ -56,9 +56,7 @@ class CatalogStore:
         return int(row[0] or 0)
 
     def next_revision(self) -> int:
-        row = self._db.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'changes'"
-        ).fetchone()
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         return int(row[0]) + 1 if row else 1
 
     def write_change(

@@ -32,7 +32,9 @@ def check_entry(entry: common_pb2.ModelEntry) -> None:
             try:
                 schema = json.loads(text)
             except ValueError as exc:
-                raise InvalidRequest(f"model '{entry.id}': {field} is not valid JSON: {exc}") from exc
+                raise InvalidRequest(
+                    f"model '{entry.id}': {field} is not valid JSON: {exc}"
+                ) from exc
             if not isinstance(schema, dict):
                 raise InvalidRequest(f"model '{entry.id}': {field} must be a JSON object")
     _check_non_negative(entry.id, "cost", entry.cost)
@@ -45,8 +47,7 @@ def check_entry(entry: common_pb2.ModelEntry) -> None:
             raise InvalidRequest(f"model '{entry.id}': deployments[{i}].backend must not be empty")
         if not _ENDPOINT.match(dep.endpoint) or not 0 < int(dep.endpoint.rsplit(":", 1)[1]) < 65536:
             raise InvalidRequest(
-                f"model '{entry.id}': deployments[{i}].endpoint {dep.endpoint!r} "
-                "must be host:port"
+                f"model '{entry.id}': deployments[{i}].endpoint {dep.endpoint!r} must be host:port"
             )
 
 

@@ -11,7 +11,7 @@ INTERNAL with no detail leaked to the caller.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -27,18 +27,19 @@ log = logging.getLogger(__name__)
 
 _OURS = "/modelyard.v1."
 
-UnaryBehavior = Callable[[Any, ServicerContext], Awaitable[Any]]
-StreamBehavior = Callable[[Any, ServicerContext], AsyncIterator[Any]]
+Ctx = ServicerContext[Any, Any]
+UnaryBehavior = Callable[[Any, Ctx], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Ctx], AsyncGenerator[Any, None]]
 
 
-class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):
+class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps modelyard's own RPCs; health and reflection pass through untouched."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_OURS):
@@ -59,18 +60,18 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):
         return handler  # no client-streaming RPCs in the contract yet
 
 
-def _start_span(rpc_name: str, context: ServicerContext) -> Span:
+def _start_span(rpc_name: str, context: Ctx) -> Span:
     service, _, method = rpc_name.partition("/")
     return tracer().start_span(
         rpc_name,
-        context=context_from_metadata(context.invocation_metadata()),
+        context=context_from_metadata(context.invocation_metadata()),  # type: ignore[arg-type]
         kind=SpanKind.SERVER,
         attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
     )
 
 
 def _wrap_unary(rpc_name: str, behavior: UnaryBehavior) -> UnaryBehavior:
-    async def wrapped(request: Any, context: ServicerContext) -> Any:
+    async def wrapped(request: Any, context: Ctx) -> Any:
         span = _start_span(rpc_name, context)
         try:
             with trace.use_span(span, end_on_exit=False):
@@ -85,7 +86,7 @@ def _wrap_unary(rpc_name: str, behavior: UnaryBehavior) -> UnaryBehavior:
 
 
 def _wrap_stream(rpc_name: str, behavior: StreamBehavior) -> StreamBehavior:
-    async def wrapped(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
+    async def wrapped(request: Any, context: Ctx) -> AsyncGenerator[Any, None]:
         span = _start_span(rpc_name, context)
         try:
             with trace.use_span(span, end_on_exit=False):
@@ -101,9 +102,7 @@ def _wrap_stream(rpc_name: str, behavior: StreamBehavior) -> StreamBehavior:
     return wrapped
 
 
-async def _abort_for(
-    exc: BaseException, rpc_name: str, context: ServicerContext, span: Span
-) -> None:
+async def _abort_for(exc: BaseException, rpc_name: str, context: Ctx, span: Span) -> None:
     """Turn an exception into the RPC's status. Always raises."""
     if isinstance(exc, AbortError | GeneratorExit) or not isinstance(exc, Exception):
         # Already aborted, or cancelled/closed by the runtime: leave it alone.

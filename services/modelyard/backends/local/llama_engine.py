@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +152,7 @@ class LlamaEngine:
         model_id: str,
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         kind = model_input.WhichOneof("kind")
         if kind not in ("text", "chat"):
             raise InvalidRequest(f"model '{model_id}' takes text or chat input, not {kind}")
@@ -218,7 +218,9 @@ def _producer(
         finally:
             stream.close()
         if not prompt_tokens:
-            prompt_tokens = llm.n_tokens - len(llm.tokenize("".join(output).encode(), add_bos=False))
+            prompt_tokens = llm.n_tokens - len(
+                llm.tokenize("".join(output).encode(), add_bos=False)
+            )
         completion_tokens = len(llm.tokenize("".join(output).encode(), add_bos=False))
         yield Piece(
             "",
@@ -245,7 +247,7 @@ _DONE = object()
 
 async def _run_in_thread(
     produce: Callable[[], Iterator[Piece]], cancel: threading.Event
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     """Iterate `produce()` in a worker thread, yielding each piece as it arrives."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[object] = asyncio.Queue()

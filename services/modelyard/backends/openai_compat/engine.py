@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -157,7 +157,7 @@ class OpenAICompatEngine:
         model_id: str,
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         name = self._upstream_name(model_id)
         body = self._body(name, model_input, params)
         url = f"{self._provider.base_url}/chat/completions"
@@ -179,7 +179,7 @@ class OpenAICompatEngine:
 
     async def _read_stream(
         self, model_id: str, resp: aiohttp.ClientResponse
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         finish: str | None = None
         usage: dict[str, Any] = {}
         pieces = 0

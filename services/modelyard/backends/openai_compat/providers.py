@@ -33,9 +33,7 @@ def providers_from_env(env: dict[str, str] | None = None) -> list[ProviderEndpoi
     """Providers whose key is set, plus ``CUSTOM_AI_PROVIDER_URL`` (key optional)."""
     env = dict(os.environ) if env is None else env
     found = [
-        ProviderEndpoint(name, base, api_key=env[key])
-        for name, key, base in _KNOWN
-        if env.get(key)
+        ProviderEndpoint(name, base, api_key=env[key]) for name, key, base in _KNOWN if env.get(key)
     ]
     custom = env.get("CUSTOM_AI_PROVIDER_URL", "").strip()
     if custom:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 
 
-async def sse_data(lines: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def sse_data(lines: AsyncIterable[bytes]) -> AsyncGenerator[str, None]:
     """The `data` payload of each event (multi-line data joined by newlines)."""
     data: list[str] = []
     async for raw in lines:

@@ -1,0 +1,244 @@
+"""A scripted OpenAI-compatible upstream for the openai_compat backend's tests.
+
+`FakeUpstream` speaks the documented wire format of OpenAI's chat completions
+(`GET /v1/models`, `POST /v1/chat/completions` streamed as server-sent events,
+``data: [DONE]`` at the end) and plays back whatever a test scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from modelyard.stack import Stack
+from modelyard.v1 import (
+    backend_pb2_grpc,
+    gateway_pb2_grpc,
+    registry_pb2_grpc,
+)
+
+STACK_ROLES = ("registry", "gateway", "backend-openai-compat")
+
+Event = dict[str, Any] | str  # a chunk to encode as JSON, or raw `data` text
+ChatHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def chunk(
+    content: str | None = None,
+    *,
+    finish_reason: str | None = None,
+    role: str | None = None,
+    model: str = "fake-model",
+) -> dict[str, Any]:
+    """One `chat.completion.chunk` as OpenAI streams it (with include_usage on)."""
+    delta: dict[str, Any] = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": None,
+    }
+
+
+def usage_chunk(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """The extra last chunk `stream_options.include_usage` asks for: no choices, usage set."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "fake-model",
+        "system_fingerprint": "fp_fake",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def openai_error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    """An OpenAI error body."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _sse(event: Event) -> bytes:
+    data = event if isinstance(event, str) else json.dumps(event)
+    return f"data: {data}\n\n".encode()
+
+
+@dataclass
+class FakeUpstream:
+    """An OpenAI-compatible server on 127.0.0.1 whose chat endpoint a test scripts."""
+
+    models: list[str] = field(default_factory=lambda: ["fake-model"])
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # chat requests received
+    headers: list[dict[str, str]] = field(default_factory=list)
+    chat_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""  # base URL without /v1, as a user would set CUSTOM_AI_PROVIDER_URL
+    _chat: ChatHandler | None = None
+    _runner: web.AppRunner | None = None
+
+    # ---- scripting -------------------------------------------------------------
+
+    def stream(self, events: Sequence[Event], *, done: bool = True) -> None:
+        """Answer chat requests with these events, then ``data: [DONE]`` when `done`."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = await self._start_stream(request)
+            for event in events:
+                await resp.write(_sse(event))
+            if done:
+                await resp.write(_sse("[DONE]"))
+            await resp.write_eof()
+            return resp
+
+        self._chat = handler
+
+    def stream_then_drop(self, events: Sequence[Event]) -> None:
+        """Send these events, then drop the connection mid-response (no [DONE], no last chunk)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = await self._start_stream(request)
+            for event in events:
+                await resp.write(_sse(event))
+            assert request.transport is not None
+            request.transport.abort()  # RST: the chunked body never gets its terminator
+            return resp
+
+        self._chat = handler
+
+    def fail(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer chat requests with an HTTP error and a JSON body."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.json_response(body, status=status, headers=headers)
+
+        self._chat = handler
+
+    @staticmethod
+    async def _start_stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        return resp
+
+    # ---- serving ---------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": int(time.time()), "owned_by": "fake"}
+                    for m in self.models
+                ],
+            }
+        )
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        self.bodies.append(await request.json())
+        self.headers.append(dict(request.headers))
+        self.chat_requested.set()
+        if self._chat is None:
+            return web.json_response(openai_error("no script", "server_error"), status=500)
+        return await self._chat(request)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        """Stop listening: from now on connections to `url` are refused."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@dataclass
+class Clients:
+    """A started stack and stubs for its services."""
+
+    stack: Stack
+    gateway: gateway_pb2_grpc.GatewayServiceStub
+    backend: backend_pb2_grpc.BackendServiceStub
+    registry: registry_pb2_grpc.RegistryServiceStub
+
+
+# `stack_for(url, **env)`: registry + gateway + openai_compat backend in front of `url`.
+StackFor = Callable[..., Awaitable[Clients]]
+
+
+class UnframedUpstream:
+    """A bare HTTP/1.1 upstream whose chat stream has no framing: its end is the socket's close.
+
+    aiohttp.web always frames a streamed body (chunked encoding), so a body
+    that ends only at EOF, as some servers and proxies send it, needs a raw
+    socket. The chat answer is `body`, sent verbatim, then the connection closes.
+    """
+
+    def __init__(self, body: bytes, models: Sequence[str] = ("fake-model",)) -> None:
+        self.body = body
+        self.models = list(models)
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            request_line, *header_lines = head.split("\r\n")
+            length = 0
+            for line in header_lines:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if request_line.startswith("GET /v1/models "):
+                listing = json.dumps(
+                    {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+                ).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(listing), listing)
+                )
+            else:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Connection: close\r\n\r\n" + self.body
+                )
+            await writer.drain()
+        finally:
+            writer.close()
