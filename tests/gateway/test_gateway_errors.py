@@ -7,7 +7,15 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.errors import RETRY_AFTER_MS_KEY, BackendUnavailable
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    hotswap_pb2,
+    hotswap_pb2_grpc,
+    selector_pb2,
+    selector_pb2_grpc,
+)
 
 
 def _request(
@@ -178,11 +186,17 @@ async def test_stream_without_finish_is_aborted(make_stack) -> None:  # type: ig
     assert "truncated" in (err.details() or "")
 
 
-async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(scripted) -> None:  # type: ignore[no-untyped-def]
-    stack, _ = scripted
+async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = await make_stack(roles=("registry", "selector", "hotswap"))
     async with grpc.aio.insecure_channel(stack.address) as channel:
-        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Compare(gateway_pb2.CompareRequest(models=["scripted/echo"]))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "modelyard.v1.GatewayService/Compare" in (info.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as select:
+            await selector_pb2_grpc.SelectorServiceStub(channel).Select(
+                selector_pb2.SelectRequest()
+            )
+        with pytest.raises(grpc.aio.AioRpcError) as swap:
+            await hotswap_pb2_grpc.HotSwapServiceStub(channel).Swap(hotswap_pb2.SwapRequest())
+    assert select.value.code() == swap.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "modelyard.v1.SelectorService/Select is not implemented" in (
+        select.value.details() or ""
+    )
+    assert "modelyard.v1.HotSwapService/Swap is not implemented" in (swap.value.details() or "")

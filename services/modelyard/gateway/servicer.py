@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from modelyard.gateway.batch import compare, generate_batch
 from modelyard.gateway.core import GatewayCore
 from modelyard.server.runtime import ServiceBinding
 from modelyard.server.unimplemented import with_unimplemented
@@ -17,8 +18,6 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    """BatchGenerate and Compare fall to the generated base: UNIMPLEMENTED."""
-
     def __init__(self, core: GatewayCore) -> None:
         self._core = core
 
@@ -34,6 +33,18 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
+
+    async def BatchGenerate(
+        self, request: gateway_pb2.BatchGenerateRequest, context: Ctx
+    ) -> gateway_pb2.BatchGenerateResponse:
+        results = await generate_batch(self._core, request.requests, context.time_remaining())
+        return gateway_pb2.BatchGenerateResponse(results=results)
+
+    async def Compare(
+        self, request: gateway_pb2.CompareRequest, context: Ctx
+    ) -> gateway_pb2.CompareResponse:
+        results = await compare(self._core, request, context.time_remaining())
+        return gateway_pb2.CompareResponse(results=results)
 
 
 def gateway_binding(core: GatewayCore) -> ServiceBinding:

@@ -1,0 +1,58 @@
+"""BatchGenerate and Compare: many generations at once, one result per item.
+
+An item that fails does not fail the batch: its slot holds the status code
+and message the item would have got on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from modelyard.errors import InvalidRequest, ModelyardError
+from modelyard.gateway.core import GatewayCore
+from modelyard.v1 import common_pb2, gateway_pb2
+
+MAX_BATCH_ITEMS = 64
+# Items of one batch run at most this many at a time.
+BATCH_CONCURRENCY = 8
+
+
+async def generate_batch(
+    core: GatewayCore,
+    requests: Sequence[gateway_pb2.GenerateRequest],
+    timeout_s: float | None = None,
+) -> list[gateway_pb2.BatchItemResult]:
+    if not requests:
+        raise InvalidRequest("the batch is empty")
+    if len(requests) > MAX_BATCH_ITEMS:
+        raise InvalidRequest(f"the batch has {len(requests)} items; the limit is {MAX_BATCH_ITEMS}")
+    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def one(request: gateway_pb2.GenerateRequest) -> gateway_pb2.BatchItemResult:
+        async with gate:
+            try:
+                return gateway_pb2.BatchItemResult(response=await core.generate(request, timeout_s))
+            except ModelyardError as exc:
+                return gateway_pb2.BatchItemResult(
+                    error=gateway_pb2.ItemError(code=exc.code.value[0], message=exc.message)
+                )
+
+    return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
+async def compare(
+    core: GatewayCore, request: gateway_pb2.CompareRequest, timeout_s: float | None = None
+) -> list[gateway_pb2.BatchItemResult]:
+    """The same input on every model in `request.models`, concurrently."""
+    if len(request.models) < 1:
+        raise InvalidRequest("compare needs at least one model")
+    if len(set(request.models)) != len(request.models):
+        raise InvalidRequest("compare lists a model more than once")
+    items = [
+        gateway_pb2.GenerateRequest(
+            model=model, input=request.input, params=request.params or common_pb2.GenerationParams()
+        )
+        for model in request.models
+    ]
+    return await generate_batch(core, items, timeout_s)

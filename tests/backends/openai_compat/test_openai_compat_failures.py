@@ -1,0 +1,231 @@
+"""Upstream failures become the right gRPC status at the gateway, naming the upstream.
+
+A stream that ends before the upstream said it was finished is ABORTED, never
+a normal finish: the caller holds a partial answer.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import grpc
+import pytest
+from backends.openai_compat.openai_fake import (
+    Clients,
+    FakeUpstream,
+    StackFor,
+    UnframedUpstream,
+    chunk,
+    openai_error,
+)
+
+from modelyard.errors import RETRY_AFTER_MS_KEY, RateLimited, error_from_status
+from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
+
+MODEL = "custom/fake-model"
+
+
+def _request(text: str = "Hello there", max_tokens: int = 16) -> gateway_pb2.GenerateRequest:
+    req = gateway_pb2.GenerateRequest(model=MODEL)
+    req.input.text = text
+    req.params.max_tokens = max_tokens
+    return req
+
+
+async def _stream_until_error(
+    clients: Clients, req: gateway_pb2.GenerateRequest
+) -> tuple[list[gateway_pb2.GenerateChunk], grpc.aio.AioRpcError]:
+    """Every chunk the gateway streamed, and the error that ended the stream."""
+    chunks: list[gateway_pb2.GenerateChunk] = []
+    call = clients.gateway.GenerateStream(req, timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for c in call:
+            chunks.append(c)
+    return chunks, info.value
+
+
+async def test_rate_limit_is_resource_exhausted_with_the_upstream_retry_time(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    upstream.fail(
+        429,
+        openai_error("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
+        headers={"Retry-After": "7"},
+    )
+    clients = await stack_for(upstream.url)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await clients.gateway.Generate(_request(), timeout=10)
+    err = info.value
+    details = err.details() or ""
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "upstream 'custom' rate-limited the request" in details
+    assert "Rate limit reached for requests" in details
+    assert "retry after 7.000s" in details
+    trailers = tuple(err.trailing_metadata() or ())
+    assert dict(trailers)[RETRY_AFTER_MS_KEY] == "7000"
+    rebuilt = error_from_status(err.code(), details, trailers)  # type: ignore[arg-type]
+    assert isinstance(rebuilt, RateLimited)
+    assert rebuilt.retry_after_s == 7.0
+    assert len(upstream.bodies) == 1  # no retry behind the caller's back
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, grpc.StatusCode.INVALID_ARGUMENT),
+        (422, grpc.StatusCode.INVALID_ARGUMENT),
+        (404, grpc.StatusCode.NOT_FOUND),
+        (500, grpc.StatusCode.UNAVAILABLE),
+        (503, grpc.StatusCode.UNAVAILABLE),
+        (401, grpc.StatusCode.UNKNOWN),
+    ],
+)
+async def test_http_errors_map_to_status_codes_with_the_upstream_message(
+    upstream: FakeUpstream, stack_for: StackFor, status: int, code: grpc.StatusCode
+) -> None:
+    message = f"This model's maximum context length is 4097 tokens (HTTP {status} case)"
+    upstream.fail(status, openai_error(message, "invalid_request_error", "context_length_exceeded"))
+    clients = await stack_for(upstream.url)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await clients.gateway.Generate(_request(), timeout=10)
+    assert info.value.code() == code
+    details = info.value.details() or ""
+    assert message in details
+    assert "'custom'" in details
+    assert "{" not in details  # the message, not the raw JSON body
+
+
+async def test_bad_request_is_invalid_argument_carrying_the_upstream_message(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    upstream.fail(
+        400,
+        openai_error(
+            "Invalid value for 'temperature': must be at most 2.", "invalid_request_error"
+        ),
+    )
+    clients = await stack_for(upstream.url)
+    chunks, err = await _stream_until_error(clients, _request())
+    assert chunks == []
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.details() or "") == (
+        "upstream 'custom' rejected the request: "
+        "Invalid value for 'temperature': must be at most 2."
+    )
+
+
+async def test_upstream_gone_after_start_is_unavailable_naming_it(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    clients = await stack_for(upstream.url)
+    await upstream.stop()  # the model stays in the catalog; its upstream refuses connections
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await clients.gateway.Generate(_request(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = info.value.details() or ""
+    assert f"upstream 'custom' at {upstream.url}/v1 is unreachable" in details
+
+
+async def test_connection_dropped_mid_stream_is_aborted_as_truncated(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    upstream.stream_then_drop([chunk("", role="assistant"), chunk("Hel"), chunk("lo")])
+    clients = await stack_for(upstream.url)
+    chunks, err = await _stream_until_error(clients, _request())
+    assert [c.text for c in chunks] == ["Hel", "lo"]  # the partial answer did stream
+    assert all(c.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED for c in chunks)
+    assert err.code() == grpc.StatusCode.ABORTED
+    details = err.details() or ""
+    assert "upstream 'custom'" in details
+    assert "truncated" in details
+
+
+async def test_done_without_finish_reason_is_aborted_as_truncated(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    # What llama.cpp's server sends when a second request interrupts the first.
+    upstream.stream([chunk("", role="assistant"), chunk("Once"), chunk(" upon")], done=True)
+    clients = await stack_for(upstream.url)
+    chunks, err = await _stream_until_error(clients, _request())
+    assert [c.text for c in chunks] == ["Once", " upon"]
+    assert err.code() == grpc.StatusCode.ABORTED
+    assert (err.details() or "") == (
+        "upstream 'custom' ended the stream for 'custom/fake-model' after 2 piece(s) "
+        "without a finish_reason: the answer is truncated"
+    )
+
+
+async def test_unary_generate_never_returns_a_truncated_answer_as_complete(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    upstream.stream([chunk("Once"), chunk(" upon")], done=True)
+    clients = await stack_for(upstream.url)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await clients.gateway.Generate(_request(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert "truncated" in (info.value.details() or "")
+
+
+async def test_stream_cut_mid_event_on_an_unframed_body_is_aborted_not_malformed(
+    stack_for: StackFor,
+) -> None:
+    # The body ends only when the socket closes; the cut falls inside an event.
+    whole = json.dumps(chunk("Hello")).encode()
+    cut = json.dumps(chunk(" wor")).encode()[:40]
+    fake = UnframedUpstream(b"data: " + whole + b"\n\ndata: " + cut)
+    await fake.start()
+    try:
+        clients = await stack_for(fake.url)
+        chunks, err = await _stream_until_error(clients, _request())
+    finally:
+        await fake.stop()
+    assert [c.text for c in chunks] == ["Hello"]
+    assert err.code() == grpc.StatusCode.ABORTED, err.details()
+    assert "truncated" in (err.details() or "")
+
+
+async def test_error_event_mid_stream_is_reported_with_its_message(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    upstream.stream(
+        [
+            chunk("Hi"),
+            openai_error("The server had an error processing your request.", "server_error"),
+        ],
+        done=False,
+    )
+    clients = await stack_for(upstream.url)
+    chunks, err = await _stream_until_error(clients, _request())
+    assert [c.text for c in chunks] == ["Hi"]
+    assert err.code() == grpc.StatusCode.UNKNOWN
+    details = err.details() or ""
+    assert "upstream 'custom' failed mid-stream" in details
+    assert "The server had an error processing your request." in details
+
+
+async def test_upstream_unreachable_at_start_is_unhealthy_with_no_models(
+    stack_for: StackFor,
+) -> None:
+    # A bound socket that never listens: connecting to it is refused, and no one else gets it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        clients = await stack_for(url)
+
+        health = await clients.backend.Health(backend_pb2.BackendHealthRequest(), timeout=10)
+        assert health.status == common_pb2.HEALTH_STATUS_UNHEALTHY
+        assert f"upstream 'custom' at {url}/v1 is unreachable" in health.reason
+        assert list(health.loaded_models) == []
+
+        listed = await clients.backend.ListModels(
+            backend_pb2.BackendListModelsRequest(), timeout=10
+        )
+        assert list(listed.models) == []
+        catalog = await clients.registry.ListModels(
+            registry_pb2.ListModelsRequest(include_unavailable=True), timeout=10
+        )
+        assert list(catalog.models) == []
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await clients.gateway.Generate(_request(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
