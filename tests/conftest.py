@@ -70,9 +70,12 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
 
 
 @pytest.fixture(scope="session")
-def llama_server(gemma_path: Path) -> Iterator[str]:
+def llama_server(gemma_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `python -m llama_cpp.server` serving Gemma on 127.0.0.1; yields its base URL."""
     port = free_port()
+    # A file, not a pipe: llama.cpp logs ~135 kB while loading and would block on a full pipe.
+    log_path = tmp_path_factory.mktemp("llama-server") / "stderr.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -92,14 +95,14 @@ def llama_server(gemma_path: Path) -> Iterator[str]:
             "true",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+                err = log_path.read_text(errors="replace")
                 raise RuntimeError(f"llama_cpp.server exited early: {err[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/v1/models", timeout=1) as resp:
@@ -118,5 +121,4 @@ def llama_server(gemma_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()

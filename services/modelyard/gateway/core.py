@@ -126,7 +126,8 @@ class GatewayCore:
                 if chunk.finish_reason:
                     out.finish_reason = chunk.finish_reason
                     out.usage.CopyFrom(chunk.usage)
-                    used = chunk.usage.input_tokens + chunk.usage.output_tokens or used
+                    # Some upstreams report no input count: keep our estimate then.
+                    used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
                     finished = True
                 yield out
         finally:

@@ -1,4 +1,5 @@
-"""Fixtures for the openai_compat backend: a fake upstream, and stacks in front of one."""
+"""Fixtures for the openai_compat backend: a fake upstream, stacks in front of one, and a
+llama.cpp server that does not stall on its own log output."""
 
 from __future__ import annotations
 
@@ -41,4 +42,4 @@ async def stack_for(make_stack: Callable[..., Awaitable[Stack]]) -> AsyncIterato
 
     yield start
     for channel in channels:
-        await channel.close()
+        await channel.close(grace=None)

@@ -87,7 +87,7 @@ class FakeUpstream:
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     bodies: list[dict[str, Any]] = field(default_factory=list)  # chat requests received
     headers: list[dict[str, str]] = field(default_factory=list)
-    chat_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)  # see stream_then_hang
     url: str = ""  # base URL without /v1, as a user would set CUSTOM_AI_PROVIDER_URL
     _chat: ChatHandler | None = None
     _runner: web.AppRunner | None = None
@@ -109,14 +109,37 @@ class FakeUpstream:
         self._chat = handler
 
     def stream_then_drop(self, events: Sequence[Event]) -> None:
-        """Send these events, then drop the connection mid-response (no [DONE], no last chunk)."""
+        """Send these events, then close the connection mid-response: no [DONE], no last chunk.
+
+        The close is orderly (FIN after the data), as uvicorn does when a streaming
+        app stops early, so the chunked body simply never gets its terminator.
+        """
 
         async def handler(request: web.Request) -> web.StreamResponse:
             resp = await self._start_stream(request)
             for event in events:
                 await resp.write(_sse(event))
             assert request.transport is not None
-            request.transport.abort()  # RST: the chunked body never gets its terminator
+            request.transport.close()
+            return resp
+
+        self._chat = handler
+
+    def stream_then_hang(self, events: Sequence[Event]) -> None:
+        """Send these events, then keep the stream open until the client goes away.
+
+        `disconnected` is set when it does (aiohttp cancels the handler then).
+        """
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = await self._start_stream(request)
+            for event in events:
+                await resp.write(_sse(event))
+            try:
+                await asyncio.get_running_loop().create_future()  # never resolves
+            except asyncio.CancelledError:
+                self.disconnected.set()
+                raise
             return resp
 
         self._chat = handler
@@ -155,7 +178,6 @@ class FakeUpstream:
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.json())
         self.headers.append(dict(request.headers))
-        self.chat_requested.set()
         if self._chat is None:
             return web.json_response(openai_error("no script", "server_error"), status=500)
         return await self._chat(request)
@@ -164,7 +186,9 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=1.0, access_log=None, handler_cancellation=True
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         host, port = self._runner.addresses[0][:2]
@@ -182,9 +206,9 @@ class Clients:
     """A started stack and stubs for its services."""
 
     stack: Stack
-    gateway: gateway_pb2_grpc.GatewayServiceStub
-    backend: backend_pb2_grpc.BackendServiceStub
-    registry: registry_pb2_grpc.RegistryServiceStub
+    gateway: gateway_pb2_grpc.GatewayServiceAsyncStub  # type-check-only names of aio stubs
+    backend: backend_pb2_grpc.BackendServiceAsyncStub
+    registry: registry_pb2_grpc.RegistryServiceAsyncStub
 
 
 # `stack_for(url, **env)`: registry + gateway + openai_compat backend in front of `url`.

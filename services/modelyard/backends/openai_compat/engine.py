@@ -11,7 +11,6 @@ That is reported as `StreamTruncated`, never as a normal finish.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -164,17 +163,22 @@ class OpenAICompatEngine:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=10, sock_read=self._provider.timeout_s
         )
+        streamed = False
         try:
             async with self._http().post(url, json=body, timeout=timeout) as resp:
                 if resp.status != 200:
                     await self._raise_for(resp, model=model_id)
                 async for piece in self._read_stream(model_id, resp):
+                    streamed = True
                     yield piece
-        except aiohttp.ClientPayloadError as exc:
-            raise StreamTruncated(
-                f"upstream '{self._provider.name}' broke off the stream for '{model_id}': {exc}"
-            ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if streamed or isinstance(exc, aiohttp.ClientPayloadError):
+                # Part of the answer is out: whatever broke, the caller holds a
+                # truncated answer, not a failed call it could simply retry.
+                raise StreamTruncated(
+                    f"upstream '{self._provider.name}' broke off the stream for '{model_id}' "
+                    f"({_describe(exc)}): the answer is truncated"
+                ) from exc
             raise self._unreachable(exc) from exc
 
     async def _read_stream(
@@ -212,7 +216,9 @@ class OpenAICompatEngine:
             "",
             FINISH_REASONS.get(finish, common_pb2.FINISH_REASON_STOP),
             input_tokens=int(usage.get("prompt_tokens") or 0),
-            output_tokens=int(usage.get("completion_tokens") or 0),
+            # llama_cpp.server, among others, sends no usage when streaming: then
+            # count the pieces (one token each on llama.cpp-style servers).
+            output_tokens=int(usage.get("completion_tokens") or pieces),
         )
 
     async def _raise_for(self, resp: aiohttp.ClientResponse, *, model: str) -> None:
@@ -239,10 +245,13 @@ class OpenAICompatEngine:
         raise ProviderError(f"{where} answered HTTP {resp.status}: {detail}")
 
     def _unreachable(self, exc: BaseException) -> BackendUnavailable:
-        reason = str(exc) or type(exc).__name__
-        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-            reason = "timed out"
         return BackendUnavailable(
             f"upstream '{self._provider.name}' at {self._provider.base_url} is unreachable: "
-            f"{reason}"
+            f"{_describe(exc)}"
         )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
