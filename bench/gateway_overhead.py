@@ -40,10 +40,10 @@ sys.path[:0] = [p for p in PYTHONPATH if p not in sys.path]
 
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
-
 from fake_openai_upstream import MODEL, PIECES, UpstreamProcess  # noqa: E402
+from overhead_report import Measured, load_average, render_table, update_docs  # noqa: E402
+
 from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
-from overhead_report import Measured, render_table, update_docs  # noqa: E402
 
 EXPECTED = "".join(PIECES)
 PROMPT = "Say hello."
@@ -181,7 +181,7 @@ def gateway_request(model_id: str) -> gateway_pb2.GenerateRequest:
     )
 
 
-def stream_call(stubs: list[gateway_pb2_grpc.GatewayServiceStub], model_id: str) -> Call:
+def stream_call(stubs: list[gateway_pb2_grpc.GatewayServiceAsyncStub], model_id: str) -> Call:
     request, turn = gateway_request(model_id), iter(range(1 << 62))
 
     async def call() -> bool:
@@ -195,7 +195,7 @@ def stream_call(stubs: list[gateway_pb2_grpc.GatewayServiceStub], model_id: str)
     return call
 
 
-def unary_call(stubs: list[gateway_pb2_grpc.GatewayServiceStub], model_id: str) -> Call:
+def unary_call(stubs: list[gateway_pb2_grpc.GatewayServiceAsyncStub], model_id: str) -> Call:
     request, turn = gateway_request(model_id), iter(range(1 << 62))
 
     async def call() -> bool:
@@ -223,7 +223,9 @@ async def measure_path(
     return out
 
 
-async def run(args: argparse.Namespace, upstream: UpstreamProcess, gw: GatewayProcess) -> list[Measured]:
+async def run(
+    args: argparse.Namespace, upstream: UpstreamProcess, gw: GatewayProcess
+) -> list[Measured]:
     watched = {"loadgen": os.getpid(), "upstream": upstream.proc.pid, "gateway": gw.proc.pid}
     results = []
     connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
@@ -231,11 +233,15 @@ async def run(args: argparse.Namespace, upstream: UpstreamProcess, gw: GatewayPr
         print("direct (aiohttp -> upstream)", flush=True)
         results += await measure_path("direct HTTP stream", direct_call(session, upstream.url),
                                       args, watched)
-    channels = [grpc.aio.insecure_channel(gw.address, options=[("grpc.use_local_subchannel_pool", 1)])
+    # A local subchannel pool per channel: each gets its own connection.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(gw.address, options=options)
                 for _ in range(args.channels)]
     try:
         await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 10) for c in channels))
-        stubs = [gateway_pb2_grpc.GatewayServiceStub(c) for c in channels]
+        stubs: list[gateway_pb2_grpc.GatewayServiceAsyncStub] = [
+            gateway_pb2_grpc.GatewayServiceStub(c) for c in channels
+        ]
         print("gateway GenerateStream (grpc.aio -> modelyard -> upstream)", flush=True)
         results += await measure_path("gateway GenerateStream",
                                       stream_call(stubs, gw.model_id), args, watched)
@@ -244,7 +250,7 @@ async def run(args: argparse.Namespace, upstream: UpstreamProcess, gw: GatewayPr
                                       args, watched)
     finally:
         for c in channels:
-            await c.close()
+            await c.close(None)
     return results
 
 
@@ -262,6 +268,9 @@ def main() -> int:
     parser.add_argument("--no-docs", action="store_true", help="print only, leave the docs")
     args = parser.parse_args()
 
+    load_before = load_average()
+    if load_before > 0.5:
+        print(f"note: 1-minute load average is {load_before:.2f}: other work skews the figures")
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp, \
             UpstreamProcess(args.upstream) as upstream:
         gw = GatewayProcess(upstream.url, Path(tmp))
@@ -274,10 +283,11 @@ def main() -> int:
                 tail = gw.log_path.read_text().splitlines()[-5:]
                 if any("Traceback" in line or "ERROR" in line for line in tail):
                     print("gateway log tail:\n" + "\n".join(tail), file=sys.stderr)
+    load = (load_before, load_average())
     table = render_table(results)
     print("\n" + table)
     if not args.no_docs:
-        update_docs(args.docs, results, args)
+        update_docs(args.docs, results, args, load)
         print(f"\nupdated {args.docs}")
     return 1 if any(r.errors for r in results) else 0
 

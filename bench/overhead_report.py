@@ -109,21 +109,47 @@ def machine() -> list[str]:
     ]
 
 
-def section(results: list[Measured], args: argparse.Namespace) -> str:
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine skews every figure here."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def bottleneck(results: list[Measured]) -> str:
+    many = next((r for r in results if r.path == PRIMARY and r.in_flight > 1), None)
+    if many is None:
+        return ""
+    gw = many.cpu_ms_per_req.get("gateway", math.nan)
+    total = sum(many.cpu_ms_per_req.values())
+    return (
+        f"At {many.in_flight} in flight the gateway process spent {gw:.2f} ms of CPU per "
+        f"GenerateStream call and the three processes together {total:.2f} ms: even with a core "
+        f"to itself the gateway would top out near {1000 / gw:.0f} req/s (most of its CPU is "
+        "its one Python event-loop thread), and the whole setup near "
+        f"{2000 / total:.0f} req/s on 2 cores. Latency at {many.in_flight} in flight is mostly "
+        "queueing behind that CPU.")
+
+
+def section(
+    results: list[Measured], args: argparse.Namespace, load: tuple[float, float]
+) -> str:
     today = datetime.date.today().isoformat()
     checks = verdicts(results)
     met = all(ok for target, _, ok in checks if target.startswith(PRIMARY))
+    from fake_openai_upstream import PIECES
     lines = [
         SECTION, "",
         f"Measured {today} by `bench/gateway_overhead.py` (this section is rewritten by it: "
         "`.venv/bin/python bench/gateway_overhead.py`, `--help` for the request counts).",
-        "", "### Machine", "", *machine(), "",
+        "", "### Machine", "", *machine(),
+        f"- 1-minute load average {load[0]:.2f} before the run, {load[1]:.2f} after (the "
+        "run itself adds up to ~2); other jobs on the machine inflate the figures", "",
         "### Method", "",
         "Three processes on 127.0.0.1, sharing the machine's CPUs:",
         "",
         "- a fake OpenAI-compatible upstream (`bench/fake_openai_upstream.py`, a bare asyncio "
-        f"HTTP/1.1 server by default) answering every chat completion with {8} SSE chunks "
-        "(role, 6 content pieces, `finish_reason: stop`), a usage chunk and `data: [DONE]`;",
+        f"HTTP/1.1 server by default) answering every chat completion with "
+        f"{len(PIECES) + 2} SSE chunks (role, {len(PIECES)} content pieces, "
+        "`finish_reason: stop`), a usage chunk and `data: [DONE]`;",
         "- the modelyard stack as one process: `python -m modelyard.cli serve gateway registry "
         "backend-openai-compat` with `CUSTOM_AI_PROVIDER_URL` pointing at the upstream and "
         "`OTEL_TRACES_EXPORTER=none`; a call goes client -> gateway (gRPC) -> backend "
@@ -131,6 +157,7 @@ def section(results: list[Measured], args: argparse.Namespace) -> str:
         "- the load generator (this script): aiohttp for the direct path, grpc.aio with "
         f"{args.channels} channel(s) for the gateway path.",
         "",
+        "Paths:", "",
         "- **direct**: `POST /v1/chat/completions` with `stream: true` straight to the upstream, "
         "reading and JSON-decoding every SSE event.",
         "- **gateway GenerateStream / Generate**: the same chat request through "
@@ -142,8 +169,8 @@ def section(results: list[Measured], args: argparse.Namespace) -> str:
         "only; an error is an exception or a wrong answer (text or finish reason). "
         "*Added* is the gateway figure minus the direct one at the same concurrency. CPU ms/req "
         "is each process's user+system CPU time (all threads, from /proc) over the run divided "
-        "by its requests; on this machine 1000 / (sum of the three) bounds the req/s.",
-        "", "### Results", "", render_table(results), "",
+        "by its requests; with 2 cores, 2000 / (sum of the three) bounds the req/s.",
+        "", "### Results", "", render_table(results), "", bottleneck(results), "",
         "### Targets", "",
         "| target | measured | met |", "|---|---|---|",
         *[f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks], "",
@@ -158,9 +185,11 @@ def section(results: list[Measured], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def update_docs(path: Path, results: list[Measured], args: argparse.Namespace) -> None:
+def update_docs(
+    path: Path, results: list[Measured], args: argparse.Namespace, load: tuple[float, float]
+) -> None:
     """Replace (or add) the gateway-overhead section, leaving every other section alone."""
-    new = section(results, args)
+    new = section(results, args, load)
     text = path.read_text() if path.exists() else (
         "# Benchmarks\n\nMeasured figures for modelyard: each section says how it was "
         "measured and how to rerun it.\n\n")
