@@ -68,3 +68,25 @@ def test_exporter_is_chosen_by_otel_variables(monkeypatch: pytest.MonkeyPatch) -
         configure_tracing("modelyard-test")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert configure_tracing("modelyard-test") is None
+
+
+async def test_in_process_backend_call_stays_in_the_trace(
+    make_stack,  # type: ignore[no-untyped-def]
+    spans: InMemorySpanExporter,
+) -> None:
+    from support.scripted_engine import ScriptedEngine
+
+    stack = await make_stack(roles=("registry", "gateway"), engines=[ScriptedEngine()])
+    spans.clear()
+    request = gateway_pb2.GenerateRequest(model="scripted/echo")
+    request.input.text = "hi"
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        reply = await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request)
+    assert reply.text == "hello world"
+    finished = spans.get_finished_spans()
+    gateway = next(s for s in finished if s.name.endswith("GatewayService/Generate"))
+    backend = next(s for s in finished if s.name.endswith("BackendService/InferStream"))
+    assert backend.kind == SpanKind.INTERNAL
+    assert backend.attributes and backend.attributes["modelyard.in_process"] is True
+    assert backend.context.trace_id == gateway.context.trace_id
+    assert not any(s.kind == SpanKind.CLIENT for s in finished)  # no loopback gRPC hop

@@ -130,6 +130,8 @@ async def start_stack(opts: StackOptions) -> Stack:
             advertise = opts.advertise or address.replace("0.0.0.0", "127.0.0.1")
             assert registry_address
             await host.announce(registry_address, advertise)
+            if pool is not None:
+                pool.add_in_process(advertise, host)
         if view is not None:
             assert registry_address
             stack.tasks.append(asyncio.create_task(view.follow(registry_address)))

@@ -16,7 +16,7 @@ from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
-def _chunk(piece: Piece) -> backend_pb2.InferChunk:
+def piece_to_chunk(piece: Piece) -> backend_pb2.InferChunk:
     if piece.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED:
         return backend_pb2.InferChunk(text=piece.text)
     return backend_pb2.InferChunk(
@@ -36,7 +36,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
         pieces = self._host.infer_stream(request.model_id, request.input, request.params)
         async with aclosing(pieces):
             async for piece in pieces:
-                yield _chunk(piece)
+                yield piece_to_chunk(piece)
 
     async def Infer(
         self, request: backend_pb2.InferRequest, context: Ctx
