@@ -84,3 +84,26 @@ async def test_a_line_cut_off_at_the_end_of_the_body_is_dropped_not_delivered() 
     # turn a truncation into a "malformed event".
     events = await _events(b"data: complete\n", b"\n", b'data: {"choices": [{"del')
     assert events == ["complete"]
+
+
+def test_parser_completes_events_across_arbitrary_read_boundaries() -> None:
+    from modelyard.backends.openai_compat.sse import SseParser
+
+    body = 'data: {"t": "é"}\n\ndata: two\r\n\r\ndata: [DONE]\n\n'.encode()
+    for size in (1, 2, 3, 7, len(body)):
+        parser = SseParser()
+        events = []
+        for start in range(0, len(body), size):
+            events.extend(parser.feed(body[start : start + size]))
+        assert events == ['{"t": "é"}', "two", "[DONE]"], size
+        assert parser.end() == []
+
+
+def test_parser_returns_every_event_one_read_completed() -> None:
+    from modelyard.backends.openai_compat.sse import SseParser
+
+    parser = SseParser()
+    assert parser.feed(b"data: a\n\ndata: b\n\ndata: c") == ["a", "b"]
+    assert parser.feed(b"\n\n") == ["c"]
+    assert parser.feed(b"data: cut") == []
+    assert parser.end() == []  # the unterminated line is dropped

@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_messages
+from modelyard.backends.engine import EngineHealth, Piece, chat_messages
+from modelyard.backends.openai_compat.chat_stream import ChatStream
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.backends.openai_compat.sse import sse_data
 from modelyard.errors import (
     BackendUnavailable,
     InvalidRequest,
@@ -168,7 +168,8 @@ class OpenAICompatEngine:
             async with self._http().post(url, json=body, timeout=timeout) as resp:
                 if resp.status != 200:
                     await self._raise_for(resp, model=model_id)
-                async for piece in self._read_stream(model_id, resp):
+                stream = ChatStream(self._provider.name, model_id)
+                async for piece in stream.pieces(resp.content.iter_any()):
                     streamed = True
                     yield piece
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -180,46 +181,6 @@ class OpenAICompatEngine:
                     f"({_describe(exc)}): the answer is truncated"
                 ) from exc
             raise self._unreachable(exc) from exc
-
-    async def _read_stream(
-        self, model_id: str, resp: aiohttp.ClientResponse
-    ) -> AsyncGenerator[Piece, None]:
-        finish: str | None = None
-        usage: dict[str, Any] = {}
-        pieces = 0
-        async for data in sse_data(resp.content):
-            if data == "[DONE]":
-                break
-            try:
-                chunk = json.loads(data)
-            except ValueError as exc:
-                raise ProviderError(
-                    f"upstream '{self._provider.name}' sent a malformed event: {data[:200]!r}"
-                ) from exc
-            if "error" in chunk:
-                raise ProviderError(
-                    f"upstream '{self._provider.name}' failed mid-stream: {chunk['error']}"
-                )
-            usage = chunk.get("usage") or usage
-            for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content") or ""
-                if text:
-                    pieces += 1
-                    yield Piece(text)
-                finish = choice.get("finish_reason") or finish
-        if finish is None:
-            raise StreamTruncated(
-                f"upstream '{self._provider.name}' ended the stream for '{model_id}' after "
-                f"{pieces} piece(s) without a finish_reason: the answer is truncated"
-            )
-        yield Piece(
-            "",
-            FINISH_REASONS.get(finish, common_pb2.FINISH_REASON_STOP),
-            input_tokens=int(usage.get("prompt_tokens") or 0),
-            # llama_cpp.server, among others, sends no usage when streaming: then
-            # count the pieces (one token each on llama.cpp-style servers).
-            output_tokens=int(usage.get("completion_tokens") or pieces),
-        )
 
     async def _raise_for(self, resp: aiohttp.ClientResponse, *, model: str) -> None:
         text = (await resp.text())[:500]
