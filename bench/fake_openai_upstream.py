@@ -36,8 +36,11 @@ def _event(obj: object) -> bytes:
 
 def _chunk(model: str, delta: dict[str, str], finish: str | None) -> dict[str, object]:
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED,
-        "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": CREATED,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
 
 
@@ -52,26 +55,48 @@ def stream_events(model: str, include_usage: bool) -> tuple[bytes, ...]:
     events += [_event(_chunk(model, {"content": p}, None)) for p in PIECES]
     events.append(_event(_chunk(model, {}, "stop")))
     if include_usage:
-        events.append(_event({
-            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED,
-            "model": model, "choices": [], "usage": _usage(),
-        }))
+        events.append(
+            _event(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": CREATED,
+                    "model": model,
+                    "choices": [],
+                    "usage": _usage(),
+                }
+            )
+        )
     events.append(b"data: [DONE]\n\n")
     return tuple(events)
 
 
 @lru_cache(maxsize=64)
 def completion_body(model: str) -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": CREATED, "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "".join(PIECES)}}],
-        "usage": _usage(),
-    }).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "".join(PIECES)},
+                }
+            ],
+            "usage": _usage(),
+        }
+    ).encode()
 
 
-MODELS_BODY = json.dumps({"object": "list", "data": [
-    {"id": MODEL, "object": "model", "created": CREATED, "owned_by": "bench"}]}).encode()
+MODELS_BODY = json.dumps(
+    {
+        "object": "list",
+        "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "bench"}],
+    }
+).encode()
 
 
 def answer(method: str, path: str, body: bytes) -> tuple[int, str, list[bytes] | bytes]:
@@ -116,8 +141,8 @@ class RawHTTP(asyncio.Protocol):
                     length = int(value)
             if len(self.buf) < end + 4 + length:
                 return
-            body = self.buf[end + 4:end + 4 + length]
-            self.buf = self.buf[end + 4 + length:]
+            body = self.buf[end + 4 : end + 4 + length]
+            self.buf = self.buf[end + 4 + length :]
             method, path, _ = head[0].split(" ", 2)
             self._respond(*answer(method, path, body))
 
@@ -180,7 +205,8 @@ class UpstreamProcess:
     def __init__(self, impl: str = "raw") -> None:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--port", "0", "--impl", impl],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -69,15 +69,33 @@ class GatewayProcess:
     def __init__(self, upstream_url: str, data_dir: Path, startup_s: float = 60.0) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
-        env.update(CUSTOM_AI_PROVIDER_URL=upstream_url, OTEL_TRACES_EXPORTER="none",
-                   PYTHONPATH=os.pathsep.join([*PYTHONPATH, env.get("PYTHONPATH", "")]))
+        env.update(
+            CUSTOM_AI_PROVIDER_URL=upstream_url,
+            OTEL_TRACES_EXPORTER="none",
+            PYTHONPATH=os.pathsep.join([*PYTHONPATH, env.get("PYTHONPATH", "")]),
+        )
         self.log_path = data_dir / "gateway.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.cli", "serve", "gateway", "registry",
-             "backend-openai-compat", "--listen", self.address, "--data-dir", str(data_dir),
-             "--grace", "1"],
-            env=env, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            [
+                sys.executable,
+                "-m",
+                "modelyard.cli",
+                "serve",
+                "gateway",
+                "registry",
+                "backend-openai-compat",
+                "--listen",
+                self.address,
+                "--data-dir",
+                str(data_dir),
+                "--grace",
+                "1",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
         )
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -146,10 +164,15 @@ async def drive(call: Call, n: int, in_flight: int) -> tuple[Tally, float]:
 
 def direct_call(session: aiohttp.ClientSession, base_url: str) -> Call:
     url = f"{base_url}/v1/chat/completions"
-    body = json.dumps({
-        "model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": True,
-        "stream_options": {"include_usage": True}, "max_tokens": MAX_TOKENS,
-    }).encode()
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": MAX_TOKENS,
+        }
+    ).encode()
     headers = {"Content-Type": "application/json"}
 
     async def call() -> bool:
@@ -176,7 +199,8 @@ def direct_call(session: aiohttp.ClientSession, base_url: str) -> Call:
 def gateway_request(model_id: str) -> gateway_pb2.GenerateRequest:
     chat = common_pb2.ChatMessages(messages=[common_pb2.ChatMessage(role="user", content=PROMPT)])
     return gateway_pb2.GenerateRequest(
-        model=model_id, input=common_pb2.Input(chat=chat),
+        model=model_id,
+        input=common_pb2.Input(chat=chat),
         params=common_pb2.GenerationParams(max_tokens=MAX_TOKENS),
     )
 
@@ -189,8 +213,11 @@ def stream_call(stubs: list[gateway_pb2_grpc.GatewayServiceAsyncStub], model_id:
         async for chunk in stubs[next(turn) % len(stubs)].GenerateStream(request, timeout=30):
             texts.append(chunk.text)
             last = chunk
-        return (last is not None and last.finish_reason == common_pb2.FINISH_REASON_STOP
-                and "".join(texts) == EXPECTED)
+        return (
+            last is not None
+            and last.finish_reason == common_pb2.FINISH_REASON_STOP
+            and "".join(texts) == EXPECTED
+        )
 
     return call
 
@@ -215,10 +242,19 @@ async def measure_path(
     for in_flight, n in ((1, args.sequential), (args.in_flight, args.concurrent)):
         cpu_before = {k: process_cpu_s(pid) for k, pid in watched.items()}
         tally, wall_s = await drive(call, n, in_flight)
-        cpu_ms = {k: (process_cpu_s(pid) - cpu_before[k]) * 1000 / n
-                  for k, pid in watched.items()}
-        out.append(Measured(name, in_flight, n, tally.latencies_ms, tally.errors,
-                            tally.first_error, wall_s, cpu_ms))
+        cpu_ms = {k: (process_cpu_s(pid) - cpu_before[k]) * 1000 / n for k, pid in watched.items()}
+        out.append(
+            Measured(
+                name,
+                in_flight,
+                n,
+                tally.latencies_ms,
+                tally.errors,
+                tally.first_error,
+                wall_s,
+                cpu_ms,
+            )
+        )
         print(f"  {out[-1].summary()}", flush=True)
     return out
 
@@ -231,23 +267,27 @@ async def run(
     connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=connector) as session:
         print("direct (aiohttp -> upstream)", flush=True)
-        results += await measure_path("direct HTTP stream", direct_call(session, upstream.url),
-                                      args, watched)
+        results += await measure_path(
+            "direct HTTP stream", direct_call(session, upstream.url), args, watched
+        )
     # A local subchannel pool per channel: each gets its own connection.
     options = [("grpc.use_local_subchannel_pool", 1)]
-    channels = [grpc.aio.insecure_channel(gw.address, options=options)
-                for _ in range(args.channels)]
+    channels = [
+        grpc.aio.insecure_channel(gw.address, options=options) for _ in range(args.channels)
+    ]
     try:
         await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 10) for c in channels))
         stubs: list[gateway_pb2_grpc.GatewayServiceAsyncStub] = [
             gateway_pb2_grpc.GatewayServiceStub(c) for c in channels
         ]
         print("gateway GenerateStream (grpc.aio -> modelyard -> upstream)", flush=True)
-        results += await measure_path("gateway GenerateStream",
-                                      stream_call(stubs, gw.model_id), args, watched)
+        results += await measure_path(
+            "gateway GenerateStream", stream_call(stubs, gw.model_id), args, watched
+        )
         print("gateway Generate", flush=True)
-        results += await measure_path("gateway Generate", unary_call(stubs, gw.model_id),
-                                      args, watched)
+        results += await measure_path(
+            "gateway Generate", unary_call(stubs, gw.model_id), args, watched
+        )
     finally:
         for c in channels:
             await c.close(None)
@@ -257,13 +297,15 @@ async def run(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequential", type=int, default=2000, help="requests at 1 in flight")
-    parser.add_argument("--concurrent", type=int, default=5000,
-                        help="requests at --in-flight in flight")
+    parser.add_argument(
+        "--concurrent", type=int, default=5000, help="requests at --in-flight in flight"
+    )
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=300, help="warm-up requests per path")
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels the load shares")
-    parser.add_argument("--upstream", choices=("raw", "aiohttp"), default="raw",
-                        help="fake upstream implementation")
+    parser.add_argument(
+        "--upstream", choices=("raw", "aiohttp"), default="raw", help="fake upstream implementation"
+    )
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true", help="print only, leave the docs")
     args = parser.parse_args()
@@ -271,8 +313,10 @@ def main() -> int:
     load_before = load_average()
     if load_before > 0.5:
         print(f"note: 1-minute load average is {load_before:.2f}: other work skews the figures")
-    with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp, \
-            UpstreamProcess(args.upstream) as upstream:
+    with (
+        tempfile.TemporaryDirectory(prefix="modelyard-bench-") as tmp,
+        UpstreamProcess(args.upstream) as upstream,
+    ):
         gw = GatewayProcess(upstream.url, Path(tmp))
         try:
             print(f"upstream {upstream.url}, gateway {gw.address} serving {gw.model_id}")

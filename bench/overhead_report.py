@@ -44,9 +44,11 @@ class Measured:
     def summary(self) -> str:
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.cpu_ms_per_req.items())
         err = f" (first: {self.first_error})" if self.errors else ""
-        return (f"{self.in_flight:>3} in flight: {self.requests} req in {self.wall_s:.2f}s = "
-                f"{self.rps:.0f} req/s, p50 {self.pct(50):.2f} ms, p99 {self.pct(99):.2f} ms, "
-                f"errors {self.errors}{err}; CPU ms/req: {cpu}")
+        return (
+            f"{self.in_flight:>3} in flight: {self.requests} req in {self.wall_s:.2f}s = "
+            f"{self.rps:.0f} req/s, p50 {self.pct(50):.2f} ms, p99 {self.pct(99):.2f} ms, "
+            f"errors {self.errors}{err}; CPU ms/req: {cpu}"
+        )
 
 
 def _direct(results: list[Measured], in_flight: int) -> Measured | None:
@@ -61,8 +63,11 @@ def render_table(results: list[Measured]) -> str:
     ]
     for r in results:
         base = _direct(results, r.in_flight)
-        added = ("-", "-") if r.path == DIRECT or base is None else (
-            f"{r.pct(50) - base.pct(50):.2f}", f"{r.pct(99) - base.pct(99):.2f}")
+        added = (
+            ("-", "-")
+            if r.path == DIRECT or base is None
+            else (f"{r.pct(50) - base.pct(50):.2f}", f"{r.pct(99) - base.pct(99):.2f}")
+        )
         cpu = r.cpu_ms_per_req
         gw_cpu = "-" if r.path == DIRECT else f"{cpu.get('gateway', math.nan):.2f}"
         rows.append(
@@ -83,13 +88,21 @@ def verdicts(results: list[Measured]) -> list[tuple[str, str, bool]]:
         assert base is not None
         p50, p99 = one.pct(50) - base.pct(50), one.pct(99) - base.pct(99)
         out += [
-            (f"{path}: added p50 <= {TARGET_P50_MS} ms at 1 in flight", f"{p50:.2f} ms",
-             p50 <= TARGET_P50_MS),
-            (f"{path}: added p99 <= {TARGET_P99_MS} ms at 1 in flight", f"{p99:.2f} ms",
-             p99 <= TARGET_P99_MS),
-            (f"{path}: >= {TARGET_RPS:.0f} req/s at {many.in_flight} in flight, no errors",
-             f"{many.rps:.0f} req/s, {many.errors} errors",
-             many.rps >= TARGET_RPS and many.errors == 0),
+            (
+                f"{path}: added p50 <= {TARGET_P50_MS} ms at 1 in flight",
+                f"{p50:.2f} ms",
+                p50 <= TARGET_P50_MS,
+            ),
+            (
+                f"{path}: added p99 <= {TARGET_P99_MS} ms at 1 in flight",
+                f"{p99:.2f} ms",
+                p99 <= TARGET_P99_MS,
+            ),
+            (
+                f"{path}: >= {TARGET_RPS:.0f} req/s at {many.in_flight} in flight, no errors",
+                f"{many.rps:.0f} req/s, {many.errors} errors",
+                many.rps >= TARGET_RPS and many.errors == 0,
+            ),
         ]
     return out
 
@@ -126,24 +139,30 @@ def bottleneck(results: list[Measured]) -> str:
         f"to itself the gateway would top out near {1000 / gw:.0f} req/s (most of its CPU is "
         "its one Python event-loop thread), and the whole setup near "
         f"{2000 / total:.0f} req/s on 2 cores. Latency at {many.in_flight} in flight is mostly "
-        "queueing behind that CPU.")
+        "queueing behind that CPU."
+    )
 
 
-def section(
-    results: list[Measured], args: argparse.Namespace, load: tuple[float, float]
-) -> str:
+def section(results: list[Measured], args: argparse.Namespace, load: tuple[float, float]) -> str:
     today = datetime.date.today().isoformat()
     checks = verdicts(results)
     met = all(ok for target, _, ok in checks if target.startswith(PRIMARY))
     from fake_openai_upstream import PIECES
+
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"Measured {today} by `bench/gateway_overhead.py` (this section is rewritten by it: "
         "`.venv/bin/python bench/gateway_overhead.py`, `--help` for the request counts).",
-        "", "### Machine", "", *machine(),
+        "",
+        "### Machine",
+        "",
+        *machine(),
         f"- 1-minute load average {load[0]:.2f} before the run, {load[1]:.2f} after (the "
-        "run itself adds up to ~2); other jobs on the machine inflate the figures", "",
-        "### Method", "",
+        "run itself adds up to ~2); other jobs on the machine inflate the figures",
+        "",
+        "### Method",
+        "",
         "Three processes on 127.0.0.1, sharing the machine's CPUs:",
         "",
         "- a fake OpenAI-compatible upstream (`bench/fake_openai_upstream.py`, a bare asyncio "
@@ -157,7 +176,8 @@ def section(
         "- the load generator (this script): aiohttp for the direct path, grpc.aio with "
         f"{args.channels} channel(s) for the gateway path.",
         "",
-        "Paths:", "",
+        "Paths:",
+        "",
         "- **direct**: `POST /v1/chat/completions` with `stream: true` straight to the upstream, "
         "reading and JSON-decoding every SSE event.",
         "- **gateway GenerateStream / Generate**: the same chat request through "
@@ -170,13 +190,24 @@ def section(
         "*Added* is the gateway figure minus the direct one at the same concurrency. CPU ms/req "
         "is each process's user+system CPU time (all threads, from /proc) over the run divided "
         "by its requests; with 2 cores, 2000 / (sum of the three) bounds the req/s.",
-        "", "### Results", "", render_table(results), "", bottleneck(results), "",
-        "### Targets", "",
-        "| target | measured | met |", "|---|---|---|",
-        *[f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks], "",
+        "",
+        "### Results",
+        "",
+        render_table(results),
+        "",
+        bottleneck(results),
+        "",
+        "### Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *[f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks],
+        "",
         f"GenerateStream, the primary path, {'meets' if met else 'does **not** meet'} "
         "every target on this run.",
-        "", "### For scale", "",
+        "",
+        "### For scale",
+        "",
         "The LiteLLM 1.106.2 proxy, measured earlier by the team on this machine class (not by "
         "this script), added p50 22.7 ms over a 0.09 ms direct call and served 44 req/s at 32 "
         "in flight.",
@@ -190,9 +221,14 @@ def update_docs(
 ) -> None:
     """Replace (or add) the gateway-overhead section, leaving every other section alone."""
     new = section(results, args, load)
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nMeasured figures for modelyard: each section says how it was "
-        "measured and how to rerun it.\n\n")
+    text = (
+        path.read_text()
+        if path.exists()
+        else (
+            "# Benchmarks\n\nMeasured figures for modelyard: each section says how it was "
+            "measured and how to rerun it.\n\n"
+        )
+    )
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: new + "\n", text, count=1)
