@@ -42,10 +42,14 @@ class RequestTooLarge(ModelyardError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class ModelNotFound(ModelyardError):
-    """No model with this id is known."""
+class NotFound(ModelyardError):
+    """The thing asked for does not exist."""
 
     code = grpc.StatusCode.NOT_FOUND
+
+
+class ModelNotFound(NotFound):
+    """No model with this id is known."""
 
     def __init__(self, model_id: str, where: str = "the catalog") -> None:
         super().__init__(f"model '{model_id}' is not in {where}")

@@ -25,7 +25,7 @@ from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.servicer import gateway_binding
 from modelyard.hotswap.servicer import hotswap_binding
 from modelyard.registry.catalog import Catalog
-from modelyard.registry.servicer import registry_binding
+from modelyard.registry.servicer import Registry, registry_binding
 from modelyard.registry.store import CatalogStore
 from modelyard.selector.servicer import selector_binding
 from modelyard.server.runtime import RunningServer, ServiceBinding, start_server
@@ -104,7 +104,7 @@ async def start_stack(opts: StackOptions) -> Stack:
     catalog = view = host = pool = None
     if "registry" in opts.roles:
         catalog = Catalog(CatalogStore(opts.data_dir / "registry.sqlite3"))
-        bindings.append(registry_binding(catalog))
+        bindings.append(registry_binding(Registry(catalog)))
     if "selector" in opts.roles:
         bindings.append(selector_binding())
     if "hotswap" in opts.roles:

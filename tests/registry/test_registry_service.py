@@ -48,7 +48,11 @@ async def test_register_list_get_watch_over_grpc(make_stack) -> None:  # type: i
         assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "input_schema_json" in (invalid.value.details() or "")
 
-        with pytest.raises(grpc.aio.AioRpcError) as unbuilt:
+        with pytest.raises(grpc.aio.AioRpcError) as unnamed:
             await stub.AddProvider(registry_pb2.AddProviderRequest())
-        assert unbuilt.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "RegistryService/AddProvider" in (unbuilt.value.details() or "")
+        assert unnamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "provider name ''" in (unnamed.value.details() or "")
+
+        with pytest.raises(grpc.aio.AioRpcError) as no_discovery:
+            await stub.Discover(registry_pb2.DiscoverRequest())
+        assert no_discovery.value.code() == grpc.StatusCode.FAILED_PRECONDITION

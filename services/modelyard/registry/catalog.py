@@ -22,6 +22,17 @@ Change = registry_pb2.ModelChange
 WATCH_QUEUE_LIMIT = 4096
 
 
+def same_content(a: common_pb2.ModelEntry, b: common_pb2.ModelEntry) -> bool:
+    """Equal apart from the bookkeeping (revision, update time)."""
+    a2, b2 = common_pb2.ModelEntry(), common_pb2.ModelEntry()
+    a2.CopyFrom(a)
+    b2.CopyFrom(b)
+    for e in (a2, b2):
+        e.ClearField("revision")
+        e.ClearField("updated_at")
+    return a2 == b2
+
+
 class WatcherFellBehind(FailedPrecondition):
     pass
 
@@ -34,8 +45,31 @@ _STOPPING = "stopping"
 class Catalog:
     def __init__(self, store: CatalogStore) -> None:
         self._store = store
-        self._entries = {e.id: e for e in store.load_all()}
+        self._entries: dict[str, common_pb2.ModelEntry] = {}
+        # capability -> ids: "which models can do X" without a scan
+        self._by_capability: dict[int, set[str]] = {}
+        for entry in store.load_all():
+            self._index(entry)
         self._watchers: set[asyncio.Queue[Change | str]] = set()
+
+    @property
+    def store(self) -> CatalogStore:
+        return self._store
+
+    def _index(self, entry: common_pb2.ModelEntry) -> None:
+        old = self._entries.get(entry.id)
+        if old is not None:
+            for cap in old.capabilities:
+                self._by_capability.get(cap, set()).discard(old.id)
+        self._entries[entry.id] = entry
+        for cap in entry.capabilities:
+            self._by_capability.setdefault(cap, set()).add(entry.id)
+
+    def _unindex(self, model_id: str) -> None:
+        old = self._entries.pop(model_id, None)
+        if old is not None:
+            for cap in old.capabilities:
+                self._by_capability.get(cap, set()).discard(model_id)
 
     def close(self) -> None:
         self._store.close()
@@ -61,13 +95,16 @@ class Catalog:
         include_unavailable: bool = False,
     ) -> list[common_pb2.ModelEntry]:
         wanted = set(capabilities)
+        if wanted:
+            ids = set.intersection(*(self._by_capability.get(c, set()) for c in wanted))
+            pool = [self._entries[i] for i in ids]
+        else:
+            pool = list(self._entries.values())
         out = []
-        for entry in sorted(self._entries.values(), key=lambda e: e.id):
+        for entry in sorted(pool, key=lambda e: e.id):
             if provider and entry.provider != provider:
                 continue
             if backend and all(d.backend != backend for d in entry.deployments):
-                continue
-            if wanted and not wanted.issubset(entry.capabilities):
                 continue
             if not include_unavailable and entry.health == common_pb2.HEALTH_STATUS_UNAVAILABLE:
                 continue
@@ -89,7 +126,14 @@ class Catalog:
             stored.name = stored.id.split("/", 1)[-1]
         if stored.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
             stored.health = common_pb2.HEALTH_STATUS_HEALTHY
-        return self._commit(Change.KIND_UPSERTED, stored)
+        return self.put(stored)
+
+    def put(self, entry: common_pb2.ModelEntry) -> common_pb2.ModelEntry:
+        """Store a checked entry as current; a write that changes nothing is skipped."""
+        current = self._entries.get(entry.id)
+        if current is not None and same_content(current, entry):
+            return current
+        return self._commit(Change.KIND_UPSERTED, entry)
 
     def unregister(self, model_id: str) -> int:
         check_model_id(model_id)
@@ -115,9 +159,9 @@ class Catalog:
         if revision != entry.revision:  # another writer on the same file
             entry.revision = revision
         if kind == Change.KIND_REMOVED:
-            self._entries.pop(entry.id, None)
+            self._unindex(entry.id)
         else:
-            self._entries[entry.id] = entry
+            self._index(entry)
         self._publish(Change(kind=kind, revision=revision, model=entry))
         return entry
 

@@ -1,15 +1,20 @@
-"""RegistryService over the `Catalog` domain."""
+"""RegistryService over the catalog domain (catalog, versions, providers, discovery)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import math
+from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from modelyard.errors import Unimplemented
+from modelyard.errors import FailedPrecondition, InvalidRequest
 from modelyard.registry.catalog import Catalog
+from modelyard.registry.discovery_loop import DiscoveryLoop
+from modelyard.registry.providers import Providers
+from modelyard.registry.versions import ModelVersions
 from modelyard.server.runtime import ServiceBinding
 from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
@@ -17,55 +22,122 @@ from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
-class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    """RPCs not defined here fall to the generated base and answer UNIMPLEMENTED."""
+@dataclass
+class Registry:
+    """The registry's domain objects, built over one catalog."""
 
-    def __init__(self, catalog: Catalog) -> None:
-        self._catalog = catalog
+    catalog: Catalog
+    versions: ModelVersions = field(init=False)
+    providers: Providers = field(init=False)
+    discovery: DiscoveryLoop | None = None
+
+    def __post_init__(self) -> None:
+        self.versions = ModelVersions(self.catalog)
+        self.providers = Providers(self.catalog)
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._r = registry
 
     async def RegisterModel(
         self, request: registry_pb2.RegisterModelRequest, context: Ctx
     ) -> common_pb2.ModelEntry:
-        return self._catalog.register(request.model, upsert=request.upsert)
+        return self._r.catalog.register(request.model, upsert=request.upsert)
+
+    async def RegisterModelVersion(
+        self, request: registry_pb2.RegisterModelVersionRequest, context: Ctx
+    ) -> common_pb2.ModelEntry:
+        return self._r.versions.register(request.model, make_current=request.make_current)
+
+    async def ListModelVersions(
+        self, request: registry_pb2.ListModelVersionsRequest, context: Ctx
+    ) -> registry_pb2.ListModelsResponse:
+        return registry_pb2.ListModelsResponse(
+            models=self._r.versions.list(request.id), revision=self._r.catalog.revision
+        )
+
+    async def PinModelVersion(
+        self, request: registry_pb2.PinModelVersionRequest, context: Ctx
+    ) -> common_pb2.ModelEntry:
+        return self._r.versions.pin(request.id, request.version)
 
     async def UnregisterModel(
         self, request: registry_pb2.UnregisterModelRequest, context: Ctx
     ) -> registry_pb2.UnregisterModelResponse:
-        return registry_pb2.UnregisterModelResponse(revision=self._catalog.unregister(request.id))
+        return registry_pb2.UnregisterModelResponse(revision=self._r.catalog.unregister(request.id))
 
     async def GetModel(
         self, request: registry_pb2.GetModelRequest, context: Ctx
     ) -> common_pb2.ModelEntry:
         if request.version:
-            raise Unimplemented("GetModel by version is not implemented yet")
-        return self._catalog.get(request.id)
+            return self._r.versions.get(request.id, request.version)
+        return self._r.catalog.get(request.id)
 
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: Ctx
     ) -> registry_pb2.ListModelsResponse:
-        models = self._catalog.list(
+        models = self._r.catalog.list(
             provider=request.provider,
             backend=request.backend,
             capabilities=request.capabilities,
             include_unavailable=request.include_unavailable,
         )
-        return registry_pb2.ListModelsResponse(models=models, revision=self._catalog.revision)
+        return registry_pb2.ListModelsResponse(models=models, revision=self._r.catalog.revision)
 
     async def UpdateHealth(
         self, request: registry_pb2.UpdateHealthRequest, context: Ctx
     ) -> common_pb2.ModelEntry:
-        return self._catalog.update_health(request.id, request.health, request.reason)
+        return self._r.catalog.update_health(request.id, request.health, request.reason)
+
+    async def UpdatePerformance(
+        self, request: registry_pb2.UpdatePerformanceRequest, context: Ctx
+    ) -> common_pb2.ModelEntry:
+        perf = request.performance
+        for desc, value in perf.ListFields():
+            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                raise InvalidRequest(f"performance.{desc.name} must be a finite number >= 0")
+        entry = common_pb2.ModelEntry()
+        entry.CopyFrom(self._r.catalog.get(request.id))
+        entry.performance.CopyFrom(perf)
+        return self._r.catalog.put(entry)
 
     async def WatchModels(
         self, request: registry_pb2.WatchModelsRequest, context: Ctx
-    ) -> AsyncGenerator[registry_pb2.ModelChange, None]:
-        async with aclosing(self._catalog.watch(request.after_revision)) as changes:
+    ) -> AsyncIterator[registry_pb2.ModelChange]:
+        async with aclosing(self._r.catalog.watch(request.after_revision)) as changes:
             async for change in changes:
                 yield change
 
+    async def AddProvider(
+        self, request: registry_pb2.AddProviderRequest, context: Ctx
+    ) -> registry_pb2.Provider:
+        return self._r.providers.add(request.provider)
 
-def registry_binding(catalog: Catalog) -> ServiceBinding:
-    servicer = with_unimplemented(RegistryServicer, catalog)
+    async def RemoveProvider(
+        self, request: registry_pb2.RemoveProviderRequest, context: Ctx
+    ) -> registry_pb2.RemoveProviderResponse:
+        count = self._r.providers.remove(request.name)
+        return registry_pb2.RemoveProviderResponse(models_made_unavailable=count)
+
+    async def ListProviders(
+        self, request: registry_pb2.ListProvidersRequest, context: Ctx
+    ) -> registry_pb2.ListProvidersResponse:
+        return registry_pb2.ListProvidersResponse(providers=self._r.providers.list())
+
+    async def Discover(
+        self, request: registry_pb2.DiscoverRequest, context: Ctx
+    ) -> registry_pb2.DiscoverResponse:
+        if self._r.discovery is None:
+            raise FailedPrecondition("this registry has no discovery sources configured")
+        result = await self._r.discovery.run_once(request.provider)
+        return registry_pb2.DiscoverResponse(
+            added=result.added, updated=result.updated, removed=result.removed, errors=result.errors
+        )
+
+
+def registry_binding(registry: Registry) -> ServiceBinding:
+    servicer = with_unimplemented(RegistryServicer, registry)
     return ServiceBinding(
         name=registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
         register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(

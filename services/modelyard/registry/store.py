@@ -24,6 +24,21 @@ CREATE TABLE IF NOT EXISTS changes (
     model_id TEXT NOT NULL,
     entry BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS versions (
+    model_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry BLOB NOT NULL,
+    PRIMARY KEY (model_id, version)
+);
+CREATE TABLE IF NOT EXISTS pins (
+    model_id TEXT PRIMARY KEY,
+    version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS providers (
+    name TEXT PRIMARY KEY,
+    provider BLOB NOT NULL
+);
 """
 
 # Oldest changes are pruned past this many; a watcher further behind gets a snapshot.
@@ -62,9 +77,14 @@ class CatalogStore:
     def write_change(
         self, kind: registry_pb2.ModelChange.Kind.ValueType, entry: common_pb2.ModelEntry
     ) -> int:
-        """Apply one upsert or removal and log it; returns its revision."""
+        """Apply one upsert or removal and log it; returns its revision.
+
+        An upserted entry with a version is also kept as that version.
+        """
         blob = entry.SerializeToString()
         with self._transaction():
+            if kind != registry_pb2.ModelChange.KIND_REMOVED and entry.version:
+                self._put_version(entry, blob)
             cur = self._db.execute(
                 "INSERT INTO changes (kind, model_id, entry) VALUES (?, ?, ?)",
                 (int(kind), entry.id, blob),
@@ -94,6 +114,58 @@ class CatalogStore:
             )
             for rev, kind, blob in rows
         ]
+
+    # ---- versions, pins, providers ---------------------------------------------
+
+    def write_version(self, entry: common_pb2.ModelEntry) -> None:
+        """Keep a version without making it current."""
+        with self._transaction():
+            self._put_version(entry, entry.SerializeToString())
+
+    def _put_version(self, entry: common_pb2.ModelEntry, blob: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO versions (model_id, version, seq, entry) VALUES (?, ?, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM versions), ?) "
+            "ON CONFLICT(model_id, version) DO UPDATE SET entry = excluded.entry",
+            (entry.id, entry.version, blob),
+        )
+
+    def versions(self, model_id: str) -> list[common_pb2.ModelEntry]:
+        """Every kept version of a model, oldest registration first."""
+        rows = self._db.execute(
+            "SELECT entry FROM versions WHERE model_id = ? ORDER BY seq", (model_id,)
+        ).fetchall()
+        return [common_pb2.ModelEntry.FromString(blob) for (blob,) in rows]
+
+    def set_pin(self, model_id: str, version: str) -> None:
+        with self._transaction():
+            if version:
+                self._db.execute(
+                    "INSERT INTO pins (model_id, version) VALUES (?, ?) "
+                    "ON CONFLICT(model_id) DO UPDATE SET version = excluded.version",
+                    (model_id, version),
+                )
+            else:
+                self._db.execute("DELETE FROM pins WHERE model_id = ?", (model_id,))
+
+    def pins(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT model_id, version FROM pins").fetchall())
+
+    def save_provider(self, provider: registry_pb2.Provider) -> None:
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO providers (name, provider) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET provider = excluded.provider",
+                (provider.name, provider.SerializeToString()),
+            )
+
+    def delete_provider(self, name: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM providers WHERE name = ?", (name,))
+
+    def providers(self) -> list[registry_pb2.Provider]:
+        rows = self._db.execute("SELECT provider FROM providers ORDER BY name").fetchall()
+        return [registry_pb2.Provider.FromString(blob) for (blob,) in rows]
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
