@@ -1,0 +1,100 @@
+"""Deriving what a request needs when the caller does not say.
+
+Simple, documented rules; every field the caller set explicitly wins.
+
+- modality: from the input kind (text and chat are text).
+- task type: image → vision, audio → speech to text, a JSON schema →
+  completion with JSON output, code fences or code keywords → code,
+  "summarize"/"tl;dr" → summarization, chat input → chat, else completion.
+- required capabilities: chat for chat input, text generation for text
+  input, vision for images, speech to text for audio, JSON output when a
+  response schema is given.
+- size: input tokens estimated at four bytes per token.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from modelyard.v1 import common_pb2, selector_pb2
+
+BYTES_PER_TOKEN = 4
+_CODE = re.compile(
+    r"```|\bdef \w+\(|\bfunction \w*\(|\bclass \w+[:({]|#include\s*<|\bSELECT\b.+\bFROM\b"
+    r"|\bimport \w+|=>|\bfn \w+\(",
+    re.IGNORECASE | re.DOTALL,
+)
+_SUMMARY = re.compile(r"\b(summari[sz]e|summary|tl;?dr)\b", re.IGNORECASE)
+
+_MODALITY = {
+    "text": common_pb2.MODALITY_TEXT,
+    "chat": common_pb2.MODALITY_TEXT,
+    "image": common_pb2.MODALITY_IMAGE,
+    "audio": common_pb2.MODALITY_AUDIO,
+    "structured": common_pb2.MODALITY_STRUCTURED,
+    "tensors": common_pb2.MODALITY_TENSOR,
+}
+
+
+def _text_of(model_input: common_pb2.Input) -> str:
+    kind = model_input.WhichOneof("kind")
+    if kind == "text":
+        return model_input.text
+    if kind == "chat":
+        return "\n".join(m.content for m in model_input.chat.messages)
+    return ""
+
+
+def analyse(
+    task: selector_pb2.Task, model_input: common_pb2.Input, params: common_pb2.GenerationParams
+) -> selector_pb2.Task:
+    """`task` with every unset field derived from the input and parameters."""
+    out = selector_pb2.Task()
+    out.CopyFrom(task)
+    kind = model_input.WhichOneof("kind")
+    text = _text_of(model_input)
+    if out.input_modality == common_pb2.MODALITY_UNSPECIFIED and kind:
+        out.input_modality = _MODALITY[kind]
+    if out.type == selector_pb2.TASK_TYPE_UNSPECIFIED:
+        out.type = _task_type(kind, text)
+    if not out.required_capabilities:
+        out.required_capabilities.extend(_capabilities(kind, params))
+    if not out.estimated_input_tokens:
+        out.estimated_input_tokens = math.ceil(model_input.ByteSize() / BYTES_PER_TOKEN)
+    if not out.max_output_tokens and params.max_tokens > 0:
+        out.max_output_tokens = params.max_tokens
+    return out
+
+
+def _task_type(kind: str | None, text: str) -> selector_pb2.TaskType.ValueType:
+    if kind == "image":
+        return selector_pb2.TASK_TYPE_VISION
+    if kind == "audio":
+        return selector_pb2.TASK_TYPE_SPEECH_TO_TEXT
+    if kind == "tensors":
+        return selector_pb2.TASK_TYPE_CLASSIFICATION
+    if _CODE.search(text):
+        return selector_pb2.TASK_TYPE_CODE
+    if _SUMMARY.search(text):
+        return selector_pb2.TASK_TYPE_SUMMARIZATION
+    if kind == "chat":
+        return selector_pb2.TASK_TYPE_CHAT
+    return selector_pb2.TASK_TYPE_COMPLETION
+
+
+def _capabilities(
+    kind: str | None, params: common_pb2.GenerationParams
+) -> list[common_pb2.Capability.ValueType]:
+    caps: list[common_pb2.Capability.ValueType] = []
+    if kind == "chat":
+        caps.append(common_pb2.CAPABILITY_CHAT)
+    elif kind == "text":
+        caps.append(common_pb2.CAPABILITY_TEXT_GENERATION)
+    elif kind == "image":
+        caps.append(common_pb2.CAPABILITY_VISION)
+    elif kind == "audio":
+        caps.append(common_pb2.CAPABILITY_SPEECH_TO_TEXT)
+    if params.response_schema_json:
+        caps.append(common_pb2.CAPABILITY_JSON_OUTPUT)
+    return caps
