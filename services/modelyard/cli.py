@@ -1,4 +1,4 @@
-"""The `modelyard` command: up, serve, models, generate."""
+"""The `modelyard` command: up, serve, models, generate, config check."""
 
 from __future__ import annotations
 
@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-tokens", type=int, default=128)
     gen.add_argument("--chat", action="store_true", help="send the prompt as a user message")
     gen.add_argument("--address", default=_address_default())
+
+    config = sub.add_parser("config", help="work with a configuration file")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser(
+        "check", help="validate FILE without starting anything (exit 1: invalid, 2: unreadable)"
+    )
+    check.add_argument("file", type=Path)
     return parser
 
 
@@ -82,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("up", "serve"):
             return _serve(args)
+        if args.command == "config":
+            return _config_check(args)
         if args.command == "models":
             return _models(args)
         return _generate(args)
@@ -145,6 +154,26 @@ def _generate(args: argparse.Namespace) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from modelyard.config import ConfigError, ConfigFileUnreadable, load_config, summary_lines
+
+    try:
+        config = load_config(args.file)
+    except ConfigFileUnreadable as exc:
+        print(f"modelyard: {exc.message}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        lines = exc.lines()
+        print(f"{args.file}: {len(lines)} problem(s)", file=sys.stderr)
+        for line in lines:
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    for line in summary_lines(config):
+        print(f"  {line}")
     return 0
 
 

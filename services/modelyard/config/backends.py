@@ -1,0 +1,215 @@
+"""`model_system.backends`: one entry per provider, its schema chosen by its kind.
+
+An entry's kind is its name when the name is a known kind (``ollama:``,
+``openai:``), or its ``kind:`` key otherwise, so two Ollama hosts or any
+OpenAI-compatible server can sit side by side::
+
+    ollama-gpu: {kind: ollama, endpoint: "http://gpu-box:11434"}
+    together: {kind: openai_compat, endpoint: "https://api.together.xyz/v1",
+               api_key: "${TOGETHER_API_KEY}"}
+
+The entry's name is the provider part of its model ids (``ollama/gemma3:4b``).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from modelyard.config.convert import NonEmpty, OneOf, Range, Secret, Url
+from modelyard.config.problems import suggestion
+from modelyard.config.values import CAPABILITIES, Count, Millis, Seconds
+
+ModelName = Annotated[str, NonEmpty()]
+PerMinute = Annotated[float, Range(min=0, above=True)]
+Usd = Annotated[float, Range(min=0)]
+ComputeUnits = Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelProfile:
+    """What the operator knows about one model before live measurements exist.
+
+    Costs are in US dollars per million tokens, as providers price them.
+    """
+
+    context_window: Count | None = None
+    max_output_tokens: Count | None = None
+    requests_per_minute: PerMinute | None = None
+    tokens_per_minute: PerMinute | None = None
+    usd_per_1m_input_tokens: Usd | None = None
+    usd_per_1m_output_tokens: Usd | None = None
+    usd_per_request: Usd | None = None
+    latency_p50_ms: Annotated[int, Range(min=1)] | None = None
+    latency_p95_ms: Annotated[int, Range(min=1)] | None = None
+    capabilities: tuple[Annotated[str, OneOf(CAPABILITIES)], ...] = ()
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        p50, p95 = self.latency_p50_ms, self.latency_p95_ms
+        if p50 is not None and p95 is not None and p95 < p50:
+            yield "latency_p95_ms", "must be >= latency_p50_ms"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendBase:
+    """What every backend takes. `models` empty means "whatever the backend offers"."""
+
+    kind: str
+    enabled: bool = True
+    models: tuple[ModelName, ...] = ()
+    model_profiles: Mapping[str, ModelProfile] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        seen: set[str] = set()
+        for i, name in enumerate(self.models):
+            if name in seen:
+                yield f"models[{i}]", f"'{name}' is listed twice"
+            seen.add(name)
+        if self.models:
+            for name in self.model_profiles:
+                if name not in seen:
+                    yield (
+                        f"model_profiles.{name}",
+                        f"'{name}' is not in models{suggestion(name, self.models)}",
+                    )
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why this backend will not run, or None when it will."""
+        return None if self.enabled else "enabled: false"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalBackend(BackendBase):
+    """GGUF files served in process by llama.cpp."""
+
+    kind: Literal["local"] = "local"
+    models_dir: Path | None = None  # default: model_system.server.models_dir
+    n_ctx: Annotated[int, Range(min=128)] = 2048
+    n_gpu_layers: Annotated[int, Range(min=-1)] = 0  # -1: every layer
+    max_loaded: Count = 1
+    assemble_default_model: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class OllamaBackend(BackendBase):
+    kind: Literal["ollama"] = "ollama"
+    endpoint: Annotated[str, Url()] = "http://127.0.0.1:11434"
+    timeout_ms: Millis = 30_000
+    keep_alive: Seconds = 300.0
+    discover: bool = True  # also offer pulled models that `models` does not list
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreMLBackend(BackendBase):
+    kind: Literal["coreml"] = "coreml"
+    compute_units: ComputeUnits = "all"
+    cache_dir: Path | None = None
+    models_dir: Path | None = None  # default: model_system.server.models_dir
+
+
+@dataclass(frozen=True, kw_only=True)
+class _KeyedBackend(BackendBase):
+    api_key: Annotated[str, Secret()] | None = field(default=None, repr=False)
+    timeout_ms: Millis = 120_000
+    max_retries: Annotated[int, Range(min=0, max=10)] = 2
+
+    @property
+    def disabled_reason(self) -> str | None:
+        if self.api_key == "":
+            return "api_key is empty"
+        return super().disabled_reason
+
+
+HostedKind = Literal[
+    "openai", "anthropic", "mistral", "gemini", "cohere", "openrouter", "elevenlabs"
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostedBackend(_KeyedBackend):
+    """A hosted API that authenticates with one key."""
+
+    kind: HostedKind
+    base_url: Annotated[str, Url()] | None = None  # default: the provider's public API
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        yield from super().violations()
+        if self.api_key is None:
+            yield "api_key", f"is required, e.g. ${{{self.kind.upper()}_API_KEY}}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenAICompatBackend(_KeyedBackend):
+    """Any server speaking the OpenAI wire format (vLLM, LM Studio, Together...); key optional."""
+
+    kind: Literal["openai_compat"] = "openai_compat"
+    endpoint: Annotated[str, Url()]
+
+    @property
+    def disabled_reason(self) -> str | None:
+        if not self.endpoint:
+            return "endpoint is empty"
+        return None if self.enabled else "enabled: false"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VertexBackend(BackendBase):
+    """Google Vertex AI; credentials from the file given or Application Default Credentials."""
+
+    kind: Literal["vertex"] = "vertex"
+    project: Annotated[str, NonEmpty()]
+    region: Annotated[str, NonEmpty()]
+    credentials_file: Path | None = None
+    timeout_ms: Millis = 120_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class BedrockBackend(BackendBase):
+    """AWS Bedrock; credentials from the standard AWS chain (env, profile, instance role)."""
+
+    kind: Literal["bedrock"] = "bedrock"
+    region: Annotated[str, NonEmpty()]
+    profile: Annotated[str, NonEmpty()] | None = None
+    timeout_ms: Millis = 120_000
+
+
+Backend = (
+    LocalBackend
+    | OllamaBackend
+    | CoreMLBackend
+    | HostedBackend
+    | OpenAICompatBackend
+    | VertexBackend
+    | BedrockBackend
+)
+
+_BY_KIND: dict[str, type[BackendBase]] = {
+    "local": LocalBackend,
+    "ollama": OllamaBackend,
+    "coreml": CoreMLBackend,
+    "openai_compat": OpenAICompatBackend,
+    "vertex": VertexBackend,
+    "bedrock": BedrockBackend,
+    **dict.fromkeys(typing.get_args(HostedKind), HostedBackend),
+}
+KINDS: tuple[str, ...] = tuple(_BY_KIND)
+
+
+def backend_schema(name: str, raw: Mapping[str, Any]) -> tuple[type, str] | str:
+    """The dataclass and kind of the entry called `name`, or why there is none."""
+    kind = raw.get("kind", name)
+    if kind in _BY_KIND:
+        return _BY_KIND[kind], kind
+    if "kind" in raw:
+        return f"'{kind}' is not one of {', '.join(KINDS)}{suggestion(str(kind), KINDS)}"
+    return (
+        f"unknown backend '{name}'{suggestion(name, KINDS)}; "
+        f"name a known kind ({', '.join(KINDS)}) or add kind: openai_compat"
+    )
