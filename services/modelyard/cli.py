@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from modelyard.config import default_config, load_config
 from modelyard.errors import ModelyardError
 from modelyard.stack import DEFAULT_ADDRESS, ROLES, StackOptions, default_data_dir, start_stack
 from modelyard.telemetry import configure_tracing
@@ -23,30 +24,30 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def server_flags(p: argparse.ArgumentParser) -> None:
+        # Each setting: this flag, else its environment variable, else the
+        # configuration file, else the built-in default.
         p.add_argument(
-            "--listen",
-            default=_address_default(),
-            help="host:port to serve on (env MODELYARD_ADDRESS; default %(default)s)",
+            "--config",
+            type=Path,
+            default=os.environ.get("MODELYARD_CONFIG") or None,
+            help="YAML configuration file (env MODELYARD_CONFIG; default: none needed)",
         )
         p.add_argument(
-            "--data-dir",
-            type=Path,
-            default=default_data_dir(),
-            help="where the catalog lives (env MODELYARD_DATA_DIR)",
+            "--listen",
+            help=f"host:port to serve on (env MODELYARD_ADDRESS; default {DEFAULT_ADDRESS})",
+        )
+        p.add_argument(
+            "--data-dir", type=Path, help="where the catalog lives (env MODELYARD_DATA_DIR)"
         )
         p.add_argument(
             "--models-dir",
             type=Path,
-            default=os.environ.get("MODELYARD_MODELS_DIR") or None,
-            help="GGUF files for the local backend (default DATA_DIR/models)",
+            help="GGUF files for the local backend (env MODELYARD_MODELS_DIR)",
         )
         p.add_argument(
-            "--grace",
-            type=float,
-            default=30.0,
-            help="seconds in-flight calls get to finish on SIGTERM",
+            "--grace", type=float, help="seconds in-flight calls get to finish on SIGTERM (30)"
         )
-        p.add_argument("--log-level", default=os.environ.get("MODELYARD_LOG_LEVEL", "INFO"))
+        p.add_argument("--log-level", help="env MODELYARD_LOG_LEVEL; default INFO")
 
     up = sub.add_parser("up", help="run every service on one address (the embedded default)")
     server_flags(up)
@@ -102,13 +103,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    opts = StackOptions(listen=args.listen, data_dir=args.data_dir, models_dir=args.models_dir)
+    config = load_config(args.config) if args.config else default_config()
+    env = os.environ.get
+    log_level = args.log_level or env("MODELYARD_LOG_LEVEL") or config.server.log_level
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    models_dir = args.models_dir or env("MODELYARD_MODELS_DIR")
+    opts = StackOptions(
+        listen=args.listen or env("MODELYARD_ADDRESS") or config.server.listen,
+        data_dir=args.data_dir
+        or (default_data_dir() if env("MODELYARD_DATA_DIR") else None)
+        or config.server.data_dir
+        or default_data_dir(),
+        models_dir=Path(models_dir) if models_dir else None,
+        config=config,
+    )
     if args.command == "serve":
         opts.roles = tuple(args.roles)
         opts.registry_address = args.registry
         opts.advertise = args.advertise
-    asyncio.run(_run(opts, args.grace))
+    grace = args.grace if args.grace is not None else config.server.grace_period
+    asyncio.run(_run(opts, grace))
     return 0
 
 

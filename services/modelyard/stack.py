@@ -19,6 +19,8 @@ import aiohttp
 from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import backend_binding
+from modelyard.config import LocalBackend, ModelyardConfig, default_config
+from modelyard.engines_from_config import apply_profiles, ollama_endpoint, plan_engines
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 
 ROLES = ("registry", "selector", "hotswap", "gateway", "backend-local", "backend-openai-compat")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-OLLAMA_URL = "http://127.0.0.1:11434"
 
 
 def default_data_dir() -> Path:
@@ -55,14 +56,24 @@ class StackOptions:
     advertise: str | None = None  # how others reach this server's backends
     assemble_default_model: bool = True
     discover_ollama: bool = True
-    openai_compat_env: dict[str, str] | None = None  # None: os.environ
-    n_ctx: int = 2048
+    # The configuration file's contents; None: the built-in default, which
+    # enables providers by the keys in `openai_compat_env` (None: os.environ).
+    config: ModelyardConfig | None = None
+    openai_compat_env: dict[str, str] | None = None
     # Engines to host besides the ones the roles bring (embedding modelyard as a library).
     engines: list[Engine] = field(default_factory=list)
 
-    @property
-    def resolved_models_dir(self) -> Path:
-        return self.models_dir or self.data_dir / "models"
+    def resolved_config(self) -> ModelyardConfig:
+        if self.config is not None:
+            return self.config
+        return default_config(self.openai_compat_env)
+
+    def resolved_models_dir(self, config: ModelyardConfig) -> Path:
+        local = config.active_backends().get("local")
+        from_config = local.models_dir if isinstance(local, LocalBackend) else None
+        return (
+            self.models_dir or from_config or config.server.models_dir or self.data_dir / "models"
+        )
 
 
 @dataclass
@@ -112,7 +123,8 @@ async def start_stack(opts: StackOptions) -> Stack:
     if "gateway" in opts.roles:
         view, pool = CatalogView(), BackendPool()
         bindings.append(gateway_binding(GatewayCore(view, pool)))
-    engines = [*await _engines(opts), *opts.engines]
+    config = opts.resolved_config()
+    engines = [*await _engines(opts, config), *opts.engines]
     if engines:
         host = BackendHost(engines)
         bindings.append(backend_binding(host))
@@ -129,7 +141,9 @@ async def start_stack(opts: StackOptions) -> Stack:
             await host.start()
             advertise = opts.advertise or address.replace("0.0.0.0", "127.0.0.1")
             assert registry_address
-            await host.announce(registry_address, advertise)
+            entries = host.models(advertise)
+            apply_profiles(entries, config)
+            await host.announce(registry_address, entries)
             if pool is not None:
                 pool.add_in_process(advertise, host)
         if view is not None:
@@ -142,27 +156,27 @@ async def start_stack(opts: StackOptions) -> Stack:
     return stack
 
 
-async def _engines(opts: StackOptions) -> list[Engine]:
+async def _engines(opts: StackOptions, config: ModelyardConfig) -> list[Engine]:
     engines: list[Engine] = []
-    if "backend-local" in opts.roles:
+    plan = plan_engines(config)
+    if "backend-local" in opts.roles and plan.local is not None:
         from modelyard.backends.local.llama_engine import LlamaEngine
         from modelyard.backends.local.model_files import ensure_default_model
 
-        if opts.assemble_default_model:
-            ensure_default_model(opts.resolved_models_dir)
-        engines.append(LlamaEngine(opts.resolved_models_dir, n_ctx=opts.n_ctx))
+        models_dir = opts.resolved_models_dir(config)
+        if opts.assemble_default_model and plan.local.assemble_default_model:
+            ensure_default_model(models_dir)
+        engines.append(
+            LlamaEngine(models_dir, n_ctx=plan.local.n_ctx, max_loaded=plan.local.max_loaded)
+        )
     if "backend-openai-compat" in opts.roles:
         from modelyard.backends.openai_compat.engine import OpenAICompatEngine
-        from modelyard.backends.openai_compat.providers import (
-            ProviderEndpoint,
-            providers_from_env,
-        )
 
-        providers = providers_from_env(opts.openai_compat_env)
-        if opts.discover_ollama and await _answers(f"{OLLAMA_URL}/api/tags"):
-            # Ollama serves the OpenAI wire format under /v1; its native API
-            # (keep_alive load/unload, /api/show metadata) is the ollama backend's.
-            providers.append(ProviderEndpoint("ollama", f"{OLLAMA_URL}/v1"))
+        providers = list(plan.providers)
+        if opts.discover_ollama:
+            for name, ollama in plan.ollama:
+                if await _answers(f"{ollama.endpoint.rstrip('/')}/api/tags"):
+                    providers.append(ollama_endpoint(name, ollama))
         engines.extend(OpenAICompatEngine(p) for p in providers)
     return engines
 

@@ -108,3 +108,12 @@ def test_generate_unknown_model_names_it(running_up: tuple[str, dict[str, str]])
     result = _cli("generate", "local/nope", "hi", env=env)
     assert result.returncode == 1
     assert "'local/nope'" in result.stderr and "NOT_FOUND" in result.stderr
+
+
+def test_serve_refuses_a_bad_config_with_the_key_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_system:\n  selection:\n    weights: {cost: 3}\n")
+    env = {**os.environ, "MODELYARD_DATA_DIR": str(tmp_path)}
+    result = _cli("serve", "registry", "--config", str(bad), "--listen", "127.0.0.1:0", env=env)
+    assert result.returncode == 1
+    assert "model_system.selection.weights.cost" in result.stderr

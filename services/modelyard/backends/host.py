@@ -83,9 +83,8 @@ class BackendHost:
     def loaded_models(self) -> list[str]:
         return sorted(m for e in self._engines for m in e.loaded_models())
 
-    async def announce(self, registry_address: str, endpoint: str) -> int:
-        """Register (upsert) every hosted model in the registry; returns how many."""
-        entries = self.models(endpoint)
+    async def announce(self, registry_address: str, entries: list[common_pb2.ModelEntry]) -> int:
+        """Register (upsert) `entries` (see `models`) in the registry; returns how many."""
         async with grpc.aio.insecure_channel(registry_address) as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             for entry in entries:
@@ -94,5 +93,5 @@ class BackendHost:
                     metadata=metadata_with_trace(),
                     timeout=10,
                 )
-        log.info("backend %s: announced %d model(s) at %s", self.name, len(entries), endpoint)
+        log.info("backend %s: announced %d model(s)", self.name, len(entries))
         return len(entries)

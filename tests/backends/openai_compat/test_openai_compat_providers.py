@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.backends.openai_compat.providers import (
-    ProviderEndpoint,
-    normalise_base_url,
-    providers_from_env,
-)
+from modelyard.backends.openai_compat.providers import ProviderEndpoint, normalise_base_url
+from modelyard.config import ConfigError
+from modelyard.engines_from_config import providers_from_env
 
 _ALL_KEYS = (
     "OPENAI_API_KEY",
@@ -41,11 +39,16 @@ def test_a_known_provider_is_enabled_by_its_key(key: str, name: str, base_url: s
 
 
 def test_an_empty_key_enables_nothing() -> None:
-    assert providers_from_env({"OPENAI_API_KEY": "", "CUSTOM_AI_PROVIDER_URL": "   "}) == []
+    assert providers_from_env({"OPENAI_API_KEY": "", "CUSTOM_AI_PROVIDER_URL": ""}) == []
+
+
+def test_a_malformed_custom_url_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"backends\.custom\.endpoint"):
+        providers_from_env({"CUSTOM_AI_PROVIDER_URL": "   "})
 
 
 def test_custom_provider_needs_no_key_and_its_url_is_normalised() -> None:
-    [custom] = providers_from_env({"CUSTOM_AI_PROVIDER_URL": " http://127.0.0.1:8080/ "})
+    [custom] = providers_from_env({"CUSTOM_AI_PROVIDER_URL": "http://127.0.0.1:8080/"})
     assert custom == ProviderEndpoint("custom", "http://127.0.0.1:8080/v1", api_key="")
 
 

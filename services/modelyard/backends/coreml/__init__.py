@@ -1,0 +1,1 @@
+"""The `coreml` backend: CoreML models predicted through coremltools on macOS hosts."""

@@ -1,0 +1,60 @@
+"""The configuration decides which engines run and what the catalog says about their models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from conftest import GEMMA_ID
+
+from modelyard.config import parse_config
+from modelyard.engines_from_config import plan_engines
+from modelyard.v1 import registry_pb2, registry_pb2_grpc
+
+YAML = """
+model_system:
+  backends:
+    local:
+      n_ctx: 1024
+      model_profiles:
+        gemma-3-270m-q4_k_m:
+          requests_per_minute: 30
+          tokens_per_minute: 20000
+          usd_per_1m_input_tokens: 0.5
+          latency_p50_ms: 40
+    openai: {api_key: "${OPENAI_API_KEY}", models: ["gpt-4o-mini"]}
+    together: {kind: openai_compat, endpoint: "http://127.0.0.1:9/v1"}
+    anthropic: {api_key: "${ANTHROPIC_API_KEY}"}
+"""
+
+ENV = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant"}
+
+
+def test_plan_maps_each_backend_kind_to_its_engine() -> None:
+    plan = plan_engines(parse_config(YAML, env=ENV))
+    assert plan.local is not None and plan.local.n_ctx == 1024
+    by_name = {p.name: p for p in plan.providers}
+    assert by_name["openai"].base_url == "https://api.openai.com/v1"
+    assert by_name["openai"].models == ("gpt-4o-mini",)
+    assert by_name["openai"].api_key == "sk-test"
+    assert by_name["together"].base_url == "http://127.0.0.1:9/v1"
+    assert plan.not_served == ("anthropic (kind anthropic): no engine for this kind yet",)
+
+
+async def test_model_profiles_reach_the_catalog(make_stack, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    config = parse_config(
+        "model_system:\n  backends:\n    local:\n      model_profiles:\n"
+        "        gemma-3-270m-q4_k_m: {requests_per_minute: 30, usd_per_1m_output_tokens: 2,"
+        " latency_p50_ms: 40, context_window: 1024}\n",
+        env={},
+    )
+    stack = await make_stack(
+        roles=("registry", "backend-local"), models_dir=models_dir, config=config
+    )
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        entry = await stub.GetModel(registry_pb2.GetModelRequest(id=GEMMA_ID))
+    assert entry.limits.requests_per_minute == 30
+    assert entry.cost.usd_per_output_token == 2e-6
+    assert entry.performance.latency_ms_p50 == 40
+    assert entry.context_window == 1024
