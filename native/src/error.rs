@@ -73,7 +73,7 @@ impl std::error::Error for LimitError {}
 
 /// Formats a float the way a person reads it: `5000`, `0.5`, `NaN`, `1e30`.
 /// Rust's `Display` would spell 1e30 with thirty zeros.
-struct Num(f64);
+pub(crate) struct Num(pub(crate) f64);
 
 impl fmt::Display for Num {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

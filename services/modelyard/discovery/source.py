@@ -1,28 +1,49 @@
-"""What every discovery source produces, and the interface it implements."""
+"""What every discovery source hands the registry: one snapshot of the models it found."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelyard.v1 import common_pb2
 
 
 @dataclass(frozen=True)
 class SourceSnapshot:
-    """Everything one source found in one pass."""
+    """Everything one source reported in one discovery pass.
 
-    source: str  # "ollama", "gguf:/path", "coreml:/path", "openai_compat:custom", "api:openai"
-    entries: tuple[common_pb2.ModelEntry, ...]  # complete entries, without deployments
-    errors: tuple[str, ...] = ()  # per-item problems that did not stop the rest
-    # False when the source failed part way: the consumer must then not mark
-    # missing models unavailable.
+    `entries` are complete catalog entries without deployments. `errors` name
+    the items (a corrupt file, a model Ollama would not describe) that were
+    left out while the rest were listed. `complete` is False when the source
+    failed part way: the consumer must then not take a model's absence from
+    `entries` to mean it is gone.
+    """
+
+    source: str
+    entries: tuple[common_pb2.ModelEntry, ...]
+    errors: tuple[str, ...] = ()
     complete: bool = True
 
 
 class DiscoverySource(Protocol):
+    """A place models are found: an Ollama daemon, a directory of files, a provider list."""
+
     name: str
 
     async def discover(self) -> SourceSnapshot:
-        """One pass; raises BackendUnavailable if the source as a whole cannot be reached."""
+        """One pass over the source.
+
+        Never raises for a problem with one item (that goes into `errors`);
+        raises `modelyard.errors.BackendUnavailable`, naming the source and the
+        cause, when the source as a whole cannot be reached or read.
+        """
         ...
+
+
+def context_window(value: Any) -> int:
+    """A context length from an upstream answer as a catalog `context_window` (0 if unknown)."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(count, 2**32 - 1))

@@ -49,13 +49,16 @@ class GatewayCore:
         self.settings = settings or GatewaySettings()
 
     async def generate(
-        self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
+        self,
+        request: gateway_pb2.GenerateRequest,
+        timeout_s: float | None = None,
+        api_key: str | None = None,
     ) -> gateway_pb2.GenerateResponse:
         started = time.perf_counter()
         texts: list[str] = []
         last = gateway_pb2.GenerateChunk()
         model_id = ""
-        async with aclosing(self.generate_stream(request, timeout_s)) as chunks:
+        async with aclosing(self.generate_stream(request, timeout_s, api_key)) as chunks:
             async for chunk in chunks:
                 model_id = chunk.model_id or model_id
                 texts.append(chunk.text)
@@ -70,7 +73,10 @@ class GatewayCore:
         )
 
     async def generate_stream(
-        self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
+        self,
+        request: gateway_pb2.GenerateRequest,
+        timeout_s: float | None = None,
+        api_key: str | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         check_request(request, self.settings)
         if not request.model:
@@ -83,7 +89,8 @@ class GatewayCore:
         for model_id in chain:
             started = False
             try:
-                async with aclosing(self._stream_one(model_id, request, timeout_s)) as chunks:
+                one = self._stream_one(model_id, request, timeout_s, api_key)
+                async with aclosing(one) as chunks:
                     async for chunk in chunks:
                         started = True
                         yield chunk
@@ -95,14 +102,18 @@ class GatewayCore:
         raise AllModelsFailed("every model failed: " + " | ".join(failures))
 
     async def _stream_one(
-        self, model_id: str, request: gateway_pb2.GenerateRequest, timeout_s: float | None
+        self,
+        model_id: str,
+        request: gateway_pb2.GenerateRequest,
+        timeout_s: float | None,
+        api_key: str | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         model = self.catalog.get(model_id)
         max_tokens = request.params.max_tokens or self.settings.default_max_tokens
         check_against_model(request, model, max_tokens)
         deployment = _pick_deployment(model)
         input_tokens = estimate_input_tokens(request.input)
-        reservation = self.limits.reserve(model, input_tokens + max_tokens)
+        reservation = await self.limits.reserve(model, input_tokens + max_tokens, api_key)
         params = common_pb2.GenerationParams()
         params.CopyFrom(request.params)
         params.max_tokens = max_tokens
@@ -132,7 +143,7 @@ class GatewayCore:
                 yield out
         finally:
             await backend_stream.aclose()  # cancels the backend call if we stop early
-            reservation.settle(used if finished else input_tokens + max_tokens)
+            await reservation.settle(used if finished else input_tokens + max_tokens)
         if not finished:
             raise StreamTruncated(
                 f"backend '{deployment.backend}' at {deployment.endpoint} ended the stream "

@@ -10,6 +10,7 @@ import grpc
 
 from modelyard.gateway.batch import compare, generate_batch
 from modelyard.gateway.core import GatewayCore
+from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.server.runtime import ServiceBinding
 from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
@@ -24,12 +25,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Generate(
         self, request: gateway_pb2.GenerateRequest, context: Ctx
     ) -> gateway_pb2.GenerateResponse:
-        return await self._core.generate(request, context.time_remaining())
+        api_key = api_key_from_metadata(context.invocation_metadata())
+        return await self._core.generate(request, context.time_remaining(), api_key)
 
     async def GenerateStream(
         self, request: gateway_pb2.GenerateRequest, context: Ctx
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
-        chunks = self._core.generate_stream(request, context.time_remaining())
+        api_key = api_key_from_metadata(context.invocation_metadata())
+        chunks = self._core.generate_stream(request, context.time_remaining(), api_key)
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk

@@ -1,0 +1,172 @@
+//! `modelyard._native.DeploymentPool`.
+
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+
+use super::{lock, modelyard_error, now_or_clock, to_py_err};
+use crate::balancer::{BalanceError, Deployment, DeploymentPool, Strategy};
+use crate::outlier::OutlierPolicy;
+
+/// The deployments of one model: picks one per call by a named strategy, tracks
+/// load and latency, and ejects deployments that keep failing.
+#[pyclass(name = "DeploymentPool", module = "modelyard._native", frozen)]
+pub(crate) struct PyDeploymentPool {
+    // frozen + Mutex: see PyTokenBucket.
+    pool: Mutex<DeploymentPool>,
+}
+
+/// NoneUsable is the backends' fault (BackendUnavailable, retryable); everything
+/// else is the caller's (InvalidRequest).
+fn to_err(py: Python<'_>, err: BalanceError) -> PyErr {
+    match err {
+        BalanceError::NoneUsable { .. } => modelyard_error(py, "BackendUnavailable", err),
+        _ => to_py_err(py, err),
+    }
+}
+
+/// A Python index checked against the pool; negative ones are out of range.
+fn index(pool: &DeploymentPool, i: i64) -> Result<usize, BalanceError> {
+    usize::try_from(i)
+        .ok()
+        .filter(|&u| u < pool.len())
+        .ok_or(BalanceError::IndexOutOfRange {
+            index: i,
+            len: pool.len(),
+        })
+}
+
+#[pymethods]
+impl PyDeploymentPool {
+    #[new]
+    #[pyo3(signature = (
+        deployments, *, consecutive_failures = 5, base_ejection_s = 30.0,
+        max_ejection_s = 300.0, max_ejected_share = 0.5, ewma_alpha = 0.3, seed = 0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        deployments: Vec<(String, String, f64)>,
+        consecutive_failures: i64,
+        base_ejection_s: f64,
+        max_ejection_s: f64,
+        max_ejected_share: f64,
+        ewma_alpha: f64,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let failures = u32::try_from(consecutive_failures).unwrap_or(0);
+        let policy =
+            OutlierPolicy::new(failures, base_ejection_s, max_ejection_s, max_ejected_share)
+                .map_err(|e| match e {
+                    // Report the value the caller passed, not the clamped one.
+                    BalanceError::InvalidParameter {
+                        name: "consecutive_failures",
+                        expected,
+                        ..
+                    } => BalanceError::InvalidParameter {
+                        name: "consecutive_failures",
+                        expected,
+                        value: consecutive_failures as f64,
+                    },
+                    other => other,
+                })
+                .map_err(|e| to_err(py, e))?;
+        let deployments = deployments
+            .into_iter()
+            .map(|(endpoint, region, usd_cost)| Deployment {
+                endpoint,
+                region,
+                usd_cost,
+            })
+            .collect();
+        let pool = DeploymentPool::new(deployments, policy, ewma_alpha, seed)
+            .map_err(|e| to_err(py, e))?;
+        Ok(Self {
+            pool: Mutex::new(pool),
+        })
+    }
+
+    /// The index of the deployment to call next. Does not count the call: follow
+    /// with `start`. Raises BackendUnavailable when every deployment is unhealthy
+    /// or ejected.
+    #[pyo3(signature = (strategy, region = "", now = None))]
+    fn pick(
+        &self,
+        py: Python<'_>,
+        strategy: &str,
+        region: &str,
+        now: Option<f64>,
+    ) -> PyResult<usize> {
+        let strategy = Strategy::parse(strategy).map_err(|e| to_err(py, e))?;
+        let now = now_or_clock(now);
+        lock(&self.pool)
+            .pick(strategy, region, now)
+            .map_err(|e| to_err(py, e))
+    }
+
+    /// Counts a call to deployment `i` as in flight.
+    fn start(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+        let mut pool = lock(&self.pool);
+        index(&pool, i)
+            .and_then(|i| pool.start(i))
+            .map_err(|e| to_err(py, e))
+    }
+
+    /// Ends a call to deployment `i`: latency EWMA, failure count, maybe ejection.
+    #[pyo3(signature = (i, latency_ms, ok, now = None))]
+    fn finish(
+        &self,
+        py: Python<'_>,
+        i: i64,
+        latency_ms: f64,
+        ok: bool,
+        now: Option<f64>,
+    ) -> PyResult<()> {
+        let now = now_or_clock(now);
+        let mut pool = lock(&self.pool);
+        index(&pool, i)
+            .and_then(|i| pool.finish(i, latency_ms, ok, now))
+            .map_err(|e| to_err(py, e))
+    }
+
+    /// Marks deployment `i` healthy or not (health checks); unhealthy ones are never picked.
+    fn set_healthy(&self, py: Python<'_>, i: i64, healthy: bool) -> PyResult<()> {
+        let mut pool = lock(&self.pool);
+        index(&pool, i)
+            .and_then(|i| pool.set_healthy(i, healthy))
+            .map_err(|e| to_err(py, e))
+    }
+
+    /// (in_flight, latency_ewma_ms, ejected_until, consecutive_failures) of deployment `i`.
+    fn stats(&self, py: Python<'_>, i: i64) -> PyResult<(u32, f64, f64, u32)> {
+        let pool = lock(&self.pool);
+        index(&pool, i)
+            .and_then(|i| pool.stats(i))
+            .map(|s| {
+                (
+                    s.in_flight,
+                    s.latency_ewma_ms,
+                    s.ejected_until,
+                    s.consecutive_failures,
+                )
+            })
+            .map_err(|e| to_err(py, e))
+    }
+
+    /// The endpoint of deployment `i`.
+    fn endpoint(&self, py: Python<'_>, i: i64) -> PyResult<String> {
+        let pool = lock(&self.pool);
+        index(&pool, i)
+            .and_then(|i| pool.deployment(i))
+            .map(|d| d.endpoint.clone())
+            .map_err(|e| to_err(py, e))
+    }
+
+    fn __len__(&self) -> usize {
+        lock(&self.pool).len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("DeploymentPool(<{} deployments>)", lock(&self.pool).len())
+    }
+}

@@ -1,0 +1,30 @@
+"""Rate limits and quotas of the gateway, in process or shared by replicas through Redis.
+
+`modelyard.gateway.limits.ModelLimits` is the gateway's entry point; this package
+holds its parts: which buckets a request draws from (`plan`), where they live
+(`local`, `redis_store`), how it is configured (`config`) and how it fails (`errors`).
+"""
+
+from modelyard.ratelimit.caller import api_key_from_metadata
+from modelyard.ratelimit.config import LimiterConfig
+from modelyard.ratelimit.errors import QuotaExceeded, QuotaNeverFits, RateLimiterUnavailable
+from modelyard.ratelimit.local import LocalBucketStore
+from modelyard.ratelimit.plan import QuotaConfig, Rates, Scope
+from modelyard.ratelimit.redis_store import FailurePolicy, RedisBucketStore
+from modelyard.ratelimit.store import BucketStore, Outcome
+
+__all__ = [
+    "BucketStore",
+    "FailurePolicy",
+    "LimiterConfig",
+    "LocalBucketStore",
+    "Outcome",
+    "QuotaConfig",
+    "QuotaExceeded",
+    "QuotaNeverFits",
+    "RateLimiterUnavailable",
+    "Rates",
+    "RedisBucketStore",
+    "Scope",
+    "api_key_from_metadata",
+]

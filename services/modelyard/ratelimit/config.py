@@ -1,0 +1,137 @@
+"""How the gateway's rate limiter is set up: in process, or shared through Redis.
+
+From the environment (`LimiterConfig.from_env`):
+
+- ``MODELYARD_REDIS_URL``: ``redis://[:password@]host:port/db``; unset or empty
+  keeps the buckets in process.
+- ``MODELYARD_RATE_LIMIT_FAILURE_POLICY``: ``fail_open`` (default) or ``fail_closed``.
+- ``MODELYARD_REDIS_TIMEOUT_S``: the longest a decision waits for Redis (default 0.25).
+- ``MODELYARD_QUOTA_PER_KEY``: every API key's budget, e.g. ``rpm=60,tpm=100000``.
+- ``MODELYARD_QUOTA_PER_PROVIDER``: budgets shared by a provider's models,
+  e.g. ``openai:rpm=500,tpm=200000;ollama:rpm=60``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from modelyard.errors import InvalidRequest
+from modelyard.ratelimit.local import LocalBucketStore
+from modelyard.ratelimit.plan import QuotaConfig, Rates
+from modelyard.ratelimit.redis_store import (
+    DEFAULT_KEY_PREFIX,
+    FAILURE_POLICIES,
+    FailurePolicy,
+    RedisBucketStore,
+)
+from modelyard.ratelimit.store import BucketStore
+
+REDIS_URL_ENV = "MODELYARD_REDIS_URL"
+FAILURE_POLICY_ENV = "MODELYARD_RATE_LIMIT_FAILURE_POLICY"
+REDIS_TIMEOUT_ENV = "MODELYARD_REDIS_TIMEOUT_S"
+PER_KEY_ENV = "MODELYARD_QUOTA_PER_KEY"
+PER_PROVIDER_ENV = "MODELYARD_QUOTA_PER_PROVIDER"
+
+_RATE_NAMES = {
+    "rpm": "requests_per_minute",
+    "requests_per_minute": "requests_per_minute",
+    "tpm": "tokens_per_minute",
+    "tokens_per_minute": "tokens_per_minute",
+}
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    """Everything the gateway's limiter needs; the defaults keep buckets in process."""
+
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    redis_url: str | None = None
+    failure_policy: FailurePolicy = "fail_open"
+    redis_timeout_s: float = 0.25
+    redis_retry_interval_s: float = 1.0
+    redis_key_prefix: str = DEFAULT_KEY_PREFIX
+
+    def __post_init__(self) -> None:
+        if self.failure_policy not in FAILURE_POLICIES:
+            raise InvalidRequest(
+                f"failure_policy: must be one of {', '.join(FAILURE_POLICIES)}, "
+                f"got {self.failure_policy!r}"
+            )
+        for name in ("redis_timeout_s", "redis_retry_interval_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidRequest(f"{name}: must be a number > 0, got {value!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LimiterConfig:
+        """Read the variables listed in this module's docstring (`env` defaults to os.environ)."""
+        env = os.environ if env is None else env
+        policy = env.get(FAILURE_POLICY_ENV, "").strip() or "fail_open"
+        if policy not in FAILURE_POLICIES:
+            raise InvalidRequest(
+                f"{FAILURE_POLICY_ENV}: must be one of {', '.join(FAILURE_POLICIES)}, "
+                f"got {policy!r}"
+            )
+        timeout = env.get(REDIS_TIMEOUT_ENV, "").strip()
+        try:
+            timeout_s = float(timeout) if timeout else 0.25
+        except ValueError:
+            raise InvalidRequest(f"{REDIS_TIMEOUT_ENV}: not a number: {timeout!r}") from None
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise InvalidRequest(f"{REDIS_TIMEOUT_ENV}: must be a number > 0, got {timeout!r}")
+        return cls(
+            quotas=QuotaConfig(
+                per_key=parse_rates(env.get(PER_KEY_ENV, ""), PER_KEY_ENV),
+                per_provider=parse_provider_rates(env.get(PER_PROVIDER_ENV, ""), PER_PROVIDER_ENV),
+            ),
+            redis_url=env.get(REDIS_URL_ENV, "").strip() or None,
+            failure_policy=policy,
+            redis_timeout_s=timeout_s,
+        )
+
+    def build_store(self) -> BucketStore:
+        """The bucket store this config describes (a Redis client is created, not connected)."""
+        if not self.redis_url:
+            return LocalBucketStore()
+        return RedisBucketStore(
+            self.redis_url,
+            policy=self.failure_policy,
+            timeout_s=self.redis_timeout_s,
+            retry_interval_s=self.redis_retry_interval_s,
+            key_prefix=self.redis_key_prefix,
+        )
+
+
+def parse_rates(text: str, where: str) -> Rates:
+    """``rpm=60,tpm=1000`` (or the long names) into `Rates`; empty means unlimited."""
+    values: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        long_name = _RATE_NAMES.get(name.strip())
+        if not sep or long_name is None:
+            raise InvalidRequest(
+                f"{where}: expected rpm=N or tpm=N (comma-separated), got {item!r}"
+            )
+        try:
+            values[long_name] = float(value)
+        except ValueError:
+            raise InvalidRequest(f"{where}.{long_name}: not a number: {value!r}") from None
+    rates = Rates(**values)
+    problems = rates.problems(where)
+    if problems:
+        raise InvalidRequest("; ".join(problems))
+    return rates
+
+
+def parse_provider_rates(text: str, where: str) -> dict[str, Rates]:
+    """``openai:rpm=500,tpm=2e5;ollama:rpm=60`` into a provider -> `Rates` map."""
+    found: dict[str, Rates] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, rates = item.partition(":")
+        if not sep or not name.strip():
+            raise InvalidRequest(f"{where}: expected provider:rpm=N,tpm=N, got {item!r}")
+        found[name.strip()] = parse_rates(rates, f"{where}[{name.strip()!r}]")
+    return found

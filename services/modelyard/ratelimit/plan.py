@@ -1,0 +1,162 @@
+"""Which token buckets a request draws from, and how much from each.
+
+A request is judged by up to three scopes at once: the caller's API key, the
+model and the model's provider. Each scope has a requests-per-minute and a
+tokens-per-minute bucket (an unlimited dimension has none). Like the native
+`RateLimit`, a bucket holds one minute's allowance and refills continuously.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import common_pb2
+
+ScopeKind = Literal["key", "model", "provider"]
+Unit = Literal["requests", "tokens"]
+
+# The key scope of callers that present no API key.
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Requests and tokens per minute; 0 means unlimited."""
+
+    requests_per_minute: float = 0.0
+    tokens_per_minute: float = 0.0
+
+    @classmethod
+    def of(cls, limits: common_pb2.RateLimits) -> Rates:
+        return cls(limits.requests_per_minute, limits.tokens_per_minute)
+
+    def problems(self, path: str) -> list[str]:
+        """What is wrong with these rates, each naming its key path."""
+        return [
+            f"{path}.{name}: must be a finite number >= 0, got {value!r}"
+            for name, value in (
+                ("requests_per_minute", self.requests_per_minute),
+                ("tokens_per_minute", self.tokens_per_minute),
+            )
+            if not (math.isfinite(value) and value >= 0)
+        ]
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """Limits beyond the model's own: one per API key, one per provider.
+
+    `per_key` applies to every key separately (callers without a key share the
+    "anonymous" budget); `per_provider` maps a provider name (`ModelEntry.provider`)
+    to the budget all its models share.
+    """
+
+    per_key: Rates = Rates()
+    per_provider: Mapping[str, Rates] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = self.per_key.problems("per_key")
+        for name, rates in self.per_provider.items():
+            problems += rates.problems(f"per_provider[{name!r}]")
+        if problems:
+            raise InvalidRequest("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose budget a bucket is: an API key, a model or a provider."""
+
+    kind: ScopeKind
+    id: str  # for keys a fingerprint, never the key itself
+    label: str  # how errors name it
+
+    @classmethod
+    def api_key(cls, key: str | None) -> Scope:
+        if not key:
+            return cls("key", ANONYMOUS, f"api key '{ANONYMOUS}'")
+        # The key is a secret: buckets (and Redis) only ever see its digest.
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return cls("key", digest, f"api key '...{key[-4:]}'")
+
+    @classmethod
+    def model(cls, model_id: str) -> Scope:
+        return cls("model", model_id, f"model '{model_id}'")
+
+    @classmethod
+    def provider(cls, name: str) -> Scope:
+        return cls("provider", name, f"provider '{name}'")
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One dimension of one scope's budget."""
+
+    scope: Scope
+    unit: Unit
+    per_minute: float
+
+    @property
+    def capacity(self) -> float:
+        return self.per_minute
+
+    @property
+    def refill_per_second(self) -> float:
+        return self.per_minute / 60.0
+
+    @property
+    def key(self) -> str:
+        """Stable name of the bucket, shared by every replica."""
+        return f"{self.scope.kind}:{self.scope.id}:{self.unit}"
+
+    @property
+    def limit_name(self) -> str:
+        return f"{self.unit}_per_minute"
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Take `amount` from `bucket`."""
+
+    bucket: Bucket
+    amount: float
+
+    @property
+    def fits(self) -> bool:
+        """Whether the bucket can ever hold this much (a full bucket holds one minute's worth)."""
+        return self.amount <= self.bucket.capacity
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A bucket that refused its demand and how long until it would accept it."""
+
+    bucket: Bucket
+    wait_s: float  # math.inf: never (the demand exceeds the bucket's capacity)
+
+
+def demands_for(
+    model: common_pb2.ModelEntry, api_key: str | None, tokens: int, quotas: QuotaConfig
+) -> tuple[Demand, ...]:
+    """One request of `tokens` tokens against every limited bucket that applies to it."""
+    scoped = [
+        (Scope.api_key(api_key), quotas.per_key),
+        (Scope.model(model.id), Rates.of(model.limits)),
+    ]
+    provider_rates = quotas.per_provider.get(model.provider)
+    if provider_rates is not None:
+        scoped.append((Scope.provider(model.provider), provider_rates))
+    demands: list[Demand] = []
+    for scope, rates in scoped:
+        if rates.requests_per_minute > 0:
+            demands.append(Demand(Bucket(scope, "requests", rates.requests_per_minute), 1))
+        if rates.tokens_per_minute > 0:
+            demands.append(Demand(Bucket(scope, "tokens", rates.tokens_per_minute), tokens))
+    return tuple(demands)
