@@ -57,6 +57,7 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
             assemble_default_model=False,
             discover_ollama=False,
             openai_compat_env={},
+            discovery=False,  # reading GGUF metadata costs seconds; its own tests turn it on
         )
         for key, value in overrides.items():
             setattr(opts, key, value)

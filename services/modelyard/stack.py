@@ -15,26 +15,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from grpc_health.v1 import health_pb2
 
 from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import backend_binding
-from modelyard.config import LocalBackend, ModelyardConfig, default_config
+from modelyard.config import CoreMLBackend, LocalBackend, ModelyardConfig, default_config
+from modelyard.discovery_from_config import discovery_bindings
 from modelyard.engines_from_config import apply_profiles, ollama_endpoint, plan_engines
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
+from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.servicer import gateway_binding
 from modelyard.hotswap.servicer import hotswap_binding
+from modelyard.limiter_from_config import limiter_config
+from modelyard.ratelimit import LimiterConfig
 from modelyard.registry.catalog import Catalog
+from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.servicer import Registry, registry_binding
 from modelyard.registry.store import CatalogStore
 from modelyard.selector.servicer import selector_binding
 from modelyard.server.runtime import RunningServer, ServiceBinding, start_server
+from modelyard.v1 import backend_pb2, common_pb2
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def backend_service_name() -> str:
+    return str(backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name)
+
 
 log = logging.getLogger(__name__)
 
-ROLES = ("registry", "selector", "hotswap", "gateway", "backend-local", "backend-openai-compat")
+ROLES = (
+    "registry",
+    "selector",
+    "hotswap",
+    "gateway",
+    "backend-local",
+    "backend-openai-compat",
+    "backend-coreml",
+)
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
@@ -62,6 +84,10 @@ class StackOptions:
     openai_compat_env: dict[str, str] | None = None
     # Engines to host besides the ones the roles bring (embedding modelyard as a library).
     engines: list[Engine] = field(default_factory=list)
+    # The gateway's limiter; None: from the config's rate_limits and the environment.
+    limiter: LimiterConfig | None = None
+    # Run the registry's discovery loop (first pass at start, then on the interval).
+    discovery: bool = True
 
     def resolved_config(self) -> ModelyardConfig:
         if self.config is not None:
@@ -84,6 +110,8 @@ class Stack:
     view: CatalogView | None = None
     host: BackendHost | None = None
     pool: BackendPool | None = None
+    limits: ModelLimits | None = None
+    discovery: DiscoveryLoop | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def _end_watches(self) -> None:
@@ -103,6 +131,8 @@ class Stack:
             await self.host.close()
         if self.pool:
             await self.pool.close()
+        if self.limits:
+            await self.limits.close()
         if self.catalog:
             self.catalog.close()
 
@@ -112,26 +142,30 @@ async def start_stack(opts: StackOptions) -> Stack:
     if unknown:
         raise ValueError(f"unknown role(s) {sorted(unknown)}; choose from {', '.join(ROLES)}")
     bindings: list[ServiceBinding] = []
-    catalog = view = host = pool = None
+    catalog = view = host = pool = limits = None
+    registry = None
+    config = opts.resolved_config()
     if "registry" in opts.roles:
         catalog = Catalog(CatalogStore(opts.data_dir / "registry.sqlite3"))
-        bindings.append(registry_binding(Registry(catalog)))
+        registry = Registry(catalog)
+        bindings.append(registry_binding(registry))
     if "selector" in opts.roles:
         bindings.append(selector_binding())
     if "hotswap" in opts.roles:
         bindings.append(hotswap_binding())
     if "gateway" in opts.roles:
         view, pool = CatalogView(), BackendPool()
-        bindings.append(gateway_binding(GatewayCore(view, pool)))
-    config = opts.resolved_config()
-    engines = [*await _engines(opts, config), *opts.engines]
+        limits = ModelLimits.from_config(opts.limiter or limiter_config(config))
+        bindings.append(gateway_binding(GatewayCore(view, pool, limits)))
+    found, ollama_answering = await _engines(opts, config)
+    engines = [*found, *opts.engines]
     if engines:
         host = BackendHost(engines)
         bindings.append(backend_binding(host))
 
     server = await start_server(bindings, opts.listen)
     address = f"{opts.listen.rsplit(':', 1)[0]}:{server.port}"
-    stack = Stack(server, address, catalog, view, host, pool)
+    stack = Stack(server, address, catalog, view, host, pool, limits)
     registry_address = address if catalog else opts.registry_address
     if (view or host) and not registry_address:
         await stack.stop(0)
@@ -146,6 +180,26 @@ async def start_stack(opts: StackOptions) -> Stack:
             await host.announce(registry_address, entries)
             if pool is not None:
                 pool.add_in_process(advertise, host)
+            status, reason = host.health()
+            if status == common_pb2.HEALTH_STATUS_UNAVAILABLE:
+                # Nothing here can serve (CoreML off macOS): say so to health checkers.
+                log.warning("backend %s cannot serve: %s", host.name, reason)
+                await server.health.set(backend_service_name(), NOT_SERVING)
+        if registry is not None and opts.discovery:
+            local_endpoints = {}
+            if host is not None:
+                advertised = opts.advertise or address.replace("0.0.0.0", "127.0.0.1")
+                local_endpoints = {e.kind: advertised for e in host.engines}
+            sources = discovery_bindings(
+                config,
+                models_dir=opts.resolved_models_dir(config),
+                ollama_answering=ollama_answering,
+                local_endpoints=local_endpoints,
+            )
+            if sources:
+                loop = DiscoveryLoop(registry.catalog, sources, config.registry.discovery_interval)
+                registry.discovery = stack.discovery = loop
+                stack.tasks.append(asyncio.create_task(loop.run_forever()))
         if view is not None:
             assert registry_address
             stack.tasks.append(asyncio.create_task(view.follow(registry_address)))
@@ -156,8 +210,10 @@ async def start_stack(opts: StackOptions) -> Stack:
     return stack
 
 
-async def _engines(opts: StackOptions, config: ModelyardConfig) -> list[Engine]:
+async def _engines(opts: StackOptions, config: ModelyardConfig) -> tuple[list[Engine], set[str]]:
+    """The engines this process's roles run, and the ollama backends that answered."""
     engines: list[Engine] = []
+    answering: set[str] = set()
     plan = plan_engines(config)
     if "backend-local" in opts.roles and plan.local is not None:
         from modelyard.backends.local.llama_engine import LlamaEngine
@@ -176,9 +232,17 @@ async def _engines(opts: StackOptions, config: ModelyardConfig) -> list[Engine]:
         if opts.discover_ollama:
             for name, ollama in plan.ollama:
                 if await _answers(f"{ollama.endpoint.rstrip('/')}/api/tags"):
+                    answering.add(name)
                     providers.append(ollama_endpoint(name, ollama))
         engines.extend(OpenAICompatEngine(p) for p in providers)
-    return engines
+    if "backend-coreml" in opts.roles:
+        from modelyard.backends.coreml.engine import CoreMLEngine
+
+        for backend in config.active_backends().values():
+            if isinstance(backend, CoreMLBackend):
+                directory = backend.models_dir or opts.resolved_models_dir(config)
+                engines.append(CoreMLEngine(directory))
+    return engines, answering
 
 
 async def _answers(url: str) -> bool:

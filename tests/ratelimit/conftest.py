@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,8 @@ import pytest
 import redis
 from support.redis_server import RedisServer
 
-import modelyard.stack
 from modelyard.backends.engine import Engine
 from modelyard.errors import RETRY_AFTER_MS_KEY
-from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.limits import ModelLimits
 from modelyard.ratelimit.config import LimiterConfig
 from modelyard.stack import Stack
@@ -55,24 +52,18 @@ StartGateway = Callable[..., Awaitable[tuple[Stack, ModelLimits]]]
 
 @pytest.fixture
 async def start_gateway(
-    make_stack: Callable[..., Awaitable[Stack]], monkeypatch: pytest.MonkeyPatch
+    make_stack: Callable[..., Awaitable[Stack]],
 ) -> AsyncIterator[StartGateway]:
     """Start a registry+gateway stack hosting `engines` whose gateway uses `config`'s limiter."""
-    limiters: list[ModelLimits] = []
 
     async def start(config: LimiterConfig, *engines: Engine) -> tuple[Stack, ModelLimits]:
-        limits = ModelLimits.from_config(config)
-        limiters.append(limits)
-        # The stack builds its own GatewayCore; until it takes a limiter config, hand it ours.
-        monkeypatch.setattr(
-            modelyard.stack, "GatewayCore", functools.partial(GatewayCore, limits=limits)
+        stack = await make_stack(
+            roles=("registry", "gateway"), engines=list(engines), limiter=config
         )
-        stack = await make_stack(roles=("registry", "gateway"), engines=list(engines))
-        return stack, limits
+        assert stack.limits is not None
+        return stack, stack.limits
 
-    yield start
-    for limits in limiters:
-        await limits.close()
+    yield start  # the stack closes its limiter when it stops
 
 
 @dataclass

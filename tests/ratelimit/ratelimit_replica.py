@@ -12,7 +12,6 @@ stdin closes or it gets SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import sys
@@ -23,10 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for `sup
 
 from support.scripted_engine import ScriptedEngine
 
-import modelyard.stack
 from modelyard.backends.engine import Piece
-from modelyard.gateway.core import GatewayCore
-from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.validation import estimate_input_tokens
 from modelyard.ratelimit.config import LimiterConfig
 from modelyard.stack import StackOptions, start_stack
@@ -52,9 +48,6 @@ class FullUseEngine(ScriptedEngine):
 
 
 async def main(data_dir: Path, rpm: float, tpm: float) -> None:
-    limits = ModelLimits.from_config(LimiterConfig.from_env())
-    # The stack builds its own GatewayCore; hand it this limiter.
-    modelyard.stack.GatewayCore = functools.partial(GatewayCore, limits=limits)  # type: ignore[misc]
     stack = await start_stack(
         StackOptions(
             listen="127.0.0.1:0",
@@ -63,6 +56,8 @@ async def main(data_dir: Path, rpm: float, tpm: float) -> None:
             assemble_default_model=False,
             discover_ollama=False,
             openai_compat_env={},
+            limiter=LimiterConfig.from_env(),
+            discovery=False,
             engines=[
                 ScriptedEngine(
                     ("scripted/rpm",), limits=common_pb2.RateLimits(requests_per_minute=rpm)
@@ -83,7 +78,6 @@ async def main(data_dir: Path, rpm: float, tpm: float) -> None:
         await done.wait()
     finally:
         await stack.stop(1)
-        await limits.close()
 
 
 if __name__ == "__main__":

@@ -82,6 +82,9 @@ class ScriptedEngine:
     async def unload(self, model_id: str) -> bool:
         return False
 
+    def serves(self, model_id: str) -> bool:
+        return model_id in self.model_ids
+
     def loaded_models(self) -> list[str]:
         return list(self.model_ids)
 

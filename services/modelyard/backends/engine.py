@@ -43,6 +43,10 @@ class Engine(Protocol):
         """Catalog entries (without deployments) for the models this engine serves."""
         ...
 
+    def serves(self, model_id: str) -> bool:
+        """Whether a call for `model_id` belongs to this engine (also models found later)."""
+        ...
+
     def infer_stream(
         self,
         model_id: str,

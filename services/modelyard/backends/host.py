@@ -40,10 +40,13 @@ class BackendHost:
         await asyncio.gather(*(engine.close() for engine in self._engines))
 
     def engine_for(self, model_id: str) -> Engine:
-        try:
-            return self._by_model[model_id]
-        except KeyError:
-            raise ModelNotFound(model_id, f"backend '{self.name}'") from None
+        engine = self._by_model.get(model_id)
+        if engine is None:
+            engine = next((e for e in self._engines if e.serves(model_id)), None)
+            if engine is None:
+                raise ModelNotFound(model_id, f"backend '{self.name}'")
+            self._by_model[model_id] = engine
+        return engine
 
     def models(self, endpoint: str = "") -> list[common_pb2.ModelEntry]:
         """Catalog entries for every hosted model, deployed at `endpoint` when given."""
@@ -55,7 +58,8 @@ class BackendHost:
                         common_pb2.Deployment(
                             backend=engine.kind,
                             endpoint=endpoint,
-                            health=common_pb2.HEALTH_STATUS_HEALTHY,
+                            # An engine that cannot serve here (CoreML off macOS) says so.
+                            health=entry.health or common_pb2.HEALTH_STATUS_HEALTHY,
                         )
                     )
                 out.append(entry)

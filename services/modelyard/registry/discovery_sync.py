@@ -96,6 +96,11 @@ def _merge(
     if not merged.deployments:
         merged.deployments.extend(existing.deployments if existing else deployments)
     if existing is not None:
+        if existing.context_window and existing.deployments:
+            # What the serving backend announced wins over the file's trained maximum.
+            merged.context_window = min(
+                c for c in (merged.context_window, existing.context_window) if c
+            )
         if not merged.HasField("limits") and existing.HasField("limits"):
             merged.limits.CopyFrom(existing.limits)
         if not merged.HasField("performance") and existing.HasField("performance"):

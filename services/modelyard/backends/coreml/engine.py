@@ -82,6 +82,9 @@ class CoreMLEngine:
             )
         return EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
+    def serves(self, model_id: str) -> bool:
+        return model_id in self._entries
+
     def loaded_models(self) -> list[str]:
         return list(self._loaded)
 

@@ -87,6 +87,9 @@ class LlamaEngine:
             metadata={"path": str(path), "format": "gguf"},
         )
 
+    def serves(self, model_id: str) -> bool:
+        return model_id in self._files
+
     def loaded_models(self) -> list[str]:
         return list(self._loaded)
 

@@ -125,11 +125,18 @@ class OpenAICompatEngine:
         self._upstream_name(model_id)
         return False  # served remotely: never held in this process
 
+    def serves(self, model_id: str) -> bool:
+        return model_id in self._names or model_id.startswith(f"{self._provider.name}/")
+
     def _upstream_name(self, model_id: str) -> str:
-        try:
-            return self._names[model_id]
-        except KeyError:
-            raise ModelNotFound(model_id, f"the '{self._provider.name}' backend") from None
+        name = self._names.get(model_id)
+        if name is not None:
+            return name
+        # A model discovery found after start: the id is "<provider>/<upstream name>".
+        prefix = f"{self._provider.name}/"
+        if model_id.startswith(prefix) and len(model_id) > len(prefix):
+            return model_id[len(prefix) :]
+        raise ModelNotFound(model_id, f"the '{self._provider.name}' backend")
 
     # ---- generation -----------------------------------------------------------
 
