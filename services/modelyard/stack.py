@@ -24,6 +24,7 @@ from modelyard.config import CoreMLBackend, LocalBackend, ModelyardConfig, defau
 from modelyard.discovery_from_config import discovery_bindings
 from modelyard.engines_from_config import apply_profiles, ollama_endpoint, plan_engines
 from modelyard.gateway.backend_pool import BackendPool
+from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.limits import ModelLimits
@@ -35,7 +36,10 @@ from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.servicer import Registry, registry_binding
 from modelyard.registry.store import CatalogStore
+from modelyard.selector.candidates import CandidatePool
+from modelyard.selector.selection import Selector
 from modelyard.selector.servicer import selector_binding
+from modelyard.selector.settings_from_config import selection_settings
 from modelyard.server.runtime import RunningServer, ServiceBinding, start_server
 from modelyard.v1 import backend_pb2, common_pb2
 
@@ -88,6 +92,8 @@ class StackOptions:
     limiter: LimiterConfig | None = None
     # Run the registry's discovery loop (first pass at start, then on the interval).
     discovery: bool = True
+    # How the gateway spreads a model's requests over its deployments.
+    balancing: str = "least_loaded"
 
     def resolved_config(self) -> ModelyardConfig:
         if self.config is not None:
@@ -149,14 +155,24 @@ async def start_stack(opts: StackOptions) -> Stack:
         catalog = Catalog(CatalogStore(opts.data_dir / "registry.sqlite3"))
         registry = Registry(catalog)
         bindings.append(registry_binding(registry))
-    if "selector" in opts.roles:
-        bindings.append(selector_binding())
+    if "selector" in opts.roles or "gateway" in opts.roles:
+        # One live catalog copy feeds both the selector and the gateway.
+        view = live = CatalogView()
+        selector = Selector(
+            CandidatePool(live.models, lambda: live.revision),
+            selection_settings(config.selection),
+        )
+        if "selector" in opts.roles:
+            bindings.append(selector_binding(selector))
+        if "gateway" in opts.roles:
+            pool = BackendPool()
+            limits = ModelLimits.from_config(opts.limiter or limiter_config(config))
+            core = GatewayCore(
+                live, pool, limits, selector=selector, balancer=Balancer(opts.balancing)
+            )
+            bindings.append(gateway_binding(core))
     if "hotswap" in opts.roles:
         bindings.append(hotswap_binding())
-    if "gateway" in opts.roles:
-        view, pool = CatalogView(), BackendPool()
-        limits = ModelLimits.from_config(opts.limiter or limiter_config(config))
-        bindings.append(gateway_binding(GatewayCore(view, pool, limits)))
     found, ollama_answering = await _engines(opts, config)
     engines = [*found, *opts.engines]
     if engines:

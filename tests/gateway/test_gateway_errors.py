@@ -13,8 +13,6 @@ from modelyard.v1 import (
     gateway_pb2_grpc,
     hotswap_pb2,
     hotswap_pb2_grpc,
-    selector_pb2,
-    selector_pb2_grpc,
 )
 
 
@@ -187,16 +185,9 @@ async def test_stream_without_finish_is_aborted(make_stack) -> None:  # type: ig
 
 
 async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(make_stack) -> None:  # type: ignore[no-untyped-def]
-    stack = await make_stack(roles=("registry", "selector", "hotswap"))
+    stack = await make_stack(roles=("registry", "hotswap"))
     async with grpc.aio.insecure_channel(stack.address) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as select:
-            await selector_pb2_grpc.SelectorServiceStub(channel).Select(
-                selector_pb2.SelectRequest()
-            )
         with pytest.raises(grpc.aio.AioRpcError) as swap:
             await hotswap_pb2_grpc.HotSwapServiceStub(channel).Swap(hotswap_pb2.SwapRequest())
-    assert select.value.code() == swap.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "modelyard.v1.SelectorService/Select is not implemented" in (
-        select.value.details() or ""
-    )
+    assert swap.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "modelyard.v1.HotSwapService/Swap is not implemented" in (swap.value.details() or "")

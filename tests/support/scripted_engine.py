@@ -46,6 +46,7 @@ class ScriptedEngine:
                 id=model_id,
                 provider="scripted",
                 context_window=self.context_window,
+                capabilities=[common_pb2.CAPABILITY_TEXT_GENERATION, common_pb2.CAPABILITY_CHAT],
                 input_modalities=[common_pb2.MODALITY_TEXT],
                 limits=self.limits,
             )

@@ -93,7 +93,9 @@ class BackendHost:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             for entry in entries:
                 await stub.RegisterModel(
-                    registry_pb2.RegisterModelRequest(model=entry, upsert=True),
+                    registry_pb2.RegisterModelRequest(
+                        model=entry, upsert=True, merge_deployments=True
+                    ),
                     metadata=metadata_with_trace(),
                     timeout=10,
                 )

@@ -15,17 +15,20 @@ from contextlib import aclosing
 
 from modelyard.errors import (
     BackendUnavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
     ModelNotFound,
     RateLimited,
     StreamTruncated,
-    Unimplemented,
 )
 from modelyard.gateway.backend_pool import BackendPool
+from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request, estimate_input_tokens
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2
+from modelyard.selector.selection import Selector
+from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
 
 # Errors after which the next fallback model is worth trying.
 _FALLBACK_ON = (BackendUnavailable, ModelNotFound, RateLimited)
@@ -42,11 +45,15 @@ class GatewayCore:
         backends: BackendPool,
         limits: ModelLimits | None = None,
         settings: GatewaySettings | None = None,
+        selector: Selector | None = None,
+        balancer: Balancer | None = None,
     ) -> None:
         self.catalog = catalog
         self.backends = backends
         self.limits = limits or ModelLimits()
         self.settings = settings or GatewaySettings()
+        self.selector = selector
+        self.balancer = balancer or Balancer()
 
     async def generate(
         self,
@@ -79,12 +86,8 @@ class GatewayCore:
         api_key: str | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         check_request(request, self.settings)
-        if not request.model:
-            raise Unimplemented(
-                "choosing a model automatically (empty `model`) is not implemented yet; "
-                "name a model"
-            )
-        chain = [request.model, *request.fallback_models]
+        chain = [request.model] if request.model else self._select(request)
+        chain += [m for m in request.fallback_models if m not in chain]
         failures: list[str] = []
         for model_id in chain:
             started = False
@@ -101,6 +104,20 @@ class GatewayCore:
                 failures.append(f"{model_id}: {exc.message}")
         raise AllModelsFailed("every model failed: " + " | ".join(failures))
 
+    def _select(self, request: gateway_pb2.GenerateRequest) -> list[str]:
+        """No model named: the selector's best few, best first (the rest are fallbacks)."""
+        if self.selector is None:
+            raise FailedPrecondition("no model named and this gateway has no selector")
+        task = selector_pb2.Task()
+        task.CopyFrom(request.task)
+        task.input.CopyFrom(request.input)
+        if not task.max_output_tokens:
+            task.max_output_tokens = request.params.max_tokens or self.settings.default_max_tokens
+        ranked = self.selector.ranked(
+            selector_pb2.SelectRequest(task=task, constraints=request.constraints)
+        )
+        return ranked[: self.settings.selection_fallbacks + 1]
+
     async def _stream_one(
         self,
         model_id: str,
@@ -111,9 +128,15 @@ class GatewayCore:
         model = self.catalog.get(model_id)
         max_tokens = request.params.max_tokens or self.settings.default_max_tokens
         check_against_model(request, model, max_tokens)
-        deployment = _pick_deployment(model)
+        _check_servable(model)
         input_tokens = estimate_input_tokens(request.input)
         reservation = await self.limits.reserve(model, input_tokens + max_tokens, api_key)
+        try:
+            lease = self.balancer.lease(model)
+        except BaseException:
+            await reservation.settle(0)
+            raise
+        deployment = lease.deployment
         params = common_pb2.GenerationParams()
         params.CopyFrom(request.params)
         params.max_tokens = max_tokens
@@ -127,6 +150,7 @@ class GatewayCore:
         used = input_tokens
         first = True
         finished = False
+        healthy_call = True  # the deployment's fault or not, for outlier ejection
         backend_stream = self.backends.infer_stream(deployment, backend_request, timeout)
         try:
             async for chunk in backend_stream:
@@ -141,8 +165,12 @@ class GatewayCore:
                     used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
                     finished = True
                 yield out
+        except (BackendUnavailable, StreamTruncated, DeadlineExceeded):
+            healthy_call = False
+            raise
         finally:
             await backend_stream.aclose()  # cancels the backend call if we stop early
+            lease.finish(healthy_call)
             await reservation.settle(used if finished else input_tokens + max_tokens)
         if not finished:
             raise StreamTruncated(
@@ -151,17 +179,11 @@ class GatewayCore:
             )
 
 
-def _pick_deployment(model: common_pb2.ModelEntry) -> common_pb2.Deployment:
-    """The first servable deployment (load balancing among several comes with the native core)."""
+def _check_servable(model: common_pb2.ModelEntry) -> None:
     if model.health in (common_pb2.HEALTH_STATUS_UNAVAILABLE, common_pb2.HEALTH_STATUS_UNHEALTHY):
         raise BackendUnavailable(
             f"model '{model.id}' is {common_pb2.HealthStatus.Name(model.health)}"
             + (f": {model.health_reason}" if model.health_reason else "")
         )
-    for deployment in model.deployments:
-        if deployment.health not in (
-            common_pb2.HEALTH_STATUS_UNAVAILABLE,
-            common_pb2.HEALTH_STATUS_UNHEALTHY,
-        ):
-            return deployment
-    raise BackendUnavailable(f"model '{model.id}' has no healthy deployment")
+    if not model.deployments:
+        raise BackendUnavailable(f"model '{model.id}' has no deployment: no backend serves it")

@@ -15,3 +15,5 @@ class GatewaySettings:
     default_max_tokens: int = 256
     # Upper bound on one backend call when the client sets no deadline.
     backend_timeout_s: float = 600.0
+    # With no model named: how many runners-up of the selection to fall back to.
+    selection_fallbacks: int = 2

@@ -113,7 +113,9 @@ class Catalog:
 
     # ---- writes -------------------------------------------------------------
 
-    def register(self, entry: common_pb2.ModelEntry, *, upsert: bool) -> common_pb2.ModelEntry:
+    def register(
+        self, entry: common_pb2.ModelEntry, *, upsert: bool, merge_deployments: bool = False
+    ) -> common_pb2.ModelEntry:
         """Store a model (validated first: a bad entry changes nothing)."""
         check_entry(entry)
         if entry.id in self._entries and not upsert:
@@ -126,6 +128,12 @@ class Catalog:
             stored.name = stored.id.split("/", 1)[-1]
         if stored.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
             stored.health = common_pb2.HEALTH_STATUS_HEALTHY
+        current = self._entries.get(entry.id)
+        if merge_deployments and current is not None:
+            mine = {d.endpoint for d in stored.deployments}
+            others = [d for d in current.deployments if d.endpoint not in mine]
+            del stored.deployments[:]
+            stored.deployments.extend([*others, *entry.deployments])
         return self.put(stored)
 
     def put(self, entry: common_pb2.ModelEntry) -> common_pb2.ModelEntry:

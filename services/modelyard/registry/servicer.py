@@ -43,7 +43,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def RegisterModel(
         self, request: registry_pb2.RegisterModelRequest, context: Ctx
     ) -> common_pb2.ModelEntry:
-        return self._r.catalog.register(request.model, upsert=request.upsert)
+        return self._r.catalog.register(
+            request.model, upsert=request.upsert, merge_deployments=request.merge_deployments
+        )
 
     async def RegisterModelVersion(
         self, request: registry_pb2.RegisterModelVersionRequest, context: Ctx

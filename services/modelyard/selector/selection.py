@@ -1,0 +1,157 @@
+"""Choosing a model for a task: agent rules, task analysis, hard constraints, then scores.
+
+The same `Selector` answers the SelectorService's `Select` RPC and, in
+process, the gateway's requests that name no model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from modelyard._native import Constraints, Weights
+from modelyard.errors import InvalidRequest, ModelNotFound, NoSuitableModel
+from modelyard.selector.candidates import CandidatePool, mask, servable
+from modelyard.selector.task_analysis import analyse
+from modelyard.v1 import common_pb2, selector_pb2
+
+CRITERIA = ("performance", "cost", "reliability", "capabilities")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Weights and default constraints (request fields that are set win)."""
+
+    weights: selector_pb2.SelectionWeights = field(
+        default_factory=lambda: selector_pb2.SelectionWeights(
+            performance=0.4, cost=0.3, reliability=0.2, capabilities=0.1
+        )
+    )
+    constraints: selector_pb2.Constraints = field(default_factory=selector_pb2.Constraints)
+
+
+@dataclass(frozen=True)
+class AgentRule:
+    model: str = ""  # pinned model id
+    policy: Policy | None = None
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    policy: Policy = field(default_factory=Policy)
+    agents: dict[str, AgentRule] = field(default_factory=dict)
+
+
+class Selector:
+    def __init__(self, pool: CandidatePool, settings: SelectionSettings | None = None) -> None:
+        self._pool = pool
+        self._settings = settings or SelectionSettings()
+
+    def select(self, request: selector_pb2.SelectRequest) -> selector_pb2.SelectResponse:
+        task = analyse(request.task, request.task.input, common_pb2.GenerationParams())
+        task.ClearField("input")  # analysed; no need to echo the whole input back
+        policy = self._settings.policy
+        rule = self._settings.agents.get(task.agent_id) if task.agent_id else None
+        entries, candidates = self._pool.current()
+        if rule is not None and rule.model:
+            return self._pinned(rule.model, entries, task)
+        if rule is not None and rule.policy is not None:
+            policy = rule.policy
+        if candidates is None:
+            raise NoSuitableModel("the catalog has no models to choose from")
+        constraints = _merge_constraints(request.constraints, policy.constraints)
+        weights = _weights(request.weights, policy.weights)
+        excluded = list(constraints.excluded_models)
+        if request.candidates:
+            known = {e.id for e in entries}
+            for model_id in request.candidates:
+                if model_id not in known:
+                    raise ModelNotFound(model_id)
+            wanted = set(request.candidates)
+            excluded += [e.id for e in entries if e.id not in wanted]
+        native = Constraints(
+            required_capabilities=mask(task.required_capabilities),
+            input_modality=task.input_modality,
+            prompt_tokens=task.estimated_input_tokens,
+            max_output_tokens=task.max_output_tokens,
+            max_latency_ms=constraints.max_latency_ms,
+            max_cost_usd=constraints.max_cost_per_request_usd,
+            min_reliability=constraints.min_reliability,
+            preferred_backend=constraints.preferred_backend,
+            excluded_models=excluded,
+            max_memory_bytes=constraints.max_memory_bytes,
+        )
+        selection = candidates.select(native, weights)
+        response = selector_pb2.SelectResponse(analysed_task=task)
+        for score in selection.scores():
+            response.candidates.append(
+                selector_pb2.CandidateScore(
+                    model_id=score.model_id,
+                    total=score.total,
+                    eligible=score.eligible,
+                    rejection_reason=score.rejection,
+                    criteria=[
+                        selector_pb2.CriterionScore(criterion=name, value=value, weight=weight)
+                        for name, value, weight in zip(
+                            CRITERIA, score.criteria, _weight_values(weights), strict=True
+                        )
+                    ],
+                )
+            )
+        if selection.chosen is None:
+            reasons = "; ".join(
+                f"{s.model_id}: {s.rejection_reason}" for s in response.candidates[:5]
+            )
+            raise NoSuitableModel(f"no model meets the constraints ({reasons})")
+        response.model_id = entries[selection.chosen].id
+        return response
+
+    def ranked(self, request: selector_pb2.SelectRequest) -> list[str]:
+        """Eligible model ids, best first (the chosen one and a fallback chain)."""
+        response = self.select(request)
+        eligible = [c for c in response.candidates if c.eligible]
+        return [c.model_id for c in sorted(eligible, key=lambda c: -c.total)]
+
+    def _pinned(
+        self, model_id: str, entries: Sequence[common_pb2.ModelEntry], task: selector_pb2.Task
+    ) -> selector_pb2.SelectResponse:
+        entry = next((e for e in entries if e.id == model_id), None)
+        if entry is None:
+            raise ModelNotFound(model_id, f"the catalog (agent '{task.agent_id}' is pinned to it)")
+        if not servable(entry):
+            raise NoSuitableModel(
+                f"agent '{task.agent_id}' is pinned to '{model_id}', which cannot serve now"
+                + (f": {entry.health_reason}" if entry.health_reason else "")
+            )
+        score = selector_pb2.CandidateScore(model_id=model_id, total=1.0, eligible=True)
+        return selector_pb2.SelectResponse(
+            model_id=model_id, candidates=[score], analysed_task=task
+        )
+
+
+def _merge_constraints(
+    request: selector_pb2.Constraints, default: selector_pb2.Constraints
+) -> selector_pb2.Constraints:
+    merged = selector_pb2.Constraints()
+    merged.CopyFrom(default)
+    for desc, value in request.ListFields():
+        if desc.name == "excluded_models":
+            merged.excluded_models.extend(value)
+        else:
+            setattr(merged, desc.name, value)
+    return merged
+
+
+def _weights(
+    request: selector_pb2.SelectionWeights, default: selector_pb2.SelectionWeights
+) -> Weights:
+    chosen = request if request.ListFields() else default
+    values = [getattr(chosen, name) for name in CRITERIA]
+    for name, value in zip(CRITERIA, values, strict=True):
+        if value < 0:
+            raise InvalidRequest(f"weights.{name} must be >= 0, got {value}")
+    return Weights(*values)
+
+
+def _weight_values(weights: Weights) -> tuple[float, float, float, float]:
+    return (weights.performance, weights.cost, weights.reliability, weights.capabilities)

@@ -1,0 +1,200 @@
+"""Select over real gRPC, and the gateway choosing, balancing and ejecting in process."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from support.scripted_engine import ScriptedEngine
+
+from modelyard.config import parse_config
+from modelyard.errors import BackendUnavailable
+from modelyard.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    selector_pb2,
+    selector_pb2_grpc,
+)
+
+C = common_pb2
+
+
+def _model(model_id: str, **fields: object) -> C.ModelEntry:
+    entry = C.ModelEntry(id=model_id, provider=model_id.split("/")[0], **fields)  # type: ignore[arg-type]
+    entry.deployments.add(backend="scripted", endpoint="127.0.0.1:9")
+    return entry
+
+
+CHEAP = _model(
+    "p/cheap",
+    capabilities=[C.CAPABILITY_CHAT],
+    input_modalities=[C.MODALITY_TEXT],
+    context_window=4096,
+    cost=C.CostProfile(usd_per_input_token=1e-7, usd_per_output_token=2e-7),
+    performance=C.PerformanceProfile(latency_ms_p50=900, error_rate=0.02),
+)
+FAST = _model(
+    "p/fast",
+    capabilities=[C.CAPABILITY_CHAT, C.CAPABILITY_VISION],
+    input_modalities=[C.MODALITY_TEXT, C.MODALITY_IMAGE],
+    context_window=128_000,
+    cost=C.CostProfile(usd_per_input_token=5e-6, usd_per_output_token=1.5e-5),
+    performance=C.PerformanceProfile(latency_ms_p50=150, error_rate=0.01),
+)
+SMALL = _model(
+    "p/small",
+    capabilities=[C.CAPABILITY_CHAT],
+    input_modalities=[C.MODALITY_TEXT],
+    context_window=512,
+    health=C.HEALTH_STATUS_HEALTHY,
+)
+
+
+@pytest.fixture
+async def selector(make_stack):  # type: ignore[no-untyped-def]
+    yaml = (
+        "model_system:\n  backends:\n    p: {kind: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}\n"
+        "  selection:\n    agents:\n"
+        "      support-bot: {model: p/cheap}\n"
+        "      vision-bot: {policy: {weights: {performance: 1}}}\n"
+    )
+    config = parse_config(yaml, env={})
+    stack = await make_stack(roles=("registry", "selector"), config=config)
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        for entry in (CHEAP, FAST, SMALL):
+            await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=entry))
+        stub = selector_pb2_grpc.SelectorServiceStub(channel)
+        # The selector reads a live copy of the catalog: wait until it has all three.
+        for _ in range(100):
+            reply = await stub.Select(selector_pb2.SelectRequest(task=_chat_task("hi")))
+            if len(reply.candidates) == 3:
+                break
+        yield stub
+
+
+def _chat_task(text: str, **fields: object) -> selector_pb2.Task:
+    task = selector_pb2.Task(**fields)  # type: ignore[arg-type]
+    task.input.chat.messages.add(role="user", content=text)
+    return task
+
+
+async def test_weights_decide_and_every_candidate_is_explained(selector) -> None:  # type: ignore[no-untyped-def]
+    cheapest = await selector.Select(
+        selector_pb2.SelectRequest(
+            task=_chat_task("hello"), weights=selector_pb2.SelectionWeights(cost=1)
+        )
+    )
+    assert cheapest.model_id in ("p/cheap", "p/small")
+    fastest = await selector.Select(
+        selector_pb2.SelectRequest(
+            task=_chat_task("hello"), weights=selector_pb2.SelectionWeights(performance=1)
+        )
+    )
+    assert fastest.model_id == "p/fast"
+    scores = {c.model_id: c for c in fastest.candidates}
+    assert set(scores) == {"p/cheap", "p/fast", "p/small"}
+    assert [c.criterion for c in scores["p/fast"].criteria] == [
+        "performance",
+        "cost",
+        "reliability",
+        "capabilities",
+    ]
+    assert fastest.analysed_task.type == selector_pb2.TASK_TYPE_CHAT
+
+
+async def test_hard_constraints_drop_candidates_with_reasons(selector) -> None:  # type: ignore[no-untyped-def]
+    image = selector_pb2.Task(required_capabilities=[C.CAPABILITY_VISION])
+    image.input.image.data = b"\x89PNG"
+    reply = await selector.Select(selector_pb2.SelectRequest(task=image))
+    assert reply.model_id == "p/fast"
+    dropped = {c.model_id: c.rejection_reason for c in reply.candidates if not c.eligible}
+    assert "vision" in dropped["p/cheap"]
+
+    long = _chat_task("x" * 8000)  # ~2000 tokens: too big for p/small
+    reply = await selector.Select(
+        selector_pb2.SelectRequest(
+            task=long, constraints=selector_pb2.Constraints(max_latency_ms=500)
+        )
+    )
+    assert reply.model_id == "p/fast"
+    dropped = {c.model_id: c.rejection_reason for c in reply.candidates if not c.eligible}
+    assert "context window 512" in dropped["p/small"]
+    assert "latency" in dropped["p/cheap"]
+
+
+async def test_nothing_fits_is_failed_precondition_naming_why(selector) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await selector.Select(
+            selector_pb2.SelectRequest(
+                task=_chat_task("hi"),
+                # p/small has no latency measured yet, which passes a latency limit.
+                constraints=selector_pb2.Constraints(
+                    max_latency_ms=10, excluded_models=["p/small"]
+                ),
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no model meets the constraints" in (info.value.details() or "")
+
+
+async def test_agents_pinned_or_with_their_own_policy(selector) -> None:  # type: ignore[no-untyped-def]
+    pinned = await selector.Select(
+        selector_pb2.SelectRequest(
+            task=_chat_task("hi", agent_id="support-bot"),
+            weights=selector_pb2.SelectionWeights(performance=1),
+        )
+    )
+    assert pinned.model_id == "p/cheap"
+    policy = await selector.Select(
+        selector_pb2.SelectRequest(task=_chat_task("hi", agent_id="vision-bot"))
+    )
+    assert policy.model_id == "p/fast"
+
+
+async def test_bad_weights_and_unknown_candidates(selector) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as negative:
+        await selector.Select(
+            selector_pb2.SelectRequest(
+                task=_chat_task("hi"), weights=selector_pb2.SelectionWeights(cost=-1)
+            )
+        )
+    assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "weights.cost" in (negative.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await selector.Select(
+            selector_pb2.SelectRequest(task=_chat_task("hi"), candidates=["p/nope"])
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    only = await selector.Select(
+        selector_pb2.SelectRequest(task=_chat_task("hi"), candidates=["p/small"])
+    )
+    assert only.model_id == "p/small"
+
+
+async def test_gateway_chooses_when_no_model_is_named_and_falls_back(make_stack) -> None:  # type: ignore[no-untyped-def]
+    broken = ScriptedEngine(
+        ("s/best",), fail_with=BackendUnavailable("upstream 'best' is down"), pieces=("x",)
+    )
+    good = ScriptedEngine(("s/second",), pieces=("second", " answer"))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[broken, good])
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        registry = registry_pb2_grpc.RegistryServiceStub(channel)
+        # Make s/best the clear favourite: faster and cheaper than s/second.
+        best = await registry.GetModel(registry_pb2.GetModelRequest(id="s/best"))
+        best.performance.latency_ms_p50 = 10
+        await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=best, upsert=True))
+        second = await registry.GetModel(registry_pb2.GetModelRequest(id="s/second"))
+        second.performance.latency_ms_p50 = 500
+        await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=second, upsert=True))
+        request = gateway_pb2.GenerateRequest()
+        request.input.text = "hello"
+        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for _ in range(100):  # until the gateway's live catalog has both updates
+            reply = await gateway.Generate(request)
+            if len(broken.calls) > 0:
+                break
+        assert (reply.model_id, reply.text) == ("s/second", "second answer")
+        assert len(broken.calls) >= 1
