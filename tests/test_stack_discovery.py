@@ -92,3 +92,31 @@ async def test_coreml_backend_off_macos_is_not_serving_with_the_reason(
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     assert reply.status == expected
+
+
+async def test_ollama_models_fill_the_catalog_and_leave_it_unavailable(
+    make_stack,  # type: ignore[no-untyped-def]
+) -> None:
+    from discovery.ollama_fake import FakeOllama
+
+    fake = FakeOllama()
+    await fake.start()
+    try:
+        config = parse_config(
+            f"model_system:\n  backends:\n    ollama: {{endpoint: '{fake.url}'}}\n", env={}
+        )
+        stack = await make_stack(
+            roles=("registry",), config=config, discovery=True, discover_ollama=True
+        )
+        async with grpc.aio.insecure_channel(stack.address) as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            names = {f"ollama/{m.name}" for m in fake.models}
+            found = await _wait_for(stub, lambda m: names <= set(m))
+            assert all(found[n].metadata["source"] == "ollama" for n in names)
+            gone = fake.models.pop()
+            reply = await stub.Discover(registry_pb2.DiscoverRequest(provider="ollama"))
+            assert reply.removed == 1
+            model = await stub.GetModel(registry_pb2.GetModelRequest(id=f"ollama/{gone.name}"))
+            assert model.health == common_pb2.HEALTH_STATUS_UNAVAILABLE
+    finally:
+        await fake.stop()

@@ -116,6 +116,9 @@ def _serve(args: argparse.Namespace) -> int:
         or default_data_dir(),
         models_dir=Path(models_dir) if models_dir else None,
         config=config,
+        # round_robin, least_loaded, p2c, cost_optimized or region_affinity
+        balancing=env("MODELYARD_BALANCING") or "least_loaded",
+        region=env("MODELYARD_REGION") or "",
     )
     if args.command == "serve":
         opts.roles = tuple(args.roles)

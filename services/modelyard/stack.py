@@ -92,8 +92,10 @@ class StackOptions:
     limiter: LimiterConfig | None = None
     # Run the registry's discovery loop (first pass at start, then on the interval).
     discovery: bool = True
-    # How the gateway spreads a model's requests over its deployments.
+    # How the gateway spreads a model's requests over its deployments, and the
+    # region it prefers with "region_affinity".
     balancing: str = "least_loaded"
+    region: str = ""
 
     def resolved_config(self) -> ModelyardConfig:
         if self.config is not None:
@@ -168,12 +170,17 @@ async def start_stack(opts: StackOptions) -> Stack:
             pool = BackendPool()
             limits = ModelLimits.from_config(opts.limiter or limiter_config(config))
             core = GatewayCore(
-                live, pool, limits, selector=selector, balancer=Balancer(opts.balancing)
+                live,
+                pool,
+                limits,
+                selector=selector,
+                balancer=Balancer(opts.balancing, opts.region),
             )
             bindings.append(gateway_binding(core))
     if "hotswap" in opts.roles:
         bindings.append(hotswap_binding())
-    found, ollama_answering = await _engines(opts, config)
+    ollama_answering = await _ollama_answering(opts, config)
+    found = await _engines(opts, config, ollama_answering)
     engines = [*found, *opts.engines]
     if engines:
         host = BackendHost(engines)
@@ -226,10 +233,23 @@ async def start_stack(opts: StackOptions) -> Stack:
     return stack
 
 
-async def _engines(opts: StackOptions, config: ModelyardConfig) -> tuple[list[Engine], set[str]]:
-    """The engines this process's roles run, and the ollama backends that answered."""
+async def _ollama_answering(opts: StackOptions, config: ModelyardConfig) -> set[str]:
+    """The configured Ollama backends that answer now (probed once, at start)."""
+    if not opts.discover_ollama or not {"registry", "backend-openai-compat"} & set(opts.roles):
+        return set()
+    plan = plan_engines(config)
+    return {
+        name
+        for name, ollama in plan.ollama
+        if await _answers(f"{ollama.endpoint.rstrip('/')}/api/tags")
+    }
+
+
+async def _engines(
+    opts: StackOptions, config: ModelyardConfig, ollama_answering: set[str]
+) -> list[Engine]:
+    """The engines this process's roles run."""
     engines: list[Engine] = []
-    answering: set[str] = set()
     plan = plan_engines(config)
     if "backend-local" in opts.roles and plan.local is not None:
         from modelyard.backends.local.llama_engine import LlamaEngine
@@ -245,11 +265,9 @@ async def _engines(opts: StackOptions, config: ModelyardConfig) -> tuple[list[En
         from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 
         providers = list(plan.providers)
-        if opts.discover_ollama:
-            for name, ollama in plan.ollama:
-                if await _answers(f"{ollama.endpoint.rstrip('/')}/api/tags"):
-                    answering.add(name)
-                    providers.append(ollama_endpoint(name, ollama))
+        for name, ollama in plan.ollama:
+            if name in ollama_answering:
+                providers.append(ollama_endpoint(name, ollama))
         engines.extend(OpenAICompatEngine(p) for p in providers)
     if "backend-coreml" in opts.roles:
         from modelyard.backends.coreml.engine import CoreMLEngine
@@ -258,7 +276,7 @@ async def _engines(opts: StackOptions, config: ModelyardConfig) -> tuple[list[En
             if isinstance(backend, CoreMLBackend):
                 directory = backend.models_dir or opts.resolved_models_dir(config)
                 engines.append(CoreMLEngine(directory))
-    return engines, answering
+    return engines
 
 
 async def _answers(url: str) -> bool:
