@@ -29,9 +29,18 @@ log = logging.getLogger(__name__)
 _TRACER_NAME = "modelyard"
 
 
+# A proxy: it follows whatever provider is installed later, so one is enough.
+_TRACER = trace.get_tracer(_TRACER_NAME)
+
+
 def tracer() -> trace.Tracer:
     """The tracer every modelyard span is made with (follows the global provider)."""
-    return trace.get_tracer(_TRACER_NAME)
+    return _TRACER
+
+
+def tracing_enabled() -> bool:
+    """Whether spans are recorded at all (an SDK provider is installed)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
 def configure_tracing(default_service_name: str) -> TracerProvider | None:
