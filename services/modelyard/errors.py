@@ -124,7 +124,6 @@ class Unimplemented(ModelyardError):
 
 _BY_CODE: dict[grpc.StatusCode, type[ModelyardError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.NOT_FOUND: ModelyardError,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.UNAVAILABLE: BackendUnavailable,

@@ -22,6 +22,17 @@ Change = registry_pb2.ModelChange
 WATCH_QUEUE_LIMIT = 4096
 
 
+def with_defaults(entry: common_pb2.ModelEntry) -> common_pb2.ModelEntry:
+    """A copy with the defaults a stored entry has: a name, and healthy unless told otherwise."""
+    stored = common_pb2.ModelEntry()
+    stored.CopyFrom(entry)
+    if not stored.name:
+        stored.name = stored.id.split("/", 1)[-1]
+    if stored.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
+        stored.health = common_pb2.HEALTH_STATUS_HEALTHY
+    return stored
+
+
 def same_content(a: common_pb2.ModelEntry, b: common_pb2.ModelEntry) -> bool:
     """Equal apart from the bookkeeping (revision, update time)."""
     a2, b2 = common_pb2.ModelEntry(), common_pb2.ModelEntry()
@@ -122,12 +133,7 @@ class Catalog:
             raise AlreadyExists(
                 f"model '{entry.id}' is already registered; pass upsert to replace it"
             )
-        stored = common_pb2.ModelEntry()
-        stored.CopyFrom(entry)
-        if not stored.name:
-            stored.name = stored.id.split("/", 1)[-1]
-        if stored.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
-            stored.health = common_pb2.HEALTH_STATUS_HEALTHY
+        stored = with_defaults(entry)
         current = self._entries.get(entry.id)
         if merge_deployments and current is not None:
             mine = {d.endpoint for d in stored.deployments}

@@ -8,7 +8,7 @@ so a pin can move back to an older one at any time.
 from __future__ import annotations
 
 from modelyard.errors import InvalidRequest, ModelNotFound
-from modelyard.registry.catalog import Catalog
+from modelyard.registry.catalog import Catalog, with_defaults
 from modelyard.registry.validation import check_entry, check_model_id
 from modelyard.v1 import common_pb2
 
@@ -25,12 +25,7 @@ class ModelVersions:
         check_entry(entry)
         if not entry.version:
             raise InvalidRequest(f"model '{entry.id}': version must not be empty")
-        stored = common_pb2.ModelEntry()
-        stored.CopyFrom(entry)
-        if not stored.name:
-            stored.name = stored.id.split("/", 1)[-1]
-        if stored.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
-            stored.health = common_pb2.HEALTH_STATUS_HEALTHY
+        stored = with_defaults(entry)
         pinned = self._pins.get(entry.id)
         if make_current and pinned and pinned != entry.version:
             self._pin(entry.id, entry.version)
