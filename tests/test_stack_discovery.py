@@ -120,3 +120,25 @@ async def test_ollama_models_fill_the_catalog_and_leave_it_unavailable(
             assert model.health == common_pb2.HEALTH_STATUS_UNAVAILABLE
     finally:
         await fake.stop()
+
+
+async def test_coreml_models_fill_the_catalog_with_their_schema(
+    make_stack,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    from discovery.coreml_models import image_classifier
+
+    image_classifier(tmp_path / "Pets.mlmodel")
+    config = parse_config(
+        f"model_system:\n  backends:\n    coreml: {{models_dir: '{tmp_path}'}}\n", env={}
+    )
+    stack = await make_stack(roles=("registry", "backend-coreml"), config=config, discovery=True)
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        found = await _wait_for(stub, lambda m: any(i.startswith("coreml/") for i in m))
+    [entry] = [e for i, e in found.items() if i.startswith("coreml/")]
+    assert common_pb2.CAPABILITY_IMAGE_CLASSIFICATION in entry.capabilities
+    assert "image" in entry.input_schema_json
+    if sys.platform != "darwin":
+        assert entry.health == common_pb2.HEALTH_STATUS_UNAVAILABLE
+        assert "macOS" in entry.health_reason
