@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from modelyard._native import Constraints, Weights
+from modelyard._native import Constraints, Selection, Weights
 from modelyard.errors import InvalidRequest, ModelNotFound, NoSuitableModel
 from modelyard.selector.candidates import CandidatePool, mask, servable
 from modelyard.selector.task_analysis import analyse
@@ -48,13 +48,56 @@ class Selector:
         self._settings = settings or SelectionSettings()
 
     def select(self, request: selector_pb2.SelectRequest) -> selector_pb2.SelectResponse:
+        """The chosen model with every candidate's scores and the reason each was dropped."""
+        task, outcome = self._run(request)
+        if isinstance(outcome, str):  # an agent pinned to a model
+            pinned = selector_pb2.CandidateScore(model_id=outcome, total=1.0, eligible=True)
+            return selector_pb2.SelectResponse(
+                model_id=outcome, candidates=[pinned], analysed_task=task
+            )
+        entries, selection, weights = outcome
+        response = selector_pb2.SelectResponse(analysed_task=task)
+        for score in selection.scores():
+            response.candidates.append(
+                selector_pb2.CandidateScore(
+                    model_id=score.model_id,
+                    total=score.total,
+                    eligible=score.eligible,
+                    rejection_reason=score.rejection,
+                    criteria=[
+                        selector_pb2.CriterionScore(criterion=name, value=value, weight=weight)
+                        for name, value, weight in zip(
+                            CRITERIA, score.criteria, _weight_values(weights), strict=True
+                        )
+                    ],
+                )
+            )
+        assert selection.chosen is not None
+        response.model_id = entries[selection.chosen].id
+        return response
+
+    def ranked(self, request: selector_pb2.SelectRequest) -> list[str]:
+        """Eligible model ids, best first: the gateway's choice and its fallback chain.
+
+        Reads only the native ranking, not every candidate's scores (measured:
+        ~19 µs to read 100 scores against ~1.4 µs for the selection itself).
+        """
+        _, outcome = self._run(request)
+        if isinstance(outcome, str):
+            return [outcome]
+        entries, selection, _ = outcome
+        return [entries[i].id for i in selection.ranked()]
+
+    def _run(
+        self, request: selector_pb2.SelectRequest
+    ) -> tuple[selector_pb2.Task, str | tuple[list[common_pb2.ModelEntry], Selection, Weights]]:
         task = analyse(request.task, request.task.input, common_pb2.GenerationParams())
         task.ClearField("input")  # analysed; no need to echo the whole input back
         policy = self._settings.policy
         rule = self._settings.agents.get(task.agent_id) if task.agent_id else None
         entries, candidates = self._pool.current()
         if rule is not None and rule.model:
-            return self._pinned(rule.model, entries, task)
+            return task, self._pinned(rule.model, entries, task)
         if rule is not None and rule.policy is not None:
             policy = rule.policy
         if candidates is None:
@@ -82,39 +125,17 @@ class Selector:
             max_memory_bytes=constraints.max_memory_bytes,
         )
         selection = candidates.select(native, weights)
-        response = selector_pb2.SelectResponse(analysed_task=task)
-        for score in selection.scores():
-            response.candidates.append(
-                selector_pb2.CandidateScore(
-                    model_id=score.model_id,
-                    total=score.total,
-                    eligible=score.eligible,
-                    rejection_reason=score.rejection,
-                    criteria=[
-                        selector_pb2.CriterionScore(criterion=name, value=value, weight=weight)
-                        for name, value, weight in zip(
-                            CRITERIA, score.criteria, _weight_values(weights), strict=True
-                        )
-                    ],
-                )
-            )
         if selection.chosen is None:
             reasons = "; ".join(
-                f"{s.model_id}: {s.rejection_reason}" for s in response.candidates[:5]
+                f"{s.model_id}: {s.rejection}"
+                for s in (selection[i] for i in range(len(selection)))
             )
             raise NoSuitableModel(f"no model meets the constraints ({reasons})")
-        response.model_id = entries[selection.chosen].id
-        return response
-
-    def ranked(self, request: selector_pb2.SelectRequest) -> list[str]:
-        """Eligible model ids, best first (the chosen one and a fallback chain)."""
-        response = self.select(request)
-        eligible = [c for c in response.candidates if c.eligible]
-        return [c.model_id for c in sorted(eligible, key=lambda c: -c.total)]
+        return task, (entries, selection, weights)
 
     def _pinned(
         self, model_id: str, entries: Sequence[common_pb2.ModelEntry], task: selector_pb2.Task
-    ) -> selector_pb2.SelectResponse:
+    ) -> str:
         entry = next((e for e in entries if e.id == model_id), None)
         if entry is None:
             raise ModelNotFound(model_id, f"the catalog (agent '{task.agent_id}' is pinned to it)")
@@ -123,10 +144,7 @@ class Selector:
                 f"agent '{task.agent_id}' is pinned to '{model_id}', which cannot serve now"
                 + (f": {entry.health_reason}" if entry.health_reason else "")
             )
-        score = selector_pb2.CandidateScore(model_id=model_id, total=1.0, eligible=True)
-        return selector_pb2.SelectResponse(
-            model_id=model_id, candidates=[score], analysed_task=task
-        )
+        return model_id
 
 
 def _merge_constraints(
