@@ -12,7 +12,12 @@ each at one request in flight (latency) and at N in flight (throughput), then
 prints a markdown table and rewrites the "## Gateway overhead" section of
 docs/benchmarks.md (other sections are left as they are).
 
+With ``--loadgen go`` every path is driven instead by the compiled load
+generator in bench/loadgen (built with ``go build``; it costs far less CPU per
+call than grpc.aio, which shares the same cores as what is measured).
+
     .venv/bin/python bench/gateway_overhead.py [--sequential 2000] [--concurrent 5000]
+    .venv/bin/python bench/gateway_overhead.py --loadgen go
 """
 
 from __future__ import annotations
@@ -294,6 +299,94 @@ async def run(
     return results
 
 
+# --- Go load generator (--loadgen go) ------------------------------------------------------
+# The same three paths, driven by bench/loadgen (a Go program) in a child process per run.
+
+LOADGEN_DIR = ROOT / "bench" / "loadgen"
+LOADGEN_BIN = LOADGEN_DIR / "bin" / "loadgen"
+GO_CLIENT_DIR = ROOT / "clients" / "go"
+
+
+def build_go_loadgen() -> Path:
+    """Generate the Go stubs if the protos are newer, then `go build` (cached by Go)."""
+    stubs = list((GO_CLIENT_DIR / "modelyard" / "v1").glob("*.pb.go"))
+    protos = list((ROOT / "proto" / "modelyard" / "v1").glob("*.proto"))
+    if not stubs or max(p.stat().st_mtime for p in protos) > min(s.stat().st_mtime for s in stubs):
+        subprocess.run([str(GO_CLIENT_DIR / "generate.sh")], check=True)
+    subprocess.run(["go", "build", "-o", str(LOADGEN_BIN), "."], cwd=LOADGEN_DIR, check=True)
+    return LOADGEN_BIN
+
+
+def go_run(name: str, cmd: list[str], in_flight: int, n: int, watched: dict[str, int]) -> Measured:
+    """One measured run of the Go load generator; its CPU comes from its own report.
+
+    It warms up, says so and waits (-hold), so the other processes' CPU is read
+    around the measured calls only.
+    """
+    cmd = [*cmd, "-in-flight", str(in_flight), "-requests", str(n), "-hold", "-latencies"]
+    # One P is plenty (the generator needs a fraction of a core) and spares the shared
+    # cores the Go scheduler's spinning on idle Ps; an explicit GOMAXPROCS wins.
+    env = {**os.environ, "GOMAXPROCS": os.environ.get("GOMAXPROCS", "1")}
+    with subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        if "warm" not in proc.stdout.readline():
+            proc.kill()
+            raise RuntimeError(f"loadgen did not warm up: {proc.communicate()[1][-2000:]}")
+        cpu_before = {k: process_cpu_s(pid) for k, pid in watched.items()}
+        out, err = proc.communicate("go\n", timeout=600)
+        cpu_ms = {k: (process_cpu_s(pid) - cpu_before[k]) * 1000 / n for k, pid in watched.items()}
+    if proc.returncode not in (0, 1):  # 1: some calls failed, still a report
+        raise RuntimeError(f"loadgen exited {proc.returncode}: {err[-2000:]}")
+    report = json.loads(out)
+    cpu_ms["loadgen"] = report["cpu_ms_per_req"]
+    return Measured(
+        name,
+        in_flight,
+        n,
+        report.get("latencies_ms") or [],
+        report["errors"],
+        report["first_error"],
+        report["wall_s"],
+        cpu_ms,
+    )
+
+
+def run_go(
+    args: argparse.Namespace, upstream: UpstreamProcess, gw: GatewayProcess
+) -> list[Measured]:
+    """Every path at 1 and at `args.in_flight` in flight, driven by bench/loadgen."""
+    binary = build_go_loadgen()
+    watched = {"upstream": upstream.proc.pid, "gateway": gw.proc.pid}
+    common = [
+        *("-prompt", PROMPT, "-max-tokens", str(MAX_TOKENS), "-warmup", str(args.warmup)),
+        *("-expect-text", EXPECTED, "-expect-finish", "stop"),
+    ]
+    paths = [
+        ("direct HTTP stream", "openai-stream", upstream.url, MODEL),
+        ("gateway GenerateStream", "stream", gw.address, gw.model_id),
+        ("gateway Generate", "unary", gw.address, gw.model_id),
+    ]
+    results = []
+    for name, call, addr, model in paths:
+        print(f"{name} (Go loadgen, -call {call})", flush=True)
+        cmd = [str(binary), "-call", call, "-addr", addr, "-model", model, *common]
+        cmd += ["-conns", str(args.channels)]
+        for in_flight, n in ((1, args.sequential), (args.in_flight, args.concurrent)):
+            results.append(go_run(name, cmd, in_flight, n, watched))
+            print(f"  {results[-1].summary()}", flush=True)
+    return results
+
+
+# --- end of the Go load generator ----------------------------------------------------------
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequential", type=int, default=2000, help="requests at 1 in flight")
@@ -305,6 +398,12 @@ def main() -> int:
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels the load shares")
     parser.add_argument(
         "--upstream", choices=("raw", "aiohttp"), default="raw", help="fake upstream implementation"
+    )
+    parser.add_argument(
+        "--loadgen",
+        choices=("python", "go"),
+        default="python",
+        help="load generator: this process (aiohttp, grpc.aio) or bench/loadgen (Go)",
     )
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true", help="print only, leave the docs")
@@ -320,7 +419,11 @@ def main() -> int:
         gw = GatewayProcess(upstream.url, Path(tmp))
         try:
             print(f"upstream {upstream.url}, gateway {gw.address} serving {gw.model_id}")
-            results = asyncio.run(run(args, upstream, gw))
+            print(f"load generator: {args.loadgen}", flush=True)
+            if args.loadgen == "go":
+                results = run_go(args, upstream, gw)
+            else:
+                results = asyncio.run(run(args, upstream, gw))
         finally:
             gw.stop()
             with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import re
+import subprocess
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -122,6 +123,33 @@ def machine() -> list[str]:
     ]
 
 
+def loadgen_method(args: argparse.Namespace) -> str:
+    """The Method bullet that says which load generator drove the run (--loadgen)."""
+    if getattr(args, "loadgen", "python") == "go":
+        return (
+            "- the load generator: `bench/loadgen`, a Go program (grpc-go over "
+            f"{args.channels} HTTP/2 connection(s) for the gateway paths, net/http for the direct "
+            "path), one child process per run (`--loadgen go`, `GOMAXPROCS="
+            f"{os.environ.get('GOMAXPROCS', '1')}`); its CPU is its own `getrusage` over the "
+            "measured calls."
+        )
+    return (
+        "- the load generator (this script, `--loadgen python`): aiohttp for the direct path, "
+        f"grpc.aio with {args.channels} channel(s) for the gateway path."
+    )
+
+
+def go_version(args: argparse.Namespace) -> list[str]:
+    """The Go toolchain line of the Machine list, when the Go load generator was used."""
+    if getattr(args, "loadgen", "python") != "go":
+        return []
+    try:
+        out = subprocess.run(["go", "version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ["- Go: unknown (`go version` failed)"]
+    return [f"- {out.stdout.strip()} (load generator; grpc-go and protobuf as in its go.mod)"]
+
+
 def load_average() -> float:
     """The 1-minute load average: other work on the machine skews every figure here."""
     return float(Path("/proc/loadavg").read_text().split()[0])
@@ -149,15 +177,21 @@ def section(results: list[Measured], args: argparse.Namespace, load: tuple[float
     met = all(ok for target, _, ok in checks if target.startswith(PRIMARY))
     from fake_openai_upstream import PIECES
 
+    args_loadgen = getattr(args, "loadgen", "python")
+    loadgen = "Go (`bench/loadgen`)" if args_loadgen == "go" else "Python (aiohttp, grpc.aio)"
+
     lines = [
         SECTION,
         "",
-        f"Measured {today} by `bench/gateway_overhead.py` (this section is rewritten by it: "
-        "`.venv/bin/python bench/gateway_overhead.py`, `--help` for the request counts).",
+        f"Measured {today} by `bench/gateway_overhead.py` with the {loadgen} load generator "
+        "(this section is rewritten by it: "
+        f"`.venv/bin/python bench/gateway_overhead.py --loadgen {args_loadgen}`, `--help` for "
+        "the request counts).",
         "",
         "### Machine",
         "",
         *machine(),
+        *go_version(args),
         f"- 1-minute load average {load[0]:.2f} before the run, {load[1]:.2f} after (the "
         "run itself adds up to ~2); other jobs on the machine inflate the figures",
         "",
@@ -173,8 +207,7 @@ def section(results: list[Measured], args: argparse.Namespace, load: tuple[float
         "backend-openai-compat` with `CUSTOM_AI_PROVIDER_URL` pointing at the upstream and "
         "`OTEL_TRACES_EXPORTER=none`; a call goes client -> gateway (gRPC) -> backend "
         "(gRPC, same process) -> upstream (HTTP, aiohttp);",
-        "- the load generator (this script): aiohttp for the direct path, grpc.aio with "
-        f"{args.channels} channel(s) for the gateway path.",
+        loadgen_method(args),
         "",
         "Paths:",
         "",

@@ -73,3 +73,22 @@ async def test_compare_refuses_duplicates(stub) -> None:  # type: ignore[no-unty
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Compare(request)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_batch_items_are_charged_to_the_callers_key(make_stack) -> None:  # type: ignore[no-untyped-def]
+    from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
+
+    limiter = LimiterConfig(quotas=QuotaConfig(per_key=Rates(requests_per_minute=2)))
+    stack = await make_stack(
+        roles=("registry", "gateway"),
+        engines=[ScriptedEngine(("scripted/a",), pieces=("A",))],
+        limiter=limiter,
+    )
+    batch = gateway_pb2.BatchGenerateRequest(requests=[_item("scripted/a")] * 3)
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        reply = await stub.BatchGenerate(batch, metadata=(("x-api-key", "key-one"),))
+        other = await stub.BatchGenerate(batch, metadata=(("x-api-key", "key-two"),))
+    codes = sorted(r.error.code for r in reply.results)
+    assert codes == [0, 0, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
+    assert sum(1 for r in other.results if r.HasField("response")) == 2  # its own budget

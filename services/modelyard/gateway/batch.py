@@ -22,7 +22,9 @@ async def generate_batch(
     core: GatewayCore,
     requests: Sequence[gateway_pb2.GenerateRequest],
     timeout_s: float | None = None,
+    api_key: str | None = None,
 ) -> list[gateway_pb2.BatchItemResult]:
+    """Every item charged to the caller's API key, as if sent one by one."""
     if not requests:
         raise InvalidRequest("the batch is empty")
     if len(requests) > MAX_BATCH_ITEMS:
@@ -32,7 +34,9 @@ async def generate_batch(
     async def one(request: gateway_pb2.GenerateRequest) -> gateway_pb2.BatchItemResult:
         async with gate:
             try:
-                return gateway_pb2.BatchItemResult(response=await core.generate(request, timeout_s))
+                return gateway_pb2.BatchItemResult(
+                    response=await core.generate(request, timeout_s, api_key)
+                )
             except ModelyardError as exc:
                 return gateway_pb2.BatchItemResult(
                     error=gateway_pb2.ItemError(code=exc.code.value[0], message=exc.message)
@@ -42,7 +46,10 @@ async def generate_batch(
 
 
 async def compare(
-    core: GatewayCore, request: gateway_pb2.CompareRequest, timeout_s: float | None = None
+    core: GatewayCore,
+    request: gateway_pb2.CompareRequest,
+    timeout_s: float | None = None,
+    api_key: str | None = None,
 ) -> list[gateway_pb2.BatchItemResult]:
     """The same input on every model in `request.models`, concurrently."""
     if len(request.models) < 1:
@@ -55,4 +62,4 @@ async def compare(
         )
         for model in request.models
     ]
-    return await generate_batch(core, items, timeout_s)
+    return await generate_batch(core, items, timeout_s, api_key)

@@ -40,13 +40,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def BatchGenerate(
         self, request: gateway_pb2.BatchGenerateRequest, context: Ctx
     ) -> gateway_pb2.BatchGenerateResponse:
-        results = await generate_batch(self._core, request.requests, context.time_remaining())
+        api_key = api_key_from_metadata(context.invocation_metadata())
+        results = await generate_batch(
+            self._core, request.requests, context.time_remaining(), api_key
+        )
         return gateway_pb2.BatchGenerateResponse(results=results)
 
     async def Compare(
         self, request: gateway_pb2.CompareRequest, context: Ctx
     ) -> gateway_pb2.CompareResponse:
-        results = await compare(self._core, request, context.time_remaining())
+        api_key = api_key_from_metadata(context.invocation_metadata())
+        results = await compare(self._core, request, context.time_remaining(), api_key)
         return gateway_pb2.CompareResponse(results=results)
 
 
