@@ -6,7 +6,7 @@
 // per call, so on a small machine it leaves the cores to what is measured.
 //
 //	go build -o bin/loadgen . && bin/loadgen -addr 127.0.0.1:50051 -model custom/fake-gpt \
-//	    -call stream -in-flight 32 -requests 5000 -expect-text "Hello." -expect-finish stop
+//	    -call stream -in-flight 32 -requests 5000 -expect-text "Hello from the fake upstream." -expect-finish stop
 //
 // With -hold it warms up, prints {"event":"warm"} and waits for a line on
 // stdin before the measured run, so a driver can read other processes' CPU
