@@ -10,6 +10,8 @@ three hops away. The native module raises these classes too, never a bare
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
 
 # Trailing-metadata key that carries a rate limit's retry delay in milliseconds.
@@ -144,10 +146,9 @@ def error_from_status(
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry_ms = trailers.get(RETRY_AFTER_MS_KEY)
         if retry_ms is not None:
-            err: ModelyardError = RateLimited.__new__(RateLimited)
-            ModelyardError.__init__(err, details)
-            err.retry_after_s = int(retry_ms) / 1000  # type: ignore[attr-defined]
-            return err
+            limited = _plain(RateLimited, details)  # the details already say the wait
+            limited.retry_after_s = int(retry_ms) / 1000
+            return limited
         return _plain(RequestTooLarge, details)
     if code == grpc.StatusCode.NOT_FOUND:
         return _plain(ModelNotFoundRemote, details)
@@ -159,7 +160,11 @@ class ModelNotFoundRemote(ModelNotFound):
     """`ModelNotFound` rebuilt from a NOT_FOUND status (the model id is in the text)."""
 
 
-def _plain(cls: type[ModelyardError], details: str) -> ModelyardError:
+E = TypeVar("E", bound=ModelyardError)
+
+
+def _plain(cls: type[E], details: str) -> E:
+    """An instance of `cls` carrying `details` as they came, whatever its constructor adds."""
     err = cls.__new__(cls)
     ModelyardError.__init__(err, details)
     return err

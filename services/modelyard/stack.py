@@ -190,13 +190,14 @@ async def start_stack(opts: StackOptions) -> Stack:
     address = f"{opts.listen.rsplit(':', 1)[0]}:{server.port}"
     stack = Stack(server, address, catalog, view, host, pool, limits)
     registry_address = address if catalog else opts.registry_address
+    # How other services reach the backends served here.
+    advertise = opts.advertise or address.replace("0.0.0.0", "127.0.0.1")
     if (view or host) and not registry_address:
         await stack.stop(0)
         raise ValueError("this role needs the registry's address (--registry)")
     try:
         if host is not None:
             await host.start()
-            advertise = opts.advertise or address.replace("0.0.0.0", "127.0.0.1")
             assert registry_address
             entries = host.models(advertise)
             apply_profiles(entries, config)
@@ -209,10 +210,7 @@ async def start_stack(opts: StackOptions) -> Stack:
                 log.warning("backend %s cannot serve: %s", host.name, reason)
                 await server.health.set(backend_service_name(), NOT_SERVING)
         if registry is not None and opts.discovery:
-            local_endpoints = {}
-            if host is not None:
-                advertised = opts.advertise or address.replace("0.0.0.0", "127.0.0.1")
-                local_endpoints = {e.kind: advertised for e in host.engines}
+            local_endpoints = {e.kind: advertise for e in host.engines} if host else {}
             sources = discovery_bindings(
                 config,
                 models_dir=opts.resolved_models_dir(config),

@@ -132,6 +132,5 @@ def _translate(exc: grpc.aio.AioRpcError, deployment: common_pb2.Deployment) -> 
     if code == grpc.StatusCode.UNAVAILABLE:
         return BackendUnavailable(f"{where} is unavailable: {details}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        err = error_from_status(code, f"{where} did not answer in time: {details}")
-        return err
+        return DeadlineExceeded(f"{where} did not answer in time: {details}")
     return error_from_status(code, details, exc.trailing_metadata())  # type: ignore[arg-type]

@@ -19,11 +19,22 @@ from aiohttp import web
 from modelyard.stack import Stack
 from modelyard.v1 import (
     backend_pb2_grpc,
+    gateway_pb2,
     gateway_pb2_grpc,
     registry_pb2_grpc,
 )
 
 STACK_ROLES = ("registry", "gateway", "backend-openai-compat")
+MODEL = "custom/fake-model"  # the catalog id of the fake's model
+
+
+def request(text: str = "Hello there", max_tokens: int = 16) -> gateway_pb2.GenerateRequest:
+    """A text request for the fake's model."""
+    req = gateway_pb2.GenerateRequest(model=MODEL)
+    req.input.text = text
+    req.params.max_tokens = max_tokens
+    return req
+
 
 Event = dict[str, Any] | str  # a chunk to encode as JSON, or raw `data` text
 ChatHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]

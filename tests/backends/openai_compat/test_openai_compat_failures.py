@@ -19,19 +19,11 @@ from backends.openai_compat.openai_fake import (
     UnframedUpstream,
     chunk,
     openai_error,
+    request,
 )
 
 from modelyard.errors import RETRY_AFTER_MS_KEY, RateLimited, error_from_status
 from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
-
-MODEL = "custom/fake-model"
-
-
-def _request(text: str = "Hello there", max_tokens: int = 16) -> gateway_pb2.GenerateRequest:
-    req = gateway_pb2.GenerateRequest(model=MODEL)
-    req.input.text = text
-    req.params.max_tokens = max_tokens
-    return req
 
 
 async def _stream_until_error(
@@ -56,7 +48,7 @@ async def test_rate_limit_is_resource_exhausted_with_the_upstream_retry_time(
     )
     clients = await stack_for(upstream.url)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await clients.gateway.Generate(_request(), timeout=10)
+        await clients.gateway.Generate(request(), timeout=10)
     err = info.value
     details = err.details() or ""
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -90,7 +82,7 @@ async def test_http_errors_map_to_status_codes_with_the_upstream_message(
     upstream.fail(status, openai_error(message, "invalid_request_error", "context_length_exceeded"))
     clients = await stack_for(upstream.url)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await clients.gateway.Generate(_request(), timeout=10)
+        await clients.gateway.Generate(request(), timeout=10)
     assert info.value.code() == code
     details = info.value.details() or ""
     assert message in details
@@ -108,7 +100,7 @@ async def test_bad_request_is_invalid_argument_carrying_the_upstream_message(
         ),
     )
     clients = await stack_for(upstream.url)
-    chunks, err = await _stream_until_error(clients, _request())
+    chunks, err = await _stream_until_error(clients, request())
     assert chunks == []
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (err.details() or "") == (
@@ -123,7 +115,7 @@ async def test_upstream_gone_after_start_is_unavailable_naming_it(
     clients = await stack_for(upstream.url)
     await upstream.stop()  # the model stays in the catalog; its upstream refuses connections
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await clients.gateway.Generate(_request(), timeout=10)
+        await clients.gateway.Generate(request(), timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     details = info.value.details() or ""
     assert f"upstream 'custom' at {upstream.url}/v1 is unreachable" in details
@@ -134,7 +126,7 @@ async def test_connection_dropped_mid_stream_is_aborted_as_truncated(
 ) -> None:
     upstream.stream_then_drop([chunk("", role="assistant"), chunk("Hel"), chunk("lo")])
     clients = await stack_for(upstream.url)
-    chunks, err = await _stream_until_error(clients, _request())
+    chunks, err = await _stream_until_error(clients, request())
     text = "".join(c.text for c in chunks)
     # aiohttp raises the broken body before handing over bytes it still buffers,
     # so how much of the partial answer streams depends on timing; never more.
@@ -152,7 +144,7 @@ async def test_done_without_finish_reason_is_aborted_as_truncated(
     # What llama.cpp's server sends when a second request interrupts the first.
     upstream.stream([chunk("", role="assistant"), chunk("Once"), chunk(" upon")], done=True)
     clients = await stack_for(upstream.url)
-    chunks, err = await _stream_until_error(clients, _request())
+    chunks, err = await _stream_until_error(clients, request())
     # What arrived in one read is forwarded as one piece.
     assert "".join(c.text for c in chunks) == "Once upon"
     assert err.code() == grpc.StatusCode.ABORTED
@@ -168,7 +160,7 @@ async def test_unary_generate_never_returns_a_truncated_answer_as_complete(
     upstream.stream([chunk("Once"), chunk(" upon")], done=True)
     clients = await stack_for(upstream.url)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await clients.gateway.Generate(_request(), timeout=10)
+        await clients.gateway.Generate(request(), timeout=10)
     assert info.value.code() == grpc.StatusCode.ABORTED
     assert "truncated" in (info.value.details() or "")
 
@@ -178,7 +170,7 @@ async def test_caller_cancelling_the_stream_closes_the_upstream_request(
 ) -> None:
     upstream.stream_then_hang([chunk("", role="assistant"), chunk("Hello")])
     clients = await stack_for(upstream.url)
-    call = clients.gateway.GenerateStream(_request(), timeout=30)
+    call = clients.gateway.GenerateStream(request(), timeout=30)
     first = await anext(aiter(call))
     assert first.text == "Hello"
     assert not upstream.disconnected.is_set()
@@ -197,7 +189,7 @@ async def test_stream_cut_mid_event_on_an_unframed_body_is_aborted_not_malformed
     await fake.start()
     try:
         clients = await stack_for(fake.url)
-        chunks, err = await _stream_until_error(clients, _request())
+        chunks, err = await _stream_until_error(clients, request())
     finally:
         await fake.stop()
     assert [c.text for c in chunks] == ["Hello"]
@@ -216,7 +208,7 @@ async def test_error_event_mid_stream_is_reported_with_its_message(
         done=False,
     )
     clients = await stack_for(upstream.url)
-    chunks, err = await _stream_until_error(clients, _request())
+    chunks, err = await _stream_until_error(clients, request())
     assert [c.text for c in chunks] == ["Hi"]
     assert err.code() == grpc.StatusCode.UNKNOWN
     details = err.details() or ""
@@ -247,5 +239,5 @@ async def test_upstream_unreachable_at_start_is_unhealthy_with_no_models(
         )
         assert list(catalog.models) == []
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await clients.gateway.Generate(_request(), timeout=10)
+            await clients.gateway.Generate(request(), timeout=10)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import pytest
 from backends.openai_compat.openai_fake import (
+    MODEL,
     Clients,
     FakeUpstream,
     StackFor,
     chunk,
+    request,
     usage_chunk,
 )
 
 from modelyard.v1 import common_pb2, gateway_pb2, registry_pb2
-
-MODEL = "custom/fake-model"
-
-
-def _request(text: str = "Hello there", max_tokens: int = 16) -> gateway_pb2.GenerateRequest:
-    req = gateway_pb2.GenerateRequest(model=MODEL)
-    req.input.text = text
-    req.params.max_tokens = max_tokens
-    return req
 
 
 async def _stream(
@@ -54,7 +47,7 @@ async def test_text_input_is_sent_as_one_user_message_with_the_params(
 ) -> None:
     upstream.stream([chunk("ok", role="assistant"), chunk(finish_reason="stop")])
     clients = await stack_for(upstream.url)
-    req = _request("Name three rivers.", max_tokens=42)
+    req = request("Name three rivers.", max_tokens=42)
     req.params.temperature = 0.5  # exact in float32, so it compares exactly
     req.params.top_p = 0.25
     req.params.seed = 1234
@@ -104,7 +97,7 @@ async def test_api_key_is_sent_as_a_bearer_token(
 ) -> None:
     upstream.stream([chunk("ok"), chunk(finish_reason="stop")])
     clients = await stack_for(upstream.url, CUSTOM_AI_API_KEY="sk-test-123")
-    await _stream(clients, _request())
+    await _stream(clients, request())
     assert upstream.headers[0]["Authorization"] == "Bearer sk-test-123"
 
 
@@ -122,7 +115,7 @@ async def test_stream_pieces_finish_reason_and_usage_reach_the_caller(
         ]
     )
     clients = await stack_for(upstream.url)
-    chunks = await _stream(clients, _request())
+    chunks = await _stream(clients, request())
 
     # Events that arrive together travel as one piece; the finish rides on the last.
     assert "".join(c.text for c in chunks) == "Hello, world"
@@ -145,7 +138,7 @@ async def test_generate_reports_usage_from_the_usage_chunk(
         ]
     )
     clients = await stack_for(upstream.url)
-    response = await clients.gateway.Generate(_request(), timeout=10)
+    response = await clients.gateway.Generate(request(), timeout=10)
     assert response.text == "Hi there"
     assert response.model_id == MODEL
     assert response.finish_reason == common_pb2.FINISH_REASON_STOP
@@ -166,5 +159,5 @@ async def test_finish_reasons_map_to_the_proto_enum(
 ) -> None:
     upstream.stream([chunk("x"), chunk(finish_reason=upstream_reason)])
     clients = await stack_for(upstream.url)
-    chunks = await _stream(clients, _request())
+    chunks = await _stream(clients, request())
     assert chunks[-1].finish_reason == expected
