@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modelyard.stack import Stack, StackOptions, start_stack
+from modelyard.assembly import Settings, Stack, start_stack
+from modelyard.backends.engine import Engine
+from modelyard.config import default_config
 
 GEMMA_ID = "local/gemma-3-270m-q4_k_m"
 
@@ -50,18 +54,17 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
     """Start in-process stacks on free ports; every one is stopped after the test."""
     started: list[Stack] = []
 
-    async def factory(**overrides: object) -> Stack:
-        opts = StackOptions(
+    async def factory(engines: Sequence[Engine] = (), **overrides: Any) -> Stack:
+        """`overrides`: `Settings` fields; `engines`: hosted besides the configured ones."""
+        settings = Settings(
+            config=default_config({}),  # no provider keys from this machine's environment
             listen="127.0.0.1:0",
             data_dir=tmp_path / f"data{len(started)}",
             assemble_default_model=False,
             discover_ollama=False,
-            openai_compat_env={},
             discovery=False,  # reading GGUF metadata costs seconds; its own tests turn it on
         )
-        for key, value in overrides.items():
-            setattr(opts, key, value)
-        stack = await start_stack(opts)
+        stack = await start_stack(dataclasses.replace(settings, **overrides), engines=engines)
         started.append(stack)
         return stack
 

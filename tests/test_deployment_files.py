@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from modelyard.stack import ROLES
+from modelyard.assembly import ROLES
 
 ROOT = Path(__file__).resolve().parent.parent
 

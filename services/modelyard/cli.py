@@ -9,10 +9,14 @@ import os
 import sys
 from pathlib import Path
 
-from modelyard.config import default_config, load_config
+from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
+from modelyard.config import ConfigError
+from modelyard.config.unbuilt import notices
 from modelyard.errors import ModelyardError
-from modelyard.stack import DEFAULT_ADDRESS, ROLES, StackOptions, default_data_dir, start_stack
 from modelyard.telemetry import configure_tracing
+
+# Exit status of a start-up mistake (a bad flag, variable or file), as argparse uses.
+STARTUP_MISTAKE = 2
 
 
 def _address_default() -> str:
@@ -29,7 +33,6 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--config",
             type=Path,
-            default=os.environ.get("MODELYARD_CONFIG") or None,
             help="YAML configuration file (env MODELYARD_CONFIG; default: none needed)",
         )
         p.add_argument(
@@ -42,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--models-dir",
             type=Path,
-            help="GGUF files for the local backend (env MODELYARD_MODELS_DIR)",
+            help="model files for backends that read them (env MODELYARD_MODELS_DIR; "
+            "a backend's own models_dir wins)",
         )
         p.add_argument(
             "--grace", type=float, help="seconds in-flight calls get to finish on SIGTERM (30)"
@@ -56,14 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     server_flags(serve)
     serve.add_argument("roles", nargs="+", choices=ROLES)
     serve.add_argument(
-        "--registry",
-        default=os.environ.get("MODELYARD_REGISTRY"),
-        help="registry address when it runs elsewhere (env MODELYARD_REGISTRY)",
+        "--registry", help="registry address when it runs elsewhere (env MODELYARD_REGISTRY)"
     )
     serve.add_argument(
         "--advertise",
-        default=os.environ.get("MODELYARD_ADVERTISE"),
-        help="address other services use to reach this one's backends",
+        help="address other services use to reach this one's backends (env MODELYARD_ADVERTISE)",
     )
 
     models = sub.add_parser("models", help="list the models in the catalog")
@@ -103,37 +104,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config) if args.config else default_config()
-    env = os.environ.get
-    log_level = args.log_level or env("MODELYARD_LOG_LEVEL") or config.server.log_level
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    models_dir = args.models_dir or env("MODELYARD_MODELS_DIR")
-    opts = StackOptions(
-        listen=args.listen or env("MODELYARD_ADDRESS") or config.server.listen,
-        data_dir=args.data_dir
-        or (default_data_dir() if env("MODELYARD_DATA_DIR") else None)
-        or config.server.data_dir
-        or default_data_dir(),
-        models_dir=Path(models_dir) if models_dir else None,
-        config=config,
-        # round_robin, least_loaded, p2c, cost_optimized or region_affinity
-        balancing=env("MODELYARD_BALANCING") or "least_loaded",
-        region=env("MODELYARD_REGION") or "",
-    )
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("config", "listen", "data_dir", "models_dir", "grace", "log_level")
+    }
     if args.command == "serve":
-        opts.roles = tuple(args.roles)
-        opts.registry_address = args.registry
-        opts.advertise = args.advertise
-    grace = args.grace if args.grace is not None else config.server.grace_period
-    asyncio.run(_run(opts, grace))
+        flags.update(roles=tuple(args.roles), registry=args.registry, advertise=args.advertise)
+    try:
+        settings = resolve_settings(flags)
+    except ModelyardError as exc:
+        return _startup_mistake(exc)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    for line in notices(settings.config):
+        print(f"modelyard: {line}", file=sys.stderr, flush=True)
+    try:
+        asyncio.run(_run(settings))
+    except (ModelyardError, OSError) as exc:
+        return _startup_mistake(exc)
     return 0
 
 
-async def _run(opts: StackOptions, grace_s: float) -> None:
+def _startup_mistake(exc: ModelyardError | OSError) -> int:
+    """One clear line per problem on stderr, and the start-up mistake status; no traceback."""
+    if isinstance(exc, ConfigError):
+        for line in exc.lines():
+            print(f"modelyard: {line}", file=sys.stderr)
+    else:
+        message = exc.message if isinstance(exc, ModelyardError) else str(exc)
+        print(f"modelyard: cannot start: {message}", file=sys.stderr)
+    return STARTUP_MISTAKE
+
+
+async def _run(settings: Settings) -> None:
     from modelyard.server.runtime import wait_for_stop_signal
 
     provider = configure_tracing("modelyard")
-    stack = await start_stack(opts)
+    stack = await start_stack(settings)
     models = stack.view.models() if stack.view else []
     print(
         f"modelyard: serving {', '.join(stack.server.service_names)} on {stack.address}", flush=True
@@ -142,19 +148,21 @@ async def _run(opts: StackOptions, grace_s: float) -> None:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:
         await wait_for_stop_signal()
-        print(f"modelyard: draining for up to {grace_s:g}s", flush=True)
+        print(f"modelyard: draining for up to {settings.grace_s:g}s", flush=True)
     finally:
-        await stack.stop(grace_s)
+        await stack.stop(settings.grace_s)
         if provider is not None:
             provider.shutdown()
 
 
 def _models(args: argparse.Namespace) -> int:
-    from modelyard.v1 import common_pb2
-    from modelyard_client import GatewayClient
+    import grpc
 
-    with GatewayClient(args.address, timeout_s=10) as client:
-        for entry in client.models():
+    from modelyard import remote
+    from modelyard.v1 import common_pb2
+
+    with grpc.insecure_channel(args.address) as channel:
+        for entry in remote.list_models(channel, timeout_s=10):
             backends = ",".join(d.backend for d in entry.deployments)
             health = common_pb2.HealthStatus.Name(entry.health).removeprefix("HEALTH_STATUS_")
             ctx = entry.context_window or "-"
@@ -163,11 +171,14 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from modelyard_client import GatewayClient
+    import grpc
 
-    prompt: str | list[tuple[str, str]] = [("user", args.prompt)] if args.chat else args.prompt
-    with GatewayClient(args.address) as client:
-        for piece in client.stream(args.model, prompt, max_tokens=args.max_tokens):
+    from modelyard import remote
+
+    prompt: remote.Prompt = [("user", args.prompt)] if args.chat else args.prompt
+    request = remote.generate_request(args.model, prompt, args.max_tokens)
+    with grpc.insecure_channel(args.address) as channel:
+        for piece in remote.stream_text(channel, request, timeout_s=600):
             sys.stdout.write(piece)
             sys.stdout.flush()
     sys.stdout.write("\n")
@@ -190,6 +201,8 @@ def _config_check(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.file}: ok")
     for line in summary_lines(config):
+        print(f"  {line}")
+    for line in notices(config):
         print(f"  {line}")
     return 0
 

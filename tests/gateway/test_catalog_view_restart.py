@@ -12,7 +12,7 @@ from conftest import free_port
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.store import CatalogStore
-from modelyard.stack import StackOptions, start_stack
+from modelyard.assembly import Settings, start_stack
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
@@ -25,13 +25,12 @@ async def _until(predicate, timeout_s: float = 15.0) -> None:  # type: ignore[no
 
 async def test_view_resumes_after_the_registry_restarts(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
-    opts = StackOptions(
+    opts = Settings(
         listen=address,
         roles=("registry",),
         data_dir=tmp_path,
         discovery=False,
         assemble_default_model=False,
-        openai_compat_env={},
     )
     registry = await start_stack(opts)
     view = CatalogView()

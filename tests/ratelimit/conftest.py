@@ -16,7 +16,7 @@ from modelyard.backends.engine import Engine
 from modelyard.errors import RETRY_AFTER_MS_KEY
 from modelyard.gateway.limits import ModelLimits
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.stack import Stack
+from modelyard.assembly import Stack
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for `sup
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.backends.engine import Piece
-from modelyard.gateway.validation import estimate_input_tokens
+from modelyard.model_input import estimate_input_tokens
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.stack import StackOptions, start_stack
+from modelyard.assembly import Settings, start_stack
 from modelyard.v1 import common_pb2
 
 
@@ -49,24 +49,21 @@ class FullUseEngine(ScriptedEngine):
 
 async def main(data_dir: Path, rpm: float, tpm: float) -> None:
     stack = await start_stack(
-        StackOptions(
+        Settings(
             listen="127.0.0.1:0",
             roles=("registry", "gateway"),
             data_dir=data_dir,
             assemble_default_model=False,
             discover_ollama=False,
-            openai_compat_env={},
             limiter=LimiterConfig.from_env(),
             discovery=False,
-            engines=[
-                ScriptedEngine(
-                    ("scripted/rpm",), limits=common_pb2.RateLimits(requests_per_minute=rpm)
-                ),
-                FullUseEngine(
-                    ("scripted/tpm",), limits=common_pb2.RateLimits(tokens_per_minute=tpm)
-                ),
-            ],
-        )
+        ),
+        engines=[
+            ScriptedEngine(
+                ("scripted/rpm",), limits=common_pb2.RateLimits(requests_per_minute=rpm)
+            ),
+            FullUseEngine(("scripted/tpm",), limits=common_pb2.RateLimits(tokens_per_minute=tpm)),
+        ],
     )
     print(f"READY {stack.address}", flush=True)
     loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ from modelyard.v1 import common_pb2
 
 class ScriptedEngine:
     kind = "scripted"
+    backend = "scripted"
 
     def __init__(
         self,

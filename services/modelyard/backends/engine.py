@@ -31,7 +31,12 @@ class Engine(Protocol):
 
     @property
     def kind(self) -> str:
-        """The backend kind: "local", "openai_compat", ..."""
+        """The engine kind: "local", "openai_compat", ..."""
+        ...
+
+    @property
+    def backend(self) -> str:
+        """The configured backend's name: the first part of every catalog id it serves."""
         ...
 
     async def start(self) -> None:

@@ -10,7 +10,6 @@ import grpc
 
 from modelyard.backends.engine import Piece
 from modelyard.backends.host import BackendHost
-from modelyard.server.runtime import ServiceBinding
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -85,13 +84,3 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
     ) -> backend_pb2.UnloadResponse:
         was = await self._host.engine_for(request.model_id).unload(request.model_id)
         return backend_pb2.UnloadResponse(model_id=request.model_id, was_loaded=was)
-
-
-def backend_binding(host: BackendHost) -> ServiceBinding:
-    servicer = BackendServicer(host)
-    return ServiceBinding(
-        name=backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
-        register=lambda server: backend_pb2_grpc.add_BackendServiceServicer_to_server(
-            servicer, server
-        ),
-    )

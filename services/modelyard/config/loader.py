@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,8 @@ def parse_config(
     if reader.problems or built is INVALID:
         raise ConfigError(reader.problems, source)
     config: ModelyardConfig = built.model_system
+    given = frozenset(_key_path(k) for k in lines if k.startswith("model_system."))
+    object.__setattr__(config, "given_keys", given)  # frozen: the loader alone sets it
     return config
 
 
@@ -105,6 +108,11 @@ def summary_lines(config: ModelyardConfig) -> list[str]:
     agents = len(config.selection.agents)
     out.append(f"selection: {config.selection.algorithm}, {agents} agent rule(s)")
     return out
+
+
+def _key_path(line_key: str) -> str:
+    """``model_system.selection.fallback[0]`` → ``selection.fallback``."""
+    return re.sub(r"\[\d+\]", "", line_key.removeprefix("model_system."))
 
 
 def _default_backends() -> Any:

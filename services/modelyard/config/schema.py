@@ -153,6 +153,8 @@ class ModelyardConfig:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     hot_swap: HotSwapConfig = field(default_factory=HotSwapConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    # The key paths the file gave (below `model_system.`), set by the loader; not a key.
+    given_keys: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def active_backends(self) -> dict[str, Backend]:
         """The backends that will run (enabled, with their key or endpoint set)."""

@@ -7,7 +7,12 @@ the hosted API providers with a configured key (`api_providers.py`).
 coremltools is imported only when a CoreML directory is read.
 """
 
-from modelyard.discovery.api_providers import ApiProvidersSource, enabled_from_env, load_catalog
+from modelyard.discovery.api_providers import (
+    ApiProvidersSource,
+    HostedBackendKey,
+    enabled_from_env,
+    load_catalog,
+)
 from modelyard.discovery.coreml_files import CoreMLDirectorySource
 from modelyard.discovery.gguf_files import GGUFDirectorySource
 from modelyard.discovery.ollama import OllamaSource
@@ -19,6 +24,7 @@ __all__ = [
     "CoreMLDirectorySource",
     "DiscoverySource",
     "GGUFDirectorySource",
+    "HostedBackendKey",
     "OllamaSource",
     "OpenAICompatSource",
     "SourceSnapshot",

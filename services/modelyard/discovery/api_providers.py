@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from modelyard.catalog_ids import catalog_id
 from modelyard.discovery.source import SourceSnapshot
+from modelyard.errors import CatalogFileError
 from modelyard.v1 import common_pb2
 
 DATA_FILE = Path(__file__).parent / "data" / "api_models.yaml"
@@ -36,10 +38,6 @@ _MODEL_KEYS = {
     "usd_per_audio_hour",
 }
 _PROVIDER_KEYS = {"key_env", "pricing_page", "region", "models"}
-
-
-class CatalogFileError(ValueError):
-    """The data file breaks its format; the message names the key path."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +82,31 @@ def enabled_from_env(
     return enabled
 
 
-class ApiProvidersSource:
-    """Every model of every provider with a key in `enabled` (provider name -> key)."""
+@dataclass(frozen=True)
+class HostedBackendKey:
+    """A configured hosted backend: which provider's list it serves, and its key."""
 
-    def __init__(self, enabled: Mapping[str, str], catalog: ApiCatalog | None = None) -> None:
+    kind: str  # the provider in the data file ("openai", "anthropic", ...)
+    api_key: str
+
+
+class ApiProvidersSource:
+    """Every listed model of every hosted backend with a key.
+
+    `enabled`: backend name → `HostedBackendKey`, or → the key alone when the
+    backend is named after its provider. Ids are ``<backend name>/<model>``, so
+    two backends of one provider (``openai`` and ``openai-eu``) stay apart.
+    """
+
+    def __init__(
+        self, enabled: Mapping[str, str | HostedBackendKey], catalog: ApiCatalog | None = None
+    ) -> None:
         self.name = "api"
-        self._enabled = {p: k for p, k in enabled.items() if k}
+        keys = {
+            name: key if isinstance(key, HostedBackendKey) else HostedBackendKey(name, key)
+            for name, key in enabled.items()
+        }
+        self._enabled = {name: key for name, key in keys.items() if key.api_key}
         self._catalog = catalog
 
     async def discover(self) -> SourceSnapshot:
@@ -97,19 +114,21 @@ class ApiProvidersSource:
         entries: list[common_pb2.ModelEntry] = []
         errors = []
         for name in sorted(self._enabled):
-            provider = catalog.providers.get(name)
+            kind = self._enabled[name].kind
+            provider = catalog.providers.get(kind)
             if provider is None:
                 errors.append(
-                    f"api: no models are listed for provider '{name}' (as of {catalog.as_of})"
+                    f"api: no models are listed for provider '{kind}' (as of {catalog.as_of})"
                 )
                 continue
-            entries.extend(_copy(e) for e in provider.entries)
+            entries.extend(_served_by(name, e) for e in provider.entries)
         return SourceSnapshot(self.name, tuple(entries), tuple(errors))
 
 
-def _copy(entry: common_pb2.ModelEntry) -> common_pb2.ModelEntry:
+def _served_by(backend: str, entry: common_pb2.ModelEntry) -> common_pb2.ModelEntry:
     out = common_pb2.ModelEntry()
     out.CopyFrom(entry)
+    out.id, out.provider = catalog_id(backend, entry.name), backend
     return out
 
 
@@ -157,7 +176,7 @@ def _model(provider: str, body: Any, where: str, shared: dict[str, str]) -> comm
     )
     metadata = {**shared, "input_unit": unit}
     return common_pb2.ModelEntry(
-        id=f"{provider}/{name}",
+        id=catalog_id(provider, name),
         name=name,
         provider=provider,
         capabilities=capabilities,

@@ -38,10 +38,11 @@ _AUDIO_WORDS = ("audio", "waveform", "speech", "sound", "mel", "pcm", "samples")
 
 
 class CoreMLDirectorySource:
-    """Every CoreML model directly in `models_dir`; ids are ``coreml/<name>``."""
+    """Every CoreML model directly in `models_dir`; ids are ``<backend>/<name>``."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, *, backend: str = "coreml") -> None:
         self.models_dir = models_dir
+        self.backend = backend
         self.name = f"coreml:{models_dir}"
 
     async def discover(self) -> SourceSnapshot:
@@ -62,7 +63,7 @@ class CoreMLDirectorySource:
             if path.suffix not in SUFFIXES:
                 continue
             try:
-                entries.append(coreml_entry(path))
+                entries.append(coreml_entry(path, self.backend))
             except Exception as exc:  # any parse failure is this model's problem only
                 cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 errors.append(f"{self.name}: {path.name} is not a readable CoreML model ({cause})")
@@ -71,12 +72,7 @@ class CoreMLDirectorySource:
         return SourceSnapshot(self.name, tuple(entries), tuple(errors))
 
 
-def coreml_model_id(path: Path) -> str:
-    """``coreml/<name>``, with the same name rules as the local backend's GGUF ids."""
-    return "coreml/" + model_id_for(path).removeprefix("local/")
-
-
-def coreml_entry(path: Path) -> common_pb2.ModelEntry:
+def coreml_entry(path: Path, backend: str = "coreml") -> common_pb2.ModelEntry:
     """The catalog entry of one CoreML model; raises if coremltools cannot read its spec."""
     ct = coremltools()
     spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
@@ -97,9 +93,9 @@ def coreml_entry(path: Path) -> common_pb2.ModelEntry:
     }
     reason = unsupported_reason()
     return common_pb2.ModelEntry(
-        id=coreml_model_id(path),
+        id=model_id_for(path, backend),
         name=path.stem,
-        provider="coreml",
+        provider=backend,
         version=meta.versionString,
         capabilities=capabilities,
         input_modalities=inputs,

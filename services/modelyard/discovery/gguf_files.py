@@ -1,6 +1,6 @@
 """GGUF files in a models directory, described from their own metadata with `gguf`.
 
-Ids are the `local` backend's (``local/<stem>``, `model_id_for`), so what
+Ids are the serving backend's (``<backend>/<stem>``, `model_id_for`), so what
 discovery finds and what the backend serves are the same catalog entries.
 
 `gguf.GGUFReader` parses every metadata array, the tokenizer's vocabulary
@@ -41,10 +41,11 @@ class _Read:
 
 
 class GGUFDirectorySource:
-    """Every ``*.gguf`` file directly in `models_dir`."""
+    """Every ``*.gguf`` file directly in `models_dir`, as the models of backend `backend`."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, *, backend: str = "local") -> None:
         self.models_dir = models_dir
+        self.backend = backend
         self.name = f"gguf:{models_dir}"
         self._cache: dict[Path, _Read] = {}
 
@@ -54,14 +55,20 @@ class GGUFDirectorySource:
                 f"{self.name}: models directory {self.models_dir} does not exist "
                 "or is not a directory"
             )
-        files = scan_models_dir(self.models_dir)
+        files = scan_models_dir(self.models_dir, self.backend)
         reads = await self._read_all(list(files.values()))
         self._cache = {r[0]: r[1] for r in reads}
-        entries = tuple(r.entry for _, r in reads if r.entry is not None)
+        entries = tuple(self._served(path, r.entry) for path, r in reads if r.entry is not None)
         errors = tuple(r.error for _, r in reads if r.error)
         for error in errors:
             log.warning("%s", error)
         return SourceSnapshot(self.name, entries, errors)
+
+    def _served(self, path: Path, read: common_pb2.ModelEntry) -> common_pb2.ModelEntry:
+        entry = common_pb2.ModelEntry()
+        entry.CopyFrom(read)
+        entry.id, entry.provider = model_id_for(path, self.backend), self.backend
+        return entry
 
     async def _read_all(self, paths: list[Path]) -> list[tuple[Path, _Read]]:
         loop = asyncio.get_running_loop()

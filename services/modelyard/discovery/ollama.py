@@ -20,6 +20,7 @@ import httpx
 import ollama
 import pydantic
 
+from modelyard.catalog_ids import catalog_id
 from modelyard.discovery.source import SourceSnapshot, context_window
 from modelyard.errors import BackendUnavailable
 from modelyard.v1 import common_pb2
@@ -53,10 +54,13 @@ _BAD_ANSWER = (ollama.ResponseError, httpx.HTTPError, pydantic.ValidationError, 
 
 
 class OllamaSource:
-    """Discovery over one Ollama daemon; catalog ids are ``ollama/<name:tag>``."""
+    """Discovery over one Ollama daemon; catalog ids are ``<backend>/<name:tag>``."""
 
-    def __init__(self, host: str = DEFAULT_HOST, *, timeout_s: float = 10.0) -> None:
-        self.name = "ollama"
+    def __init__(
+        self, host: str = DEFAULT_HOST, *, backend: str = "ollama", timeout_s: float = 10.0
+    ) -> None:
+        self.name = f"ollama:{backend}"
+        self.backend = backend
         self._host = host
         self._timeout_s = timeout_s
 
@@ -106,7 +110,9 @@ class OllamaSource:
         complete: bool,
     ) -> SourceSnapshot:
         entries = tuple(
-            ollama_entry(listed, show, running.get(str(listed.model)), host=self._host)
+            ollama_entry(
+                listed, show, running.get(str(listed.model)), host=self._host, backend=self.backend
+            )
             for listed, show in shown
         )
         for error in errors:
@@ -120,8 +126,9 @@ def ollama_entry(
     loaded: ollama.ProcessResponse.Model | None,
     *,
     host: str,
+    backend: str = "ollama",
 ) -> common_pb2.ModelEntry:
-    """The catalog entry of one installed Ollama model."""
+    """The catalog entry of one installed Ollama model, served by backend `backend`."""
     name = str(listed.model)
     info: Mapping[str, Any] = show.modelinfo or {}
     found = show.details or listed.details
@@ -172,9 +179,9 @@ def ollama_entry(
             metadata["loaded_context_length"] = str(loaded.context_length)
 
     return common_pb2.ModelEntry(
-        id=f"ollama/{name}",
+        id=catalog_id(backend, name),
         name=name,
-        provider="ollama",
+        provider=backend,
         # The content digest is what changes when a tag is re-pulled; 12 hex like `ollama list`.
         version=(listed.digest or "")[:12],
         capabilities=capabilities,

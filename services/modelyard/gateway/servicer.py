@@ -11,7 +11,6 @@ import grpc
 from modelyard.gateway.batch import compare, generate_batch
 from modelyard.gateway.core import GatewayCore
 from modelyard.ratelimit.caller import api_key_from_metadata
-from modelyard.server.runtime import ServiceBinding
 from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -52,13 +51,3 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         api_key = api_key_from_metadata(context.invocation_metadata())
         results = await compare(self._core, request, context.time_remaining(), api_key)
         return gateway_pb2.CompareResponse(results=results)
-
-
-def gateway_binding(core: GatewayCore) -> ServiceBinding:
-    servicer = with_unimplemented(GatewayServicer, core)
-    return ServiceBinding(
-        name=gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
-        register=lambda server: gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            servicer, server
-        ),
-    )

@@ -15,7 +15,6 @@ from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.providers import Providers
 from modelyard.registry.versions import ModelVersions
-from modelyard.server.runtime import ServiceBinding
 from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
@@ -136,13 +135,3 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return registry_pb2.DiscoverResponse(
             added=result.added, updated=result.updated, removed=result.removed, errors=result.errors
         )
-
-
-def registry_binding(registry: Registry) -> ServiceBinding:
-    servicer = with_unimplemented(RegistryServicer, registry)
-    return ServiceBinding(
-        name=registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
-        register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(
-            servicer, server
-        ),
-    )

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,25 @@ class ServiceBinding:
 
     name: str
     register: Registrar
+
+
+def bind(servicer: object) -> ServiceBinding:
+    """The binding of a servicer built on a generated `<Service>Servicer` base class.
+
+    The service's full name and its `add_<Service>Servicer_to_server` function
+    are read from the generated module the base class lives in, so one helper
+    serves every service of the contract.
+    """
+    for base in type(servicer).__mro__:
+        module = sys.modules.get(base.__module__)
+        add = getattr(module, f"add_{base.__name__}_to_server", None)
+        if add is None or not base.__name__.endswith("Servicer"):
+            continue
+        service = base.__name__.removesuffix("Servicer")
+        messages = sys.modules[base.__module__.removesuffix("_grpc")]
+        full_name = messages.DESCRIPTOR.services_by_name[service].full_name
+        return ServiceBinding(name=full_name, register=lambda server: add(servicer, server))
+    raise TypeError(f"{type(servicer).__name__} is not built on a generated gRPC servicer base")
 
 
 @dataclass

@@ -9,7 +9,8 @@ import grpc
 import pytest
 from backends.openai_compat.openai_fake import STACK_ROLES, Clients, FakeUpstream, StackFor
 
-from modelyard.stack import Stack
+from modelyard.assembly import Stack
+from modelyard.config import default_config
 from modelyard.v1 import backend_pb2_grpc, gateway_pb2_grpc, registry_pb2_grpc
 
 
@@ -29,7 +30,7 @@ async def stack_for(make_stack: Callable[..., Awaitable[Stack]]) -> AsyncIterato
 
     async def start(url: str, **env: str) -> Clients:
         stack = await make_stack(
-            roles=STACK_ROLES, openai_compat_env={"CUSTOM_AI_PROVIDER_URL": url, **env}
+            roles=STACK_ROLES, config=default_config({"CUSTOM_AI_PROVIDER_URL": url, **env})
         )
         channel = grpc.aio.insecure_channel(stack.address)
         channels.append(channel)

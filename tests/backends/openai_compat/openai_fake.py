@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from modelyard.stack import Stack
+from modelyard.assembly import Stack
 from modelyard.v1 import (
     backend_pb2_grpc,
     gateway_pb2,

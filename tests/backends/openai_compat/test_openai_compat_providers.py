@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from modelyard.assembly.kinds import OPENAI_WIRE_HOSTS, provider_endpoint
 from modelyard.backends.openai_compat.providers import ProviderEndpoint, normalise_base_url
-from modelyard.config import ConfigError
-from modelyard.engines_from_config import providers_from_env
+from modelyard.config import ConfigError, default_config
+
+
+def providers_from_env(env: dict[str, str] | None = None) -> list[ProviderEndpoint]:
+    """The OpenAI-wire upstreams the built-in default enables from `env` (None: os.environ)."""
+    wire = {"openai_compat", *OPENAI_WIRE_HOSTS}
+    backends = default_config(env).active_backends()
+    return [provider_endpoint(n, b) for n, b in backends.items() if b.kind in wire]
+
 
 _ALL_KEYS = (
     "OPENAI_API_KEY",

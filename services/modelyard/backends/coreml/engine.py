@@ -31,8 +31,16 @@ log = logging.getLogger(__name__)
 class CoreMLEngine:
     kind = "coreml"
 
-    def __init__(self, models_dir: Path, *, max_loaded: int = 4, system: str | None = None) -> None:
-        self._source = CoreMLDirectorySource(models_dir)
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        backend: str = "coreml",
+        max_loaded: int = 4,
+        system: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self._source = CoreMLDirectorySource(models_dir, backend=backend)
         self._models_dir = models_dir
         self._max_loaded = max_loaded
         # Why this host cannot predict ("" on macOS); `system` lets tests pretend.

@@ -35,7 +35,10 @@ class _Loaded:
 
 
 class LlamaEngine:
-    """The `local` engine: GGUF files from `models_dir`, loaded on first use."""
+    """The `local` engine: GGUF files from `models_dir`, loaded on first use.
+
+    `backend` is the configured backend's name, the first part of its catalog ids.
+    """
 
     kind = "local"
 
@@ -43,12 +46,16 @@ class LlamaEngine:
         self,
         models_dir: Path,
         *,
+        backend: str = "local",
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        n_gpu_layers: int = 0,
         max_loaded: int = 2,
     ) -> None:
+        self.backend = backend
         self._models_dir = models_dir
         self._n_ctx = n_ctx
+        self._n_gpu_layers = n_gpu_layers
         self._n_threads = n_threads or max(1, os.cpu_count() or 1)
         self._max_loaded = max_loaded
         self._files: dict[str, Path] = {}
@@ -56,8 +63,8 @@ class LlamaEngine:
         self._load_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        self._files = scan_models_dir(self._models_dir)
-        log.info("local: %d GGUF model(s) in %s", len(self._files), self._models_dir)
+        self._files = scan_models_dir(self._models_dir, self.backend)
+        log.info(f"{self.backend}: %d GGUF model(s) in %s", len(self._files), self._models_dir)
 
     async def close(self) -> None:
         for model_id in list(self._loaded):
@@ -71,7 +78,7 @@ class LlamaEngine:
         return common_pb2.ModelEntry(
             id=model_id,
             name=path.stem,
-            provider="local",
+            provider=self.backend,
             capabilities=[
                 common_pb2.CAPABILITY_TEXT_GENERATION,
                 common_pb2.CAPABILITY_CHAT,
@@ -141,7 +148,11 @@ class LlamaEngine:
 
         log.info("local: loading %s", path)
         llm = Llama(
-            model_path=str(path), n_ctx=self._n_ctx, n_threads=self._n_threads, verbose=False
+            model_path=str(path),
+            n_ctx=self._n_ctx,
+            n_threads=self._n_threads,
+            n_gpu_layers=self._n_gpu_layers,
+            verbose=False,
         )
         if not llm.metadata.get("tokenizer.chat_template"):
             # Base models carry no chat template: chat input uses the gemma format.

@@ -6,22 +6,29 @@ import logging
 import re
 from pathlib import Path
 
+from modelyard.catalog_ids import catalog_id
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
 
 
-def model_id_for(path: Path) -> str:
-    """Catalog id of a GGUF file: ``local/<file stem>`` in lower case."""
-    stem = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-")
-    return f"local/{stem}"
+def model_name_for(path: Path) -> str:
+    """The model name of a model file: its stem in lower case, other characters as ``-``."""
+    return re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-")
 
 
-def scan_models_dir(models_dir: Path) -> dict[str, Path]:
+def model_id_for(path: Path, backend: str = "local") -> str:
+    """Catalog id of a model file served by `backend`: ``<backend>/<model name>``."""
+    return catalog_id(backend, model_name_for(path))
+
+
+def scan_models_dir(models_dir: Path, backend: str = "local") -> dict[str, Path]:
     """Every ``*.gguf`` file directly in `models_dir`, by catalog id."""
     if not models_dir.is_dir():
         return {}
-    return {model_id_for(p): p for p in sorted(models_dir.glob("*.gguf")) if p.is_file()}
+    files = sorted(p for p in models_dir.glob("*.gguf") if p.is_file())
+    return {model_id_for(p, backend): p for p in files}
 
 
 def ensure_default_model(models_dir: Path) -> Path:

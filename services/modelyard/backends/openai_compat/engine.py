@@ -49,6 +49,10 @@ class OpenAICompatEngine:
     def provider(self) -> ProviderEndpoint:
         return self._provider
 
+    @property
+    def backend(self) -> str:
+        return self._provider.name
+
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self._provider.extra_headers}
         if self._provider.api_key:

@@ -7,8 +7,10 @@ from pathlib import Path
 import grpc
 from conftest import GEMMA_ID
 
-from modelyard.config import parse_config
-from modelyard.engines_from_config import plan_engines
+from modelyard.assembly import Settings
+from modelyard.assembly.kinds import provider_endpoint
+from modelyard.assembly.plan import plan_backends
+from modelyard.config import LocalBackend, parse_config
 from modelyard.v1 import registry_pb2, registry_pb2_grpc
 
 YAML = """
@@ -30,15 +32,20 @@ model_system:
 ENV = {"OPENAI_API_KEY": "sk-test", "ANTHROPIC_API_KEY": "sk-ant"}
 
 
-def test_plan_maps_each_backend_kind_to_its_engine() -> None:
-    plan = plan_engines(parse_config(YAML, env=ENV))
-    assert plan.local is not None and plan.local.n_ctx == 1024
-    by_name = {p.name: p for p in plan.providers}
-    assert by_name["openai"].base_url == "https://api.openai.com/v1"
-    assert by_name["openai"].models == ("gpt-4o-mini",)
-    assert by_name["openai"].api_key == "sk-test"
-    assert by_name["together"].base_url == "http://127.0.0.1:9/v1"
-    assert plan.not_served == ("anthropic (kind anthropic): no engine for this kind yet",)
+async def test_plan_maps_each_backend_kind_to_its_engine() -> None:
+    settings = Settings(config=parse_config(YAML, env=ENV), discover_ollama=False)
+    by_name = {p.name: p for p in await plan_backends(settings)}
+    local = by_name["local"].backend
+    assert isinstance(local, LocalBackend) and local.n_ctx == 1024
+    openai = provider_endpoint("openai", by_name["openai"].backend)
+    assert openai.base_url == "https://api.openai.com/v1"
+    assert openai.models == ("gpt-4o-mini",)
+    assert openai.api_key == "sk-test"
+    together = provider_endpoint("together", by_name["together"].backend)
+    assert together.base_url == "http://127.0.0.1:9/v1"
+    assert [p.not_served for p in by_name.values() if p.not_served] == [
+        "anthropic (kind anthropic): no engine for this kind yet"
+    ]
 
 
 async def test_model_profiles_reach_the_catalog(make_stack, models_dir: Path) -> None:  # type: ignore[no-untyped-def]

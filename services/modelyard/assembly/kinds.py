@@ -1,0 +1,193 @@
+"""The table of backend kinds: how each configured backend becomes engines and discovery.
+
+One `BackendKind` per kind of `model_system.backends` entry: the process role
+that hosts its engine, how to build that engine, and how discovery finds its
+models. Every engine and discovery source is given the backend's *name*, so
+catalog ids follow one rule everywhere: ``<backend name>/<provider model name>``
+(`modelyard.catalog_ids`). Adding a kind is one entry here, or, from outside the
+project, one plug-in under the ``modelyard.engines`` entry-point group
+(`modelyard.assembly.plugins`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from modelyard.backends.openai_compat.providers import ProviderEndpoint, normalise_base_url
+from modelyard.config import (
+    Backend,
+    HostedBackend,
+    LocalBackend,
+    OllamaBackend,
+    OpenAICompatBackend,
+    PluginBackend,
+)
+from modelyard.discovery.source import DiscoverySource
+
+if TYPE_CHECKING:
+    from modelyard.assembly.plan import BackendPlan
+    from modelyard.backends.engine import Engine
+
+# Hosted providers that speak the OpenAI wire format, and their public API.
+OPENAI_WIRE_HOSTS = {
+    "openai": "https://api.openai.com/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+}
+
+EngineFactory = Callable[["BackendPlan"], "Engine | None"]
+SourceFactory = Callable[["BackendPlan"], "DiscoverySource | None"]
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """How one kind of backend is assembled.
+
+    `engine` None: no engine for this kind yet (reported at start, never
+    silently dropped). `discovery` None: its models are known only from its
+    engine's announcement (or the hosted catalog file, `hosted_catalog`).
+    """
+
+    role: str
+    engine: EngineFactory | None = None
+    discovery: SourceFactory | None = None
+    # Its models are listed in discovery/data/api_models.yaml under this kind.
+    hosted_catalog: bool = False
+
+
+# ---- local: GGUF files through llama.cpp ------------------------------------------------
+def _local_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.local.llama_engine import LlamaEngine
+    from modelyard.backends.local.model_files import ensure_default_model
+
+    backend = _as(plan, LocalBackend)
+    if plan.settings.assemble_default_model and backend.assemble_default_model:
+        ensure_default_model(plan.models_dir)
+    return LlamaEngine(
+        plan.models_dir,
+        backend=plan.name,
+        n_ctx=backend.n_ctx,
+        max_loaded=backend.max_loaded,
+        n_gpu_layers=backend.n_gpu_layers,
+    )
+
+
+def _gguf_source(plan: BackendPlan) -> DiscoverySource:
+    from modelyard.discovery.gguf_files import GGUFDirectorySource
+
+    return GGUFDirectorySource(plan.models_dir, backend=plan.name)
+
+
+# ---- ollama: through its OpenAI-compatible /v1 until the native engine exists -------------
+def ollama_endpoint(name: str, backend: OllamaBackend) -> ProviderEndpoint:
+    return ProviderEndpoint(
+        name,
+        f"{backend.endpoint.rstrip('/')}/v1",
+        models=tuple(backend.models) if not backend.discover else (),
+        timeout_s=backend.timeout_ms / 1000,
+    )
+
+
+def _ollama_engine(plan: BackendPlan) -> Engine | None:
+    if not plan.answering:
+        return None
+    return _openai_wire(ollama_endpoint(plan.name, _as(plan, OllamaBackend)))
+
+
+def _ollama_source(plan: BackendPlan) -> DiscoverySource | None:
+    from modelyard.discovery.ollama import OllamaSource
+
+    backend = _as(plan, OllamaBackend)
+    if not (backend.discover and plan.answering):
+        return None
+    return OllamaSource(backend.endpoint, backend=plan.name, timeout_s=backend.timeout_ms / 1000)
+
+
+# ---- coreml: packages in a directory; prediction on macOS only ---------------------------
+def _coreml_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.coreml.engine import CoreMLEngine
+
+    return CoreMLEngine(plan.models_dir, backend=plan.name)
+
+
+def _coreml_source(plan: BackendPlan) -> DiscoverySource:
+    from modelyard.discovery.coreml_files import CoreMLDirectorySource
+
+    return CoreMLDirectorySource(plan.models_dir, backend=plan.name)
+
+
+# ---- the OpenAI wire: any compatible server, and the hosted providers that speak it ------
+def provider_endpoint(name: str, backend: Backend) -> ProviderEndpoint:
+    """The OpenAI-wire upstream of an `openai_compat` entry or an OpenAI-wire hosted one."""
+    if isinstance(backend, OpenAICompatBackend):
+        base_url = normalise_base_url(backend.endpoint)
+    else:
+        assert isinstance(backend, HostedBackend)
+        base_url = (backend.base_url or OPENAI_WIRE_HOSTS[backend.kind]).rstrip("/")
+    return ProviderEndpoint(
+        name,
+        base_url,
+        api_key=backend.api_key or "",
+        models=tuple(backend.models),
+        timeout_s=backend.timeout_ms / 1000,
+    )
+
+
+def _openai_wire(endpoint: ProviderEndpoint) -> Engine:
+    from modelyard.backends.openai_compat.engine import OpenAICompatEngine
+
+    return OpenAICompatEngine(endpoint)
+
+
+def _compat_engine(plan: BackendPlan) -> Engine:
+    return _openai_wire(provider_endpoint(plan.name, plan.backend))
+
+
+def _compat_source(plan: BackendPlan) -> DiscoverySource:
+    from modelyard.discovery.openai_compat import OpenAICompatSource
+
+    return OpenAICompatSource(provider_endpoint(plan.name, plan.backend))
+
+
+def _plugin_engine(plan: BackendPlan) -> Engine:
+    from modelyard.assembly.plugins import plugin_engine
+
+    return plugin_engine(plan.name, _as(plan, PluginBackend))
+
+
+_COMPAT_ROLE = "backend-openai-compat"
+
+KINDS: dict[str, BackendKind] = {
+    "local": BackendKind("backend-local", _local_engine, _gguf_source),
+    "ollama": BackendKind(_COMPAT_ROLE, _ollama_engine, _ollama_source),
+    "coreml": BackendKind("backend-coreml", _coreml_engine, _coreml_source),
+    "openai_compat": BackendKind(_COMPAT_ROLE, _compat_engine, _compat_source),
+    **{
+        kind: BackendKind(_COMPAT_ROLE, _compat_engine, hosted_catalog=True)
+        for kind in OPENAI_WIRE_HOSTS
+    },
+    **{
+        kind: BackendKind(_COMPAT_ROLE, hosted_catalog=True)
+        for kind in ("anthropic", "gemini", "cohere", "elevenlabs")
+    },
+    "vertex": BackendKind(_COMPAT_ROLE),
+    "bedrock": BackendKind(_COMPAT_ROLE),
+}
+PLUGIN_KIND = BackendKind("backend-plugins", _plugin_engine)
+
+
+def kind_of(backend: Backend) -> BackendKind:
+    """The table entry of a configured backend (a plug-in kind for a `PluginBackend`)."""
+    if isinstance(backend, PluginBackend):
+        return PLUGIN_KIND
+    return KINDS[backend.kind]
+
+
+B = TypeVar("B")
+
+
+def _as(plan: BackendPlan, cls: type[B]) -> B:
+    assert isinstance(plan.backend, cls), f"{plan.name}: {plan.backend.kind} is not {cls}"
+    return plan.backend

@@ -1,0 +1,150 @@
+"""Every start-up setting, read once: a flag, else its environment variable, else the
+configuration file, else the built-in default.
+
+`resolve_settings` is the only code that applies that precedence; everything
+after it reads the frozen `Settings`. A mistake in any source (a bad value in
+a variable, an invalid file) raises `InvalidRequest` (`ConfigError` for the file)
+naming the source, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelyard.config import ModelyardConfig, RateLimit, default_config, load_config
+from modelyard.errors import InvalidRequest
+from modelyard.gateway.balancing import STRATEGIES
+from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
+from modelyard.ratelimit.config import (
+    FAILURE_POLICY_ENV,
+    PER_KEY_ENV,
+    PER_PROVIDER_ENV,
+    REDIS_URL_ENV,
+)
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+ROLES = (
+    "registry",
+    "selector",
+    "hotswap",
+    "gateway",
+    "backend-local",
+    "backend-openai-compat",
+    "backend-coreml",
+    "backend-plugins",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What a modelyard process runs, resolved from every source."""
+
+    config: ModelyardConfig = field(default_factory=lambda: default_config({}))
+    listen: str = DEFAULT_ADDRESS
+    roles: tuple[str, ...] = ROLES
+    data_dir: Path = field(default_factory=lambda: default_data_dir({}))
+    # The server-wide models directory (flag, env, server.models_dir); a
+    # backend's own `models_dir` key is more specific and wins (`models_dir_for`).
+    models_dir: Path | None = None
+    grace_s: float = 30.0
+    log_level: str = "INFO"
+    registry_address: str | None = None  # required when the registry role is elsewhere
+    advertise: str | None = None  # how others reach this server's backends
+    balancing: str = "least_loaded"  # how the gateway spreads a model's deployments
+    region: str = ""  # the region "region_affinity" prefers
+    limiter: LimiterConfig = field(default_factory=LimiterConfig)
+    # Knobs for tests and embedders; the command line leaves them on.
+    assemble_default_model: bool = True  # write the packaged Gemma GGUF on first start
+    discover_ollama: bool = True  # probe configured Ollama daemons at start
+    discovery: bool = True  # run the registry's discovery loop
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.roles) - set(ROLES))
+        if unknown:
+            raise InvalidRequest(f"unknown role(s) {unknown}; choose from {', '.join(ROLES)}")
+        if self.balancing not in STRATEGIES:
+            raise InvalidRequest(
+                f"MODELYARD_BALANCING: '{self.balancing}' is not one of {', '.join(STRATEGIES)}"
+            )
+
+    def models_dir_for(self, own: Path | None) -> Path:
+        """The one models-directory rule: the backend's own key, else the server's, else
+        DATA_DIR/models."""
+        return own or self.models_dir or self.data_dir / "models"
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """$MODELYARD_DATA_DIR, else $XDG_DATA_HOME/modelyard, else ~/.local/share/modelyard."""
+    given = env.get("MODELYARD_DATA_DIR")
+    if given:
+        return Path(given).expanduser()
+    base = env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "modelyard"
+
+
+def resolve_settings(
+    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from command-line `flags` (absent or None: not given) and `env`.
+
+    Raises `ConfigError` for an invalid file and `InvalidRequest` for a bad value
+    anywhere else.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = os.environ if env is None else env
+
+    def pick(flag: str, var: str | None, from_file: object, default: object) -> Any:
+        if flag in flags:
+            return flags[flag]
+        if var is not None and env.get(var):
+            return env[var]
+        return from_file if from_file is not None else default
+
+    config_path = pick("config", "MODELYARD_CONFIG", None, "")
+    config = load_config(config_path, env) if config_path else default_config(env)
+    server = config.server
+    models_dir = pick("models_dir", "MODELYARD_MODELS_DIR", server.models_dir, "")
+    data_dir = pick("data_dir", "MODELYARD_DATA_DIR", server.data_dir, "")
+    return Settings(
+        config=config,
+        listen=str(pick("listen", "MODELYARD_ADDRESS", server.listen, DEFAULT_ADDRESS)),
+        roles=tuple(flags.get("roles") or ROLES),
+        data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
+        models_dir=Path(models_dir) if models_dir else None,
+        grace_s=float(pick("grace", None, server.grace_period, 30.0)),
+        log_level=str(pick("log_level", "MODELYARD_LOG_LEVEL", server.log_level, "INFO")).upper(),
+        registry_address=str(pick("registry", "MODELYARD_REGISTRY", None, "")) or None,
+        advertise=str(pick("advertise", "MODELYARD_ADVERTISE", None, "")) or None,
+        balancing=str(pick("balancing", "MODELYARD_BALANCING", None, "least_loaded")),
+        region=str(pick("region", "MODELYARD_REGION", None, "")),
+        limiter=limiter_settings(config, env),
+    )
+
+
+def limiter_settings(config: ModelyardConfig, env: Mapping[str, str]) -> LimiterConfig:
+    """The gateway limiter: each environment variable wins over its `rate_limits:` key."""
+    from_env = LimiterConfig.from_env(env)
+    section = config.rate_limits
+
+    def rates(limit: RateLimit) -> Rates:
+        return Rates(limit.requests_per_minute or 0.0, limit.tokens_per_minute or 0.0)
+
+    quotas = QuotaConfig(
+        per_key=from_env.quotas.per_key if env.get(PER_KEY_ENV) else rates(section.per_key),
+        per_provider=from_env.quotas.per_provider
+        if env.get(PER_PROVIDER_ENV)
+        else {name: rates(limit) for name, limit in section.per_provider.items()},
+    )
+    return dataclasses.replace(
+        from_env,
+        quotas=quotas,
+        redis_url=from_env.redis_url if env.get(REDIS_URL_ENV) else section.redis_url,
+        failure_policy=from_env.failure_policy
+        if env.get(FAILURE_POLICY_ENV)
+        else section.on_redis_failure,
+    )

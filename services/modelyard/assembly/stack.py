@@ -1,0 +1,163 @@
+"""Assemble services into one running gRPC server, from one `Settings`.
+
+`modelyard up` runs every role in one process on one address (the embedded
+default); `modelyard serve ROLE` runs some roles per process for the split
+deployment, where backends and the gateway find the registry by address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from grpc_health.v1 import health_pb2
+
+from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, plan_backends
+from modelyard.assembly.profiles import apply_profiles
+from modelyard.assembly.settings import Settings
+from modelyard.backends.engine import Engine
+from modelyard.backends.host import BackendHost
+from modelyard.backends.servicer import BackendServicer
+from modelyard.errors import InvalidRequest
+from modelyard.gateway.backend_pool import BackendPool
+from modelyard.gateway.balancing import Balancer
+from modelyard.gateway.catalog_view import CatalogView
+from modelyard.gateway.core import GatewayCore
+from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.servicer import GatewayServicer
+from modelyard.hotswap.servicer import HotSwapServicer
+from modelyard.registry.catalog import Catalog
+from modelyard.registry.discovery_loop import DiscoveryLoop
+from modelyard.registry.servicer import Registry, RegistryServicer
+from modelyard.registry.store import CatalogStore
+from modelyard.selector.candidates import CandidatePool
+from modelyard.selector.selection import Selector
+from modelyard.selector.servicer import SelectorServicer
+from modelyard.selector.settings_from_config import selection_settings
+from modelyard.server.runtime import RunningServer, ServiceBinding, bind, start_server
+from modelyard.server.unimplemented import with_unimplemented
+from modelyard.v1 import backend_pb2, common_pb2
+
+log = logging.getLogger(__name__)
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+BACKEND_SERVICE = backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name
+
+
+@dataclass
+class Stack:
+    server: RunningServer
+    address: str
+    plans: list[BackendPlan] = field(default_factory=list)
+    catalog: Catalog | None = None
+    view: CatalogView | None = None
+    host: BackendHost | None = None
+    pool: BackendPool | None = None
+    limits: ModelLimits | None = None
+    discovery: DiscoveryLoop | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def _end_watches(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.catalog:
+            self.catalog.end_watches()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """NOT_SERVING, end watches, let in-flight calls finish within `grace_s`, release all."""
+        self.server.before_stop.append(self._end_watches)
+        await self.server.drain(grace_s)
+        if self.host:
+            await self.host.close()
+        if self.pool:
+            await self.pool.close()
+        if self.limits:
+            await self.limits.close()
+        if self.catalog:
+            self.catalog.close()
+
+
+async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> Stack:
+    """Serve `settings.roles` on `settings.listen`. `engines`: hosted besides the ones the
+    configuration brings (embedding modelyard as a library, tests)."""
+    roles = settings.roles
+    bindings: list[ServiceBinding] = []
+    catalog = view = host = pool = limits = None
+    registry = None
+    if "registry" in roles:
+        catalog = Catalog(CatalogStore(settings.data_dir / "registry.sqlite3"))
+        registry = Registry(catalog)
+        bindings.append(bind(with_unimplemented(RegistryServicer, registry)))
+    if "selector" in roles or "gateway" in roles:
+        # One live catalog copy feeds both the selector and the gateway.
+        view = live = CatalogView()
+        selector = Selector(
+            CandidatePool(live.models, lambda: live.revision),
+            selection_settings(settings.config.selection),
+        )
+        if "selector" in roles:
+            bindings.append(bind(with_unimplemented(SelectorServicer, selector)))
+        if "gateway" in roles:
+            pool = BackendPool()
+            limits = ModelLimits.from_config(settings.limiter)
+            balancer = Balancer(settings.balancing, settings.region)
+            core = GatewayCore(live, pool, limits, selector=selector, balancer=balancer)
+            bindings.append(bind(with_unimplemented(GatewayServicer, core)))
+    if "hotswap" in roles:
+        bindings.append(bind(with_unimplemented(HotSwapServicer)))
+    plans = await plan_backends(settings)
+    hosted = [*engines_for(plans, roles), *engines]
+    if hosted:
+        host = BackendHost(hosted)
+        bindings.append(bind(BackendServicer(host)))
+    if (view or host) and not (catalog or settings.registry_address):
+        raise InvalidRequest("this role needs the registry's address (--registry)")
+
+    server = await start_server(bindings, settings.listen)
+    address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
+    stack = Stack(server, address, plans, catalog, view, host, pool, limits)
+    registry_address = address if catalog else settings.registry_address
+    # How other services reach the backends served here.
+    advertise = settings.advertise or address.replace("0.0.0.0", "127.0.0.1")
+    try:
+        if host is not None:
+            assert registry_address
+            await _start_backends(stack, host, registry_address, advertise)
+        if registry is not None and settings.discovery:
+            sources = discovery_for(plans, host.engines if host else [], advertise)
+            if sources:
+                interval = settings.config.registry.discovery_interval
+                loop = DiscoveryLoop(registry.catalog, sources, interval)
+                registry.discovery = stack.discovery = loop
+                stack.tasks.append(asyncio.create_task(loop.run_forever()))
+        if view is not None:
+            assert registry_address
+            stack.tasks.append(asyncio.create_task(view.follow(registry_address)))
+            await asyncio.wait_for(view.synced.wait(), timeout=30)
+    except BaseException:
+        await stack.stop(0)
+        raise
+    return stack
+
+
+async def _start_backends(
+    stack: Stack, host: BackendHost, registry_address: str, advertise: str
+) -> None:
+    """Start the engines, announce their models, and say so when none can serve."""
+    await host.start()
+    entries = host.models(advertise)
+    apply_profiles(entries, stack.plans)
+    await host.announce(registry_address, entries)
+    if stack.pool is not None:
+        stack.pool.add_in_process(advertise, host)
+    status, reason = host.health()
+    if status == common_pb2.HEALTH_STATUS_UNAVAILABLE:
+        # Nothing here can serve (CoreML off macOS): say so to health checkers.
+        log.warning("backend %s cannot serve: %s", host.name, reason)
+        await stack.server.health.set(BACKEND_SERVICE, NOT_SERVING)
