@@ -115,5 +115,6 @@ def test_serve_refuses_a_bad_config_with_the_key_path(tmp_path: Path) -> None:
     bad.write_text("model_system:\n  selection:\n    weights: {cost: 3}\n")
     env = {**os.environ, "MODELYARD_DATA_DIR": str(tmp_path)}
     result = _cli("serve", "registry", "--config", str(bad), "--listen", "127.0.0.1:0", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a start-up mistake
     assert "model_system.selection.weights.cost" in result.stderr
+    assert "Traceback" not in result.stderr

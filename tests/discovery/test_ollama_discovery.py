@@ -30,7 +30,7 @@ async def test_lists_every_model_with_details_capabilities_and_load_state(
 ) -> None:
     snap = await OllamaSource(daemon.url).discover()
 
-    assert snap.source == "ollama:ollama"
+    assert snap.source == "ollama"
     assert snap.complete and snap.errors == ()
     models = by_id(snap.entries)
     assert sorted(models) == [

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelyard.config import ModelyardConfig, RateLimit, default_config, load_config
+from modelyard.config.schema import LogLevel
 from modelyard.errors import InvalidRequest
 from modelyard.gateway.balancing import STRATEGIES
 from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
@@ -28,6 +30,7 @@ from modelyard.ratelimit.config import (
 )
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+LOG_LEVELS = typing.get_args(LogLevel)
 ROLES = (
     "registry",
     "selector",
@@ -48,8 +51,7 @@ class Settings:
     listen: str = DEFAULT_ADDRESS
     roles: tuple[str, ...] = ROLES
     data_dir: Path = field(default_factory=lambda: default_data_dir({}))
-    # The server-wide models directory (flag, env, server.models_dir); a
-    # backend's own `models_dir` key is more specific and wins (`models_dir_for`).
+    # --models-dir / MODELYARD_MODELS_DIR; see `models_dir_for` for the whole rule.
     models_dir: Path | None = None
     grace_s: float = 30.0
     log_level: str = "INFO"
@@ -67,15 +69,21 @@ class Settings:
         unknown = sorted(set(self.roles) - set(ROLES))
         if unknown:
             raise InvalidRequest(f"unknown role(s) {unknown}; choose from {', '.join(ROLES)}")
+        if self.log_level not in LOG_LEVELS:
+            raise InvalidRequest(
+                f"log level '{self.log_level}' is not one of {', '.join(LOG_LEVELS)} "
+                "(--log-level, MODELYARD_LOG_LEVEL, server.log_level)"
+            )
         if self.balancing not in STRATEGIES:
             raise InvalidRequest(
                 f"MODELYARD_BALANCING: '{self.balancing}' is not one of {', '.join(STRATEGIES)}"
             )
 
     def models_dir_for(self, own: Path | None) -> Path:
-        """The one models-directory rule: the backend's own key, else the server's, else
+        """The one models-directory rule, for engines and discovery alike: the backend's
+        own `models_dir` key, else the server's (flag, env, `server.models_dir`), else
         DATA_DIR/models."""
-        return own or self.models_dir or self.data_dir / "models"
+        return own or self.models_dir or self.config.server.models_dir or self.data_dir / "models"
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -108,7 +116,7 @@ def resolve_settings(
     config_path = pick("config", "MODELYARD_CONFIG", None, "")
     config = load_config(config_path, env) if config_path else default_config(env)
     server = config.server
-    models_dir = pick("models_dir", "MODELYARD_MODELS_DIR", server.models_dir, "")
+    models_dir = pick("models_dir", "MODELYARD_MODELS_DIR", None, "")
     data_dir = pick("data_dir", "MODELYARD_DATA_DIR", server.data_dir, "")
     return Settings(
         config=config,

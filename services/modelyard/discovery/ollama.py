@@ -59,7 +59,7 @@ class OllamaSource:
     def __init__(
         self, host: str = DEFAULT_HOST, *, backend: str = "ollama", timeout_s: float = 10.0
     ) -> None:
-        self.name = f"ollama:{backend}"
+        self.name = backend  # unique in the configuration; what Discover(provider=) names
         self.backend = backend
         self._host = host
         self._timeout_s = timeout_s

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
+from modelyard.catalog_ids import catalog_id
 from modelyard.discovery.source import SourceSnapshot, context_window
 from modelyard.errors import BackendUnavailable
 from modelyard.v1 import common_pb2
@@ -82,7 +83,7 @@ class OpenAICompatSource:
             "created": str(item.get("created") or ""),
         }
         return common_pb2.ModelEntry(
-            id=f"{self.provider.name}/{model}",
+            id=catalog_id(self.provider.name, model),
             name=model,
             provider=self.provider.name,
             capabilities=caps,

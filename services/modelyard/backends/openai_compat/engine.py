@@ -22,6 +22,7 @@ import aiohttp
 from modelyard.backends.engine import EngineHealth, Piece, chat_messages
 from modelyard.backends.openai_compat.chat_stream import ChatStream
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
+from modelyard.catalog_ids import catalog_id
 from modelyard.errors import (
     BackendUnavailable,
     InvalidRequest,
@@ -76,7 +77,7 @@ class OpenAICompatEngine:
                 self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNHEALTHY, exc.message)
                 log.warning("%s: %s", self._provider.name, exc.message)
                 return
-        self._names = {f"{self._provider.name}/{n}": n for n in names}
+        self._names = {catalog_id(self._provider.name, n): n for n in names}
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
     async def close(self) -> None:

@@ -1,0 +1,123 @@
+"""Each setting: a flag, else its environment variable, else the file, else the default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelyard.assembly import DEFAULT_ADDRESS, ROLES, resolve_settings
+from modelyard.config import ConfigError
+from modelyard.errors import InvalidRequest
+
+FILE = """
+model_system:
+  server: {listen: "127.0.0.1:7000", data_dir: /from/file, models_dir: /models/file,
+           grace_period: 12s, log_level: WARNING}
+  rate_limits: {per_key: {requests_per_minute: 10}, on_redis_failure: fail_closed}
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "modelyard.yaml"
+    path.write_text(FILE)
+    return path
+
+
+def test_with_nothing_given_the_built_in_defaults_run() -> None:
+    settings = resolve_settings({}, env={})
+    assert settings.listen == DEFAULT_ADDRESS
+    assert settings.roles == ROLES
+    assert settings.models_dir is None
+    assert settings.data_dir == Path.home() / ".local" / "share" / "modelyard"
+    assert (settings.grace_s, settings.log_level, settings.balancing) == (
+        30.0,
+        "INFO",
+        "least_loaded",
+    )
+    assert set(settings.config.active_backends()) == {"local", "ollama"}  # no keys: no providers
+
+
+def test_the_file_beats_the_defaults(config_file: Path) -> None:
+    settings = resolve_settings({"config": config_file}, env={})
+    assert settings.listen == "127.0.0.1:7000"
+    assert settings.data_dir == Path("/from/file")
+    assert settings.models_dir_for(None) == Path("/models/file")
+    assert (settings.grace_s, settings.log_level) == (12.0, "WARNING")
+    assert settings.limiter.quotas.per_key.requests_per_minute == 10
+    assert settings.limiter.failure_policy == "fail_closed"
+
+
+def test_the_environment_beats_the_file(config_file: Path) -> None:
+    env = {
+        "MODELYARD_CONFIG": str(config_file),
+        "MODELYARD_ADDRESS": "127.0.0.1:7001",
+        "MODELYARD_DATA_DIR": "/from/env",
+        "MODELYARD_MODELS_DIR": "/models/env",
+        "MODELYARD_LOG_LEVEL": "debug",
+        "MODELYARD_RATE_LIMIT_FAILURE_POLICY": "fail_open",
+        "MODELYARD_QUOTA_PER_KEY": "rpm=99",
+    }
+    settings = resolve_settings({}, env=env)
+    assert settings.listen == "127.0.0.1:7001"
+    assert settings.data_dir == Path("/from/env")
+    assert settings.models_dir_for(None) == Path("/models/env")
+    assert settings.log_level == "DEBUG"
+    assert settings.limiter.failure_policy == "fail_open"
+    assert settings.limiter.quotas.per_key.requests_per_minute == 99
+
+
+def test_a_flag_beats_the_environment(config_file: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("model_system:\n  server: {listen: '127.0.0.1:7100'}\n")
+    env = {
+        "MODELYARD_CONFIG": str(config_file),
+        "MODELYARD_ADDRESS": "127.0.0.1:7001",
+        "MODELYARD_DATA_DIR": "/from/env",
+        "MODELYARD_MODELS_DIR": "/models/env",
+        "MODELYARD_REGISTRY": "registry:1",
+    }
+    flags = {
+        "config": other,
+        "listen": "127.0.0.1:7002",
+        "data_dir": Path("/from/flag"),
+        "models_dir": Path("/models/flag"),
+        "grace": 3.0,
+        "registry": "registry:2",
+        "roles": ("gateway",),
+    }
+    settings = resolve_settings(flags, env=env)
+    assert settings.listen == "127.0.0.1:7002"
+    assert settings.data_dir == Path("/from/flag")
+    assert settings.models_dir_for(None) == Path("/models/flag")
+    assert settings.grace_s == 3.0
+    assert settings.registry_address == "registry:2"
+    assert settings.roles == ("gateway",)
+
+
+def test_a_flag_given_as_none_counts_as_not_given() -> None:
+    env = {"MODELYARD_ADDRESS": "127.0.0.1:7001"}
+    assert resolve_settings({"listen": None}, env=env).listen == "127.0.0.1:7001"
+
+
+def test_a_mistyped_balancing_strategy_names_the_variable_and_the_choices() -> None:
+    with pytest.raises(InvalidRequest, match=r"MODELYARD_BALANCING: 'least-loaded' is not one of"):
+        resolve_settings({}, env={"MODELYARD_BALANCING": "least-loaded"})
+
+
+def test_a_bad_log_level_is_refused_before_anything_starts() -> None:
+    with pytest.raises(InvalidRequest, match=r"log level 'LOUD' is not one of DEBUG"):
+        resolve_settings({}, env={"MODELYARD_LOG_LEVEL": "loud"})
+
+
+def test_a_bad_quota_variable_names_the_variable() -> None:
+    with pytest.raises(InvalidRequest, match="MODELYARD_QUOTA_PER_KEY"):
+        resolve_settings({}, env={"MODELYARD_QUOTA_PER_KEY": "rpm=lots"})
+
+
+def test_an_invalid_file_is_a_config_error_with_its_key_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_system:\n  server: {grace_period: soon}\n")
+    with pytest.raises(ConfigError, match=r"model_system\.server\.grace_period"):
+        resolve_settings({"config": bad}, env={})
