@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
+from modelyard.assembly.kinds import not_served
 from modelyard.config import ConfigError
 from modelyard.config.unbuilt import notices
 from modelyard.errors import ModelyardError
@@ -202,7 +203,7 @@ def _config_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: ok")
     for line in summary_lines(config):
         print(f"  {line}")
-    for line in notices(config):
+    for line in [*notices(config), *not_served(config)]:
         print(f"  {line}")
     return 0
 

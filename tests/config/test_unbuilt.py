@@ -66,3 +66,19 @@ def test_config_check_prints_each_notice(
         "  accepted, not implemented yet: hot_swap.rollback_on_failure "
         "(routes and swaps are not built)\n"
     ) in out
+
+
+def test_config_check_names_a_backend_no_engine_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "model_system:\n  backends:\n    anthropic: {api_key: '${ANTHROPIC_API_KEY}'}\n"
+    )
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "  accepted, not implemented yet: backends.anthropic (no engine for kind anthropic yet)\n"
+        in out
+    )

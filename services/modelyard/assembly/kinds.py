@@ -20,10 +20,12 @@ from modelyard.config import (
     Backend,
     HostedBackend,
     LocalBackend,
+    ModelyardConfig,
     OllamaBackend,
     OpenAICompatBackend,
     PluginBackend,
 )
+from modelyard.config.unbuilt import NOTICE
 from modelyard.discovery.source import DiscoverySource
 
 if TYPE_CHECKING:
@@ -176,6 +178,16 @@ KINDS: dict[str, BackendKind] = {
     "bedrock": BackendKind(_COMPAT_ROLE),
 }
 PLUGIN_KIND = BackendKind("backend-plugins", _plugin_engine)
+
+
+def not_served(config: ModelyardConfig) -> list[str]:
+    """``accepted, not implemented yet: backends.NAME (...)`` for active backends no engine
+    serves."""
+    return [
+        f"{NOTICE}: backends.{name} (no engine for kind {backend.kind} yet)"
+        for name, backend in config.active_backends().items()
+        if kind_of(backend).engine is None
+    ]
 
 
 def kind_of(backend: Backend) -> BackendKind:
