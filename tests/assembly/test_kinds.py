@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
+import pytest
 from conftest import GEMMA_ID
 
 from modelyard.assembly import Settings
@@ -65,3 +67,18 @@ async def test_model_profiles_reach_the_catalog(make_stack, models_dir: Path) ->
     assert entry.cost.usd_per_output_token == 2e-6
     assert entry.performance.latency_ms_p50 == 40
     assert entry.context_window == 1024
+
+
+async def test_a_backend_with_no_engine_is_reported_once_per_start(
+    make_stack,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    config = parse_config(
+        "model_system:\n  backends:\n    anthropic: {api_key: '${ANTHROPIC_API_KEY}'}\n",
+        env={"ANTHROPIC_API_KEY": "sk-ant"},
+    )
+    with caplog.at_level(logging.WARNING, logger="modelyard.assembly.plan"):
+        await make_stack(config=config)
+    assert [r.getMessage() for r in caplog.records if r.name == "modelyard.assembly.plan"] == [
+        "configured backend anthropic (kind anthropic): no engine for this kind yet"
+    ]
