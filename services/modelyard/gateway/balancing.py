@@ -11,14 +11,10 @@ import time
 from dataclasses import dataclass
 
 from modelyard._native import DeploymentPool
+from modelyard.servable import servable_health
 from modelyard.v1 import common_pb2
 
 STRATEGIES = ("round_robin", "least_loaded", "p2c", "cost_optimized", "region_affinity")
-_USABLE = (
-    common_pb2.HEALTH_STATUS_UNSPECIFIED,
-    common_pb2.HEALTH_STATUS_HEALTHY,
-    common_pb2.HEALTH_STATUS_DEGRADED,
-)
 
 
 @dataclass
@@ -55,7 +51,7 @@ class Balancer:
             known = self._pools[model.id] = (shape, pool)
         pool = known[1]
         for i, d in enumerate(deployments):
-            pool.set_healthy(i, d.health in _USABLE)
+            pool.set_healthy(i, servable_health(d.health))
         index = pool.pick(self.strategy, self.region)
         pool.start(index)
         return Lease(pool, index, deployments[index], time.perf_counter())

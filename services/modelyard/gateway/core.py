@@ -26,8 +26,10 @@ from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.settings import GatewaySettings
-from modelyard.gateway.validation import check_against_model, check_request, estimate_input_tokens
+from modelyard.gateway.validation import check_against_model, check_request
+from modelyard.model_input import estimate_input_tokens
 from modelyard.selector.selection import Selector
+from modelyard.servable import servable_health
 from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
 
 # Errors after which the next fallback model is worth trying.
@@ -180,7 +182,7 @@ class GatewayCore:
 
 
 def _check_servable(model: common_pb2.ModelEntry) -> None:
-    if model.health in (common_pb2.HEALTH_STATUS_UNAVAILABLE, common_pb2.HEALTH_STATUS_UNHEALTHY):
+    if not servable_health(model.health):
         raise BackendUnavailable(
             f"model '{model.id}' is {common_pb2.HealthStatus.Name(model.health)}"
             + (f": {model.health_reason}" if model.health_reason else "")

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from modelyard.errors import InvalidRequest, RequestTooLarge
 from modelyard.gateway.settings import GatewaySettings
+from modelyard.model_input import input_modality, input_size_bytes
 from modelyard.v1 import common_pb2, gateway_pb2
-
-# Roughly four bytes of English text per token for common BPE tokenizers.
-# Only used to reserve rate-limit budget; the real count settles it afterwards.
-BYTES_PER_TOKEN = 4
-
-
-def input_size_bytes(model_input: common_pb2.Input) -> int:
-    return model_input.ByteSize()
-
-
-def estimate_input_tokens(model_input: common_pb2.Input) -> int:
-    return math.ceil(input_size_bytes(model_input) / BYTES_PER_TOKEN)
 
 
 def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySettings) -> None:
@@ -65,15 +52,7 @@ def check_against_model(
     request: gateway_pb2.GenerateRequest, model: common_pb2.ModelEntry, max_tokens: int
 ) -> None:
     """Checks that need the chosen model's catalog entry."""
-    kind = request.input.WhichOneof("kind")
-    wanted = {
-        "text": common_pb2.MODALITY_TEXT,
-        "chat": common_pb2.MODALITY_TEXT,
-        "image": common_pb2.MODALITY_IMAGE,
-        "audio": common_pb2.MODALITY_AUDIO,
-        "structured": common_pb2.MODALITY_STRUCTURED,
-        "tensors": common_pb2.MODALITY_TENSOR,
-    }[kind or "text"]
+    wanted = input_modality(request.input)  # never UNSPECIFIED: check_request ran first
     if model.input_modalities and wanted not in model.input_modalities:
         raise InvalidRequest(
             f"model '{model.id}' does not take {common_pb2.Modality.Name(wanted)} input"

@@ -5,13 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from modelyard._native import Candidate, CandidateSet
+from modelyard.servable import servable
 from modelyard.v1 import common_pb2
-
-_SERVABLE = (
-    common_pb2.HEALTH_STATUS_UNSPECIFIED,
-    common_pb2.HEALTH_STATUS_HEALTHY,
-    common_pb2.HEALTH_STATUS_DEGRADED,
-)
 
 
 def mask(values: Iterable[int]) -> int:
@@ -20,11 +15,6 @@ def mask(values: Iterable[int]) -> int:
     for value in values:
         out |= 1 << value
     return out
-
-
-def servable(entry: common_pb2.ModelEntry) -> bool:
-    """Healthy enough to route to, with at least one deployment that is too."""
-    return entry.health in _SERVABLE and any(d.health in _SERVABLE for d in entry.deployments)
 
 
 def candidate_of(entry: common_pb2.ModelEntry) -> Candidate:

@@ -10,31 +10,24 @@ Simple, documented rules; every field the caller set explicitly wins.
   input, vision for images, speech to text for audio, JSON output when a
   response schema is given.
 - size: input tokens estimated at four bytes per token.
+
+Modality and size are `modelyard.model_input`'s rules, the ones the gateway
+checks and reserves budget with.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
+from modelyard.model_input import estimate_input_tokens, input_modality
 from modelyard.v1 import common_pb2, selector_pb2
 
-BYTES_PER_TOKEN = 4
 _CODE = re.compile(
     r"```|\bdef \w+\(|\bfunction \w*\(|\bclass \w+[:({]|#include\s*<|\bSELECT\b.+\bFROM\b"
     r"|\bimport \w+|=>|\bfn \w+\(",
     re.IGNORECASE | re.DOTALL,
 )
 _SUMMARY = re.compile(r"\b(summari[sz]e|summary|tl;?dr)\b", re.IGNORECASE)
-
-_MODALITY = {
-    "text": common_pb2.MODALITY_TEXT,
-    "chat": common_pb2.MODALITY_TEXT,
-    "image": common_pb2.MODALITY_IMAGE,
-    "audio": common_pb2.MODALITY_AUDIO,
-    "structured": common_pb2.MODALITY_STRUCTURED,
-    "tensors": common_pb2.MODALITY_TENSOR,
-}
 
 
 def _text_of(model_input: common_pb2.Input) -> str:
@@ -54,14 +47,14 @@ def analyse(
     out.CopyFrom(task)
     kind = model_input.WhichOneof("kind")
     text = _text_of(model_input)
-    if out.input_modality == common_pb2.MODALITY_UNSPECIFIED and kind:
-        out.input_modality = _MODALITY[kind]
+    if out.input_modality == common_pb2.MODALITY_UNSPECIFIED:
+        out.input_modality = input_modality(model_input)
     if out.type == selector_pb2.TASK_TYPE_UNSPECIFIED:
         out.type = _task_type(kind, text)
     if not out.required_capabilities:
         out.required_capabilities.extend(_capabilities(kind, params))
     if not out.estimated_input_tokens:
-        out.estimated_input_tokens = math.ceil(model_input.ByteSize() / BYTES_PER_TOKEN)
+        out.estimated_input_tokens = estimate_input_tokens(model_input)
     if not out.max_output_tokens and params.max_tokens > 0:
         out.max_output_tokens = params.max_tokens
     return out

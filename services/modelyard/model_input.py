@@ -1,0 +1,41 @@
+"""What a request's `Input` says about itself before any model sees it.
+
+The gateway checks a chosen model against these and reserves rate-limit
+budget with the estimate; the selector derives a task from them. One rule
+each, so a request is sized and typed the same way on both paths.
+"""
+
+from __future__ import annotations
+
+import math
+
+from modelyard.v1 import common_pb2
+
+# Roughly four bytes of English text per token for common BPE tokenizers. An
+# estimate only: it reserves budget and sizes a task; the real count settles it.
+BYTES_PER_TOKEN = 4
+
+_MODALITY_OF_KIND = {
+    "text": common_pb2.MODALITY_TEXT,
+    "chat": common_pb2.MODALITY_TEXT,
+    "image": common_pb2.MODALITY_IMAGE,
+    "audio": common_pb2.MODALITY_AUDIO,
+    "structured": common_pb2.MODALITY_STRUCTURED,
+    "tensors": common_pb2.MODALITY_TENSOR,
+}
+
+
+def input_modality(model_input: common_pb2.Input) -> common_pb2.Modality.ValueType:
+    """The modality of the input's kind (text and chat are text); UNSPECIFIED when empty."""
+    kind = model_input.WhichOneof("kind")
+    return _MODALITY_OF_KIND[kind] if kind else common_pb2.MODALITY_UNSPECIFIED
+
+
+def input_size_bytes(model_input: common_pb2.Input) -> int:
+    """The input's encoded size, what the gateway's size limit counts."""
+    return model_input.ByteSize()
+
+
+def estimate_input_tokens(model_input: common_pb2.Input) -> int:
+    """Tokens the input will take, at `BYTES_PER_TOKEN` bytes each, rounded up."""
+    return math.ceil(input_size_bytes(model_input) / BYTES_PER_TOKEN)
