@@ -64,6 +64,8 @@ class Weights:
             yield "", "must not all be 0 (give at least one weight a value above 0)"
 
 
+# The selection weights when the file gives none: the only place they are written (the
+# selector takes its defaults from the configuration and has none of its own).
 DEFAULT_WEIGHTS = Weights(performance=0.4, cost=0.3, reliability=0.2, capabilities=0.1)
 
 

@@ -6,7 +6,7 @@ process, the gateway's requests that name no model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelyard._native import Constraints, Selection, Weights
@@ -21,32 +21,32 @@ CRITERIA = ("performance", "cost", "reliability", "capabilities")
 
 @dataclass(frozen=True)
 class Policy:
-    """Weights and default constraints (request fields that are set win)."""
+    """Default weights and constraints, in the request's own messages.
 
-    weights: selector_pb2.SelectionWeights = field(
-        default_factory=lambda: selector_pb2.SelectionWeights(
-            performance=0.4, cost=0.3, reliability=0.2, capabilities=0.1
-        )
-    )
+    A request's weights, when it sets any, replace these; each constraint
+    field it sets wins over the default one (excluded models add up).
+    """
+
+    weights: selector_pb2.SelectionWeights
     constraints: selector_pb2.Constraints = field(default_factory=selector_pb2.Constraints)
 
 
 @dataclass(frozen=True)
-class AgentRule:
-    model: str = ""  # pinned model id
-    policy: Policy | None = None
-
-
-@dataclass(frozen=True)
 class SelectionSettings:
-    policy: Policy = field(default_factory=Policy)
-    agents: dict[str, AgentRule] = field(default_factory=dict)
+    """The default policy, and per agent id either a pinned model id or a policy of its own.
+
+    Built from the configuration (`settings_from_config`), whose defaults these
+    are: there are none of the selector's own.
+    """
+
+    policy: Policy
+    agents: Mapping[str, str | Policy] = field(default_factory=dict)
 
 
 class Selector:
-    def __init__(self, pool: CandidatePool, settings: SelectionSettings | None = None) -> None:
+    def __init__(self, pool: CandidatePool, settings: SelectionSettings) -> None:
         self._pool = pool
-        self._settings = settings or SelectionSettings()
+        self._settings = settings
 
     def select(self, request: selector_pb2.SelectRequest) -> selector_pb2.SelectResponse:
         """The chosen model with every candidate's scores and the reason each was dropped."""
@@ -94,13 +94,11 @@ class Selector:
     ) -> tuple[selector_pb2.Task, str | tuple[list[common_pb2.ModelEntry], Selection, Weights]]:
         task = analyse(request.task, request.task.input, common_pb2.GenerationParams())
         task.ClearField("input")  # analysed; no need to echo the whole input back
-        policy = self._settings.policy
         rule = self._settings.agents.get(task.agent_id) if task.agent_id else None
         entries, candidates = self._pool.current()
-        if rule is not None and rule.model:
-            return task, self._pinned(rule.model, entries, task)
-        if rule is not None and rule.policy is not None:
-            policy = rule.policy
+        if isinstance(rule, str):
+            return task, self._pinned(rule, entries, task)
+        policy = self._settings.policy if rule is None else rule
         if candidates is None:
             raise NoSuitableModel("the catalog has no models to choose from")
         constraints = _merge_constraints(request.constraints, policy.constraints)

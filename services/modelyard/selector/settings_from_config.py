@@ -1,10 +1,16 @@
-"""The selection section of the configuration as selector settings."""
+"""The selection section of the configuration as selector settings.
+
+The configuration's types are the file's schema (validated, with key paths in
+errors); the selector's are the domain's, holding defaults in the messages a
+request overrides them with. Every default (weights included) comes from the
+configuration: the selector has none of its own.
+"""
 
 from __future__ import annotations
 
 from modelyard.config import SelectionConfig
 from modelyard.config.schema import SelectionPolicy
-from modelyard.selector.selection import AgentRule, Policy, SelectionSettings
+from modelyard.selector.selection import Policy, SelectionSettings
 from modelyard.v1 import selector_pb2
 
 
@@ -27,11 +33,11 @@ def _policy(section: SelectionPolicy) -> Policy:
 
 
 def selection_settings(section: SelectionConfig) -> SelectionSettings:
-    agents = {
-        agent: AgentRule(
-            model=rule.model or "",
-            policy=_policy(rule.policy) if rule.policy is not None else None,
-        )
-        for agent, rule in section.agents.items()
-    }
+    """A pinned agent maps to its model id, an agent with a policy to that policy."""
+    agents: dict[str, str | Policy] = {}
+    for agent, rule in section.agents.items():  # the configuration allows one of the two
+        if rule.model is not None:
+            agents[agent] = rule.model
+        elif rule.policy is not None:
+            agents[agent] = _policy(rule.policy)
     return SelectionSettings(policy=_policy(section), agents=agents)
