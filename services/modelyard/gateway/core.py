@@ -116,7 +116,8 @@ class GatewayCore:
         if not task.max_output_tokens:
             task.max_output_tokens = request.params.max_tokens or self.settings.default_max_tokens
         ranked = self.selector.ranked(
-            selector_pb2.SelectRequest(task=task, constraints=request.constraints)
+            selector_pb2.SelectRequest(task=task, constraints=request.constraints),
+            request.params,  # a response schema requires a model with JSON output
         )
         return ranked[: self.settings.selection_fallbacks + 1]
 

@@ -3,12 +3,13 @@
 Simple, documented rules; every field the caller set explicitly wins.
 
 - modality: from the input kind (text and chat are text).
-- task type: image → vision, audio → speech to text, a JSON schema →
-  completion with JSON output, code fences or code keywords → code,
+- task type: image → vision, audio → speech to text, tensors →
+  classification, code fences or code keywords → code,
   "summarize"/"tl;dr" → summarization, chat input → chat, else completion.
 - required capabilities: chat for chat input, text generation for text
-  input, vision for images, speech to text for audio, JSON output when a
-  response schema is given.
+  input, vision for images, speech to text for audio, JSON output when the
+  generation parameters carry a response schema (the gateway passes its
+  request's; a Select call has none).
 - size: input tokens estimated at four bytes per token.
 
 Modality and size are `modelyard.model_input`'s rules, the ones the gateway
