@@ -1,8 +1,8 @@
 """Plug-in backends: an installed `BaseProvider` adapted to the `Engine` protocol.
 
 `plugin_engine` finds the entry point a `PluginBackend`'s kind names, checks it
-is a `BaseProvider` subclass and builds it; a mistake there is a
-`InvalidRequest` naming the backend and the entry point, before anything
+is a `BaseProvider` subclass and builds it; a mistake there is an
+`InvalidRequest` naming the backend key and the entry point, before anything
 starts. `PluginEngine` then does everything the protocol leaves out of the
 plug-in: catalog entries and ids, protobuf in and out, the finish reason,
 usage figures, and turning the plug-in's exceptions into modelyard errors.
@@ -56,15 +56,15 @@ _CAPABILITIES = (
 
 def plugin_engine(name: str, backend: PluginBackend) -> PluginEngine:
     """The engine serving backend `name` with the plug-in its `kind` names."""
-    where = f"backends.{name}"
-    point = installed_plugins().get(backend.kind)
+    where = f"model_system.backends.{name}"
+    installed = installed_plugins()
+    point = installed.get(backend.kind)
     if point is None:
-        installed = ", ".join(sorted(installed_plugins())) or "none"
         raise InvalidRequest(
-            f"{where}: no plug-in '{backend.kind}' is installed "
-            f"(entry points in {ENTRY_POINT_GROUP}: {installed})"
+            f"{where}.kind: no plug-in '{backend.kind}' is installed "
+            f"(entry points in {ENTRY_POINT_GROUP}: {', '.join(sorted(installed)) or 'none'})"
         )
-    provider_class = load_provider_class(point, where)
+    provider_class = load_provider_class(point, f"{where}.kind")
     try:
         provider = provider_class(name, backend.options, backend.api_key, endpoint=backend.endpoint)
     except Exception as exc:
@@ -75,7 +75,7 @@ def plugin_engine(name: str, backend: PluginBackend) -> PluginEngine:
 
 
 def load_provider_class(point: EntryPoint, where: str) -> type[BaseProvider]:
-    """The `BaseProvider` subclass entry point `point` names."""
+    """The `BaseProvider` subclass entry point `point` names; `where`: the config key."""
     try:
         loaded = point.load()
     except Exception as exc:
@@ -226,6 +226,7 @@ class PluginEngine:
                     f"{_describe(exc)}: the answer is truncated"
                 ) from exc
             raise ProviderError(f"{self._who} failed for '{model_id}': {_describe(exc)}") from exc
+        answer = "".join(text)
         yield Piece(
             "",
             _FINISH.get(finish.reason, common_pb2.FINISH_REASON_STOP),
@@ -236,8 +237,8 @@ class PluginEngine:
             ),
             output_tokens=_first(
                 finish.output_tokens,
-                self._counted(name, ["".join(text)]),
-                estimate_text_tokens("".join(text)),
+                self._counted(name, [answer]),
+                estimate_text_tokens(answer),
             ),
         )
 

@@ -17,6 +17,7 @@ from modelyard.config.backends import (
     ModelProfile,
     OllamaBackend,
     OpenAICompatBackend,
+    PluginBackend,
     VertexBackend,
 )
 from modelyard.config.durations import parse_duration
@@ -63,6 +64,7 @@ __all__ = [
     "MonitoringConfig",
     "OllamaBackend",
     "OpenAICompatBackend",
+    "PluginBackend",
     "RateLimit",
     "RateLimitsConfig",
     "RegistryConfig",

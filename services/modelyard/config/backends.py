@@ -8,6 +8,10 @@ OpenAI-compatible server can sit side by side::
     together: {kind: openai_compat, endpoint: "https://api.together.xyz/v1",
                api_key: "${TOGETHER_API_KEY}"}
 
+A kind that is not built in names an installed plug-in (`modelyard.plugins`)::
+
+    echo1: {kind: echo, options: {prefix: ">> "}}
+
 The entry's name is the provider part of its model ids (``ollama/gemma3:4b``).
 """
 
@@ -23,6 +27,7 @@ from typing import Annotated, Any, Literal
 from modelyard.config.convert import NonEmpty, OneOf, Range, Secret, Url
 from modelyard.config.problems import suggestion
 from modelyard.config.values import CAPABILITIES, Count, Millis, Seconds
+from modelyard.plugins import ENTRY_POINT_GROUP, installed_plugins
 
 ModelName = Annotated[str, NonEmpty()]
 PerMinute = Annotated[float, Range(min=0, above=True)]
@@ -180,6 +185,28 @@ class BedrockBackend(BackendBase):
     timeout_ms: Millis = 120_000
 
 
+@dataclass(frozen=True, kw_only=True)
+class PluginBackend(BackendBase):
+    """A kind from outside modelyard: `kind` names an installed plug-in (`modelyard.plugins`).
+
+    `options` are handed to the plug-in as they are; what they mean is its own affair.
+    """
+
+    kind: Annotated[str, NonEmpty()]
+    options: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+    api_key: Annotated[str, Secret()] | None = field(default=None, repr=False)
+    endpoint: Annotated[str, Url()] | None = None
+
+    @property
+    def disabled_reason(self) -> str | None:
+        # An optional reference left empty (`${VAR:-}`) turns the entry off.
+        if self.api_key == "":
+            return "api_key is empty"
+        if self.endpoint == "":
+            return "endpoint is empty"
+        return super().disabled_reason
+
+
 Backend = (
     LocalBackend
     | OllamaBackend
@@ -188,6 +215,7 @@ Backend = (
     | OpenAICompatBackend
     | VertexBackend
     | BedrockBackend
+    | PluginBackend
 )
 
 _BY_KIND: dict[str, type[BackendBase]] = {
@@ -203,13 +231,23 @@ KINDS: tuple[str, ...] = tuple(_BY_KIND)
 
 
 def backend_schema(name: str, raw: Mapping[str, Any]) -> tuple[type, str] | str:
-    """The dataclass and kind of the entry called `name`, or why there is none."""
+    """The dataclass and kind of the entry called `name`, or why there is none.
+
+    A built-in kind wins over a plug-in of the same name.
+    """
     kind = raw.get("kind", name)
+    if not isinstance(kind, str):
+        return "must be a string naming a built-in kind or an installed plug-in"
     if kind in _BY_KIND:
         return _BY_KIND[kind], kind
+    plugins = sorted(installed_plugins())
+    if kind in plugins:
+        return PluginBackend, kind
+    known = [*KINDS, *plugins]
+    installed = f"installed plug-ins ({ENTRY_POINT_GROUP}): {', '.join(plugins) or 'none'}"
     if "kind" in raw:
-        return f"'{kind}' is not one of {', '.join(KINDS)}{suggestion(str(kind), KINDS)}"
+        return f"'{kind}' is not one of {', '.join(KINDS)}{suggestion(kind, known)}; {installed}"
     return (
-        f"unknown backend '{name}'{suggestion(name, KINDS)}; "
-        f"name a known kind ({', '.join(KINDS)}) or add kind: openai_compat"
+        f"unknown backend '{name}'{suggestion(name, known)}; "
+        f"name a known kind ({', '.join(KINDS)}) or add kind: openai_compat; {installed}"
     )
