@@ -1,4 +1,4 @@
-"""Native core vs pure Python: rate limit, selection, balancing, A/B split.
+"""Native core vs pure Python: token bucket, selection, balancing, A/B split.
 
 Times each hot-path call of `modelyard._native` as Python code calls it, next to
 the straightforward pure-Python version in `bench/native_reference.py`, and
@@ -32,7 +32,7 @@ from modelyard._native import (
     CandidateSet,
     Constraints,
     DeploymentPool,
-    RateLimit,
+    TokenBucket,
     Weights,
     assign_arm,
 )
@@ -117,21 +117,22 @@ def measure(quick: bool, rounds: int) -> list[Row]:
 
     rows = []
 
-    limit = RateLimit(requests_per_minute=1e12, tokens_per_minute=1e15)
-    reference_limit = ref.ReferenceRateLimit(1e12, 1e15)
-    acquire, ref_acquire = limit.try_acquire, reference_limit.try_acquire
-    native = per_call_ns(lambda: acquire(1, 0.0), n(1_000_000), rounds)
+    # The gateway's in-process limits are one TokenBucket per scope and dimension.
+    bucket = TokenBucket(1e15, 1e12)
+    reference_bucket = ref.ReferenceTokenBucket(1e15, 1e12)
+    take, ref_take = bucket.try_take, reference_bucket.try_take
+    native = per_call_ns(lambda: take(1.0, 0.0), n(1_000_000), rounds)
     rows.append(
         Row(
-            "RateLimit.try_acquire (explicit now)",
+            "TokenBucket.try_take (explicit now)",
             ">= 3 M decisions/s",
             native,
-            per_call_ns(lambda: ref_acquire(1, 0.0), n(200_000), rounds),
+            per_call_ns(lambda: ref_take(1.0, 0.0), n(200_000), rounds),
             1e9 / native >= 3e6,
         )
     )
-    native = per_call_ns(lambda: acquire(1), n(1_000_000), rounds)
-    rows.append(Row("RateLimit.try_acquire (process clock)", "", native, float("nan"), None))
+    native = per_call_ns(lambda: take(1.0), n(1_000_000), rounds)
+    rows.append(Row("TokenBucket.try_take (process clock)", "", native, float("nan"), None))
 
     candidates, reference_candidates = candidates_native(), candidates_reference()
     constraints = Constraints(required_capabilities=0b10, prompt_tokens=1000, max_output_tokens=256)
@@ -244,7 +245,7 @@ def section(
         "machine and is not subtracted. *Reference* is the straightforward pure-Python "
         "version of the same algorithm in `bench/native_reference.py` (same rules with "
         "lists and dataclasses; its selection checks only the constraints these inputs "
-        "exercise, which flatters it). Inputs: a rate limit that always admits; 100 candidates "
+        "exercise, which flatters it). Inputs: a token bucket that always admits; 100 candidates "
         "(a few unhealthy, varied latency, throughput, prices and capabilities) with a "
         "capability, a prompt and an output budget as constraints; a pool of 100 "
         "deployments with uneven in-flight counts and latencies; 1024 distinct keys "

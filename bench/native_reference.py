@@ -8,40 +8,36 @@ matches `assign_arm` here bit for bit. They follow the Rust code's rules
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
 MASK64 = (1 << 64) - 1
 
 
-# ---- rate limit (native/src/rate_limit.rs) -----------------------------------
+# ---- token bucket (native/src/token_bucket.rs) -------------------------------
 
 
-class ReferenceRateLimit:
-    """Requests- and tokens-per-minute buckets; admit from both or neither."""
+class ReferenceTokenBucket:
+    """Holds up to `capacity`, refills at `refill_per_second`; takes all or nothing."""
 
-    def __init__(self, requests_per_minute: float, tokens_per_minute: float) -> None:
-        self.capacity = [requests_per_minute, tokens_per_minute]
-        self.level = [requests_per_minute, tokens_per_minute]
+    def __init__(self, capacity: float, refill_per_second: float) -> None:
+        self.capacity = capacity
+        self.refill_per_second = refill_per_second
+        self.level = capacity
         self.last: float | None = None
 
-    def try_acquire(self, tokens: int, now: float) -> float:
+    def try_take(self, amount: float, now: float) -> float:
         if self.last is not None and now > self.last:
-            elapsed = now - self.last
-            self.level = [
-                min(c, lv + c / 60 * elapsed)
-                for c, lv in zip(self.capacity, self.level, strict=True)
-            ]
+            accrued = (now - self.last) * self.refill_per_second
+            self.level = min(self.capacity, self.level + accrued)
         if self.last is None or now > self.last:
             self.last = now
-        needs = [1.0, float(tokens)]
-        wait = max(
-            (need - lv) / (c / 60) if need > lv else 0.0
-            for need, lv, c in zip(needs, self.level, self.capacity, strict=True)
-        )
-        if wait > 0:
-            return wait
-        self.level = [lv - need for lv, need in zip(self.level, needs, strict=True)]
+        if amount > self.level:
+            if self.refill_per_second == 0:
+                return math.inf
+            return (amount - self.level) / self.refill_per_second
+        self.level -= amount
         return 0.0
 
 

@@ -1,52 +1,39 @@
 //! Load balancing among the deployments of one model.
 //!
-//! A deployment is usable when it is marked healthy and not ejected (see
-//! `outlier`). Strategies that compare loads scan from a cursor that moves past
-//! each pick, so ties rotate instead of piling onto the first deployment. No
-//! strategy allocates.
+//! A deployment is usable when it is marked healthy and not ejected. Strategies
+//! that compare loads scan from a cursor that moves past each pick, so ties
+//! rotate instead of piling onto the first deployment. No strategy allocates.
+//!
+//! Children: `strategy` (the strategies and their names, a leaf), `error`
+//! (lists the names in its message), `outlier` (ejection; reports bad
+//! parameters with `error`). None of them uses this file, so the module
+//! graph has no cycle.
 
 mod error;
+mod outlier;
+mod strategy;
 #[cfg(test)]
 mod tests;
 
+use std::str::FromStr;
+
 pub use error::BalanceError;
+pub use outlier::OutlierPolicy;
+pub use strategy::Strategy;
 
-use crate::outlier::{OutlierPolicy, OutlierState};
 use crate::rng::SplitMix64;
+use outlier::OutlierState;
 
-/// How to choose among usable deployments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// Each in turn.
-    RoundRobin,
-    /// Fewest calls in flight.
-    LeastLoaded,
-    /// Two random picks; the one with the lower (latency EWMA + 1 ms) × (in flight + 1).
-    PowerOfTwoChoices,
-    /// Cheapest; ties by fewest in flight.
-    CostOptimized,
-    /// Least loaded in the caller's region, else least loaded anywhere.
-    RegionAffinity,
-}
+/// Here rather than beside `Strategy`: the error is the balancer's, and its
+/// message lists the strategies, so `strategy` stays a leaf.
+impl FromStr for Strategy {
+    type Err = BalanceError;
 
-impl Strategy {
-    pub const NAMES: [&'static str; 5] = [
-        "round_robin",
-        "least_loaded",
-        "p2c",
-        "cost_optimized",
-        "region_affinity",
-    ];
-
-    pub fn parse(name: &str) -> Result<Self, BalanceError> {
-        Ok(match name {
-            "round_robin" => Self::RoundRobin,
-            "least_loaded" => Self::LeastLoaded,
-            "p2c" => Self::PowerOfTwoChoices,
-            "cost_optimized" => Self::CostOptimized,
-            "region_affinity" => Self::RegionAffinity,
-            _ => return Err(BalanceError::UnknownStrategy(name.to_owned())),
-        })
+    fn from_str(name: &str) -> Result<Self, BalanceError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| BalanceError::UnknownStrategy(name.to_owned()))
     }
 }
 

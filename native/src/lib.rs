@@ -1,13 +1,36 @@
 //! modelyard's native core: rate limiting, model selection, load balancing and
 //! A/B traffic split in plain Rust, with a thin PyO3 layer (`py`) that exposes
 //! them to Python as `modelyard._native`.
+//!
+//! The modules form a tree, and every `use` points down it or sideways to a
+//! leaf (`error`, `num`, `rng`, `clock`), never back up:
+//!
+//! ```text
+//! token_bucket            TokenBucket, Admission
+//!   error                 BucketError
+//! scoring                 CandidateSet, Selection
+//!   error                 ScoringError
+//!   inputs                Candidate, Constraints, Weights (-> error)
+//!   hard_constraints      Rejections (-> inputs)
+//! balancer                DeploymentPool
+//!   strategy              Strategy and its names
+//!   error                 BalanceError (-> strategy, for the names)
+//!   outlier               OutlierPolicy (-> error)
+//! traffic_split           assign_arm
+//!   error                 SplitError
+//! clock, rng, num         shared leaves
+//! py                      the PyO3 layer; py/errors maps each error enum to modelyard.errors
+//! ```
+//!
+//! Every algorithm module owns its error enum in its `error.rs`, re-exported
+//! beside the types that return it; no algorithm module imports pyo3. Each enum
+//! derives `Debug, Clone, PartialEq`, documents every variant, and displays a bad
+//! value as "{name} must be {expected}, got {value}" with `num::Num`.
 
 pub mod balancer;
 pub mod clock;
-pub mod error;
-pub mod outlier;
+mod num;
 mod py;
-pub mod rate_limit;
 pub mod rng;
 pub mod scoring;
 pub mod token_bucket;
@@ -19,7 +42,6 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::PyTokenBucket>()?;
-    m.add_class::<py::PyRateLimit>()?;
     m.add_class::<py::PyCandidate>()?;
     m.add_class::<py::PyCandidateSet>()?;
     m.add_class::<py::PyConstraints>()?;
@@ -27,6 +49,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::PySelection>()?;
     m.add_class::<py::PyCandidateScore>()?;
     m.add_class::<py::PyDeploymentPool>()?;
+    m.add("STRATEGIES", py::strategy_names(m.py())?)?;
     m.add_function(wrap_pyfunction!(py::assign_arm, m)?)?;
     Ok(())
 }

@@ -16,6 +16,7 @@
 //! The total is the weighted sum. Ties go to the lower estimated cost, then the
 //! lower `model_id`, then the lower index, so a selection is deterministic.
 
+mod error;
 mod hard_constraints;
 mod inputs;
 #[cfg(test)]
@@ -23,8 +24,9 @@ mod properties;
 
 use std::cmp::Ordering;
 
+pub use error::ScoringError;
 pub use hard_constraints::{check, describe, Rejections};
-pub use inputs::{Candidate, Constraints, Criteria, ScoringError, Weights};
+pub use inputs::{Candidate, Constraints, Criteria, Weights};
 
 /// Candidates validated once and scored many times.
 #[derive(Debug, Clone)]

@@ -3,7 +3,9 @@
 //! The caller passes `now` (monotonic seconds) to every call instead of the bucket
 //! reading a clock, so tests can replay any timeline exactly.
 
-use crate::error::LimitError;
+mod error;
+
+pub use error::BucketError;
 
 /// The answer to "may I take this much now?".
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,12 +44,20 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket. `capacity` must be finite and > 0, `refill_per_sec` finite and >= 0.
-    pub fn new(capacity: f64, refill_per_sec: f64) -> Result<Self, LimitError> {
+    pub fn new(capacity: f64, refill_per_sec: f64) -> Result<Self, BucketError> {
         if !(capacity.is_finite() && capacity > 0.0) {
-            return Err(LimitError::InvalidCapacity(capacity));
+            return Err(BucketError::InvalidParameter {
+                name: "capacity",
+                expected: "a finite number > 0",
+                value: capacity,
+            });
         }
         if !(refill_per_sec.is_finite() && refill_per_sec >= 0.0) {
-            return Err(LimitError::InvalidRefill(refill_per_sec));
+            return Err(BucketError::InvalidParameter {
+                name: "refill rate",
+                expected: "a finite number >= 0",
+                value: refill_per_sec,
+            });
         }
         Ok(Self {
             capacity,
@@ -69,11 +79,11 @@ impl TokenBucket {
 
     /// Takes `amount` if available at `now`; otherwise takes nothing and says how long
     /// until it would be.
-    pub fn try_take(&mut self, amount: f64, now: f64) -> Result<Admission, LimitError> {
-        check_amount("amount", amount)?;
+    pub fn try_take(&mut self, amount: f64, now: f64) -> Result<Admission, BucketError> {
+        check_amount(amount)?;
         check_time(now)?;
         if amount > self.capacity {
-            return Err(LimitError::ExceedsCapacity {
+            return Err(BucketError::ExceedsCapacity {
                 needed: amount,
                 capacity: self.capacity,
             });
@@ -89,8 +99,8 @@ impl TokenBucket {
 
     /// Returns `amount` to the bucket (for example tokens reserved but not used),
     /// never filling it beyond capacity.
-    pub fn give_back(&mut self, amount: f64, now: f64) -> Result<(), LimitError> {
-        check_amount("amount", amount)?;
+    pub fn give_back(&mut self, amount: f64, now: f64) -> Result<(), BucketError> {
+        check_amount(amount)?;
         check_time(now)?;
         self.advance(now);
         self.level = (self.level + amount).min(self.capacity);
@@ -98,14 +108,14 @@ impl TokenBucket {
     }
 
     /// Units available at `now`.
-    pub fn available(&mut self, now: f64) -> Result<f64, LimitError> {
+    pub fn available(&mut self, now: f64) -> Result<f64, BucketError> {
         check_time(now)?;
         self.advance(now);
         Ok(self.level)
     }
 
     /// Adds what accrued since the last reading. `now` must be finite.
-    pub(crate) fn advance(&mut self, now: f64) {
+    fn advance(&mut self, now: f64) {
         match self.last {
             // Time stood still or went backwards: nothing accrues.
             Some(last) if now <= last => {}
@@ -119,7 +129,7 @@ impl TokenBucket {
     }
 
     /// Seconds until `amount` is available (0 if it is now). Does not take anything.
-    pub(crate) fn wait_for(&self, amount: f64) -> f64 {
+    fn wait_for(&self, amount: f64) -> f64 {
         let shortfall = amount - self.level;
         if shortfall <= SLACK * self.capacity {
             0.0
@@ -132,26 +142,34 @@ impl TokenBucket {
     }
 
     /// Takes `amount`; the caller has checked `wait_for(amount) == 0`.
-    pub(crate) fn consume(&mut self, amount: f64) {
+    fn consume(&mut self, amount: f64) {
         self.level = (self.level - amount).max(0.0);
     }
 }
 
-/// Rejects NaN, infinite and negative amounts; `name` is the parameter in the message.
-pub(crate) fn check_amount(name: &'static str, value: f64) -> Result<(), LimitError> {
+/// Rejects NaN, infinite and negative amounts.
+fn check_amount(value: f64) -> Result<(), BucketError> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(LimitError::InvalidAmount { name, value })
+        Err(BucketError::InvalidParameter {
+            name: "amount",
+            expected: "a finite number >= 0",
+            value,
+        })
     }
 }
 
 /// Rejects NaN and infinite clock readings, which would poison the bucket's state.
-pub(crate) fn check_time(now: f64) -> Result<(), LimitError> {
+fn check_time(now: f64) -> Result<(), BucketError> {
     if now.is_finite() {
         Ok(())
     } else {
-        Err(LimitError::InvalidTime(now))
+        Err(BucketError::InvalidParameter {
+            name: "time",
+            expected: "a finite number",
+            value: now,
+        })
     }
 }
 
@@ -220,17 +238,27 @@ mod tests {
     #[test]
     fn rejects_bad_parameters() {
         for bad in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
-            assert_eq!(
-                TokenBucket::new(bad, 1.0).unwrap_err().to_string(),
-                LimitError::InvalidCapacity(bad).to_string()
-            );
+            assert!(matches!(
+                TokenBucket::new(bad, 1.0),
+                Err(BucketError::InvalidParameter {
+                    name: "capacity",
+                    ..
+                })
+            ));
         }
         for bad in [f64::NAN, f64::INFINITY, -0.5] {
             assert!(matches!(
                 TokenBucket::new(1.0, bad),
-                Err(LimitError::InvalidRefill(_))
+                Err(BucketError::InvalidParameter {
+                    name: "refill rate",
+                    ..
+                })
             ));
         }
+        assert_eq!(
+            TokenBucket::new(1.0, -0.5).unwrap_err().to_string(),
+            "refill rate must be a finite number >= 0, got -0.5"
+        );
         assert!(TokenBucket::new(1.0, 0.0).is_ok());
     }
 
@@ -239,7 +267,7 @@ mod tests {
         let mut bucket = TokenBucket::new(10.0, 1.0).unwrap();
         assert_eq!(
             bucket.try_take(11.0, 0.0),
-            Err(LimitError::ExceedsCapacity {
+            Err(BucketError::ExceedsCapacity {
                 needed: 11.0,
                 capacity: 10.0
             })
@@ -247,16 +275,16 @@ mod tests {
         for bad in [f64::NAN, -1.0, f64::INFINITY] {
             assert!(matches!(
                 bucket.try_take(bad, 0.0),
-                Err(LimitError::InvalidAmount { .. })
+                Err(BucketError::InvalidParameter { name: "amount", .. })
             ));
             assert!(matches!(
                 bucket.give_back(bad, 0.0),
-                Err(LimitError::InvalidAmount { .. })
+                Err(BucketError::InvalidParameter { name: "amount", .. })
             ));
         }
         assert!(matches!(
             bucket.try_take(1.0, f64::NAN),
-            Err(LimitError::InvalidTime(_))
+            Err(BucketError::InvalidParameter { name: "time", .. })
         ));
         // Errors leave the bucket untouched.
         assert_eq!(bucket.available(0.0), Ok(10.0));

@@ -9,34 +9,11 @@
 //! boundary; changing this function would reshuffle every experiment, so the
 //! tests pin its output.
 
-use std::fmt;
+mod error;
 
-use crate::error::Num;
+pub use error::SplitError;
+
 use crate::rng::mix64;
-
-/// Why weights cannot split traffic.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SplitError {
-    NoArms,
-    InvalidWeight { index: usize, value: f64 },
-    AllZero,
-}
-
-impl fmt::Display for SplitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::NoArms => write!(f, "weights must not be empty"),
-            Self::InvalidWeight { index, value } => write!(
-                f,
-                "weights[{index}] must be a finite number >= 0, got {}",
-                Num(value)
-            ),
-            Self::AllZero => write!(f, "weights must not all be zero"),
-        }
-    }
-}
-
-impl std::error::Error for SplitError {}
 
 /// FNV-1a, 64-bit.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {

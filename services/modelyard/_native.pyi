@@ -1,4 +1,4 @@
-"""Type stub for `modelyard._native`, the compiled core (native/): rate limiting,
+"""Type stub for `modelyard._native`, the compiled core (native/): token buckets,
 model selection, load balancing among deployments, A/B traffic split.
 
 Every `now` is monotonic seconds; pass `None` to use the process-wide monotonic
@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from typing import final
 
 __all__ = [
+    "STRATEGIES",
     "Candidate",
     "CandidateScore",
     "CandidateSet",
     "Constraints",
     "DeploymentPool",
-    "RateLimit",
     "Selection",
     "TokenBucket",
     "Weights",
@@ -43,28 +43,6 @@ class TokenBucket:
     def capacity(self) -> float: ...
     @property
     def refill_per_second(self) -> float: ...
-
-@final
-class RateLimit:
-    """Requests- and tokens-per-minute limits judged together; 0 means unlimited.
-
-    Each limit allows a burst of one minute's allowance and refills continuously.
-    """
-
-    def __new__(
-        cls, requests_per_minute: float = 0.0, tokens_per_minute: float = 0.0
-    ) -> RateLimit: ...
-    def try_acquire(self, tokens: int, now: float | None = None) -> float:
-        """Admit one request of `tokens` tokens and return 0.0, or admit nothing and
-        return the retry-after in seconds (the longer of the two limits' waits)."""
-
-    def refund(self, tokens: int, now: float | None = None) -> None:
-        """Give back tokens an admitted request reserved but did not use."""
-
-    @property
-    def requests_per_minute(self) -> float: ...
-    @property
-    def tokens_per_minute(self) -> float: ...
 
 @final
 class Candidate:
@@ -263,6 +241,9 @@ class CandidateScore:
         eligible), e.g. "context window 2048 < prompt 3000 + max_output 256 tokens"
         or "missing capabilities: vision, tools" (Capability names from
         common.proto, lower case without the prefix)."""
+
+STRATEGIES: tuple[str, ...]
+"""Every strategy name `DeploymentPool.pick` accepts, in documentation order."""
 
 @final
 class DeploymentPool:

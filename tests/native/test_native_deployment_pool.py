@@ -8,10 +8,8 @@ from collections import Counter
 
 import pytest
 
-from modelyard._native import DeploymentPool
+from modelyard._native import STRATEGIES, DeploymentPool
 from modelyard.errors import BackendUnavailable, InvalidRequest
-
-STRATEGIES = ("round_robin", "least_loaded", "p2c", "cost_optimized", "region_affinity")
 
 
 def pool(n: int = 4, **options: float) -> DeploymentPool:

@@ -1,4 +1,5 @@
-"""The native rate limiter seen from Python: `modelyard._native`.
+"""The native token bucket seen from Python: `modelyard._native.TokenBucket`, which
+holds the gateway's in-process rate limits (`modelyard.ratelimit.local`).
 
 Every call passes `now` explicitly so the timelines are exact; one test covers the
 default clock.
@@ -11,7 +12,7 @@ import threading
 
 import pytest
 
-from modelyard._native import RateLimit, TokenBucket
+from modelyard._native import TokenBucket
 from modelyard.errors import InvalidRequest, ModelyardError
 
 
@@ -55,65 +56,18 @@ def test_bucket_that_never_refills_waits_forever() -> None:
     assert bucket.try_take(1.0, 1e9) == math.inf
 
 
-def test_properties_are_read_only() -> None:
+def test_bucket_reports_its_parameters() -> None:
     bucket = TokenBucket(3.0, 0.5)
-    limit = RateLimit(requests_per_minute=60, tokens_per_minute=4000)
     assert (bucket.capacity, bucket.refill_per_second) == (3.0, 0.5)
-    assert (limit.requests_per_minute, limit.tokens_per_minute) == (60.0, 4000.0)
-    with pytest.raises(AttributeError):
-        limit.tokens_per_minute = 1.0  # type: ignore[misc]
-    assert repr(limit) == "RateLimit(requests_per_minute=60.0, tokens_per_minute=4000.0)"
+    assert repr(bucket) == "TokenBucket(capacity=3.0, refill_per_second=0.5)"
 
 
-def test_rate_limit_admits_a_burst_then_returns_retry_after() -> None:
-    limit = RateLimit(requests_per_minute=3)
-    assert [limit.try_acquire(0, now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    # One request accrues every 20 s.
-    assert limit.try_acquire(0, now=0.0) == pytest.approx(20.0)
-    assert limit.try_acquire(0, now=5.0) == pytest.approx(15.0)
-    assert limit.try_acquire(0, now=20.0) == 0.0
-
-
-def test_waiting_exactly_the_retry_after_is_enough() -> None:
-    limit = RateLimit(tokens_per_minute=1000)
-    limit.try_acquire(1000, now=0.0)
-    wait = limit.try_acquire(333, now=0.0)
+def test_waiting_exactly_the_returned_wait_is_enough() -> None:
+    bucket = TokenBucket(1000.0, 1000.0 / 60)
+    bucket.try_take(1000.0, now=0.0)
+    wait = bucket.try_take(333.0, now=0.0)
     assert wait > 0
-    assert limit.try_acquire(333, now=wait) == 0.0
-
-
-def test_rejected_for_tokens_does_not_spend_a_request() -> None:
-    limit = RateLimit(requests_per_minute=2, tokens_per_minute=600)
-    assert limit.try_acquire(500, now=0.0) == 0.0
-    # 100 tokens left at 10 per second: 300 need 20 s more.
-    assert limit.try_acquire(300, now=0.0) == pytest.approx(20.0)
-    # The rejected call left the second request slot in place.
-    assert limit.try_acquire(100, now=0.0) == 0.0
-    assert limit.try_acquire(0, now=0.0) == pytest.approx(30.0)
-
-
-def test_wait_is_the_longer_of_the_two_limits() -> None:
-    limit = RateLimit(requests_per_minute=1, tokens_per_minute=60)
-    limit.try_acquire(30, now=0.0)
-    # Requests: next in 60 s; tokens: 30 more in 30 s.
-    assert limit.try_acquire(60, now=0.0) == pytest.approx(60.0)
-
-
-def test_refund_returns_tokens_but_not_the_request() -> None:
-    limit = RateLimit(requests_per_minute=2, tokens_per_minute=1000)
-    limit.try_acquire(800, now=0.0)
-    assert limit.try_acquire(700, now=0.0) > 0
-    limit.refund(500, now=0.0)
-    assert limit.try_acquire(700, now=0.0) == 0.0
-    # Both request slots are now spent, refund or not.
-    limit.refund(10**9, now=0.0)
-    assert limit.try_acquire(1, now=0.0) == pytest.approx(30.0)
-
-
-def test_zero_means_unlimited() -> None:
-    limit = RateLimit()
-    assert all(limit.try_acquire(2**64 - 1, now=0.0) == 0.0 for _ in range(10_000))
-    limit.refund(5, now=0.0)
+    assert bucket.try_take(333.0, now=wait) == 0.0
 
 
 def test_default_clock_is_monotonic_seconds() -> None:
@@ -121,7 +75,6 @@ def test_default_clock_is_monotonic_seconds() -> None:
     assert bucket.try_take(2.0) == 0.0
     assert bucket.try_take(1.0) > 1e8
     assert 0.0 <= bucket.available() < 1e-3
-    assert RateLimit(requests_per_minute=1).try_acquire(0) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -145,38 +98,21 @@ def test_bad_bucket_parameters_raise_invalid_request(
 
 
 @pytest.mark.parametrize(
-    ("rpm", "tpm", "message"),
+    ("amount", "message"),
     [
-        (-1, 0, "requests_per_minute must be 0 (unlimited) or a finite number >= 1, got -1"),
-        (0.5, 0, "requests_per_minute must be 0 (unlimited) or a finite number >= 1, got 0.5"),
-        (math.nan, 0, "requests_per_minute must be 0 (unlimited) or a finite number >= 1, got NaN"),
-        (0, math.inf, "tokens_per_minute must be 0 (unlimited) or a finite number > 0, got inf"),
-        (0, -5, "tokens_per_minute must be 0 (unlimited) or a finite number > 0, got -5"),
+        (5000.0, "amount 5000 exceeds the bucket capacity of 4000"),
+        (1e30, "amount 1e30 exceeds the bucket capacity of 4000"),
+        (-1.0, "amount must be a finite number >= 0, got -1"),
+        (math.inf, "amount must be a finite number >= 0, got inf"),
+        (-math.inf, "amount must be a finite number >= 0, got -inf"),
     ],
 )
-def test_bad_limits_raise_invalid_request(rpm: float, tpm: float, message: str) -> None:
+def test_bad_amounts_raise_invalid_request_and_take_nothing(amount: float, message: str) -> None:
+    bucket = TokenBucket(4000.0, 0.0)
     with pytest.raises(InvalidRequest) as caught:
-        RateLimit(requests_per_minute=rpm, tokens_per_minute=tpm)
+        bucket.try_take(amount, now=0.0)
     assert str(caught.value) == message
-
-
-@pytest.mark.parametrize(
-    ("tokens", "message"),
-    [
-        (5000, "request needs 5000 tokens but the limit allows at most 4000 per minute"),
-        (10**30, "request needs 1e30 tokens but the limit allows at most 4000 per minute"),
-        (-1, "tokens must be a finite number >= 0, got -1"),
-        (10**400, "tokens must be a finite number >= 0, got inf"),
-        (-(10**400), "tokens must be a finite number >= 0, got -inf"),
-    ],
-)
-def test_bad_token_counts_raise_invalid_request(tokens: int, message: str) -> None:
-    limit = RateLimit(requests_per_minute=60, tokens_per_minute=4000)
-    with pytest.raises(InvalidRequest) as caught:
-        limit.try_acquire(tokens, now=0.0)
-    assert str(caught.value) == message
-    # Nothing was spent by the failed calls.
-    assert limit.try_acquire(4000, now=0.0) == 0.0
+    assert bucket.available(now=0.0) == 4000.0
 
 
 def test_bad_amounts_and_times_raise_invalid_request() -> None:
@@ -189,10 +125,8 @@ def test_bad_amounts_and_times_raise_invalid_request() -> None:
         bucket.give_back(-1.0, now=0.0)
     with pytest.raises(InvalidRequest, match="time must be a finite number, got NaN"):
         bucket.available(now=math.nan)
-    with pytest.raises(InvalidRequest, match="tokens must be a finite number >= 0, got -3"):
-        RateLimit(tokens_per_minute=10).refund(-3, now=0.0)
     with pytest.raises(InvalidRequest, match="time must be a finite number, got inf"):
-        RateLimit(requests_per_minute=1).try_acquire(1, now=math.inf)
+        bucket.give_back(1.0, now=math.inf)
     # Huge but finite clock readings are fine.
     assert bucket.try_take(1.0, now=1e300) == 0.0
 
@@ -204,21 +138,16 @@ def test_errors_are_the_project_hierarchy_not_value_error() -> None:
     assert not isinstance(caught.value, ValueError)
 
 
-def test_non_int_token_count_is_a_type_error() -> None:
-    with pytest.raises(TypeError):
-        RateLimit().try_acquire(1.5, now=0.0)  # type: ignore[arg-type]
-
-
-def test_threads_sharing_one_limit_never_admit_more_than_capacity() -> None:
-    # 10_000 tokens at 30 per request: 333 fit, fewer than the 500 request slots.
-    limit = RateLimit(requests_per_minute=500, tokens_per_minute=10_000)
+def test_threads_sharing_one_bucket_never_take_more_than_capacity() -> None:
+    # 10_000 units at 30 per take: 333 fit, and the bucket never refills.
+    bucket = TokenBucket(10_000.0, 0.0)
     admitted = [0] * 8
     start = threading.Barrier(len(admitted))
 
     def hammer(slot: int) -> None:
         start.wait()
         for _ in range(5_000):
-            if limit.try_acquire(30, now=0.0) == 0.0:
+            if bucket.try_take(30.0, now=0.0) == 0.0:
                 admitted[slot] += 1
 
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(len(admitted))]
@@ -227,3 +156,4 @@ def test_threads_sharing_one_limit_never_admit_more_than_capacity() -> None:
     for thread in threads:
         thread.join()
     assert sum(admitted) == 333
+    assert bucket.available(now=0.0) == 10.0

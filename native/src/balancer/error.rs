@@ -1,25 +1,28 @@
-//! Errors of the load balancer. `NoneUsable` is the backends' fault (the PyO3
-//! layer raises BackendUnavailable); every other variant is the caller's.
+//! Errors of the load balancer and its outlier policy. `NoneUsable` is the
+//! backends' fault (the PyO3 layer raises BackendUnavailable); every other
+//! variant is the caller's (InvalidRequest).
 
 use std::fmt;
 
-use super::Strategy;
-use crate::error::Num;
+use super::strategy::Strategy;
+use crate::num::Num;
 
-/// Why a pool could not be built or a call could not be served.
+/// Why a pool or policy could not be built or a call could not be served.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BalanceError {
+    /// A pool of no deployments.
     NoDeployments,
+    /// A parameter is NaN, infinite or out of range; `name` is the parameter as
+    /// the caller knows it.
     InvalidParameter {
         name: &'static str,
         expected: &'static str,
         value: f64,
     },
+    /// No strategy has this name.
     UnknownStrategy(String),
-    IndexOutOfRange {
-        index: i64,
-        len: usize,
-    },
+    /// A deployment index (as the caller passed it) beyond the pool.
+    IndexOutOfRange { index: i64, len: usize },
     /// No deployment is usable; how many were unhealthy, and how many of the
     /// healthy ones ejected.
     NoneUsable {
@@ -41,7 +44,7 @@ impl fmt::Display for BalanceError {
             Self::UnknownStrategy(name) => write!(
                 f,
                 "unknown strategy '{name}'; valid: {}",
-                Strategy::NAMES.join(", ")
+                Strategy::names().join(", ")
             ),
             Self::IndexOutOfRange { index, len } => write!(
                 f,

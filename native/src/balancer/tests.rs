@@ -117,10 +117,21 @@ fn a_failure_only_raises_the_latency_ewma() {
 }
 
 #[test]
+fn every_strategy_parses_from_its_name() {
+    for strategy in Strategy::ALL {
+        assert_eq!(strategy.name().parse::<Strategy>(), Ok(strategy));
+    }
+    assert_eq!(
+        "P2C".parse::<Strategy>(),
+        Err(BalanceError::UnknownStrategy("P2C".to_owned()))
+    );
+}
+
+#[test]
 fn errors_name_what_is_wrong() {
     let mut p = pool(2, 1, 0.5);
     assert_eq!(
-        Strategy::parse("random").unwrap_err().to_string(),
+        "random".parse::<Strategy>().unwrap_err().to_string(),
         "unknown strategy 'random'; valid: round_robin, least_loaded, p2c, cost_optimized, region_affinity"
     );
     assert_eq!(
@@ -162,7 +173,7 @@ enum Op {
 
 fn ops(n: usize) -> impl Generator<Value = Vec<Op>> {
     let op = prop_oneof![
-        4 => (0..Strategy::NAMES.len()).prop_map(Op::Pick),
+        4 => (0..Strategy::ALL.len()).prop_map(Op::Pick),
         4 => (0..n, prop::bool::weighted(0.3), 0.0..500.0f64)
             .prop_map(|(i, ok, latency)| Op::Finish { i, ok, latency }),
         1 => (0..n, prop::bool::weighted(0.8)).prop_map(|(i, healthy)| Op::Health { i, healthy }),
@@ -186,7 +197,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Pick(s) => {
-                    let strategy = Strategy::parse(Strategy::NAMES[s]).unwrap();
+                    let strategy = Strategy::ALL[s];
                     match p.pick(strategy, "eu", now) {
                         Ok(i) => {
                             prop_assert!(p.is_usable(i, now), "{strategy:?} picked unusable {i}");

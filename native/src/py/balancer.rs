@@ -3,10 +3,15 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
-use super::{lock, modelyard_error, now_or_clock, to_py_err};
-use crate::balancer::{BalanceError, Deployment, DeploymentPool, Strategy};
-use crate::outlier::OutlierPolicy;
+use super::{lock, now_or_clock};
+use crate::balancer::{BalanceError, Deployment, DeploymentPool, OutlierPolicy, Strategy};
+
+/// `modelyard._native.STRATEGIES`: every strategy name `pick` accepts.
+pub(crate) fn strategy_names(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, Strategy::names())
+}
 
 /// The deployments of one model: picks one per call by a named strategy, tracks
 /// load and latency, and ejects deployments that keep failing.
@@ -14,15 +19,6 @@ use crate::outlier::OutlierPolicy;
 pub(crate) struct PyDeploymentPool {
     // frozen + Mutex: see PyTokenBucket.
     pool: Mutex<DeploymentPool>,
-}
-
-/// NoneUsable is the backends' fault (BackendUnavailable, retryable); everything
-/// else is the caller's (InvalidRequest).
-fn to_err(py: Python<'_>, err: BalanceError) -> PyErr {
-    match err {
-        BalanceError::NoneUsable { .. } => modelyard_error(py, "BackendUnavailable", err),
-        _ => to_py_err(py, err),
-    }
 }
 
 /// A Python index checked against the pool; negative ones are out of range.
@@ -43,9 +39,7 @@ impl PyDeploymentPool {
         deployments, *, consecutive_failures = 5, base_ejection_s = 30.0,
         max_ejection_s = 300.0, max_ejected_share = 0.5, ewma_alpha = 0.3, seed = 0,
     ))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         deployments: Vec<(String, String, f64)>,
         consecutive_failures: i64,
         base_ejection_s: f64,
@@ -69,8 +63,7 @@ impl PyDeploymentPool {
                         value: consecutive_failures as f64,
                     },
                     other => other,
-                })
-                .map_err(|e| to_err(py, e))?;
+                })?;
         let deployments = deployments
             .into_iter()
             .map(|(endpoint, region, usd_cost)| Deployment {
@@ -79,8 +72,7 @@ impl PyDeploymentPool {
                 usd_cost,
             })
             .collect();
-        let pool = DeploymentPool::new(deployments, policy, ewma_alpha, seed)
-            .map_err(|e| to_err(py, e))?;
+        let pool = DeploymentPool::new(deployments, policy, ewma_alpha, seed)?;
         Ok(Self {
             pool: Mutex::new(pool),
         })
@@ -90,76 +82,49 @@ impl PyDeploymentPool {
     /// with `start`. Raises BackendUnavailable when every deployment is unhealthy
     /// or ejected.
     #[pyo3(signature = (strategy, region = "", now = None))]
-    fn pick(
-        &self,
-        py: Python<'_>,
-        strategy: &str,
-        region: &str,
-        now: Option<f64>,
-    ) -> PyResult<usize> {
-        let strategy = Strategy::parse(strategy).map_err(|e| to_err(py, e))?;
+    fn pick(&self, strategy: &str, region: &str, now: Option<f64>) -> PyResult<usize> {
+        let strategy: Strategy = strategy.parse()?;
         let now = now_or_clock(now);
-        lock(&self.pool)
-            .pick(strategy, region, now)
-            .map_err(|e| to_err(py, e))
+        Ok(lock(&self.pool).pick(strategy, region, now)?)
     }
 
     /// Counts a call to deployment `i` as in flight.
-    fn start(&self, py: Python<'_>, i: i64) -> PyResult<()> {
+    fn start(&self, i: i64) -> PyResult<()> {
         let mut pool = lock(&self.pool);
-        index(&pool, i)
-            .and_then(|i| pool.start(i))
-            .map_err(|e| to_err(py, e))
+        Ok(index(&pool, i).and_then(|i| pool.start(i))?)
     }
 
     /// Ends a call to deployment `i`: latency EWMA, failure count, maybe ejection.
     #[pyo3(signature = (i, latency_ms, ok, now = None))]
-    fn finish(
-        &self,
-        py: Python<'_>,
-        i: i64,
-        latency_ms: f64,
-        ok: bool,
-        now: Option<f64>,
-    ) -> PyResult<()> {
+    fn finish(&self, i: i64, latency_ms: f64, ok: bool, now: Option<f64>) -> PyResult<()> {
         let now = now_or_clock(now);
         let mut pool = lock(&self.pool);
-        index(&pool, i)
-            .and_then(|i| pool.finish(i, latency_ms, ok, now))
-            .map_err(|e| to_err(py, e))
+        Ok(index(&pool, i).and_then(|i| pool.finish(i, latency_ms, ok, now))?)
     }
 
     /// Marks deployment `i` healthy or not (health checks); unhealthy ones are never picked.
-    fn set_healthy(&self, py: Python<'_>, i: i64, healthy: bool) -> PyResult<()> {
+    fn set_healthy(&self, i: i64, healthy: bool) -> PyResult<()> {
         let mut pool = lock(&self.pool);
-        index(&pool, i)
-            .and_then(|i| pool.set_healthy(i, healthy))
-            .map_err(|e| to_err(py, e))
+        Ok(index(&pool, i).and_then(|i| pool.set_healthy(i, healthy))?)
     }
 
     /// (in_flight, latency_ewma_ms, ejected_until, consecutive_failures) of deployment `i`.
-    fn stats(&self, py: Python<'_>, i: i64) -> PyResult<(u32, f64, f64, u32)> {
+    fn stats(&self, i: i64) -> PyResult<(u32, f64, f64, u32)> {
         let pool = lock(&self.pool);
-        index(&pool, i)
-            .and_then(|i| pool.stats(i))
-            .map(|s| {
-                (
-                    s.in_flight,
-                    s.latency_ewma_ms,
-                    s.ejected_until,
-                    s.consecutive_failures,
-                )
-            })
-            .map_err(|e| to_err(py, e))
+        let s = index(&pool, i).and_then(|i| pool.stats(i))?;
+        Ok((
+            s.in_flight,
+            s.latency_ewma_ms,
+            s.ejected_until,
+            s.consecutive_failures,
+        ))
     }
 
     /// The endpoint of deployment `i`.
-    fn endpoint(&self, py: Python<'_>, i: i64) -> PyResult<String> {
+    fn endpoint(&self, i: i64) -> PyResult<String> {
         let pool = lock(&self.pool);
-        index(&pool, i)
-            .and_then(|i| pool.deployment(i))
-            .map(|d| d.endpoint.clone())
-            .map_err(|e| to_err(py, e))
+        let deployment = index(&pool, i).and_then(|i| pool.deployment(i))?;
+        Ok(deployment.endpoint.clone())
     }
 
     fn __len__(&self) -> usize {

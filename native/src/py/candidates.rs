@@ -5,7 +5,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use super::selection::PySelection;
-use super::{to_py_err, unsigned};
+use super::unsigned;
 use crate::scoring::{Candidate, CandidateSet, Constraints, Weights};
 
 /// Above this many candidates `select` releases the GIL (smaller sets score in a
@@ -29,7 +29,6 @@ impl PyCandidate {
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         model_id: String,
         capabilities: i128,
         modalities: i128,
@@ -45,25 +44,24 @@ impl PyCandidate {
         region: &str,
         healthy: bool,
     ) -> PyResult<Self> {
-        let int = |name, value| unsigned(py, name, value);
         let inner = Candidate {
-            capabilities: int("capabilities", capabilities)?,
-            modalities: int("modalities", modalities)?,
-            context_window: int("context_window", context_window)?,
+            capabilities: unsigned("capabilities", capabilities)?,
+            modalities: unsigned("modalities", modalities)?,
+            context_window: unsigned("context_window", context_window)?,
             latency_ms,
             tokens_per_second,
             usd_per_input_token,
             usd_per_output_token,
             usd_per_request,
             reliability,
-            memory_bytes: int("memory_bytes", memory_bytes)?,
+            memory_bytes: unsigned("memory_bytes", memory_bytes)?,
             backend: backend.to_owned(),
             region: region.to_owned(),
             healthy,
             model_id,
         };
         // Checked again by CandidateSet; failing here points at the bad entry sooner.
-        inner.validate().map_err(|e| to_py_err(py, e))?;
+        inner.validate()?;
         Ok(Self { inner })
     }
 
@@ -143,9 +141,9 @@ pub(crate) struct PyCandidateSet {
 #[pymethods]
 impl PyCandidateSet {
     #[new]
-    fn new(py: Python<'_>, candidates: Vec<Bound<'_, PyCandidate>>) -> PyResult<Self> {
+    fn new(candidates: Vec<Bound<'_, PyCandidate>>) -> PyResult<Self> {
         let candidates = candidates.iter().map(|c| c.get().inner.clone()).collect();
-        let set = CandidateSet::new(candidates).map_err(|e| to_py_err(py, e))?;
+        let set = CandidateSet::new(candidates)?;
         Ok(Self { set: Arc::new(set) })
     }
 
@@ -199,7 +197,6 @@ impl PyConstraints {
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         required_capabilities: i128,
         input_modality: i128,
         prompt_tokens: i128,
@@ -212,23 +209,22 @@ impl PyConstraints {
         max_memory_bytes: i128,
         require_healthy: bool,
     ) -> PyResult<Self> {
-        let int = |name, value| unsigned(py, name, value);
-        let modality = unsigned(py, "input_modality", input_modality)?;
+        let modality = unsigned("input_modality", input_modality)?;
         let inner = Constraints {
-            required_capabilities: int("required_capabilities", required_capabilities)?,
+            required_capabilities: unsigned("required_capabilities", required_capabilities)?,
             // Saturate: validate() reports anything >= 64 with the value.
             input_modality: u32::try_from(modality).unwrap_or(u32::MAX),
-            prompt_tokens: int("prompt_tokens", prompt_tokens)?,
-            max_output_tokens: int("max_output_tokens", max_output_tokens)?,
+            prompt_tokens: unsigned("prompt_tokens", prompt_tokens)?,
+            max_output_tokens: unsigned("max_output_tokens", max_output_tokens)?,
             max_latency_ms,
             max_cost_usd,
             min_reliability,
             preferred_backend: preferred_backend.to_owned(),
             excluded_models,
-            max_memory_bytes: int("max_memory_bytes", max_memory_bytes)?,
+            max_memory_bytes: unsigned("max_memory_bytes", max_memory_bytes)?,
             require_healthy,
         };
-        inner.validate().map_err(|e| to_py_err(py, e))?;
+        inner.validate()?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -290,15 +286,8 @@ pub(crate) struct PyWeights {
 impl PyWeights {
     #[new]
     #[pyo3(signature = (performance = 1.0, cost = 1.0, reliability = 1.0, capabilities = 1.0))]
-    fn new(
-        py: Python<'_>,
-        performance: f64,
-        cost: f64,
-        reliability: f64,
-        capabilities: f64,
-    ) -> PyResult<Self> {
-        let inner = Weights::new(performance, cost, reliability, capabilities)
-            .map_err(|e| to_py_err(py, e))?;
+    fn new(performance: f64, cost: f64, reliability: f64, capabilities: f64) -> PyResult<Self> {
+        let inner = Weights::new(performance, cost, reliability, capabilities)?;
         Ok(Self { inner })
     }
 

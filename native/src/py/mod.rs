@@ -3,19 +3,17 @@
 
 mod balancer;
 mod candidates;
-mod rate_limit;
+mod errors;
 mod selection;
 mod token_bucket;
 mod traffic_split;
 
-pub(crate) use balancer::PyDeploymentPool;
+pub(crate) use balancer::{strategy_names, PyDeploymentPool};
 pub(crate) use candidates::{PyCandidate, PyCandidateSet, PyConstraints, PyWeights};
-pub(crate) use rate_limit::PyRateLimit;
 pub(crate) use selection::{PyCandidateScore, PySelection};
 pub(crate) use token_bucket::PyTokenBucket;
 pub(crate) use traffic_split::assign_arm;
 
-use std::fmt::Display;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
@@ -33,29 +31,13 @@ fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `modelyard.errors.InvalidRequest(str(err))`: the caller passed a bad value.
-fn to_py_err(py: Python<'_>, err: impl Display) -> PyErr {
-    modelyard_error(py, "InvalidRequest", err)
-}
-
-/// `modelyard.errors.<class_name>(str(err))`. Imported when raised, not at module
-/// load, so importing `modelyard._native` never drags in grpc.
-fn modelyard_error(py: Python<'_>, class_name: &str, err: impl Display) -> PyErr {
-    let build = || -> PyResult<PyErr> {
-        let class = py.import("modelyard.errors")?.getattr(class_name)?;
-        Ok(PyErr::from_value(class.call1((err.to_string(),))?))
-    };
-    build().unwrap_or_else(|import_failed| import_failed)
-}
-
 /// An int argument that must be >= 0 (a mask, a count): taken as i128 so a
 /// negative or too large value raises InvalidRequest naming `name` rather than
 /// PyO3's OverflowError.
-fn unsigned(py: Python<'_>, name: &str, value: i128) -> PyResult<u64> {
+fn unsigned(name: &str, value: i128) -> PyResult<u64> {
     u64::try_from(value).map_err(|_| {
-        to_py_err(
-            py,
-            format_args!("{name} must be an integer between 0 and 2**64-1, got {value}"),
-        )
+        errors::invalid_request(format_args!(
+            "{name} must be an integer between 0 and 2**64-1, got {value}"
+        ))
     })
 }

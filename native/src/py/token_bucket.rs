@@ -4,8 +4,8 @@ use std::sync::Mutex;
 
 use pyo3::prelude::*;
 
-use super::{lock, now_or_clock, to_py_err};
-use crate::token_bucket::{Admission, TokenBucket};
+use super::{lock, now_or_clock};
+use crate::token_bucket::TokenBucket;
 
 /// A token bucket; `now` arguments are monotonic seconds, `None` for the process clock.
 #[pyclass(name = "TokenBucket", module = "modelyard._native", frozen)]
@@ -20,8 +20,8 @@ pub(crate) struct PyTokenBucket {
 #[pymethods]
 impl PyTokenBucket {
     #[new]
-    fn new(py: Python<'_>, capacity: f64, refill_per_second: f64) -> PyResult<Self> {
-        let bucket = TokenBucket::new(capacity, refill_per_second).map_err(|e| to_py_err(py, e))?;
+    fn new(capacity: f64, refill_per_second: f64) -> PyResult<Self> {
+        let bucket = TokenBucket::new(capacity, refill_per_second)?;
         Ok(Self {
             capacity,
             refill_per_second,
@@ -31,30 +31,24 @@ impl PyTokenBucket {
 
     /// Takes `amount` and returns 0.0, or takes nothing and returns the seconds to wait.
     #[pyo3(signature = (amount, now = None))]
-    fn try_take(&self, py: Python<'_>, amount: f64, now: Option<f64>) -> PyResult<f64> {
+    fn try_take(&self, amount: f64, now: Option<f64>) -> PyResult<f64> {
         let now = now_or_clock(now);
-        lock(&self.bucket)
-            .try_take(amount, now)
-            .map(Admission::wait_seconds)
-            .map_err(|e| to_py_err(py, e))
+        let admission = lock(&self.bucket).try_take(amount, now)?;
+        Ok(admission.wait_seconds())
     }
 
     /// Returns `amount` to the bucket, never beyond capacity.
     #[pyo3(signature = (amount, now = None))]
-    fn give_back(&self, py: Python<'_>, amount: f64, now: Option<f64>) -> PyResult<()> {
+    fn give_back(&self, amount: f64, now: Option<f64>) -> PyResult<()> {
         let now = now_or_clock(now);
-        lock(&self.bucket)
-            .give_back(amount, now)
-            .map_err(|e| to_py_err(py, e))
+        Ok(lock(&self.bucket).give_back(amount, now)?)
     }
 
     /// Units available at `now`.
     #[pyo3(signature = (now = None))]
-    fn available(&self, py: Python<'_>, now: Option<f64>) -> PyResult<f64> {
+    fn available(&self, now: Option<f64>) -> PyResult<f64> {
         let now = now_or_clock(now);
-        lock(&self.bucket)
-            .available(now)
-            .map_err(|e| to_py_err(py, e))
+        Ok(lock(&self.bucket).available(now)?)
     }
 
     #[getter]

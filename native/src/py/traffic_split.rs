@@ -3,7 +3,6 @@
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use super::to_py_err;
 use crate::traffic_split;
 
 /// Arms up to this many are copied to the stack: an A/B test has a handful.
@@ -12,7 +11,7 @@ const STACK_ARMS: usize = 16;
 /// The arm (index into `weights`) that `key` belongs to: deterministic and sticky
 /// across processes and releases, each arm taking its weight's share of keys.
 #[pyfunction]
-pub(crate) fn assign_arm(py: Python<'_>, key: &str, weights: &Bound<'_, PyAny>) -> PyResult<usize> {
+pub(crate) fn assign_arm(key: &str, weights: &Bound<'_, PyAny>) -> PyResult<usize> {
     let result = match weights.cast::<PyList>() {
         Ok(list) if list.len() <= STACK_ARMS => {
             let mut buffer = [0.0f64; STACK_ARMS];
@@ -27,5 +26,5 @@ pub(crate) fn assign_arm(py: Python<'_>, key: &str, weights: &Bound<'_, PyAny>) 
         }
         _ => traffic_split::assign_arm(key, &weights.extract::<Vec<f64>>()?),
     };
-    result.map_err(|e| to_py_err(py, e))
+    Ok(result?)
 }

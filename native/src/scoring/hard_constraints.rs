@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::inputs::{Candidate, Constraints};
-use crate::error::Num;
+use crate::num::Num;
 
 /// The constraints a candidate violates, one bit each; empty means eligible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,67 +1,7 @@
 //! The inputs of selection: candidates, hard constraints and criterion weights.
 //! Each is validated once when it is built, so scoring itself cannot fail.
 
-use std::fmt;
-
-use crate::error::Num;
-
-/// Why a candidate set, constraints or weights could not be built.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ScoringError {
-    /// `CandidateSet` of nothing.
-    NoCandidates,
-    /// A candidate's metric is NaN, infinite or out of range.
-    InvalidMetric {
-        model_id: String,
-        field: &'static str,
-        expected: &'static str,
-        value: f64,
-    },
-    /// A constraint is NaN, infinite or out of range.
-    InvalidConstraint {
-        field: &'static str,
-        expected: &'static str,
-        value: f64,
-    },
-    /// A criterion weight is NaN, infinite or negative.
-    InvalidWeight { field: &'static str, value: f64 },
-    /// Every weight is zero: nothing to rank by.
-    ZeroWeights,
-}
-
-impl fmt::Display for ScoringError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NoCandidates => write!(f, "no candidates"),
-            Self::InvalidMetric {
-                model_id,
-                field,
-                expected,
-                value,
-            } => write!(
-                f,
-                "candidate '{model_id}': {field} must be {expected}, got {}",
-                Num(*value)
-            ),
-            Self::InvalidConstraint {
-                field,
-                expected,
-                value,
-            } => write!(f, "{field} must be {expected}, got {}", Num(*value)),
-            Self::InvalidWeight { field, value } => write!(
-                f,
-                "weights.{field} must be a finite number >= 0, got {}",
-                Num(*value)
-            ),
-            Self::ZeroWeights => write!(
-                f,
-                "weights must not all be zero (performance, cost, reliability, capabilities)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ScoringError {}
+use super::error::ScoringError;
 
 const NON_NEGATIVE: &str = "a finite number >= 0";
 const SHARE: &str = "a number between 0 and 1";
@@ -125,9 +65,9 @@ impl Candidate {
             ("usd_per_output_token", self.usd_per_output_token),
             ("usd_per_request", self.usd_per_request),
         ];
-        for (field, value) in metrics {
+        for (name, value) in metrics {
             if !non_negative(value) {
-                return Err(self.invalid(field, NON_NEGATIVE, value));
+                return Err(self.invalid(name, NON_NEGATIVE, value));
             }
         }
         if !share(self.reliability) {
@@ -144,10 +84,10 @@ impl Candidate {
             + self.usd_per_request
     }
 
-    fn invalid(&self, field: &'static str, expected: &'static str, value: f64) -> ScoringError {
+    fn invalid(&self, name: &'static str, expected: &'static str, value: f64) -> ScoringError {
         ScoringError::InvalidMetric {
             model_id: self.model_id.clone(),
-            field,
+            name,
             expected,
             value,
         }
@@ -195,8 +135,8 @@ impl Constraints {
     /// Limits finite and >= 0, `min_reliability` within [0, 1], the modality a bit
     /// the 64-bit mask can hold.
     pub fn validate(&self) -> Result<(), ScoringError> {
-        let invalid = |field, expected, value| ScoringError::InvalidConstraint {
-            field,
+        let invalid = |name, expected, value| ScoringError::InvalidConstraint {
+            name,
             expected,
             value,
         };
@@ -253,9 +193,9 @@ impl Weights {
             ("reliability", reliability),
             ("capabilities", capabilities),
         ];
-        for (field, value) in raw {
+        for (name, value) in raw {
             if !non_negative(value) {
-                return Err(ScoringError::InvalidWeight { field, value });
+                return Err(ScoringError::InvalidWeight { name, value });
             }
         }
         // Scale by the largest first so four weights near f64::MAX cannot sum to inf.
@@ -311,7 +251,7 @@ mod tests {
         assert!(matches!(
             Weights::new(1.0, 1.0, f64::NAN, 0.0),
             Err(ScoringError::InvalidWeight {
-                field: "reliability",
+                name: "reliability",
                 ..
             })
         ));

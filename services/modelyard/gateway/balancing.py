@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+# Re-exported (`as`): configs are checked against the names the native pool accepts.
+from modelyard._native import STRATEGIES as STRATEGIES
 from modelyard._native import DeploymentPool
 from modelyard.servable import servable_health
 from modelyard.v1 import common_pb2
-
-STRATEGIES = ("round_robin", "least_loaded", "p2c", "cost_optimized", "region_affinity")
 
 
 @dataclass

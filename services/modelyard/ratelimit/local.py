@@ -14,9 +14,9 @@ from modelyard.ratelimit.store import Outcome
 class LocalBucketStore:
     """Per-process buckets; a decision runs without awaiting, so it is atomic in the event loop.
 
-    It works bucket by bucket rather than with the native `RateLimit`, which judges
-    one scope's two limits together but cannot hand a request back: when the model
-    admits a request and the API key refuses it, the model's share must be returned.
+    It works bucket by bucket so that a request is all or nothing across scopes:
+    when the model admits a request and the API key refuses it, the model's share
+    is given back.
     """
 
     def __init__(self) -> None:

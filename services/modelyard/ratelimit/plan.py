@@ -2,8 +2,8 @@
 
 A request is judged by up to three scopes at once: the caller's API key, the
 model and the model's provider. Each scope has a requests-per-minute and a
-tokens-per-minute bucket (an unlimited dimension has none). Like the native
-`RateLimit`, a bucket holds one minute's allowance and refills continuously.
+tokens-per-minute bucket (an unlimited dimension has none). A bucket (the
+native `TokenBucket`) holds one minute's allowance and refills continuously.
 """
 
 from __future__ import annotations

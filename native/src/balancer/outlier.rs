@@ -6,7 +6,7 @@
 //! upstream or in the caller, and ejecting them all would turn a partial outage
 //! into a total one.
 
-use crate::balancer::BalanceError;
+use super::error::BalanceError;
 
 /// When to eject and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
