@@ -126,7 +126,9 @@ async def test_coreml_engine_and_discovery_read_the_same_directory(
     stack = await make_stack(
         roles=("registry", "backend-coreml"), config=config, models_dir=shared, discovery=True
     )
-    models = await _catalog(stack, lambda m: "coreml/pets" in m and m["coreml/pets"].deployments)
+    models = await _catalog(
+        stack, lambda m: "coreml/pets" in m and bool(m["coreml/pets"].deployments)
+    )
     entry = models["coreml/pets"]
     assert entry.metadata["source"] == f"coreml:{shared}"
     assert [d.endpoint for d in entry.deployments] == [stack.address]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from conftest import GEMMA_ID
 
-from modelyard.assembly import Settings
+from modelyard.assembly import Settings, Stack
 from modelyard.assembly.kinds import provider_endpoint
 from modelyard.assembly.plan import plan_backends
 from modelyard.config import LocalBackend, parse_config
@@ -70,8 +71,7 @@ async def test_model_profiles_reach_the_catalog(make_stack, models_dir: Path) ->
 
 
 async def test_a_backend_with_no_engine_is_reported_once_per_start(
-    make_stack,
-    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+    make_stack: Callable[..., Awaitable[Stack]], caplog: pytest.LogCaptureFixture
 ) -> None:
     config = parse_config(
         "model_system:\n  backends:\n    anthropic: {api_key: '${ANTHROPIC_API_KEY}'}\n",

@@ -156,8 +156,10 @@ async def _start_backends(
     await host.announce(registry_address, entries)
     if stack.pool is not None:
         stack.pool.add_in_process(advertise, host)
-    status, reason = host.health()
-    if status == common_pb2.HEALTH_STATUS_UNAVAILABLE:
-        # Nothing here can serve (CoreML off macOS): say so to health checkers.
+    unavailable = common_pb2.HEALTH_STATUS_UNAVAILABLE
+    if all(engine.health().status == unavailable for engine in host.engines):
+        # Nothing here can serve (CoreML off macOS): say so to health checkers. One
+        # engine that cannot serve does not take the others' models down with it.
+        _, reason = host.health()
         log.warning("backend %s cannot serve: %s", host.name, reason)
         await stack.server.health.set(BACKEND_SERVICE, NOT_SERVING)

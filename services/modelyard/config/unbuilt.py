@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from modelyard.config.schema import ModelyardConfig
+from modelyard.config.schema import ModelyardConfig, SelectionPolicy
 
 NOTICE = "accepted, not implemented yet"
 
@@ -29,7 +29,7 @@ def _backend_kind(*kinds: str) -> Applies:
 
 
 def _not_multi_criteria(config: ModelyardConfig, path: list[str]) -> bool:
-    policy = config.selection
+    policy: SelectionPolicy = config.selection
     if path[0] == "selection" and path[1] == "agents":
         rule = config.selection.agents.get(path[2])
         policy = rule.policy if rule is not None and rule.policy is not None else policy

@@ -11,7 +11,6 @@ import grpc
 from modelyard.gateway.batch import compare, generate_batch
 from modelyard.gateway.core import GatewayCore
 from modelyard.ratelimit.caller import api_key_from_metadata
-from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]

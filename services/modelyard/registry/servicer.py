@@ -15,7 +15,6 @@ from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.providers import Providers
 from modelyard.registry.versions import ModelVersions
-from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]

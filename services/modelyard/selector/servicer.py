@@ -7,7 +7,6 @@ from typing import Any
 import grpc
 
 from modelyard.selector.selection import Selector
-from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import selector_pb2, selector_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]

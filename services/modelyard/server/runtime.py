@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
 import sys
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
@@ -53,7 +54,7 @@ def bind(servicer: object) -> ServiceBinding:
         service = base.__name__.removesuffix("Servicer")
         messages = sys.modules[base.__module__.removesuffix("_grpc")]
         full_name = messages.DESCRIPTOR.services_by_name[service].full_name
-        return ServiceBinding(name=full_name, register=lambda server: add(servicer, server))
+        return ServiceBinding(name=full_name, register=partial(add, servicer))
     raise TypeError(f"{type(servicer).__name__} is not built on a generated gRPC servicer base")
 
 
