@@ -8,21 +8,12 @@ from typing import Any
 
 import grpc
 
+from modelyard.backends.answer_stream import piece_to_chunk, whole_answer
 from modelyard.backends.engine import Piece
 from modelyard.backends.host import BackendHost
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def piece_to_chunk(piece: Piece) -> backend_pb2.InferChunk:
-    if piece.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED:
-        return backend_pb2.InferChunk(text=piece.text)
-    return backend_pb2.InferChunk(
-        text=piece.text,
-        finish_reason=piece.finish_reason,
-        usage=common_pb2.Usage(input_tokens=piece.input_tokens, output_tokens=piece.output_tokens),
-    )
 
 
 class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
@@ -40,15 +31,11 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
     async def Infer(
         self, request: backend_pb2.InferRequest, context: Ctx
     ) -> backend_pb2.InferResponse:
-        texts = []
-        last = Piece("")
         pieces = self._host.infer_stream(request.model_id, request.input, request.params)
-        async with aclosing(pieces):
-            async for piece in pieces:
-                texts.append(piece.text)
-                last = piece
+        whole = await whole_answer(pieces, empty=Piece(""))
+        last = whole.last
         return backend_pb2.InferResponse(
-            text="".join(texts),
+            text=whole.text,
             finish_reason=last.finish_reason,
             usage=common_pb2.Usage(
                 input_tokens=last.input_tokens, output_tokens=last.output_tokens

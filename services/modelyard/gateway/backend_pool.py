@@ -15,8 +15,8 @@ from contextlib import aclosing
 import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from modelyard.backends.answer_stream import piece_to_chunk
 from modelyard.backends.host import BackendHost
-from modelyard.backends.servicer import piece_to_chunk
 from modelyard.errors import BackendUnavailable, DeadlineExceeded, ModelyardError, error_from_status
 from modelyard.telemetry import metadata_with_trace, tracer
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2

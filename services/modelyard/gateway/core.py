@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+from modelyard.backends.answer_stream import whole_answer
 from modelyard.errors import (
     BackendUnavailable,
     DeadlineExceeded,
@@ -64,19 +65,13 @@ class GatewayCore:
         api_key: str | None = None,
     ) -> gateway_pb2.GenerateResponse:
         started = time.perf_counter()
-        texts: list[str] = []
-        last = gateway_pb2.GenerateChunk()
-        model_id = ""
-        async with aclosing(self.generate_stream(request, timeout_s, api_key)) as chunks:
-            async for chunk in chunks:
-                model_id = chunk.model_id or model_id
-                texts.append(chunk.text)
-                last = chunk
+        chunks = self.generate_stream(request, timeout_s, api_key)
+        whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk())
         return gateway_pb2.GenerateResponse(
-            model_id=model_id,
-            text="".join(texts),
-            finish_reason=last.finish_reason,
-            usage=last.usage,
+            model_id=whole.first.model_id,
+            text=whole.text,
+            finish_reason=whole.last.finish_reason,
+            usage=whole.last.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
             request_id=request.request_id,
         )
