@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.discovery import ApiProvidersSource, enabled_from_env, load_catalog
-from modelyard.discovery.api_providers import CatalogFileError
+from modelyard.errors import CatalogFileError
 from modelyard.v1 import common_pb2 as C
 
 PROVIDERS = {

@@ -64,7 +64,7 @@ async def test_rejection_is_all_or_nothing_across_scopes(make_limits) -> None:  
     await limits.reserve(m, 1, "alice")
     with pytest.raises(QuotaExceeded) as refused:
         await limits.reserve(m, 1, "alice")
-    assert [s.bucket.scope.kind for s in refused.value.shortfalls] == ["key"]
+    assert [x.scope_kind for x in refused.value.limits] == ["key"]
     # alice's refused request took nothing from the model: two more fit, then the model refuses.
     await limits.reserve(m, 1, "bob")
     await limits.reserve(m, 1, "carol")
@@ -79,7 +79,7 @@ async def test_retry_after_is_the_longest_wait_and_names_every_refusing_limit(ma
     await limits.reserve(m, 50, "alice")
     with pytest.raises(QuotaExceeded) as refused:
         await limits.reserve(m, 30, "alice")  # the key lacks ~20 tokens: ~20 s
-    waits = {s.bucket.scope.kind: s.wait_s for s in refused.value.shortfalls}
+    waits = {x.scope_kind: x.wait_s for x in refused.value.limits}
     assert 15 < waits["key"] <= 20
     assert 55 < waits["model"] <= 60
     assert refused.value.retry_after_s == max(waits.values())
@@ -110,7 +110,7 @@ async def test_api_keys_have_separate_budgets_and_anonymous_is_one(make_limits) 
     for key in ("alice", "bob", None):
         with pytest.raises(QuotaExceeded) as refused:
             await limits.reserve(m, 1, key)
-        assert refused.value.shortfalls[0].bucket.scope.kind == "key"
+        assert refused.value.limits[0].scope_kind == "key"
     assert "api key 'anonymous'" in refused.value.message
 
 

@@ -6,8 +6,8 @@ import grpc
 import pytest
 from support.scripted_engine import ScriptedEngine
 
+from modelyard.errors import RATE_LIMIT_SCOPES_KEY
 from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
-from modelyard.ratelimit.errors import RATE_LIMIT_SCOPES_KEY
 from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 import grpc
 
 from modelyard.backends.engine import Engine, Piece
-from modelyard.errors import ModelNotFound
+from modelyard.errors import ModelNotFound, remote_errors
 from modelyard.telemetry import metadata_with_trace
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
@@ -88,16 +88,20 @@ class BackendHost:
         return sorted(m for e in self._engines for m in e.loaded_models())
 
     async def announce(self, registry_address: str, entries: list[common_pb2.ModelEntry]) -> int:
-        """Register (upsert) `entries` (see `models`) in the registry; returns how many."""
-        async with grpc.aio.insecure_channel(registry_address) as channel:
-            stub = registry_pb2_grpc.RegistryServiceStub(channel)
-            for entry in entries:
-                await stub.RegisterModel(
-                    registry_pb2.RegisterModelRequest(
-                        model=entry, upsert=True, merge_deployments=True
-                    ),
-                    metadata=metadata_with_trace(),
-                    timeout=10,
-                )
+        """Register (upsert) `entries` (see `models`) in the registry; returns how many.
+
+        A refusal raises the registry's own error (`InvalidRequest` naming the field...).
+        """
+        with remote_errors():
+            async with grpc.aio.insecure_channel(registry_address) as channel:
+                stub = registry_pb2_grpc.RegistryServiceStub(channel)
+                for entry in entries:
+                    await stub.RegisterModel(
+                        registry_pb2.RegisterModelRequest(
+                            model=entry, upsert=True, merge_deployments=True
+                        ),
+                        metadata=metadata_with_trace(),
+                        timeout=10,
+                    )
         log.info("backend %s: announced %d model(s)", self.name, len(entries))
         return len(entries)

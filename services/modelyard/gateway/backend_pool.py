@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from modelyard.backends.answer_stream import piece_to_chunk
 from modelyard.backends.host import BackendHost
-from modelyard.errors import BackendUnavailable, DeadlineExceeded, ModelyardError, error_from_status
+from modelyard.errors import BackendUnavailable, DeadlineExceeded, ModelyardError, error_from_rpc
 from modelyard.telemetry import metadata_with_trace, tracer
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
@@ -127,10 +127,11 @@ def _span_attributes(
 
 
 def _translate(exc: grpc.aio.AioRpcError, deployment: common_pb2.Deployment) -> ModelyardError:
-    code, details = exc.code(), exc.details() or ""
+    """The backend's own error class; a plain unreachable or late backend is named."""
+    err = error_from_rpc(exc)
     where = f"backend '{deployment.backend}' at {deployment.endpoint}"
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return BackendUnavailable(f"{where} is unavailable: {details}")
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(f"{where} did not answer in time: {details}")
-    return error_from_status(code, details, exc.trailing_metadata())  # type: ignore[arg-type]
+    if type(err) is BackendUnavailable:
+        return BackendUnavailable(f"{where} is unavailable: {err.message}")
+    if type(err) is DeadlineExceeded:
+        return DeadlineExceeded(f"{where} did not answer in time: {err.message}")
+    return err

@@ -12,7 +12,7 @@ import logging
 
 import grpc
 
-from modelyard.errors import ModelNotFound
+from modelyard.errors import FailedPrecondition, ModelNotFound, error_from_rpc
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,10 @@ class CatalogView:
                     async for change in stream:
                         self.apply(change)
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                        log.warning("catalog watch: %s; starting over", exc.details())
+                    err = error_from_rpc(exc)
+                    if isinstance(err, FailedPrecondition):  # fell behind, or a revision gone
+                        log.warning("catalog watch: %s; starting over", err.message)
                         self.revision = 0
                     else:
-                        log.warning("catalog watch lost (%s); retrying", exc.code().name)
+                        log.warning("catalog watch lost (%s); retrying", err.code.name)
                 await asyncio.sleep(retry_s)

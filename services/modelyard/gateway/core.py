@@ -15,6 +15,8 @@ from contextlib import aclosing
 
 from modelyard.backends.answer_stream import whole_answer
 from modelyard.errors import (
+    AllModelsFailed,
+    Attempt,
     BackendUnavailable,
     DeadlineExceeded,
     FailedPrecondition,
@@ -35,10 +37,6 @@ from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
 
 # Errors after which the next fallback model is worth trying.
 _FALLBACK_ON = (BackendUnavailable, ModelNotFound, RateLimited)
-
-
-class AllModelsFailed(BackendUnavailable):
-    """Every model in the fallback chain failed before streaming began."""
 
 
 class GatewayCore:
@@ -85,7 +83,7 @@ class GatewayCore:
         check_request(request, self.settings)
         chain = [request.model] if request.model else self._select(request)
         chain += [m for m in request.fallback_models if m not in chain]
-        failures: list[str] = []
+        failures: list[Attempt] = []
         for model_id in chain:
             started = False
             try:
@@ -98,8 +96,8 @@ class GatewayCore:
             except _FALLBACK_ON as exc:
                 if started or len(chain) == 1:
                     raise
-                failures.append(f"{model_id}: {exc.message}")
-        raise AllModelsFailed("every model failed: " + " | ".join(failures))
+                failures.append(Attempt.of(model_id, exc))
+        raise AllModelsFailed(failures)
 
     def _select(self, request: gateway_pb2.GenerateRequest) -> list[str]:
         """No model named: the selector's best few, best first (the rest are fallbacks)."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from modelyard.errors import QuotaExceeded, QuotaNeverFits
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.ratelimit.errors import QuotaExceeded, QuotaNeverFits
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Demand, QuotaConfig, demands_for
 from modelyard.ratelimit.store import BucketStore
@@ -68,9 +68,10 @@ class ModelLimits:
             return Reservation(tokens)
         outcome = await self.store.take(demands)
         if not outcome.admitted:
-            if any(math.isinf(s.wait_s) for s in outcome.shortfalls):
-                raise QuotaNeverFits(outcome.shortfalls, tokens)
-            raise QuotaExceeded(outcome.shortfalls, tokens)
+            refused = [s.refused_limit() for s in outcome.shortfalls]
+            if any(math.isinf(x.wait_s) for x in refused):
+                raise QuotaNeverFits(refused, tokens)
+            raise QuotaExceeded(refused, tokens)
         token_demands = tuple(d for d in demands if d.bucket.unit == "tokens")
         return Reservation(tokens, token_demands, outcome.ledger)
 

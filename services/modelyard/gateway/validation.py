@@ -12,21 +12,24 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
     """Raise a clear error for bad input; nothing is called before this passes."""
     kind = request.input.WhichOneof("kind")
     if kind is None:
-        raise InvalidRequest("input is empty: set one of text, chat, image, audio, structured")
+        raise InvalidRequest(
+            "input is empty: set one of text, chat, image, audio, structured", field="input"
+        )
     if kind == "text" and not request.input.text.strip():
-        raise InvalidRequest("input.text is empty")
+        raise InvalidRequest("input.text is empty", field="input.text")
     if kind == "chat":
         messages = request.input.chat.messages
         if not messages:
-            raise InvalidRequest("input.chat has no messages")
+            raise InvalidRequest("input.chat has no messages", field="input.chat.messages")
         for i, m in enumerate(messages):
             if m.role not in ("system", "user", "assistant", "tool"):
                 raise InvalidRequest(
                     f"input.chat.messages[{i}].role {m.role!r} must be one of "
-                    "system, user, assistant, tool"
+                    "system, user, assistant, tool",
+                    field=f"input.chat.messages[{i}].role",
                 )
         if not any(m.content.strip() for m in messages):
-            raise InvalidRequest("input.chat messages are all empty")
+            raise InvalidRequest("input.chat messages are all empty", field="input.chat.messages")
     size = input_size_bytes(request.input)
     if size > settings.max_input_bytes:
         raise RequestTooLarge(
@@ -34,18 +37,26 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
         )
     params = request.params
     if params.max_tokens < 0:
-        raise InvalidRequest(f"params.max_tokens must be >= 0, got {params.max_tokens}")
+        raise InvalidRequest(
+            f"params.max_tokens must be >= 0, got {params.max_tokens}", field="params.max_tokens"
+        )
     if params.max_tokens > settings.max_tokens_ceiling:
         raise InvalidRequest(
             f"params.max_tokens {params.max_tokens} is above the gateway's ceiling of "
-            f"{settings.max_tokens_ceiling}"
+            f"{settings.max_tokens_ceiling}",
+            field="params.max_tokens",
         )
     if params.HasField("temperature") and not 0 <= params.temperature <= 2:
-        raise InvalidRequest(f"params.temperature must be in [0, 2], got {params.temperature}")
+        raise InvalidRequest(
+            f"params.temperature must be in [0, 2], got {params.temperature}",
+            field="params.temperature",
+        )
     if params.HasField("top_p") and not 0 < params.top_p <= 1:
-        raise InvalidRequest(f"params.top_p must be in (0, 1], got {params.top_p}")
+        raise InvalidRequest(
+            f"params.top_p must be in (0, 1], got {params.top_p}", field="params.top_p"
+        )
     if params.HasField("top_k") and params.top_k < 0:
-        raise InvalidRequest(f"params.top_k must be >= 0, got {params.top_k}")
+        raise InvalidRequest(f"params.top_k must be >= 0, got {params.top_k}", field="params.top_k")
 
 
 def check_against_model(
@@ -55,10 +66,12 @@ def check_against_model(
     wanted = input_modality(request.input)  # never UNSPECIFIED: check_request ran first
     if model.input_modalities and wanted not in model.input_modalities:
         raise InvalidRequest(
-            f"model '{model.id}' does not take {common_pb2.Modality.Name(wanted)} input"
+            f"model '{model.id}' does not take {common_pb2.Modality.Name(wanted)} input",
+            field="input",
         )
     if model.context_window and max_tokens > model.context_window:
         raise InvalidRequest(
             f"params.max_tokens {max_tokens} exceeds model '{model.id}' context window "
-            f"of {model.context_window} tokens"
+            f"of {model.context_window} tokens",
+            field="params.max_tokens",
         )

@@ -2,12 +2,14 @@
 
 `modelyard.gateway.limits.ModelLimits` is the gateway's entry point; this package
 holds its parts: which buckets a request draws from (`plan`), where they live
-(`local`, `redis_store`), how it is configured (`config`) and how it fails (`errors`).
+(`local`, `redis_store`) and how it is configured (`config`). How it fails
+(`QuotaExceeded`, `QuotaNeverFits`, `RateLimiterUnavailable`) is in `modelyard.errors`
+with every other error, re-exported here.
 """
 
+from modelyard.errors import QuotaExceeded, QuotaNeverFits, RateLimiterUnavailable
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.ratelimit.errors import QuotaExceeded, QuotaNeverFits, RateLimiterUnavailable
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import QuotaConfig, Rates, Scope
 from modelyard.ratelimit.redis_store import FailurePolicy, RedisBucketStore

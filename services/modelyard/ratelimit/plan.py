@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelyard.errors import InvalidRequest
+from modelyard.errors import InvalidRequest, RefusedLimit
 from modelyard.v1 import common_pb2
 
 ScopeKind = Literal["key", "model", "provider"]
@@ -140,6 +140,11 @@ class Shortfall:
 
     bucket: Bucket
     wait_s: float  # math.inf: never (the demand exceeds the bucket's capacity)
+
+    def refused_limit(self) -> RefusedLimit:
+        """This shortfall as the plain data a quota error carries."""
+        b = self.bucket
+        return RefusedLimit(str(b.scope), b.scope.label, b.limit_name, b.per_minute, self.wait_s)
 
 
 def demands_for(

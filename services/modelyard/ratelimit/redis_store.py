@@ -29,8 +29,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from modelyard.errors import InvalidRequest
-from modelyard.ratelimit.errors import RateLimiterUnavailable
+from modelyard.errors import InvalidRequest, RateLimiterUnavailable
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Demand, Shortfall
 from modelyard.ratelimit.store import Outcome

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Iterable
 
-from modelyard.errors import AlreadyExists, FailedPrecondition, ModelNotFound
+from modelyard.errors import AlreadyExists, FailedPrecondition, ModelNotFound, WatcherFellBehind
 from modelyard.registry.store import CatalogStore
 from modelyard.registry.validation import check_entry, check_model_id
 from modelyard.v1 import common_pb2, registry_pb2
@@ -42,10 +42,6 @@ def same_content(a: common_pb2.ModelEntry, b: common_pb2.ModelEntry) -> bool:
         e.ClearField("revision")
         e.ClearField("updated_at")
     return a2 == b2
-
-
-class WatcherFellBehind(FailedPrecondition):
-    pass
 
 
 # Queue markers besides changes: the watcher was cut off, or the registry is stopping.

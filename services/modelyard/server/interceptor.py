@@ -2,10 +2,12 @@
 
 Every modelyard RPC passes through here once. It continues the caller's W3C
 trace (``traceparent`` in gRPC metadata) with a SERVER span, and maps the
-project's exception hierarchy to gRPC status codes: a `ModelyardError` becomes
-its own code and message, a `NotImplementedError` (what the generated base
-servicer raises) becomes UNIMPLEMENTED naming the RPC, anything else becomes
-INTERNAL with no detail leaked to the caller.
+project's exception hierarchy to gRPC statuses: a `ModelyardError` becomes its
+own code and message with a ``google.rpc.Status`` in the
+``grpc-status-details-bin`` trailer (`modelyard.errors.to_status`: its reason,
+attributes, retry delay, field violations), a `NotImplementedError` (what the
+generated base servicer raises) becomes `Unimplemented` naming the RPC, anything
+else becomes INTERNAL with no detail leaked to the caller.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Any
 
 import grpc
 from grpc.aio import AbortError, ServicerContext
+from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, Unimplemented, to_status
 from modelyard.telemetry import context_from_metadata, tracer, tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -115,15 +118,17 @@ async def _abort_for(exc: BaseException, rpc_name: str, context: Ctx, span: Span
         # Already aborted, or cancelled/closed by the runtime: leave it alone.
         raise exc
     if isinstance(exc, ModelyardError):
-        code, message = exc.code, exc.message
-        trailers = exc.trailing_metadata()
-        if trailers:
-            context.set_trailing_metadata(trailers)
+        err = exc
     elif isinstance(exc, NotImplementedError):
-        code, message = grpc.StatusCode.UNIMPLEMENTED, f"{rpc_name} is not implemented yet"
+        err = Unimplemented(f"{rpc_name} is not implemented yet")
     else:
         log.exception("unhandled error in %s", rpc_name)
-        code, message = grpc.StatusCode.INTERNAL, f"internal error in {rpc_name}"
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    span.set_status(Status(StatusCode.ERROR, message))
-    await context.abort(code, message)
+        err = ModelyardError(f"internal error in {rpc_name}")
+    status = rpc_status.to_status(to_status(err))
+    span.set_attribute("rpc.grpc.status_code", err.code.value[0])
+    span.set_status(Status(StatusCode.ERROR, err.message))
+    await context.abort(
+        status.code,
+        status.details,
+        trailing_metadata=(*err.trailing_metadata(), *status.trailing_metadata),
+    )

@@ -1,0 +1,154 @@
+"""The one exception hierarchy of modelyard, and how it crosses the wire.
+
+Every class carries the gRPC status code it becomes at a service boundary and a
+stable reason. The server interceptor (`modelyard.server.interceptor`) turns an
+error into a ``google.rpc.Status`` (`to_status`) sent in the
+``grpc-status-details-bin`` trailer, Google's richer error model; every caller
+of a remote service (`modelyard_client`, the gateway's calls to backends and
+the registry) turns it back with `error_from_rpc` into the same class with the
+same attributes, so a caller catches `ModelNotFound` and reads its `model_id`
+whether the model was missing locally or three hops away. The native module
+raises these classes too, never a bare `Exception`.
+
+What the status carries:
+
+- ``google.rpc.ErrorInfo``: ``domain`` "modelyard", ``reason`` from the table
+  below, ``metadata`` with the class's attributes (strings; lists as JSON).
+- ``google.rpc.RetryInfo``: ``retry_delay`` of `RateLimited` and `QuotaExceeded`
+  (their `retry_after_s`). Plain clients also get the ``retry-after-ms``
+  trailer, and ``rate-limit-scopes`` for `QuotaExceeded`.
+- ``google.rpc.BadRequest``: one field violation for an `InvalidRequest` whose
+  `field` is known (``params.max_tokens``), one per problem of a `ConfigError`
+  (key path and message).
+
+=========================  ===================  ========================  ==========================
+class                      code                 reason                    metadata
+=========================  ===================  ========================  ==========================
+ModelyardError             INTERNAL             INTERNAL
+InvalidRequest             INVALID_ARGUMENT     INVALID_REQUEST
+ConfigError                INVALID_ARGUMENT     INVALID_CONFIG            source, lines
+ConfigFileUnreadable       INVALID_ARGUMENT     CONFIG_FILE_UNREADABLE    source, lines
+RequestTooLarge            RESOURCE_EXHAUSTED   REQUEST_TOO_LARGE
+QuotaNeverFits             RESOURCE_EXHAUSTED   QUOTA_NEVER_FITS          limits, tokens
+NotFound                   NOT_FOUND            NOT_FOUND
+ModelNotFound              NOT_FOUND            MODEL_NOT_FOUND           model_id
+AlreadyExists              ALREADY_EXISTS       ALREADY_EXISTS
+RateLimited                RESOURCE_EXHAUSTED   RATE_LIMITED
+QuotaExceeded              RESOURCE_EXHAUSTED   QUOTA_EXCEEDED            limits, scopes, tokens
+FailedPrecondition         FAILED_PRECONDITION  FAILED_PRECONDITION
+NoSuitableModel            FAILED_PRECONDITION  NO_SUITABLE_MODEL
+WatcherFellBehind          FAILED_PRECONDITION  WATCHER_FELL_BEHIND
+BackendUnavailable         UNAVAILABLE          BACKEND_UNAVAILABLE
+AllModelsFailed            UNAVAILABLE          ALL_MODELS_FAILED         attempts
+RateLimiterUnavailable     UNAVAILABLE          RATE_LIMITER_UNAVAILABLE
+ProviderError              UNKNOWN              PROVIDER_ERROR
+StreamTruncated            ABORTED              STREAM_TRUNCATED
+DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
+Unimplemented              UNIMPLEMENTED        UNIMPLEMENTED
+CatalogFileError           INTERNAL             CATALOG_FILE_INVALID
+=========================  ===================  ========================  ==========================
+
+JSON metadata: ``attempts`` is a list of ``{"model_id", "code", "reason",
+"message"}``, one per model of the fallback chain in the order tried (an
+`Attempt` each); ``limits`` a list of ``{"scope", "label", "limit",
+"per_minute", "wait_s"}`` (a `RefusedLimit` each; ``wait_s`` null: never
+fits); ``lines`` the problems' line numbers, in the order of the field
+violations (null: unknown).
+
+An unexpected exception becomes INTERNAL with reason INTERNAL and the message
+``internal error in <rpc>``: nothing of the exception leaves the server. A
+status without a modelyard ErrorInfo (another server, the transport itself)
+or with a reason this version does not know is rebuilt by its code:
+INVALID_ARGUMENT `InvalidRequest`, NOT_FOUND `NotFound`, RESOURCE_EXHAUSTED
+`RateLimited` when a retry delay came with it and `RequestTooLarge` otherwise,
+ALREADY_EXISTS, FAILED_PRECONDITION, UNAVAILABLE, UNKNOWN, ABORTED,
+DEADLINE_EXCEEDED and UNIMPLEMENTED the class of that code in the table, any
+other code `ModelyardError`.
+"""
+
+from modelyard.errors._hierarchy import (
+    RATE_LIMIT_SCOPES_KEY,
+    RETRY_AFTER_MS_KEY,
+    AllModelsFailed,
+    AlreadyExists,
+    Attempt,
+    BackendUnavailable,
+    CatalogFileError,
+    ConfigError,
+    ConfigFileUnreadable,
+    ConfigProblem,
+    DeadlineExceeded,
+    ErrorDetails,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidRequest,
+    ModelNotFound,
+    ModelyardError,
+    NoSuitableModel,
+    NotFound,
+    ProviderError,
+    QuotaExceeded,
+    QuotaNeverFits,
+    RateLimited,
+    RateLimiterUnavailable,
+    RefusedLimit,
+    RequestTooLarge,
+    StreamTruncated,
+    Unimplemented,
+    WatcherFellBehind,
+    class_for_reason,
+    registered_classes,
+)
+from modelyard.errors._wire import (
+    DOMAIN,
+    STATUS_DETAILS_KEY,
+    error_from_details,
+    error_from_rpc,
+    error_from_status,
+    remote_errors,
+    to_status,
+)
+
+__all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
+    # the hierarchy
+    "AllModelsFailed",
+    "AlreadyExists",
+    "BackendUnavailable",
+    "CatalogFileError",
+    "ConfigError",
+    "ConfigFileUnreadable",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidRequest",
+    "ModelNotFound",
+    "ModelyardError",
+    "NoSuitableModel",
+    "NotFound",
+    "ProviderError",
+    "QuotaExceeded",
+    "QuotaNeverFits",
+    "RateLimited",
+    "RateLimiterUnavailable",
+    "RequestTooLarge",
+    "StreamTruncated",
+    "Unimplemented",
+    "WatcherFellBehind",
+    # the data the errors carry
+    "Attempt",
+    "ConfigProblem",
+    "ErrorDetails",
+    "FieldViolation",
+    "RefusedLimit",
+    # the wire
+    "DOMAIN",
+    "RATE_LIMIT_SCOPES_KEY",
+    "RETRY_AFTER_MS_KEY",
+    "STATUS_DETAILS_KEY",
+    "class_for_reason",
+    "error_from_details",
+    "error_from_rpc",
+    "error_from_status",
+    "registered_classes",
+    "remote_errors",
+    "to_status",
+]

@@ -1,0 +1,463 @@
+"""The exception classes, each with its gRPC status code and its wire reason.
+
+A class declares `code` (the status it becomes), `reason` (the stable
+``google.rpc.ErrorInfo`` reason that names it on the wire) and, when it carries
+attributes, how they travel: `wire_details` says what to send beyond the
+message, `_restore` sets the attributes back from what arrived. Declaring a
+class registers its reason; `class_for_reason` is the one lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Self
+
+import grpc
+
+# Trailing-metadata key that carries a rate limit's retry delay in milliseconds
+# (for plain clients; ours read google.rpc.RetryInfo).
+RETRY_AFTER_MS_KEY = "retry-after-ms"
+# Trailing-metadata key naming the scopes whose limits refused ("model:x,key:anonymous").
+RATE_LIMIT_SCOPES_KEY = "rate-limit-scopes"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One wrong request field (a path such as ``params.max_tokens``) and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ErrorDetails:
+    """What a status carries beyond its code and message, as plain data.
+
+    `metadata` becomes ``ErrorInfo.metadata``, `retry_after_s` a ``RetryInfo``
+    and `field_violations` a ``BadRequest`` (see `modelyard.errors`).
+    """
+
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    retry_after_s: float | None = None
+    field_violations: tuple[FieldViolation, ...] = ()
+
+
+_BY_REASON: dict[str, type[ModelyardError]] = {}
+
+
+def class_for_reason(reason: str) -> type[ModelyardError] | None:
+    """The class that declared `reason`, or None for a reason this version does not know."""
+    return _BY_REASON.get(reason)
+
+
+def registered_classes() -> list[type[ModelyardError]]:
+    """Every class with a reason, in declaration order."""
+    return list(_BY_REASON.values())
+
+
+class ModelyardError(Exception):
+    """Base of every error modelyard raises on purpose (and what an unexpected one becomes)."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    reason: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # An inherited reason would send the subclass over the wire as its parent.
+        if "reason" not in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must declare its own `reason`")
+        taken = _BY_REASON.get(cls.reason)
+        if taken is not None:
+            raise TypeError(f"{cls.__name__}: reason {cls.reason!r} is {taken.__name__}'s")
+        _BY_REASON[cls.reason] = cls
+
+    def wire_details(self) -> ErrorDetails:
+        """What the status carries beyond code and message so a client can rebuild this error."""
+        return ErrorDetails()
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Plain trailers sent with the status, for clients that read no details."""
+        return ()
+
+    @classmethod
+    def from_details(cls, message: str, details: ErrorDetails) -> Self:
+        """This error as a remote service raised it: its message verbatim, its attributes back.
+
+        Constructors compose their message from parts (a model id, a list of
+        limits); a rebuilt error keeps the text the server sent instead, so it
+        is built without `__init__` and `_restore` sets the attributes.
+        """
+        err = cls.__new__(cls)
+        ModelyardError.__init__(err, message)
+        err._restore(details)
+        return err
+
+    def _restore(self, details: ErrorDetails) -> None:
+        """Set the attributes `wire_details` sent (classes with attributes override both)."""
+
+
+_BY_REASON[ModelyardError.reason] = ModelyardError  # subclasses register in __init_subclass__
+
+
+class InvalidRequest(ModelyardError):
+    """The request is malformed or its values are out of range.
+
+    `field` names the wrong field (``params.max_tokens``) when the check knows
+    it; it travels as a ``BadRequest`` field violation.
+    """
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def field_violations(self) -> tuple[FieldViolation, ...]:
+        return (FieldViolation(self.field, self.message),) if self.field else ()
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(field_violations=self.field_violations())
+
+    def _restore(self, details: ErrorDetails) -> None:
+        violations = details.field_violations
+        self.field = violations[0].field if len(violations) == 1 else None
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake: the dotted key path (``model_system.backends.ollama.models[1]``) and why."""
+
+    path: str
+    message: str
+    line: int | None = None  # 1-based line in the source file, when known
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(InvalidRequest):
+    """The configuration is invalid; `problems` holds every mistake found, not only the first.
+
+    On the wire each problem is a field violation (key path, message); the
+    source file and the line numbers ride in ``ErrorInfo.metadata``.
+    """
+
+    reason = "INVALID_CONFIG"
+
+    def __init__(self, problems: Sequence[ConfigProblem], source: str | None = None) -> None:
+        # In file order, which is how people fix them; problems without a line last.
+        self.problems = tuple(sorted(problems, key=lambda p: p.line or 1 << 62))
+        self.source = source
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One line per problem, ``FILE:LINE: path: message`` when the place is known."""
+        out = []
+        for problem in self.problems:
+            where = self.source or ""
+            if where and problem.line is not None:
+                where = f"{where}:{problem.line}"
+            out.append(f"{where}: {problem}" if where else str(problem))
+        return out
+
+    def field_violations(self) -> tuple[FieldViolation, ...]:
+        return tuple(FieldViolation(p.path, p.message) for p in self.problems)
+
+    def wire_details(self) -> ErrorDetails:
+        metadata = {"lines": json.dumps([p.line for p in self.problems])}
+        if self.source is not None:
+            metadata["source"] = self.source
+        return ErrorDetails(metadata=metadata, field_violations=self.field_violations())
+
+    def _restore(self, details: ErrorDetails) -> None:
+        lines = json.loads(details.metadata.get("lines", "[]"))
+        violations = details.field_violations
+        if len(lines) != len(violations):
+            lines = [None] * len(violations)
+        self.field = None
+        self.problems = tuple(
+            ConfigProblem(v.field, v.description, line)
+            for v, line in zip(violations, lines, strict=True)
+        )
+        self.source = details.metadata.get("source")
+
+
+class ConfigFileUnreadable(ConfigError):
+    """The file is missing or cannot be read (as opposed to read and found wrong)."""
+
+    reason = "CONFIG_FILE_UNREADABLE"
+
+
+class RequestTooLarge(ModelyardError):
+    """The request exceeds a configured size limit."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "REQUEST_TOO_LARGE"
+
+
+@dataclass(frozen=True)
+class RefusedLimit:
+    """One rate limit that refused a request, as plain data (the wire carries these)."""
+
+    scope: str  # whose budget: "model:openai/gpt-4o", "provider:openai", "key:<digest>"
+    label: str  # how messages name the scope: "model 'openai/gpt-4o'"
+    limit: str  # "requests_per_minute" or "tokens_per_minute"
+    per_minute: float
+    wait_s: float  # math.inf: never (the request needs more than the bucket ever holds)
+
+    @property
+    def scope_kind(self) -> str:
+        """ "key", "model" or "provider"."""
+        return self.scope.partition(":")[0]
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.limit}={self.per_minute:g}"
+
+
+def _limits_json(limits: Sequence[RefusedLimit]) -> str:
+    # JSON has no infinity: a limit that never fits waits `null`.
+    return json.dumps(
+        [{**asdict(x), "wait_s": x.wait_s if math.isfinite(x.wait_s) else None} for x in limits]
+    )
+
+
+def _limits_from_json(text: str) -> tuple[RefusedLimit, ...]:
+    return tuple(
+        RefusedLimit(**{**x, "wait_s": math.inf if x["wait_s"] is None else x["wait_s"]})
+        for x in json.loads(text)
+    )
+
+
+class QuotaNeverFits(RequestTooLarge):
+    """The request needs more than a full bucket holds: waiting will not help.
+
+    `limits` are the limits it can never fit; `tokens` what it reserves.
+    """
+
+    reason = "QUOTA_NEVER_FITS"
+
+    def __init__(self, limits: Sequence[RefusedLimit], tokens: int) -> None:
+        self.limits = tuple(x for x in limits if math.isinf(x.wait_s))
+        self.tokens = tokens
+        super().__init__(
+            f"this request reserves {tokens} tokens (estimated input + max_tokens), more than "
+            f"{', '.join(map(str, self.limits))} ever allows at once: "
+            "lower max_tokens or shorten the input"
+        )
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(
+            metadata={"limits": _limits_json(self.limits), "tokens": str(self.tokens)}
+        )
+
+    def _restore(self, details: ErrorDetails) -> None:
+        self.limits = _limits_from_json(details.metadata.get("limits", "[]"))
+        self.tokens = int(details.metadata.get("tokens", "0"))
+
+
+class NotFound(ModelyardError):
+    """The thing asked for does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class ModelNotFound(NotFound):
+    """No model with this id is known (`model_id`; `where` says which list was searched)."""
+
+    reason = "MODEL_NOT_FOUND"
+
+    def __init__(self, model_id: str, where: str = "the catalog") -> None:
+        super().__init__(f"model '{model_id}' is not in {where}")
+        self.model_id = model_id
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(metadata={"model_id": self.model_id})
+
+    def _restore(self, details: ErrorDetails) -> None:
+        self.model_id = details.metadata.get("model_id", "")
+
+
+class AlreadyExists(ModelyardError):
+    """An entity with this identity exists and the call may not replace it."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class RateLimited(ModelyardError):
+    """A rate limit or quota rejected the request; retry after `retry_after_s`."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(f"{message}; retry after {retry_after_s:.3f}s")
+        self.retry_after_s = retry_after_s
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(retry_after_s=self.retry_after_s)
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((RETRY_AFTER_MS_KEY, str(max(1, round(self.retry_after_s * 1000)))),)
+
+    def _restore(self, details: ErrorDetails) -> None:
+        self.retry_after_s = details.retry_after_s or 0.0  # to the nanosecond (RetryInfo)
+
+
+class QuotaExceeded(RateLimited):
+    """Rate limits refused the request; retry after the longest of their waits.
+
+    `limits` are every refusing limit (the message names them all); `tokens`
+    what the request reserves.
+    """
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(self, limits: Sequence[RefusedLimit], tokens: int) -> None:
+        self.limits = tuple(limits)
+        self.tokens = tokens
+        super().__init__(
+            f"rate limit reached: {', '.join(map(str, self.limits))} "
+            f"(this request reserves 1 request and {tokens} tokens)",
+            max(x.wait_s for x in self.limits),
+        )
+
+    def scopes(self) -> str:
+        """The refusing scopes, once each, comma-separated ("model:x,key:anonymous")."""
+        return ",".join(dict.fromkeys(x.scope for x in self.limits))
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(
+            metadata={
+                "limits": _limits_json(self.limits),
+                "scopes": self.scopes(),
+                "tokens": str(self.tokens),
+            },
+            retry_after_s=self.retry_after_s,
+        )
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (*super().trailing_metadata(), (RATE_LIMIT_SCOPES_KEY, self.scopes()))
+
+    def _restore(self, details: ErrorDetails) -> None:
+        super()._restore(details)
+        self.limits = _limits_from_json(details.metadata.get("limits", "[]"))
+        self.tokens = int(details.metadata.get("tokens", "0"))
+        if self.limits:  # exact, where RetryInfo rounds to nanoseconds
+            self.retry_after_s = max(x.wait_s for x in self.limits)
+
+
+class FailedPrecondition(ModelyardError):
+    """The system is not in a state where the call can run (model not loaded...)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class NoSuitableModel(ModelyardError):
+    """Selection found no candidate that meets the constraints."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "NO_SUITABLE_MODEL"
+
+
+class WatcherFellBehind(FailedPrecondition):
+    """A catalog watcher read too slowly and was cut off; the message says where to resume."""
+
+    reason = "WATCHER_FELL_BEHIND"
+
+
+class BackendUnavailable(ModelyardError):
+    """A backend service or upstream provider cannot be reached."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "BACKEND_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one model of a fallback chain failed: its id, its error's code, reason and message."""
+
+    model_id: str
+    code: str  # the gRPC status code's name: "UNAVAILABLE"
+    reason: str  # the error's reason: "BACKEND_UNAVAILABLE"
+    message: str
+
+    @classmethod
+    def of(cls, model_id: str, err: ModelyardError) -> Attempt:
+        return cls(model_id, err.code.name, err.reason, err.message)
+
+
+class AllModelsFailed(BackendUnavailable):
+    """Every model in the fallback chain failed before streaming began; `attempts`, in order."""
+
+    reason = "ALL_MODELS_FAILED"
+
+    def __init__(self, attempts: Sequence[Attempt]) -> None:
+        self.attempts = tuple(attempts)
+        super().__init__(
+            "every model failed: " + " | ".join(f"{a.model_id}: {a.message}" for a in self.attempts)
+        )
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(metadata={"attempts": json.dumps([asdict(a) for a in self.attempts])})
+
+    def _restore(self, details: ErrorDetails) -> None:
+        self.attempts = tuple(
+            Attempt(**a) for a in json.loads(details.metadata.get("attempts", "[]"))
+        )
+
+
+class RateLimiterUnavailable(ModelyardError):
+    """The shared rate-limit store cannot be reached and the policy is to refuse (fail_closed)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "RATE_LIMITER_UNAVAILABLE"
+
+
+class ProviderError(ModelyardError):
+    """An upstream provider answered with an error of its own."""
+
+    code = grpc.StatusCode.UNKNOWN
+    reason = "PROVIDER_ERROR"
+
+
+class StreamTruncated(ProviderError):
+    """An upstream ended a stream before it said it was finished.
+
+    ABORTED, not OK: the caller holds a partial answer and must not take it for
+    a complete one (llama.cpp's server does this when a second request
+    interrupts the first).
+    """
+
+    code = grpc.StatusCode.ABORTED
+    reason = "STREAM_TRUNCATED"
+
+
+class DeadlineExceeded(ModelyardError):
+    """The request ran out of time."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Unimplemented(ModelyardError):
+    """The RPC is part of the contract but not built yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
+class CatalogFileError(ModelyardError, ValueError):
+    """The API-provider data file breaks its format; the message names the key path."""
+
+    reason = "CATALOG_FILE_INVALID"

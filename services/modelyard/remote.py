@@ -1,0 +1,73 @@
+"""Blocking calls to a running modelyard server, for the `modelyard` command and the client.
+
+The generated stubs plus what every caller wants: the request a prompt becomes,
+and a failed call raised as the error the server raised (`remote_errors`,
+which rebuilds the exact class). `modelyard_client.GatewayClient` is built on
+these; the runtime package never imports the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from modelyard.errors import remote_errors
+from modelyard.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
+
+# Text, or chat messages as (role, content) pairs.
+Prompt = str | list[tuple[str, str]]
+
+
+def generate_request(
+    model: str, prompt: Prompt, max_tokens: int = 0
+) -> gateway_pb2.GenerateRequest:
+    """The GenerateRequest for `prompt` to `model`; `max_tokens` 0 leaves it to the gateway."""
+    request = gateway_pb2.GenerateRequest(model=model)
+    if isinstance(prompt, str):
+        request.input.text = prompt
+    else:
+        for role, content in prompt:
+            request.input.chat.messages.add(role=role, content=content)
+    request.params.max_tokens = max_tokens
+    return request
+
+
+def generate(
+    channel: grpc.Channel, request: gateway_pb2.GenerateRequest, timeout_s: float
+) -> gateway_pb2.GenerateResponse:
+    """One whole answer."""
+    with remote_errors():
+        response: gateway_pb2.GenerateResponse = gateway_pb2_grpc.GatewayServiceStub(
+            channel
+        ).Generate(request, timeout=timeout_s)
+    return response
+
+
+def stream_text(
+    channel: grpc.Channel, request: gateway_pb2.GenerateRequest, timeout_s: float
+) -> Iterator[str]:
+    """The answer's text piece by piece, as the model produces it."""
+    call = gateway_pb2_grpc.GatewayServiceStub(channel).GenerateStream(request, timeout=timeout_s)
+    try:
+        with remote_errors():
+            for chunk in call:
+                if chunk.text:
+                    yield chunk.text
+    finally:
+        call.cancel()  # type: ignore[no-untyped-call]  # stops the server if we stop early
+
+
+def list_models(channel: grpc.Channel, timeout_s: float) -> list[common_pb2.ModelEntry]:
+    """Every model in the catalog."""
+    with remote_errors():
+        response = registry_pb2_grpc.RegistryServiceStub(channel).ListModels(
+            registry_pb2.ListModelsRequest(), timeout=timeout_s
+        )
+    return list(response.models)
