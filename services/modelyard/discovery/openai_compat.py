@@ -4,7 +4,8 @@ OpenAI's answer carries only ``id``, ``created`` and ``owned_by``. Several
 servers add more, read here when present: ``context_length`` and ``pricing``
 (USD per token, as strings) and ``architecture.input_modalities`` from
 OpenRouter, ``max_model_len`` from vLLM, ``meta.n_ctx_train`` from llama.cpp.
-Ids are the `openai_compat` backend's: ``<provider>/<model id>``.
+Ids are the `openai_compat` backend's: ``<provider>/<model id>``. The list is
+fetched by that backend's `list_models`, the one its engine starts with.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 import aiohttp
 
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
+from modelyard.backends.openai_compat.upstream import list_models
 from modelyard.catalog_ids import catalog_id
 from modelyard.discovery.source import SourceSnapshot, context_window
-from modelyard.errors import BackendUnavailable
+from modelyard.errors import BackendUnavailable, ModelyardError
 from modelyard.v1 import common_pb2
 
 C = common_pb2
@@ -32,35 +34,15 @@ class OpenAICompatSource:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def discover(self) -> SourceSnapshot:
-        url = f"{self.provider.base_url}/models"
-        headers = dict(self.provider.extra_headers)
-        if self.provider.api_key:
-            headers["Authorization"] = f"Bearer {self.provider.api_key}"
         try:
-            async with (
-                aiohttp.ClientSession(timeout=self._timeout) as http,
-                http.get(url, headers=headers) as resp,
-            ):
-                if resp.status != 200:
-                    text = (await resp.text())[:300]
-                    raise BackendUnavailable(
-                        f"{self.name}: GET {url} answered HTTP {resp.status}: {text}"
-                    )
-                body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            cause = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-            raise BackendUnavailable(f"{self.name}: GET {url} failed: {cause}") from exc
-        listed = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(listed, list):
-            raise BackendUnavailable(f"{self.name}: GET {url} did not answer a model list")
-
-        entries, errors = [], []
-        for i, item in enumerate(listed):
-            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
-                entries.append(self._entry(item))
-            else:
-                errors.append(f"{self.name}: data[{i}] has no model id; skipped")
-        return SourceSnapshot(self.name, tuple(entries), tuple(errors))
+            async with aiohttp.ClientSession(headers=self.provider.headers()) as http:
+                listed = await list_models(http, self.provider, self._timeout)
+        except ModelyardError as exc:  # whatever the upstream did, this source is unreachable
+            url = f"{self.provider.base_url}/models"
+            raise BackendUnavailable(f"{self.name}: GET {url} failed: {exc.message}") from exc
+        entries = tuple(self._entry(item) for item in listed.models)
+        errors = tuple(f"{self.name}: data[{i}] has no model id; skipped" for i in listed.unnamed)
+        return SourceSnapshot(self.name, entries, errors)
 
     def _entry(self, item: dict[str, Any]) -> common_pb2.ModelEntry:
         model = str(item["id"])

@@ -11,7 +11,6 @@ That is reported as `StreamTruncated`, never as a normal finish.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -22,16 +21,14 @@ import aiohttp
 from modelyard.backends.engine import EngineHealth, Piece, chat_messages
 from modelyard.backends.openai_compat.chat_stream import ChatStream
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.catalog_ids import catalog_id
-from modelyard.errors import (
-    BackendUnavailable,
-    InvalidRequest,
-    ModelNotFound,
-    ModelyardError,
-    ProviderError,
-    RateLimited,
-    StreamTruncated,
+from modelyard.backends.openai_compat.upstream import (
+    describe,
+    list_models,
+    raise_for_status,
+    unreachable,
 )
+from modelyard.catalog_ids import catalog_id
+from modelyard.errors import ModelNotFound, ModelyardError, StreamTruncated
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -55,10 +52,7 @@ class OpenAICompatEngine:
         return self._provider.name
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **self._provider.extra_headers}
-        if self._provider.api_key:
-            headers["Authorization"] = f"Bearer {self._provider.api_key}"
-        return headers
+        return {"Content-Type": "application/json", **self._provider.headers()}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -86,17 +80,8 @@ class OpenAICompatEngine:
             self._session = None
 
     async def list_upstream_models(self) -> list[str]:
-        url = f"{self._provider.base_url}/models"
-        try:
-            async with self._http().get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                if resp.status != 200:
-                    await self._raise_for(resp, model="")
-                body = await resp.json()
-        except aiohttp.ClientError as exc:
-            raise self._unreachable(exc) from exc
-        except TimeoutError as exc:
-            raise self._unreachable(exc) from exc
-        return sorted(str(m["id"]) for m in body.get("data", []))
+        listed = await list_models(self._http(), self._provider, aiohttp.ClientTimeout(total=10))
+        return sorted(m["id"] for m in listed.models)
 
     def models(self) -> list[common_pb2.ModelEntry]:
         return [
@@ -179,7 +164,7 @@ class OpenAICompatEngine:
         try:
             async with self._http().post(url, json=body, timeout=timeout) as resp:
                 if resp.status != 200:
-                    await self._raise_for(resp, model=model_id)
+                    await raise_for_status(self._provider, resp, model=model_id)
                 stream = ChatStream(self._provider.name, model_id)
                 async for piece in stream.pieces(resp.content.iter_any()):
                     streamed = True
@@ -190,41 +175,6 @@ class OpenAICompatEngine:
                 # truncated answer, not a failed call it could simply retry.
                 raise StreamTruncated(
                     f"upstream '{self._provider.name}' broke off the stream for '{model_id}' "
-                    f"({_describe(exc)}): the answer is truncated"
+                    f"({describe(exc)}): the answer is truncated"
                 ) from exc
-            raise self._unreachable(exc) from exc
-
-    async def _raise_for(self, resp: aiohttp.ClientResponse, *, model: str) -> None:
-        text = (await resp.text())[:500]
-        try:
-            detail = json.loads(text).get("error", text)
-            if isinstance(detail, dict):
-                detail = detail.get("message", detail)
-        except (ValueError, AttributeError):
-            detail = text
-        where = f"upstream '{self._provider.name}'"
-        if resp.status == 429:
-            retry = resp.headers.get("retry-after", "")
-            raise RateLimited(
-                f"{where} rate-limited the request: {detail}",
-                float(retry) if retry.replace(".", "", 1).isdigit() else 1.0,
-            )
-        if resp.status == 404 and model:
-            raise ModelNotFound(model, f"{where} ({detail})")
-        if resp.status in (400, 422):
-            raise InvalidRequest(f"{where} rejected the request: {detail}")
-        if resp.status >= 500:
-            raise BackendUnavailable(f"{where} answered HTTP {resp.status}: {detail}")
-        raise ProviderError(f"{where} answered HTTP {resp.status}: {detail}")
-
-    def _unreachable(self, exc: BaseException) -> BackendUnavailable:
-        return BackendUnavailable(
-            f"upstream '{self._provider.name}' at {self._provider.base_url} is unreachable: "
-            f"{_describe(exc)}"
-        )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
+            raise unreachable(self._provider, exc) from exc

@@ -19,6 +19,13 @@ class ProviderEndpoint:
     timeout_s: float = 120.0
     extra_headers: dict[str, str] = field(default_factory=dict)
 
+    def headers(self) -> dict[str, str]:
+        """What every request to this upstream sends: the extra headers, then the key."""
+        headers = dict(self.extra_headers)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
 
 def normalise_base_url(url: str) -> str:
     """``http://host:8000`` and ``http://host:8000/v1/`` both become ``.../v1``."""
