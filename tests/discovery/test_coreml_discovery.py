@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from discovery.coreml_models import feature_extractor, image_classifier
 
+from modelyard.backends.coreml.model_files import infer_capabilities
 from modelyard.backends.coreml.runtime import coremltools
 from modelyard.discovery import CoreMLDirectorySource
-from modelyard.discovery.coreml_files import infer_capabilities
 from modelyard.errors import BackendUnavailable
 from modelyard.v1 import common_pb2 as C
 

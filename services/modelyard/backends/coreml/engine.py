@@ -1,8 +1,9 @@
 """The `coreml` engine: CoreML models from a directory, predicted through coremltools.
 
 Prediction needs macOS (Core ML itself). On any other host the engine still
-starts and lists the models discovery finds, each HEALTH_STATUS_UNAVAILABLE
-with the reason; `health()` says the same and `infer_stream`, `load` raise
+starts and lists the models in the directory (read by `model_files`, as
+discovery reports them), each HEALTH_STATUS_UNAVAILABLE with the reason;
+`health()` says the same and `infer_stream`, `load` raise
 `FailedPrecondition` with it. A prediction answers with one piece: its outputs
 as a JSON object (see `features.outputs_json`).
 """
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.backends.coreml.features import model_features, outputs_json
+from modelyard.backends.coreml.model_files import CoreMLModelsDir
 from modelyard.backends.coreml.runtime import coremltools, unsupported_reason
 from modelyard.backends.engine import EngineHealth, Piece
-from modelyard.discovery.coreml_files import CoreMLDirectorySource
 from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound, ModelyardError
 from modelyard.v1 import common_pb2
 
@@ -40,7 +41,7 @@ class CoreMLEngine:
         system: str | None = None,
     ) -> None:
         self.backend = backend
-        self._source = CoreMLDirectorySource(models_dir, backend=backend)
+        self._models_in_dir = CoreMLModelsDir(models_dir, backend=backend)
         self._models_dir = models_dir
         self._max_loaded = max_loaded
         # Why this host cannot predict ("" on macOS); `system` lets tests pretend.
@@ -52,12 +53,12 @@ class CoreMLEngine:
 
     async def start(self) -> None:
         try:
-            snapshot = await self._source.discover()
+            entries, _ = await self._models_in_dir.read()  # each unreadable one is logged
         except ModelyardError as exc:
             self._start_error = exc.message
             log.warning("coreml: %s", exc.message)
             return
-        self._entries = {e.id: e for e in snapshot.entries}
+        self._entries = {e.id: e for e in entries}
         log.info("coreml: %d model(s) in %s", len(self._entries), self._models_dir)
         if self._unsupported:
             log.info("coreml: %s", self._unsupported)
