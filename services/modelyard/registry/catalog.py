@@ -23,13 +23,18 @@ WATCH_QUEUE_LIMIT = 4096
 
 
 def with_defaults(entry: common_pb2.ModelEntry) -> common_pb2.ModelEntry:
-    """A copy with the defaults a stored entry has: a name, and healthy unless told otherwise."""
+    """A copy with the defaults a stored entry has: a name, and healthy unless told otherwise.
+
+    Registered and discovered entries alike (`discovery_sync`). An entry given
+    no health is healthy with no reason: a reason explains a health someone gave.
+    """
     stored = common_pb2.ModelEntry()
     stored.CopyFrom(entry)
     if not stored.name:
         stored.name = stored.id.split("/", 1)[-1]
     if stored.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
         stored.health = common_pb2.HEALTH_STATUS_HEALTHY
+        stored.health_reason = ""
     return stored
 
 

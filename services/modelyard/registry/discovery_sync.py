@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from modelyard.discovery.source import SourceSnapshot
 from modelyard.errors import ModelyardError
-from modelyard.registry.catalog import Catalog
+from modelyard.registry.catalog import Catalog, with_defaults
 from modelyard.registry.validation import check_entry
 from modelyard.v1 import common_pb2
 
@@ -88,11 +88,8 @@ def _merge(
     source: str,
     deployments: Sequence[common_pb2.Deployment],
 ) -> common_pb2.ModelEntry:
-    merged = common_pb2.ModelEntry()
-    merged.CopyFrom(found)
+    merged = with_defaults(found)
     merged.metadata[SOURCE_KEY] = source
-    if not merged.name:
-        merged.name = merged.id.split("/", 1)[-1]
     if not merged.deployments:
         merged.deployments.extend(existing.deployments if existing else deployments)
     if existing is not None:
@@ -105,7 +102,4 @@ def _merge(
             merged.limits.CopyFrom(existing.limits)
         if not merged.HasField("performance") and existing.HasField("performance"):
             merged.performance.CopyFrom(existing.performance)
-    if merged.health == common_pb2.HEALTH_STATUS_UNSPECIFIED:
-        merged.health = common_pb2.HEALTH_STATUS_HEALTHY
-        merged.health_reason = ""
     return merged
