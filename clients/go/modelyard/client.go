@@ -2,7 +2,9 @@
 // (modelyard.v1.GatewayService). The generated stubs live in
 // modelyard.dev/clients/go/modelyard/v1; this package adds a connection helper,
 // a chat-request builder and Generate / GenerateStream calls that return one
-// Answer.
+// Answer. A failed call returns an *Error: the status code and message with the
+// google.rpc details modelyard sends (reason, metadata, retry delay, field
+// violations, a fallback chain's attempts).
 package modelyard
 
 import (
@@ -65,11 +67,11 @@ func ChatRequest(model, prompt string, maxTokens int32) *modelyardv1.GenerateReq
 	return req
 }
 
-// Generate makes one unary call.
+// Generate makes one unary call. A failed call returns an *Error.
 func (c *Client) Generate(ctx context.Context, req *modelyardv1.GenerateRequest) (Answer, error) {
 	resp, err := c.Gateway.Generate(ctx, req)
 	if err != nil {
-		return Answer{}, err
+		return Answer{}, callError(err)
 	}
 	return Answer{
 		ModelID:      resp.GetModelId(),
@@ -81,7 +83,7 @@ func (c *Client) Generate(ctx context.Context, req *modelyardv1.GenerateRequest)
 
 // GenerateStream makes one streaming call and reads it to the end. onChunk,
 // if not nil, sees every chunk as it arrives; an error from it cancels the
-// call and is returned.
+// call and is returned as it is; a failed call returns an *Error.
 func (c *Client) GenerateStream(
 	ctx context.Context, req *modelyardv1.GenerateRequest, onChunk func(*modelyardv1.GenerateChunk) error,
 ) (Answer, error) {
@@ -89,7 +91,7 @@ func (c *Client) GenerateStream(
 	defer cancel() // ends the stream if we stop reading early
 	stream, err := c.Gateway.GenerateStream(ctx, req)
 	if err != nil {
-		return Answer{}, err
+		return Answer{}, callError(err)
 	}
 	var (
 		ans  Answer
@@ -101,7 +103,7 @@ func (c *Client) GenerateStream(
 			break
 		}
 		if err != nil {
-			return Answer{}, err
+			return Answer{}, callError(err)
 		}
 		if onChunk != nil {
 			if err := onChunk(chunk); err != nil {
