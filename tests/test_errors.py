@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 import modelyard.errors
@@ -26,10 +28,10 @@ from modelyard.errors import (
 )
 
 
-def _status(code: grpc.StatusCode, message: str, *details: object) -> status_pb2.Status:
+def _status(code: grpc.StatusCode, message: str, *details: Message) -> status_pb2.Status:
     status = status_pb2.Status(code=code.value[0], message=message)
     for detail in details:
-        status.details.add().Pack(detail)  # type: ignore[arg-type]
+        status.details.add().Pack(detail)
     return status
 
 
@@ -109,3 +111,9 @@ def test_a_details_trailer_that_disagrees_with_the_code_is_ignored() -> None:
     rebuilt = error_from_status(grpc.StatusCode.INTERNAL, "boom", ((STATUS_DETAILS_KEY, stale),))
     assert type(rebuilt) is ModelyardError
     assert rebuilt.message == "boom"
+
+
+def test_the_go_client_has_a_constant_for_every_reason() -> None:
+    go = Path(__file__).parents[1] / "clients" / "go" / "modelyard" / "errors.go"
+    constants = set(re.findall(r'^\s*Reason\w+\s*=\s*"([A-Z_]+)"', go.read_text(), re.MULTILINE))
+    assert constants == {cls.reason for cls in registered_classes()}

@@ -215,7 +215,7 @@ class RefusedLimit:
 
     @property
     def scope_kind(self) -> str:
-        """ "key", "model" or "provider"."""
+        """The scope's kind: "key", "model" or "provider"."""
         return self.scope.partition(":")[0]
 
     def __str__(self) -> str:
