@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import grpc
+from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
+from modelyard.assembly.selection import selection_settings
 from modelyard.config import default_config
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Selector
-from modelyard.selector.settings_from_config import selection_settings
 from modelyard.v1 import (
     common_pb2,
     gateway_pb2,
@@ -45,7 +46,9 @@ def test_the_selector_ranks_only_json_models_for_params_with_a_schema() -> None:
     assert sorted(selector.ranked(request)) == ["p/json", "p/plain"]
 
 
-async def test_the_gateway_sends_a_request_with_a_schema_to_a_json_model(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_the_gateway_sends_a_request_with_a_schema_to_a_json_model(
+    make_stack: StackFactory,
+) -> None:
     plain = ScriptedEngine(("s/plain",), pieces=("plain",))
     json_model = ScriptedEngine(("s/json",), pieces=("{}",))
     stack: Stack = await make_stack(roles=("registry", "gateway"), engines=[plain, json_model])

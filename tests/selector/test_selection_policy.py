@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from modelyard.assembly.selection import selection_settings
 from modelyard.config import parse_config
 from modelyard.config.schema import DEFAULT_WEIGHTS
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Policy, Selector
-from modelyard.selector.settings_from_config import selection_settings
 from modelyard.v1 import common_pb2, selector_pb2
 
 C = common_pb2

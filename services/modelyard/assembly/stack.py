@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, plan_backends
 from modelyard.assembly.profiles import apply_profiles
+from modelyard.assembly.selection import selection_settings
 from modelyard.assembly.settings import Settings
 from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
@@ -36,7 +37,6 @@ from modelyard.registry.store import CatalogStore
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Selector
 from modelyard.selector.servicer import SelectorServicer
-from modelyard.selector.settings_from_config import selection_settings
 from modelyard.server.runtime import RunningServer, ServiceBinding, bind, start_server
 from modelyard.server.unimplemented import with_unimplemented
 from modelyard.v1 import backend_pb2, common_pb2

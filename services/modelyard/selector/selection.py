@@ -35,7 +35,7 @@ class Policy:
 class SelectionSettings:
     """The default policy, and per agent id either a pinned model id or a policy of its own.
 
-    Built from the configuration (`settings_from_config`), whose defaults these
+    Built from the configuration (`modelyard.assembly.selection`), whose defaults these
     are: there are none of the selector's own.
     """
 
