@@ -125,7 +125,8 @@ class RawHTTP(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's: it can write
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -186,7 +187,7 @@ async def _serve_aiohttp(port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]  # the port the OS chose when asked for 0
     print(f"listening on 127.0.0.1:{port}", flush=True)
     await _until_signalled()
     await runner.cleanup()

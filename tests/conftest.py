@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,12 @@ def gemma_path(models_dir: Path) -> Path:
     return models_dir / "gemma-3-270m-q4_k_m.gguf"
 
 
-StackFactory = Callable[..., "AsyncIterator[Stack]"]
+# What `make_stack` yields: keyword arguments are `Settings` fields (and `engines`).
+StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture
-async def make_stack(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
     """Start in-process stacks on free ports; every one is stopped after the test."""
     started: list[Stack] = []
 

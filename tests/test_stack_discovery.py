@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
 import grpc
 import numpy as np
+from conftest import StackFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.config import parse_config
@@ -27,7 +29,14 @@ def _tiny_gguf(path: Path) -> None:
     w.close()
 
 
-async def _wait_for(stub, predicate, timeout_s: float = 20.0):  # type: ignore[no-untyped-def]
+Models = dict[str, common_pb2.ModelEntry]
+
+
+async def _wait_for(
+    stub: registry_pb2_grpc.RegistryServiceAsyncStub,
+    predicate: Callable[[Models], bool],
+    timeout_s: float = 20.0,
+) -> Models:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         listed = await stub.ListModels(registry_pb2.ListModelsRequest(include_unavailable=True))
@@ -39,7 +48,7 @@ async def _wait_for(stub, predicate, timeout_s: float = 20.0):  # type: ignore[n
 
 
 async def test_gguf_added_appears_and_removed_becomes_unavailable(
-    make_stack,  # type: ignore[no-untyped-def]
+    make_stack: StackFactory,
     tmp_path: Path,
 ) -> None:
     models = tmp_path / "models"
@@ -73,7 +82,7 @@ async def test_gguf_added_appears_and_removed_becomes_unavailable(
 
 
 async def test_coreml_backend_off_macos_is_not_serving_with_the_reason(
-    make_stack,  # type: ignore[no-untyped-def]
+    make_stack: StackFactory,
     tmp_path: Path,
 ) -> None:
     config = parse_config(
@@ -95,7 +104,7 @@ async def test_coreml_backend_off_macos_is_not_serving_with_the_reason(
 
 
 async def test_ollama_models_fill_the_catalog_and_leave_it_unavailable(
-    make_stack,  # type: ignore[no-untyped-def]
+    make_stack: StackFactory,
 ) -> None:
     from discovery.ollama_fake import FakeOllama
 
@@ -123,7 +132,7 @@ async def test_ollama_models_fill_the_catalog_and_leave_it_unavailable(
 
 
 async def test_coreml_models_fill_the_catalog_with_their_schema(
-    make_stack,  # type: ignore[no-untyped-def]
+    make_stack: StackFactory,
     tmp_path: Path,
 ) -> None:
     from discovery.coreml_models import image_classifier

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
-from conftest import GEMMA_ID
+from conftest import GEMMA_ID, StackFactory
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -27,9 +29,9 @@ def spans() -> InMemorySpanExporter:
 
 
 async def test_gateway_and_local_backend_spans_share_one_trace(
-    make_stack,
-    models_dir,
-    spans: InMemorySpanExporter,  # type: ignore[no-untyped-def]
+    make_stack: StackFactory,
+    models_dir: Path,
+    spans: InMemorySpanExporter,
 ) -> None:
     # Gateway and backend as two servers, as in the split deployment.
     front = await make_stack(roles=("registry", "gateway"))
@@ -71,7 +73,7 @@ def test_exporter_is_chosen_by_otel_variables(monkeypatch: pytest.MonkeyPatch) -
 
 
 async def test_in_process_backend_call_stays_in_the_trace(
-    make_stack,  # type: ignore[no-untyped-def]
+    make_stack: StackFactory,
     spans: InMemorySpanExporter,
 ) -> None:
     from support.scripted_engine import ScriptedEngine

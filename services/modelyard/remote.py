@@ -61,7 +61,7 @@ def stream_text(
                 if chunk.text:
                     yield chunk.text
     finally:
-        call.cancel()  # type: ignore[no-untyped-call]  # stops the server if we stop early
+        call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs: untyped; stops the server if we stop early
 
 
 def list_models(channel: grpc.Channel, timeout_s: float) -> list[common_pb2.ModelEntry]:

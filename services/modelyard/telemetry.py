@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -80,7 +80,7 @@ def _exporter_from_env() -> SpanExporter | None:
 
 
 def context_from_metadata(
-    metadata: Sequence[tuple[str, str | bytes]] | None,
+    metadata: Iterable[tuple[str, str | bytes]] | None,
 ) -> otel_context.Context | None:
     """The caller's trace context carried in gRPC invocation metadata."""
     if not metadata:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import GEMMA_ID
+from conftest import GEMMA_ID, StackFactory
 
 from modelyard.assembly import Settings, Stack
 from modelyard.assembly.kinds import provider_endpoint
@@ -51,7 +51,7 @@ async def test_plan_maps_each_backend_kind_to_its_engine() -> None:
     ]
 
 
-async def test_model_profiles_reach_the_catalog(make_stack, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_model_profiles_reach_the_catalog(make_stack: StackFactory, models_dir: Path) -> None:
     config = parse_config(
         "model_system:\n  backends:\n    local:\n      model_profiles:\n"
         "        gemma-3-270m-q4_k_m: {requests_per_minute: 30, usd_per_1m_output_tokens: 2,"

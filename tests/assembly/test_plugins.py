@@ -12,12 +12,12 @@ import importlib
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
+from conftest import StackFactory
 
 from modelyard.assembly.plugins import PluginEngine, plugin_engine
 from modelyard.backends.engine import EngineHealth, Piece
@@ -28,7 +28,6 @@ from modelyard.model_input import estimate_input_tokens
 from modelyard.plugins import BaseProvider, Finish, GenerationParams, Message, installed_plugins
 from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 
-StackFactory = Callable[..., Awaitable[Any]]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "modelyard-echo-provider"
 ECHO_POINT = "'echo' (modelyard_echo_provider:EchoProvider from modelyard-echo-provider 0.1.0)"
 

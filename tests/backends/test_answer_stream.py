@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import grpc
+from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
@@ -41,7 +42,7 @@ def test_only_the_finishing_piece_carries_usage_on_the_wire() -> None:
     )
 
 
-async def test_infer_and_generate_read_the_same_stream_alike(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_infer_and_generate_read_the_same_stream_alike(make_stack: StackFactory) -> None:
     engine = ScriptedEngine(("s/echo",), pieces=("hello", " ", "world"))
     stack: Stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
     async with grpc.aio.insecure_channel(stack.address) as channel:

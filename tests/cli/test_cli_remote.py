@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 import modelyard
@@ -30,13 +31,17 @@ def test_no_module_of_modelyard_imports_the_client() -> None:
     assert importers == []
 
 
-async def test_models_lists_the_catalog(make_stack, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+async def test_models_lists_the_catalog(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     stack = await make_stack(roles=("registry", "gateway"), engines=[ScriptedEngine()])
     assert await asyncio.to_thread(cli.main, ["models", "--address", stack.address]) == 0
     assert capsys.readouterr().out == "scripted/echo\tscripted\tctx=4096\thealthy\n"
 
 
-async def test_generate_streams_the_answer(make_stack, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+async def test_generate_streams_the_answer(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     stack = await make_stack(roles=("registry", "gateway"), engines=[ScriptedEngine()])
     argv = ["generate", "scripted/echo", "hi", "--address", stack.address]
     assert await asyncio.to_thread(cli.main, argv) == 0

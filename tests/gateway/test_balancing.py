@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import grpc
+from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 
-async def test_two_deployments_share_load_and_a_dead_one_is_ejected(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_two_deployments_share_load_and_a_dead_one_is_ejected(
+    make_stack: StackFactory,
+) -> None:
     front = await make_stack(roles=("registry", "gateway"))
     engines = [ScriptedEngine(("s/m",), pieces=(name,)) for name in ("a", "b")]
     backends = [

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
+from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
@@ -17,7 +20,7 @@ def _item(model: str, text: str = "hi") -> gateway_pb2.GenerateRequest:
 
 
 @pytest.fixture
-async def stub(make_stack):  # type: ignore[no-untyped-def]
+async def stub(make_stack: StackFactory) -> AsyncIterator[gateway_pb2_grpc.GatewayServiceAsyncStub]:
     engines = [
         ScriptedEngine(("scripted/a",), pieces=("A",)),
         ScriptedEngine(("scripted/b",), pieces=("B", "b")),
@@ -27,7 +30,9 @@ async def stub(make_stack):  # type: ignore[no-untyped-def]
         yield gateway_pb2_grpc.GatewayServiceStub(channel)
 
 
-async def test_batch_keeps_order_and_isolates_failures(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_batch_keeps_order_and_isolates_failures(
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub,
+) -> None:
     reply = await stub.BatchGenerate(
         gateway_pb2.BatchGenerateRequest(
             requests=[_item("scripted/b"), _item("nope/x"), _item("scripted/a", text="")]
@@ -40,7 +45,7 @@ async def test_batch_keeps_order_and_isolates_failures(stub) -> None:  # type: i
     assert empty.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
-async def test_compare_runs_each_model(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_compare_runs_each_model(stub: gateway_pb2_grpc.GatewayServiceAsyncStub) -> None:
     request = gateway_pb2.CompareRequest(models=["scripted/a", "scripted/b"])
     request.input.text = "same question"
     reply = await stub.Compare(request)
@@ -60,14 +65,18 @@ async def test_compare_runs_each_model(stub) -> None:  # type: ignore[no-untyped
         ),
     ],
 )
-async def test_bad_batches_are_refused(stub, request_, needle) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_batches_are_refused(
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub,
+    request_: gateway_pb2.BatchGenerateRequest,
+    needle: str,
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.BatchGenerate(request_)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in (info.value.details() or "")
 
 
-async def test_compare_refuses_duplicates(stub) -> None:  # type: ignore[no-untyped-def]
+async def test_compare_refuses_duplicates(stub: gateway_pb2_grpc.GatewayServiceAsyncStub) -> None:
     request = gateway_pb2.CompareRequest(models=["scripted/a", "scripted/a"])
     request.input.text = "x"
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -75,7 +84,7 @@ async def test_compare_refuses_duplicates(stub) -> None:  # type: ignore[no-unty
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_batch_items_are_charged_to_the_callers_key(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_batch_items_are_charged_to_the_callers_key(make_stack: StackFactory) -> None:
     from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
 
     limiter = LimiterConfig(quotas=QuotaConfig(per_key=Rates(requests_per_minute=2)))

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from conftest import free_port
 
+from modelyard.assembly import Settings, start_stack
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.store import CatalogStore
-from modelyard.assembly import Settings, start_stack
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
-async def _until(predicate, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import pytest
+from conftest import StackFactory
+from support.grpc_trailers import trailers
 from support.scripted_engine import ScriptedEngine
 
+from modelyard.assembly import Stack
 from modelyard.errors import RETRY_AFTER_MS_KEY, BackendUnavailable
 from modelyard.v1 import (
     common_pb2,
@@ -37,13 +42,13 @@ async def _status(address: str, req: gateway_pb2.GenerateRequest) -> grpc.aio.Ai
 
 
 @pytest.fixture
-async def scripted(make_stack):  # type: ignore[no-untyped-def]
+async def scripted(make_stack: StackFactory) -> tuple[Stack, ScriptedEngine]:
     engine = ScriptedEngine()
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
     return stack, engine
 
 
-async def test_happy_path_streams_through_backend(scripted) -> None:  # type: ignore[no-untyped-def]
+async def test_happy_path_streams_through_backend(scripted: tuple[Stack, ScriptedEngine]) -> None:
     stack, engine = scripted
     response = await _call(stack.address, _request())
     assert response.text == "hello world"
@@ -104,7 +109,12 @@ async def test_happy_path_streams_through_backend(scripted) -> None:  # type: ig
         "bad-temperature",
     ],
 )
-async def test_bad_input_is_refused_before_the_backend(scripted, mutate, code, needle) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_input_is_refused_before_the_backend(
+    scripted: tuple[Stack, ScriptedEngine],
+    mutate: Callable[[gateway_pb2.GenerateRequest], object],
+    code: grpc.StatusCode,
+    needle: str,
+) -> None:
     stack, engine = scripted
     req = _request()
     mutate(req)
@@ -114,7 +124,7 @@ async def test_bad_input_is_refused_before_the_backend(scripted, mutate, code, n
     assert engine.calls == []
 
 
-async def test_bad_chat_role_is_named(scripted) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_chat_role_is_named(scripted: tuple[Stack, ScriptedEngine]) -> None:
     stack, engine = scripted
     req = gateway_pb2.GenerateRequest(model="scripted/echo")
     req.input.chat.messages.add(role="wizard", content="hi")
@@ -124,7 +134,9 @@ async def test_bad_chat_role_is_named(scripted) -> None:  # type: ignore[no-unty
     assert engine.calls == []
 
 
-async def test_rate_limit_answers_resource_exhausted_with_retry_time(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_rate_limit_answers_resource_exhausted_with_retry_time(
+    make_stack: StackFactory,
+) -> None:
     engine = ScriptedEngine(limits=common_pb2.RateLimits(requests_per_minute=2))
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
     await _call(stack.address, _request())
@@ -133,12 +145,14 @@ async def test_rate_limit_answers_resource_exhausted_with_retry_time(make_stack)
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "requests_per_minute=2" in (err.details() or "")
     assert "retry after" in (err.details() or "")
-    retry_ms = int(dict(err.trailing_metadata() or ())[RETRY_AFTER_MS_KEY])  # type: ignore[arg-type]
+    retry_ms = int(trailers(err)[RETRY_AFTER_MS_KEY])
     assert 20_000 <= retry_ms <= 30_000  # one request refills every 30 s
     assert len(engine.calls) == 2
 
 
-async def test_tokens_per_minute_reserves_max_tokens_and_refunds_unused(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_tokens_per_minute_reserves_max_tokens_and_refunds_unused(
+    make_stack: StackFactory,
+) -> None:
     engine = ScriptedEngine(limits=common_pb2.RateLimits(tokens_per_minute=100))
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
     # Each request reserves ~1 input token + 60; it uses 3 + 3, so the rest comes back.
@@ -150,7 +164,7 @@ async def test_tokens_per_minute_reserves_max_tokens_and_refunds_unused(make_sta
     assert "tokens_per_minute=100" in (err.details() or "")
 
 
-async def test_backend_down_is_unavailable_naming_it(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_backend_down_is_unavailable_naming_it(make_stack: StackFactory) -> None:
     engine = ScriptedEngine()
     backend = await make_stack(roles=("registry",), engines=[engine])
     gateway = await make_stack(roles=("gateway",), registry_address=backend.address)
@@ -161,7 +175,9 @@ async def test_backend_down_is_unavailable_naming_it(make_stack) -> None:  # typ
     assert f"backend 'scripted' at {backend.address}" in (err.details() or "")
 
 
-async def test_backend_error_keeps_its_code_and_fallback_model_is_used(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_backend_error_keeps_its_code_and_fallback_model_is_used(
+    make_stack: StackFactory,
+) -> None:
     broken = ScriptedEngine(
         ("scripted/broken",), fail_with=BackendUnavailable("upstream 'x' is down")
     )
@@ -176,7 +192,7 @@ async def test_backend_error_keeps_its_code_and_fallback_model_is_used(make_stac
     assert (response.model_id, response.text) == ("scripted/good", "ok")
 
 
-async def test_stream_without_finish_is_aborted(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_stream_without_finish_is_aborted(make_stack: StackFactory) -> None:
     engine = ScriptedEngine(finish=False)
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
     err = await _status(stack.address, _request())
@@ -184,7 +200,7 @@ async def test_stream_without_finish_is_aborted(make_stack) -> None:  # type: ig
     assert "truncated" in (err.details() or "")
 
 
-async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(make_stack: StackFactory) -> None:
     stack = await make_stack(roles=("registry", "hotswap"))
     async with grpc.aio.insecure_channel(stack.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as swap:

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard import remote
@@ -44,7 +45,9 @@ async def _refusal(address: str, request: gateway_pb2.GenerateRequest) -> Modely
     return await asyncio.to_thread(call)  # a blocking call: off the servers' event loop
 
 
-async def test_every_failed_model_of_the_chain_arrives_as_an_attempt(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_every_failed_model_of_the_chain_arrives_as_an_attempt(
+    make_stack: StackFactory,
+) -> None:
     stack = await make_stack(roles=("registry", "gateway"), engines=[ScriptedEngine()])
     err = await _refusal(stack.address, _request("nope/a", "nope/b"))
     assert isinstance(err, AllModelsFailed)
@@ -54,14 +57,14 @@ async def test_every_failed_model_of_the_chain_arrives_as_an_attempt(make_stack)
     )
 
 
-async def test_a_refused_parameter_arrives_with_its_field(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_refused_parameter_arrives_with_its_field(make_stack: StackFactory) -> None:
     stack = await make_stack(roles=("registry", "gateway"), engines=[ScriptedEngine()])
     err = await _refusal(stack.address, _request("scripted/echo", max_tokens=5000))  # window 4096
     assert isinstance(err, InvalidRequest)
     assert err.field == "params.max_tokens"
 
 
-async def test_a_quota_refusal_arrives_with_the_refusing_limit(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_a_quota_refusal_arrives_with_the_refusing_limit(make_stack: StackFactory) -> None:
     engine = ScriptedEngine(limits=common_pb2.RateLimits(requests_per_minute=1))
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
     with GatewayClient(stack.address, timeout_s=10) as client:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -12,9 +13,9 @@ from modelyard._native import STRATEGIES, DeploymentPool
 from modelyard.errors import BackendUnavailable, InvalidRequest
 
 
-def pool(n: int = 4, **options: float) -> DeploymentPool:
+def pool(n: int = 4, **options: Any) -> DeploymentPool:
     deployments = [(f"host{i}:50051", "eu" if i % 2 == 0 else "us", float(n - i)) for i in range(n)]
-    return DeploymentPool(deployments, **options)  # type: ignore[arg-type]
+    return DeploymentPool(deployments, **options)
 
 
 def fail(p: DeploymentPool, i: int, times: int, now: float) -> None:

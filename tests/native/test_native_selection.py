@@ -118,7 +118,7 @@ def test_weights_decide_between_fast_and_cheap() -> None:
 
 def test_scores_are_normalised_and_results_can_be_iterated() -> None:
     selection = CandidateSet(catalog()).select(Constraints(require_healthy=False), Weights())
-    scores = list(selection)
+    scores = list(iter(selection))  # the sequence protocol: __len__ and __getitem__
     assert [s.index for s in scores] == [0, 1, 2]
     assert [s.model_id for s in selection.scores()] == [s.model_id for s in scores]
     for score in scores:
@@ -159,12 +159,11 @@ def test_every_hard_constraint_can_reject() -> None:
 
 
 def test_ties_break_by_cost_then_model_id() -> None:
-    same = {"latency_ms": 100.0, "reliability": 0.9}
     candidates = CandidateSet(
         [
-            Candidate("b", **same),
-            Candidate("a", **same),
-            Candidate("c", **same, usd_per_request=1.0),
+            Candidate("b", latency_ms=100.0, reliability=0.9),
+            Candidate("a", latency_ms=100.0, reliability=0.9),
+            Candidate("c", latency_ms=100.0, reliability=0.9, usd_per_request=1.0),
         ]
     )
     selection = candidates.select(Constraints(), Weights(0, 0, 1, 0))
@@ -208,7 +207,7 @@ def test_bad_candidates_and_constraints_raise_invalid_request() -> None:
     with pytest.raises(InvalidRequest, match="input_modality"):
         Constraints(input_modality=64)
     with pytest.raises(TypeError):
-        CandidateSet(["not a candidate"])  # type: ignore[list-item]
+        CandidateSet(["not a candidate"])  # type: ignore[list-item]  # the wrong type under test
 
 
 def test_inputs_read_back() -> None:
@@ -226,7 +225,7 @@ def test_inputs_read_back() -> None:
     assert len(candidates) == 3
     assert candidates[-1].model_id == "ollama/llama"
     with pytest.raises(AttributeError):
-        candidate.latency_ms = 1.0  # type: ignore[misc]
+        candidate.latency_ms = 1.0  # type: ignore[misc]  # the write under test
 
 
 def test_select_is_safe_from_many_threads() -> None:

@@ -10,13 +10,14 @@ from typing import Any
 import grpc
 import pytest
 import redis
+from support.grpc_trailers import trailers
 from support.redis_server import RedisServer
 
+from modelyard.assembly import Stack
 from modelyard.backends.engine import Engine
 from modelyard.errors import RETRY_AFTER_MS_KEY
 from modelyard.gateway.limits import ModelLimits
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.assembly import Stack
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 
@@ -97,11 +98,15 @@ async def generate(
                 request, metadata=metadata, timeout=timeout_s
             )
         except grpc.aio.AioRpcError as err:
-            return Answer(err.code(), err.details() or "", dict(err.trailing_metadata() or ()))
+            return Answer(err.code(), err.details() or "", trailers(err))
     return Answer(grpc.StatusCode.OK, "", {}, response)
 
 
+# What the `call` fixture is: `generate`, keyword arguments and all.
+GenerateCall = Callable[..., Awaitable[Answer]]
+
+
 @pytest.fixture
-def call() -> Callable[..., Awaitable[Answer]]:
+def call() -> GenerateCall:
     """`generate` as a fixture, so test modules need not import each other."""
     return generate

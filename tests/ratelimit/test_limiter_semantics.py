@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import pytest
 import redis.asyncio as aioredis
@@ -35,8 +36,12 @@ def model(
     )
 
 
+class LimitsFactory(Protocol):
+    def __call__(self, quotas: QuotaConfig | None = None) -> ModelLimits: ...
+
+
 @pytest.fixture(params=["local", "redis"])
-async def make_limits(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+async def make_limits(request: pytest.FixtureRequest) -> AsyncIterator[LimitsFactory]:
     """Build `ModelLimits` over in-process buckets or over the session Redis."""
     made: list[ModelLimits] = []
     url = request.getfixturevalue("redis_url") if request.param == "redis" else None
@@ -51,14 +56,14 @@ async def make_limits(request: pytest.FixtureRequest) -> AsyncIterator[object]:
         await limits.close()
 
 
-async def test_no_limits_reserve_nothing(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_no_limits_reserve_nothing(make_limits: LimitsFactory) -> None:
     limits = make_limits()
     for _ in range(100):
         reservation = await limits.reserve(model(), 10_000)
         await reservation.settle(0)
 
 
-async def test_rejection_is_all_or_nothing_across_scopes(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_rejection_is_all_or_nothing_across_scopes(make_limits: LimitsFactory) -> None:
     limits = make_limits(QuotaConfig(per_key=Rates(requests_per_minute=1)))
     m = model(rpm=3)
     await limits.reserve(m, 1, "alice")
@@ -73,7 +78,9 @@ async def test_rejection_is_all_or_nothing_across_scopes(make_limits) -> None:  
     assert "model 'p/m' requests_per_minute=3" in full.value.message
 
 
-async def test_retry_after_is_the_longest_wait_and_names_every_refusing_limit(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_retry_after_is_the_longest_wait_and_names_every_refusing_limit(
+    make_limits: LimitsFactory,
+) -> None:
     limits = make_limits(QuotaConfig(per_key=Rates(tokens_per_minute=60)))  # 1 token/s
     m = model(rpm=1)  # one request per 60 s
     await limits.reserve(m, 50, "alice")
@@ -90,7 +97,7 @@ async def test_retry_after_is_the_longest_wait_and_names_every_refusing_limit(ma
     assert "retry after" in message
 
 
-async def test_retry_after_is_accurate(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_retry_after_is_accurate(make_limits: LimitsFactory) -> None:
     limits = make_limits()
     m = model(tpm=600)  # 10 tokens/s
     await limits.reserve(m, 600)
@@ -102,7 +109,9 @@ async def test_retry_after_is_accurate(make_limits) -> None:  # type: ignore[no-
     await limits.reserve(m, 20)  # admitted once the announced wait has passed
 
 
-async def test_api_keys_have_separate_budgets_and_anonymous_is_one(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_api_keys_have_separate_budgets_and_anonymous_is_one(
+    make_limits: LimitsFactory,
+) -> None:
     limits = make_limits(QuotaConfig(per_key=Rates(requests_per_minute=2)))
     m = model()
     for key in ("alice", "alice", "bob", "bob", None, ""):
@@ -114,7 +123,7 @@ async def test_api_keys_have_separate_budgets_and_anonymous_is_one(make_limits) 
     assert "api key 'anonymous'" in refused.value.message
 
 
-async def test_provider_budget_is_shared_by_its_models(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_provider_budget_is_shared_by_its_models(make_limits: LimitsFactory) -> None:
     limits = make_limits(QuotaConfig(per_provider={"acme": Rates(requests_per_minute=3)}))
     a, b, other = model("acme/a", "acme"), model("acme/b", "acme"), model("zeta/c", "zeta")
     for m in (a, b, a):
@@ -125,7 +134,7 @@ async def test_provider_budget_is_shared_by_its_models(make_limits) -> None:  # 
     await limits.reserve(other, 1)  # another provider is not affected
 
 
-async def test_settle_refunds_unused_tokens_once(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_settle_refunds_unused_tokens_once(make_limits: LimitsFactory) -> None:
     limits = make_limits()
     m = model(tpm=100)
     first = await limits.reserve(m, 90)
@@ -137,7 +146,9 @@ async def test_settle_refunds_unused_tokens_once(make_limits) -> None:  # type: 
     await second.settle(100)  # used more than reserved: nothing to give back
 
 
-async def test_a_request_larger_than_a_full_bucket_is_refused_without_retry(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_a_request_larger_than_a_full_bucket_is_refused_without_retry(
+    make_limits: LimitsFactory,
+) -> None:
     limits = make_limits()
     with pytest.raises(QuotaNeverFits) as refused:
         await limits.reserve(model(tpm=100), 101)
@@ -146,12 +157,19 @@ async def test_a_request_larger_than_a_full_bucket_is_refused_without_retry(make
     assert refused.value.trailing_metadata() == ()
 
 
-async def test_changed_limits_start_a_full_bucket(make_limits) -> None:  # type: ignore[no-untyped-def]
+async def test_changed_limits_start_a_full_bucket(make_limits: LimitsFactory) -> None:
     limits = make_limits()
     await limits.reserve(model(rpm=1), 1)
     with pytest.raises(QuotaExceeded):
         await limits.reserve(model(rpm=1), 1)
     await limits.reserve(model(rpm=2), 1)
+
+
+async def _level(client: aioredis.Redis, key: str) -> float:
+    """A bucket's level as Redis holds it."""
+    level = await client.hget(key, "level")
+    assert level is not None, f"no bucket {key}"
+    return float(level)
 
 
 async def test_refund_lands_in_redis(redis_url: str) -> None:
@@ -160,10 +178,10 @@ async def test_refund_lands_in_redis(redis_url: str) -> None:
     try:
         reservation = await limits.reserve(model(tpm=6000), 1000)  # 100 tokens/s
         key = f"{DEFAULT_KEY_PREFIX}model:p/m:tokens"
-        taken = float(await client.hget(key, "level"))
+        taken = await _level(client, key)
         assert 5000 <= taken < 5100
         await reservation.settle(100)
-        refunded = float(await client.hget(key, "level"))
+        refunded = await _level(client, key)
         assert refunded - taken >= 900
         assert refunded <= 6000
         assert 0 < await client.pttl(key) <= 61_000  # gone once it would be full anyway
@@ -198,9 +216,10 @@ async def test_api_keys_never_reach_redis_in_clear(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     try:
         await limits.reserve(model(), 1, "sk-secret-1234")
-        keys = [k.decode() for k in await client.keys("*")]
-        assert len(keys) == 1 and keys[0].startswith(f"{DEFAULT_KEY_PREFIX}key:")
-        assert "secret" not in keys[0]
+        keys = await client.keys("*")
+        assert len(keys) == 1 and isinstance(keys[0], bytes)  # responses are not decoded
+        assert keys[0].startswith(f"{DEFAULT_KEY_PREFIX}key:".encode())
+        assert b"secret" not in keys[0]
     finally:
         await client.aclose()
         await limits.close()
@@ -219,7 +238,9 @@ async def test_api_keys_never_reach_redis_in_clear(redis_url: str) -> None:
         (None, None),
     ],
 )
-def test_api_key_comes_from_metadata(metadata, key) -> None:  # type: ignore[no-untyped-def]
+def test_api_key_comes_from_metadata(
+    metadata: tuple[tuple[str, str | bytes], ...] | None, key: str | None
+) -> None:
     assert api_key_from_metadata(metadata) == key
 
 
@@ -257,7 +278,7 @@ def test_config_from_env() -> None:
         ({"MODELYARD_QUOTA_PER_PROVIDER": "rpm=3"}, "expected provider:rpm=N,tpm=N"),
     ],
 )
-def test_bad_config_names_the_variable(env, needle) -> None:  # type: ignore[no-untyped-def]
+def test_bad_config_names_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(InvalidRequest) as bad:
         LimiterConfig.from_env(env)
     assert needle in bad.value.message

@@ -10,9 +10,12 @@ import time
 
 import grpc
 import pytest
+from ratelimit.conftest import Answer, GenerateCall, StartGateway
+from support.redis_server import RedisServer
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.ratelimit import LimiterConfig
+from modelyard.gateway.limits import ModelLimits
+from modelyard.ratelimit import FailurePolicy, LimiterConfig, RedisBucketStore
 from modelyard.v1 import common_pb2
 
 # Generous against a loaded machine; a hang would last the whole call deadline (30 s).
@@ -20,16 +23,16 @@ ANSWER_WITHIN_S = 8.0
 LOGGER = "modelyard.ratelimit.redis_store"
 
 
-def _config(url: str, policy: str) -> LimiterConfig:
+def _config(url: str, policy: FailurePolicy) -> LimiterConfig:
     return LimiterConfig(
         redis_url=url,
-        failure_policy=policy,  # type: ignore[arg-type]
+        failure_policy=policy,
         redis_timeout_s=0.25,
         redis_retry_interval_s=0.2,
     )
 
 
-async def _timed(call, address: str):  # type: ignore[no-untyped-def]
+async def _timed(call: GenerateCall, address: str) -> Answer:
     started = time.monotonic()
     answer = await call(address)
     elapsed = time.monotonic() - started
@@ -37,7 +40,7 @@ async def _timed(call, address: str):  # type: ignore[no-untyped-def]
     return answer
 
 
-async def _until_ok(call, address: str, within_s: float = 20.0):  # type: ignore[no-untyped-def]
+async def _until_ok(call: GenerateCall, address: str, within_s: float = 20.0) -> Answer:
     deadline = time.monotonic() + within_s
     while True:
         answer = await _timed(call, address)
@@ -46,16 +49,25 @@ async def _until_ok(call, address: str, within_s: float = 20.0):  # type: ignore
         await asyncio.sleep(0.1)
 
 
+def _redis_store(limits: ModelLimits) -> RedisBucketStore:
+    assert isinstance(limits.store, RedisBucketStore)  # the config names a Redis
+    return limits.store
+
+
 def _messages(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and needle in r.message]
 
 
-async def test_fail_open_falls_back_to_a_local_limit_of_the_same_size_and_recovers(  # type: ignore[no-untyped-def]
-    own_redis, start_gateway, call, caplog
+async def test_fail_open_falls_back_to_a_local_limit_of_the_same_size_and_recovers(
+    own_redis: RedisServer,
+    start_gateway: StartGateway,
+    call: GenerateCall,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, LOGGER)
     engine = ScriptedEngine(limits=common_pb2.RateLimits(requests_per_minute=3))
     stack, limits = await start_gateway(_config(own_redis.url, "fail_open"), engine)
+    store = _redis_store(limits)
     assert (await _timed(call, stack.address)).code == grpc.StatusCode.OK  # through Redis
 
     own_redis.stop()
@@ -65,19 +77,19 @@ async def test_fail_open_falls_back_to_a_local_limit_of_the_same_size_and_recove
         grpc.StatusCode.RESOURCE_EXHAUSTED
     ]
     assert "model 'scripted/echo' requests_per_minute=3" in answers[-1].details
-    assert not limits.store.reachable
+    assert not store.reachable
     (outage,) = _messages(caplog, "unreachable")  # logged once for the whole outage
     assert own_redis.url in outage and "per-replica local limits" in outage
 
     own_redis.start()  # empty again: its bucket is full while the local one is spent
     assert (await _until_ok(call, stack.address)).code == grpc.StatusCode.OK
-    assert limits.store.reachable
+    assert store.reachable
     assert len(_messages(caplog, "answers again")) == 1
     assert len(_messages(caplog, "unreachable")) == 1
 
 
-async def test_fail_closed_refuses_naming_redis_and_recovers(  # type: ignore[no-untyped-def]
-    own_redis, start_gateway, call
+async def test_fail_closed_refuses_naming_redis_and_recovers(
+    own_redis: RedisServer, start_gateway: StartGateway, call: GenerateCall
 ) -> None:
     engine = ScriptedEngine(limits=common_pb2.RateLimits(requests_per_minute=100))
     stack, _ = await start_gateway(_config(own_redis.url, "fail_closed"), engine)
@@ -97,11 +109,12 @@ async def test_fail_closed_refuses_naming_redis_and_recovers(  # type: ignore[no
 
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
-async def test_a_frozen_redis_costs_a_bounded_wait_not_a_hang(  # type: ignore[no-untyped-def]
-    own_redis, start_gateway, call, policy
+async def test_a_frozen_redis_costs_a_bounded_wait_not_a_hang(
+    own_redis: RedisServer, start_gateway: StartGateway, call: GenerateCall, policy: FailurePolicy
 ) -> None:
     engine = ScriptedEngine(limits=common_pb2.RateLimits(requests_per_minute=100))
     stack, limits = await start_gateway(_config(own_redis.url, policy), engine)
+    store = _redis_store(limits)
     assert (await _timed(call, stack.address)).code == grpc.StatusCode.OK
     assert own_redis.proc is not None
     pid = own_redis.proc.pid
@@ -111,13 +124,13 @@ async def test_a_frozen_redis_costs_a_bounded_wait_not_a_hang(  # type: ignore[n
         answers = await asyncio.gather(*(_timed(call, stack.address) for _ in range(5)))
         expected = grpc.StatusCode.OK if policy == "fail_open" else grpc.StatusCode.UNAVAILABLE
         assert [a.code for a in answers] == [expected] * 5
-        assert not limits.store.reachable
+        assert not store.reachable
     finally:
         os.kill(pid, signal.SIGCONT)
     # fail_open answers OK from local buckets meanwhile: wait for Redis itself.
     deadline = time.monotonic() + 20
-    while not limits.store.reachable and time.monotonic() < deadline:
+    while not store.reachable and time.monotonic() < deadline:
         await _timed(call, stack.address)
         await asyncio.sleep(0.1)
-    assert limits.store.reachable
+    assert store.reachable
     assert (await _timed(call, stack.address)).code == grpc.StatusCode.OK

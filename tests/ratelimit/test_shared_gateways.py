@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
+from ratelimit.conftest import GenerateCall, StartGateway
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.errors import RATE_LIMIT_SCOPES_KEY
@@ -15,14 +18,16 @@ def _config(redis_url: str, quotas: QuotaConfig | None = None) -> LimiterConfig:
     return LimiterConfig(quotas=quotas or QuotaConfig(), redis_url=redis_url, redis_timeout_s=5)
 
 
-async def _two_gateways(start_gateway, config: LimiterConfig, **engine_args):  # type: ignore[no-untyped-def]
+async def _two_gateways(
+    start_gateway: StartGateway, config: LimiterConfig, **engine_args: Any
+) -> tuple[str, str]:
     first, _ = await start_gateway(config, ScriptedEngine(**engine_args))
     second, _ = await start_gateway(config, ScriptedEngine(**engine_args))
     return first.address, second.address
 
 
-async def test_two_gateways_share_one_requests_per_minute_limit(  # type: ignore[no-untyped-def]
-    redis_url, start_gateway, call
+async def test_two_gateways_share_one_requests_per_minute_limit(
+    redis_url: str, start_gateway: StartGateway, call: GenerateCall
 ) -> None:
     limits = common_pb2.RateLimits(requests_per_minute=5)
     a, b = await _two_gateways(start_gateway, _config(redis_url), limits=limits)
@@ -36,8 +41,8 @@ async def test_two_gateways_share_one_requests_per_minute_limit(  # type: ignore
         assert refused.trailers[RATE_LIMIT_SCOPES_KEY] == "model:scripted/echo"
 
 
-async def test_tokens_are_reserved_and_refunded_in_redis_across_gateways(  # type: ignore[no-untyped-def]
-    redis_url, start_gateway, call
+async def test_tokens_are_reserved_and_refunded_in_redis_across_gateways(
+    redis_url: str, start_gateway: StartGateway, call: GenerateCall
 ) -> None:
     limits = common_pb2.RateLimits(tokens_per_minute=100)
     a, b = await _two_gateways(start_gateway, _config(redis_url), limits=limits)
@@ -49,8 +54,8 @@ async def test_tokens_are_reserved_and_refunded_in_redis_across_gateways(  # typ
     assert "tokens_per_minute=100" in refused.details
 
 
-async def test_each_api_key_has_its_own_budget_on_every_gateway(  # type: ignore[no-untyped-def]
-    redis_url, start_gateway, call
+async def test_each_api_key_has_its_own_budget_on_every_gateway(
+    redis_url: str, start_gateway: StartGateway, call: GenerateCall
 ) -> None:
     config = _config(redis_url, QuotaConfig(per_key=Rates(requests_per_minute=2)))
     a, b = await _two_gateways(start_gateway, config)
@@ -69,8 +74,8 @@ async def test_each_api_key_has_its_own_budget_on_every_gateway(  # type: ignore
     assert (await call(a)).code == grpc.StatusCode.OK
 
 
-async def test_a_provider_limit_spans_its_models_and_gateways(  # type: ignore[no-untyped-def]
-    redis_url, start_gateway, call
+async def test_a_provider_limit_spans_its_models_and_gateways(
+    redis_url: str, start_gateway: StartGateway, call: GenerateCall
 ) -> None:
     config = _config(
         redis_url, QuotaConfig(per_provider={"scripted": Rates(requests_per_minute=3)})
@@ -85,8 +90,8 @@ async def test_a_provider_limit_spans_its_models_and_gateways(  # type: ignore[n
     assert refused.trailers[RATE_LIMIT_SCOPES_KEY] == "provider:scripted"
 
 
-async def test_a_refused_request_falls_back_to_the_next_model(  # type: ignore[no-untyped-def]
-    redis_url, start_gateway, call
+async def test_a_refused_request_falls_back_to_the_next_model(
+    redis_url: str, start_gateway: StartGateway, call: GenerateCall
 ) -> None:
     limited = ScriptedEngine(
         ("scripted/limited",), limits=common_pb2.RateLimits(requests_per_minute=1)
@@ -103,7 +108,9 @@ async def test_a_refused_request_falls_back_to_the_next_model(  # type: ignore[n
     assert (response.model_id, response.text) == ("scripted/spare", "spare")
 
 
-async def test_a_streaming_caller_is_limited_by_its_api_key(redis_url, start_gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_a_streaming_caller_is_limited_by_its_api_key(
+    redis_url: str, start_gateway: StartGateway
+) -> None:
     config = _config(redis_url, QuotaConfig(per_key=Rates(requests_per_minute=1)))
     stack, _ = await start_gateway(config, ScriptedEngine())
     request = gateway_pb2.GenerateRequest(model="scripted/echo")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +17,8 @@ from modelyard.v1 import common_pb2, registry_pb2
 Change = registry_pb2.ModelChange
 
 
-def entry(model_id: str, **fields: object) -> common_pb2.ModelEntry:
-    e = common_pb2.ModelEntry(id=model_id, provider=model_id.split("/")[0], **fields)  # type: ignore[arg-type]
+def entry(model_id: str, **fields: Any) -> common_pb2.ModelEntry:
+    e = common_pb2.ModelEntry(id=model_id, provider=model_id.split("/")[0], **fields)
     e.deployments.add(backend="local", endpoint="127.0.0.1:7000")
     return e
 
@@ -110,7 +112,7 @@ def test_list_filters(tmp_path: Path) -> None:
     assert [(e.id, e.health_reason) for e in visible] == [("openai/b", "provider removed")]
 
 
-async def _take(stream, n: int) -> list[Change]:  # type: ignore[no-untyped-def]
+async def _take(stream: AsyncIterator[Change], n: int) -> list[Change]:
     return [await asyncio.wait_for(anext(stream), 2) for _ in range(n)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ from modelyard.v1 import common_pb2
 DEPLOY = common_pb2.Deployment(backend="ollama", endpoint="127.0.0.1:7001")
 
 
-def _found(model_id: str, **fields: object) -> common_pb2.ModelEntry:
-    return common_pb2.ModelEntry(id=model_id, provider=model_id.split("/")[0], **fields)  # type: ignore[arg-type]
+def _found(model_id: str, **fields: Any) -> common_pb2.ModelEntry:
+    return common_pb2.ModelEntry(id=model_id, provider=model_id.split("/")[0], **fields)
 
 
 class ListSource:

@@ -6,22 +6,25 @@ import asyncio
 
 import grpc
 import pytest
+from conftest import StackFactory
 
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
-async def test_register_list_get_watch_over_grpc(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_register_list_get_watch_over_grpc(make_stack: StackFactory) -> None:
     stack = await make_stack(roles=("registry",))
     async with grpc.aio.insecure_channel(stack.address) as channel:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         watch = stub.WatchModels(registry_pb2.WatchModelsRequest())
         first = await asyncio.wait_for(watch.read(), 5)
+        assert isinstance(first, registry_pb2.ModelChange)  # not grpc.aio.EOF
         assert first.kind == registry_pb2.ModelChange.KIND_SYNCED
 
         model = common_pb2.ModelEntry(id="custom/m1", provider="custom", context_window=4096)
         stored = await stub.RegisterModel(registry_pb2.RegisterModelRequest(model=model))
         assert stored.revision == 1
         change = await asyncio.wait_for(watch.read(), 5)
+        assert isinstance(change, registry_pb2.ModelChange)
         assert (change.kind, change.model.id) == (
             registry_pb2.ModelChange.KIND_UPSERTED,
             "custom/m1",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from conftest import StackFactory
 
 from modelyard.errors import InvalidRequest, ModelNotFound, NotFound
 from modelyard.registry.catalog import Catalog
@@ -15,9 +17,9 @@ from modelyard.registry.versions import ModelVersions
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
-def _entry(model_id: str, version: str = "", **fields: object) -> common_pb2.ModelEntry:
+def _entry(model_id: str, version: str = "", **fields: Any) -> common_pb2.ModelEntry:
     provider = model_id.split("/")[0]
-    return common_pb2.ModelEntry(id=model_id, provider=provider, version=version, **fields)  # type: ignore[arg-type]
+    return common_pb2.ModelEntry(id=model_id, provider=provider, version=version, **fields)
 
 
 def _open(path: Path) -> tuple[Catalog, ModelVersions, Providers]:
@@ -121,7 +123,7 @@ def test_unchanged_writes_do_not_bump_the_revision(tmp_path: Path) -> None:
     assert catalog.revision == 1
 
 
-async def test_versions_and_providers_over_grpc(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_versions_and_providers_over_grpc(make_stack: StackFactory) -> None:
     stack = await make_stack(roles=("registry",))
     async with grpc.aio.insecure_channel(stack.address) as channel:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import grpc
 import pytest
+from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.config import parse_config
@@ -21,8 +25,8 @@ from modelyard.v1 import (
 C = common_pb2
 
 
-def _model(model_id: str, **fields: object) -> C.ModelEntry:
-    entry = C.ModelEntry(id=model_id, provider=model_id.split("/")[0], **fields)  # type: ignore[arg-type]
+def _model(model_id: str, **fields: Any) -> C.ModelEntry:
+    entry = C.ModelEntry(id=model_id, provider=model_id.split("/")[0], **fields)
     entry.deployments.add(backend="scripted", endpoint="127.0.0.1:9")
     return entry
 
@@ -53,7 +57,9 @@ SMALL = _model(
 
 
 @pytest.fixture
-async def selector(make_stack):  # type: ignore[no-untyped-def]
+async def selector(
+    make_stack: StackFactory,
+) -> AsyncIterator[selector_pb2_grpc.SelectorServiceAsyncStub]:
     yaml = (
         "model_system:\n  backends:\n    p: {kind: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}\n"
         "  selection:\n    agents:\n"
@@ -75,13 +81,15 @@ async def selector(make_stack):  # type: ignore[no-untyped-def]
         yield stub
 
 
-def _chat_task(text: str, **fields: object) -> selector_pb2.Task:
-    task = selector_pb2.Task(**fields)  # type: ignore[arg-type]
+def _chat_task(text: str, **fields: Any) -> selector_pb2.Task:
+    task = selector_pb2.Task(**fields)
     task.input.chat.messages.add(role="user", content=text)
     return task
 
 
-async def test_weights_decide_and_every_candidate_is_explained(selector) -> None:  # type: ignore[no-untyped-def]
+async def test_weights_decide_and_every_candidate_is_explained(
+    selector: selector_pb2_grpc.SelectorServiceAsyncStub,
+) -> None:
     cheapest = await selector.Select(
         selector_pb2.SelectRequest(
             task=_chat_task("hello"), weights=selector_pb2.SelectionWeights(cost=1)
@@ -105,7 +113,9 @@ async def test_weights_decide_and_every_candidate_is_explained(selector) -> None
     assert fastest.analysed_task.type == selector_pb2.TASK_TYPE_CHAT
 
 
-async def test_hard_constraints_drop_candidates_with_reasons(selector) -> None:  # type: ignore[no-untyped-def]
+async def test_hard_constraints_drop_candidates_with_reasons(
+    selector: selector_pb2_grpc.SelectorServiceAsyncStub,
+) -> None:
     image = selector_pb2.Task(required_capabilities=[C.CAPABILITY_VISION])
     image.input.image.data = b"\x89PNG"
     reply = await selector.Select(selector_pb2.SelectRequest(task=image))
@@ -125,7 +135,9 @@ async def test_hard_constraints_drop_candidates_with_reasons(selector) -> None: 
     assert "latency" in dropped["p/cheap"]
 
 
-async def test_nothing_fits_is_failed_precondition_naming_why(selector) -> None:  # type: ignore[no-untyped-def]
+async def test_nothing_fits_is_failed_precondition_naming_why(
+    selector: selector_pb2_grpc.SelectorServiceAsyncStub,
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await selector.Select(
             selector_pb2.SelectRequest(
@@ -140,7 +152,9 @@ async def test_nothing_fits_is_failed_precondition_naming_why(selector) -> None:
     assert "no model meets the constraints" in (info.value.details() or "")
 
 
-async def test_agents_pinned_or_with_their_own_policy(selector) -> None:  # type: ignore[no-untyped-def]
+async def test_agents_pinned_or_with_their_own_policy(
+    selector: selector_pb2_grpc.SelectorServiceAsyncStub,
+) -> None:
     pinned = await selector.Select(
         selector_pb2.SelectRequest(
             task=_chat_task("hi", agent_id="support-bot"),
@@ -154,7 +168,9 @@ async def test_agents_pinned_or_with_their_own_policy(selector) -> None:  # type
     assert policy.model_id == "p/fast"
 
 
-async def test_bad_weights_and_unknown_candidates(selector) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_weights_and_unknown_candidates(
+    selector: selector_pb2_grpc.SelectorServiceAsyncStub,
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as negative:
         await selector.Select(
             selector_pb2.SelectRequest(
@@ -174,7 +190,9 @@ async def test_bad_weights_and_unknown_candidates(selector) -> None:  # type: ig
     assert only.model_id == "p/small"
 
 
-async def test_gateway_chooses_when_no_model_is_named_and_falls_back(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_gateway_chooses_when_no_model_is_named_and_falls_back(
+    make_stack: StackFactory,
+) -> None:
     broken = ScriptedEngine(
         ("s/best",), fail_with=BackendUnavailable("upstream 'best' is down"), pieces=("x",)
     )

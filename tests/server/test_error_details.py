@@ -215,7 +215,9 @@ async def test_rate_limited_arrives_with_its_retry_delay(address: str) -> None:
 async def test_quota_exceeded_arrives_with_every_refusing_limit(address: str) -> None:
     rebuilt = await _via_client_generate(address, "QuotaExceeded")
     assert isinstance(rebuilt, QuotaExceeded)
-    assert rebuilt.limits == RAISED["QuotaExceeded"].limits  # type: ignore[attr-defined]
+    raised = RAISED["QuotaExceeded"]
+    assert isinstance(raised, QuotaExceeded)
+    assert rebuilt.limits == raised.limits
     assert rebuilt.retry_after_s == 30.0  # the longest wait
     assert rebuilt.tokens == 40
 
@@ -250,7 +252,7 @@ async def _raw_failure(address: str, name: str) -> grpc.aio.AioRpcError:
 
 def _details_of(exc: grpc.aio.AioRpcError) -> list[Any]:
     """The google.rpc details a grpcio-status client reads, unpacked."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # grpc_status-stubs: grpc.Call only
     assert status is not None
     out: list[Any] = []
     for detail in status.details:

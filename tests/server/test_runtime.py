@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import free_port
+from conftest import StackFactory, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support.scripted_engine import ScriptedEngine
@@ -41,7 +41,9 @@ async def _reflected_services(address: str) -> set[str]:
     return set()
 
 
-async def test_reflection_lists_every_service_and_health_is_serving(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_reflection_lists_every_service_and_health_is_serving(
+    make_stack: StackFactory,
+) -> None:
     stack = await make_stack(
         engines=[ScriptedEngine()], roles=("registry", "selector", "hotswap", "gateway")
     )
@@ -53,7 +55,9 @@ async def test_reflection_lists_every_service_and_health_is_serving(make_stack) 
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
-async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(make_stack) -> None:  # type: ignore[no-untyped-def]
+async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(
+    make_stack: StackFactory,
+) -> None:
     engine = ScriptedEngine(pieces=("a", "b", "c", "d"), delay_s=0.15)
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
     req = gateway_pb2.GenerateRequest(model="scripted/echo")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.errors import ModelNotFound, ModelyardError
@@ -59,7 +59,7 @@ class ScriptedEngine:
         model_id: str,
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         if model_id not in self.model_ids:
             raise ModelNotFound(model_id, "the scripted engine")
         self.calls.append((model_id, model_input, params))

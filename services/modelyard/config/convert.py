@@ -123,8 +123,8 @@ class Reader:
             if raw is None:
                 return None
             return self.read(typing.Annotated[args[0], *markers] if markers else args[0], raw, path)
-        if dataclasses.is_dataclass(tp):
-            return self._dataclass(tp, raw, path)  # type: ignore[arg-type]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            return self._dataclass(tp, raw, path)
         if origin is tuple:
             return self._tuple(typing.get_args(tp)[0], raw, path)
         if origin in (dict, Mapping):

@@ -10,6 +10,8 @@ import json
 import math
 import re
 
+from google.protobuf.message import Message
+
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
@@ -65,8 +67,8 @@ def check_entry(entry: common_pb2.ModelEntry) -> None:
             )
 
 
-def _check_non_negative(model_id: str, prefix: str, message: object) -> None:
-    for desc, value in message.ListFields():  # type: ignore[attr-defined]
+def _check_non_negative(model_id: str, prefix: str, message: Message) -> None:
+    for desc, value in message.ListFields():
         if isinstance(value, float) and (math.isnan(value) or math.isinf(value) or value < 0):
             raise InvalidRequest(
                 f"model '{model_id}': {prefix}.{desc.name} must be a finite number >= 0, "

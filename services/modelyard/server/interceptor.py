@@ -35,7 +35,7 @@ UnaryBehavior = Callable[[Any, Ctx], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Ctx], AsyncGenerator[Any, None]]
 
 
-class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs
     """Wraps modelyard's own RPCs; health and reflection pass through untouched."""
 
     async def intercept_service(
@@ -70,7 +70,7 @@ def _start_span(rpc_name: str, context: Ctx) -> Span:
     service, _, method = rpc_name.partition("/")
     return tracer().start_span(
         rpc_name,
-        context=context_from_metadata(context.invocation_metadata()),  # type: ignore[arg-type]
+        context=context_from_metadata(context.invocation_metadata()),
         kind=SpanKind.SERVER,
         attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
     )

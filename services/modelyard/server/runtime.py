@@ -96,7 +96,7 @@ async def start_server(
     )
     for binding in bindings:
         binding.register(server)
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in grpc_health-stubs
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.name for b in bindings]
     reflection.enable_server_reflection(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from conftest import GEMMA_ID
+from conftest import GEMMA_ID, StackFactory
 
 from modelyard.backends.local.llama_engine import LlamaEngine
 from modelyard.backends.local.model_files import model_id_for, scan_models_dir
@@ -19,8 +20,8 @@ def _text(prompt: str) -> common_pb2.Input:
     return common_pb2.Input(text=prompt)
 
 
-def _params(max_tokens: int, **kw: object) -> common_pb2.GenerationParams:
-    return common_pb2.GenerationParams(max_tokens=max_tokens, **kw)  # type: ignore[arg-type]
+def _params(max_tokens: int, **kw: Any) -> common_pb2.GenerationParams:
+    return common_pb2.GenerationParams(max_tokens=max_tokens, **kw)
 
 
 def test_model_files_are_found_by_id(models_dir: Path, tmp_path: Path) -> None:
@@ -29,7 +30,9 @@ def test_model_files_are_found_by_id(models_dir: Path, tmp_path: Path) -> None:
     assert scan_models_dir(tmp_path / "missing") == {}
 
 
-async def test_gateway_streams_real_tokens_from_gemma(make_stack, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_gateway_streams_real_tokens_from_gemma(
+    make_stack: StackFactory, models_dir: Path
+) -> None:
     stack = await make_stack(roles=("registry", "gateway", "backend-local"), models_dir=models_dir)
     request = gateway_pb2.GenerateRequest(model=GEMMA_ID)
     request.input.text = "The capital of France is"
@@ -96,7 +99,9 @@ async def test_unknown_model_and_unsupported_input(models_dir: Path) -> None:
         await anext(engine.infer_stream(GEMMA_ID, image, _params(1)))
 
 
-async def test_backend_service_health_load_unload(make_stack, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_backend_service_health_load_unload(
+    make_stack: StackFactory, models_dir: Path
+) -> None:
     stack = await make_stack(roles=("registry", "backend-local"), models_dir=models_dir)
     async with grpc.aio.insecure_channel(stack.address) as channel:
         stub = backend_pb2_grpc.BackendServiceStub(channel)

@@ -21,6 +21,7 @@ from backends.openai_compat.openai_fake import (
     openai_error,
     request,
 )
+from support.grpc_trailers import trailers
 
 from modelyard.errors import RETRY_AFTER_MS_KEY, RateLimited, error_from_status
 from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
@@ -55,10 +56,9 @@ async def test_rate_limit_is_resource_exhausted_with_the_upstream_retry_time(
     assert "upstream 'custom' rate-limited the request" in details
     assert "Rate limit reached for requests" in details
     assert "retry after 7.000s" in details
-    # grpc-stubs calls them `_Metadatum`; at runtime they are (key, value) pairs.
-    trailers: tuple[tuple[str, str], ...] = tuple(err.trailing_metadata() or ())  # type: ignore[arg-type]
-    assert (RETRY_AFTER_MS_KEY, "7000") in trailers
-    rebuilt = error_from_status(err.code(), details, trailers)
+    sent = trailers(err)
+    assert sent[RETRY_AFTER_MS_KEY] == "7000"
+    rebuilt = error_from_status(err.code(), details, tuple(sent.items()))
     assert isinstance(rebuilt, RateLimited)
     assert rebuilt.retry_after_s == 7.0
     assert len(upstream.bodies) == 1  # no retry behind the caller's back
