@@ -16,16 +16,13 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import cycle, repeat
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import native_reference as ref
+import native_reference as ref  # a sibling: a script's folder is on sys.path
 
 from modelyard._native import (
     Candidate,

@@ -40,12 +40,13 @@ def feature_extractor(path: Path) -> Path:
     ct = coremltools()
     from coremltools.converters.mil import Builder as mb
 
-    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 8))])
     def prog(x: object) -> object:
         return mb.relu(x=x, name="features")
 
+    # Not a decorator: coremltools is untyped, and `@mb.program` would make `prog` untyped too.
+    program = mb.program(input_specs=[mb.TensorSpec(shape=(1, 8))])(prog)
     model = ct.convert(
-        prog,
+        program,
         convert_to="mlprogram",
         minimum_deployment_target=ct.target.iOS15,
         skip_model_load=True,

@@ -1,6 +1,6 @@
 """Test-only entry point: one gateway replica whose limits live in a shared Redis.
 
-    python tests/ratelimit/ratelimit_replica.py DATA_DIR RPM TPM
+    PYTHONPATH=tests python -m ratelimit.ratelimit_replica DATA_DIR RPM TPM
 
 Reads the limiter from the environment (`MODELYARD_REDIS_URL`...), serves two
 scripted models on 127.0.0.1 (a free port): "scripted/rpm" limited to RPM
@@ -15,17 +15,15 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for `support`
 
 from support.scripted_engine import ScriptedEngine
 
+from modelyard.assembly import Settings, start_stack
 from modelyard.backends.engine import Piece
 from modelyard.model_input import estimate_input_tokens
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.assembly import Settings, start_stack
 from modelyard.v1 import common_pb2
 
 
@@ -37,7 +35,7 @@ class FullUseEngine(ScriptedEngine):
         model_id: str,
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
-    ) -> AsyncIterator[Piece]:
+    ) -> AsyncGenerator[Piece, None]:
         yield Piece("x")
         yield Piece(
             "",
@@ -70,7 +68,12 @@ async def main(data_dir: Path, rpm: float, tpm: float) -> None:
     done = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, done.set)
     stdin = sys.stdin.fileno()
-    loop.add_reader(stdin, lambda: os.read(stdin, 1) or done.set())
+
+    def on_stdin() -> None:
+        if not os.read(stdin, 1):  # closed: the test is over
+            done.set()
+
+    loop.add_reader(stdin, on_stdin)
     try:
         await done.wait()
     finally:

@@ -15,7 +15,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -27,16 +26,21 @@ from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 REPLICAS = 3
 RPM = 100
 TPM = 1000
-REPLICA_SCRIPT = Path(__file__).with_name("ratelimit_replica.py")
+REPLICA_MODULE = "ratelimit.ratelimit_replica"
 
 
 @pytest.fixture(scope="module")
 def replicas(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
 ) -> Iterator[list[str]]:
     """Addresses of three gateway processes sharing the session Redis (fail_closed)."""
+    # The replica imports its module and `support` from the folders the tests import them from.
+    pythonpath = [str(p) for p in pytestconfig.getini("pythonpath")]
     env = {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [*pythonpath, os.environ.get("PYTHONPATH")])),
         "MODELYARD_REDIS_URL": redis_server.url,
         "MODELYARD_RATE_LIMIT_FAILURE_POLICY": "fail_closed",  # over-admission would hide
         "MODELYARD_REDIS_TIMEOUT_S": "10",  # a loaded machine is not an outage here
@@ -47,7 +51,7 @@ def replicas(
             data_dir = tmp_path_factory.mktemp(f"replica{i}")
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(REPLICA_SCRIPT), str(data_dir), str(RPM), str(TPM)],
+                    [sys.executable, "-m", REPLICA_MODULE, str(data_dir), str(RPM), str(TPM)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     env=env,
@@ -90,7 +94,9 @@ async def _burst(
     try:
         await asyncio.gather(*(c.channel_ready() for c in channels))
 
-        async def one(i: int, max_tokens: int):  # type: ignore[no-untyped-def]
+        async def one(
+            i: int, max_tokens: int
+        ) -> tuple[int, grpc.StatusCode, gateway_pb2.GenerateResponse | None]:
             gateway = i % len(stubs)
             request = gateway_pb2.GenerateRequest(model=model)
             request.input.text = "hi"
@@ -106,7 +112,7 @@ async def _burst(
         return answers, time.monotonic() - started
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(grace=None)
 
 
 async def test_a_thousand_concurrent_requests_on_three_gateways_share_100_per_minute(

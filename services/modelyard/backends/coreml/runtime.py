@@ -27,7 +27,7 @@ def coremltools() -> ModuleType:
     if quiet:
         logger.setLevel(logging.ERROR)
     try:
-        import coremltools as ct  # type: ignore[import-untyped]
+        import coremltools as ct
     except ImportError as exc:
         raise ImportError(
             "coremltools is not installed: install modelyard with the 'coreml' extra"
