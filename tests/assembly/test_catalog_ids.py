@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
 import grpc
 import numpy as np
+from conftest import StackFactory
 from discovery.coreml_models import image_classifier
 from discovery.ollama_fake import FakeOllama
 
@@ -16,8 +17,6 @@ from modelyard.assembly import Settings, Stack
 from modelyard.assembly.plan import discovery_for, plan_backends
 from modelyard.config import parse_config
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
-
-MakeStack = Callable[..., Awaitable[Stack]]
 
 
 def _tiny_gguf(path: Path) -> None:
@@ -47,7 +46,7 @@ async def _catalog(
 
 
 async def test_a_renamed_local_backend_names_its_models_in_engine_and_discovery(
-    make_stack: MakeStack, tmp_path: Path
+    make_stack: StackFactory, tmp_path: Path
 ) -> None:
     _tiny_gguf(tmp_path / "tiny.gguf")
     config = parse_config(
@@ -65,7 +64,7 @@ async def test_a_renamed_local_backend_names_its_models_in_engine_and_discovery(
 
 
 async def test_an_ollama_backend_with_its_own_name_is_served_by_its_own_engine(
-    make_stack: MakeStack,
+    make_stack: StackFactory,
 ) -> None:
     fake = FakeOllama()
     await fake.start()
@@ -112,7 +111,7 @@ async def test_two_hosted_backends_of_one_kind_keep_their_models_apart() -> None
 
 
 async def test_coreml_engine_and_discovery_read_the_same_directory(
-    make_stack: MakeStack, tmp_path: Path
+    make_stack: StackFactory, tmp_path: Path
 ) -> None:
     """No `models_dir` of its own: both use --models-dir, which wins over the file's."""
     shared = tmp_path / "models"

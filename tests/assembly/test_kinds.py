@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from conftest import GEMMA_ID, StackFactory
 
-from modelyard.assembly import Settings, Stack
+from modelyard.assembly import Settings
 from modelyard.assembly.kinds import provider_endpoint
 from modelyard.assembly.plan import plan_backends
 from modelyard.config import LocalBackend, parse_config
@@ -71,7 +70,7 @@ async def test_model_profiles_reach_the_catalog(make_stack: StackFactory, models
 
 
 async def test_a_backend_with_no_engine_is_reported_once_per_start(
-    make_stack: Callable[..., Awaitable[Stack]], caplog: pytest.LogCaptureFixture
+    make_stack: StackFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = parse_config(
         "model_system:\n  backends:\n    anthropic: {api_key: '${ANTHROPIC_API_KEY}'}\n",

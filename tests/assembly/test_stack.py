@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 import pytest
+from conftest import StackFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.scripted_engine import ScriptedEngine
 
@@ -27,7 +27,7 @@ async def _backend_health(stack: Stack) -> int:
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="CoreML serves on macOS")
 async def test_a_backend_service_with_one_usable_engine_keeps_serving(
-    make_stack: Callable[..., Awaitable[Stack]], tmp_path: Path
+    make_stack: StackFactory, tmp_path: Path
 ) -> None:
     config = parse_config(
         f"model_system:\n  backends:\n    coreml: {{models_dir: '{tmp_path}'}}\n", env={}

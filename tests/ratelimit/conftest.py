@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 import redis
+from conftest import StackFactory
 from support.grpc_trailers import trailers
 from support.redis_server import RedisServer
 
@@ -53,7 +54,7 @@ StartGateway = Callable[..., Awaitable[tuple[Stack, ModelLimits]]]
 
 @pytest.fixture
 async def start_gateway(
-    make_stack: Callable[..., Awaitable[Stack]],
+    make_stack: StackFactory,
 ) -> AsyncIterator[StartGateway]:
     """Start a registry+gateway stack hosting `engines` whose gateway uses `config`'s limiter."""
 

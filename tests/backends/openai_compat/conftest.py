@@ -3,13 +3,13 @@ llama.cpp server that does not stall on its own log output."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from backends.openai_compat.openai_fake import STACK_ROLES, Clients, FakeUpstream, StackFor
+from conftest import StackFactory
 
-from modelyard.assembly import Stack
 from modelyard.config import default_config
 from modelyard.v1 import backend_pb2_grpc, gateway_pb2_grpc, registry_pb2_grpc
 
@@ -24,7 +24,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def stack_for(make_stack: Callable[..., Awaitable[Stack]]) -> AsyncIterator[StackFor]:
+async def stack_for(make_stack: StackFactory) -> AsyncIterator[StackFor]:
     """Start registry + gateway + openai_compat backend in front of an upstream URL."""
     channels: list[grpc.aio.Channel] = []
 
