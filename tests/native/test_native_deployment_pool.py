@@ -74,6 +74,31 @@ def test_ejection_after_consecutive_failures_with_backoff() -> None:
     assert p.stats(0)[2] == 155.0  # capped at 25 s
 
 
+def test_by_default_the_fifth_failure_in_a_row_ejects_for_30_seconds_doubling_to_300() -> None:
+    # The gateway builds its pools with the defaults (gateway/balancing.py), so they
+    # are behaviour, not just a signature: 5 failures, 30 s doubling, at most 300 s.
+    p = pool(4)
+    fail(p, 0, 4, now=100.0)
+    assert p.stats(0) == (0, 5.0, 0.0, 4)
+    fail(p, 0, 1, now=100.0)
+    assert p.stats(0) == (0, 5.0, 130.0, 0)
+    ends = []
+    for _ in range(5):
+        now = p.stats(0)[2]
+        fail(p, 0, 5, now=now)
+        ends.append(p.stats(0)[2] - now)
+    assert ends == [60.0, 120.0, 240.0, 300.0, 300.0]
+
+
+def test_by_default_half_a_pool_may_be_ejected_and_a_sample_weighs_0_3() -> None:
+    p = pool(4)
+    for i in range(4):
+        fail(p, i, 5, now=0.0)
+    assert [p.stats(i)[2] for i in range(4)] == [30.0, 30.0, 0.0, 0.0]
+    p.finish(2, 105.0, True, now=0.0)
+    assert p.stats(2)[1] == pytest.approx(0.3 * 105.0 + 0.7 * 5.0)
+
+
 def test_ejection_share_is_capped() -> None:
     p = pool(4, consecutive_failures=1, max_ejected_share=0.5)
     for i in range(4):
@@ -130,6 +155,14 @@ def test_finish_without_start_never_goes_negative() -> None:
 
 
 def test_default_clock_and_threads() -> None:
+    """Four Python threads on one pool, on the process clock, keep exact counts.
+
+    It can show that the binding is callable from many Python threads and that
+    every start is matched by its finish. It cannot show a race: the binding holds
+    the GIL through each call (a pick is ~0.1-0.3 µs, less than releasing it is
+    worth), so calls never overlap; the Rust test in native/src/py/balancer.rs
+    calls the binding's methods from OS threads that do.
+    """
     p = pool(8)
 
     def work() -> None:
@@ -143,4 +176,5 @@ def test_default_clock_and_threads() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert all(p.stats(i)[0] == 0 for i in range(8))
+    # Idle, every deployment reached by the rotation, no failure, never ejected.
+    assert [p.stats(i) for i in range(8)] == [(0, 1.0, 0.0, 0)] * 8

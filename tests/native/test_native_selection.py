@@ -229,17 +229,33 @@ def test_inputs_read_back() -> None:
 
 
 def test_select_is_safe_from_many_threads() -> None:
-    candidates = CandidateSet([Candidate(f"m{i}", latency_ms=10.0 + i) for i in range(100)])
-    constraints, weights = Constraints(), Weights()
-    chosen: list[int | None] = []
+    """Selects on one shared set from four threads agree with a lone select.
+
+    4,096 candidates is above the 2,048 beyond which `select` releases the GIL
+    (`DETACH_ABOVE` in native/src/py/candidates.rs), so these selects can really
+    overlap; with fewer the binding keeps the GIL and calls never overlap. It can
+    show that scoring shares nothing mutable between calls on one set; it cannot
+    show that they did overlap on a given run (the scheduler decides), nor a race
+    in the smaller sets' path, which holds the GIL throughout.
+    """
+    n = 4096
+    candidates = CandidateSet(
+        [Candidate(f"m{i:04d}", latency_ms=10.0 + i % 97, reliability=0.9) for i in range(n)]
+    )
+    constraints, weights = Constraints(min_reliability=0.5), Weights()
+    alone = candidates.select(constraints, weights)
+    expected = (alone.chosen, alone.ranked()[:5], [s.total for s in alone.scores()])
+    seen: list[tuple[int | None, list[int], list[float]]] = []
 
     def work() -> None:
-        for _ in range(200):
-            chosen.append(candidates.select(constraints, weights).chosen)
+        for _ in range(25):
+            got = candidates.select(constraints, weights)
+            seen.append((got.chosen, got.ranked()[:5], [s.total for s in got.scores()]))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert chosen == [0] * 800
+    assert expected[:2] == (0, [0, 97, 194, 291, 388])
+    assert seen == [expected] * 100

@@ -135,3 +135,44 @@ impl PyDeploymentPool {
         format!("DeploymentPool(<{} deployments>)", lock(&self.pool).len())
     }
 }
+
+/// Concurrency through the binding's own methods and `Mutex`, from `std::thread`s
+/// that really overlap (Python threads cannot: the binding holds the GIL). What
+/// this can show: `start` and `finish` update the in-flight count under the lock,
+/// so no update is lost across threads, and `pick`, a separate lock acquisition,
+/// only ever returns a usable index. What it cannot show: that pick-then-start is
+/// atomic: it is not, and need not be (two threads may both pick the same idle
+/// deployment; least-loaded is a heuristic).
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::together;
+    use super::*;
+
+    #[test]
+    fn threads_picking_starting_and_finishing_keep_exact_counts() {
+        let deployments = (0..8)
+            .map(|i| (format!("host{i}:50051"), "eu".to_owned(), 1.0))
+            .collect();
+        let pool =
+            Arc::new(PyDeploymentPool::new(deployments, 5, 30.0, 300.0, 0.5, 0.3, 0).unwrap());
+        let shared = Arc::clone(&pool);
+        let most_in_flight = together(4, move || {
+            let mut most = 0;
+            for _ in 0..2_000 {
+                let i = shared.pick("least_loaded", "", None).unwrap() as i64;
+                shared.start(i).unwrap();
+                most = most.max(shared.stats(i).unwrap().0);
+                shared.finish(i, 1.0, true, None).unwrap();
+            }
+            most
+        });
+        // At most the 4 threads' calls are ever in flight on one deployment.
+        assert!(most_in_flight.iter().all(|&most| (1..=4).contains(&most)));
+        for i in 0..8 {
+            // Idle, every deployment called (rotation), no failure, never ejected.
+            assert_eq!(pool.stats(i).unwrap(), (0, 1.0, 0.0, 0), "deployment {i}");
+        }
+    }
+}

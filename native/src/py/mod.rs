@@ -41,3 +41,26 @@ fn unsigned(name: &str, value: i128) -> PyResult<u64> {
         ))
     })
 }
+
+/// Runs `work` on `threads` OS threads released together, for the tests that
+/// call a binding's methods concurrently without the GIL; returns each result.
+#[cfg(test)]
+fn together<T: Send + 'static>(
+    threads: usize,
+    work: impl Fn() -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    use std::sync::{Arc, Barrier};
+
+    let start = Arc::new(Barrier::new(threads));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (start, work) = (Arc::clone(&start), Arc::clone(&work));
+            std::thread::spawn(move || {
+                start.wait();
+                work()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}

@@ -68,3 +68,58 @@ impl PyTokenBucket {
         )
     }
 }
+
+/// Concurrency through the binding's own methods: the `Mutex` and `lock` that
+/// Python calls go through, from `std::thread`s that really run at once (Python
+/// threads cannot show this: the binding holds the GIL, so their calls never
+/// overlap). What these can show: each call checks and takes under one lock, so
+/// a binding that locked once to check and again to take would admit more than
+/// the bucket holds. What they cannot show: a memory-ordering bug (the `Mutex`
+/// rules that out by construction, and the compiler refuses shared mutation
+/// without it), nor how the GIL interleaves Python callers.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::super::together;
+    use super::*;
+
+    #[test]
+    fn threads_sharing_one_bucket_never_take_more_than_capacity() {
+        // 10_000 units at 30 a take: exactly 333 fit, and the bucket never refills.
+        let bucket = Arc::new(PyTokenBucket::new(10_000.0, 0.0).unwrap());
+        let shared = Arc::clone(&bucket);
+        let admitted = together(8, move || {
+            (0..5_000)
+                .filter(|_| shared.try_take(30.0, Some(0.0)).unwrap() == 0.0)
+                .count()
+        });
+        assert_eq!(admitted.iter().sum::<usize>(), 333);
+        assert_eq!(bucket.available(Some(0.0)).unwrap(), 10.0);
+    }
+
+    #[test]
+    fn reservations_given_back_under_contention_are_neither_lost_nor_doubled() {
+        // Room for 3 reservations of 30 among 8 threads, on the process clock.
+        let bucket = Arc::new(PyTokenBucket::new(100.0, 0.0).unwrap());
+        let in_hand = Arc::new(AtomicU64::new(0));
+        let (shared, held) = (Arc::clone(&bucket), Arc::clone(&in_hand));
+        let most_held = together(8, move || {
+            let mut most = 0;
+            for _ in 0..5_000 {
+                if shared.try_take(30.0, None).unwrap() == 0.0 {
+                    // Counted after the take and uncounted before the give-back, so
+                    // `in_hand` never exceeds what the bucket has handed out.
+                    most = most.max(held.fetch_add(30, Ordering::SeqCst) + 30);
+                    held.fetch_sub(30, Ordering::SeqCst);
+                    shared.give_back(30.0, None).unwrap();
+                }
+            }
+            most
+        });
+        assert!(most_held.iter().all(|&most| most <= 90), "{most_held:?}");
+        assert_eq!(in_hand.load(Ordering::SeqCst), 0);
+        assert_eq!(bucket.available(None).unwrap(), 100.0);
+    }
+}

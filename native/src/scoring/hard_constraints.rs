@@ -291,4 +291,37 @@ mod tests {
         };
         assert!(check(&c, &k, 0.0).is_empty());
     }
+
+    /// Kills `estimated_cost_usd > k.max_cost_usd` → `>=`: a request that costs
+    /// exactly the maximum is affordable; one ulp more is not.
+    #[test]
+    fn a_cost_equal_to_the_maximum_passes_and_one_ulp_more_is_rejected() {
+        let k = Constraints {
+            max_cost_usd: 0.01,
+            ..Constraints::default()
+        };
+        let mut c = Candidate::new("m");
+        c.usd_per_request = 0.01;
+        assert_eq!(reason(&c, &k), "");
+        c.usd_per_request = 0.01f64.next_up();
+        assert_eq!(
+            reason(&c, &k),
+            "estimated cost $0.010000000000000002 > max $0.01"
+        );
+    }
+
+    /// Kills `c.reliability < k.min_reliability` → `<=`: a candidate exactly at
+    /// the minimum qualifies; one ulp under it does not.
+    #[test]
+    fn a_reliability_equal_to_the_minimum_passes_and_one_ulp_less_is_rejected() {
+        let k = Constraints {
+            min_reliability: 0.95,
+            ..Constraints::default()
+        };
+        let mut c = Candidate::new("m");
+        c.reliability = 0.95;
+        assert_eq!(reason(&c, &k), "");
+        c.reliability = 0.95f64.next_down();
+        assert_eq!(reason(&c, &k), "reliability 0.9499999999999998 < min 0.95");
+    }
 }
