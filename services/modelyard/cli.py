@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("model")
     gen.add_argument("prompt")
     gen.add_argument("--max-tokens", type=int, default=128)
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        help="sampling temperature; 0 picks the likeliest token each time (default: the model's)",
+    )
     gen.add_argument("--chat", action="store_true", help="send the prompt as a user message")
     gen.add_argument("--address", default=_address_default())
 
@@ -177,7 +182,7 @@ def _generate(args: argparse.Namespace) -> int:
     from modelyard import remote
 
     prompt: remote.Prompt = [("user", args.prompt)] if args.chat else args.prompt
-    request = remote.generate_request(args.model, prompt, args.max_tokens)
+    request = remote.generate_request(args.model, prompt, args.max_tokens, args.temperature)
     with grpc.insecure_channel(args.address) as channel:
         for piece in remote.stream_text(channel, request, timeout_s=600):
             sys.stdout.write(piece)

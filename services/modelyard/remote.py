@@ -26,9 +26,10 @@ Prompt = str | list[tuple[str, str]]
 
 
 def generate_request(
-    model: str, prompt: Prompt, max_tokens: int = 0
+    model: str, prompt: Prompt, max_tokens: int = 0, temperature: float | None = None
 ) -> gateway_pb2.GenerateRequest:
-    """The GenerateRequest for `prompt` to `model`; `max_tokens` 0 leaves it to the gateway."""
+    """The GenerateRequest for `prompt` to `model`; `max_tokens` 0 leaves it to the gateway,
+    `temperature` None to the model."""
     request = gateway_pb2.GenerateRequest(model=model)
     if isinstance(prompt, str):
         request.input.text = prompt
@@ -36,6 +37,8 @@ def generate_request(
         for role, content in prompt:
             request.input.chat.messages.add(role=role, content=content)
     request.params.max_tokens = max_tokens
+    if temperature is not None:
+        request.params.temperature = temperature
     return request
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import grpc
@@ -11,7 +13,10 @@ from support.grpc_trailers import trailers
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
-from modelyard.errors import RETRY_AFTER_MS_KEY, BackendUnavailable
+from modelyard.errors import RETRY_AFTER_MS_KEY, BackendUnavailable, ModelNotFound
+from modelyard.model_input import estimate_input_tokens
+from modelyard.ratelimit.local import LocalBucketStore
+from modelyard.ratelimit.plan import Bucket, Scope
 from modelyard.v1 import (
     common_pb2,
     gateway_pb2,
@@ -150,18 +155,52 @@ async def test_rate_limit_answers_resource_exhausted_with_retry_time(
     assert len(engine.calls) == 2
 
 
-async def test_tokens_per_minute_reserves_max_tokens_and_refunds_unused(
+def _tokens_left(stack: Stack, model_id: str, tokens_per_minute: float) -> float:
+    """The model's tokens-per-minute bucket level now, in the gateway's own limiter."""
+    assert stack.limits is not None
+    store = stack.limits.store
+    assert isinstance(store, LocalBucketStore)
+    return store.level(Bucket(Scope.model(model_id), "tokens", tokens_per_minute))
+
+
+def _refill_since(started: float, tokens_per_minute: float) -> float:
+    """The most a bucket can have refilled since `started` (it refills continuously)."""
+    return (time.monotonic() - started) * tokens_per_minute / 60
+
+
+async def test_tokens_per_minute_reserves_the_input_estimate_plus_max_tokens_up_front(
     make_stack: StackFactory,
 ) -> None:
-    engine = ScriptedEngine(limits=common_pb2.RateLimits(tokens_per_minute=100))
+    engine = ScriptedEngine(limits=common_pb2.RateLimits(tokens_per_minute=100), delay_s=0.5)
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
-    # Each request reserves ~1 input token + 60; it uses 3 + 3, so the rest comes back.
-    for _ in range(5):
-        await _call(stack.address, _request(max_tokens=60))
-    # Without the refund the second request would already have been refused.
-    err = await _status(stack.address, _request(max_tokens=99))
-    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "tokens_per_minute=100" in (err.details() or "")
+    req = _request(text="hi", max_tokens=60)
+    assert estimate_input_tokens(req.input) == 1
+    started = time.monotonic()
+    answer = asyncio.create_task(_call(stack.address, req))
+    await engine.called.wait()  # the backend is answering: the reservation is held
+    level = _tokens_left(stack, "scripted/echo", 100)
+    assert 100 - 61 <= level <= 100 - 61 + _refill_since(started, 100)
+    await answer
+
+
+@pytest.mark.parametrize(
+    ("reported_input", "used"),
+    [(40, 40 + 3), (0, 1 + 3)],
+    ids=["upstream-count", "no-upstream-count-keeps-the-estimate"],
+)
+async def test_tokens_per_minute_settles_the_upstream_input_count_and_refunds_the_rest(
+    make_stack: StackFactory, reported_input: int, used: int
+) -> None:
+    engine = ScriptedEngine(
+        limits=common_pb2.RateLimits(tokens_per_minute=100), input_tokens=reported_input
+    )
+    stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
+    req = _request(text="hi", max_tokens=60)  # the gateway estimates 1 input token
+    started = time.monotonic()
+    await _call(stack.address, req)
+    # 1 + 60 reserved; settled at the upstream's input count (else the estimate) + 3 output.
+    level = _tokens_left(stack, "scripted/echo", 100)
+    assert 100 - used <= level <= 100 - used + _refill_since(started, 100)
 
 
 async def test_backend_down_is_unavailable_naming_it(make_stack: StackFactory) -> None:
@@ -192,12 +231,62 @@ async def test_backend_error_keeps_its_code_and_fallback_model_is_used(
     assert (response.model_id, response.text) == ("scripted/good", "ok")
 
 
-async def test_stream_without_finish_is_aborted(make_stack: StackFactory) -> None:
-    engine = ScriptedEngine(finish=False)
+@pytest.mark.parametrize("in_catalog", [True, False], ids=["backend-lost-it", "not-in-catalog"])
+async def test_a_model_not_found_falls_back_to_the_next_model(
+    make_stack: StackFactory, in_catalog: bool
+) -> None:
+    gone = ScriptedEngine(("scripted/gone",), fail_with=ModelNotFound("scripted/gone", "llama.cpp"))
+    good = ScriptedEngine(("scripted/good",), pieces=("ok",))
+    engines = [gone, good] if in_catalog else [good]
+    stack = await make_stack(roles=("registry", "gateway"), engines=engines)
+    req = _request("scripted/gone")
+    req.fallback_models.append("scripted/good")
+    response = await _call(stack.address, req)
+    assert (response.model_id, response.text) == ("scripted/good", "ok")
+    assert (len(gone.calls), len(good.calls)) == (int(in_catalog), 1)
+
+
+async def test_no_fallback_once_the_answer_has_started_streaming(
+    make_stack: StackFactory,
+) -> None:
+    broken = ScriptedEngine(
+        ("scripted/broken",),
+        pieces=("half", " an answer"),
+        fail_with=BackendUnavailable("upstream 'x' went away"),
+        fail_after=1,
+    )
+    good = ScriptedEngine(("scripted/good",), pieces=("ok",))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[broken, good])
+    req = _request("scripted/broken")
+    req.fallback_models.append("scripted/good")
+    received: list[str] = []
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        call = gateway_pb2_grpc.GatewayServiceStub(channel).GenerateStream(req, timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for chunk in call:
+                received.append(chunk.text)
+    # The caller holds "half": another model's answer cannot be appended to it.
+    assert received == ["half"]
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (info.value.details() or "") == "upstream 'x' went away"
+    assert good.calls == []
+
+
+async def test_stream_without_finish_is_aborted_and_keeps_its_whole_reservation(
+    make_stack: StackFactory,
+) -> None:
+    engine = ScriptedEngine(finish=False, limits=common_pb2.RateLimits(tokens_per_minute=100))
     stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
-    err = await _status(stack.address, _request())
+    started = time.monotonic()
+    err = await _status(stack.address, _request(max_tokens=40))
     assert err.code() == grpc.StatusCode.ABORTED
-    assert "truncated" in (err.details() or "")
+    assert (err.details() or "") == (
+        f"backend 'scripted' at {stack.address} ended the stream for 'scripted/echo' "
+        "without a finish reason: the answer is truncated"
+    )
+    # Nobody knows what a truncated answer cost upstream: the whole 1 + 40 stays spent.
+    level = _tokens_left(stack, "scripted/echo", 100)
+    assert 100 - 41 <= level <= 100 - 41 + _refill_since(started, 100)
 
 
 async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(make_stack: StackFactory) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import pytest
 import redis.asyncio as aioredis
 
 from modelyard.errors import InvalidRequest
-from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.limits import ModelLimits, Reservation
 from modelyard.ratelimit import (
     LimiterConfig,
     QuotaConfig,
@@ -23,6 +23,7 @@ from modelyard.ratelimit import (
 )
 from modelyard.ratelimit.plan import Bucket, Demand, Scope
 from modelyard.ratelimit.redis_store import DEFAULT_KEY_PREFIX, redacted
+from modelyard.ratelimit.store import BucketStore, Outcome
 from modelyard.v1 import common_pb2
 
 
@@ -56,11 +57,33 @@ async def make_limits(request: pytest.FixtureRequest) -> AsyncIterator[LimitsFac
         await limits.close()
 
 
+class CountingStore:
+    """A bucket store that counts the calls it gets before passing them on."""
+
+    def __init__(self, inner: BucketStore) -> None:
+        self.inner = inner
+        self.takes = self.give_backs = 0
+
+    async def take(self, demands: Sequence[Demand]) -> Outcome:
+        self.takes += 1
+        return await self.inner.take(demands)
+
+    async def give_back(self, demands: Sequence[Demand]) -> None:
+        self.give_backs += 1
+        await self.inner.give_back(demands)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 async def test_no_limits_reserve_nothing(make_limits: LimitsFactory) -> None:
     limits = make_limits()
-    for _ in range(100):
-        reservation = await limits.reserve(model(), 10_000)
+    limits.store = store = CountingStore(limits.store)
+    for _ in range(3):
+        reservation = await limits.reserve(model(), 10_000, "alice")
+        assert reservation == Reservation(10_000)  # no demands, nothing to give back
         await reservation.settle(0)
+    assert (store.takes, store.give_backs) == (0, 0)  # no bucket was asked (nor any Redis)
 
 
 async def test_rejection_is_all_or_nothing_across_scopes(make_limits: LimitsFactory) -> None:

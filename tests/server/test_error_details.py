@@ -35,6 +35,7 @@ from modelyard.errors import (
     ModelyardError,
     NoSuitableModel,
     NotFound,
+    ProviderAuthFailed,
     ProviderError,
     QuotaExceeded,
     QuotaNeverFits,
@@ -99,6 +100,9 @@ RAISED: dict[str, ModelyardError] = {
     ),
     "RateLimiterUnavailable": RateLimiterUnavailable("redis at 127.0.0.1:6390 did not answer"),
     "ProviderError": ProviderError("upstream 'mistral' answered HTTP 500: overloaded"),
+    "ProviderAuthFailed": ProviderAuthFailed(
+        "upstream 'openai' refused the gateway's credentials (HTTP 401): Incorrect API key"
+    ),
     "StreamTruncated": StreamTruncated("upstream 'llama' ended the stream without finishing"),
     "DeadlineExceeded": DeadlineExceeded("backend 'local' did not finish within 30s"),
     "Unimplemented": Unimplemented("modelyard.v1.HotSwapService/Swap is not implemented yet"),

@@ -21,7 +21,9 @@ class ScriptedEngine:
         pieces: tuple[str, ...] = ("hello", " ", "world"),
         delay_s: float = 0.0,
         fail_with: ModelyardError | None = None,
+        fail_after: int = 0,
         finish: bool = True,
+        input_tokens: int = 3,
         context_window: int = 4096,
         limits: common_pb2.RateLimits | None = None,
     ) -> None:
@@ -29,7 +31,9 @@ class ScriptedEngine:
         self.pieces = pieces
         self.delay_s = delay_s
         self.fail_with = fail_with
+        self.fail_after = fail_after  # pieces streamed before `fail_with` is raised
         self.finish = finish
+        self.input_tokens = input_tokens  # the input count the finish piece reports
         self.context_window = context_window
         self.limits = limits
         self.calls: list[tuple[str, common_pb2.Input, common_pb2.GenerationParams]] = []
@@ -64,17 +68,19 @@ class ScriptedEngine:
             raise ModelNotFound(model_id, "the scripted engine")
         self.calls.append((model_id, model_input, params))
         self.called.set()
-        if self.fail_with is not None:
-            raise self.fail_with
-        for text in self.pieces:
+        for i, text in enumerate(self.pieces):
+            if self.fail_with is not None and i == self.fail_after:
+                raise self.fail_with
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             yield Piece(text)
+        if self.fail_with is not None:
+            raise self.fail_with
         if self.finish:
             yield Piece(
                 "",
                 common_pb2.FINISH_REASON_STOP,
-                input_tokens=3,
+                input_tokens=self.input_tokens,
                 output_tokens=len(self.pieces),
             )
 

@@ -37,6 +37,7 @@ const (
 	ReasonAllModelsFailed        = "ALL_MODELS_FAILED" // Attempts()
 	ReasonRateLimiterUnavailable = "RATE_LIMITER_UNAVAILABLE"
 	ReasonProviderError          = "PROVIDER_ERROR"
+	ReasonProviderAuthFailed     = "PROVIDER_AUTH_FAILED"
 	ReasonStreamTruncated        = "STREAM_TRUNCATED"
 	ReasonDeadlineExceeded       = "DEADLINE_EXCEEDED"
 	ReasonUnimplemented          = "UNIMPLEMENTED"

@@ -42,6 +42,7 @@ BackendUnavailable         UNAVAILABLE          BACKEND_UNAVAILABLE
 AllModelsFailed            UNAVAILABLE          ALL_MODELS_FAILED         attempts
 RateLimiterUnavailable     UNAVAILABLE          RATE_LIMITER_UNAVAILABLE
 ProviderError              UNKNOWN              PROVIDER_ERROR
+ProviderAuthFailed         FAILED_PRECONDITION  PROVIDER_AUTH_FAILED
 StreamTruncated            ABORTED              STREAM_TRUNCATED
 DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
 Unimplemented              UNIMPLEMENTED        UNIMPLEMENTED
@@ -86,6 +87,7 @@ from modelyard.errors._hierarchy import (
     ModelyardError,
     NoSuitableModel,
     NotFound,
+    ProviderAuthFailed,
     ProviderError,
     QuotaExceeded,
     QuotaNeverFits,
@@ -124,6 +126,7 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "ModelyardError",
     "NoSuitableModel",
     "NotFound",
+    "ProviderAuthFailed",
     "ProviderError",
     "QuotaExceeded",
     "QuotaNeverFits",

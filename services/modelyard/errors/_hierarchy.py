@@ -431,6 +431,19 @@ class ProviderError(ModelyardError):
     reason = "PROVIDER_ERROR"
 
 
+class ProviderAuthFailed(ProviderError):
+    """An upstream refused the credentials the gateway holds for it (HTTP 401 or 403).
+
+    FAILED_PRECONDITION, not UNAUTHENTICATED or PERMISSION_DENIED: those tell a
+    caller that its own credentials are wrong, and these are the gateway's (the
+    provider's API key in its configuration). Retrying cannot help until an
+    operator fixes them, which is what FAILED_PRECONDITION says.
+    """
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "PROVIDER_AUTH_FAILED"
+
+
 class StreamTruncated(ProviderError):
     """An upstream ended a stream before it said it was finished.
 

@@ -161,18 +161,20 @@ class GatewayCore:
                     used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
                     finished = True
                 yield out
+            if not finished:  # raised in here so that it counts against the deployment
+                raise StreamTruncated(
+                    f"backend '{deployment.backend}' at {deployment.endpoint} ended the stream "
+                    f"for '{model.id}' without a finish reason: the answer is truncated"
+                )
         except (BackendUnavailable, StreamTruncated, DeadlineExceeded):
             healthy_call = False
             raise
         finally:
             await backend_stream.aclose()  # cancels the backend call if we stop early
             lease.finish(healthy_call)
+            # Unfinished (truncated, failed, abandoned), its cost upstream is unknown:
+            # it keeps its whole reservation.
             await reservation.settle(used if finished else input_tokens + max_tokens)
-        if not finished:
-            raise StreamTruncated(
-                f"backend '{deployment.backend}' at {deployment.endpoint} ended the stream "
-                f"for '{model.id}' without a finish reason: the answer is truncated"
-            )
 
 
 def _check_servable(model: common_pb2.ModelEntry) -> None:

@@ -3,6 +3,8 @@
 A request reserves its estimated input tokens plus `max_tokens` before it is
 sent, and the unused part is refunded when it finishes, so a long answer
 cannot slip past a tokens-per-minute limit and a short one does not waste it.
+One that does not finish (truncated, failed) keeps its whole reservation:
+what it cost upstream is unknown.
 
 The reservation draws from every bucket that applies (the caller's API key, the
 model, the model's provider) at once, all or nothing. The buckets live in this

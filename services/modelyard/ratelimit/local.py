@@ -52,6 +52,13 @@ class LocalBucketStore:
                 bucket.give_back(amount, now)
         return tuple(shortfalls)
 
+    def level(self, spec: Bucket, now: float | None = None) -> float:
+        """What `spec`'s bucket holds at `now` (monotonic seconds); full before its first use."""
+        known = self._buckets.get(spec.key)
+        if known is None or known[0] != spec.per_minute:
+            return spec.capacity
+        return known[1].available(time.monotonic() if now is None else now)
+
     async def take(self, demands: Sequence[Demand]) -> Outcome:
         return Outcome(self.take_now(demands), self)
 

@@ -13,7 +13,7 @@ from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import list_models
 from modelyard.discovery import OpenAICompatSource
-from modelyard.errors import BackendUnavailable, ProviderError
+from modelyard.errors import BackendUnavailable, ProviderAuthFailed, ProviderError
 
 ANSWER = {"object": "list", "data": [{"id": "b-model"}, {"object": "model"}, {"id": "a-model"}]}
 
@@ -72,10 +72,12 @@ async def test_a_refusal_means_the_same_to_engine_and_discovery(models: Models) 
     models.status = 401
     models.body = {"error": {"message": "Incorrect API key provided"}}
     provider = ProviderEndpoint("custom", models.url)
-    refusal = "upstream 'custom' answered HTTP 401: Incorrect API key provided"
+    refusal = (
+        "upstream 'custom' refused the gateway's credentials (HTTP 401): Incorrect API key provided"
+    )
     engine = OpenAICompatEngine(provider)
     try:
-        with pytest.raises(ProviderError) as by_engine:
+        with pytest.raises(ProviderAuthFailed) as by_engine:
             await engine.list_upstream_models()
     finally:
         await engine.close()

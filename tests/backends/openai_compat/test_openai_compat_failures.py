@@ -23,7 +23,13 @@ from backends.openai_compat.openai_fake import (
 )
 from support.grpc_trailers import trailers
 
-from modelyard.errors import RETRY_AFTER_MS_KEY, RateLimited, error_from_status
+from modelyard.errors import (
+    RETRY_AFTER_MS_KEY,
+    ProviderAuthFailed,
+    RateLimited,
+    error_from_rpc,
+    error_from_status,
+)
 from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
 
 
@@ -65,18 +71,20 @@ async def test_rate_limit_is_resource_exhausted_with_the_upstream_retry_time(
 
 
 @pytest.mark.parametrize(
-    ("status", "code"),
+    ("status", "code", "reason"),
     [
-        (400, grpc.StatusCode.INVALID_ARGUMENT),
-        (422, grpc.StatusCode.INVALID_ARGUMENT),
-        (404, grpc.StatusCode.NOT_FOUND),
-        (500, grpc.StatusCode.UNAVAILABLE),
-        (503, grpc.StatusCode.UNAVAILABLE),
-        (401, grpc.StatusCode.UNKNOWN),
+        (400, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+        (422, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+        (404, grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND"),
+        (500, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
+        (503, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
+        (401, grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_AUTH_FAILED"),
+        (403, grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_AUTH_FAILED"),
+        (409, grpc.StatusCode.UNKNOWN, "PROVIDER_ERROR"),
     ],
 )
 async def test_http_errors_map_to_status_codes_with_the_upstream_message(
-    upstream: FakeUpstream, stack_for: StackFor, status: int, code: grpc.StatusCode
+    upstream: FakeUpstream, stack_for: StackFor, status: int, code: grpc.StatusCode, reason: str
 ) -> None:
     message = f"This model's maximum context length is 4097 tokens (HTTP {status} case)"
     upstream.fail(status, openai_error(message, "invalid_request_error", "context_length_exceeded"))
@@ -84,10 +92,30 @@ async def test_http_errors_map_to_status_codes_with_the_upstream_message(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await clients.gateway.Generate(request(), timeout=10)
     assert info.value.code() == code
+    assert error_from_rpc(info.value).reason == reason
     details = info.value.details() or ""
     assert message in details
     assert "'custom'" in details
     assert "{" not in details  # the message, not the raw JSON body
+
+
+async def test_a_refused_provider_key_is_the_gateways_fault_and_is_not_retried(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    upstream.fail(
+        401, openai_error("Incorrect API key provided: sk-...abcd", "invalid_request_error")
+    )
+    clients = await stack_for(upstream.url)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await clients.gateway.Generate(request(), timeout=10)
+    err = error_from_rpc(info.value)
+    assert type(err) is ProviderAuthFailed
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION  # not the caller's credentials
+    assert err.message == (
+        "upstream 'custom' refused the gateway's credentials (HTTP 401): "
+        "Incorrect API key provided: sk-...abcd"
+    )
+    assert len(upstream.bodies) == 1
 
 
 async def test_bad_request_is_invalid_argument_carrying_the_upstream_message(

@@ -50,8 +50,10 @@ async def test_crlf_line_endings() -> None:
     assert events == ["a", "b\nc"]
 
 
-async def test_last_event_without_a_trailing_blank_line_is_still_delivered() -> None:
-    assert await _events(b"data: one\n", b"\n", b"data: [DONE]\n") == ["one", "[DONE]"]
+async def test_an_event_the_body_ends_before_its_blank_line_is_discarded() -> None:
+    # Its lines are whole but only a blank line dispatches an event; at the end of the
+    # stream pending data is discarded (WHATWG HTML, interpreting an event stream).
+    assert await _events(b"data: one\n", b"\n", b"data: [DONE]\n") == ["one"]
 
 
 async def test_other_fields_are_ignored() -> None:
@@ -96,7 +98,6 @@ def test_parser_completes_events_across_arbitrary_read_boundaries() -> None:
         for start in range(0, len(body), size):
             events.extend(parser.feed(body[start : start + size]))
         assert events == ['{"t": "é"}', "two", "[DONE]"], size
-        assert parser.end() == []
 
 
 def test_parser_returns_every_event_one_read_completed() -> None:
@@ -106,4 +107,5 @@ def test_parser_returns_every_event_one_read_completed() -> None:
     assert parser.feed(b"data: a\n\ndata: b\n\ndata: c") == ["a", "b"]
     assert parser.feed(b"\n\n") == ["c"]
     assert parser.feed(b"data: cut") == []
-    assert parser.end() == []  # the unterminated line is dropped
+    assert parser.feed(b"\n") == []  # a whole line, but no blank line yet
+    assert parser.feed(b"\r\n") == ["cut"]

@@ -39,8 +39,6 @@ class ChatStream:
             if text:
                 yield Piece(text)
                 text = ""
-        else:
-            text = self._take(parser.end())
         if self._failure or self._finish is None:
             if text:  # what arrived before the failure still reaches the caller
                 yield Piece(text)

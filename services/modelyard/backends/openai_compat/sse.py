@@ -4,6 +4,14 @@
 the events each read completed, so a caller can forward everything that
 arrived together as one piece (one gRPC message instead of one per event)
 without waiting for anything that has not arrived.
+
+Only the blank line that ends an event dispatches it. When the body ends,
+whatever is pending (an event without its blank line, a line without its
+newline) is discarded, as the WHATWG HTML specification's event stream
+interpretation says: the connection closed mid-event, so that event is
+incomplete, not data. llama.cpp's server ends every event with its blank
+line, the last (``data: [DONE]``) included; and a chat stream is complete
+once its finish_reason has arrived, whether or not ``[DONE]`` follows.
 """
 
 from __future__ import annotations
@@ -36,22 +44,10 @@ class SseParser:
                     self._data.append(value[1:] if value.startswith(" ") else value)
         return events
 
-    def end(self) -> list[str]:
-        """At the end of the body: the last event if its lines were complete.
-
-        A line cut off mid-way (no newline) is dropped, as the SSE spec says,
-        rather than handing on half an event.
-        """
-        events = ["\n".join(self._data)] if self._data else []
-        self._data, self._partial = [], b""
-        return events
-
 
 async def sse_data(chunks: AsyncIterable[bytes]) -> AsyncGenerator[str, None]:
-    """The `data` payload of each event in a body read as `chunks` of any size."""
+    """The `data` payload of each complete event in a body read as `chunks` of any size."""
     parser = SseParser()
     async for chunk in chunks:
         for event in parser.feed(chunk):
             yield event
-    for event in parser.end():
-        yield event

@@ -18,6 +18,7 @@ from modelyard.errors import (
     BackendUnavailable,
     InvalidRequest,
     ModelNotFound,
+    ProviderAuthFailed,
     ProviderError,
     RateLimited,
 )
@@ -78,6 +79,10 @@ async def raise_for_status(
         )
     if resp.status == 404 and model:
         raise ModelNotFound(model, f"{where} ({detail})")
+    if resp.status in (401, 403):
+        raise ProviderAuthFailed(
+            f"{where} refused the gateway's credentials (HTTP {resp.status}): {detail}"
+        )
     if resp.status in (400, 422):
         raise InvalidRequest(f"{where} rejected the request: {detail}")
     if resp.status >= 500:
