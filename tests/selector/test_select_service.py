@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -194,25 +195,29 @@ async def test_gateway_chooses_when_no_model_is_named_and_falls_back(
     make_stack: StackFactory,
 ) -> None:
     broken = ScriptedEngine(
-        ("s/best",), fail_with=BackendUnavailable("upstream 'best' is down"), pieces=("x",)
+        ("s/quick",), fail_with=BackendUnavailable("upstream 'quick' is down"), pieces=("x",)
     )
-    good = ScriptedEngine(("s/second",), pieces=("second", " answer"))
+    good = ScriptedEngine(("s/plodding",), pieces=("second", " answer"))
     stack = await make_stack(roles=("registry", "gateway"), engines=[broken, good])
+    assert stack.view is not None
+    latencies = {"s/quick": 10.0, "s/plodding": 500.0}
     async with grpc.aio.insecure_channel(stack.address) as channel:
         registry = registry_pb2_grpc.RegistryServiceStub(channel)
-        # Make s/best the clear favourite: faster and cheaper than s/second.
-        best = await registry.GetModel(registry_pb2.GetModelRequest(id="s/best"))
-        best.performance.latency_ms_p50 = 10
-        await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=best, upsert=True))
-        second = await registry.GetModel(registry_pb2.GetModelRequest(id="s/second"))
-        second.performance.latency_ms_p50 = 500
-        await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=second, upsert=True))
+        # Equal but for latency: only it makes s/quick the favourite (on a tie the lower
+        # id, s/plodding, would win).
+        for model_id, latency in latencies.items():
+            entry = await registry.GetModel(registry_pb2.GetModelRequest(id=model_id))
+            entry.performance.latency_ms_p50 = latency
+            await registry.RegisterModel(
+                registry_pb2.RegisterModelRequest(model=entry, upsert=True)
+            )
+        view, deadline = stack.view, asyncio.get_running_loop().time() + 10
+        # Until the gateway's live catalog copy has both updates.
+        while (seen := {m: view.get(m).performance.latency_ms_p50 for m in latencies}) != latencies:
+            assert asyncio.get_running_loop().time() < deadline, f"catalog copy has {seen}"
+            await asyncio.sleep(0.01)
         request = gateway_pb2.GenerateRequest()
         request.input.text = "hello"
-        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
-        for _ in range(100):  # until the gateway's live catalog has both updates
-            reply = await gateway.Generate(request)
-            if len(broken.calls) > 0:
-                break
-        assert (reply.model_id, reply.text) == ("s/second", "second answer")
-        assert len(broken.calls) >= 1
+        reply = await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request, timeout=10)
+    assert (reply.model_id, reply.text) == ("s/plodding", "second answer")
+    assert (len(broken.calls), len(good.calls)) == (1, 1)  # the favourite first, then its runner-up
