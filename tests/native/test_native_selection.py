@@ -136,26 +136,72 @@ def test_scores_are_normalised_and_results_can_be_iterated() -> None:
 
 
 def test_every_hard_constraint_can_reject() -> None:
+    def at_limits(
+        model_id: str,
+        *,
+        usd_per_request: float = 0.001,
+        reliability: float = 0.985,
+        context_window: int = 200,
+    ) -> Candidate:
+        # Each value equal to its constraint below: equal passes, for every constraint.
+        return Candidate(
+            model_id,
+            capabilities=CHAT | mask(common.CAPABILITY_TOOLS),
+            modalities=mask(common.MODALITY_TEXT, common.MODALITY_IMAGE),
+            context_window=context_window,
+            latency_ms=150.0,
+            usd_per_request=usd_per_request,
+            reliability=reliability,
+            memory_bytes=100_000_000,
+            backend="local",
+        )
+
+    candidates = CandidateSet(
+        [
+            *catalog(),
+            at_limits("local/at-limits"),
+            at_limits("local/cost-over", usd_per_request=math.nextafter(0.001, 1.0)),
+            at_limits("local/unreliable", reliability=math.nextafter(0.985, 0.0)),
+            at_limits("local/short", context_window=199),
+        ]
+    )
     constraints = Constraints(
+        required_capabilities=CHAT | mask(common.CAPABILITY_TOOLS),
+        input_modality=common.MODALITY_IMAGE,
+        prompt_tokens=100,
+        max_output_tokens=100,
         max_latency_ms=150.0,
         max_cost_usd=0.001,
         min_reliability=0.985,
         preferred_backend="local",
         excluded_models=["local/gemma"],
         max_memory_bytes=100_000_000,
-        input_modality=common.MODALITY_IMAGE,
-        prompt_tokens=100,
     )
-    selection = CandidateSet(catalog()).select(constraints, Weights())
-    assert selection.chosen is None
-    assert selection.ranked() == []
-    assert selection[1].rejection == (
-        "excluded by the request; does not accept image input; reliability 0.98 < min 0.985; "
-        "memory 300000000 bytes > max 100000000 bytes"
-    )
-    assert "backend 'api' is not the required backend 'local'" in selection[0].rejection
-    assert "latency 400 ms > max 150 ms" in selection[0].rejection
-    assert "estimated cost $0.0005 > max $0.001" not in selection[0].rejection
+    selection = candidates.select(constraints, Weights())
+    # Every constraint rejects someone; each candidate's whole reason, in order.
+    assert [(s.model_id, s.rejection) for s in selection.scores()] == [
+        (
+            "openai/gpt-big",
+            "backend 'api' is not the required backend 'local'; latency 400 ms > max 150 ms; "
+            "estimated cost $0.002 > max $0.001",
+        ),
+        (
+            "local/gemma",
+            "excluded by the request; missing capabilities: tools; does not accept image input; "
+            "reliability 0.98 < min 0.985; memory 300000000 bytes > max 100000000 bytes",
+        ),
+        (
+            "ollama/llama",
+            "backend 'ollama' is not the required backend 'local'; unhealthy; "
+            "does not accept image input; latency 200 ms > max 150 ms; "
+            "memory 5000000000 bytes > max 100000000 bytes",
+        ),
+        ("local/at-limits", ""),
+        ("local/cost-over", "estimated cost $0.0010000000000000002 > max $0.001"),
+        ("local/unreliable", "reliability 0.9849999999999999 < min 0.985"),
+        ("local/short", "context window 199 < prompt 100 + max_output 100 tokens"),
+    ]
+    assert (selection.chosen, selection.ranked()) == (3, [3])
 
 
 def test_ties_break_by_cost_then_model_id() -> None:

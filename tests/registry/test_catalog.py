@@ -7,9 +7,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-from modelyard.errors import AlreadyExists, FailedPrecondition, InvalidRequest, ModelNotFound
+from modelyard.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidRequest,
+    ModelNotFound,
+    WatcherFellBehind,
+)
+from modelyard.registry import catalog as catalog_module
+from modelyard.registry import store
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.store import CatalogStore
 from modelyard.v1 import common_pb2, registry_pb2
@@ -163,3 +172,119 @@ async def test_watch_from_the_future_is_refused(tmp_path: Path) -> None:
     catalog = open_catalog(tmp_path)
     with pytest.raises(FailedPrecondition, match="ahead of the registry"):
         await anext(catalog.watch(99))
+
+
+def _commits(catalog: Catalog, count: int) -> None:
+    for i in range(count):
+        catalog.register(entry(f"local/m{i}"), upsert=False)
+
+
+def test_the_change_log_keeps_the_latest_change_log_limit_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHANGE_LOG_LIMIT", 3)
+    catalog = open_catalog(tmp_path)
+    _commits(catalog, 5)
+    assert [c.revision for c in catalog.store.changes_after(0)] == [3, 4, 5]
+    assert (catalog.store.oldest_revision(), catalog.revision) == (3, 5)
+
+
+async def test_a_watcher_resuming_just_before_the_oldest_kept_change_misses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHANGE_LOG_LIMIT", 3)
+    catalog = open_catalog(tmp_path)
+    _commits(catalog, 5)
+    resumed = catalog.watch(2)  # change 2 is pruned, but 3 onwards is all it needs
+    changes = await _take(resumed, 4)
+    assert [(c.kind, c.revision) for c in changes] == [
+        (Change.KIND_UPSERTED, 3),
+        (Change.KIND_UPSERTED, 4),
+        (Change.KIND_UPSERTED, 5),
+        (Change.KIND_SYNCED, 5),
+    ]
+    await resumed.aclose()
+
+
+async def test_a_watcher_older_than_the_change_log_is_told_to_resync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHANGE_LOG_LIMIT", 3)
+    catalog = open_catalog(tmp_path)
+    _commits(catalog, 5)
+    with pytest.raises(WatcherFellBehind) as refused:
+        await anext(catalog.watch(1))  # change 2 is gone: resuming would skip it
+    assert refused.value.message == (
+        "after_revision 1 is older than the change log (oldest 3); resume with after_revision=0"
+    )
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def _until_cut_off(stream: AsyncIterator[Change]) -> tuple[list[int], str]:
+    """The revisions a watch delivers before it is cut off, and its error's message."""
+    delivered = []
+    with pytest.raises(WatcherFellBehind) as cut_off:
+        while True:
+            delivered.append((await asyncio.wait_for(anext(stream), 2)).revision)
+    return delivered, cut_off.value.message
+
+
+async def test_a_watcher_whose_queue_overflows_gets_what_it_holds_then_where_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "WATCH_QUEUE_LIMIT", 3)
+    catalog = open_catalog(tmp_path)
+    catalog.register(entry("local/a"), upsert=False)
+    slow = catalog.watch(0)
+    assert [c.kind for c in await _take(slow, 2)] == [Change.KIND_UPSERTED, Change.KIND_SYNCED]
+    _commits(catalog, 4)  # revisions 2-5 while the watcher reads nothing: one too many
+    delivered, message = await _until_cut_off(slow)
+    assert delivered == [2, 3, 4]  # the queued changes, none dropped: no gap before the cut
+    assert message == "watcher fell more than 3 changes behind; resume with after_revision=4"
+    resumed = catalog.watch(4)
+    assert [(c.kind, c.revision) for c in await _take(resumed, 2)] == [
+        (Change.KIND_UPSERTED, 5),
+        (Change.KIND_SYNCED, 5),
+    ]
+    await resumed.aclose()
+
+
+async def test_a_watch_ended_by_a_stopping_registry_delivers_its_full_queue_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "WATCH_QUEUE_LIMIT", 3)
+    catalog = open_catalog(tmp_path)
+    slow = catalog.watch(0)
+    assert (await _take(slow, 1))[0].kind == Change.KIND_SYNCED
+    _commits(catalog, 3)  # revisions 1-3 fill the watcher's queue
+    catalog.end_watches()
+    # All of it, then the stream ends: the watcher resumes from 3 and misses nothing.
+    assert [change.revision async for change in slow] == [1, 2, 3]
+
+
+async def test_a_resume_point_counts_only_in_the_catalog_it_came_from(tmp_path: Path) -> None:
+    old = open_catalog(tmp_path / "old")
+    _commits(old, 2)
+    first = old.watch(0)
+    synced = (await _take(first, 3))[-1]
+    assert (synced.kind, synced.revision, synced.catalog_id) == (
+        Change.KIND_SYNCED,
+        2,
+        old.catalog_id,
+    )
+    await first.aclose()
+    old.close()
+    reopened = open_catalog(tmp_path / "old")  # the same file: the same catalog
+    assert reopened.catalog_id == synced.catalog_id
+    resumed = reopened.watch(2, synced.catalog_id)
+    assert [(c.kind, c.revision) for c in await _take(resumed, 1)] == [(Change.KIND_SYNCED, 2)]
+    await resumed.aclose()
+
+    new = open_catalog(tmp_path / "new")  # started over: revision 2 there is another change
+    _commits(new, 2)
+    with pytest.raises(FailedPrecondition) as refused:
+        await anext(new.watch(2, synced.catalog_id))
+    assert refused.value.message == (
+        f"after_revision 2 counts in catalog {synced.catalog_id}, not in this registry's "
+        f"catalog {new.catalog_id} (it started over); resume with after_revision=0"
+    )

@@ -73,13 +73,15 @@ async def selector(
         registry = registry_pb2_grpc.RegistryServiceStub(channel)
         for entry in (CHEAP, FAST, SMALL):
             await registry.RegisterModel(registry_pb2.RegisterModelRequest(model=entry))
-        stub = selector_pb2_grpc.SelectorServiceStub(channel)
         # The selector reads a live copy of the catalog: wait until it has all three.
-        for _ in range(100):
-            reply = await stub.Select(selector_pb2.SelectRequest(task=_chat_task("hi")))
-            if len(reply.candidates) == 3:
-                break
-        yield stub
+        assert stack.view is not None
+        view = stack.view
+        wanted = {CHEAP.id, FAST.id, SMALL.id}
+        deadline = asyncio.get_running_loop().time() + 10
+        while {m.id for m in view.models()} != wanted:
+            assert asyncio.get_running_loop().time() < deadline, "catalog copy never had all three"
+            await asyncio.sleep(0.02)
+        yield selector_pb2_grpc.SelectorServiceStub(channel)
 
 
 def _chat_task(text: str, **fields: Any) -> selector_pb2.Task:
@@ -96,22 +98,31 @@ async def test_weights_decide_and_every_candidate_is_explained(
             task=_chat_task("hello"), weights=selector_pb2.SelectionWeights(cost=1)
         )
     )
-    assert cheapest.model_id in ("p/cheap", "p/small")
+    # p/small has no price: free beats p/cheap's fraction of a cent.
+    assert cheapest.model_id == "p/small"
+    assert _totals(cheapest) == pytest.approx({"p/cheap": 0.98, "p/fast": 0.0, "p/small": 1.0})
     fastest = await selector.Select(
         selector_pb2.SelectRequest(
             task=_chat_task("hello"), weights=selector_pb2.SelectionWeights(performance=1)
         )
     )
     assert fastest.model_id == "p/fast"
-    scores = {c.model_id: c for c in fastest.candidates}
-    assert set(scores) == {"p/cheap", "p/fast", "p/small"}
-    assert [c.criterion for c in scores["p/fast"].criteria] == [
-        "performance",
-        "cost",
-        "reliability",
-        "capabilities",
-    ]
+    # p/small's latency is unknown: the neutral 0.5, between measured fast and slow.
+    assert _totals(fastest) == pytest.approx({"p/cheap": 1 / 3, "p/fast": 0.75, "p/small": 0.5})
+    for reply, weights in ((cheapest, [0.0, 1.0, 0.0, 0.0]), (fastest, [1.0, 0.0, 0.0, 0.0])):
+        for candidate in reply.candidates:
+            # Explained: eligible, each criterion with its weight, the total their weighted sum.
+            assert (candidate.eligible, candidate.rejection_reason) == (True, "")
+            assert [(c.criterion, c.weight) for c in candidate.criteria] == list(
+                zip(("performance", "cost", "reliability", "capabilities"), weights, strict=True)
+            )
+            weighted = sum(c.value * c.weight for c in candidate.criteria)
+            assert candidate.total == pytest.approx(weighted)
     assert fastest.analysed_task.type == selector_pb2.TASK_TYPE_CHAT
+
+
+def _totals(reply: selector_pb2.SelectResponse) -> dict[str, float]:
+    return {c.model_id: c.total for c in reply.candidates}
 
 
 async def test_hard_constraints_drop_candidates_with_reasons(

@@ -69,3 +69,62 @@ def test_an_agent_is_pinned_to_a_model_id_or_given_a_policy() -> None:
         "support-bot": "p/cheap",
         "vision-bot": Policy(weights=selector_pb2.SelectionWeights(performance=1)),
     }
+
+
+def _priced(model_id: str, usd_per_request: float, error_rate: float) -> C.ModelEntry:
+    entry = _model(model_id)
+    entry.cost.usd_per_request = usd_per_request
+    entry.performance.error_rate = error_rate  # reliability is 1 - error_rate
+    return entry
+
+
+# The policy allows $0.0015 and reliability 0.9. p/pricey and p/shaky pass those
+# limits and fail the stricter ones the requests below ask for; p/ok sits exactly
+# at the stricter ones.
+LIMITS_POLICY = (
+    "  selection:\n    constraints: {max_cost_per_request: 0.0015, min_reliability: 0.9}\n"
+)
+PRICED = (
+    _priced("p/ok", 0.001, 0.05),
+    _priced("p/pricey", 0.0012, 0.0),
+    _priced("p/shaky", 0.0, 0.0625),
+    _priced("p/worst", 0.002, 0.125),
+)
+
+
+def _rejections(reply: selector_pb2.SelectResponse) -> dict[str, str]:
+    return {c.model_id: c.rejection_reason for c in reply.candidates}
+
+
+def test_the_policys_cost_and_reliability_limits_apply_when_the_request_sets_none() -> None:
+    reply = _selector(LIMITS_POLICY, *PRICED).select(_chat("hi"))
+    assert _rejections(reply) == {
+        "p/ok": "",
+        "p/pricey": "",
+        "p/shaky": "",
+        "p/worst": "estimated cost $0.002 > max $0.0015; reliability 0.875 < min 0.9",
+    }
+
+
+def test_a_requests_max_cost_replaces_the_policys() -> None:
+    request = _chat("hi")
+    request.constraints.max_cost_per_request_usd = 0.001
+    reply = _selector(LIMITS_POLICY, *PRICED).select(request)
+    assert _rejections(reply) == {
+        "p/ok": "",
+        "p/pricey": "estimated cost $0.0012 > max $0.001",
+        "p/shaky": "",
+        "p/worst": "estimated cost $0.002 > max $0.001; reliability 0.875 < min 0.9",
+    }
+
+
+def test_a_requests_min_reliability_replaces_the_policys() -> None:
+    request = _chat("hi")
+    request.constraints.min_reliability = 0.95
+    reply = _selector(LIMITS_POLICY, *PRICED).select(request)
+    assert _rejections(reply) == {
+        "p/ok": "",
+        "p/pricey": "",
+        "p/shaky": "reliability 0.9375 < min 0.95",
+        "p/worst": "estimated cost $0.002 > max $0.0015; reliability 0.875 < min 0.95",
+    }

@@ -65,16 +65,35 @@ async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(
     async with grpc.aio.insecure_channel(stack.address) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
+        gateway = health_pb2.HealthCheckRequest(service="modelyard.v1.GatewayService")
+        watch = health.Watch(gateway, timeout=10)
+        assert await _status(watch) == health_pb2.HealthCheckResponse.SERVING
         in_flight = asyncio.ensure_future(stub.Generate(req, timeout=10))
         await asyncio.wait_for(engine.called.wait(), 5)
-        drain = asyncio.create_task(stack.server.drain(grace_s=5))
-        await asyncio.sleep(0.05)
+        drain = asyncio.create_task(stack.stop(grace_s=5))  # what SIGTERM runs
+        assert await _status(watch) == health_pb2.HealthCheckResponse.NOT_SERVING
+        watch.cancel()  # an open watch would hold the drain for its whole grace period
+        # In the grace window, while the first call still streams: a new call is
+        # refused, and health checks are answered NOT_SERVING.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Generate(req, timeout=2)
+        checked = await health.Check(gateway, timeout=2)
+        assert not in_flight.done()
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert refused.value.details() == "this server is draining; call another instance"
+        assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING
         reply = await in_flight
         assert reply.text == "abcd"  # the call that was running finished
+        assert len(engine.calls) == 1  # the refused one never reached the engine
         await drain
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def _status(
+    watch: grpc.aio.UnaryStreamCall[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse],
+) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    response = await asyncio.wait_for(watch.read(), 5)
+    assert isinstance(response, health_pb2.HealthCheckResponse)  # not grpc.aio.EOF
+    return response.status
 
 
 def test_sigterm_reports_not_serving_then_exits(tmp_path: Path) -> None:

@@ -371,7 +371,8 @@ class NoSuitableModel(ModelyardError):
 
 
 class WatcherFellBehind(FailedPrecondition):
-    """A catalog watcher read too slowly and was cut off; the message says where to resume."""
+    """A catalog watcher fell behind: it read too slowly and was cut off, or resumes from a
+    revision the change log no longer keeps. The message says where to resume."""
 
     reason = "WATCHER_FELL_BEHIND"
 

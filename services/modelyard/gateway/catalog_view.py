@@ -2,7 +2,9 @@
 
 The request path reads a plain dict, never the registry: a control-plane call
 per request would cost a gRPC hop. The watcher resumes from its last revision
-after a reconnect, so it misses nothing.
+after a reconnect, so it misses nothing; when the registry cannot resume it
+(a revision older than its change log, a catalog that started over) the view
+starts again from a full snapshot.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class CatalogView:
         self._models: dict[str, common_pb2.ModelEntry] = {}
         self._pending: dict[str, common_pb2.ModelEntry] | None = None  # snapshot being read
         self.revision = 0
+        self.catalog_id = ""  # the catalog `revision` counts in, from the last SYNCED
         self.synced = asyncio.Event()
 
     def get(self, model_id: str) -> common_pb2.ModelEntry:
@@ -46,6 +49,7 @@ class CatalogView:
         elif change.kind == Change.KIND_SYNCED:
             if self._pending is not None:
                 self._models, self._pending = self._pending, None
+            self.catalog_id = change.catalog_id
             self.synced.set()
         if not reading_snapshot or change.kind == Change.KIND_SYNCED:
             # A half-read snapshot is no resume point: only SYNCED ends it.
@@ -60,13 +64,16 @@ class CatalogView:
                     self._pending = {}
                 try:
                     stream = stub.WatchModels(
-                        registry_pb2.WatchModelsRequest(after_revision=self.revision)
+                        registry_pb2.WatchModelsRequest(
+                            after_revision=self.revision, catalog_id=self.catalog_id
+                        )
                     )
                     async for change in stream:
                         self.apply(change)
                 except grpc.aio.AioRpcError as exc:
                     err = error_from_rpc(exc)
-                    if isinstance(err, FailedPrecondition):  # fell behind, or a revision gone
+                    # Fell behind, a revision gone from the log, or another catalog.
+                    if isinstance(err, FailedPrecondition):
                         log.warning("catalog watch: %s; starting over", err.message)
                         self.revision = 0
                     else:

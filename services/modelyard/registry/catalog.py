@@ -3,7 +3,8 @@
 Holds every entry in memory for reads, persists each change to SQLite before
 it becomes visible, and fans changes out to watchers. Revisions are the
 change log's sequence numbers, so they keep growing across restarts and a
-watcher can resume where it stopped.
+watcher can resume where it stopped; a watcher names the catalog its revision
+counts in (`catalog_id`), since a new catalog file counts from 1 again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from modelyard.registry.validation import check_entry, check_model_id
 from modelyard.v1 import common_pb2, registry_pb2
 
 Change = registry_pb2.ModelChange
-# A watcher that falls this far behind is cut off and told to resume.
+# A watcher that falls this far behind is cut off and told to resume (after the
+# changes it holds: dropping a queued change would leave a gap it resumes past).
 WATCH_QUEUE_LIMIT = 4096
 
 
@@ -91,6 +93,11 @@ class Catalog:
     @property
     def revision(self) -> int:
         return self._store.revision()
+
+    @property
+    def catalog_id(self) -> str:
+        """This catalog's id: which catalog its revisions count in."""
+        return self._store.catalog_id
 
     def get(self, model_id: str) -> common_pb2.ModelEntry:
         try:
@@ -184,24 +191,29 @@ class Catalog:
 
     def _publish(self, change: Change) -> None:
         for queue in list(self._watchers):
-            try:
+            if queue.qsize() < WATCH_QUEUE_LIMIT:
                 queue.put_nowait(change)
-            except asyncio.QueueFull:
+            else:
                 self._watchers.discard(queue)
-                queue.get_nowait()  # make room for the cut-off marker
                 queue.put_nowait(_FELL_BEHIND)
 
     def end_watches(self) -> None:
-        """End every watch stream normally (the registry is stopping; watchers resume elsewhere)."""
+        """End every watch stream normally, after the changes it holds (the registry is
+        stopping; watchers resume elsewhere from the last one)."""
         for queue in list(self._watchers):
             self._watchers.discard(queue)
-            while queue.full():
-                queue.get_nowait()
             queue.put_nowait(_STOPPING)
 
-    async def watch(self, after_revision: int) -> AsyncGenerator[Change, None]:
-        """Changes after `after_revision` (0: a snapshot), a SYNCED marker, then live changes."""
-        queue: asyncio.Queue[Change | str] = asyncio.Queue(WATCH_QUEUE_LIMIT)
+    async def watch(
+        self, after_revision: int, catalog_id: str = ""
+    ) -> AsyncGenerator[Change, None]:
+        """Changes after `after_revision` (0: a snapshot), a SYNCED marker, then live changes.
+
+        `catalog_id`: the catalog `after_revision` counts in (the SYNCED marker's);
+        another than this one is refused, empty is not checked.
+        """
+        # Unbounded for the markers; `_publish` keeps the changes to WATCH_QUEUE_LIMIT.
+        queue: asyncio.Queue[Change | str] = asyncio.Queue()
         self._watchers.add(queue)  # before reading the backlog, so nothing falls between
         try:
             last = after_revision
@@ -211,20 +223,26 @@ class Catalog:
                     yield Change(kind=Change.KIND_UPSERTED, revision=entry.revision, model=entry)
             else:
                 current, oldest = self.revision, self._store.oldest_revision()
+                if catalog_id and catalog_id != self.catalog_id:
+                    raise FailedPrecondition(
+                        f"after_revision {after_revision} counts in catalog {catalog_id}, "
+                        f"not in this registry's catalog {self.catalog_id} (it started over); "
+                        "resume with after_revision=0"
+                    )
                 if after_revision > current:
                     raise FailedPrecondition(
                         f"after_revision {after_revision} is ahead of the registry "
                         f"(revision {current}); resume with after_revision=0"
                     )
                 if oldest and after_revision < oldest - 1:
-                    raise FailedPrecondition(
+                    raise WatcherFellBehind(
                         f"after_revision {after_revision} is older than the change log "
                         f"(oldest {oldest}); resume with after_revision=0"
                     )
                 for change in self._store.changes_after(after_revision):
                     last = change.revision
                     yield change
-            yield Change(kind=Change.KIND_SYNCED, revision=last)
+            yield Change(kind=Change.KIND_SYNCED, revision=last, catalog_id=self.catalog_id)
             while True:
                 item = await queue.get()
                 if item == _STOPPING:

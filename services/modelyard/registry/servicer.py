@@ -105,7 +105,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def WatchModels(
         self, request: registry_pb2.WatchModelsRequest, context: Ctx
     ) -> AsyncIterator[registry_pb2.ModelChange]:
-        async with aclosing(self._r.catalog.watch(request.after_revision)) as changes:
+        watch = self._r.catalog.watch(request.after_revision, request.catalog_id)
+        async with aclosing(watch) as changes:
             async for change in changes:
                 yield change
 

@@ -3,11 +3,14 @@
 Entries are stored as serialized `ModelEntry` messages (the proto is the
 schema); the change log keeps every upsert and removal with its revision so a
 watcher can resume from the last revision it saw, across registry restarts.
+Revisions count within one catalog file, named by a random id made with it: a
+new file counts from 1 again, and its id tells a watcher so.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +42,10 @@ CREATE TABLE IF NOT EXISTS providers (
     name TEXT PRIMARY KEY,
     provider BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 # Oldest changes are pruned past this many; a watcher further behind gets a snapshot.
@@ -54,6 +61,11 @@ class CatalogStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('catalog_id', ?)", (uuid.uuid4().hex,)
+        )
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'catalog_id'").fetchone()
+        self.catalog_id: str = row[0]
 
     def close(self) -> None:
         self._db.close()

@@ -1,4 +1,4 @@
-"""The one server interceptor: trace context in, errors out.
+"""The one server interceptor: trace context in, errors out, calls counted for the drain.
 
 Every modelyard RPC passes through here once. It continues the caller's W3C
 trace (``traceparent`` in gRPC metadata) with a SERVER span, and maps the
@@ -7,14 +7,16 @@ own code and message with a ``google.rpc.Status`` in the
 ``grpc-status-details-bin`` trailer (`modelyard.errors.to_status`: its reason,
 attributes, retry delay, field violations), a `NotImplementedError` (what the
 generated base servicer raises) becomes `Unimplemented` naming the RPC, anything
-else becomes INTERNAL with no detail leaked to the caller.
+else becomes INTERNAL with no detail leaked to the caller. Its `CallGate` counts
+the calls running and, once the server drains, refuses new ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import AbstractContextManager, aclosing, nullcontext
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
 from typing import Any
 
 import grpc
@@ -23,7 +25,7 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
-from modelyard.errors import ModelyardError, Unimplemented, to_status
+from modelyard.errors import BackendUnavailable, ModelyardError, Unimplemented, to_status
 from modelyard.telemetry import context_from_metadata, tracer, tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,54 @@ UnaryBehavior = Callable[[Any, Ctx], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Ctx], AsyncGenerator[Any, None]]
 
 
+class CallGate:
+    """The modelyard calls a server is running, and whether it takes new ones.
+
+    Closed when the server drains: a call arriving after that is answered
+    UNAVAILABLE here, while the server still runs. (A call that reaches a gRPC
+    server already stopping is dropped by the runtime, CANCELLED or UNAVAILABLE
+    as the race goes; so the server stops only once `drained`.)
+    """
+
+    def __init__(self) -> None:
+        self.open = True
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def close(self) -> None:
+        self.open = False
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """One call's run; refused with `BackendUnavailable` once the gate is closed."""
+        if not self.open:
+            raise BackendUnavailable("this server is draining; call another instance")
+        self._running += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the running calls to end; False if some still run."""
+        if self._idle.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(timeout_s, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+
 class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs
     """Wraps modelyard's own RPCs; health and reflection pass through untouched."""
+
+    def __init__(self, gate: CallGate) -> None:
+        self._gate = gate
 
     async def intercept_service(
         self,
@@ -50,13 +98,13 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         rpc_name = method[1:]  # "modelyard.v1.GatewayService/Generate"
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(rpc_name, handler.unary_unary),
+                _wrap_unary(rpc_name, handler.unary_unary, self._gate),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(rpc_name, handler.unary_stream),
+                _wrap_stream(rpc_name, handler.unary_stream, self._gate),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -80,11 +128,11 @@ def _current(span: Span) -> AbstractContextManager[Any]:
     return nullcontext() if span is INVALID_SPAN else trace.use_span(span, end_on_exit=False)
 
 
-def _wrap_unary(rpc_name: str, behavior: UnaryBehavior) -> UnaryBehavior:
+def _wrap_unary(rpc_name: str, behavior: UnaryBehavior, gate: CallGate) -> UnaryBehavior:
     async def wrapped(request: Any, context: Ctx) -> Any:
         span = _start_span(rpc_name, context)
         try:
-            with _current(span):
+            with gate.call(), _current(span):
                 return await behavior(request, context)
         except BaseException as exc:
             await _abort_for(exc, rpc_name, context, span)
@@ -95,11 +143,11 @@ def _wrap_unary(rpc_name: str, behavior: UnaryBehavior) -> UnaryBehavior:
     return wrapped
 
 
-def _wrap_stream(rpc_name: str, behavior: StreamBehavior) -> StreamBehavior:
+def _wrap_stream(rpc_name: str, behavior: StreamBehavior, gate: CallGate) -> StreamBehavior:
     async def wrapped(request: Any, context: Ctx) -> AsyncGenerator[Any, None]:
         span = _start_span(rpc_name, context)
         try:
-            with _current(span):
+            with gate.call(), _current(span):
                 async with aclosing(behavior(request, context)) as items:
                     async for item in items:
                         yield item

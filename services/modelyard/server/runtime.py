@@ -1,8 +1,9 @@
 """Build, run and drain a modelyard gRPC server.
 
 Every server gets the modelyard interceptor, ``grpc.health.v1`` and server
-reflection. On SIGTERM/SIGINT it reports NOT_SERVING for every service, stops
-taking new calls and gives in-flight calls `grace_s` seconds to finish.
+reflection. On SIGTERM/SIGINT it refuses new modelyard calls (UNAVAILABLE),
+reports NOT_SERVING for every service (health checks are still answered) and
+gives in-flight calls `grace_s` seconds to finish before it stops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from modelyard.server.interceptor import ModelyardServerInterceptor
+from modelyard.server.interceptor import CallGate, ModelyardServerInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,27 @@ class RunningServer:
     port: int
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped in grpc-stubs)
     service_names: list[str]
+    calls: CallGate
     # Run after NOT_SERVING, before the grace period: end streams that never
     # finish by themselves (watches), so they do not hold the drain for its
     # whole grace period.
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def drain(self, grace_s: float) -> None:
-        """NOT_SERVING everywhere, then stop with a grace period for in-flight calls."""
+        """Refuse new calls, NOT_SERVING everywhere, then stop once in-flight calls end.
+
+        The server stops after the calls it is running have ended, or `grace_s`
+        has passed: until then a new call is answered UNAVAILABLE by the
+        interceptor, where a stopping gRPC server would drop it.
+        """
+        deadline = asyncio.get_running_loop().time() + grace_s
+        self.calls.close()
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for hook in self.before_stop:
             await hook()
-        await self.server.stop(grace_s)
+        await self.calls.drained(deadline - asyncio.get_running_loop().time())
+        await self.server.stop(max(deadline - asyncio.get_running_loop().time(), 0.0))
 
 
 async def start_server(
@@ -86,8 +96,9 @@ async def start_server(
 ) -> RunningServer:
     """Start a grpc.aio server on `address` ("127.0.0.1:0" picks a free port)."""
     bindings = list(bindings)
+    calls = CallGate()
     server = grpc.aio.server(
-        interceptors=[ModelyardServerInterceptor()],
+        interceptors=[ModelyardServerInterceptor(calls)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -117,7 +128,7 @@ async def start_server(
     for name in [*names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("serving %s on port %d", ", ".join(names), port)
-    return RunningServer(server, port, health_servicer, names)
+    return RunningServer(server, port, health_servicer, names, calls)
 
 
 async def wait_for_stop_signal() -> None:
