@@ -21,4 +21,13 @@ mod tests {
         let second = monotonic_seconds();
         assert!(first >= 0.0 && second >= first);
     }
+
+    /// Kills `monotonic_seconds` → a constant: the clock moves with real time.
+    #[test]
+    fn advances_with_real_time() {
+        let first = monotonic_seconds();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let elapsed = monotonic_seconds() - first;
+        assert!((0.02..10.0).contains(&elapsed), "{elapsed}");
+    }
 }

@@ -326,6 +326,28 @@ mod tests {
         assert!(set.ranked(&sel).is_empty());
     }
 
+    /// Kills `>` → `>=` on `latency_ms > 0.0` in `select` and in `criteria`: an
+    /// unknown (0) latency scores a neutral 0.5 and does not count as the fastest.
+    #[test]
+    fn an_unknown_latency_is_neutral_and_not_the_fastest() {
+        let set = CandidateSet::new(vec![
+            model("unmeasured", 0.0, 100.0, 0.0),
+            model("measured", 200.0, 100.0, 0.0),
+        ])
+        .unwrap();
+        let sel = set.select(&Constraints::default(), &equal());
+        assert_eq!(sel.scores[0].criteria.performance, (0.5 + 1.0) / 2.0);
+        assert_eq!(sel.scores[1].criteria.performance, (1.0 + 1.0) / 2.0);
+    }
+
+    /// Kills `CandidateSet::is_empty` → `true`. (`false` is equivalent: `new`
+    /// refuses an empty set.)
+    #[test]
+    fn a_set_holds_its_candidates() {
+        let set = CandidateSet::new(vec![Candidate::new("a"), Candidate::new("b")]).unwrap();
+        assert_eq!((set.len(), set.is_empty()), (2, false));
+    }
+
     #[test]
     fn lower_is_better_handles_equal_and_infinite_ranges() {
         assert_eq!(lower_is_better(3.0, 3.0, 3.0), 1.0);

@@ -189,12 +189,37 @@ mod tests {
         assert_eq!(bucket.try_take(3.0, 1.5), Ok(Admission::Admitted));
     }
 
+    /// Kills the `capacity` and `refill_per_sec` getters returning a constant.
+    #[test]
+    fn reports_its_parameters() {
+        let bucket = TokenBucket::new(250.0, 12.5).unwrap();
+        assert_eq!((bucket.capacity(), bucket.refill_per_sec()), (250.0, 12.5));
+    }
+
     #[test]
     fn waiting_exactly_the_returned_time_is_enough() {
         let mut bucket = TokenBucket::new(1000.0, 1000.0 / 60.0).unwrap();
         bucket.try_take(1000.0, 0.0).unwrap();
         let wait = bucket.try_take(333.0, 0.0).unwrap().wait_seconds();
         assert_eq!(bucket.try_take(333.0, wait), Ok(Admission::Admitted));
+    }
+
+    /// Kills `SLACK * capacity` → `SLACK / capacity`: the rounding slack scales
+    /// with the bucket, so a million-unit bucket 1e-4 short (1e-10 of it) admits,
+    /// and 1e-2 short (past the slack) does not.
+    #[test]
+    fn the_rounding_slack_is_relative_to_capacity() {
+        for (short, admitted) in [(1e-4, true), (1e-2, false)] {
+            let mut bucket = TokenBucket::new(1e6, 0.0).unwrap();
+            bucket.try_take(1e6, 0.0).unwrap();
+            bucket.give_back(5e5 - short, 0.0).unwrap();
+            let got = bucket.try_take(5e5, 0.0).unwrap();
+            assert_eq!(
+                got == Admission::Admitted,
+                admitted,
+                "{short} short: {got:?}"
+            );
+        }
     }
 
     #[test]

@@ -45,9 +45,16 @@ pub fn assign_arm(key: &str, weights: &[f64]) -> Result<usize, SplitError> {
     if largest == 0.0 {
         return Err(SplitError::AllZero);
     }
+    Ok(arm_at(key_point(key), weights, largest))
+}
+
+/// The arm whose share of [0, 1) holds `point`: each arm owns a half-open
+/// interval, so a point on a boundary belongs to the arm above it. `weights`
+/// are checked, `largest` is their maximum (> 0).
+fn arm_at(point: f64, weights: &[f64], largest: f64) -> usize {
     // Work in units of the largest weight so weights near f64::MAX cannot sum to inf.
     let total: f64 = weights.iter().map(|w| w / largest).sum();
-    let target = key_point(key) * total;
+    let target = point * total;
     let mut cumulative = 0.0;
     let mut last_positive = 0;
     for (i, &w) in weights.iter().enumerate() {
@@ -57,12 +64,12 @@ pub fn assign_arm(key: &str, weights: &[f64]) -> Result<usize, SplitError> {
         last_positive = i;
         cumulative += w / largest;
         if target < cumulative {
-            return Ok(i);
+            return i;
         }
     }
     // Rounding can leave `target` a hair above the running sum: the last arm that
     // has any weight owns the top of the range.
-    Ok(last_positive)
+    last_positive
 }
 
 #[cfg(test)]
@@ -88,6 +95,18 @@ mod tests {
     }
 
     const PINNED: [usize; 6] = [2, 0, 1, 0, 2, 1];
+
+    /// Kills `target < cumulative` → `<=`: arm 0 owns [0, 0.5) and arm 1 owns
+    /// [0.5, 1), so the boundary point goes up (no key can be searched for that
+    /// hashes exactly onto a boundary, hence the point is given directly).
+    #[test]
+    fn a_point_on_a_boundary_belongs_to_the_arm_above() {
+        let weights = [1.0, 1.0];
+        assert_eq!(arm_at(0.5f64.next_down(), &weights, 1.0), 0);
+        assert_eq!(arm_at(0.5, &weights, 1.0), 1);
+        assert_eq!(arm_at(0.0, &[0.0, 3.0], 3.0), 1);
+        assert_eq!(arm_at(1.0f64.next_down(), &[2.0, 0.0], 2.0), 0);
+    }
 
     #[test]
     fn zero_weight_arms_get_nothing_and_bad_weights_are_rejected() {

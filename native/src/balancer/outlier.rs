@@ -179,6 +179,22 @@ mod tests {
         assert_eq!(s.ejected_until(), 230.0);
     }
 
+    /// Kills `consecutive_successes >= consecutive_failures` → `<`: fewer
+    /// successes in a row than it takes failures to eject do not forgive.
+    #[test]
+    fn fewer_successes_than_the_threshold_do_not_forgive() {
+        let p = policy();
+        let mut s = OutlierState::default();
+        p.eject(&mut s, 0.0);
+        p.eject(&mut s, 30.0);
+        for _ in 0..2 {
+            p.record(&mut s, true, 100.0);
+        }
+        p.eject(&mut s, 200.0);
+        // The third ejection: 30 s doubled twice, capped at 100 s.
+        assert_eq!(s.ejected_until(), 300.0);
+    }
+
     #[test]
     fn the_cap_rounds_down() {
         let p = policy();

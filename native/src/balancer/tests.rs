@@ -217,3 +217,81 @@ proptest! {
         }
     }
 }
+
+/// Kills `*` → `+` / `/` in `Slot::load`: p2c's load is latency × queue, so a
+/// fast deployment with a queue can lose to a slower idle one.
+#[test]
+fn p2c_weighs_latency_by_queue_length() {
+    let mut p = pool(2, 5, 0.5);
+    // Deployment 0: 9 ms and 3 in flight, load (9 + 1) × 4 = 40.
+    // Deployment 1: 29 ms and idle, load (29 + 1) × 1 = 30.
+    p.finish(0, 9.0, true, 0.0).unwrap();
+    p.finish(1, 29.0, true, 0.0).unwrap();
+    for _ in 0..3 {
+        p.start(0).unwrap();
+    }
+    for _ in 0..100 {
+        assert_eq!(p.pick(Strategy::PowerOfTwoChoices, "", 0.0), Ok(1));
+    }
+}
+
+/// Kills `+` → `-` / `*` in `Slot::load`: before any latency is known the +1 ms
+/// keeps the queue counting, so p2c still prefers the shorter queue.
+#[test]
+fn p2c_counts_the_queue_while_latency_is_unknown() {
+    let mut p = pool(2, 5, 0.5);
+    for _ in 0..3 {
+        p.start(0).unwrap();
+    }
+    for _ in 0..100 {
+        assert_eq!(p.pick(Strategy::PowerOfTwoChoices, "", 0.0), Ok(1));
+    }
+}
+
+/// Kills `DeploymentPool::is_empty` → `true`. (`false` is equivalent: `new`
+/// refuses an empty pool, so a pool is never empty.)
+#[test]
+fn a_pool_holds_its_deployments() {
+    let p = pool(3, 5, 0.5);
+    assert_eq!((p.len(), p.is_empty()), (3, false));
+}
+
+/// Kills `&&` → `||` in `finish`'s latency check: a negative or infinite latency
+/// is refused and changes nothing.
+#[test]
+fn finish_refuses_negative_and_infinite_latencies() {
+    let mut p = pool(1, 5, 0.5);
+    p.start(0).unwrap();
+    for bad in [-1.0, f64::INFINITY, f64::NAN] {
+        assert!(
+            matches!(
+                p.finish(0, bad, true, 0.0),
+                Err(BalanceError::InvalidParameter {
+                    name: "latency_ms",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    assert_eq!(p.stats(0).unwrap().in_flight, 1);
+}
+
+/// Kills `delete !` and `&&` → `||` in `none_usable`: a deployment that is both
+/// unhealthy and ejected counts once, as unhealthy.
+#[test]
+fn an_unhealthy_ejected_deployment_counts_as_unhealthy_only() {
+    let mut p = pool(3, 1, 1.0);
+    p.finish(0, 1.0, false, 0.0).unwrap();
+    p.finish(1, 1.0, false, 0.0).unwrap();
+    p.set_healthy(0, false).unwrap();
+    p.set_healthy(2, false).unwrap();
+    assert_eq!(
+        p.pick(Strategy::RoundRobin, "", 1.0),
+        Err(BalanceError::NoneUsable {
+            total: 3,
+            unhealthy: 2,
+            ejected: 1,
+        })
+    );
+}

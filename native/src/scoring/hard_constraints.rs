@@ -310,6 +310,24 @@ mod tests {
         );
     }
 
+    /// Kills `c.memory_bytes > k.max_memory_bytes` → `>=`: a model that needs
+    /// exactly the memory allowed fits; one byte more does not.
+    #[test]
+    fn a_memory_equal_to_the_maximum_passes_and_one_byte_more_is_rejected() {
+        let k = Constraints {
+            max_memory_bytes: 4_000_000_000,
+            ..Constraints::default()
+        };
+        let mut c = Candidate::new("m");
+        c.memory_bytes = 4_000_000_000;
+        assert_eq!(reason(&c, &k), "");
+        c.memory_bytes += 1;
+        assert_eq!(
+            reason(&c, &k),
+            "memory 4000000001 bytes > max 4000000000 bytes"
+        );
+    }
+
     /// Kills `c.reliability < k.min_reliability` → `<=`: a candidate exactly at
     /// the minimum qualifies; one ulp under it does not.
     #[test]
