@@ -7,8 +7,10 @@ own code and message with a ``google.rpc.Status`` in the
 ``grpc-status-details-bin`` trailer (`modelyard.errors.to_status`: its reason,
 attributes, retry delay, field violations), a `NotImplementedError` (what the
 generated base servicer raises) becomes `Unimplemented` naming the RPC, anything
-else becomes INTERNAL with no detail leaked to the caller. Its `CallGate` counts
-the calls running and, once the server drains, refuses new ones.
+else becomes INTERNAL with no detail leaked to the caller. It parses each request
+itself (`undecodable.py`), so bytes that are not the RPC's message become
+`InvalidRequest`. Its `CallGate` counts the calls running and, once the server
+drains, refuses new ones.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -26,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from modelyard.errors import BackendUnavailable, ModelyardError, Unimplemented, to_status
+from modelyard.server.undecodable import Deserializer, UndecodableRequests
 from modelyard.telemetry import context_from_metadata, tracer, tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -83,8 +87,10 @@ class CallGate:
 class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs
     """Wraps modelyard's own RPCs; health and reflection pass through untouched."""
 
-    def __init__(self, gate: CallGate) -> None:
+    def __init__(self, gate: CallGate, undecodable: UndecodableRequests | None = None) -> None:
         self._gate = gate
+        self._undecodable = undecodable or UndecodableRequests()
+        self._rpcs: dict[tuple[str, Any], _Rpc] = {}  # built once per method and handler
 
     async def intercept_service(
         self,
@@ -95,17 +101,20 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_OURS):
             return handler
-        rpc_name = method[1:]  # "modelyard.v1.GatewayService/Generate"
+        rpc = self._rpcs.get((method, handler))
+        if rpc is None:
+            rpc = _Rpc(method[1:], handler.request_deserializer, self._gate, self._undecodable)
+            self._rpcs[method, handler] = rpc
+        # No request deserializer: the behaviour gets the bytes and parses them
+        # inside the call, where an undecodable request can be an InvalidRequest.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(rpc_name, handler.unary_unary, self._gate),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(rpc, handler.unary_unary),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(rpc_name, handler.unary_stream, self._gate),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(rpc, handler.unary_stream),
                 response_serializer=handler.response_serializer,
             )
         return handler  # no client-streaming RPCs in the contract yet
@@ -128,14 +137,29 @@ def _current(span: Span) -> AbstractContextManager[Any]:
     return nullcontext() if span is INVALID_SPAN else trace.use_span(span, end_on_exit=False)
 
 
-def _wrap_unary(rpc_name: str, behavior: UnaryBehavior, gate: CallGate) -> UnaryBehavior:
-    async def wrapped(request: Any, context: Ctx) -> Any:
-        span = _start_span(rpc_name, context)
+@dataclass(frozen=True, slots=True)
+class _Rpc:
+    """What a wrapped behaviour needs besides its request: the RPC and how to parse it."""
+
+    name: str  # "modelyard.v1.GatewayService/Generate"
+    deserializer: Deserializer | None
+    gate: CallGate
+    undecodable: UndecodableRequests
+
+    def parse(self, raw: bytes, context: Ctx) -> Any:
+        if self.deserializer is None:
+            return raw
+        return self.undecodable.parse(raw, self.deserializer, self.name, context)
+
+
+def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
+    async def wrapped(raw: bytes, context: Ctx) -> Any:
+        span = _start_span(rpc.name, context)
         try:
-            with gate.call(), _current(span):
-                return await behavior(request, context)
+            with rpc.gate.call(), _current(span):
+                return await behavior(rpc.parse(raw, context), context)
         except BaseException as exc:
-            await _abort_for(exc, rpc_name, context, span)
+            await _abort_for(exc, rpc.name, context, span)
             raise  # unreachable: _abort_for always raises
         finally:
             span.end()
@@ -143,16 +167,16 @@ def _wrap_unary(rpc_name: str, behavior: UnaryBehavior, gate: CallGate) -> Unary
     return wrapped
 
 
-def _wrap_stream(rpc_name: str, behavior: StreamBehavior, gate: CallGate) -> StreamBehavior:
-    async def wrapped(request: Any, context: Ctx) -> AsyncGenerator[Any, None]:
-        span = _start_span(rpc_name, context)
+def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> StreamBehavior:
+    async def wrapped(raw: bytes, context: Ctx) -> AsyncGenerator[Any, None]:
+        span = _start_span(rpc.name, context)
         try:
-            with gate.call(), _current(span):
-                async with aclosing(behavior(request, context)) as items:
+            with rpc.gate.call(), _current(span):
+                async with aclosing(behavior(rpc.parse(raw, context), context)) as items:
                     async for item in items:
                         yield item
         except BaseException as exc:
-            await _abort_for(exc, rpc_name, context, span)
+            await _abort_for(exc, rpc.name, context, span)
             raise
         finally:
             span.end()
