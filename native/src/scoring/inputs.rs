@@ -261,6 +261,32 @@ mod tests {
         );
     }
 
+    /// Kills `+` → `-` / `*` and `*` → `/` in `Criteria::total`: every criterion
+    /// counts, by its own weight.
+    #[test]
+    fn the_total_is_the_weighted_sum_of_the_criteria() {
+        let criteria = Criteria {
+            performance: 0.5,
+            cost: 0.25,
+            reliability: 1.0,
+            capabilities: 0.5,
+        };
+        // Normalised to 0.1, 0.2, 0.3, 0.4: 0.05 + 0.05 + 0.3 + 0.2.
+        let w = Weights::new(1.0, 2.0, 3.0, 4.0).unwrap();
+        assert!(
+            (criteria.total(&w) - 0.6).abs() < 1e-12,
+            "{}",
+            criteria.total(&w)
+        );
+        let full = Criteria {
+            performance: 1.0,
+            cost: 1.0,
+            reliability: 1.0,
+            capabilities: 1.0,
+        };
+        assert_eq!(full.total(&w), 1.0);
+    }
+
     #[test]
     fn candidate_metrics_are_validated_naming_model_and_field() {
         let mut c = Candidate::new("openai/gpt");
