@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--grace", type=float, help="seconds in-flight calls get to finish on SIGTERM (30)"
         )
+        p.add_argument(
+            "--drain-notice",
+            type=float,
+            help="seconds a stopping server still accepts connections, NOT_SERVING, before "
+            "refusing them; part of --grace (env MODELYARD_DRAIN_NOTICE_S; default 2)",
+        )
         p.add_argument("--log-level", help="env MODELYARD_LOG_LEVEL; default INFO")
 
     up = sub.add_parser("up", help="run every service on one address (the embedded default)")
@@ -112,7 +118,15 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     flags = {
         name: getattr(args, name, None)
-        for name in ("config", "listen", "data_dir", "models_dir", "grace", "log_level")
+        for name in (
+            "config",
+            "listen",
+            "data_dir",
+            "models_dir",
+            "grace",
+            "drain_notice",
+            "log_level",
+        )
     }
     if args.command == "serve":
         flags.update(roles=tuple(args.roles), registry=args.registry, advertise=args.advertise)
@@ -154,9 +168,14 @@ async def _run(settings: Settings) -> None:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:
         await wait_for_stop_signal()
-        print(f"modelyard: draining for up to {settings.grace_s:g}s", flush=True)
+        notice_s = min(settings.drain_notice_s, settings.grace_s)
+        print(
+            f"modelyard: NOT_SERVING; refusing new calls for {notice_s:g}s, then draining "
+            f"for up to {settings.grace_s - notice_s:g}s more",
+            flush=True,
+        )
     finally:
-        await stack.stop(settings.grace_s)
+        await stack.stop(settings.grace_s, settings.drain_notice_s)
         if provider is not None:
             provider.shutdown()
 

@@ -96,6 +96,45 @@ def test_a_flag_beats_the_environment(config_file: Path, tmp_path: Path) -> None
     assert settings.roles == ("gateway",)
 
 
+def test_the_drain_notice_is_a_flag_else_its_variable_else_the_file_else_2s(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "notice.yaml"
+    config.write_text("model_system:\n  server: {drain_notice: 500ms}\n")
+    env = {"MODELYARD_CONFIG": str(config)}
+    assert resolve_settings({}, env={}).drain_notice_s == 2.0
+    assert resolve_settings({}, env=env).drain_notice_s == 0.5
+    env["MODELYARD_DRAIN_NOTICE_S"] = "7.5"
+    assert resolve_settings({}, env=env).drain_notice_s == 7.5
+    assert resolve_settings({"drain_notice": 0.0}, env=env).drain_notice_s == 0.0
+
+
+def test_no_drain_notice_is_0s_in_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "none.yaml"
+    config.write_text("model_system:\n  server: {drain_notice: 0s}\n")
+    assert resolve_settings({"config": config}, env={}).drain_notice_s == 0.0
+
+
+def test_a_drain_notice_that_is_no_number_names_the_variable() -> None:
+    with pytest.raises(InvalidRequest) as bad:
+        resolve_settings({}, env={"MODELYARD_DRAIN_NOTICE_S": "2s"})
+    assert bad.value.message == (
+        "MODELYARD_DRAIN_NOTICE_S: '2s' is not a number of seconds (e.g. 2 or 0.5)"
+    )
+
+
+@pytest.mark.parametrize("given", [{"drain_notice": -1.0}, {"drain_notice": float("inf")}])
+def test_a_negative_or_endless_drain_notice_is_refused_naming_its_sources(
+    given: dict[str, float],
+) -> None:
+    with pytest.raises(InvalidRequest) as bad:
+        resolve_settings(given, env={})
+    assert bad.value.message.endswith(
+        "s is not a number of seconds >= 0 "
+        "(--drain-notice, MODELYARD_DRAIN_NOTICE_S, server.drain_notice)"
+    )
+
+
 def test_a_flag_given_as_none_counts_as_not_given() -> None:
     env = {"MODELYARD_ADDRESS": "127.0.0.1:7001"}
     assert resolve_settings({"listen": None}, env=env).listen == "127.0.0.1:7001"

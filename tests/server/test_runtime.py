@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 ALL_SERVICES = {
     "modelyard.v1.RegistryService",
@@ -55,37 +56,104 @@ async def test_reflection_lists_every_service_and_health_is_serving(
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
-async def test_drain_finishes_in_flight_calls_and_refuses_new_ones(
-    make_stack: StackFactory,
-) -> None:
-    engine = ScriptedEngine(pieces=("a", "b", "c", "d"), delay_s=0.15)
-    stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
+DRAINING = "this server is draining; call another instance"
+
+
+def _refuses_connections(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+async def _refused_within(port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not _refuses_connections(port):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _generate_request() -> gateway_pb2.GenerateRequest:
     req = gateway_pb2.GenerateRequest(model="scripted/echo")
     req.input.text = "hi"
-    async with grpc.aio.insecure_channel(stack.address) as channel:
+    return req
+
+
+async def test_in_the_notice_window_new_calls_are_unavailable_then_connections_are_refused(
+    make_stack: StackFactory,
+) -> None:
+    engine = ScriptedEngine(pieces=tuple("abcdefgh"), delay_s=0.15)  # streams for 1.2 s
+    stack = await make_stack(roles=("registry", "gateway"), engines=[engine])
+    req = _generate_request()
+    async with (
+        grpc.aio.insecure_channel(stack.address) as channel,
+        grpc.aio.insecure_channel(stack.address) as fresh,
+    ):
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         gateway = health_pb2.HealthCheckRequest(service="modelyard.v1.GatewayService")
-        watch = health.Watch(gateway, timeout=10)
+        watch = health.Watch(gateway, timeout=10)  # left open: it must not hold the stop
         assert await _status(watch) == health_pb2.HealthCheckResponse.SERVING
         in_flight = asyncio.ensure_future(stub.Generate(req, timeout=10))
         await asyncio.wait_for(engine.called.wait(), 5)
-        drain = asyncio.create_task(stack.stop(grace_s=5))  # what SIGTERM runs
+        began = time.monotonic()
+        drain = asyncio.create_task(stack.stop(grace_s=5, notice_s=0.6))  # what SIGTERM runs
         assert await _status(watch) == health_pb2.HealthCheckResponse.NOT_SERVING
-        watch.cancel()  # an open watch would hold the drain for its whole grace period
-        # In the grace window, while the first call still streams: a new call is
-        # refused, and health checks are answered NOT_SERVING.
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.Generate(req, timeout=2)
-        checked = await health.Check(gateway, timeout=2)
-        assert not in_flight.done()
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert refused.value.details() == "this server is draining; call another instance"
+        # In the window: a new call, on the open connection and on a new one, is
+        # refused by the server (UNAVAILABLE, draining), and health says NOT_SERVING.
+        refused = []
+        for stub_of in (stub, gateway_pb2_grpc.GatewayServiceStub(fresh)):
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub_of.Generate(req, timeout=2)
+            refused.append((failed.value.code(), failed.value.details()))
+        checked = await health_pb2_grpc.HealthStub(fresh).Check(gateway, timeout=2)
+        in_window = time.monotonic() - began
+        assert refused == [(grpc.StatusCode.UNAVAILABLE, DRAINING)] * 2
         assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert in_window < 0.6, "the checks above took longer than the notice window"
+        # After the window, while the first call still streams: connections are refused.
+        assert await _refused_within(stack.server.port, 2)
+        refused_after = time.monotonic() - began
+        assert not in_flight.done()
+        assert refused_after >= 0.6
         reply = await in_flight
-        assert reply.text == "abcd"  # the call that was running finished
-        assert len(engine.calls) == 1  # the refused one never reached the engine
-        await drain
+        assert reply.text == "abcdefgh"  # the call that was running finished
+        assert len(engine.calls) == 1  # the refused ones never reached the engine
+        await asyncio.wait_for(drain, 1)  # soon after the last call, not at the grace deadline
+        watch.cancel()
+
+
+async def test_with_nothing_in_flight_the_server_still_waits_out_the_notice(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(roles=("registry", "gateway"), engines=[ScriptedEngine()])
+    began = time.monotonic()
+    drain = asyncio.create_task(stack.stop(grace_s=5, notice_s=0.5))
+    async with grpc.aio.insecure_channel(stack.address) as channel:  # a new connection
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(
+                _generate_request(), timeout=2
+            )
+        assert (failed.value.code(), failed.value.details()) == (
+            grpc.StatusCode.UNAVAILABLE,
+            DRAINING,
+        )
+        assert not drain.done()
+    await asyncio.wait_for(drain, 2)
+    assert 0.5 <= time.monotonic() - began < 1.5
+    assert _refuses_connections(stack.server.port)
+
+
+async def test_the_notice_never_outlasts_the_grace_period(make_stack: StackFactory) -> None:
+    stack = await make_stack(roles=("registry",))
+    began = time.monotonic()
+    await asyncio.wait_for(stack.stop(grace_s=0.2, notice_s=30), 2)
+    assert time.monotonic() - began < 1.0
+    assert _refuses_connections(stack.server.port)
 
 
 async def _status(
@@ -96,7 +164,7 @@ async def _status(
     return response.status
 
 
-def test_sigterm_reports_not_serving_then_exits(tmp_path: Path) -> None:
+def test_sigterm_goes_not_serving_refuses_calls_for_the_notice_then_exits(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "MODELYARD_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen(
@@ -109,7 +177,9 @@ def test_sigterm_reports_not_serving_then_exits(tmp_path: Path) -> None:
             "--listen",
             f"127.0.0.1:{port}",
             "--grace",
-            "3",
+            "5",
+            "--drain-notice",
+            "1.5",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -129,15 +199,32 @@ def test_sigterm_reports_not_serving_then_exits(tmp_path: Path) -> None:
                     raise
                 time.sleep(0.1)
         assert status == health_pb2.HealthCheckResponse.SERVING
-        watch = health.Watch(health_pb2.HealthCheckRequest(service="modelyard.v1.RegistryService"))
+        registry = health_pb2.HealthCheckRequest(service="modelyard.v1.RegistryService")
+        watch = health.Watch(registry)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # In the notice window, on this connection and on a new one: calls refused, health answered.
+        refused = []
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as fresh:
+            for ch in (channel, fresh):
+                with pytest.raises(grpc.RpcError) as failed:
+                    registry_pb2_grpc.RegistryServiceStub(ch).ListModels(
+                        registry_pb2.ListModelsRequest(), timeout=2
+                    )
+                refused.append((failed.value.code(), failed.value.details()))
+            checked = health_pb2_grpc.HealthStub(fresh).Check(registry, timeout=2).status
+        in_window = time.monotonic() - signalled
+        assert refused == [(grpc.StatusCode.UNAVAILABLE, DRAINING)] * 2
+        assert checked == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert in_window < 1.5, "the checks above took longer than the notice window"
         assert proc.wait(timeout=15) == 0
+        assert time.monotonic() - signalled >= 1.5
         channel.close()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     output = proc.stdout.read() if proc.stdout else ""
-    assert "draining" in output
+    assert "NOT_SERVING; refusing new calls for 1.5s, then draining for up to 3.5s more" in output

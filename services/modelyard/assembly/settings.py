@@ -10,6 +10,7 @@ naming the source, before anything starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -30,6 +31,12 @@ from modelyard.ratelimit.config import (
 )
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+DRAIN_NOTICE_ENV = "MODELYARD_DRAIN_NOTICE_S"
+# A stopping server keeps accepting connections this long, NOT_SERVING: two
+# checks of a balancer probing every second, or a client watching health, see it
+# before connections are refused; short enough that Ctrl-C on `modelyard up` is
+# not a wait. Behind an orchestrator whose endpoints update slower, raise it.
+DEFAULT_DRAIN_NOTICE_S = 2.0
 LOG_LEVELS = typing.get_args(LogLevel)
 ROLES = (
     "registry",
@@ -54,6 +61,7 @@ class Settings:
     # --models-dir / MODELYARD_MODELS_DIR; see `models_dir_for` for the whole rule.
     models_dir: Path | None = None
     grace_s: float = 30.0
+    drain_notice_s: float = DEFAULT_DRAIN_NOTICE_S  # part of grace_s, never longer
     log_level: str = "INFO"
     registry_address: str | None = None  # required when the registry role is elsewhere
     advertise: str | None = None  # how others reach this server's backends
@@ -73,6 +81,11 @@ class Settings:
             raise InvalidRequest(
                 f"log level '{self.log_level}' is not one of {', '.join(LOG_LEVELS)} "
                 "(--log-level, MODELYARD_LOG_LEVEL, server.log_level)"
+            )
+        if not 0 <= self.drain_notice_s < math.inf:
+            raise InvalidRequest(
+                f"drain notice {self.drain_notice_s:g}s is not a number of seconds >= 0 "
+                f"(--drain-notice, {DRAIN_NOTICE_ENV}, server.drain_notice)"
             )
         if self.balancing not in STRATEGIES:
             raise InvalidRequest(
@@ -125,6 +138,10 @@ def resolve_settings(
         data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
         models_dir=Path(models_dir) if models_dir else None,
         grace_s=float(pick("grace", None, server.grace_period, 30.0)),
+        drain_notice_s=_seconds(
+            pick("drain_notice", DRAIN_NOTICE_ENV, server.drain_notice, DEFAULT_DRAIN_NOTICE_S),
+            DRAIN_NOTICE_ENV,
+        ),
         log_level=str(pick("log_level", "MODELYARD_LOG_LEVEL", server.log_level, "INFO")).upper(),
         registry_address=str(pick("registry", "MODELYARD_REGISTRY", None, "")) or None,
         advertise=str(pick("advertise", "MODELYARD_ADVERTISE", None, "")) or None,
@@ -132,6 +149,16 @@ def resolve_settings(
         region=str(pick("region", "MODELYARD_REGION", None, "")),
         limiter=limiter_settings(config, env),
     )
+
+
+def _seconds(value: str | float, var: str) -> float:
+    """A flag's or the file's float as is; the variable's text read as seconds, naming it."""
+    try:
+        return float(value)
+    except ValueError:  # only the variable's text can be no number
+        raise InvalidRequest(
+            f"{var}: '{value}' is not a number of seconds (e.g. 2 or 0.5)"
+        ) from None
 
 
 def limiter_settings(config: ModelyardConfig, env: Mapping[str, str]) -> LimiterConfig:

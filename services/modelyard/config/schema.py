@@ -22,6 +22,7 @@ from modelyard.config.values import (
     Millis,
     MillisOrZero,
     Seconds,
+    SecondsOrZero,
 )
 
 Algorithm = Literal["multi_criteria", "round_robin", "least_latency", "lowest_cost", "random"]
@@ -35,6 +36,9 @@ class ServerConfig:
     data_dir: Path | None = None  # default: $MODELYARD_DATA_DIR or ~/.local/share/modelyard
     models_dir: Path | None = None  # default: DATA_DIR/models
     grace_period: Seconds = 30.0
+    # How long a stopping server still accepts connections, NOT_SERVING, before
+    # refusing them (part of grace_period).
+    drain_notice: SecondsOrZero = 2.0
     log_level: LogLevel = "INFO"
 
     def violations(self) -> Iterator[tuple[str, str]]:

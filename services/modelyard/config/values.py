@@ -9,6 +9,7 @@ from modelyard.v1 import common_pb2
 
 # Positive durations written with a unit (``30s``), read as seconds.
 Seconds = Annotated[float, Duration(), Range(min=0, above=True)]
+SecondsOrZero = Annotated[float, Duration(), Range(min=0)]  # 0s: none
 # Keys ending in _ms are integers of milliseconds.
 Millis = Annotated[int, Range(min=1)]
 MillisOrZero = Annotated[int, Range(min=0)]

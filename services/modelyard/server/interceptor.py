@@ -45,9 +45,10 @@ class CallGate:
     """The modelyard calls a server is running, and whether it takes new ones.
 
     Closed when the server drains: a call arriving after that is answered
-    UNAVAILABLE here, while the server still runs. (A call that reaches a gRPC
-    server already stopping is dropped by the runtime, CANCELLED or UNAVAILABLE
-    as the race goes; so the server stops only once `drained`.)
+    UNAVAILABLE here for the drain's notice window, while the server still
+    accepts connections. (A call that reaches a gRPC server already stopping is
+    dropped by the runtime, CANCELLED or UNAVAILABLE as the race goes; the
+    window lets balancers move away first.)
     """
 
     def __init__(self) -> None:

@@ -1,9 +1,11 @@
 """Build, run and drain a modelyard gRPC server.
 
 Every server gets the modelyard interceptor, ``grpc.health.v1`` and server
-reflection. On SIGTERM/SIGINT it refuses new modelyard calls (UNAVAILABLE),
-reports NOT_SERVING for every service (health checks are still answered) and
-gives in-flight calls `grace_s` seconds to finish before it stops.
+reflection. On SIGTERM/SIGINT it refuses new modelyard calls (UNAVAILABLE) and
+reports NOT_SERVING for every service, and keeps accepting connections for a
+notice window, so load balancers see NOT_SERVING (health checks are still
+answered) before connections are refused; then it stops accepting and gives
+in-flight calls the rest of `grace_s` seconds to finish.
 """
 
 from __future__ import annotations
@@ -71,21 +73,31 @@ class RunningServer:
     # whole grace period.
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def drain(self, grace_s: float) -> None:
-        """Refuse new calls, NOT_SERVING everywhere, then stop once in-flight calls end.
+    async def drain(self, grace_s: float, notice_s: float = 0.0) -> None:
+        """Refuse new calls and go NOT_SERVING; after `notice_s`, stop accepting and drain.
 
-        The server stops after the calls it is running have ended, or `grace_s`
-        has passed: until then a new call is answered UNAVAILABLE by the
-        interceptor, where a stopping gRPC server would drop it.
+        For the notice window the server still accepts connections: a health
+        check is answered NOT_SERVING and a new modelyard call UNAVAILABLE by
+        the interceptor, while the calls in flight go on. Then the server stops
+        accepting (connections are refused) and stops once those calls have
+        ended, or `grace_s` after the drain began: the notice is part of the
+        grace period, never longer, so `grace_s` bounds the whole stop.
         """
-        deadline = asyncio.get_running_loop().time() + grace_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
         self.calls.close()
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for hook in self.before_stop:
             await hook()
-        await self.calls.drained(deadline - asyncio.get_running_loop().time())
-        await self.server.stop(max(deadline - asyncio.get_running_loop().time(), 0.0))
+        await asyncio.sleep(min(notice_s, grace_s))
+        # Stop accepting; the calls running go on until they end or the deadline.
+        stopping = asyncio.ensure_future(self.server.stop(max(deadline - loop.time(), 0.0)))
+        await self.calls.drained(deadline - loop.time())
+        # What still runs is no modelyard call (a health watch, reflection): end it now
+        # rather than at the deadline. A second stop with a shorter grace wins.
+        await self.server.stop(0)
+        await stopping
 
 
 async def start_server(
