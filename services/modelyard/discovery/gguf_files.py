@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelyard.backends.local.model_files import model_id_for, scan_models_dir
+from modelyard.backends.local.model_files import model_id_for, read_models_dir
 from modelyard.discovery.source import SourceSnapshot
 from modelyard.errors import BackendUnavailable
 from modelyard.v1 import common_pb2
@@ -55,11 +55,14 @@ class GGUFDirectorySource:
                 f"{self.name}: models directory {self.models_dir} does not exist "
                 "or is not a directory"
             )
-        files = scan_models_dir(self.models_dir, self.backend)
+        files, refused = read_models_dir(self.models_dir, self.backend)
         reads = await self._read_all(list(files.values()))
         self._cache = {r[0]: r[1] for r in reads}
         entries = tuple(self._served(path, r.entry) for path, r in reads if r.entry is not None)
-        errors = tuple(r.error for _, r in reads if r.error)
+        errors = (
+            *(f"{self.name}: {message}" for message in refused),
+            *(r.error for _, r in reads if r.error),
+        )
         for error in errors:
             log.warning("%s", error)
         return SourceSnapshot(self.name, entries, errors)
@@ -101,6 +104,19 @@ def _reader_pool() -> ProcessPoolExecutor:
     if _POOL is None:
         _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     return _POOL
+
+
+def stop_reader_pool() -> None:
+    """Stop the metadata reader now, a read in progress included: the process is ending, and
+    a read of a large vocabulary would otherwise hold its exit for many seconds."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is None:
+        return
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
 
 
 def _read(path: Path, stamp: tuple[int, int], source: str) -> _Read:
