@@ -1,0 +1,107 @@
+"""Gateway behaviours that mutation testing found unchecked (docs/testing.md).
+
+Batch and Compare at their limits with every refusal's whole message, and what
+Compare hands each model, through a real in-process stack and gRPC stubs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from conftest import StackFactory
+from support.scripted_engine import ScriptedEngine
+
+from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+
+
+@dataclass
+class Gateway:
+    stub: gateway_pb2_grpc.GatewayServiceAsyncStub
+    a: ScriptedEngine
+    b: ScriptedEngine
+
+
+@pytest.fixture
+async def gateway(make_stack: StackFactory) -> AsyncIterator[Gateway]:
+    a = ScriptedEngine(("scripted/a",), pieces=("A",))
+    b = ScriptedEngine(("scripted/b",), pieces=("B", "b"))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[a, b])
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        yield Gateway(gateway_pb2_grpc.GatewayServiceStub(channel), a, b)
+
+
+def _item(model: str) -> gateway_pb2.GenerateRequest:
+    req = gateway_pb2.GenerateRequest(model=model)
+    req.input.text = "hi"
+    req.params.max_tokens = 4
+    return req
+
+
+async def _refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code(), info.value.details() or ""
+
+
+async def test_a_batch_of_exactly_the_limit_is_served(gateway: Gateway) -> None:
+    reply = await gateway.stub.BatchGenerate(
+        gateway_pb2.BatchGenerateRequest(requests=[_item("scripted/a")] * 64)
+    )
+    assert [r.response.text for r in reply.results] == ["A"] * 64
+
+
+async def test_batch_refusals_are_the_whole_message(gateway: Gateway) -> None:
+    assert await _refusal(gateway.stub.BatchGenerate(gateway_pb2.BatchGenerateRequest())) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the batch is empty",
+    )
+    too_many = gateway_pb2.BatchGenerateRequest(requests=[_item("scripted/a")] * 65)
+    assert await _refusal(gateway.stub.BatchGenerate(too_many)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the batch has 65 items; the limit is 64",
+    )
+
+
+async def test_compare_of_one_model_is_served(gateway: Gateway) -> None:
+    request = gateway_pb2.CompareRequest(models=["scripted/b"])
+    request.input.text = "q"
+    reply = await gateway.stub.Compare(request)
+    assert [(r.response.model_id, r.response.text) for r in reply.results] == [("scripted/b", "Bb")]
+
+
+async def test_compare_refusals_are_the_whole_message(gateway: Gateway) -> None:
+    none = gateway_pb2.CompareRequest()
+    none.input.text = "q"
+    assert await _refusal(gateway.stub.Compare(none)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "compare needs at least one model",
+    )
+    twice = gateway_pb2.CompareRequest(models=["scripted/a", "scripted/a"])
+    twice.input.text = "q"
+    assert await _refusal(gateway.stub.Compare(twice)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "compare lists a model more than once",
+    )
+
+
+async def test_compare_hands_every_model_the_input_and_params(gateway: Gateway) -> None:
+    request = gateway_pb2.CompareRequest(models=["scripted/a", "scripted/b"])
+    request.input.text = "same question"
+    request.params.max_tokens = 7
+    request.params.temperature = 0.25
+    await gateway.stub.Compare(request)
+    for engine in (gateway.a, gateway.b):
+        ((_, model_input, params),) = engine.calls
+        assert model_input.text == "same question"
+        assert (params.max_tokens, params.temperature) == (7, 0.25)
+
+
+async def test_compare_without_params_gets_the_gateways_default_budget(gateway: Gateway) -> None:
+    request = gateway_pb2.CompareRequest(models=["scripted/a"])
+    request.input.text = "q"
+    await gateway.stub.Compare(request)
+    ((_, _, params),) = gateway.a.calls
+    assert params.max_tokens == 256
