@@ -265,10 +265,14 @@ async def test_no_fallback_once_the_answer_has_started_streaming(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             async for chunk in call:
                 received.append(chunk.text)
-    # The caller holds "half": another model's answer cannot be appended to it.
+    # The caller holds "half": another model's answer cannot be appended to it, and
+    # UNAVAILABLE would invite a retry that does just that (tests/gateway/test_stream_cut.py).
     assert received == ["half"]
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert (info.value.details() or "") == "upstream 'x' went away"
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert (info.value.details() or "") == (
+        "the answer of 'scripted/broken' was cut short after 1 chunk (4 characters) "
+        "had reached the caller: upstream 'x' went away"
+    )
     assert good.calls == []
 
 
@@ -281,7 +285,8 @@ async def test_stream_without_finish_is_aborted_and_keeps_its_whole_reservation(
     err = await _status(stack.address, _request(max_tokens=40))
     assert err.code() == grpc.StatusCode.ABORTED
     assert (err.details() or "") == (
-        f"backend 'scripted' at {stack.address} ended the stream for 'scripted/echo' "
+        "the answer of 'scripted/echo' was cut short after 3 chunks (11 characters) had reached "
+        f"the caller: backend 'scripted' at {stack.address} ended the stream for 'scripted/echo' "
         "without a finish reason: the answer is truncated"
     )
     # Nobody knows what a truncated answer cost upstream: the whole 1 + 40 stays spent.

@@ -14,6 +14,7 @@ from modelyard import remote
 from modelyard.errors import (
     AllModelsFailed,
     Attempt,
+    BackendUnavailable,
     InvalidRequest,
     ModelNotFound,
     ModelyardError,
@@ -48,12 +49,14 @@ async def _refusal(address: str, request: gateway_pb2.GenerateRequest) -> Modely
 async def test_every_failed_model_of_the_chain_arrives_as_an_attempt(
     make_stack: StackFactory,
 ) -> None:
-    stack = await make_stack(roles=("registry", "gateway"), engines=[ScriptedEngine()])
-    err = await _refusal(stack.address, _request("nope/a", "nope/b"))
+    # Unknown models alone would be one ModelNotFound (tests/gateway/test_fallback_chain.py).
+    broken = ScriptedEngine(("scripted/broken",), fail_with=BackendUnavailable("upstream down"))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[broken])
+    err = await _refusal(stack.address, _request("nope/a", "scripted/broken"))
     assert isinstance(err, AllModelsFailed)
     assert err.attempts == (
         Attempt("nope/a", "NOT_FOUND", "MODEL_NOT_FOUND", "model 'nope/a' is not in the catalog"),
-        Attempt("nope/b", "NOT_FOUND", "MODEL_NOT_FOUND", "model 'nope/b' is not in the catalog"),
+        Attempt("scripted/broken", "UNAVAILABLE", "BACKEND_UNAVAILABLE", "upstream down"),
     )
 
 

@@ -21,6 +21,16 @@ What the status carries:
   `field` is known (``params.max_tokens``), one per problem of a `ConfigError`
   (key path and message).
 
+How big it may be (`_limits.py`; gRPC refuses received metadata over 8 KiB at
+random, over 16 KiB always): the message crosses the wire cut at 1 KiB of
+UTF-8 (`cap_message`), its head kept and ``… (N more characters)`` saying how
+much was left out, in the status and in a batch item's error alike; field
+violations take at most 1 KiB (a field's path 256 bytes, a description 512),
+the first ones kept; ErrorInfo metadata at most 2 KiB. `AllModelsFailed`
+fits its attempts in that by shortening the longest messages, then leaving
+out the last attempts (``attempts_omitted``); any other metadata over the
+bound loses its largest values, logged.
+
 =========================  ===================  ========================  ==========================
 class                      code                 reason                    metadata
 =========================  ===================  ========================  ==========================
@@ -39,7 +49,7 @@ FailedPrecondition         FAILED_PRECONDITION  FAILED_PRECONDITION
 NoSuitableModel            FAILED_PRECONDITION  NO_SUITABLE_MODEL
 WatcherFellBehind          FAILED_PRECONDITION  WATCHER_FELL_BEHIND
 BackendUnavailable         UNAVAILABLE          BACKEND_UNAVAILABLE
-AllModelsFailed            UNAVAILABLE          ALL_MODELS_FAILED         attempts
+AllModelsFailed            UNAVAILABLE          ALL_MODELS_FAILED         attempts, attempts_omitted
 RateLimiterUnavailable     UNAVAILABLE          RATE_LIMITER_UNAVAILABLE
 ProviderError              UNKNOWN              PROVIDER_ERROR
 ProviderAuthFailed         FAILED_PRECONDITION  PROVIDER_AUTH_FAILED
@@ -51,7 +61,8 @@ CatalogFileError           INTERNAL             CATALOG_FILE_INVALID
 
 JSON metadata: ``attempts`` is a list of ``{"model_id", "code", "reason",
 "message"}``, one per model of the fallback chain in the order tried (an
-`Attempt` each); ``limits`` a list of ``{"scope", "label", "limit",
+`Attempt` each; ``attempts_omitted``, sent only when not 0, how many more
+the bound left out); ``limits`` a list of ``{"scope", "label", "limit",
 "per_minute", "wait_s"}`` (a `RefusedLimit` each; ``wait_s`` null: never
 fits); ``lines`` the problems' line numbers, in the order of the field
 violations (null: unknown).
@@ -101,6 +112,7 @@ from modelyard.errors._hierarchy import (
     class_for_reason,
     registered_classes,
 )
+from modelyard.errors._limits import MESSAGE_LIMIT_BYTES, METADATA_LIMIT_BYTES, cap_message
 from modelyard.errors._wire import (
     DOMAIN,
     STATUS_DETAILS_KEY,
@@ -144,9 +156,12 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "RefusedLimit",
     # the wire
     "DOMAIN",
+    "MESSAGE_LIMIT_BYTES",
+    "METADATA_LIMIT_BYTES",
     "RATE_LIMIT_SCOPES_KEY",
     "RETRY_AFTER_MS_KEY",
     "STATUS_DETAILS_KEY",
+    "cap_message",
     "class_for_reason",
     "error_from_details",
     "error_from_rpc",

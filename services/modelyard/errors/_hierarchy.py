@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Self
 
 import grpc
+
+from modelyard.errors._limits import METADATA_LIMIT_BYTES, shorten, utf8_size
 
 # Trailing-metadata key that carries a rate limit's retry delay in milliseconds
 # (for plain clients; ours read google.rpc.RetryInfo).
@@ -279,6 +281,18 @@ class ModelNotFound(NotFound):
         super().__init__(f"model '{model_id}' is not in {where}")
         self.model_id = model_id
 
+    @classmethod
+    def none_known(cls, attempts: Sequence[Attempt]) -> Self:
+        """No model of a fallback chain is known: `model_id` is the first one asked for,
+        the message names each with where it was missing."""
+        err = cls.__new__(cls)
+        NotFound.__init__(
+            err,
+            "no model of the fallback chain is known: " + " | ".join(a.message for a in attempts),
+        )
+        err.model_id = attempts[0].model_id
+        return err
+
     def wire_details(self) -> ErrorDetails:
         return ErrorDetails(metadata={"model_id": self.model_id})
 
@@ -399,23 +413,73 @@ class Attempt:
 
 
 class AllModelsFailed(BackendUnavailable):
-    """Every model in the fallback chain failed before streaming began; `attempts`, in order."""
+    """Every model in the fallback chain failed before streaming began; `attempts`, in order.
+
+    UNAVAILABLE even when some of the models are unknown (their attempts say
+    NOT_FOUND): the others may serve on a retry. A chain of unknown models
+    only is `ModelNotFound.none_known`.
+
+    On the wire the attempts share the metadata bound (2 KiB): the longest
+    messages are shortened first (``… (N more characters)``), and should the
+    model ids alone not fit, the last attempts are left out and `omitted`
+    counts them (0 otherwise).
+    """
 
     reason = "ALL_MODELS_FAILED"
 
     def __init__(self, attempts: Sequence[Attempt]) -> None:
         self.attempts = tuple(attempts)
+        self.omitted = 0
         super().__init__(
             "every model failed: " + " | ".join(f"{a.model_id}: {a.message}" for a in self.attempts)
         )
 
     def wire_details(self) -> ErrorDetails:
-        return ErrorDetails(metadata={"attempts": json.dumps([asdict(a) for a in self.attempts])})
+        attempts, omitted = _attempts_json(self.attempts, METADATA_LIMIT_BYTES - 64)
+        metadata = {"attempts": attempts}
+        if omitted:
+            metadata["attempts_omitted"] = str(omitted)
+        return ErrorDetails(metadata=metadata)
 
     def _restore(self, details: ErrorDetails) -> None:
         self.attempts = tuple(
             Attempt(**a) for a in json.loads(details.metadata.get("attempts", "[]"))
         )
+        self.omitted = int(details.metadata.get("attempts_omitted", "0"))
+
+
+# Below this many bytes a message says too little: leave the later attempts out instead.
+_LEAST_ATTEMPT_MESSAGE = 64
+
+
+def _attempts_json(attempts: Sequence[Attempt], budget: int) -> tuple[str, int]:
+    """The attempts as a JSON list within `budget` bytes, and how many were left out."""
+    for kept in range(len(attempts), 0, -1):
+        head = attempts[:kept]
+        bare = utf8_size(_dumps([replace(a, message="") for a in head]))
+        room = budget - bare
+        while room >= _LEAST_ATTEMPT_MESSAGE * kept:
+            cap = _fair_share([utf8_size(a.message) for a in head], room)
+            text = _dumps([replace(a, message=shorten(a.message, cap)) for a in head])
+            if utf8_size(text) <= budget:
+                return text, len(attempts) - kept
+            room -= utf8_size(text) - budget  # JSON escapes made it longer: shrink by that
+    return "[]", len(attempts)
+
+
+def _fair_share(sizes: Sequence[int], room: int) -> int:
+    """The largest cap such that the sizes, each cut to it, add up to at most `room`."""
+    left = len(sizes)
+    for size in sorted(sizes):
+        if size * left > room:
+            return room // left
+        room -= size
+        left -= 1
+    return max(sizes, default=0)
+
+
+def _dumps(attempts: Sequence[Attempt]) -> str:
+    return json.dumps([asdict(a) for a in attempts], ensure_ascii=False)
 
 
 class RateLimiterUnavailable(ModelyardError):

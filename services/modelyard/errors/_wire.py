@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import cast
 
@@ -28,6 +29,17 @@ from modelyard.errors._hierarchy import (
     Unimplemented,
     class_for_reason,
 )
+from modelyard.errors._limits import (
+    METADATA_LIMIT_BYTES,
+    VIOLATION_DESCRIPTION_LIMIT_BYTES,
+    VIOLATION_FIELD_LIMIT_BYTES,
+    VIOLATIONS_LIMIT_BYTES,
+    cap_message,
+    shorten,
+    utf8_size,
+)
+
+log = logging.getLogger(__name__)
 
 # ErrorInfo.domain of every error a modelyard service sends.
 DOMAIN = "modelyard"
@@ -53,11 +65,18 @@ _BY_CODE: dict[grpc.StatusCode, type[ModelyardError]] = {
 
 
 def to_status(err: ModelyardError) -> status_pb2.Status:
-    """`err` as a ``google.rpc.Status``: code, message, ErrorInfo, and RetryInfo / BadRequest."""
+    """`err` as a ``google.rpc.Status``: code, message, ErrorInfo, and RetryInfo / BadRequest.
+
+    The one place an error's size is bounded for the wire (`_limits`): the
+    message is cut at 1 KiB saying how much was left out, field violations
+    and metadata are kept within their own bounds.
+    """
     wire = err.wire_details()
-    status = status_pb2.Status(code=err.code.value[0], message=err.message)
+    status = status_pb2.Status(code=err.code.value[0], message=cap_message(err.message))
     status.details.add().Pack(
-        error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=wire.metadata)
+        error_details_pb2.ErrorInfo(
+            reason=err.reason, domain=DOMAIN, metadata=_bounded_metadata(err, wire.metadata)
+        )
     )
     if wire.retry_after_s is not None and math.isfinite(wire.retry_after_s):
         retry = error_details_pb2.RetryInfo()
@@ -65,10 +84,38 @@ def to_status(err: ModelyardError) -> status_pb2.Status:
         status.details.add().Pack(retry)
     if wire.field_violations:
         bad = error_details_pb2.BadRequest()
+        used = 0
         for v in wire.field_violations:
-            bad.field_violations.add(field=v.field, description=v.description)
+            field = shorten(v.field, VIOLATION_FIELD_LIMIT_BYTES)
+            description = shorten(v.description, VIOLATION_DESCRIPTION_LIMIT_BYTES)
+            used += utf8_size(field) + utf8_size(description)
+            if bad.field_violations and used > VIOLATIONS_LIMIT_BYTES:
+                break  # the first ones are kept: a ConfigError sorts them in file order
+            bad.field_violations.add(field=field, description=description)
         status.details.add().Pack(bad)
     return status
+
+
+def _bounded_metadata(err: ModelyardError, metadata: Mapping[str, str]) -> dict[str, str]:
+    """`metadata` within `METADATA_LIMIT_BYTES`: the largest values dropped until it fits.
+
+    A last resort: a class whose attributes can grow keeps them within the
+    bound itself (`AllModelsFailed` shortens its attempts), so that the caller
+    still rebuilds them.
+    """
+    kept = dict(metadata)
+    size = sum(utf8_size(k) + utf8_size(v) for k, v in kept.items())
+    while size > METADATA_LIMIT_BYTES:
+        key = max(kept, key=lambda k: utf8_size(kept[k]))
+        log.warning(
+            "%s: ErrorInfo metadata %r (%d bytes) left out: over the limit of %d bytes",
+            type(err).__name__,
+            key,
+            utf8_size(kept[key]),
+            METADATA_LIMIT_BYTES,
+        )
+        size -= utf8_size(key) + utf8_size(kept.pop(key))
+    return kept
 
 
 def error_from_details(

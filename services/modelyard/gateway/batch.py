@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from modelyard.errors import InvalidRequest, ModelyardError
+from modelyard.errors import InvalidRequest, ModelyardError, cap_message
 from modelyard.gateway.core import GatewayCore
+from modelyard.gateway.request_limits import MAX_BATCH_ITEMS, check_bounds
 from modelyard.v1 import common_pb2, gateway_pb2
 
-MAX_BATCH_ITEMS = 64
 # Items of one batch run at most this many at a time.
 BATCH_CONCURRENCY = 8
 
@@ -26,9 +26,11 @@ async def generate_batch(
 ) -> list[gateway_pb2.BatchItemResult]:
     """Every item charged to the caller's API key, as if sent one by one."""
     if not requests:
-        raise InvalidRequest("the batch is empty")
+        raise InvalidRequest("the batch is empty", field="requests")
     if len(requests) > MAX_BATCH_ITEMS:
-        raise InvalidRequest(f"the batch has {len(requests)} items; the limit is {MAX_BATCH_ITEMS}")
+        raise InvalidRequest(
+            f"the batch has {len(requests)} items; the limit is {MAX_BATCH_ITEMS}", field="requests"
+        )
     gate = asyncio.Semaphore(BATCH_CONCURRENCY)
 
     async def one(request: gateway_pb2.GenerateRequest) -> gateway_pb2.BatchItemResult:
@@ -39,7 +41,9 @@ async def generate_batch(
                 )
             except ModelyardError as exc:
                 return gateway_pb2.BatchItemResult(
-                    error=gateway_pb2.ItemError(code=exc.code.value[0], message=exc.message)
+                    error=gateway_pb2.ItemError(
+                        code=exc.code.value[0], message=cap_message(exc.message)
+                    )
                 )
 
     return list(await asyncio.gather(*(one(r) for r in requests)))
@@ -52,6 +56,7 @@ async def compare(
     api_key: str | None = None,
 ) -> list[gateway_pb2.BatchItemResult]:
     """The same input on every model in `request.models`, concurrently."""
+    check_bounds(request)  # the whole call's: every item would carry the same input and params
     if len(request.models) < 1:
         raise InvalidRequest("compare needs at least one model")
     if len(set(request.models)) != len(request.models):

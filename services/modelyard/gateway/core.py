@@ -3,7 +3,8 @@
 validate → resolve the model from the live catalog → check it against the
 model → reserve rate-limit budget → pick a deployment → stream from the
 backend → settle the reservation. Fallback models are tried in order while
-nothing has been streamed to the caller yet.
+nothing has been streamed to the caller yet; once something has, any failure
+is `StreamTruncated` (ABORTED).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from modelyard.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     ModelNotFound,
+    ModelyardError,
     RateLimited,
     StreamTruncated,
 )
@@ -84,19 +86,28 @@ class GatewayCore:
         chain = [request.model] if request.model else self._select(request)
         chain += [m for m in request.fallback_models if m not in chain]
         failures: list[Attempt] = []
+        all_unknown = True
         for model_id in chain:
-            started = False
+            delivered = characters = 0
             try:
                 one = self._stream_one(model_id, request, timeout_s, api_key)
                 async with aclosing(one) as chunks:
                     async for chunk in chunks:
-                        started = True
+                        delivered += 1
+                        characters += len(chunk.text)
                         yield chunk
                 return
-            except _FALLBACK_ON as exc:
-                if started or len(chain) == 1:
+            except ModelyardError as exc:
+                if delivered:  # the caller holds part of an answer: not a retry's to finish
+                    raise _cut_short(model_id, delivered, characters, exc) from exc
+                if not isinstance(exc, _FALLBACK_ON) or len(chain) == 1:
                     raise
                 failures.append(Attempt.of(model_id, exc))
+                all_unknown = all_unknown and isinstance(exc, ModelNotFound)
+        # Unknown models only: NOT_FOUND as for one. Any other failure among them may
+        # pass on a retry: UNAVAILABLE, each attempt saying what it met.
+        if failures and all_unknown:
+            raise ModelNotFound.none_known(failures)
         raise AllModelsFailed(failures)
 
     def _select(self, request: gateway_pb2.GenerateRequest) -> list[str]:
@@ -175,6 +186,18 @@ class GatewayCore:
             # Unfinished (truncated, failed, abandoned), its cost upstream is unknown:
             # it keeps its whole reservation.
             await reservation.settle(used if finished else input_tokens + max_tokens)
+
+
+def _cut_short(
+    model_id: str, delivered: int, characters: int, cause: ModelyardError
+) -> StreamTruncated:
+    """ABORTED for a stream that failed after output, whatever the failure's own code:
+    UNAVAILABLE or RESOURCE_EXHAUSTED would tell the caller a retry is safe."""
+    chunks = f"{delivered} chunk{'s' if delivered != 1 else ''}"
+    return StreamTruncated(
+        f"the answer of '{model_id}' was cut short after {chunks} ({characters} characters) "
+        f"had reached the caller: {cause.message}"
+    )
 
 
 def _check_servable(model: common_pb2.ModelEntry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modelyard.errors import InvalidRequest, RequestTooLarge
+from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.model_input import input_modality, input_size_bytes
 from modelyard.v1 import common_pb2, gateway_pb2
@@ -10,6 +11,7 @@ from modelyard.v1 import common_pb2, gateway_pb2
 
 def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySettings) -> None:
     """Raise a clear error for bad input; nothing is called before this passes."""
+    check_bounds(request)  # first: the checks below may quote a field
     kind = request.input.WhichOneof("kind")
     if kind is None:
         raise InvalidRequest(
@@ -30,11 +32,13 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
                 )
         if not any(m.content.strip() for m in messages):
             raise InvalidRequest("input.chat messages are all empty", field="input.chat.messages")
-    size = input_size_bytes(request.input)
-    if size > settings.max_input_bytes:
-        raise RequestTooLarge(
-            f"input is {size} bytes; the limit is {settings.max_input_bytes} bytes"
-        )
+    # The gateway hands the selector `input` in place of task.input, but both arrived.
+    for name, model_input in (("input", request.input), ("task.input", request.task.input)):
+        size = input_size_bytes(model_input)
+        if size > settings.max_input_bytes:
+            raise RequestTooLarge(
+                f"{name} is {size} bytes; the limit is {settings.max_input_bytes} bytes"
+            )
     params = request.params
     if params.max_tokens < 0:
         raise InvalidRequest(

@@ -1,0 +1,188 @@
+"""The bound on every string and repeated field of the gateway's requests.
+
+Without them a caller could send a 10 MB ``request_id`` (echoed in the answer),
+10,000 stop strings or thousands of fallback models, and have them forwarded
+to every backend, or make the error message naming the problem too big for
+gRPC's metadata limit. One table, `LIMITS`, keyed by the proto field's full
+name so a message used in two places (`Input` as ``input`` and
+``task.input``) has one bound; `check_bounds` walks a request against it
+before anything else runs, and names the first field over its bound.
+
+The numbers are documented twice, in the proto comments and in the README's
+"Request limits" table; ``tests/gateway/test_request_limits.py`` checks both
+and that no string or repeated field is left without a bound. Lengths count
+characters (Unicode code points, what ``len`` counts in Python).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+
+from modelyard.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class Bound:
+    """How much one field may hold.
+
+    `entries`: how many items a repeated field may have; `chars`: how long a
+    string (each string of a repeated one) may be; `in_input_size`: text and
+    bytes of an `Input`, bounded together by the gateway's input size limit
+    (``GatewaySettings.max_input_bytes``, 1 MiB) rather than one by one.
+    """
+
+    entries: int | None = None
+    chars: int | None = None
+    in_input_size: bool = False
+
+    def describe(self) -> str:
+        """The bound as the proto comments and the README say it."""
+        if self.in_input_size:
+            return "counted in the input size limit"
+        parts = []
+        if self.entries is not None:
+            parts.append(f"at most {self.entries:,} entries")
+        if self.chars is not None:
+            parts.append(f"{'each ' if parts else ''}at most {self.chars:,} characters")
+        return ", ".join(parts)
+
+
+# A catalog id is `<backend name>/<provider model name>`: the longest seen in
+# practice (Hugging Face repository ids with a quantization suffix) are under 120.
+MODEL_ID_CHARS = 256
+# Caller-chosen ids: a UUID is 36 characters, a W3C trace id 32.
+CALLER_ID_CHARS = 128
+# Items of one BatchGenerate, models of one Compare (run 8 at a time).
+MAX_BATCH_ITEMS = 64
+# Every fallback model is a whole backend attempt within one deadline, and each
+# failed attempt travels back in AllModelsFailed: 8 is more than a chain needs.
+MAX_FALLBACK_MODELS = 8
+
+_INPUT = Bound(in_input_size=True)
+_ENUM_NAME = Bound(chars=64)  # role, dtype: names checked elsewhere, kept short before that
+
+LIMITS: Mapping[str, Bound] = {
+    # gateway.proto
+    "modelyard.v1.GenerateRequest.model": Bound(chars=MODEL_ID_CHARS),
+    "modelyard.v1.GenerateRequest.request_id": Bound(chars=CALLER_ID_CHARS),
+    "modelyard.v1.GenerateRequest.conversation_id": Bound(chars=CALLER_ID_CHARS),
+    "modelyard.v1.GenerateRequest.fallback_models": Bound(
+        entries=MAX_FALLBACK_MODELS, chars=MODEL_ID_CHARS
+    ),
+    "modelyard.v1.BatchGenerateRequest.requests": Bound(entries=MAX_BATCH_ITEMS),
+    "modelyard.v1.CompareRequest.models": Bound(entries=MAX_BATCH_ITEMS, chars=MODEL_ID_CHARS),
+    # common.proto: GenerationParams. OpenAI takes 4 stop sequences; llama.cpp any.
+    "modelyard.v1.GenerationParams.stop": Bound(entries=16, chars=256),
+    "modelyard.v1.GenerationParams.response_schema_json": Bound(chars=65_536),
+    # common.proto: Input. Its text and bytes count in the input size limit.
+    "modelyard.v1.Input.text": _INPUT,
+    "modelyard.v1.Input.structured": _INPUT,
+    "modelyard.v1.ChatMessages.messages": Bound(entries=4_096),
+    "modelyard.v1.ChatMessage.role": _ENUM_NAME,
+    "modelyard.v1.ChatMessage.content": _INPUT,
+    "modelyard.v1.ChatMessage.name": Bound(chars=64),  # OpenAI's own limit
+    "modelyard.v1.Image.data": _INPUT,
+    "modelyard.v1.Image.url": _INPUT,  # may be a data: URL, as big as the image
+    "modelyard.v1.Image.mime_type": Bound(chars=256),
+    "modelyard.v1.Audio.data": _INPUT,
+    "modelyard.v1.Audio.mime_type": Bound(chars=256),
+    "modelyard.v1.Tensors.tensors": Bound(entries=256),
+    "modelyard.v1.Tensor.name": Bound(chars=256),
+    "modelyard.v1.Tensor.shape": Bound(entries=32),  # numpy's own limit on dimensions
+    "modelyard.v1.Tensor.dtype": _ENUM_NAME,
+    "modelyard.v1.Tensor.data": _INPUT,
+    # selector.proto: Task and Constraints, as a GenerateRequest carries them.
+    "modelyard.v1.Task.required_capabilities": Bound(entries=32),
+    "modelyard.v1.Task.agent_id": Bound(chars=CALLER_ID_CHARS),
+    "modelyard.v1.Constraints.preferred_backend": Bound(chars=128),
+    "modelyard.v1.Constraints.excluded_models": Bound(entries=256, chars=MODEL_ID_CHARS),
+    "modelyard.v1.Constraints.region": Bound(chars=64),
+}
+
+
+def check_bounds(message: Message, prefix: str = "") -> None:
+    """Raise `InvalidRequest` naming the first field of `message` over its bound.
+
+    The message never quotes the field's content, only its size, so the error
+    stays small whatever was sent.
+    """
+    try:
+        _walk(message, _plan(message.DESCRIPTOR))
+    except _Over as over:
+        path = prefix + over.path
+        raise InvalidRequest(f"{path} {over.problem}", field=path) from None
+
+
+class _Over(Exception):
+    """A field over its bound, its path built while the walk unwinds (only then)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+
+
+def _walk(message: Message, plan: _Plan) -> None:
+    for name, repeated, entries, chars, child in plan:
+        value = getattr(message, name)
+        if repeated:
+            if entries and len(value) > entries:
+                raise _Over(name, f"has {len(value)} entries; the limit is {entries}")
+            if child:
+                for i, item in enumerate(value):
+                    try:
+                        _walk(item, child)
+                    except _Over as over:
+                        over.path = f"{name}[{i}].{over.path}"
+                        raise
+            elif chars:
+                for i, text in enumerate(value):
+                    if len(text) > chars:
+                        raise _Over(f"{name}[{i}]", _too_long(text, chars))
+        elif child:
+            if message.HasField(name):
+                try:
+                    _walk(value, child)
+                except _Over as over:
+                    over.path = f"{name}.{over.path}"
+                    raise
+        elif chars and len(value) > chars:
+            raise _Over(name, _too_long(value, chars))
+
+
+def _too_long(text: str, limit: int) -> str:
+    return f"is {len(text)} characters long; the limit is {limit}"
+
+
+# The fields of one message type to look at: (name, repeated, entries bound or 0,
+# characters bound or 0, the plan of a message field to walk into, else empty).
+_Plan = tuple[tuple[str, bool, int, int, "_Plan"], ...]
+
+
+@functools.cache
+def _plan(descriptor: Descriptor) -> _Plan:
+    """The fields of one message type that hold something bounded, worked out once.
+
+    Reading just those by name keeps the walk cheap (`ListFields` on every chat
+    message of a long conversation cost ~5 µs a message); so does building a
+    field's path only once one is found over its bound.
+    """
+    steps = []
+    for field in descriptor.fields:
+        bound = LIMITS.get(field.full_name, _UNBOUNDED)
+        if bound.in_input_size:
+            continue
+        child = field.message_type
+        walk = _plan(child) if child and not child.full_name.startswith("google.") else ()
+        if walk or bound.entries or bound.chars:
+            steps.append(
+                (field.name, field.is_repeated, bound.entries or 0, bound.chars or 0, walk)
+            )
+    return tuple(steps)
+
+
+_UNBOUNDED = Bound()
