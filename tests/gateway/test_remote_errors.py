@@ -99,3 +99,18 @@ async def test_a_backend_error_crosses_the_gateway_to_backend_hop_as_itself(
     err = await _refusal(gateway.address, _request("scripted/echo"))
     assert type(err) is type(raised)
     assert vars(err) == vars(raised)
+
+
+async def test_an_unavailable_backend_keeps_its_retry_delay_across_the_hop(
+    make_stack: StackFactory,
+) -> None:
+    raised = BackendUnavailable("upstream 'x' answered HTTP 503: Slow Down", 30.0)
+    backend = await make_stack(roles=("registry",), engines=[ScriptedEngine(fail_with=raised)])
+    gateway = await make_stack(roles=("gateway",), registry_address=backend.address)
+    err = await _refusal(gateway.address, _request("scripted/echo"))
+    assert type(err) is BackendUnavailable
+    assert err.retry_after_s == 30.0
+    assert err.message == (
+        f"backend 'scripted' at {backend.address} is unavailable: "
+        "upstream 'x' answered HTTP 503: Slow Down; retry after 30.000s"
+    )

@@ -35,8 +35,10 @@ from modelyard.errors import (
     ModelyardError,
     NoSuitableModel,
     NotFound,
+    ProviderAccessDenied,
     ProviderAuthFailed,
     ProviderError,
+    ProviderProtocolError,
     QuotaExceeded,
     QuotaNeverFits,
     RateLimited,
@@ -91,6 +93,7 @@ RAISED: dict[str, ModelyardError] = {
     "NoSuitableModel": NoSuitableModel("no model meets the constraints (vision: none)"),
     "WatcherFellBehind": WatcherFellBehind("watcher fell behind; resume with after_revision=41"),
     "BackendUnavailable": BackendUnavailable("backend 'ollama' at 10.0.0.2:11434 is unavailable"),
+    "BackendUnavailable-retry": BackendUnavailable("upstream 'x' answered HTTP 503: busy", 30.0),
     "AllModelsFailed": AllModelsFailed(
         [
             Attempt.of("a/one", BackendUnavailable("model 'a/one' has no deployment")),
@@ -101,7 +104,15 @@ RAISED: dict[str, ModelyardError] = {
     "RateLimiterUnavailable": RateLimiterUnavailable("redis at 127.0.0.1:6390 did not answer"),
     "ProviderError": ProviderError("upstream 'mistral' answered HTTP 500: overloaded"),
     "ProviderAuthFailed": ProviderAuthFailed(
-        "upstream 'openai' refused the gateway's credentials (HTTP 401): Incorrect API key"
+        "upstream 'openai' rejected this gateway's API key for the provider (HTTP 401; not the "
+        "caller's credentials): Incorrect API key"
+    ),
+    "ProviderAccessDenied": ProviderAccessDenied(
+        "upstream 'openai' denied this gateway's API key for the provider (HTTP 403; not the "
+        "caller's credentials): Country, region, or territory not supported"
+    ),
+    "ProviderProtocolError": ProviderProtocolError(
+        "upstream 'llama' sent a malformed event for 'llama/x' (not JSON): '{\"choi'"
     ),
     "StreamTruncated": StreamTruncated("upstream 'llama' ended the stream without finishing"),
     "DeadlineExceeded": DeadlineExceeded("backend 'local' did not finish within 30s"),

@@ -37,7 +37,9 @@ const (
 	ReasonAllModelsFailed        = "ALL_MODELS_FAILED" // Attempts()
 	ReasonRateLimiterUnavailable = "RATE_LIMITER_UNAVAILABLE"
 	ReasonProviderError          = "PROVIDER_ERROR"
-	ReasonProviderAuthFailed     = "PROVIDER_AUTH_FAILED"
+	ReasonProviderAuthFailed     = "PROVIDER_AUTH_FAILED"   // the provider's key, not the caller's
+	ReasonProviderAccessDenied   = "PROVIDER_ACCESS_DENIED" // the provider's key, not the caller's
+	ReasonProviderProtocolError  = "PROVIDER_PROTOCOL_ERROR"
 	ReasonStreamTruncated        = "STREAM_TRUNCATED"
 	ReasonDeadlineExceeded       = "DEADLINE_EXCEEDED"
 	ReasonUnimplemented          = "UNIMPLEMENTED"

@@ -14,9 +14,10 @@ What the status carries:
 
 - ``google.rpc.ErrorInfo``: ``domain`` "modelyard", ``reason`` from the table
   below, ``metadata`` with the class's attributes (strings; lists as JSON).
-- ``google.rpc.RetryInfo``: ``retry_delay`` of `RateLimited` and `QuotaExceeded`
-  (their `retry_after_s`). Plain clients also get the ``retry-after-ms``
-  trailer, and ``rate-limit-scopes`` for `QuotaExceeded`.
+- ``google.rpc.RetryInfo``: ``retry_delay`` of `RateLimited` and its subclasses
+  (their `retry_after_s`), and of a `BackendUnavailable` whose upstream said
+  when to retry (an HTTP 503's ``Retry-After``). Plain clients also get the
+  ``retry-after-ms`` trailer, and ``rate-limit-scopes`` for `QuotaExceeded`.
 - ``google.rpc.BadRequest``: one field violation for an `InvalidRequest` whose
   `field` is known (``params.max_tokens``), one per problem of a `ConfigError`
   (key path and message).
@@ -52,7 +53,9 @@ BackendUnavailable         UNAVAILABLE          BACKEND_UNAVAILABLE
 AllModelsFailed            UNAVAILABLE          ALL_MODELS_FAILED         attempts, attempts_omitted
 RateLimiterUnavailable     UNAVAILABLE          RATE_LIMITER_UNAVAILABLE
 ProviderError              UNKNOWN              PROVIDER_ERROR
-ProviderAuthFailed         FAILED_PRECONDITION  PROVIDER_AUTH_FAILED
+ProviderAuthFailed         UNAUTHENTICATED      PROVIDER_AUTH_FAILED
+ProviderAccessDenied       PERMISSION_DENIED    PROVIDER_ACCESS_DENIED
+ProviderProtocolError      UNKNOWN              PROVIDER_PROTOCOL_ERROR
 StreamTruncated            ABORTED              STREAM_TRUNCATED
 DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
 Unimplemented              UNIMPLEMENTED        UNIMPLEMENTED
@@ -98,8 +101,10 @@ from modelyard.errors._hierarchy import (
     ModelyardError,
     NoSuitableModel,
     NotFound,
+    ProviderAccessDenied,
     ProviderAuthFailed,
     ProviderError,
+    ProviderProtocolError,
     QuotaExceeded,
     QuotaNeverFits,
     RateLimited,
@@ -138,8 +143,10 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "ModelyardError",
     "NoSuitableModel",
     "NotFound",
+    "ProviderAccessDenied",
     "ProviderAuthFailed",
     "ProviderError",
+    "ProviderProtocolError",
     "QuotaExceeded",
     "QuotaNeverFits",
     "RateLimited",

@@ -321,10 +321,17 @@ class RateLimited(ModelyardError):
         return ErrorDetails(retry_after_s=self.retry_after_s)
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((RETRY_AFTER_MS_KEY, str(max(1, round(self.retry_after_s * 1000)))),)
+        return _retry_trailer(self.retry_after_s)
 
     def _restore(self, details: ErrorDetails) -> None:
         self.retry_after_s = details.retry_after_s or 0.0  # to the nanosecond (RetryInfo)
+
+
+def _retry_trailer(retry_after_s: float | None) -> tuple[tuple[str, str], ...]:
+    """The plain ``retry-after-ms`` trailer (at least 1 ms), or nothing without a delay."""
+    if retry_after_s is None or not math.isfinite(retry_after_s):
+        return ()
+    return ((RETRY_AFTER_MS_KEY, str(max(1, round(retry_after_s * 1000)))),)
 
 
 class QuotaExceeded(RateLimited):
@@ -392,10 +399,29 @@ class WatcherFellBehind(FailedPrecondition):
 
 
 class BackendUnavailable(ModelyardError):
-    """A backend service or upstream provider cannot be reached."""
+    """A backend service or upstream provider cannot be reached, or says it cannot serve now.
+
+    `retry_after_s` is set when the upstream said when to come back (an HTTP
+    503's ``Retry-After``); it travels as ``RetryInfo``. None sends none.
+    """
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "BACKEND_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        if retry_after_s is not None:
+            message = f"{message}; retry after {retry_after_s:.3f}s"
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(retry_after_s=self.retry_after_s)
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return _retry_trailer(self.retry_after_s)
+
+    def _restore(self, details: ErrorDetails) -> None:
+        self.retry_after_s = details.retry_after_s
 
 
 @dataclass(frozen=True)
@@ -442,6 +468,7 @@ class AllModelsFailed(BackendUnavailable):
         return ErrorDetails(metadata=metadata)
 
     def _restore(self, details: ErrorDetails) -> None:
+        super()._restore(details)
         self.attempts = tuple(
             Attempt(**a) for a in json.loads(details.metadata.get("attempts", "[]"))
         )
@@ -497,16 +524,40 @@ class ProviderError(ModelyardError):
 
 
 class ProviderAuthFailed(ProviderError):
-    """An upstream refused the credentials the gateway holds for it (HTTP 401 or 403).
+    """An upstream did not accept the API key the gateway holds for it (HTTP 401).
 
-    FAILED_PRECONDITION, not UNAUTHENTICATED or PERMISSION_DENIED: those tell a
-    caller that its own credentials are wrong, and these are the gateway's (the
-    provider's API key in its configuration). Retrying cannot help until an
-    operator fixes them, which is what FAILED_PRECONDITION says.
+    UNAUTHENTICATED, the code of a refused credential (issue 9). The credential
+    is the provider's key in the gateway's configuration, not the caller's: the
+    reason (PROVIDER_AUTH_FAILED) and the message say so, and a client must not
+    drop or renew its own token over it. Retrying cannot help until an operator
+    fixes the key.
     """
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = grpc.StatusCode.UNAUTHENTICATED
     reason = "PROVIDER_AUTH_FAILED"
+
+
+class ProviderAccessDenied(ProviderAuthFailed):
+    """An upstream accepted the gateway's API key for it but refused it this call (HTTP 403).
+
+    PERMISSION_DENIED, with `ProviderAuthFailed`'s caution: the provider's key
+    lacks the permission (a model, a region), not the caller.
+    """
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PROVIDER_ACCESS_DENIED"
+
+
+class ProviderProtocolError(ProviderError):
+    """An upstream answered what its wire format does not allow (a malformed SSE event).
+
+    UNKNOWN, gRPC's code for a fault whose cause lies in another system, as for
+    every `ProviderError`; the reason says which fault: the provider broke its
+    protocol. Not INTERNAL, which is modelyard's own fault and carries no
+    detail, nor STREAM_TRUNCATED: the stream did not end early, it went wrong.
+    """
+
+    reason = "PROVIDER_PROTOCOL_ERROR"
 
 
 class StreamTruncated(ProviderError):

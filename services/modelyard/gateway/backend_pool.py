@@ -130,8 +130,8 @@ def _translate(exc: grpc.aio.AioRpcError, deployment: common_pb2.Deployment) -> 
     """The backend's own error class; a plain unreachable or late backend is named."""
     err = error_from_rpc(exc)
     where = f"backend '{deployment.backend}' at {deployment.endpoint}"
-    if type(err) is BackendUnavailable:
-        return BackendUnavailable(f"{where} is unavailable: {err.message}")
+    if type(err) is BackendUnavailable:  # its retry delay, if the upstream gave one, stays
+        return err.from_details(f"{where} is unavailable: {err.message}", err.wire_details())
     if type(err) is DeadlineExceeded:
         return DeadlineExceeded(f"{where} did not answer in time: {err.message}")
     return err

@@ -2,7 +2,11 @@
 
 `FakeUpstream` speaks the documented wire format of OpenAI's chat completions
 (`GET /v1/models`, `POST /v1/chat/completions` streamed as server-sent events,
-``data: [DONE]`` at the end) and plays back whatever a test scripts.
+``data: [DONE]`` at the end) and plays back whatever a test scripts. Its
+failures follow OpenAI's error codes guide
+(https://platform.openai.com/docs/guides/error-codes): a JSON body
+``{"error": {"message", "type", "param", "code"}}`` with the HTTP status, and
+``Retry-After`` on a 429 or 503 when the server says when to come back.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def usage_chunk(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
 
 
 def openai_error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
-    """An OpenAI error body."""
+    """An OpenAI error body, as the error codes guide shows it (see the module docstring)."""
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 

@@ -73,7 +73,8 @@ async def test_a_refusal_means_the_same_to_engine_and_discovery(models: Models) 
     models.body = {"error": {"message": "Incorrect API key provided"}}
     provider = ProviderEndpoint("custom", models.url)
     refusal = (
-        "upstream 'custom' refused the gateway's credentials (HTTP 401): Incorrect API key provided"
+        "upstream 'custom' rejected this gateway's API key for the provider "
+        "(HTTP 401; not the caller's credentials): Incorrect API key provided"
     )
     engine = OpenAICompatEngine(provider)
     try:

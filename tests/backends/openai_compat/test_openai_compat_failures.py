@@ -25,6 +25,7 @@ from support.grpc_trailers import trailers
 
 from modelyard.errors import (
     RETRY_AFTER_MS_KEY,
+    ProviderAccessDenied,
     ProviderAuthFailed,
     RateLimited,
     error_from_rpc,
@@ -78,8 +79,8 @@ async def test_rate_limit_is_resource_exhausted_with_the_upstream_retry_time(
         (404, grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND"),
         (500, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
         (503, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
-        (401, grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_AUTH_FAILED"),
-        (403, grpc.StatusCode.FAILED_PRECONDITION, "PROVIDER_AUTH_FAILED"),
+        (401, grpc.StatusCode.UNAUTHENTICATED, "PROVIDER_AUTH_FAILED"),
+        (403, grpc.StatusCode.PERMISSION_DENIED, "PROVIDER_ACCESS_DENIED"),
         (409, grpc.StatusCode.UNKNOWN, "PROVIDER_ERROR"),
     ],
 )
@@ -99,23 +100,50 @@ async def test_http_errors_map_to_status_codes_with_the_upstream_message(
     assert "{" not in details  # the message, not the raw JSON body
 
 
-async def test_a_refused_provider_key_is_the_gateways_fault_and_is_not_retried(
+async def test_a_refused_provider_key_is_unauthenticated_naming_the_providers_key(
     upstream: FakeUpstream, stack_for: StackFor
 ) -> None:
     upstream.fail(
-        401, openai_error("Incorrect API key provided: sk-...abcd", "invalid_request_error")
+        401,
+        openai_error(
+            "Incorrect API key provided: sk-...abcd", "invalid_request_error", "invalid_api_key"
+        ),
     )
     clients = await stack_for(upstream.url)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await clients.gateway.Generate(request(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     err = error_from_rpc(info.value)
     assert type(err) is ProviderAuthFailed
-    assert err.code == grpc.StatusCode.FAILED_PRECONDITION  # not the caller's credentials
     assert err.message == (
-        "upstream 'custom' refused the gateway's credentials (HTTP 401): "
-        "Incorrect API key provided: sk-...abcd"
+        "upstream 'custom' rejected this gateway's API key for the provider "
+        "(HTTP 401; not the caller's credentials): Incorrect API key provided: sk-...abcd"
     )
-    assert len(upstream.bodies) == 1
+    assert len(upstream.bodies) == 1  # not retried: only an operator can fix the key
+
+
+async def test_a_forbidden_provider_key_is_permission_denied_naming_the_providers_key(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    upstream.fail(
+        403,
+        openai_error(
+            "Country, region, or territory not supported",
+            "request_forbidden",
+            "unsupported_country_region_territory",
+        ),
+    )
+    clients = await stack_for(upstream.url)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await clients.gateway.Generate(request(), timeout=10)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    err = error_from_rpc(info.value)
+    assert type(err) is ProviderAccessDenied
+    assert isinstance(err, ProviderAuthFailed)  # one except clause catches both refusals
+    assert err.message == (
+        "upstream 'custom' denied this gateway's API key for the provider "
+        "(HTTP 403; not the caller's credentials): Country, region, or territory not supported"
+    )
 
 
 async def test_bad_request_is_invalid_argument_carrying_the_upstream_message(

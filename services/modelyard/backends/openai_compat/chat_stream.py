@@ -4,6 +4,12 @@ Everything that arrived in one network read is forwarded as one piece, and
 the finish reason rides on the last piece when it came with the last text,
 so a fast upstream costs a few gRPC messages rather than one per token while
 a slow one still streams token by token.
+
+An event the chat-completion chunk format does not allow (not JSON, not an
+object, ``choices`` not a list of objects, text that is not a string, token
+counts that are not counts, bytes that are not UTF-8) ends the stream with
+`ProviderProtocolError` naming what is wrong; an ``error`` event, the
+upstream's own report of a failure, with `ProviderError`.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 from modelyard.backends.engine import FINISH_REASONS, Piece
 from modelyard.backends.openai_compat.sse import SseParser
-from modelyard.errors import ProviderError, StreamTruncated
+from modelyard.errors import ProviderError, ProviderProtocolError, StreamTruncated
 from modelyard.v1 import common_pb2
 
 
@@ -33,7 +39,12 @@ class ChatStream:
         parser = SseParser()
         text = ""
         async for chunk in body:
-            text = self._take(parser.feed(chunk))
+            try:
+                events = parser.feed(chunk)
+            except UnicodeDecodeError as exc:
+                self._failure = self._malformed(f"bytes that are not UTF-8 ({exc.reason})", chunk)
+                events = []
+            text = self._take(events)
             if self._done or self._failure:
                 break
             if text:
@@ -65,9 +76,11 @@ class ChatStream:
             try:
                 chunk = json.loads(data)
             except ValueError:
-                self._failure = ProviderError(
-                    f"upstream '{self._provider}' sent a malformed event: {data[:200]!r}"
-                )
+                self._failure = self._malformed("not JSON", data)
+                break
+            problem = _chunk_problem(chunk)
+            if problem is not None:
+                self._failure = self._malformed(problem, data)
                 break
             if "error" in chunk:
                 self._failure = ProviderError(
@@ -82,3 +95,43 @@ class ChatStream:
                     texts.append(content)
                 self._finish = choice.get("finish_reason") or self._finish
         return "".join(texts)
+
+    def _malformed(self, problem: str, data: str | bytes) -> ProviderProtocolError:
+        return ProviderProtocolError(
+            f"upstream '{self._provider}' sent a malformed event for '{self._model_id}' "
+            f"({problem}): {data[:200]!r}"
+        )
+
+
+def _chunk_problem(chunk: Any) -> str | None:
+    """What makes a decoded event no chat-completion chunk, or None when it is one."""
+    if not isinstance(chunk, dict):
+        return f"a JSON {type(chunk).__name__}, not an object"
+    if "error" in chunk:
+        return None  # the upstream's own failure report: ProviderError, not a protocol fault
+    usage = chunk.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return "usage is not an object"
+        for key in ("prompt_tokens", "completion_tokens"):
+            count = usage.get(key)
+            if count is not None and (type(count) is not int or count < 0):
+                return f"usage.{key} is {count!r}, not a count"
+    choices = chunk.get("choices")
+    if choices is None:
+        return None
+    if not isinstance(choices, list):
+        return "choices is not a list"
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            return f"choices[{i}] is not an object"
+        delta = choice.get("delta")
+        if delta is not None and not isinstance(delta, dict):
+            return f"choices[{i}].delta is not an object"
+        content = (delta or {}).get("content")
+        if content is not None and not isinstance(content, str):
+            return f"choices[{i}].delta.content is {content!r}, not a string"
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            return f"choices[{i}].finish_reason is {finish!r}, not a string"
+    return None

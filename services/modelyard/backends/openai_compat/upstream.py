@@ -2,12 +2,35 @@
 
 The engine and discovery both list ``GET <base_url>/models`` through
 `list_models`, and every failure of a call (HTTP status, unreachable, a body
-that is not what was asked for) becomes the modelyard error named here.
+that is not what was asked for) becomes the modelyard error named here:
+
+==================  ====================  ===================  ======================
+HTTP status         modelyard error       gRPC code            reason
+==================  ====================  ===================  ======================
+429                 RateLimited           RESOURCE_EXHAUSTED   RATE_LIMITED
+401                 ProviderAuthFailed    UNAUTHENTICATED      PROVIDER_AUTH_FAILED
+403                 ProviderAccessDenied  PERMISSION_DENIED    PROVIDER_ACCESS_DENIED
+404, model named    ModelNotFound         NOT_FOUND            MODEL_NOT_FOUND
+400, 422            InvalidRequest        INVALID_ARGUMENT     INVALID_REQUEST
+500-599             BackendUnavailable    UNAVAILABLE          BACKEND_UNAVAILABLE
+any other           ProviderError         UNKNOWN              PROVIDER_ERROR
+==================  ====================  ===================  ======================
+
+A 401 or 403 is about the provider's API key in the gateway's configuration,
+never the caller's credentials, and the message says so. A ``Retry-After``
+header (seconds, or an HTTP date: RFC 9110, section 10.2.3) on a 429 or a 5xx
+becomes the error's retry delay, sent as ``RetryInfo``; a 429 without one
+waits 1 s. What goes wrong inside a stream is `chat_stream`'s.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
+import math
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +41,14 @@ from modelyard.errors import (
     BackendUnavailable,
     InvalidRequest,
     ModelNotFound,
+    ProviderAccessDenied,
     ProviderAuthFailed,
     ProviderError,
     RateLimited,
 )
+
+# A 429 that does not say when to come back.
+DEFAULT_RATE_LIMIT_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -72,22 +99,64 @@ async def raise_for_status(
         detail = text
     where = f"upstream '{provider.name}'"
     if resp.status == 429:
-        retry = resp.headers.get("retry-after", "")
         raise RateLimited(
             f"{where} rate-limited the request: {detail}",
-            float(retry) if retry.replace(".", "", 1).isdigit() else 1.0,
+            retry_after_s(resp.headers) or DEFAULT_RATE_LIMIT_RETRY_S,
         )
     if resp.status == 404 and model:
         raise ModelNotFound(model, f"{where} ({detail})")
-    if resp.status in (401, 403):
+    if resp.status == 401:
         raise ProviderAuthFailed(
-            f"{where} refused the gateway's credentials (HTTP {resp.status}): {detail}"
+            f"{where} rejected this gateway's API key for the provider "
+            f"(HTTP 401; not the caller's credentials): {detail}"
+        )
+    if resp.status == 403:
+        raise ProviderAccessDenied(
+            f"{where} denied this gateway's API key for the provider "
+            f"(HTTP 403; not the caller's credentials): {detail}"
         )
     if resp.status in (400, 422):
         raise InvalidRequest(f"{where} rejected the request: {detail}")
     if resp.status >= 500:
-        raise BackendUnavailable(f"{where} answered HTTP {resp.status}: {detail}")
+        raise BackendUnavailable(
+            f"{where} answered HTTP {resp.status}: {detail}", retry_after_s(resp.headers)
+        )
     raise ProviderError(f"{where} answered HTTP {resp.status}: {detail}")
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds; None without a usable one.
+
+    Either delay-seconds (``120``; a fraction is taken too) or an HTTP date,
+    counted from the response's own ``Date`` when it has one, so that a clock
+    difference between the upstream and this host does not count, else from
+    `now` (default: this host's clock). A date in the past is 0.
+    """
+    value = headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        retry_at = _http_date(value)
+        if retry_at is None:
+            return None
+        sent = _http_date(headers.get("Date", ""))
+        if sent is None:
+            sent = time.time() if now is None else now
+        return max(retry_at - sent, 0.0)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _http_date(text: str) -> float | None:
+    """An HTTP date (``Wed, 21 Oct 2015 07:28:00 GMT``) as a POSIX timestamp, or None."""
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, says RFC 5322; HTTP dates are all GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
 
 
 def unreachable(provider: ProviderEndpoint, exc: BaseException) -> BackendUnavailable:
