@@ -14,6 +14,8 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
+from modelyard.errors import AllModelsFailed, BackendUnavailable, ModelyardError, error_from_rpc
+from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 
@@ -105,3 +107,70 @@ async def test_compare_without_params_gets_the_gateways_default_budget(gateway: 
     await gateway.stub.Compare(request)
     ((_, _, params),) = gateway.a.calls
     assert params.max_tokens == 256
+
+
+async def _failure(
+    make_stack: StackFactory, engines: list[ScriptedEngine], request: gateway_pb2.GenerateRequest
+) -> ModelyardError:
+    """How a request naming no model fails when every model it is tried on fails."""
+    stack = await make_stack(roles=("registry", "gateway"), engines=engines)
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request)
+    return error_from_rpc(info.value)
+
+
+def _unnamed(max_tokens: int = 0) -> gateway_pb2.GenerateRequest:
+    request = gateway_pb2.GenerateRequest()
+    request.input.text = "hi"
+    request.params.max_tokens = max_tokens
+    return request
+
+
+def _called(*engines: ScriptedEngine) -> list[str]:
+    return [model_id for engine in engines for model_id, _, _ in engine.calls]
+
+
+async def test_without_a_model_the_best_and_two_runners_up_are_tried(
+    make_stack: StackFactory,
+) -> None:
+    engine = ScriptedEngine(("s/a", "s/b", "s/c", "s/d"), fail_with=BackendUnavailable("down"))
+    error = await _failure(make_stack, [engine], _unnamed())
+    # Equal scores: ties go to the lower id, so the chain is a, b, c (selection_fallbacks=2).
+    assert isinstance(error, AllModelsFailed)
+    assert [a.model_id for a in error.attempts] == ["s/a", "s/b", "s/c"]
+    assert _called(engine) == ["s/a", "s/b", "s/c"]
+
+
+async def test_the_selection_counts_the_default_output_budget(make_stack: StackFactory) -> None:
+    # s/a would win the tie, but 256 default output tokens do not fit its 100: only s/b
+    # is tried, so its own error comes back rather than AllModelsFailed.
+    small = ScriptedEngine(("s/a",), context_window=100)
+    big = ScriptedEngine(("s/b",), fail_with=BackendUnavailable("down"))
+    error = await _failure(make_stack, [small, big], _unnamed())
+    assert (type(error), error.message) == (BackendUnavailable, "down")
+    assert _called(small, big) == ["s/b"]
+
+
+async def test_the_requests_constraints_reach_the_selection(make_stack: StackFactory) -> None:
+    engine = ScriptedEngine(("s/a", "s/b"), fail_with=BackendUnavailable("down"))
+    request = _unnamed()
+    request.constraints.excluded_models.append("s/a")
+    error = await _failure(make_stack, [engine], request)
+    assert (type(error), error.message) == (BackendUnavailable, "down")
+    assert _called(engine) == ["s/b"]
+
+
+async def test_compare_items_are_charged_to_the_callers_key(make_stack: StackFactory) -> None:
+    limiter = LimiterConfig(quotas=QuotaConfig(per_key=Rates(requests_per_minute=2)))
+    engine = ScriptedEngine(("s/a", "s/b", "s/c"), pieces=("x",))
+    stack = await make_stack(roles=("registry", "gateway"), engines=[engine], limiter=limiter)
+    request = gateway_pb2.CompareRequest(models=["s/a", "s/b", "s/c"])
+    request.input.text = "q"
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        one = await stub.Compare(request, metadata=(("x-api-key", "key-one"),))
+        two = await stub.Compare(request, metadata=(("x-api-key", "key-two"),))
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    for reply in (one, two):  # each key its own budget of 2
+        assert sorted(r.error.code for r in reply.results) == [0, 0, exhausted]
