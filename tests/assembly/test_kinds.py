@@ -10,9 +10,10 @@ import pytest
 from conftest import GEMMA_ID, StackFactory
 
 from modelyard.assembly import Settings
-from modelyard.assembly.kinds import provider_endpoint
+from modelyard.assembly.kinds import ollama_endpoint, provider_endpoint
 from modelyard.assembly.plan import plan_backends
-from modelyard.config import LocalBackend, parse_config
+from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
+from modelyard.config import LocalBackend, OllamaBackend, parse_config
 from modelyard.v1 import registry_pb2, registry_pb2_grpc
 
 YAML = """
@@ -81,3 +82,30 @@ async def test_a_backend_with_no_engine_is_reported_once_per_start(
     assert [r.getMessage() for r in caplog.records if r.name == "modelyard.assembly.plan"] == [
         "configured backend anthropic (kind anthropic): no engine for this kind yet"
     ]
+
+
+def test_each_openai_wire_backend_takes_its_own_concurrency_and_queue() -> None:
+    config = parse_config(
+        """
+model_system:
+  backends:
+    openai: {api_key: "${OPENAI_API_KEY}", max_concurrency: 64, max_queue: 0}
+    together: {kind: openai_compat, endpoint: "http://127.0.0.1:9/v1", max_queue: 5}
+    ollama: {max_concurrency: 2}
+""",
+        env=ENV,
+    )
+    backends = config.backends
+    openai = provider_endpoint("openai", backends["openai"])
+    assert (openai.max_concurrency, openai.max_queue) == (64, 0)
+    together = provider_endpoint("together", backends["together"])
+    assert (together.max_concurrency, together.max_queue) == (DEFAULT_MAX_CONCURRENCY, 5)
+    ollama = backends["ollama"]
+    assert isinstance(ollama, OllamaBackend)
+    local_ollama = ollama_endpoint("ollama", ollama)
+    assert (local_ollama.max_concurrency, local_ollama.max_queue) == (2, DEFAULT_MAX_QUEUE)
+    assert (DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, config.gateway.max_in_flight) == (
+        256,
+        512,
+        2048,
+    )

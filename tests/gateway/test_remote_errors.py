@@ -18,6 +18,7 @@ from modelyard.errors import (
     InvalidRequest,
     ModelNotFound,
     ModelyardError,
+    Overloaded,
     QuotaExceeded,
     RateLimited,
     RefusedLimit,
@@ -87,8 +88,9 @@ async def test_a_quota_refusal_arrives_with_the_refusing_limit(make_stack: Stack
         RateLimited("upstream 'x' answered HTTP 429", 3.5),
         InvalidRequest("upstream 'x' rejected the request: bad role", field="input.chat"),
         ModelNotFound("scripted/echo", "upstream 'x'"),
+        Overloaded("upstream 'x' is at capacity", 2.5, "upstream:x"),
     ],
-    ids=["RateLimited", "InvalidRequest", "ModelNotFound"],
+    ids=["RateLimited", "InvalidRequest", "ModelNotFound", "Overloaded"],
 )
 async def test_a_backend_error_crosses_the_gateway_to_backend_hop_as_itself(
     make_stack: Any,

@@ -35,6 +35,7 @@ from modelyard.errors import (
     ModelyardError,
     NoSuitableModel,
     NotFound,
+    Overloaded,
     ProviderAccessDenied,
     ProviderAuthFailed,
     ProviderError,
@@ -88,6 +89,9 @@ RAISED: dict[str, ModelyardError] = {
             RefusedLimit("model:p/m", "model 'p/m'", "tokens_per_minute", 60.0, 30.0),
         ],
         40,
+    ),
+    "Overloaded": Overloaded(
+        "upstream 'custom' is at capacity: 256 call(s) running and 512 waiting", 2.5, "upstream:x"
     ),
     "FailedPrecondition": FailedPrecondition("this registry has no discovery sources configured"),
     "NoSuitableModel": NoSuitableModel("no model meets the constraints (vision: none)"),

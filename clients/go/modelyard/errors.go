@@ -30,6 +30,7 @@ const (
 	ReasonAlreadyExists          = "ALREADY_EXISTS"
 	ReasonRateLimited            = "RATE_LIMITED" // RetryDelay
 	ReasonQuotaExceeded          = "QUOTA_EXCEEDED"
+	ReasonOverloaded             = "OVERLOADED" // RetryDelay, Metadata["scope"]
 	ReasonFailedPrecondition     = "FAILED_PRECONDITION"
 	ReasonNoSuitableModel        = "NO_SUITABLE_MODEL"
 	ReasonWatcherFellBehind      = "WATCHER_FELL_BEHIND"

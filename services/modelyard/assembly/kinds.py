@@ -89,6 +89,8 @@ def ollama_endpoint(name: str, backend: OllamaBackend) -> ProviderEndpoint:
         f"{backend.endpoint.rstrip('/')}/v1",
         models=tuple(backend.models) if not backend.discover else (),
         timeout_s=backend.timeout_ms / 1000,
+        max_concurrency=backend.max_concurrency,
+        max_queue=backend.max_queue,
     )
 
 
@@ -134,6 +136,8 @@ def provider_endpoint(name: str, backend: Backend) -> ProviderEndpoint:
         api_key=backend.api_key or "",
         models=tuple(backend.models),
         timeout_s=backend.timeout_ms / 1000,
+        max_concurrency=backend.max_concurrency,
+        max_queue=backend.max_queue,
     )
 
 

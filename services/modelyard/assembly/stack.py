@@ -19,6 +19,7 @@ from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, pla
 from modelyard.assembly.profiles import apply_profiles
 from modelyard.assembly.selection import selection_settings
 from modelyard.assembly.settings import Settings
+from modelyard.backends.admission import gateway_admission
 from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import BackendServicer
@@ -108,7 +109,10 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             pool = BackendPool()
             limits = ModelLimits.from_config(settings.limiter)
             balancer = Balancer(settings.balancing, settings.region)
-            core = GatewayCore(live, pool, limits, selector=selector, balancer=balancer)
+            in_flight = gateway_admission(settings.config.gateway.max_in_flight)
+            core = GatewayCore(
+                live, pool, limits, selector=selector, balancer=balancer, in_flight=in_flight
+            )
             bindings.append(bind(with_unimplemented(GatewayServicer, core)))
     if "hotswap" in roles:
         bindings.append(bind(with_unimplemented(HotSwapServicer)))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
 from modelyard.config.convert import NonEmpty, OneOf, Range, Secret, Url
 from modelyard.config.problems import suggestion
 from modelyard.config.values import CAPABILITIES, Count, Millis, Seconds
@@ -33,6 +34,7 @@ ModelName = Annotated[str, NonEmpty()]
 PerMinute = Annotated[float, Range(min=0, above=True)]
 Usd = Annotated[float, Range(min=0)]
 ComputeUnits = Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]
+QueueLength = Annotated[int, Range(min=0)]  # 0: no call waits, one beyond the slots is refused
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +109,8 @@ class OllamaBackend(BackendBase):
     kind: Literal["ollama"] = "ollama"
     endpoint: Annotated[str, Url()] = "http://127.0.0.1:11434"
     timeout_ms: Millis = 30_000
+    max_concurrency: Count = DEFAULT_MAX_CONCURRENCY  # chat calls it runs at once
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # calls waiting for a turn; others are refused
     keep_alive: Seconds = 300.0
     discover: bool = True  # also offer pulled models that `models` does not list
 
@@ -124,6 +128,8 @@ class _KeyedBackend(BackendBase):
     api_key: Annotated[str, Secret()] | None = field(default=None, repr=False)
     timeout_ms: Millis = 120_000
     max_retries: Annotated[int, Range(min=0, max=10)] = 2
+    max_concurrency: Count = DEFAULT_MAX_CONCURRENCY  # chat calls it runs at once
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # calls waiting for a turn; others are refused
 
     @property
     def disabled_reason(self) -> str | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
+from modelyard.backends.admission import DEFAULT_MAX_IN_FLIGHT
 from modelyard.config.backends import Backend, backend_schema
 from modelyard.config.convert import ByKind, NonEmpty, OneOf, Range, Url
 from modelyard.config.problems import suggestion
@@ -45,6 +46,13 @@ class ServerConfig:
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             yield "listen", f"'{self.listen}' is not host:port (e.g. 127.0.0.1:50051)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    # The calls one gateway holds at once, all backends together; one more is
+    # refused at once with RESOURCE_EXHAUSTED and a retry delay.
+    max_in_flight: Count = DEFAULT_MAX_IN_FLIGHT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,6 +160,7 @@ class ModelyardConfig:
 
     server: ServerConfig = field(default_factory=ServerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     backends: Annotated[Mapping[str, Backend], ByKind(backend_schema)] = field(
         default_factory=lambda: types.MappingProxyType({})
     )

@@ -46,6 +46,7 @@ ModelNotFound              NOT_FOUND            MODEL_NOT_FOUND           model_
 AlreadyExists              ALREADY_EXISTS       ALREADY_EXISTS
 RateLimited                RESOURCE_EXHAUSTED   RATE_LIMITED
 QuotaExceeded              RESOURCE_EXHAUSTED   QUOTA_EXCEEDED            limits, scopes, tokens
+Overloaded                 RESOURCE_EXHAUSTED   OVERLOADED                scope
 FailedPrecondition         FAILED_PRECONDITION  FAILED_PRECONDITION
 NoSuitableModel            FAILED_PRECONDITION  NO_SUITABLE_MODEL
 WatcherFellBehind          FAILED_PRECONDITION  WATCHER_FELL_BEHIND
@@ -101,6 +102,7 @@ from modelyard.errors._hierarchy import (
     ModelyardError,
     NoSuitableModel,
     NotFound,
+    Overloaded,
     ProviderAccessDenied,
     ProviderAuthFailed,
     ProviderError,
@@ -143,6 +145,7 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "ModelyardError",
     "NoSuitableModel",
     "NotFound",
+    "Overloaded",
     "ProviderAccessDenied",
     "ProviderAuthFailed",
     "ProviderError",

@@ -334,6 +334,31 @@ def _retry_trailer(retry_after_s: float | None) -> tuple[tuple[str, str], ...]:
     return ((RETRY_AFTER_MS_KEY, str(max(1, round(retry_after_s * 1000)))),)
 
 
+class Overloaded(RateLimited):
+    """A bounded queue was full: the call was refused before anything was sent for it.
+
+    `scope` names the queue: ``upstream:<backend name>`` (the calls one
+    upstream runs at once and those waiting for it: ``backends.<name>.
+    max_concurrency`` and ``max_queue``) or ``gateway`` (every call one gateway
+    holds: ``gateway.max_in_flight``). A `RateLimited`, so a caller that backs
+    off on rate limits backs off here too, for `retry_after_s`: the admission's
+    estimate of when room frees up (`modelyard.backends.admission`).
+    """
+
+    reason = "OVERLOADED"
+
+    def __init__(self, message: str, retry_after_s: float, scope: str) -> None:
+        super().__init__(message, retry_after_s)
+        self.scope = scope
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(metadata={"scope": self.scope}, retry_after_s=self.retry_after_s)
+
+    def _restore(self, details: ErrorDetails) -> None:
+        super()._restore(details)
+        self.scope = details.metadata.get("scope", "")
+
+
 class QuotaExceeded(RateLimited):
     """Rate limits refused the request; retry after the longest of their waits.
 

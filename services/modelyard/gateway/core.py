@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
+from modelyard.backends.admission import Admission, gateway_admission
 from modelyard.backends.answer_stream import whole_answer
 from modelyard.errors import (
     AllModelsFailed,
@@ -50,6 +51,7 @@ class GatewayCore:
         settings: GatewaySettings | None = None,
         selector: Selector | None = None,
         balancer: Balancer | None = None,
+        in_flight: Admission | None = None,
     ) -> None:
         self.catalog = catalog
         self.backends = backends
@@ -57,6 +59,8 @@ class GatewayCore:
         self.settings = settings or GatewaySettings()
         self.selector = selector
         self.balancer = balancer or Balancer()
+        # Every model attempt holds a slot; a call finding none is refused (Overloaded).
+        self.in_flight = in_flight or gateway_admission()
 
     async def generate(
         self,
@@ -91,7 +95,7 @@ class GatewayCore:
             delivered = characters = 0
             try:
                 one = self._stream_one(model_id, request, timeout_s, api_key)
-                async with aclosing(one) as chunks:
+                async with self.in_flight.slot(), aclosing(one) as chunks:
                     async for chunk in chunks:
                         delivered += 1
                         characters += len(chunk.text)
@@ -101,6 +105,8 @@ class GatewayCore:
                 if delivered:  # the caller holds part of an answer: not a retry's to finish
                     raise _cut_short(model_id, delivered, characters, exc) from exc
                 if not isinstance(exc, _FALLBACK_ON) or len(chain) == 1:
+                    raise
+                if self.in_flight.refused(exc):  # the gateway is full: no model would do
                     raise
                 failures.append(Attempt.of(model_id, exc))
                 all_unknown = all_unknown and isinstance(exc, ModelNotFound)

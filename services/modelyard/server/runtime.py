@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 # gateway enforces its own, smaller, configurable request limit with a clear error.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+# Calls gRPC holds for a method before this server's event loop takes them. gRPC's
+# default cancels calls at random above 1,000 (certainly at 3,000): a burst of
+# streams then lost calls as bare CANCELLED that no handler, log or count ever saw.
+# Here every call up to this many reaches the interceptor, where the admission
+# bounds (`modelyard.backends.admission`) answer RESOURCE_EXHAUSTED with a retry
+# delay; only a flood past it meets gRPC's own refusal.
+MAX_UNTAKEN_CALLS = 20_000
+
 Registrar = Callable[[grpc.aio.Server], None]
 
 
@@ -115,6 +123,8 @@ async def start_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.server.max_pending_requests", MAX_UNTAKEN_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_UNTAKEN_CALLS),
         ],
     )
     for binding in bindings:

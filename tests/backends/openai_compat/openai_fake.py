@@ -103,16 +103,22 @@ class FakeUpstream:
     bodies: list[dict[str, Any]] = field(default_factory=list)  # chat requests received
     headers: list[dict[str, str]] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)  # see stream_then_hang
+    in_flight: int = 0  # chat requests being answered now
+    most_in_flight: int = 0  # the most at once since start
+    _in_flight_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     url: str = ""  # base URL without /v1, as a user would set CUSTOM_AI_PROVIDER_URL
     _chat: ChatHandler | None = None
     _runner: web.AppRunner | None = None
 
     # ---- scripting -------------------------------------------------------------
 
-    def stream(self, events: Sequence[Event], *, done: bool = True) -> None:
-        """Answer chat requests with these events, then ``data: [DONE]`` when `done`."""
+    def stream(self, events: Sequence[Event], *, done: bool = True, delay_s: float = 0.0) -> None:
+        """Answer chat requests with these events, then ``data: [DONE]`` when `done`;
+        `delay_s` is how long each request waits before its answer starts."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
+            if delay_s:
+                await asyncio.sleep(delay_s)
             resp = await self._start_stream(request)
             for event in events:
                 await resp.write(_sse(event))
@@ -195,7 +201,22 @@ class FakeUpstream:
         self.headers.append(dict(request.headers))
         if self._chat is None:
             return web.json_response(openai_error("no script", "server_error"), status=500)
-        return await self._chat(request)
+        await self._count_in_flight(+1)
+        try:
+            return await self._chat(request)
+        finally:
+            await self._count_in_flight(-1)
+
+    async def _count_in_flight(self, change: int) -> None:
+        async with self._in_flight_changed:
+            self.in_flight += change
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self._in_flight_changed.notify_all()
+
+    async def until_in_flight(self, count: int) -> None:
+        """Return once `count` chat requests are being answered at the same time."""
+        async with self._in_flight_changed:
+            await self._in_flight_changed.wait_for(lambda: self.in_flight >= count)
 
     async def start(self) -> None:
         app = web.Application()

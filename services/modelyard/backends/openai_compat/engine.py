@@ -7,6 +7,12 @@ A stream counts as complete only when a chunk carried a ``finish_reason``.
 Servers that end early still close politely: llama.cpp's server sends
 ``[DONE]`` with no finish reason when a second request interrupts the first.
 That is reported as `StreamTruncated`, never as a normal finish.
+
+At most `max_concurrency` chat calls run against the upstream at once and
+`max_queue` more wait their turn (an `Admission`); a call beyond both is
+refused at once with `Overloaded`, before anything is sent. The connection
+pool is a little larger than the slots, so listing models never waits
+behind generation.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from modelyard.backends.admission import Admission
 from modelyard.backends.engine import EngineHealth, Piece, chat_messages
 from modelyard.backends.openai_compat.chat_stream import ChatStream
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
@@ -33,6 +40,9 @@ from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
+# Connections beyond the chat slots, for model listing (start, load, discovery).
+CONTROL_CONNECTIONS = 4
+
 
 class OpenAICompatEngine:
     kind = "openai_compat"
@@ -42,6 +52,15 @@ class OpenAICompatEngine:
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, str] = {}  # catalog id -> upstream model name
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
+        name = provider.name
+        self.admission = Admission(
+            f"upstream:{name}",
+            f"upstream '{name}'",
+            f"backends.{name}.max_concurrency={provider.max_concurrency}, "
+            f"max_queue={provider.max_queue}",
+            provider.max_concurrency,
+            provider.max_queue,
+        )
 
     @property
     def provider(self) -> ProviderEndpoint:
@@ -57,7 +76,10 @@ class OpenAICompatEngine:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(
+                    limit=self._provider.max_concurrency + CONTROL_CONNECTIONS,
+                    keepalive_timeout=60,
+                ),
                 headers=self._headers(),
             )
         return self._session
@@ -161,20 +183,21 @@ class OpenAICompatEngine:
             total=None, sock_connect=10, sock_read=self._provider.timeout_s
         )
         streamed = False
-        try:
-            async with self._http().post(url, json=body, timeout=timeout) as resp:
-                if resp.status != 200:
-                    await raise_for_status(self._provider, resp, model=model_id)
-                stream = ChatStream(self._provider.name, model_id)
-                async for piece in stream.pieces(resp.content.iter_any()):
-                    streamed = True
-                    yield piece
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if streamed or isinstance(exc, aiohttp.ClientPayloadError):
-                # Part of the answer is out: whatever broke, the caller holds a
-                # truncated answer, not a failed call it could simply retry.
-                raise StreamTruncated(
-                    f"upstream '{self._provider.name}' broke off the stream for '{model_id}' "
-                    f"({describe(exc)}): the answer is truncated"
-                ) from exc
-            raise unreachable(self._provider, exc) from exc
+        async with self.admission.slot():
+            try:
+                async with self._http().post(url, json=body, timeout=timeout) as resp:
+                    if resp.status != 200:
+                        await raise_for_status(self._provider, resp, model=model_id)
+                    stream = ChatStream(self._provider.name, model_id)
+                    async for piece in stream.pieces(resp.content.iter_any()):
+                        streamed = True
+                        yield piece
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if streamed or isinstance(exc, aiohttp.ClientPayloadError):
+                    # Part of the answer is out: whatever broke, the caller holds a
+                    # truncated answer, not a failed call it could simply retry.
+                    raise StreamTruncated(
+                        f"upstream '{self._provider.name}' broke off the stream for "
+                        f"'{model_id}' ({describe(exc)}): the answer is truncated"
+                    ) from exc
+                raise unreachable(self._provider, exc) from exc

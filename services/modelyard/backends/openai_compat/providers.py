@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
+
 
 @dataclass(frozen=True)
 class ProviderEndpoint:
     """One OpenAI-compatible upstream.
 
-    `models` empty means "ask the upstream's /models at start".
+    `models` empty means "ask the upstream's /models at start". At most
+    `max_concurrency` chat calls run against it at once and `max_queue` more
+    wait for a turn; any beyond are refused (`modelyard.backends.admission`).
     """
 
     name: str
@@ -18,6 +22,8 @@ class ProviderEndpoint:
     models: tuple[str, ...] = ()
     timeout_s: float = 120.0
     extra_headers: dict[str, str] = field(default_factory=dict)
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_queue: int = DEFAULT_MAX_QUEUE
 
     def headers(self) -> dict[str, str]:
         """What every request to this upstream sends: the extra headers, then the key."""
