@@ -10,6 +10,8 @@ from modelyard.errors import InvalidRequest
 from modelyard.registry.validation import check_entry
 from modelyard.v1 import common_pb2
 
+C = common_pb2
+
 Mutate = Callable[[common_pb2.ModelEntry], object]
 
 
@@ -31,6 +33,14 @@ def _entry() -> common_pb2.ModelEntry:
         (lambda e: setattr(e.performance, "error_rate", 1.5), "performance.error_rate"),
         (lambda e: setattr(e.deployments[1], "backend", ""), "deployments[1].backend"),
         (lambda e: setattr(e.deployments[1], "endpoint", "nowhere"), "deployments[1].endpoint"),
+        (lambda e: setattr(e, "id", "a/../../etc/passwd"), "id"),
+        (lambda e: setattr(e, "version", "../../x\0"), "version"),
+        (lambda e: e.capabilities.extend([C.CAPABILITY_CHAT, 255]), "capabilities[1]"),
+        (lambda e: e.capabilities.append(64), "capabilities[0]"),
+        (lambda e: e.input_modalities.append(2**31 - 1), "input_modalities[0]"),
+        (lambda e: e.output_modalities.append(-1), "output_modalities[0]"),
+        (lambda e: setattr(e, "health", 5), "health"),
+        (lambda e: setattr(e.deployments[1], "health", 99), "deployments[1].health"),
     ],
     ids=[
         "id",
@@ -41,6 +51,14 @@ def _entry() -> common_pb2.ModelEntry:
         "error-rate",
         "backend",
         "endpoint",
+        "dot-dot-id",
+        "dot-dot-nul-version",
+        "capability-255",
+        "capability-64",
+        "input-modality",
+        "output-modality",
+        "health",
+        "deployment-health",
     ],
 )
 def test_check_entry_names_the_wrong_field(mutate: Mutate, field: str) -> None:

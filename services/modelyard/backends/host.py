@@ -15,7 +15,8 @@ from collections.abc import AsyncGenerator, Sequence
 import grpc
 
 from modelyard.backends.engine import Engine, Piece
-from modelyard.errors import ModelNotFound, remote_errors
+from modelyard.catalog_limits import CHANNEL_OPTIONS
+from modelyard.errors import InvalidRequest, ModelNotFound, error_from_rpc, remote_errors
 from modelyard.telemetry import metadata_with_trace
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
@@ -90,18 +91,36 @@ class BackendHost:
     async def announce(self, registry_address: str, entries: list[common_pb2.ModelEntry]) -> int:
         """Register (upsert) `entries` (see `models`) in the registry; returns how many.
 
-        A refusal raises the registry's own error (`InvalidRequest` naming the field...).
+        An entry the registry refuses as invalid (`InvalidRequest`: an id a file's
+        name made, a field over its bound) is logged and left out, the others still
+        announced; when it refuses them all (an advertised address that is no
+        host:port), or refuses otherwise, the registry's own error is raised.
         """
+        announced = 0
+        refused: list[InvalidRequest] = []
         with remote_errors():
-            async with grpc.aio.insecure_channel(registry_address) as channel:
+            async with grpc.aio.insecure_channel(
+                registry_address, options=CHANNEL_OPTIONS
+            ) as channel:
                 stub = registry_pb2_grpc.RegistryServiceStub(channel)
                 for entry in entries:
-                    await stub.RegisterModel(
-                        registry_pb2.RegisterModelRequest(
-                            model=entry, upsert=True, merge_deployments=True
-                        ),
-                        metadata=metadata_with_trace(),
-                        timeout=10,
-                    )
-        log.info("backend %s: announced %d model(s)", self.name, len(entries))
-        return len(entries)
+                    try:
+                        await stub.RegisterModel(
+                            registry_pb2.RegisterModelRequest(
+                                model=entry, upsert=True, merge_deployments=True
+                            ),
+                            metadata=metadata_with_trace(),
+                            timeout=10,
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        err = error_from_rpc(exc)
+                        if not isinstance(err, InvalidRequest):
+                            raise
+                        log.warning("backend %s: the registry refused %s", self.name, err.message)
+                        refused.append(err)
+                        continue
+                    announced += 1
+        if refused and not announced:
+            raise refused[0]
+        log.info("backend %s: announced %d model(s)", self.name, announced)
+        return announced

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from modelyard.backends.admission import DEFAULT_MAX_IN_FLIGHT
+from modelyard.catalog_ids import backend_name_problem
 from modelyard.config.backends import Backend, backend_schema
 from modelyard.config.convert import ByKind, NonEmpty, OneOf, Range, Url
 from modelyard.config.problems import suggestion
@@ -180,6 +181,10 @@ class ModelyardConfig:
         return [f"{n}/{m}" for n, b in self.active_backends().items() for m in b.models]
 
     def violations(self) -> Iterator[tuple[str, str]]:
+        for name in self.backends:  # a backend's name starts its models' catalog ids
+            problem = backend_name_problem(name)
+            if problem is not None:
+                yield f"backends.{name}", problem
         for name in self.rate_limits.per_provider:
             if name not in self.backends:
                 yield (

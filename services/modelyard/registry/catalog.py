@@ -13,6 +13,8 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, Iterable
 
+from modelyard.catalog_limits import HEALTH_REASON_CHARS
+from modelyard.enum_values import check_all_known, check_known
 from modelyard.errors import AlreadyExists, FailedPrecondition, ModelNotFound, WatcherFellBehind
 from modelyard.registry.store import CatalogStore
 from modelyard.registry.validation import check_entry, check_model_id
@@ -49,6 +51,13 @@ def same_content(a: common_pb2.ModelEntry, b: common_pb2.ModelEntry) -> bool:
         e.ClearField("revision")
         e.ClearField("updated_at")
     return a2 == b2
+
+
+def bounded_reason(reason: str) -> str:
+    """`reason` cut to `HEALTH_REASON_CHARS` (an upstream's error can be any length)."""
+    if len(reason) <= HEALTH_REASON_CHARS:
+        return reason
+    return reason[: HEALTH_REASON_CHARS - 1] + "…"
 
 
 # Queue markers besides changes: the watcher was cut off, or the registry is stopping.
@@ -113,6 +122,7 @@ class Catalog:
         capabilities: Iterable[common_pb2.Capability.ValueType] = (),
         include_unavailable: bool = False,
     ) -> list[common_pb2.ModelEntry]:
+        check_all_known(common_pb2.Capability.DESCRIPTOR, capabilities, "capabilities")
         wanted = set(capabilities)
         if wanted:
             ids = set.intersection(*(self._by_capability.get(c, set()) for c in wanted))
@@ -148,6 +158,7 @@ class Catalog:
             others = [d for d in current.deployments if d.endpoint not in mine]
             del stored.deployments[:]
             stored.deployments.extend([*others, *entry.deployments])
+            check_entry(stored)  # merged, it may hold too many deployments
         return self.put(stored)
 
     def put(self, entry: common_pb2.ModelEntry) -> common_pb2.ModelEntry:
@@ -166,6 +177,9 @@ class Catalog:
     def update_health(
         self, model_id: str, health: common_pb2.HealthStatus.ValueType, reason: str
     ) -> common_pb2.ModelEntry:
+        """Set a model's health; a reason over `HEALTH_REASON_CHARS` is cut, not refused."""
+        check_known(common_pb2.HealthStatus.DESCRIPTOR, health, "health", f"model '{model_id}'")
+        reason = bounded_reason(reason)
         updated = common_pb2.ModelEntry()
         updated.CopyFrom(self.get(model_id))
         updated.health = health

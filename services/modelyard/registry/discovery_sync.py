@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from modelyard.discovery.source import SourceSnapshot
 from modelyard.errors import ModelyardError
-from modelyard.registry.catalog import Catalog, with_defaults
+from modelyard.registry.catalog import Catalog, bounded_reason, with_defaults
 from modelyard.registry.validation import check_entry
 from modelyard.v1 import common_pb2
 
@@ -68,6 +68,7 @@ def apply_snapshot(
 def mark_source_unreachable(catalog: Catalog, source: str, reason: str) -> int:
     """The source as a whole failed: its models are unhealthy, with the cause, but kept."""
     count = 0
+    reason = bounded_reason(reason)  # as stored, or every pass would write it again
     for entry in catalog.list():
         if entry.metadata.get(SOURCE_KEY) == source and entry.health_reason != reason:
             catalog.update_health(entry.id, common_pb2.HEALTH_STATUS_UNHEALTHY, reason)

@@ -7,13 +7,11 @@ the provider is added again.
 
 from __future__ import annotations
 
-import re
-
+from modelyard.catalog_limits import PROVIDER_ENDPOINT_CHARS, PROVIDER_KIND_CHARS
 from modelyard.errors import InvalidRequest, NotFound
 from modelyard.registry.catalog import Catalog
+from modelyard.registry.validation import check_provider_name, check_text
 from modelyard.v1 import common_pb2, registry_pb2
-
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 def _removed_reason(name: str) -> str:
@@ -29,13 +27,13 @@ class Providers:
         return [self._providers[n] for n in sorted(self._providers)]
 
     def add(self, provider: registry_pb2.Provider) -> registry_pb2.Provider:
-        if not _NAME.match(provider.name):
-            raise InvalidRequest(
-                f"provider name {provider.name!r} is invalid: use lower-case letters, digits, "
-                "'_', '.', '-'"
-            )
+        # A provider's name is the backend name its models' ids start with.
+        check_provider_name(provider.name)
+        subject = f"provider '{provider.name}'"
         if not provider.kind:
-            raise InvalidRequest(f"provider '{provider.name}': kind must not be empty")
+            raise InvalidRequest(f"{subject}: kind must not be empty", field="kind")
+        check_text(subject, "kind", provider.kind, PROVIDER_KIND_CHARS, chars="visible")
+        check_text(subject, "endpoint", provider.endpoint, PROVIDER_ENDPOINT_CHARS, chars="visible")
         stored = registry_pb2.Provider()
         stored.CopyFrom(provider)
         stored.enabled = True

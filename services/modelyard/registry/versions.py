@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from modelyard.errors import InvalidRequest, ModelNotFound
 from modelyard.registry.catalog import Catalog, with_defaults
-from modelyard.registry.validation import check_entry, check_model_id
+from modelyard.registry.validation import check_entry, check_model_id, check_version
 from modelyard.v1 import common_pb2
 
 
@@ -24,7 +24,7 @@ class ModelVersions:
         """Keep a new version; it becomes current if asked, or if the id follows the latest."""
         check_entry(entry)
         if not entry.version:
-            raise InvalidRequest(f"model '{entry.id}': version must not be empty")
+            raise InvalidRequest(f"model '{entry.id}': version must not be empty", field="version")
         stored = with_defaults(entry)
         pinned = self._pins.get(entry.id)
         if make_current and pinned and pinned != entry.version:
@@ -43,6 +43,7 @@ class ModelVersions:
         return found
 
     def get(self, model_id: str, version: str) -> common_pb2.ModelEntry:
+        check_version(model_id, version)
         for entry in self.list(model_id):
             if entry.version == version:
                 return entry

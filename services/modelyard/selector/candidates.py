@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
+from google.protobuf.descriptor import EnumDescriptor
+
 from modelyard._native import Candidate, CandidateSet
+from modelyard.enum_values import unknown_value
+from modelyard.errors import ModelyardError
 from modelyard.servable import servable
 from modelyard.v1 import common_pb2
 
+log = logging.getLogger(__name__)
 
-def mask(values: Iterable[int]) -> int:
-    """A bitmask with bit `v` set for each enum value `v`."""
+
+def mask(enum: EnumDescriptor, values: Iterable[int], field: str = "") -> int:
+    """A bitmask with bit `v` set for each value `v` of `enum`.
+
+    Raises `ValueError` naming `field` for a value `enum` does not declare: an
+    unknown value has no bit (the native masks are 64 bits, the enums far fewer).
+    """
+    values = list(values)
+    found = unknown_value(enum, values)
+    if found is not None:
+        i, value = found
+        raise ValueError(f"{field}[{i}] {value} is not a {enum.name} value")
     out = 0
     for value in values:
         out |= 1 << value
@@ -18,12 +34,14 @@ def mask(values: Iterable[int]) -> int:
 
 
 def candidate_of(entry: common_pb2.ModelEntry) -> Candidate:
+    """The native candidate of `entry`; raises `ValueError` or `ModelyardError` for a field
+    the native core cannot take (an entry stored before the registry checked it)."""
     perf, cost = entry.performance, entry.cost
     first = entry.deployments[0] if entry.deployments else common_pb2.Deployment()
     return Candidate(
         entry.id,
-        capabilities=mask(entry.capabilities),
-        modalities=mask(entry.input_modalities),
+        capabilities=mask(common_pb2.Capability.DESCRIPTOR, entry.capabilities, "capabilities"),
+        modalities=mask(common_pb2.Modality.DESCRIPTOR, entry.input_modalities, "input_modalities"),
         context_window=entry.context_window,
         latency_ms=perf.latency_ms_p50,
         tokens_per_second=perf.tokens_per_second,
@@ -36,6 +54,28 @@ def candidate_of(entry: common_pb2.ModelEntry) -> Candidate:
         region=first.region,
         healthy=servable(entry),
     )
+
+
+def candidates_of(
+    entries: Iterable[common_pb2.ModelEntry],
+) -> tuple[list[common_pb2.ModelEntry], list[Candidate]]:
+    """The entries that make candidates, and their candidates, in the same order.
+
+    An entry that cannot be one is left out with a logged reason: one bad record
+    must not fail every selection.
+    """
+    kept: list[common_pb2.ModelEntry] = []
+    candidates: list[Candidate] = []
+    for entry in entries:
+        try:
+            candidate = candidate_of(entry)
+        except (ValueError, OverflowError, ModelyardError) as exc:
+            reason = exc.message if isinstance(exc, ModelyardError) else str(exc)
+            log.warning("selection leaves out model '%s': %s", entry.id, reason)
+            continue
+        kept.append(entry)
+        candidates.append(candidate)
+    return kept, candidates
 
 
 class CandidatePool:
@@ -55,7 +95,7 @@ class CandidatePool:
     def current(self) -> tuple[list[common_pb2.ModelEntry], CandidateSet | None]:
         revision = self._revision()
         if revision != self._built_at:
-            entries = sorted(self._models(), key=lambda e: e.id)
-            self._set = CandidateSet([candidate_of(e) for e in entries]) if entries else None
+            entries, candidates = candidates_of(sorted(self._models(), key=lambda e: e.id))
+            self._set = CandidateSet(candidates) if candidates else None
             self._entries, self._built_at = entries, revision
         return self._entries, self._set

@@ -118,7 +118,11 @@ class Selector:
             wanted = set(request.candidates)
             excluded += [e.id for e in entries if e.id not in wanted]
         native = Constraints(
-            required_capabilities=mask(task.required_capabilities),
+            required_capabilities=mask(
+                common_pb2.Capability.DESCRIPTOR,
+                task.required_capabilities,
+                "task.required_capabilities",
+            ),
             input_modality=task.input_modality,
             prompt_tokens=task.estimated_input_tokens,
             max_output_tokens=task.max_output_tokens,

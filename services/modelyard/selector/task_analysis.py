@@ -14,12 +14,17 @@ Simple, documented rules; every field the caller set explicitly wins.
 
 Modality and size are `modelyard.model_input`'s rules, the ones the gateway
 checks and reserves budget with.
+
+A task's enum fields must hold known values (INVALID_ARGUMENT naming the field
+otherwise): this is the one boundary both `Select` and the gateway's requests
+without a model cross, and masks are built from these values.
 """
 
 from __future__ import annotations
 
 import re
 
+from modelyard.enum_values import check_all_known, check_known
 from modelyard.model_input import estimate_input_tokens, input_modality
 from modelyard.v1 import common_pb2, selector_pb2
 
@@ -44,6 +49,7 @@ def analyse(
     task: selector_pb2.Task, model_input: common_pb2.Input, params: common_pb2.GenerationParams
 ) -> selector_pb2.Task:
     """`task` with every unset field derived from the input and parameters."""
+    check_task_enums(task)
     out = selector_pb2.Task()
     out.CopyFrom(task)
     kind = model_input.WhichOneof("kind")
@@ -59,6 +65,15 @@ def analyse(
     if not out.max_output_tokens and params.max_tokens > 0:
         out.max_output_tokens = params.max_tokens
     return out
+
+
+def check_task_enums(task: selector_pb2.Task) -> None:
+    """`InvalidRequest` naming the first of the task's enum fields holding an unknown value."""
+    check_known(selector_pb2.TaskType.DESCRIPTOR, task.type, "task.type")
+    check_known(common_pb2.Modality.DESCRIPTOR, task.input_modality, "task.input_modality")
+    check_all_known(
+        common_pb2.Capability.DESCRIPTOR, task.required_capabilities, "task.required_capabilities"
+    )
 
 
 def _task_type(kind: str | None, text: str) -> selector_pb2.TaskType.ValueType:

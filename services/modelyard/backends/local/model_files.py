@@ -6,7 +6,7 @@ import logging
 import re
 from pathlib import Path
 
-from modelyard.catalog_ids import catalog_id
+from modelyard.catalog_ids import catalog_id, catalog_id_problem
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,29 @@ def model_id_for(path: Path, backend: str = "local") -> str:
     return catalog_id(backend, model_name_for(path))
 
 
-def scan_models_dir(models_dir: Path, backend: str = "local") -> dict[str, Path]:
-    """Every ``*.gguf`` file directly in `models_dir`, by catalog id."""
+def read_models_dir(models_dir: Path, backend: str = "local") -> tuple[dict[str, Path], list[str]]:
+    """Every ``*.gguf`` file directly in `models_dir` by catalog id, and one message per
+    file left out because its name makes no valid id (``..gguf``, 250 characters...)."""
     if not models_dir.is_dir():
-        return {}
-    files = sorted(p for p in models_dir.glob("*.gguf") if p.is_file())
-    return {model_id_for(p, backend): p for p in files}
+        return {}, []
+    found: dict[str, Path] = {}
+    refused: list[str] = []
+    for path in sorted(p for p in models_dir.glob("*.gguf") if p.is_file()):
+        model_id = model_id_for(path, backend)
+        problem = catalog_id_problem(model_id)
+        if problem is None:
+            found[model_id] = path
+        else:
+            refused.append(f"{path.name}: makes the catalog id {model_id!r}, invalid: {problem}")
+    return found, refused
+
+
+def scan_models_dir(models_dir: Path, backend: str = "local") -> dict[str, Path]:
+    """Every ``*.gguf`` file directly in `models_dir` by catalog id (others logged)."""
+    found, refused = read_models_dir(models_dir, backend)
+    for message in refused:
+        log.warning("%s: %s", models_dir, message)
+    return found
 
 
 def ensure_default_model(models_dir: Path) -> Path:
