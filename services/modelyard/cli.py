@@ -184,9 +184,10 @@ def _models(args: argparse.Namespace) -> int:
     import grpc
 
     from modelyard import remote
+    from modelyard.catalog_limits import CHANNEL_OPTIONS
     from modelyard.v1 import common_pb2
 
-    with grpc.insecure_channel(args.address) as channel:
+    with grpc.insecure_channel(args.address, options=CHANNEL_OPTIONS) as channel:
         for entry in remote.list_models(channel, timeout_s=10):
             backends = ",".join(d.backend for d in entry.deployments)
             health = common_pb2.HealthStatus.Name(entry.health).removeprefix("HEALTH_STATUS_")

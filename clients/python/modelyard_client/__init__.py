@@ -13,6 +13,7 @@ from types import TracebackType
 import grpc
 
 from modelyard import remote
+from modelyard.catalog_limits import CHANNEL_OPTIONS
 from modelyard.errors import ModelyardError
 from modelyard.remote import Prompt
 from modelyard.v1 import common_pb2, gateway_pb2
@@ -24,7 +25,8 @@ class GatewayClient:
     """Talks to a modelyard server (the embedded stack answers every service on one address)."""
 
     def __init__(self, address: str = "127.0.0.1:50051", *, timeout_s: float = 600.0) -> None:
-        self._channel = grpc.insecure_channel(address)
+        # ListModels carries whole catalog entries: take what the registry may send.
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._timeout_s = timeout_s
 
     def __enter__(self) -> GatewayClient:

@@ -87,6 +87,7 @@ class GatewayCore:
         api_key: str | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         check_request(request, self.settings)
+        self.catalog.check_fresh()  # a copy known to miss changes is no ground to route on
         chain = [request.model] if request.model else self._select(request)
         chain += [m for m in request.fallback_models if m not in chain]
         failures: list[Attempt] = []
