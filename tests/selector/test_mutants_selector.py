@@ -145,3 +145,39 @@ def test_a_preferred_backend_is_a_hard_constraint() -> None:
     assert str(caught.value) == (
         "no model meets the constraints (p/a: backend 'p' is not the required backend 'elsewhere')"
     )
+
+
+def test_a_tensor_input_is_a_classification_task() -> None:
+    task = selector_pb2.Task()
+    task.input.tensors.tensors.add(name="x")
+    assert analyse(task, task.input, C.GenerationParams()).type == (
+        selector_pb2.TASK_TYPE_CLASSIFICATION
+    )
+
+
+def test_candidates_carry_throughput_output_price_and_need_no_deployment() -> None:
+    fast = _model("p/fast")
+    fast.performance.tokens_per_second = 100.0
+    fast.cost.usd_per_output_token = 1e-6
+    slow = _model("p/slow")
+    slow.performance.tokens_per_second = 50.0
+    slow.cost.usd_per_output_token = 3e-6
+    bare = C.ModelEntry(
+        id="p/bare",
+        provider="p",
+        capabilities=[C.CAPABILITY_CHAT],
+        input_modalities=[C.MODALITY_TEXT],
+        context_window=4096,
+    )
+    request = _chat()
+    request.task.max_output_tokens = 100
+    reply = _selector(fast, slow, bare).select(request)
+    scores = {c.model_id: {s.criterion: s.value for s in c.criteria} for c in reply.candidates}
+    # Throughput relative to the fastest (unknown latency: 0.5); cost over the output budget.
+    assert scores["p/fast"]["performance"] == pytest.approx((0.5 + 1.0) / 2)
+    assert scores["p/slow"]["performance"] == pytest.approx((0.5 + 0.5) / 2)
+    assert (scores["p/fast"]["cost"], scores["p/slow"]["cost"]) == (1.0, 0.0)
+    # No deployment: not servable, so rejected as unhealthy (and no IndexError).
+    (bare_score,) = (c for c in reply.candidates if c.model_id == "p/bare")
+    assert bare_score.rejection_reason == "unhealthy"
+    assert reply.model_id == "p/fast"
