@@ -160,3 +160,37 @@ def test_an_invalid_file_is_a_config_error_with_its_key_path(tmp_path: Path) -> 
     bad.write_text("model_system:\n  server: {grace_period: soon}\n")
     with pytest.raises(ConfigError, match=r"model_system\.server\.grace_period"):
         resolve_settings({"config": bad}, env={})
+
+
+def test_the_default_deadline_is_a_flag_else_its_variable_else_the_file_else_60s(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "deadline.yaml"
+    config.write_text("model_system:\n  server: {default_deadline: 2m}\n")
+    env = {"MODELYARD_CONFIG": str(config)}
+    assert resolve_settings({}, env={}).default_deadline_s == 60.0
+    assert resolve_settings({}, env=env).default_deadline_s == 120.0
+    env["MODELYARD_DEFAULT_DEADLINE_S"] = "90"
+    assert resolve_settings({}, env=env).default_deadline_s == 90.0
+    assert resolve_settings({"default_deadline": 5.0}, env=env).default_deadline_s == 5.0
+
+
+@pytest.mark.parametrize(
+    "given", [{"default_deadline": 0.0}, {"default_deadline": float("inf")}], ids=["0", "inf"]
+)
+def test_a_zero_or_endless_default_deadline_is_refused_naming_its_sources(
+    given: dict[str, float],
+) -> None:
+    with pytest.raises(InvalidRequest) as bad:
+        resolve_settings(given, env={})
+    assert bad.value.message == (
+        f"default deadline {given['default_deadline']:g}s is not a number of seconds > 0 "
+        "(--default-deadline, MODELYARD_DEFAULT_DEADLINE_S, server.default_deadline)"
+    )
+
+
+def test_a_default_deadline_of_0s_in_the_file_names_its_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_system:\n  server: {default_deadline: 0s}\n")
+    with pytest.raises(ConfigError, match=r"model_system\.server\.default_deadline"):
+        resolve_settings({"config": bad}, env={})

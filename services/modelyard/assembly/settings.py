@@ -22,6 +22,7 @@ from modelyard.config import ModelyardConfig, RateLimit, default_config, load_co
 from modelyard.config.schema import LogLevel
 from modelyard.errors import InvalidRequest
 from modelyard.gateway.balancing import STRATEGIES
+from modelyard.gateway.deadline import DEFAULT_DEADLINE_S
 from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
 from modelyard.ratelimit.config import (
     FAILURE_POLICY_ENV,
@@ -37,6 +38,7 @@ DRAIN_NOTICE_ENV = "MODELYARD_DRAIN_NOTICE_S"
 # before connections are refused; short enough that Ctrl-C on `modelyard up` is
 # not a wait. Behind an orchestrator whose endpoints update slower, raise it.
 DEFAULT_DRAIN_NOTICE_S = 2.0
+DEFAULT_DEADLINE_ENV = "MODELYARD_DEFAULT_DEADLINE_S"
 LOG_LEVELS = typing.get_args(LogLevel)
 ROLES = (
     "registry",
@@ -63,6 +65,7 @@ class Settings:
     grace_s: float = 30.0
     drain_notice_s: float = DEFAULT_DRAIN_NOTICE_S  # part of grace_s, never longer
     log_level: str = "INFO"
+    default_deadline_s: float = DEFAULT_DEADLINE_S  # a gateway call's when its client sets none
     registry_address: str | None = None  # required when the registry role is elsewhere
     advertise: str | None = None  # how others reach this server's backends
     balancing: str = "least_loaded"  # how the gateway spreads a model's deployments
@@ -86,6 +89,11 @@ class Settings:
             raise InvalidRequest(
                 f"drain notice {self.drain_notice_s:g}s is not a number of seconds >= 0 "
                 f"(--drain-notice, {DRAIN_NOTICE_ENV}, server.drain_notice)"
+            )
+        if not 0 < self.default_deadline_s < math.inf:
+            raise InvalidRequest(
+                f"default deadline {self.default_deadline_s:g}s is not a number of seconds > 0 "
+                f"(--default-deadline, {DEFAULT_DEADLINE_ENV}, server.default_deadline)"
             )
         if self.balancing not in STRATEGIES:
             raise InvalidRequest(
@@ -143,6 +151,15 @@ def resolve_settings(
             DRAIN_NOTICE_ENV,
         ),
         log_level=str(pick("log_level", "MODELYARD_LOG_LEVEL", server.log_level, "INFO")).upper(),
+        default_deadline_s=_seconds(
+            pick(
+                "default_deadline",
+                DEFAULT_DEADLINE_ENV,
+                server.default_deadline,
+                DEFAULT_DEADLINE_S,
+            ),
+            DEFAULT_DEADLINE_ENV,
+        ),
         registry_address=str(pick("registry", "MODELYARD_REGISTRY", None, "")) or None,
         advertise=str(pick("advertise", "MODELYARD_ADVERTISE", None, "")) or None,
         balancing=str(pick("balancing", "MODELYARD_BALANCING", None, "least_loaded")),

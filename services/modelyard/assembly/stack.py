@@ -30,6 +30,7 @@ from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.servicer import GatewayServicer
+from modelyard.gateway.settings import GatewaySettings
 from modelyard.hotswap.servicer import HotSwapServicer
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
@@ -111,7 +112,13 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             balancer = Balancer(settings.balancing, settings.region)
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
             core = GatewayCore(
-                live, pool, limits, selector=selector, balancer=balancer, in_flight=in_flight
+                live,
+                pool,
+                limits,
+                GatewaySettings(default_deadline_s=settings.default_deadline_s),
+                selector=selector,
+                balancer=balancer,
+                in_flight=in_flight,
             )
             bindings.append(bind(with_unimplemented(GatewayServicer, core)))
     if "hotswap" in roles:

@@ -42,6 +42,9 @@ class ServerConfig:
     # refusing them (part of grace_period).
     drain_notice: SecondsOrZero = 2.0
     log_level: LogLevel = "INFO"
+    # The deadline of a gateway call whose client sets none; default 60s
+    # (modelyard.gateway.deadline.DEFAULT_DEADLINE_S).
+    default_deadline: Seconds | None = None
 
     def violations(self) -> Iterator[tuple[str, str]]:
         host, _, port = self.listen.rpartition(":")

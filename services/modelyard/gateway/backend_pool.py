@@ -8,9 +8,10 @@ the gateway's own work. Errors and spans are the same on both paths.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from typing import TypeVar
 
 import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -71,23 +72,30 @@ class BackendPool:
         request: backend_pb2.InferRequest,
         timeout_s: float,
     ) -> AsyncGenerator[backend_pb2.InferChunk, None]:
-        # The caller's gRPC deadline cancels this whole call; the engines bound
-        # their own waits (socket read timeouts), and this bounds the total.
-        deadline = time.monotonic() + timeout_s
+        # The gRPC path has the call's deadline; this one bounds the total itself,
+        # an engine that says nothing included.
+        timer = _StreamTimer(timeout_s)
         with tracer().start_as_current_span(
             "modelyard.v1.BackendService/InferStream",
             kind=SpanKind.INTERNAL,
             attributes=_span_attributes(deployment, request, in_process=True),
         ):
             pieces = host.infer_stream(request.model_id, request.input, request.params)
-            async with aclosing(pieces):
-                async for piece in pieces:
-                    if time.monotonic() > deadline:
-                        raise DeadlineExceeded(
-                            f"backend '{deployment.backend}' (in process) did not finish "
-                            f"within {timeout_s:g}s"
-                        )
-                    yield piece_to_chunk(piece)
+            try:
+                async with aclosing(pieces):
+                    while True:
+                        try:
+                            piece = await timer.next(pieces)
+                        except StopAsyncIteration:
+                            break
+                        yield piece_to_chunk(piece)
+            except _Expired:
+                raise DeadlineExceeded(
+                    f"backend '{deployment.backend}' (in process) did not finish "
+                    f"within {timeout_s:.3g}s"
+                ) from None
+            finally:
+                timer.close()
 
     async def _grpc_stream(
         self,
@@ -112,6 +120,56 @@ class BackendPool:
                 raise err from None
             finally:
                 call.cancel()  # no-op when finished; stops the backend when we stop early
+
+
+T = TypeVar("T")
+
+
+class _Expired(Exception):
+    """The stream's time is up (an engine's own TimeoutError stays its own)."""
+
+
+class _StreamTimer:
+    """One timer for a whole in-process stream, cancelling only a wait for the next piece.
+
+    `asyncio.timeout` around each wait would do the same at ~10 µs a piece,
+    as much as the rest of the gateway's path. This one is armed once: when
+    it fires during a wait, it cancels the waiting task and the wait raises
+    `_Expired`; when it fires while the caller reads, the next wait raises.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._at = self._loop.time() + timeout_s
+        self._waiting: asyncio.Task[object] | None = None
+        self._fired = False
+        self._handle = self._loop.call_at(self._at, self._fire)
+
+    def _fire(self) -> None:
+        if self._waiting is not None:
+            self._fired = True
+            self._waiting.cancel()
+
+    async def next(self, items: AsyncIterator[T]) -> T:
+        """The next item of `items`; `_Expired` once the time is up."""
+        if self._loop.time() >= self._at:
+            raise _Expired
+        task = asyncio.current_task()
+        assert task is not None  # called from a coroutine
+        cancelling = task.cancelling()
+        self._waiting = task
+        try:
+            return await anext(items)
+        except asyncio.CancelledError:
+            # Ours only if no one else cancelled the task meanwhile (as asyncio.timeout).
+            if self._fired and task.uncancel() <= cancelling:
+                raise _Expired from None
+            raise
+        finally:
+            self._waiting = None
+
+    def close(self) -> None:
+        self._handle.cancel()
 
 
 def _span_attributes(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from modelyard.errors import InvalidRequest, ModelyardError, cap_message
 from modelyard.gateway.core import GatewayCore
+from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.request_limits import MAX_BATCH_ITEMS, check_bounds
 from modelyard.v1 import common_pb2, gateway_pb2
 
@@ -21,10 +22,12 @@ BATCH_CONCURRENCY = 8
 async def generate_batch(
     core: GatewayCore,
     requests: Sequence[gateway_pb2.GenerateRequest],
-    timeout_s: float | None = None,
+    deadline: CallDeadline | None = None,
     api_key: str | None = None,
 ) -> list[gateway_pb2.BatchItemResult]:
-    """Every item charged to the caller's API key, as if sent one by one."""
+    """Every item charged to the caller's API key, as if sent one by one, within the one
+    deadline of the whole call (None: the default deadline from now)."""
+    deadline = deadline or core.deadline(None)
     if not requests:
         raise InvalidRequest("the batch is empty", field="requests")
     if len(requests) > MAX_BATCH_ITEMS:
@@ -37,7 +40,7 @@ async def generate_batch(
         async with gate:
             try:
                 return gateway_pb2.BatchItemResult(
-                    response=await core.generate(request, timeout_s, api_key)
+                    response=await core.generate(request, deadline, api_key)
                 )
             except ModelyardError as exc:
                 return gateway_pb2.BatchItemResult(
@@ -52,7 +55,7 @@ async def generate_batch(
 async def compare(
     core: GatewayCore,
     request: gateway_pb2.CompareRequest,
-    timeout_s: float | None = None,
+    deadline: CallDeadline | None = None,
     api_key: str | None = None,
 ) -> list[gateway_pb2.BatchItemResult]:
     """The same input on every model in `request.models`, concurrently."""
@@ -67,4 +70,4 @@ async def compare(
         )
         for model in request.models
     ]
-    return await generate_batch(core, items, timeout_s, api_key)
+    return await generate_batch(core, items, deadline, api_key)

@@ -24,13 +24,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.GenerateRequest, context: Ctx
     ) -> gateway_pb2.GenerateResponse:
         api_key = api_key_from_metadata(context.invocation_metadata())
-        return await self._core.generate(request, context.time_remaining(), api_key)
+        deadline = self._core.deadline(context.time_remaining())
+        return await self._core.generate(request, deadline, api_key)
 
     async def GenerateStream(
         self, request: gateway_pb2.GenerateRequest, context: Ctx
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         api_key = api_key_from_metadata(context.invocation_metadata())
-        chunks = self._core.generate_stream(request, context.time_remaining(), api_key)
+        deadline = self._core.deadline(context.time_remaining())
+        chunks = self._core.generate_stream(request, deadline, api_key)
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
@@ -39,14 +41,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.BatchGenerateRequest, context: Ctx
     ) -> gateway_pb2.BatchGenerateResponse:
         api_key = api_key_from_metadata(context.invocation_metadata())
-        results = await generate_batch(
-            self._core, request.requests, context.time_remaining(), api_key
-        )
+        deadline = self._core.deadline(context.time_remaining())
+        results = await generate_batch(self._core, request.requests, deadline, api_key)
         return gateway_pb2.BatchGenerateResponse(results=results)
 
     async def Compare(
         self, request: gateway_pb2.CompareRequest, context: Ctx
     ) -> gateway_pb2.CompareResponse:
         api_key = api_key_from_metadata(context.invocation_metadata())
-        results = await compare(self._core, request, context.time_remaining(), api_key)
+        deadline = self._core.deadline(context.time_remaining())
+        results = await compare(self._core, request, deadline, api_key)
         return gateway_pb2.CompareResponse(results=results)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelyard.gateway.deadline import DEFAULT_DEADLINE_S
+
 
 @dataclass(frozen=True)
 class GatewaySettings:
@@ -13,7 +15,9 @@ class GatewaySettings:
     max_tokens_ceiling: int = 1_000_000
     # Used when the request leaves max_tokens at 0, also for rate-limit reservation.
     default_max_tokens: int = 256
-    # Upper bound on one backend call when the client sets no deadline.
+    # The deadline of a call whose client sets none (server.default_deadline; CallDeadline).
+    default_deadline_s: float = DEFAULT_DEADLINE_S
+    # Upper bound on one backend call, whatever deadline the client set.
     backend_timeout_s: float = 600.0
     # With no model named: how many runners-up of the selection to fall back to.
     selection_fallbacks: int = 2
