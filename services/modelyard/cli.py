@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
             help="seconds a stopping server still accepts connections, NOT_SERVING, before "
             "refusing them; part of --grace (env MODELYARD_DRAIN_NOTICE_S; default 2)",
         )
+        p.add_argument(
+            "--default-deadline",
+            type=float,
+            help="seconds a gateway call whose client sets no deadline may take "
+            "(env MODELYARD_DEFAULT_DEADLINE_S; default 60)",
+        )
         p.add_argument("--log-level", help="env MODELYARD_LOG_LEVEL; default INFO")
 
     up = sub.add_parser("up", help="run every service on one address (the embedded default)")
@@ -125,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
             "models_dir",
             "grace",
             "drain_notice",
+            "default_deadline",
             "log_level",
         )
     }

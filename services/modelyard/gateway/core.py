@@ -30,6 +30,7 @@ from modelyard.errors import (
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
+from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request
@@ -62,14 +63,18 @@ class GatewayCore:
         # Every model attempt holds a slot; a call finding none is refused (Overloaded).
         self.in_flight = in_flight or gateway_admission()
 
+    def deadline(self, time_remaining: float | None) -> CallDeadline:
+        """The deadline of a call starting now whose client left `time_remaining` (None: none)."""
+        return CallDeadline.start(time_remaining, self.settings.default_deadline_s)
+
     async def generate(
         self,
         request: gateway_pb2.GenerateRequest,
-        timeout_s: float | None = None,
+        deadline: CallDeadline | None = None,
         api_key: str | None = None,
     ) -> gateway_pb2.GenerateResponse:
         started = time.perf_counter()
-        chunks = self.generate_stream(request, timeout_s, api_key)
+        chunks = self.generate_stream(request, deadline, api_key)
         whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk())
         return gateway_pb2.GenerateResponse(
             model_id=whole.first.model_id,
@@ -83,9 +88,11 @@ class GatewayCore:
     async def generate_stream(
         self,
         request: gateway_pb2.GenerateRequest,
-        timeout_s: float | None = None,
+        deadline: CallDeadline | None = None,
         api_key: str | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
+        """The answer's chunks; `deadline` None: the default deadline from now."""
+        deadline = deadline or self.deadline(None)
         check_request(request, self.settings)
         self.catalog.check_fresh()  # a copy known to miss changes is no ground to route on
         chain = [request.model] if request.model else self._select(request)
@@ -95,7 +102,7 @@ class GatewayCore:
         for model_id in chain:
             delivered = characters = 0
             try:
-                one = self._stream_one(model_id, request, timeout_s, api_key)
+                one = self._stream_one(model_id, request, deadline, api_key)
                 async with self.in_flight.slot(), aclosing(one) as chunks:
                     async for chunk in chunks:
                         delivered += 1
@@ -136,7 +143,7 @@ class GatewayCore:
         self,
         model_id: str,
         request: gateway_pb2.GenerateRequest,
-        timeout_s: float | None,
+        deadline: CallDeadline,
         api_key: str | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         model = self.catalog.get(model_id)
@@ -160,7 +167,8 @@ class GatewayCore:
             params=params,
             request_id=request.request_id or uuid.uuid4().hex,
         )
-        timeout = min(timeout_s or self.settings.backend_timeout_s, self.settings.backend_timeout_s)
+        # What is left of the call's deadline: fallback models share it.
+        timeout = min(deadline.remaining(), self.settings.backend_timeout_s)
         used = input_tokens
         first = True
         finished = False
@@ -184,7 +192,10 @@ class GatewayCore:
                     f"backend '{deployment.backend}' at {deployment.endpoint} ended the stream "
                     f"for '{model.id}' without a finish reason: the answer is truncated"
                 )
-        except (BackendUnavailable, StreamTruncated, DeadlineExceeded):
+        except DeadlineExceeded as exc:
+            healthy_call = False
+            raise deadline.exceeded(exc) from exc
+        except (BackendUnavailable, StreamTruncated):
             healthy_call = False
             raise
         finally:
