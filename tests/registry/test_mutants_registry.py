@@ -6,6 +6,8 @@ each answer's every field, providers kept across a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any, cast
 
@@ -130,3 +132,47 @@ def test_providers_are_kept_updated_and_forgotten_across_a_restart(tmp_path: Pat
     again.add(registry_pb2.Provider(name="acme", kind="openai_compat"))
     again.add(registry_pb2.Provider(name="acme", kind="ollama"))
     assert [p.kind for p in again.list()] == ["ollama"]
+
+
+async def test_health_unregister_and_provider_listing_answer_through_the_servicer(
+    catalog: Catalog,
+) -> None:
+    catalog.register(_entry("ollama/a"), upsert=False)
+    servicer = RegistryServicer(Registry(catalog))
+    sick = await servicer.UpdateHealth(
+        registry_pb2.UpdateHealthRequest(
+            id="ollama/a", health=C.HEALTH_STATUS_DEGRADED, reason="slow"
+        ),
+        NO_CONTEXT,
+    )
+    assert (sick.health, sick.health_reason) == (C.HEALTH_STATUS_DEGRADED, "slow")
+    await servicer.AddProvider(
+        registry_pb2.AddProviderRequest(provider=registry_pb2.Provider(name="acme", kind="x")),
+        NO_CONTEXT,
+    )
+    listing = await servicer.ListProviders(registry_pb2.ListProvidersRequest(), NO_CONTEXT)
+    assert [p.name for p in listing.providers] == ["acme"]
+    gone = await servicer.UnregisterModel(
+        registry_pb2.UnregisterModelRequest(id="ollama/a"), NO_CONTEXT
+    )
+    assert gone.revision == catalog.revision
+    assert catalog.list(include_unavailable=True) == []
+
+
+async def test_run_forever_runs_a_pass_every_interval(catalog: Catalog) -> None:
+    source = ListSource("one", "one/a")
+    calls = 0
+
+    async def discover() -> SourceSnapshot:
+        nonlocal calls
+        calls += 1
+        return await ListSource.discover(source)
+
+    source.discover = discover  # type: ignore[method-assign]  # counting the passes
+    loop = DiscoveryLoop(catalog, [SourceBinding(source, [DEPLOY])], interval_s=0.01)
+    task = asyncio.create_task(loop.run_forever())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert 3 <= calls <= 25
