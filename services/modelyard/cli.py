@@ -13,6 +13,7 @@ from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_setting
 from modelyard.assembly.kinds import not_served
 from modelyard.config import ConfigError
 from modelyard.config.unbuilt import notices
+from modelyard.discovery.gguf_files import stop_reader_pool
 from modelyard.errors import ModelyardError
 from modelyard.telemetry import configure_tracing
 
@@ -183,6 +184,7 @@ async def _run(settings: Settings) -> None:
         )
     finally:
         await stack.stop(settings.grace_s, settings.drain_notice_s)
+        stop_reader_pool()
         if provider is not None:
             provider.shutdown()
 

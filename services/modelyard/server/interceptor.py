@@ -15,7 +15,6 @@ drains, refuses new ones.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
@@ -42,7 +41,7 @@ StreamBehavior = Callable[[Any, Ctx], AsyncGenerator[Any, None]]
 
 
 class CallGate:
-    """The modelyard calls a server is running, and whether it takes new ones.
+    """Whether a server takes new modelyard calls.
 
     Closed when the server drains: a call arriving after that is answered
     UNAVAILABLE here for the drain's notice window, while the server still
@@ -53,9 +52,6 @@ class CallGate:
 
     def __init__(self) -> None:
         self.open = True
-        self._running = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def close(self) -> None:
         self.open = False
@@ -65,24 +61,7 @@ class CallGate:
         """One call's run; refused with `BackendUnavailable` once the gate is closed."""
         if not self.open:
             raise BackendUnavailable("this server is draining; call another instance")
-        self._running += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._running -= 1
-            if self._running == 0:
-                self._idle.set()
-
-    async def drained(self, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` for the running calls to end; False if some still run."""
-        if self._idle.is_set():
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), max(timeout_s, 0.0))
-        except TimeoutError:
-            return False
-        return True
+        yield
 
 
 class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs

@@ -69,11 +69,41 @@ def bind(servicer: object) -> ServiceBinding:
     raise TypeError(f"{type(servicer).__name__} is not built on a generated gRPC servicer base")
 
 
+class DrainableHealth(health.aio.HealthServicer):  # type: ignore[misc,name-defined]  # untyped in grpc_health
+    """``grpc.health.v1`` whose open Watch streams can be ended when the server drains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: set[asyncio.Task[Any]] = set()
+        self._ending = False
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._watches.add(task)
+        try:
+            await super().Watch(request, context)
+        except asyncio.CancelledError:
+            if not self._ending:
+                raise
+            # Ended by the drain: the stream closes with OK after NOT_SERVING was sent.
+        finally:
+            self._watches.discard(task)
+
+    async def end_watches(self) -> None:
+        """End every open Watch (each has been told NOT_SERVING) and wait for them."""
+        self._ending = True
+        watches = list(self._watches)
+        for task in watches:
+            task.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped in grpc-stubs)
+    health: DrainableHealth
     service_names: list[str]
     calls: CallGate
     # Run after NOT_SERVING, before the grace period: end streams that never
@@ -99,13 +129,13 @@ class RunningServer:
         for hook in self.before_stop:
             await hook()
         await asyncio.sleep(min(notice_s, grace_s))
-        # Stop accepting; the calls running go on until they end or the deadline.
-        stopping = asyncio.ensure_future(self.server.stop(max(deadline - loop.time(), 0.0)))
-        await self.calls.drained(deadline - loop.time())
-        # What still runs is no modelyard call (a health watch, reflection): end it now
-        # rather than at the deadline. A second stop with a shorter grace wins.
-        await self.server.stop(0)
-        await stopping
+        # Health watches never end by themselves: end them (their watchers have seen
+        # NOT_SERVING), so what remains is calls that end on their own.
+        await self.health.end_watches()
+        # One stop: refuse connections, let the running calls finish until the deadline.
+        # (A second, shorter stop racing the first, or a stop(0) as a call's status is
+        # still being sent, crashes grpc's core now and then: one stop, with a grace.)
+        await self.server.stop(max(deadline - loop.time(), 0.0))
 
 
 async def start_server(
@@ -129,7 +159,7 @@ async def start_server(
     )
     for binding in bindings:
         binding.register(server)
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # not in grpc_health-stubs
+    health_servicer = DrainableHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [b.name for b in bindings]
     reflection.enable_server_reflection(
