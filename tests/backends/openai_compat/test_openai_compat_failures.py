@@ -205,8 +205,9 @@ async def test_done_without_finish_reason_is_aborted_as_truncated(
     assert "".join(c.text for c in chunks) == "Once upon"
     assert err.code() == grpc.StatusCode.ABORTED
     assert (err.details() or "") == (
-        "upstream 'custom' ended the stream for 'custom/fake-model' after 2 piece(s) "
-        "without a finish_reason: the answer is truncated"
+        "the answer of 'custom/fake-model' was cut short after 1 chunk (9 characters) had "
+        "reached the caller: upstream 'custom' ended the stream for 'custom/fake-model' "
+        "after 2 piece(s) without a finish_reason: the answer is truncated"
     )
 
 
@@ -266,8 +267,11 @@ async def test_error_event_mid_stream_is_reported_with_its_message(
     clients = await stack_for(upstream.url)
     chunks, err = await _stream_until_error(clients, request())
     assert [c.text for c in chunks] == ["Hi"]
-    assert err.code() == grpc.StatusCode.UNKNOWN
+    # After output, every failure is ABORTED (not a code a client may retry blindly),
+    # still carrying the provider's words.
+    assert err.code() == grpc.StatusCode.ABORTED
     details = err.details() or ""
+    assert details.startswith("the answer of 'custom/fake-model' was cut short after 1 chunk")
     assert "upstream 'custom' failed mid-stream" in details
     assert "The server had an error processing your request." in details
 
