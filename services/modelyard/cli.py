@@ -194,12 +194,14 @@ def _models(args: argparse.Namespace) -> int:
 
     from modelyard import remote
     from modelyard.catalog_limits import CHANNEL_OPTIONS
+    from modelyard.enum_values import value_name
     from modelyard.v1 import common_pb2
 
     with grpc.insecure_channel(args.address, options=CHANNEL_OPTIONS) as channel:
         for entry in remote.list_models(channel, timeout_s=10):
             backends = ",".join(d.backend for d in entry.deployments)
-            health = common_pb2.HealthStatus.Name(entry.health).removeprefix("HEALTH_STATUS_")
+            name = value_name(common_pb2.HealthStatus.DESCRIPTOR, entry.health)
+            health = name.removeprefix("HEALTH_STATUS_")
             ctx = entry.context_window or "-"
             print(f"{entry.id}\t{backends}\tctx={ctx}\t{health.lower()}")
     return 0

@@ -22,6 +22,12 @@ def is_known(enum: EnumDescriptor, value: int) -> bool:
     return value in enum.values_by_number
 
 
+def value_name(enum: EnumDescriptor, value: int) -> str:
+    """The declared name of `value`, or ``unknown <Enum> value N``: never raises."""
+    known = enum.values_by_number.get(value)
+    return known.name if known is not None else f"unknown {enum.name} value {value}"
+
+
 def unknown_value(enum: EnumDescriptor, values: Iterable[int]) -> tuple[int, int] | None:
     """(index, value) of the first of `values` that `enum` does not declare, or None."""
     for i, value in enumerate(values):

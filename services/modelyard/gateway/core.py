@@ -16,6 +16,7 @@ from contextlib import aclosing
 
 from modelyard.backends.admission import Admission, gateway_admission
 from modelyard.backends.answer_stream import whole_answer
+from modelyard.enum_values import value_name
 from modelyard.errors import (
     AllModelsFailed,
     Attempt,
@@ -221,7 +222,7 @@ def _cut_short(
 def _check_servable(model: common_pb2.ModelEntry) -> None:
     if not servable_health(model.health):
         raise BackendUnavailable(
-            f"model '{model.id}' is {common_pb2.HealthStatus.Name(model.health)}"
+            f"model '{model.id}' is {value_name(common_pb2.HealthStatus.DESCRIPTOR, model.health)}"
             + (f": {model.health_reason}" if model.health_reason else "")
         )
     if not model.deployments:
