@@ -278,7 +278,9 @@ async def _send(channel: grpc.aio.Channel, rpc: Rpc, variant: str, raw: bytes) -
         if not rpc.streaming:
             await channel.unary_unary(rpc.path, **RAW)(raw, timeout=CALL_TIMEOUT_S)
             return answer(grpc.StatusCode.OK)
-        call = channel.unary_stream(rpc.path, **RAW)(raw, timeout=STREAM_TIMEOUT_S)
+        # Only a watch is held open by design; any other stream gets a call's full time.
+        timeout = STREAM_TIMEOUT_S if rpc.watch else CALL_TIMEOUT_S
+        call = channel.unary_stream(rpc.path, **RAW)(raw, timeout=timeout)
         reads = 0
         async for _ in call:
             reads += 1

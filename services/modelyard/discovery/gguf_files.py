@@ -117,6 +117,11 @@ def stop_reader_pool() -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         worker.terminate()
+    for worker in workers:
+        worker.join(timeout=2)
+        if worker.is_alive():  # SIGTERM ignored (an inherited SIG_IGN): SIGKILL cannot be
+            worker.kill()
+            worker.join(timeout=2)
 
 
 def _read(path: Path, stamp: tuple[int, int], source: str) -> _Read:
