@@ -113,3 +113,22 @@ def test_adding_a_provider_back_restores_only_its_own_models(tmp_path: Path) -> 
     restored = catalog.get("acme/a")
     assert (restored.health, restored.health_reason) == (C.HEALTH_STATUS_HEALTHY, "")
     assert catalog.get("other/b").health == C.HEALTH_STATUS_UNAVAILABLE
+
+
+async def test_catalog_reads_name_the_registry_and_tolerate_unknown_capabilities(
+    tmp_path: Path,
+) -> None:
+    catalog = Catalog(CatalogStore(tmp_path / "r.sqlite3"))
+    with pytest.raises(ModelNotFound) as caught:
+        catalog.get("ollama/nope")
+    assert str(caught.value) == "model 'ollama/nope' is not in the registry"
+    catalog.register(_entry("ollama/a", capabilities=[C.CAPABILITY_CHAT]), upsert=False)
+    assert catalog.list(capabilities=[C.CAPABILITY_CHAT, C.CAPABILITY_VISION]) == []
+    watch = catalog.watch(0)
+    snapshot = await anext(watch)
+    assert (snapshot.model.id, snapshot.revision) == ("ollama/a", catalog.get("ollama/a").revision)
+    catalog.unregister("ollama/a")
+    await anext(watch)  # SYNCED
+    removed = await anext(watch)
+    assert (removed.model.id, removed.model.provider) == ("ollama/a", "ollama")
+    await watch.aclose()
