@@ -128,6 +128,15 @@ class _Over(Exception):
 
 def _walk(message: Message, plan: _Plan) -> None:
     for name, repeated, entries, chars, child in plan:
+        if child and not repeated:
+            # Checked before reading it: reading an unset message field builds one.
+            if message.HasField(name):
+                try:
+                    _walk(getattr(message, name), child)
+                except _Over as over:
+                    over.path = f"{name}.{over.path}"
+                    raise
+            continue
         value = getattr(message, name)
         if repeated:
             if entries and len(value) > entries:
@@ -143,13 +152,6 @@ def _walk(message: Message, plan: _Plan) -> None:
                 for i, text in enumerate(value):
                     if len(text) > chars:
                         raise _Over(f"{name}[{i}]", _too_long(text, chars))
-        elif child:
-            if message.HasField(name):
-                try:
-                    _walk(value, child)
-                except _Over as over:
-                    over.path = f"{name}.{over.path}"
-                    raise
         elif chars and len(value) > chars:
             raise _Over(name, _too_long(value, chars))
 
