@@ -82,21 +82,24 @@ DEADLINE_EXCEEDED and UNIMPLEMENTED the class of that code in the table, any
 other code `ModelyardError`.
 """
 
+from modelyard.errors._details import (
+    Attempt,
+    ConfigProblem,
+    ErrorDetails,
+    FieldViolation,
+    RefusedLimit,
+)
 from modelyard.errors._hierarchy import (
     RATE_LIMIT_SCOPES_KEY,
     RETRY_AFTER_MS_KEY,
     AllModelsFailed,
     AlreadyExists,
-    Attempt,
     BackendUnavailable,
     CatalogFileError,
     ConfigError,
     ConfigFileUnreadable,
-    ConfigProblem,
     DeadlineExceeded,
-    ErrorDetails,
     FailedPrecondition,
-    FieldViolation,
     InvalidRequest,
     ModelNotFound,
     ModelyardError,
@@ -111,7 +114,6 @@ from modelyard.errors._hierarchy import (
     QuotaNeverFits,
     RateLimited,
     RateLimiterUnavailable,
-    RefusedLimit,
     RequestTooLarge,
     StreamTruncated,
     Unimplemented,

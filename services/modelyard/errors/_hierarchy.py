@@ -11,40 +11,28 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 import grpc
 
-from modelyard.errors._limits import METADATA_LIMIT_BYTES, shorten, utf8_size
+from modelyard.errors._details import (
+    Attempt,
+    ConfigProblem,
+    ErrorDetails,
+    FieldViolation,
+    RefusedLimit,
+    attempts_json,
+    limits_from_json,
+    limits_json,
+)
+from modelyard.errors._limits import METADATA_LIMIT_BYTES
 
 # Trailing-metadata key that carries a rate limit's retry delay in milliseconds
 # (for plain clients; ours read google.rpc.RetryInfo).
 RETRY_AFTER_MS_KEY = "retry-after-ms"
 # Trailing-metadata key naming the scopes whose limits refused ("model:x,key:anonymous").
 RATE_LIMIT_SCOPES_KEY = "rate-limit-scopes"
-
-
-@dataclass(frozen=True)
-class FieldViolation:
-    """One wrong request field (a path such as ``params.max_tokens``) and what is wrong with it."""
-
-    field: str
-    description: str
-
-
-@dataclass(frozen=True)
-class ErrorDetails:
-    """What a status carries beyond its code and message, as plain data.
-
-    `metadata` becomes ``ErrorInfo.metadata``, `retry_after_s` a ``RetryInfo``
-    and `field_violations` a ``BadRequest`` (see `modelyard.errors`).
-    """
-
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    retry_after_s: float | None = None
-    field_violations: tuple[FieldViolation, ...] = ()
 
 
 _BY_REASON: dict[str, type[ModelyardError]] = {}
@@ -133,18 +121,6 @@ class InvalidRequest(ModelyardError):
         self.field = violations[0].field if len(violations) == 1 else None
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One mistake: the dotted key path (``model_system.backends.ollama.models[1]``) and why."""
-
-    path: str
-    message: str
-    line: int | None = None  # 1-based line in the source file, when known
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
 class ConfigError(InvalidRequest):
     """The configuration is invalid; `problems` holds every mistake found, not only the first.
 
@@ -205,39 +181,6 @@ class RequestTooLarge(ModelyardError):
     reason = "REQUEST_TOO_LARGE"
 
 
-@dataclass(frozen=True)
-class RefusedLimit:
-    """One rate limit that refused a request, as plain data (the wire carries these)."""
-
-    scope: str  # whose budget: "model:openai/gpt-4o", "provider:openai", "key:<digest>"
-    label: str  # how messages name the scope: "model 'openai/gpt-4o'"
-    limit: str  # "requests_per_minute" or "tokens_per_minute"
-    per_minute: float
-    wait_s: float  # math.inf: never (the request needs more than the bucket ever holds)
-
-    @property
-    def scope_kind(self) -> str:
-        """The scope's kind: "key", "model" or "provider"."""
-        return self.scope.partition(":")[0]
-
-    def __str__(self) -> str:
-        return f"{self.label} {self.limit}={self.per_minute:g}"
-
-
-def _limits_json(limits: Sequence[RefusedLimit]) -> str:
-    # JSON has no infinity: a limit that never fits waits `null`.
-    return json.dumps(
-        [{**asdict(x), "wait_s": x.wait_s if math.isfinite(x.wait_s) else None} for x in limits]
-    )
-
-
-def _limits_from_json(text: str) -> tuple[RefusedLimit, ...]:
-    return tuple(
-        RefusedLimit(**{**x, "wait_s": math.inf if x["wait_s"] is None else x["wait_s"]})
-        for x in json.loads(text)
-    )
-
-
 class QuotaNeverFits(RequestTooLarge):
     """The request needs more than a full bucket holds: waiting will not help.
 
@@ -257,11 +200,11 @@ class QuotaNeverFits(RequestTooLarge):
 
     def wire_details(self) -> ErrorDetails:
         return ErrorDetails(
-            metadata={"limits": _limits_json(self.limits), "tokens": str(self.tokens)}
+            metadata={"limits": limits_json(self.limits), "tokens": str(self.tokens)}
         )
 
     def _restore(self, details: ErrorDetails) -> None:
-        self.limits = _limits_from_json(details.metadata.get("limits", "[]"))
+        self.limits = limits_from_json(details.metadata.get("limits", "[]"))
         self.tokens = int(details.metadata.get("tokens", "0"))
 
 
@@ -384,7 +327,7 @@ class QuotaExceeded(RateLimited):
     def wire_details(self) -> ErrorDetails:
         return ErrorDetails(
             metadata={
-                "limits": _limits_json(self.limits),
+                "limits": limits_json(self.limits),
                 "scopes": self.scopes(),
                 "tokens": str(self.tokens),
             },
@@ -396,7 +339,7 @@ class QuotaExceeded(RateLimited):
 
     def _restore(self, details: ErrorDetails) -> None:
         super()._restore(details)
-        self.limits = _limits_from_json(details.metadata.get("limits", "[]"))
+        self.limits = limits_from_json(details.metadata.get("limits", "[]"))
         self.tokens = int(details.metadata.get("tokens", "0"))
         if self.limits:  # exact, where RetryInfo rounds to nanoseconds
             self.retry_after_s = max(x.wait_s for x in self.limits)
@@ -449,20 +392,6 @@ class BackendUnavailable(ModelyardError):
         self.retry_after_s = details.retry_after_s
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """How one model of a fallback chain failed: its id, its error's code, reason and message."""
-
-    model_id: str
-    code: str  # the gRPC status code's name: "UNAVAILABLE"
-    reason: str  # the error's reason: "BACKEND_UNAVAILABLE"
-    message: str
-
-    @classmethod
-    def of(cls, model_id: str, err: ModelyardError) -> Attempt:
-        return cls(model_id, err.code.name, err.reason, err.message)
-
-
 class AllModelsFailed(BackendUnavailable):
     """Every model in the fallback chain failed before streaming began; `attempts`, in order.
 
@@ -486,7 +415,7 @@ class AllModelsFailed(BackendUnavailable):
         )
 
     def wire_details(self) -> ErrorDetails:
-        attempts, omitted = _attempts_json(self.attempts, METADATA_LIMIT_BYTES - 64)
+        attempts, omitted = attempts_json(self.attempts, METADATA_LIMIT_BYTES - 64)
         metadata = {"attempts": attempts}
         if omitted:
             metadata["attempts_omitted"] = str(omitted)
@@ -498,40 +427,6 @@ class AllModelsFailed(BackendUnavailable):
             Attempt(**a) for a in json.loads(details.metadata.get("attempts", "[]"))
         )
         self.omitted = int(details.metadata.get("attempts_omitted", "0"))
-
-
-# Below this many bytes a message says too little: leave the later attempts out instead.
-_LEAST_ATTEMPT_MESSAGE = 64
-
-
-def _attempts_json(attempts: Sequence[Attempt], budget: int) -> tuple[str, int]:
-    """The attempts as a JSON list within `budget` bytes, and how many were left out."""
-    for kept in range(len(attempts), 0, -1):
-        head = attempts[:kept]
-        bare = utf8_size(_dumps([replace(a, message="") for a in head]))
-        room = budget - bare
-        while room >= _LEAST_ATTEMPT_MESSAGE * kept:
-            cap = _fair_share([utf8_size(a.message) for a in head], room)
-            text = _dumps([replace(a, message=shorten(a.message, cap)) for a in head])
-            if utf8_size(text) <= budget:
-                return text, len(attempts) - kept
-            room -= utf8_size(text) - budget  # JSON escapes made it longer: shrink by that
-    return "[]", len(attempts)
-
-
-def _fair_share(sizes: Sequence[int], room: int) -> int:
-    """The largest cap such that the sizes, each cut to it, add up to at most `room`."""
-    left = len(sizes)
-    for size in sorted(sizes):
-        if size * left > room:
-            return room // left
-        room -= size
-        left -= 1
-    return max(sizes, default=0)
-
-
-def _dumps(attempts: Sequence[Attempt]) -> str:
-    return json.dumps([asdict(a) for a in attempts], ensure_ascii=False)
 
 
 class RateLimiterUnavailable(ModelyardError):

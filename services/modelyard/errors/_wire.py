@@ -11,14 +11,16 @@ from typing import cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from modelyard.errors._details import (
+    ErrorDetails,
+    FieldViolation,
+)
 from modelyard.errors._hierarchy import (
     RETRY_AFTER_MS_KEY,
     AlreadyExists,
     BackendUnavailable,
     DeadlineExceeded,
-    ErrorDetails,
     FailedPrecondition,
-    FieldViolation,
     InvalidRequest,
     ModelyardError,
     NotFound,
