@@ -62,7 +62,7 @@ async def test_a_silent_in_process_backend_ends_at_the_default_deadline_naming_i
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     # The backend is given what is left of the deadline when its call starts:
     # 0.5s, or a hair less on a loaded machine (0.499s).
-    details, _, left = info.value.details().rpartition(" ")
+    details, _, left = (info.value.details() or "").rpartition(" ")
     assert details == (
         "no answer within the default deadline of 0.5s (the call set none: set a deadline on "
         "the call, or server.default_deadline): "
