@@ -11,7 +11,8 @@ URLs, logs and SQL keys, so one with a ``..`` segment, a NUL or a control
 character must never be stored.
 
 - backend name: 1-63 characters of ``a-z 0-9 . _ -``, starting with a letter
-  or a digit (``ollama``, ``openai-eu``, ``local``);
+  or a digit (``ollama``, ``openai-eu``, ``local``); a route's alias follows
+  the same rule (`name_problem`), so it never holds the ``/`` of an id;
 - provider model name: at least one character, each printable and none
   whitespace or ``\\``; ``/`` may separate parts (``meta-llama/llama-3.1-8b``,
   even ``/models/x`` as vLLM names a model by its path), none of which is
@@ -55,13 +56,18 @@ def split_catalog_id(model_id: str) -> tuple[str, str]:
 
 def backend_name_problem(name: str) -> str | None:
     """Why `name` cannot be a backend name (the first part of an id), or None."""
+    return name_problem("the backend name", name)
+
+
+def name_problem(what: str, name: str) -> str | None:
+    """Why `name` breaks the name rule (a backend's, an alias's), or None; `what` names it."""
     if not name:
-        return "the backend name is empty"
+        return f"{what} is empty"
     if len(name) > BACKEND_NAME_CHARS:
-        return f"the backend name is {len(name)} characters, over {BACKEND_NAME_CHARS}"
+        return f"{what} is {len(name)} characters, over {BACKEND_NAME_CHARS}"
     if not _BACKEND_NAME.fullmatch(name):
         return (
-            f"the backend name {name!r} is not 1-{BACKEND_NAME_CHARS} characters of "
+            f"{what} {name!r} is not 1-{BACKEND_NAME_CHARS} characters of "
             "a-z 0-9 . _ -, starting with a letter or digit"
         )
     return None

@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "--registry", help="registry address when it runs elsewhere (env MODELYARD_REGISTRY)"
     )
     serve.add_argument(
+        "--hotswap",
+        help="hot-swap service address when it runs elsewhere, for the gateway's routes "
+        "(env MODELYARD_HOTSWAP)",
+    )
+    serve.add_argument(
         "--advertise",
         help="address other services use to reach this one's backends (env MODELYARD_ADVERTISE)",
     )
@@ -137,7 +142,12 @@ def _serve(args: argparse.Namespace) -> int:
         )
     }
     if args.command == "serve":
-        flags.update(roles=tuple(args.roles), registry=args.registry, advertise=args.advertise)
+        flags.update(
+            roles=tuple(args.roles),
+            registry=args.registry,
+            hotswap=args.hotswap,
+            advertise=args.advertise,
+        )
     try:
         settings = resolve_settings(flags)
     except ModelyardError as exc:

@@ -96,6 +96,13 @@ def test_a_flag_beats_the_environment(config_file: Path, tmp_path: Path) -> None
     assert settings.roles == ("gateway",)
 
 
+def test_the_hot_swap_address_is_a_flag_else_its_variable_else_none() -> None:
+    assert resolve_settings({}, env={}).hotswap_address is None
+    env = {"MODELYARD_HOTSWAP": "control:1"}
+    assert resolve_settings({}, env=env).hotswap_address == "control:1"
+    assert resolve_settings({"hotswap": "control:2"}, env=env).hotswap_address == "control:2"
+
+
 def test_the_drain_notice_is_a_flag_else_its_variable_else_the_file_else_2s(
     tmp_path: Path,
 ) -> None:

@@ -67,6 +67,9 @@ class Settings:
     log_level: str = "INFO"
     default_deadline_s: float = DEFAULT_DEADLINE_S  # a gateway call's when its client sets none
     registry_address: str | None = None  # required when the registry role is elsewhere
+    # The hot-swap service's, when it runs elsewhere: a gateway without one here
+    # or there serves no routes (catalog ids only).
+    hotswap_address: str | None = None
     advertise: str | None = None  # how others reach this server's backends
     balancing: str = "least_loaded"  # how the gateway spreads a model's deployments
     region: str = ""  # the region "region_affinity" prefers
@@ -161,6 +164,7 @@ def resolve_settings(
             DEFAULT_DEADLINE_ENV,
         ),
         registry_address=str(pick("registry", "MODELYARD_REGISTRY", None, "")) or None,
+        hotswap_address=str(pick("hotswap", "MODELYARD_HOTSWAP", None, "")) or None,
         advertise=str(pick("advertise", "MODELYARD_ADVERTISE", None, "")) or None,
         balancing=str(pick("balancing", "MODELYARD_BALANCING", None, "least_loaded")),
         region=str(pick("region", "MODELYARD_REGION", None, "")),

@@ -29,8 +29,11 @@ from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.servicer import GatewayServicer
 from modelyard.gateway.settings import GatewaySettings
+from modelyard.hotswap.route_store import RouteStore
+from modelyard.hotswap.routes import TASK_TYPES, RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
@@ -56,6 +59,7 @@ class Stack:
     plans: list[BackendPlan] = field(default_factory=list)
     catalog: Catalog | None = None
     view: CatalogView | None = None
+    routes: RouteTable | None = None
     host: BackendHost | None = None
     pool: BackendPool | None = None
     limits: ModelLimits | None = None
@@ -70,6 +74,8 @@ class Stack:
                 await task
         if self.catalog:
             self.catalog.end_watches()
+        if self.routes:
+            self.routes.end_watches()
 
     async def stop(self, grace_s: float = 5.0, notice_s: float = 0.0) -> None:
         """NOT_SERVING, end watches, keep accepting connections for `notice_s`, let in-flight
@@ -84,6 +90,8 @@ class Stack:
             await self.limits.close()
         if self.catalog:
             self.catalog.close()
+        if self.routes:
+            self.routes.close()
 
 
 async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> Stack:
@@ -91,8 +99,11 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     configuration brings (embedding modelyard as a library, tests)."""
     roles = settings.roles
     bindings: list[ServiceBinding] = []
-    catalog = view = host = pool = limits = None
+    catalog = view = host = pool = limits = routes = route_view = None
     registry = None
+    if "hotswap" in roles:
+        routes = route_table(settings)
+        bindings.append(bind(with_unimplemented(HotSwapServicer, routes)))
     if "registry" in roles:
         catalog = Catalog(CatalogStore(settings.data_dir / "registry.sqlite3"))
         registry = Registry(catalog)
@@ -111,6 +122,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             limits = ModelLimits.from_config(settings.limiter)
             balancer = Balancer(settings.balancing, settings.region)
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
+            if routes is not None or settings.hotswap_address:
+                route_view = RouteView()
             core = GatewayCore(
                 live,
                 pool,
@@ -119,10 +132,9 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 selector=selector,
                 balancer=balancer,
                 in_flight=in_flight,
+                routes=route_view,
             )
             bindings.append(bind(with_unimplemented(GatewayServicer, core)))
-    if "hotswap" in roles:
-        bindings.append(bind(with_unimplemented(HotSwapServicer)))
     plans = await plan_backends(settings)
     hosted = [*engines_for(plans, roles), *engines]
     if hosted:
@@ -133,7 +145,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
 
     server = await start_server(bindings, settings.listen)
     address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
-    stack = Stack(server, address, plans, catalog, view, host, pool, limits)
+    stack = Stack(server, address, plans, catalog, view, routes, host, pool, limits)
     registry_address = address if catalog else settings.registry_address
     # How other services reach the backends served here.
     advertise = settings.advertise or address.replace("0.0.0.0", "127.0.0.1")
@@ -152,6 +164,11 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             assert registry_address
             stack.tasks.append(asyncio.create_task(view.follow(registry_address)))
             await asyncio.wait_for(view.synced.wait(), timeout=30)
+        if route_view is not None:
+            hotswap_address = address if routes is not None else settings.hotswap_address
+            assert hotswap_address
+            stack.tasks.append(asyncio.create_task(route_view.follow(hotswap_address)))
+            await asyncio.wait_for(route_view.synced.wait(), timeout=30)
     except BaseException:
         await stack.stop(0)
         raise
@@ -175,3 +192,13 @@ async def _start_backends(
         _, reason = host.health()
         log.warning("backend %s cannot serve: %s", host.name, reason)
         await stack.server.health.set(BACKEND_SERVICE, NOT_SERVING)
+
+
+def route_table(settings: Settings) -> RouteTable:
+    """The hot-swap service's route table, seeded with the routes the configuration names."""
+    routes = RouteTable(RouteStore(settings.data_dir / "hotswap.sqlite3"))
+    config = settings.config.hot_swap
+    tasks = {TASK_TYPES[name]: model for name, model in config.task_routes.items()}
+    for key in routes.seed(config.routes, tasks):
+        log.info("route %s added from the configuration", key)
+    return routes

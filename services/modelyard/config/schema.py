@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from modelyard.backends.admission import DEFAULT_MAX_IN_FLIGHT
-from modelyard.catalog_ids import backend_name_problem
+from modelyard.catalog_ids import backend_name_problem, name_problem
 from modelyard.config.backends import Backend, backend_schema
 from modelyard.config.convert import ByKind, NonEmpty, OneOf, Range, Url
 from modelyard.config.problems import suggestion
@@ -26,6 +26,7 @@ from modelyard.config.values import (
     Seconds,
     SecondsOrZero,
 )
+from modelyard.hotswap.routes import TASK_TYPES
 
 Algorithm = Literal["multi_criteria", "round_robin", "least_latency", "lowest_cost", "random"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -143,6 +144,13 @@ class HotSwapConfig:
     grace_period_ms: MillisOrZero = 30_000
     validation_timeout_ms: Millis = 5_000
     rollback_on_failure: bool = True
+    # Aliases a request's `model` may name, each pointing at a catalog id
+    # (``chat-default: local/gemma-3-270m-q4_k_m``). Seeds the route table: a
+    # route it already holds keeps its model (a swap outlives a restart).
+    routes: Mapping[str, ModelRef] = field(default_factory=lambda: types.MappingProxyType({}))
+    # Task types (chat, code, summarization, ...) whose requests, naming no
+    # model, go to this model before any selection.
+    task_routes: Mapping[str, ModelRef] = field(default_factory=lambda: types.MappingProxyType({}))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +203,19 @@ class ModelyardConfig:
                     f"no backend '{name}'{suggestion(name, self.backends)}",
                 )
         yield from self._model_refs("selection", self.selection)
+        for alias, ref in self.hot_swap.routes.items():
+            problem = name_problem("the alias", alias)
+            if problem is not None:
+                yield f"hot_swap.routes.{alias}", problem
+            yield from self._model_ref(f"hot_swap.routes.{alias}", ref)
+        for task, ref in self.hot_swap.task_routes.items():
+            if task not in TASK_TYPES:
+                yield (
+                    f"hot_swap.task_routes.{task}",
+                    f"'{task}' is not a task type{suggestion(task, TASK_TYPES)}; "
+                    f"task types: {', '.join(TASK_TYPES)}",
+                )
+            yield from self._model_ref(f"hot_swap.task_routes.{task}", ref)
         for agent, rule in self.selection.agents.items():
             where = f"selection.agents.{agent}"
             if rule.model is not None:

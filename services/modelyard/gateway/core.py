@@ -33,10 +33,12 @@ from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.model_input import estimate_input_tokens
 from modelyard.selector.selection import Selector
+from modelyard.selector.task_analysis import analyse
 from modelyard.servable import servable_health
 from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
 
@@ -54,8 +56,10 @@ class GatewayCore:
         selector: Selector | None = None,
         balancer: Balancer | None = None,
         in_flight: Admission | None = None,
+        routes: RouteView | None = None,
     ) -> None:
         self.catalog = catalog
+        self.routes = routes
         self.backends = backends
         self.limits = limits or ModelLimits()
         self.settings = settings or GatewaySettings()
@@ -96,8 +100,8 @@ class GatewayCore:
         deadline = deadline or self.deadline(None)
         check_request(request, self.settings)
         self.catalog.check_fresh()  # a copy known to miss changes is no ground to route on
-        chain = [request.model] if request.model else self._select(request)
-        chain += [m for m in request.fallback_models if m not in chain]
+        chain = [self._resolve(request.model)] if request.model else self._route_task(request)
+        chain += [m for m in map(self._resolve, request.fallback_models) if m not in chain]
         failures: list[Attempt] = []
         all_unknown = True
         for model_id in chain:
@@ -124,6 +128,29 @@ class GatewayCore:
         if failures and all_unknown:
             raise ModelNotFound.none_known(failures)
         raise AllModelsFailed(failures)
+
+    def _resolve(self, model: str) -> str:
+        """The catalog id `model` names: itself, or the model its alias's route points at.
+
+        Resolved once, when the call starts: a call keeps the model it started
+        on though the route moves while it runs.
+        """
+        if self.routes is None or "/" in model:  # catalog ids always have one, aliases never
+            return model
+        route = self.routes.for_alias(model)
+        return route.model_id if route is not None else model
+
+    def _route_task(self, request: gateway_pb2.GenerateRequest) -> list[str]:
+        """No model named: the route of the request's task type, else the selector's choice."""
+        if self.routes is not None and self.routes.routes_tasks():
+            self.routes.check_fresh()
+            task_type = request.task.type
+            if not task_type:
+                task_type = analyse(request.task, request.input, request.params).type
+            route = self.routes.for_task(task_type)
+            if route is not None:
+                return [route.model_id]
+        return self._select(request)
 
     def _select(self, request: gateway_pb2.GenerateRequest) -> list[str]:
         """No model named: the selector's best few, best first (the rest are fallbacks)."""

@@ -1,0 +1,81 @@
+"""SQLite persistence of the route table.
+
+A route is stored as its serialized `Route` message (the proto is the schema)
+under its key, an alias or a task type. Revisions count every write to one
+table file, named by a random id made with it: a new file counts from 1 again,
+and its id tells a watcher so. A route table holds tens of routes, not
+millions: a watcher resuming is sent every route changed since its revision,
+read from the table itself, so no separate change log is kept.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from modelyard.v1 import hotswap_pb2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routes (
+    key TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    route BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class RouteStore:
+    """The route table on disk. Each write is one transaction: all of it or none."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('table_id', ?)", (uuid.uuid4().hex,)
+        )
+        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', '0')")
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'table_id'").fetchone()
+        self.table_id: str = row[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def revision(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        return int(row[0])
+
+    def load_all(self) -> Iterator[tuple[str, hotswap_pb2.Route]]:
+        """Every route with its key, oldest change first."""
+        for key, blob in self._db.execute("SELECT key, route FROM routes ORDER BY revision"):
+            yield key, hotswap_pb2.Route.FromString(blob)
+
+    def put(self, key: str, route: hotswap_pb2.Route) -> hotswap_pb2.Route:
+        """Store `route` under `key` at the next revision; the stored copy, revision set."""
+        stored = hotswap_pb2.Route()
+        stored.CopyFrom(route)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            stored.revision = self.revision() + 1
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'revision'", (str(stored.revision),)
+            )
+            self._db.execute(
+                "INSERT INTO routes (key, revision, route) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET revision = excluded.revision, "
+                "route = excluded.route",
+                (key, stored.revision, stored.SerializeToString()),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return stored

@@ -1,0 +1,188 @@
+"""The route table: which model serves each alias and each task type, free of gRPC.
+
+Holds every route in memory for reads, persists each change to SQLite before
+it becomes visible, and fans changes out to watchers (the gateways' copies).
+A route is keyed by its alias (``alias:chat-default``) or its task type
+(``task:TASK_TYPE_CODE``); the two never meet, since an alias is a name
+(`catalog_ids.name_problem`) and task keys are fixed.
+
+Routes named by the configuration seed the table at start: a route the file
+names and the table lacks is added; one the table already holds keeps the
+model it has, since a swap may have moved it since (it outlives a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
+
+from modelyard.catalog_ids import catalog_id_problem, name_problem
+from modelyard.enum_values import check_known, value_name
+from modelyard.errors import FailedPrecondition, InvalidRequest, NotFound, WatcherFellBehind
+from modelyard.hotswap.route_store import RouteStore
+from modelyard.v1 import hotswap_pb2, selector_pb2
+
+Change = hotswap_pb2.RouteChange
+_TASK_TYPES = selector_pb2.TaskType.DESCRIPTOR
+# A watcher this far behind is cut off and told to resume (a table has tens of routes:
+# only a watcher that stopped reading gets here).
+WATCH_QUEUE_LIMIT = 1024
+# Task types by the names the configuration uses: "chat", "code", "speech_to_text".
+TASK_TYPES: dict[str, int] = {
+    v.name.removeprefix("TASK_TYPE_").lower(): v.number for v in _TASK_TYPES.values if v.number
+}
+_STOPPING = "stopping"
+_FELL_BEHIND = "fell behind"
+
+
+def alias_key(alias: str) -> str:
+    """The key of an alias's route (`route_key` checks the alias first)."""
+    return f"alias:{alias}"
+
+
+def task_key(task_type: int) -> str:
+    """The key of a task type's route (`route_key` checks the task type first)."""
+    return f"task:{value_name(_TASK_TYPES, task_type)}"
+
+
+def route_key(alias: str = "", task_type: int = 0) -> str:
+    """The key of the route for `alias` or `task_type` (exactly one of them is set).
+
+    `InvalidRequest` naming the field for a bad alias, an unknown task type,
+    both or neither.
+    """
+    if alias and task_type:
+        raise InvalidRequest("a route is for an alias or a task type, not both", field="alias")
+    if alias:
+        problem = name_problem("the alias", alias)
+        if problem is not None:
+            raise InvalidRequest(problem, field="alias")
+        return alias_key(alias)
+    if task_type:
+        check_known(_TASK_TYPES, task_type, "task_type")
+        return task_key(task_type)
+    raise InvalidRequest("name a route: set alias or task_type", field="alias")
+
+
+def describe(route: hotswap_pb2.Route) -> str:
+    """How messages name a route: "alias 'chat-default'", "task type code"."""
+    if route.alias:
+        return f"alias '{route.alias}'"
+    return (
+        f"task type {value_name(_TASK_TYPES, route.task_type).removeprefix('TASK_TYPE_').lower()}"
+    )
+
+
+class RouteTable:
+    def __init__(self, store: RouteStore) -> None:
+        self._store = store
+        self._routes: dict[str, hotswap_pb2.Route] = dict(store.load_all())
+        self._watchers: set[asyncio.Queue[Change | str]] = set()
+
+    @property
+    def table_id(self) -> str:
+        return self._store.table_id
+
+    @property
+    def revision(self) -> int:
+        return self._store.revision()
+
+    def close(self) -> None:
+        self._store.close()
+
+    def get(self, alias: str = "", task_type: int = 0) -> hotswap_pb2.Route:
+        key = route_key(alias, task_type)
+        try:
+            return self._routes[key]
+        except KeyError:
+            missing = hotswap_pb2.Route(alias=alias, task_type=task_type)  # type: ignore[arg-type]
+            raise NotFound(f"no route for {describe(missing)}") from None
+
+    def routes(self) -> list[hotswap_pb2.Route]:
+        """Every route: aliases by name, then task types in their enum's order."""
+        return sorted(self._routes.values(), key=lambda r: (not r.alias, r.alias, r.task_type))
+
+    def set_route(self, alias: str, task_type: int, model_id: str) -> hotswap_pb2.Route:
+        """Point a route at `model_id` (stored, then visible to readers and watchers)."""
+        key = route_key(alias, task_type)
+        problem = catalog_id_problem(model_id)
+        if problem is not None:
+            raise InvalidRequest(f"model id {model_id!r} is invalid: {problem}", field="model_id")
+        current = self._routes.get(key)
+        if current is not None and current.model_id == model_id:
+            return current  # unchanged: no new revision
+        route = hotswap_pb2.Route(alias=alias, task_type=task_type, model_id=model_id)  # type: ignore[arg-type]
+        if current is not None:
+            route.ab_test_id = current.ab_test_id
+        route.updated_at.GetCurrentTime()
+        stored = self._store.put(key, route)
+        self._routes[key] = stored
+        self._publish(Change(kind=Change.KIND_UPSERTED, revision=stored.revision, route=stored))
+        return stored
+
+    def seed(self, aliases: Mapping[str, str], task_types: Mapping[int, str]) -> list[str]:
+        """Add the configured routes the table lacks; the keys of those added."""
+        added = []
+        for alias, model_id in aliases.items():
+            if route_key(alias=alias) not in self._routes:
+                self.set_route(alias, 0, model_id)
+                added.append(route_key(alias=alias))
+        for task_type, model_id in task_types.items():
+            if route_key(task_type=task_type) not in self._routes:
+                self.set_route("", task_type, model_id)
+                added.append(route_key(task_type=task_type))
+        return added
+
+    # ---- watching -----------------------------------------------------------
+
+    def _publish(self, change: Change) -> None:
+        for queue in list(self._watchers):
+            if queue.qsize() < WATCH_QUEUE_LIMIT:
+                queue.put_nowait(change)
+            else:
+                self._watchers.discard(queue)
+                queue.put_nowait(_FELL_BEHIND)
+
+    def end_watches(self) -> None:
+        """End every watch normally after the changes it holds (the service is stopping)."""
+        for queue in list(self._watchers):
+            self._watchers.discard(queue)
+            queue.put_nowait(_STOPPING)
+
+    async def watch(self, after_revision: int, table_id: str = "") -> AsyncGenerator[Change, None]:
+        """Routes changed after `after_revision` (0: every route), SYNCED, then live changes."""
+        queue: asyncio.Queue[Change | str] = asyncio.Queue()
+        self._watchers.add(queue)  # before reading the table, so nothing falls between
+        try:
+            current = self.revision
+            if after_revision:
+                if table_id and table_id != self.table_id:
+                    raise FailedPrecondition(
+                        f"after_revision {after_revision} counts in route table {table_id}, "
+                        f"not in this service's table {self.table_id} (it started over); "
+                        "resume with after_revision=0"
+                    )
+                if after_revision > current:
+                    raise FailedPrecondition(
+                        f"after_revision {after_revision} is ahead of the route table "
+                        f"(revision {current}); resume with after_revision=0"
+                    )
+            for route in sorted(self._routes.values(), key=lambda r: r.revision):
+                if route.revision > after_revision:
+                    yield Change(kind=Change.KIND_UPSERTED, revision=route.revision, route=route)
+            last = current
+            yield Change(kind=Change.KIND_SYNCED, revision=last, table_id=self.table_id)
+            while True:
+                item = await queue.get()
+                if item == _STOPPING:
+                    return
+                if not isinstance(item, Change):
+                    raise WatcherFellBehind(
+                        f"route watcher fell more than {WATCH_QUEUE_LIMIT} changes behind; "
+                        f"resume with after_revision={last}"
+                    )
+                if item.revision > last:
+                    last = item.revision
+                    yield item
+        finally:
+            self._watchers.discard(queue)
