@@ -49,8 +49,12 @@ def test_each_route_mistake_is_named_at_its_key() -> None:
     ]
 
 
-def test_the_swap_keys_still_say_they_do_nothing_yet() -> None:
-    config = parse_config("model_system: {hot_swap: {grace_period_ms: 100}}", env={})
+def test_only_the_canary_key_still_says_it_does_nothing_yet() -> None:
+    config = parse_config(
+        "model_system: {hot_swap: {enabled: false, grace_period_ms: 100, "
+        "validation_timeout_ms: 200, rollback_on_failure: false}}",
+        env={},
+    )
     assert notices(config) == [
-        "accepted, not implemented yet: hot_swap.grace_period_ms (swaps are not built)"
+        "accepted, not implemented yet: hot_swap.rollback_on_failure (canary swaps are not built)"
     ]

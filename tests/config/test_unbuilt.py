@@ -13,7 +13,7 @@ from modelyard.config.unbuilt import not_implemented, notices
 UNBUILT = """
 model_system:
   registry: {discovery_interval: 10s, cache_ttl: 1h}
-  hot_swap: {enabled: true, grace_period_ms: 100}
+  hot_swap: {enabled: true, grace_period_ms: 100, rollback_on_failure: true}
   monitoring: {}
   selection:
     algorithm: round_robin
@@ -36,8 +36,7 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
         "backends.local.models",
         "backends.ollama.keep_alive",
         "backends.openai.max_retries",
-        "hot_swap.enabled",
-        "hot_swap.grace_period_ms",
+        "hot_swap.rollback_on_failure",
         "monitoring",
         "registry.cache_ttl",
         "selection.algorithm",
@@ -63,7 +62,7 @@ def test_config_check_prints_each_notice(
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert (
-        "  accepted, not implemented yet: hot_swap.rollback_on_failure (swaps are not built)\n"
+        "  accepted, not implemented yet: hot_swap.rollback_on_failure (canary swaps are not built)\n"
     ) in out
 
 

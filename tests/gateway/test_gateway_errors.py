@@ -297,7 +297,11 @@ async def test_stream_without_finish_is_aborted_and_keeps_its_whole_reservation(
 async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(make_stack: StackFactory) -> None:
     stack = await make_stack(roles=("registry", "hotswap"))
     async with grpc.aio.insecure_channel(stack.address) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as swap:
-            await hotswap_pb2_grpc.HotSwapServiceStub(channel).Swap(hotswap_pb2.SwapRequest())
-    assert swap.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "modelyard.v1.HotSwapService/Swap is not implemented" in (swap.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as unbuilt:
+            await hotswap_pb2_grpc.HotSwapServiceStub(channel).StartABTest(
+                hotswap_pb2.StartABTestRequest()
+            )
+    assert unbuilt.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert unbuilt.value.details() == (
+        "modelyard.v1.HotSwapService/StartABTest is not implemented yet"
+    )

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import FailedPrecondition, InvalidRequest, NotFound
-from modelyard.hotswap.route_store import RouteStore
 from modelyard.hotswap.routes import TASK_TYPES, RouteTable, describe, route_key
+from modelyard.hotswap.store import HotSwapStore
 from modelyard.v1 import hotswap_pb2, selector_pb2
 
 Change = hotswap_pb2.RouteChange
@@ -18,7 +18,7 @@ CODE = selector_pb2.TASK_TYPE_CODE
 
 
 def _table(tmp_path: Path) -> RouteTable:
-    return RouteTable(RouteStore(tmp_path / "hotswap.sqlite3"))
+    return RouteTable(HotSwapStore(tmp_path / "hotswap.sqlite3"))
 
 
 async def _next(changes: AsyncGenerator[Change, None]) -> Change:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from grpc_health.v1 import health_pb2
 
+from modelyard.assembly.hotswap import route_table, swap_engine
 from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, plan_backends
 from modelyard.assembly.profiles import apply_profiles
 from modelyard.assembly.selection import selection_settings
@@ -32,9 +33,9 @@ from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.servicer import GatewayServicer
 from modelyard.gateway.settings import GatewaySettings
-from modelyard.hotswap.route_store import RouteStore
-from modelyard.hotswap.routes import TASK_TYPES, RouteTable
+from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
+from modelyard.hotswap.swaps import Swaps
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.servicer import Registry, RegistryServicer
@@ -60,6 +61,7 @@ class Stack:
     catalog: Catalog | None = None
     view: CatalogView | None = None
     routes: RouteTable | None = None
+    swaps: Swaps | None = None
     host: BackendHost | None = None
     pool: BackendPool | None = None
     limits: ModelLimits | None = None
@@ -82,6 +84,8 @@ class Stack:
         calls finish within `grace_s` (the notice included), release all."""
         self.server.before_stop.append(self._end_watches)
         await self.server.drain(grace_s, notice_s)
+        if self.swaps:
+            await self.swaps.close()
         if self.host:
             await self.host.close()
         if self.pool:
@@ -103,13 +107,12 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     registry = None
     if "hotswap" in roles:
         routes = route_table(settings)
-        bindings.append(bind(with_unimplemented(HotSwapServicer, routes)))
     if "registry" in roles:
         catalog = Catalog(CatalogStore(settings.data_dir / "registry.sqlite3"))
         registry = Registry(catalog)
         bindings.append(bind(with_unimplemented(RegistryServicer, registry)))
-    if "selector" in roles or "gateway" in roles:
-        # One live catalog copy feeds both the selector and the gateway.
+    if {"selector", "gateway", "hotswap"} & set(roles):
+        # One live catalog copy feeds the selector, the gateway and the swaps.
         view = live = CatalogView()
         selector = Selector(
             CandidatePool(live.models, lambda: live.revision),
@@ -117,8 +120,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         )
         if "selector" in roles:
             bindings.append(bind(with_unimplemented(SelectorServicer, selector)))
+        pool = BackendPool()  # the gateway's calls, and the swaps' validations
         if "gateway" in roles:
-            pool = BackendPool()
             limits = ModelLimits.from_config(settings.limiter)
             balancer = Balancer(settings.balancing, settings.region)
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
@@ -135,6 +138,11 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 routes=route_view,
             )
             bindings.append(bind(with_unimplemented(GatewayServicer, core)))
+    swaps = None
+    if routes is not None:
+        assert view is not None and pool is not None
+        swaps = swap_engine(settings, routes, view, pool)
+        bindings.append(bind(with_unimplemented(HotSwapServicer, routes, swaps)))
     plans = await plan_backends(settings)
     hosted = [*engines_for(plans, roles), *engines]
     if hosted:
@@ -145,7 +153,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
 
     server = await start_server(bindings, settings.listen)
     address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
-    stack = Stack(server, address, plans, catalog, view, routes, host, pool, limits)
+    stack = Stack(server, address, plans, catalog, view, routes, swaps, host, pool, limits)
     registry_address = address if catalog else settings.registry_address
     # How other services reach the backends served here.
     advertise = settings.advertise or address.replace("0.0.0.0", "127.0.0.1")
@@ -192,13 +200,3 @@ async def _start_backends(
         _, reason = host.health()
         log.warning("backend %s cannot serve: %s", host.name, reason)
         await stack.server.health.set(BACKEND_SERVICE, NOT_SERVING)
-
-
-def route_table(settings: Settings) -> RouteTable:
-    """The hot-swap service's route table, seeded with the routes the configuration names."""
-    routes = RouteTable(RouteStore(settings.data_dir / "hotswap.sqlite3"))
-    config = settings.config.hot_swap
-    tasks = {TASK_TYPES[name]: model for name, model in config.task_routes.items()}
-    for key in routes.seed(config.routes, tasks):
-        log.info("route %s added from the configuration", key)
-    return routes

@@ -39,10 +39,7 @@ def _not_multi_criteria(config: ModelyardConfig, path: list[str]) -> bool:
 # (key path with `*` for one segment, when it counts, what will build it).
 _POLICY = ("selection", "selection.agents.*.policy")
 UNBUILT: tuple[tuple[str, Applies, str], ...] = (
-    *(
-        (f"hot_swap.{key}", _always, "swaps are not built")
-        for key in ("enabled", "grace_period_ms", "validation_timeout_ms", "rollback_on_failure")
-    ),
+    ("hot_swap.rollback_on_failure", _always, "canary swaps are not built"),
     ("monitoring", _always, "metrics and alerts are not built"),
     ("registry.health_check_interval", _always, "active health checks are not built"),
     ("registry.cache_ttl", _always, "the registry keeps no cache"),

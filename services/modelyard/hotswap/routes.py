@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, Mapping
 from modelyard.catalog_ids import catalog_id_problem, name_problem
 from modelyard.enum_values import check_known, value_name
 from modelyard.errors import FailedPrecondition, InvalidRequest, NotFound, WatcherFellBehind
-from modelyard.hotswap.route_store import RouteStore
+from modelyard.hotswap.store import HotSwapStore
 from modelyard.v1 import hotswap_pb2, selector_pb2
 
 Change = hotswap_pb2.RouteChange
@@ -74,10 +74,14 @@ def describe(route: hotswap_pb2.Route) -> str:
 
 
 class RouteTable:
-    def __init__(self, store: RouteStore) -> None:
+    def __init__(self, store: HotSwapStore) -> None:
         self._store = store
         self._routes: dict[str, hotswap_pb2.Route] = dict(store.load_all())
         self._watchers: set[asyncio.Queue[Change | str]] = set()
+
+    @property
+    def store(self) -> HotSwapStore:
+        return self._store
 
     @property
     def table_id(self) -> str:
@@ -102,20 +106,36 @@ class RouteTable:
         """Every route: aliases by name, then task types in their enum's order."""
         return sorted(self._routes.values(), key=lambda r: (not r.alias, r.alias, r.task_type))
 
-    def set_route(self, alias: str, task_type: int, model_id: str) -> hotswap_pb2.Route:
-        """Point a route at `model_id` (stored, then visible to readers and watchers)."""
+    def find(self, alias: str = "", task_type: int = 0) -> hotswap_pb2.Route | None:
+        """The route for `alias` or `task_type`, None when there is none (`get` raises)."""
+        return self._routes.get(route_key(alias, task_type))
+
+    def set_route(
+        self,
+        alias: str,
+        task_type: int,
+        model_id: str,
+        swap: hotswap_pb2.SwapStatus | None = None,
+    ) -> hotswap_pb2.Route:
+        """Point a route at `model_id` (stored, then visible to readers and watchers).
+
+        `swap`: the status of the swap that moves it, stored in the same
+        transaction as the route.
+        """
         key = route_key(alias, task_type)
         problem = catalog_id_problem(model_id)
         if problem is not None:
             raise InvalidRequest(f"model id {model_id!r} is invalid: {problem}", field="model_id")
         current = self._routes.get(key)
-        if current is not None and current.model_id == model_id:
+        if current is not None and current.model_id == model_id and swap is None:
             return current  # unchanged: no new revision
         route = hotswap_pb2.Route(alias=alias, task_type=task_type, model_id=model_id)  # type: ignore[arg-type]
         if current is not None:
             route.ab_test_id = current.ab_test_id
         route.updated_at.GetCurrentTime()
-        stored = self._store.put(key, route)
+        stored = (
+            self._store.put(key, route) if swap is None else self._store.switch(key, route, swap)
+        )
         self._routes[key] = stored
         self._publish(Change(kind=Change.KIND_UPSERTED, revision=stored.revision, route=stored))
         return stored

@@ -129,6 +129,28 @@ class FakeUpstream:
 
         self._chat = handler
 
+    def echo_model(
+        self, pieces: int = 3, *, piece_delay_s: float = 0.0, unfinished: frozenset[str] = frozenset()
+    ) -> None:
+        """Answer each chat request with the model it asked for: `pieces` events of
+        ``"<model>;"``, then a ``stop`` finish, or none for a model in `unfinished`
+        (its stream ends with [DONE] only, as llama.cpp's server does when cut)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            model = (await request.json())["model"]
+            resp = await self._start_stream(request)
+            for _ in range(pieces):
+                if piece_delay_s:
+                    await asyncio.sleep(piece_delay_s)
+                await resp.write(_sse(chunk(f"{model};", model=model)))
+            if model not in unfinished:
+                await resp.write(_sse(chunk(finish_reason="stop", model=model)))
+            await resp.write(_sse("[DONE]"))
+            await resp.write_eof()
+            return resp
+
+        self._chat = handler
+
     def stream_then_drop(self, events: Sequence[Event]) -> None:
         """Send these events, then close the connection mid-response: no [DONE], no last chunk.
 

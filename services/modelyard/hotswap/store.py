@@ -1,4 +1,4 @@
-"""SQLite persistence of the route table.
+"""SQLite persistence of the hot-swap service: its route table and its swaps.
 
 A route is stored as its serialized `Route` message (the proto is the schema)
 under its key, an alias or a task type. Revisions count every write to one
@@ -6,6 +6,10 @@ table file, named by a random id made with it: a new file counts from 1 again,
 and its id tells a watcher so. A route table holds tens of routes, not
 millions: a watcher resuming is sent every route changed since its revision,
 read from the table itself, so no separate change log is kept.
+
+A swap is stored as its `SwapStatus` at each change of phase. Its switch is
+one transaction with the route's write (`switch`): whatever stops the
+process, the route and the swap agree on which model serves.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ CREATE TABLE IF NOT EXISTS routes (
     revision INTEGER NOT NULL,
     route BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS swaps (
+    swap_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    status BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -30,7 +39,7 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
-class RouteStore:
+class HotSwapStore:
     """The route table on disk. Each write is one transaction: all of it or none."""
 
     def __init__(self, path: Path) -> None:
@@ -60,6 +69,40 @@ class RouteStore:
 
     def put(self, key: str, route: hotswap_pb2.Route) -> hotswap_pb2.Route:
         """Store `route` under `key` at the next revision; the stored copy, revision set."""
+        return self._write(key, route, None)
+
+    def switch(
+        self, key: str, route: hotswap_pb2.Route, swap: hotswap_pb2.SwapStatus
+    ) -> hotswap_pb2.Route:
+        """`put` and `put_swap` in one transaction: both are stored, or neither."""
+        return self._write(key, route, swap)
+
+    def put_swap(self, swap: hotswap_pb2.SwapStatus) -> None:
+        """Store a swap's status (a new swap after every other, an old one in its place)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._put_swap(swap)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def load_swaps(self) -> Iterator[hotswap_pb2.SwapStatus]:
+        """Every swap, oldest first."""
+        for (blob,) in self._db.execute("SELECT status FROM swaps ORDER BY seq"):
+            yield hotswap_pb2.SwapStatus.FromString(blob)
+
+    def _put_swap(self, swap: hotswap_pb2.SwapStatus) -> None:
+        self._db.execute(
+            "INSERT INTO swaps (swap_id, seq, status) "
+            "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM swaps), ?) "
+            "ON CONFLICT (swap_id) DO UPDATE SET status = excluded.status",
+            (swap.swap_id, swap.SerializeToString()),
+        )
+
+    def _write(
+        self, key: str, route: hotswap_pb2.Route, swap: hotswap_pb2.SwapStatus | None
+    ) -> hotswap_pb2.Route:
         stored = hotswap_pb2.Route()
         stored.CopyFrom(route)
         self._db.execute("BEGIN IMMEDIATE")
@@ -74,6 +117,8 @@ class RouteStore:
                 "route = excluded.route",
                 (key, stored.revision, stored.SerializeToString()),
             )
+            if swap is not None:
+                self._put_swap(swap)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise

@@ -1,0 +1,333 @@
+"""Swaps: an alias moved to another model with no request cut, as a watchable state machine.
+
+PREPARING (the target is known, servable, and offers every capability of
+the model the alias has now) → WARMING (its first answer: a model not loaded
+yet loads here, and the time is kept as `warm_ms`) → VALIDATING (the other
+validation prompts, each answered with a finish reason within the timeout)
+→ SWITCHED (one transaction stores the route and the swap: new calls take the
+target; calls running keep the model they started on, since a gateway
+resolves an alias once per call) → DRAINING (the grace period, for those
+calls to finish; the previous model stays loaded) → DONE. A failure before
+SWITCHED leaves the route as it was: FAILED, with the phase and the reason.
+`rollback` puts the previous model back at any time after the switch, or
+stops a swap before it (ROLLED_BACK either way).
+
+One swap per alias at a time. A hot-swap service stopped mid-swap comes back
+with each route on exactly one model and each swap in a defined phase: one
+stopped before its switch is FAILED (the route never moved), one stopped
+while draining is DONE (the route moved; the grace period has passed since).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelyard.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    ModelyardError,
+    NotFound,
+)
+from modelyard.hotswap.routes import RouteTable, route_key
+from modelyard.hotswap.store import HotSwapStore
+from modelyard.servable import servable
+from modelyard.v1 import common_pb2, hotswap_pb2
+
+log = logging.getLogger(__name__)
+
+Status = hotswap_pb2.SwapStatus
+ENDED = frozenset({Status.PHASE_DONE, Status.PHASE_FAILED, Status.PHASE_ROLLED_BACK})
+SWITCHED = frozenset({Status.PHASE_SWITCHED, Status.PHASE_DRAINING, Status.PHASE_DONE})
+MAX_PROMPTS = 16
+PROMPT_CHARS = 4096
+DEFAULT_PROMPT = "Reply with the single word OK."
+
+
+class Catalog(Protocol):
+    """What a swap reads of the catalog: the gateway's `CatalogView` is one."""
+
+    def get(self, model_id: str) -> common_pb2.ModelEntry: ...
+
+
+class Validator(Protocol):
+    """Asks a model one prompt; raises a `ModelyardError` unless it finishes in time."""
+
+    async def answer(self, model: common_pb2.ModelEntry, prompt: str, timeout_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class SwapSettings:
+    """The configuration's `hot_swap:` defaults for what a request leaves unset."""
+
+    enabled: bool = True
+    grace_period_s: float = 30.0
+    validation_timeout_s: float = 5.0
+
+
+def phase_name(phase: int) -> str:
+    return Status.Phase.Name(phase).removeprefix("PHASE_").lower()  # type: ignore[arg-type]
+
+
+class Swaps:
+    def __init__(
+        self,
+        routes: RouteTable,
+        store: HotSwapStore,
+        catalog: Catalog,
+        validator: Validator,
+        settings: SwapSettings | None = None,
+    ) -> None:
+        self._routes = routes
+        self._store = store
+        self._catalog = catalog
+        self._validator = validator
+        self.settings = settings or SwapSettings()
+        self._swaps: dict[str, Status] = {}
+        self._active: dict[str, str] = {}  # alias -> the swap running on it
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[Status]]] = {}
+        for swap in store.load_swaps():
+            recovered = self._recovered(swap)
+            if recovered is not swap:
+                store.put_swap(recovered)
+                log.warning("swap %s: %s", swap.swap_id, recovered.error)
+            self._swaps[swap.swap_id] = recovered
+
+    def _recovered(self, swap: Status) -> Status:
+        if swap.phase in ENDED:
+            return swap
+        if swap.phase in SWITCHED:
+            why = "the hot-swap service restarted while draining; the route stays on the target"
+            return self._end(swap, Status.PHASE_DONE, why)
+        phase = phase_name(swap.phase)
+        why = f"the hot-swap service stopped during {phase}; the route was not changed"
+        return self._end(swap, Status.PHASE_FAILED, why)
+
+    # ---- reading ------------------------------------------------------------
+
+    def get(self, swap_id: str) -> Status:
+        try:
+            return self._swaps[swap_id]
+        except KeyError:
+            raise NotFound(f"no swap '{swap_id}'") from None
+
+    async def watch(self, swap_id: str) -> AsyncGenerator[Status, None]:
+        """The swap's status now, then at every change, until it has ended."""
+        status = self.get(swap_id)
+        queue: asyncio.Queue[Status] = asyncio.Queue()
+        self._watchers.setdefault(swap_id, set()).add(queue)
+        try:
+            yield status
+            while status.phase not in ENDED:
+                status = await queue.get()
+                yield status
+        finally:
+            self._watchers.get(swap_id, set()).discard(queue)
+
+    # ---- starting -----------------------------------------------------------
+
+    def start(self, request: hotswap_pb2.SwapRequest) -> Status:
+        """Check the request, then run the swap in the background; its first status."""
+        if not self.settings.enabled:
+            raise FailedPrecondition("swaps are turned off (hot_swap.enabled: false)")
+        route_key(alias=request.alias)  # a bad alias is refused here
+        prompts = list(request.validation_prompts) or [DEFAULT_PROMPT]
+        if len(prompts) > MAX_PROMPTS:
+            raise InvalidRequest(
+                f"validation_prompts has {len(prompts)} entries; the limit is {MAX_PROMPTS}",
+                field="validation_prompts",
+            )
+        for i, prompt in enumerate(prompts):
+            if not prompt.strip() or len(prompt) > PROMPT_CHARS:
+                raise InvalidRequest(
+                    f"validation_prompts[{i}] must be 1-{PROMPT_CHARS} characters, not blank",
+                    field=f"validation_prompts[{i}]",
+                )
+        running = self._active.get(request.alias)
+        if running is not None:
+            phase = phase_name(self._swaps[running].phase)
+            raise FailedPrecondition(
+                f"alias '{request.alias}' has swap {running} running ({phase}); "
+                "wait for it to end or roll it back"
+            )
+        target = self._catalog.get(request.target_model_id)  # ModelNotFound names it
+        current = self._routes.find(alias=request.alias)
+        if current is not None:
+            if current.model_id == target.id:
+                raise FailedPrecondition(
+                    f"alias '{request.alias}' is already served by '{target.id}'"
+                )
+            self._check_capabilities(request.alias, current.model_id, target)
+        status = Status(
+            swap_id=uuid.uuid4().hex[:16],
+            alias=request.alias,
+            from_model_id=current.model_id if current is not None else "",
+            to_model_id=target.id,
+            phase=Status.PHASE_PREPARING,
+        )
+        status.started_at.GetCurrentTime()
+        self._store.put_swap(status)
+        self._swaps[status.swap_id] = status
+        self._active[request.alias] = status.swap_id
+        grace_s = request.grace_period_ms / 1000 or self.settings.grace_period_s
+        timeout_s = request.validation_timeout_ms / 1000 or self.settings.validation_timeout_s
+        task = asyncio.create_task(self._run(status.swap_id, prompts, grace_s, timeout_s))
+        self._tasks[status.swap_id] = task
+        log.info(
+            "swap %s: alias '%s' %s → %s",
+            status.swap_id,
+            status.alias,
+            status.from_model_id or "(new)",
+            status.to_model_id,
+        )
+        return status
+
+    def _check_capabilities(
+        self, alias: str, current_id: str, target: common_pb2.ModelEntry
+    ) -> None:
+        try:
+            current = self._catalog.get(current_id)
+        except ModelyardError:
+            return  # the current model left the catalog: nothing to keep
+        missing = sorted(set(current.capabilities) - set(target.capabilities))
+        if missing:
+            names = ", ".join(
+                common_pb2.Capability.Name(c).removeprefix("CAPABILITY_").lower() for c in missing
+            )
+            raise FailedPrecondition(
+                f"'{target.id}' lacks what alias '{alias}' serves with '{current_id}': {names}"
+            )
+
+    # ---- running ------------------------------------------------------------
+
+    async def _run(
+        self, swap_id: str, prompts: list[str], grace_s: float, timeout_s: float
+    ) -> None:
+        status = self._swaps[swap_id]
+        try:
+            target = self._catalog.get(status.to_model_id)
+            if not servable(target):
+                raise FailedPrecondition(
+                    f"'{target.id}' cannot be sent requests (health "
+                    f"{common_pb2.HealthStatus.Name(target.health)}{_reason(target)})"
+                )
+            self._move(swap_id, Status.PHASE_WARMING)
+            started = time.perf_counter()
+            await self._validator.answer(target, prompts[0], timeout_s)
+            warm_ms = (time.perf_counter() - started) * 1000
+            self._move(swap_id, Status.PHASE_VALIDATING, warm_ms=warm_ms)
+            for prompt in prompts[1:]:
+                await self._validator.answer(target, prompt, timeout_s)
+            switched = self._next(swap_id, Status.PHASE_SWITCHED)
+            self._routes.set_route(status.alias, 0, status.to_model_id, swap=switched)
+            self._publish(switched)
+            self._move(swap_id, Status.PHASE_DRAINING)
+            await asyncio.sleep(grace_s)
+            self._finish(swap_id, Status.PHASE_DONE, "")
+        except asyncio.CancelledError:
+            raise  # rollback or the service stopping: each records what it did
+        except ModelyardError as exc:
+            phase = phase_name(self._swaps[swap_id].phase)
+            self._finish(swap_id, Status.PHASE_FAILED, f"{phase}: {exc.message}")
+            log.warning("swap %s failed in %s: %s", swap_id, phase, exc.message)
+        finally:
+            self._tasks.pop(swap_id, None)
+
+    def _next(self, swap_id: str, phase: int, **fields: float) -> Status:
+        status = Status()
+        status.CopyFrom(self._swaps[swap_id])
+        status.phase = phase  # type: ignore[assignment]
+        for name, value in fields.items():
+            setattr(status, name, value)
+        return status
+
+    def _move(self, swap_id: str, phase: int, **fields: float) -> Status:
+        status = self._next(swap_id, phase, **fields)
+        self._store.put_swap(status)
+        self._publish(status)
+        return status
+
+    def _finish(self, swap_id: str, phase: int, error: str) -> Status:
+        status = self._end(self._swaps[swap_id], phase, error)
+        self._store.put_swap(status)
+        self._publish(status)
+        if self._active.get(status.alias) == swap_id:
+            del self._active[status.alias]
+        return status
+
+    @staticmethod
+    def _end(swap: Status, phase: int, error: str) -> Status:
+        status = Status()
+        status.CopyFrom(swap)
+        status.phase = phase  # type: ignore[assignment]
+        status.error = error
+        status.finished_at.GetCurrentTime()
+        return status
+
+    def _publish(self, status: Status) -> None:
+        self._swaps[status.swap_id] = status
+        for queue in self._watchers.get(status.swap_id, ()):
+            queue.put_nowait(status)
+
+    # ---- rolling back, stopping --------------------------------------------
+
+    async def rollback(self, swap_id: str) -> Status:
+        """Put the previous model back (or stop the swap before its switch)."""
+        status = self.get(swap_id)
+        if status.phase in (Status.PHASE_FAILED, Status.PHASE_ROLLED_BACK):
+            raise FailedPrecondition(
+                f"swap {swap_id} has ended {phase_name(status.phase)}: nothing to roll back"
+            )
+        if status.phase in SWITCHED:
+            if not status.from_model_id:
+                raise FailedPrecondition(
+                    f"swap {swap_id} created alias '{status.alias}': there is no previous "
+                    "model to put back"
+                )
+            route = self._routes.find(alias=status.alias)
+            if route is None or route.model_id != status.to_model_id:
+                now = route.model_id if route is not None else "nothing"
+                raise FailedPrecondition(
+                    f"alias '{status.alias}' has moved on since swap {swap_id} (it is served "
+                    f"by '{now}'): roll back the later swap instead"
+                )
+        # No await before this cancel: the swap is where `status` says, and a swap
+        # not switched yet is stopped at an await before its switch.
+        task = self._tasks.get(swap_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if status.phase not in SWITCHED:
+            return self._finish(
+                swap_id,
+                Status.PHASE_ROLLED_BACK,
+                "stopped before the switch: the route is unchanged",
+            )
+        ended = self._end(
+            self._swaps[swap_id],
+            Status.PHASE_ROLLED_BACK,
+            f"'{status.from_model_id}' serves alias '{status.alias}' again",
+        )
+        self._routes.set_route(status.alias, 0, status.from_model_id, swap=ended)
+        self._publish(ended)
+        if self._active.get(status.alias) == swap_id:
+            del self._active[status.alias]
+        log.info("swap %s rolled back: %s", swap_id, ended.error)
+        return ended
+
+    async def close(self) -> None:
+        """Stop the running swaps; a restart records each as `_recovered` says."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _reason(model: common_pb2.ModelEntry) -> str:
+    return f": {model.health_reason}" if model.health_reason else ""
