@@ -62,7 +62,8 @@ def test_config_check_prints_each_notice(
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert (
-        "  accepted, not implemented yet: hot_swap.rollback_on_failure (canary swaps are not built)\n"
+        "  accepted, not implemented yet: hot_swap.rollback_on_failure "
+        "(canary swaps are not built)\n"
     ) in out
 
 

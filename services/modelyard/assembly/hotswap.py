@@ -6,10 +6,11 @@ import logging
 
 from modelyard.assembly.settings import Settings
 from modelyard.gateway.backend_pool import BackendPool
-from modelyard.hotswap.routes import TASK_TYPES, RouteTable
+from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Catalog, Swaps, SwapSettings
 from modelyard.hotswap.validation import BackendValidator
+from modelyard.route_keys import TASK_TYPES
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from modelyard.config.values import (
     Seconds,
     SecondsOrZero,
 )
-from modelyard.hotswap.routes import TASK_TYPES
+from modelyard.route_keys import TASK_TYPES
 
 Algorithm = Literal["multi_criteria", "round_robin", "least_latency", "lowest_cost", "random"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable
 import grpc
 
 from modelyard.gateway.watched_copy import REMOVED, SYNCED, UPSERTED, WatchedCopy
-from modelyard.hotswap.routes import alias_key, task_key
+from modelyard.route_keys import alias_key, task_key
 from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 Change = hotswap_pb2.RouteChange

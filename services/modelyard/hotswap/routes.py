@@ -2,9 +2,7 @@
 
 Holds every route in memory for reads, persists each change to SQLite before
 it becomes visible, and fans changes out to watchers (the gateways' copies).
-A route is keyed by its alias (``alias:chat-default``) or its task type
-(``task:TASK_TYPE_CODE``); the two never meet, since an alias is a name
-(`catalog_ids.name_problem`) and task keys are fixed.
+A route is keyed by its alias or its task type (`route_keys`).
 
 Routes named by the configuration seed the table at start: a route the file
 names and the table lacks is added; one the table already holds keeps the
@@ -16,61 +14,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
 
-from modelyard.catalog_ids import catalog_id_problem, name_problem
-from modelyard.enum_values import check_known, value_name
+from modelyard.catalog_ids import catalog_id_problem
 from modelyard.errors import FailedPrecondition, InvalidRequest, NotFound, WatcherFellBehind
 from modelyard.hotswap.store import HotSwapStore
-from modelyard.v1 import hotswap_pb2, selector_pb2
+from modelyard.route_keys import describe, route_key
+from modelyard.v1 import hotswap_pb2
 
 Change = hotswap_pb2.RouteChange
-_TASK_TYPES = selector_pb2.TaskType.DESCRIPTOR
 # A watcher this far behind is cut off and told to resume (a table has tens of routes:
 # only a watcher that stopped reading gets here).
 WATCH_QUEUE_LIMIT = 1024
-# Task types by the names the configuration uses: "chat", "code", "speech_to_text".
-TASK_TYPES: dict[str, int] = {
-    v.name.removeprefix("TASK_TYPE_").lower(): v.number for v in _TASK_TYPES.values if v.number
-}
 _STOPPING = "stopping"
 _FELL_BEHIND = "fell behind"
-
-
-def alias_key(alias: str) -> str:
-    """The key of an alias's route (`route_key` checks the alias first)."""
-    return f"alias:{alias}"
-
-
-def task_key(task_type: int) -> str:
-    """The key of a task type's route (`route_key` checks the task type first)."""
-    return f"task:{value_name(_TASK_TYPES, task_type)}"
-
-
-def route_key(alias: str = "", task_type: int = 0) -> str:
-    """The key of the route for `alias` or `task_type` (exactly one of them is set).
-
-    `InvalidRequest` naming the field for a bad alias, an unknown task type,
-    both or neither.
-    """
-    if alias and task_type:
-        raise InvalidRequest("a route is for an alias or a task type, not both", field="alias")
-    if alias:
-        problem = name_problem("the alias", alias)
-        if problem is not None:
-            raise InvalidRequest(problem, field="alias")
-        return alias_key(alias)
-    if task_type:
-        check_known(_TASK_TYPES, task_type, "task_type")
-        return task_key(task_type)
-    raise InvalidRequest("name a route: set alias or task_type", field="alias")
-
-
-def describe(route: hotswap_pb2.Route) -> str:
-    """How messages name a route: "alias 'chat-default'", "task type code"."""
-    if route.alias:
-        return f"alias '{route.alias}'"
-    return (
-        f"task type {value_name(_TASK_TYPES, route.task_type).removeprefix('TASK_TYPE_').lower()}"
-    )
 
 
 class RouteTable:

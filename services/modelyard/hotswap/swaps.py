@@ -34,8 +34,9 @@ from modelyard.errors import (
     ModelyardError,
     NotFound,
 )
-from modelyard.hotswap.routes import RouteTable, route_key
+from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
+from modelyard.route_keys import route_key
 from modelyard.servable import servable
 from modelyard.v1 import common_pb2, hotswap_pb2
 

@@ -130,7 +130,11 @@ class FakeUpstream:
         self._chat = handler
 
     def echo_model(
-        self, pieces: int = 3, *, piece_delay_s: float = 0.0, unfinished: frozenset[str] = frozenset()
+        self,
+        pieces: int = 3,
+        *,
+        piece_delay_s: float = 0.0,
+        unfinished: frozenset[str] = frozenset(),
     ) -> None:
         """Answer each chat request with the model it asked for: `pieces` events of
         ``"<model>;"``, then a ``stop`` finish, or none for a model in `unfinished`

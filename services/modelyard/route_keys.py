@@ -1,0 +1,58 @@
+"""How a route is named: by its alias or its task type, one key rule for every reader.
+
+The hot-swap service's table, the gateway's copy of it and the configuration
+all key a route the same way: ``alias:chat-default`` or ``task:TASK_TYPE_CODE``.
+The two never meet, since an alias is a name (`catalog_ids.name_problem`:
+no ``:``, no ``/``) and task keys are fixed.
+"""
+
+from __future__ import annotations
+
+from modelyard.catalog_ids import name_problem
+from modelyard.enum_values import check_known, value_name
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import hotswap_pb2, selector_pb2
+
+_TASK_TYPES = selector_pb2.TaskType.DESCRIPTOR
+# Task types by the names the configuration uses: "chat", "code", "speech_to_text".
+TASK_TYPES: dict[str, int] = {
+    v.name.removeprefix("TASK_TYPE_").lower(): v.number for v in _TASK_TYPES.values if v.number
+}
+
+
+def alias_key(alias: str) -> str:
+    """The key of an alias's route (`route_key` checks the alias first)."""
+    return f"alias:{alias}"
+
+
+def task_key(task_type: int) -> str:
+    """The key of a task type's route (`route_key` checks the task type first)."""
+    return f"task:{value_name(_TASK_TYPES, task_type)}"
+
+
+def route_key(alias: str = "", task_type: int = 0) -> str:
+    """The key of the route for `alias` or `task_type` (exactly one of them is set).
+
+    `InvalidRequest` naming the field for a bad alias, an unknown task type,
+    both or neither.
+    """
+    if alias and task_type:
+        raise InvalidRequest("a route is for an alias or a task type, not both", field="alias")
+    if alias:
+        problem = name_problem("the alias", alias)
+        if problem is not None:
+            raise InvalidRequest(problem, field="alias")
+        return alias_key(alias)
+    if task_type:
+        check_known(_TASK_TYPES, task_type, "task_type")
+        return task_key(task_type)
+    raise InvalidRequest("name a route: set alias or task_type", field="alias")
+
+
+def describe(route: hotswap_pb2.Route) -> str:
+    """How messages name a route: "alias 'chat-default'", "task type code"."""
+    if route.alias:
+        return f"alias '{route.alias}'"
+    return (
+        f"task type {value_name(_TASK_TYPES, route.task_type).removeprefix('TASK_TYPE_').lower()}"
+    )
