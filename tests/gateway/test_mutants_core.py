@@ -229,13 +229,21 @@ async def test_the_backend_is_sent_the_requests_id() -> None:
     assert [r.request_id for r in pool.requests] == ["req-7"]
 
 
-async def test_a_request_without_an_id_reaches_the_backend_with_a_fresh_one() -> None:
+async def test_a_request_without_an_id_is_given_a_fresh_one_the_answer_carries() -> None:
     core, pool = await _core(ScriptedEngine(pieces=("x",)))
-    await core.generate(_request())
-    await core.generate(_request())
+    replies = [await core.generate(_request()), await core.generate(_request())]
     ids = [r.request_id for r in pool.requests]
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids), ids
     assert ids[0] != ids[1]
+    assert [r.request_id for r in replies] == ids  # the caller learns the id the backend got
+
+
+async def test_the_first_streamed_chunk_carries_the_request_id() -> None:
+    core, _ = await _core(ScriptedEngine(pieces=("hello", " ", "world")))
+    request = _request()
+    request.request_id = "req-9"
+    chunks = await _chunks(core, request)
+    assert [c.request_id for c in chunks] == ["req-9", "", "", ""]
 
 
 async def test_only_the_first_streamed_chunk_names_the_model() -> None:

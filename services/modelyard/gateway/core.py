@@ -87,7 +87,7 @@ class GatewayCore:
             finish_reason=whole.last.finish_reason,
             usage=whole.last.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
-            request_id=request.request_id,
+            request_id=whole.first.request_id,
         )
 
     async def generate_stream(
@@ -100,6 +100,8 @@ class GatewayCore:
         deadline = deadline or self.deadline(None)
         check_request(request, self.settings)
         self.catalog.check_fresh()  # a copy known to miss changes is no ground to route on
+        # One id for every attempt; the first chunk tells the caller one it did not set.
+        request_id = request.request_id or uuid.uuid4().hex
         chain = [self._resolve(request.model)] if request.model else self._route_task(request)
         chain += [m for m in map(self._resolve, request.fallback_models) if m not in chain]
         failures: list[Attempt] = []
@@ -107,7 +109,7 @@ class GatewayCore:
         for model_id in chain:
             delivered = characters = 0
             try:
-                one = self._stream_one(model_id, request, deadline, api_key)
+                one = self._stream_one(model_id, request, request_id, deadline, api_key)
                 async with self.in_flight.slot(), aclosing(one) as chunks:
                     async for chunk in chunks:
                         delivered += 1
@@ -171,6 +173,7 @@ class GatewayCore:
         self,
         model_id: str,
         request: gateway_pb2.GenerateRequest,
+        request_id: str,
         deadline: CallDeadline,
         api_key: str | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
@@ -193,7 +196,7 @@ class GatewayCore:
             model_id=model.id,
             input=request.input,
             params=params,
-            request_id=request.request_id or uuid.uuid4().hex,
+            request_id=request_id,
         )
         # What is left of the call's deadline: fallback models share it.
         timeout = min(deadline.remaining(), self.settings.backend_timeout_s)
@@ -207,6 +210,7 @@ class GatewayCore:
                 out = gateway_pb2.GenerateChunk(text=chunk.text)
                 if first:
                     out.model_id = model.id
+                    out.request_id = request_id
                     first = False
                 if chunk.finish_reason:
                     out.finish_reason = chunk.finish_reason
