@@ -28,6 +28,7 @@ from modelyard.errors import InvalidRequest
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
+from modelyard.gateway.conversations import Conversations, ConversationStore
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.route_view import RouteView
@@ -62,6 +63,7 @@ class Stack:
     view: CatalogView | None = None
     routes: RouteTable | None = None
     swaps: Swaps | None = None
+    conversations: Conversations | None = None
     host: BackendHost | None = None
     pool: BackendPool | None = None
     limits: ModelLimits | None = None
@@ -96,6 +98,8 @@ class Stack:
             self.catalog.close()
         if self.routes:
             self.routes.close()
+        if self.conversations:
+            self.conversations.close()
 
 
 async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> Stack:
@@ -103,7 +107,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     configuration brings (embedding modelyard as a library, tests)."""
     roles = settings.roles
     bindings: list[ServiceBinding] = []
-    catalog = view = host = pool = limits = routes = route_view = None
+    catalog = view = host = pool = limits = routes = route_view = conversations = None
     registry = None
     if "hotswap" in roles:
         routes = route_table(settings)
@@ -127,6 +131,9 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
             if routes is not None or settings.hotswap_address:
                 route_view = RouteView()
+            conversations = Conversations(
+                ConversationStore(settings.data_dir / "conversations.sqlite3")
+            )
             core = GatewayCore(
                 live,
                 pool,
@@ -136,6 +143,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 balancer=balancer,
                 in_flight=in_flight,
                 routes=route_view,
+                conversations=conversations,
             )
             bindings.append(bind(with_unimplemented(GatewayServicer, core)))
     swaps = None
@@ -153,7 +161,19 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
 
     server = await start_server(bindings, settings.listen)
     address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
-    stack = Stack(server, address, plans, catalog, view, routes, swaps, host, pool, limits)
+    stack = Stack(
+        server,
+        address,
+        plans,
+        catalog=catalog,
+        view=view,
+        routes=routes,
+        swaps=swaps,
+        conversations=conversations,
+        host=host,
+        pool=pool,
+        limits=limits,
+    )
     registry_address = address if catalog else settings.registry_address
     # How other services reach the backends served here.
     advertise = settings.advertise or address.replace("0.0.0.0", "127.0.0.1")

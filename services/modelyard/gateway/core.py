@@ -31,6 +31,7 @@ from modelyard.errors import (
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
+from modelyard.gateway.conversations import Conversations
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.route_view import RouteView
@@ -57,9 +58,11 @@ class GatewayCore:
         balancer: Balancer | None = None,
         in_flight: Admission | None = None,
         routes: RouteView | None = None,
+        conversations: Conversations | None = None,
     ) -> None:
         self.catalog = catalog
         self.routes = routes
+        self.conversations = conversations
         self.backends = backends
         self.limits = limits or ModelLimits()
         self.settings = settings or GatewaySettings()
@@ -88,6 +91,8 @@ class GatewayCore:
             usage=whole.last.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
             request_id=whole.first.request_id,
+            history_turns=whole.first.history_turns,
+            trimmed_turns=whole.first.trimmed_turns,
         )
 
     async def generate_stream(
@@ -181,6 +186,12 @@ class GatewayCore:
         max_tokens = request.params.max_tokens or self.settings.default_max_tokens
         check_against_model(request, model, max_tokens)
         _check_servable(model)
+        context = None
+        if request.conversation_id and self.conversations is not None:
+            # The history that fits this model: each fallback model gets its own cut.
+            context = self.conversations.with_history(request, model, max_tokens)
+            request = context.request
+        answer: list[str] = []
         input_tokens = estimate_input_tokens(request.input)
         reservation = await self.limits.reserve(model, input_tokens + max_tokens, api_key)
         try:
@@ -211,8 +222,16 @@ class GatewayCore:
                 if first:
                     out.model_id = model.id
                     out.request_id = request_id
+                    if context is not None:
+                        out.history_turns = context.history_turns
+                        out.trimmed_turns = context.trimmed_turns
                     first = False
+                if context is not None:
+                    answer.append(chunk.text)
                 if chunk.finish_reason:
+                    if context is not None:  # stored before the caller hears it finished
+                        assert self.conversations is not None
+                        self.conversations.record(request, context, "".join(answer))
                     out.finish_reason = chunk.finish_reason
                     out.usage.CopyFrom(chunk.usage)
                     # Some upstreams report no input count: keep our estimate then.
