@@ -1,4 +1,5 @@
-"""The `modelyard` command: up, serve, models, generate, config check."""
+"""The `modelyard` command: up, serve, models, generate, routes, swap, swap-status, rollback,
+config check."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
@@ -17,8 +19,13 @@ from modelyard.discovery.gguf_files import stop_reader_pool
 from modelyard.errors import ModelyardError
 from modelyard.telemetry import configure_tracing
 
+if TYPE_CHECKING:
+    from modelyard.v1 import hotswap_pb2
+
 # Exit status of a start-up mistake (a bad flag, variable or file), as argparse uses.
 STARTUP_MISTAKE = 2
+# Exit status of a call the server refused as a mistake in the request (`swap`).
+REFUSED = 2
 
 
 def _address_default() -> str:
@@ -101,6 +108,48 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="send the prompt as a user message")
     gen.add_argument("--address", default=_address_default())
 
+    routes = sub.add_parser("routes", help="list the routes: which model serves each alias")
+    routes.add_argument("--address", default=_address_default())
+
+    swap = sub.add_parser(
+        "swap",
+        help="move ALIAS to MODEL with no request cut and follow the swap "
+        "(exit 0: done, 1: failed or rolled back, 2: refused)",
+    )
+    swap.add_argument("alias")
+    swap.add_argument("model", help="the target: a catalog id")
+    swap.add_argument(
+        "--grace-ms",
+        type=_non_negative,
+        default=0,
+        help="how long calls running on the previous model get to finish "
+        "(default: hot_swap.grace_period_ms)",
+    )
+    swap.add_argument(
+        "--validation-timeout-ms",
+        type=_non_negative,
+        default=0,
+        help="time the target gets per validation prompt (default: hot_swap.validation_timeout_ms)",
+    )
+    swap.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="a validation prompt the target must answer first; repeatable "
+        "(default: one short prompt)",
+    )
+    swap.add_argument("--address", default=_address_default())
+
+    swap_status = sub.add_parser("swap-status", help="print a swap's status")
+    swap_status.add_argument("swap_id")
+    swap_status.add_argument("--address", default=_address_default())
+
+    rollback = sub.add_parser(
+        "rollback", help="put a swap's previous model back (or stop it before its switch)"
+    )
+    rollback.add_argument("swap_id")
+    rollback.add_argument("--address", default=_address_default())
+
     config = sub.add_parser("config", help="work with a configuration file")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser(
@@ -108,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", type=Path)
     return parser
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and {2**32 - 1}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,12 +175,25 @@ def main(argv: list[str] | None = None) -> int:
             return _config_check(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "routes":
+            return _routes(args)
+        if args.command == "swap":
+            return _swap(args)
+        if args.command == "swap-status":
+            return _swap_status(args)
+        if args.command == "rollback":
+            return _rollback(args)
         return _generate(args)
     except ModelyardError as exc:
-        print(f"modelyard: {exc.message} [{exc.code.name}]", file=sys.stderr)
+        print_error(exc)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def print_error(exc: ModelyardError) -> None:
+    """How every client command reports a server's error: its message and its code."""
+    print(f"modelyard: {exc.message} [{exc.code.name}]", file=sys.stderr)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -230,6 +299,132 @@ def _generate(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
+
+
+# ---- hot-swap commands -------------------------------------------------------
+
+# Codes of a swap the server refused for what the request asked (exit REFUSED); any
+# other error (the server unreachable, ...) is reported as every command reports it.
+_REFUSAL_CODES = frozenset(
+    {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "ALREADY_EXISTS"}
+)
+
+
+def _routes(args: argparse.Namespace) -> int:
+    import grpc
+
+    from modelyard import remote
+
+    with grpc.insecure_channel(args.address) as channel:
+        routes = remote.list_routes(channel, timeout_s=10)
+    if not routes:
+        print("no routes")
+    for route in routes:
+        print(_route_line(route))
+    return 0
+
+
+def _swap(args: argparse.Namespace) -> int:
+    import grpc
+
+    from modelyard import remote
+    from modelyard.v1 import hotswap_pb2
+
+    request = hotswap_pb2.SwapRequest(
+        alias=args.alias,
+        target_model_id=args.model,
+        grace_period_ms=args.grace_ms,
+        validation_timeout_ms=args.validation_timeout_ms,
+        validation_prompts=args.prompt,
+    )
+    with grpc.insecure_channel(args.address) as channel:
+        try:
+            status = remote.start_swap(channel, request, timeout_s=10)
+        except ModelyardError as exc:
+            if exc.code.name not in _REFUSAL_CODES:
+                raise
+            print_error(exc)
+            return REFUSED
+        print(_swap_line(status), flush=True)
+        watch = remote.watch_swap(channel, status.swap_id)
+        try:
+            for now in watch:
+                if now.phase != status.phase:
+                    print(_phase_change_line(status, now), flush=True)
+                status = now
+        except KeyboardInterrupt:
+            watch.close()  # cancels the watch only: the swap goes on
+            swap_id = status.swap_id
+            print(
+                f"modelyard: stopped following swap {swap_id}; it goes on "
+                f"(modelyard swap-status {swap_id}); to undo it: modelyard rollback {swap_id}",
+                file=sys.stderr,
+            )
+            return 130
+    print(_swap_line(status))
+    return 0 if status.phase == hotswap_pb2.SwapStatus.PHASE_DONE else 1
+
+
+def _swap_status(args: argparse.Namespace) -> int:
+    import grpc
+
+    from modelyard import remote
+
+    with grpc.insecure_channel(args.address) as channel:
+        print(_swap_line(remote.get_swap(channel, args.swap_id, timeout_s=10)))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    import grpc
+
+    from modelyard import remote
+
+    with grpc.insecure_channel(args.address) as channel:
+        print(_swap_line(remote.rollback(channel, args.swap_id, timeout_s=10)))
+    return 0
+
+
+# How the hot-swap commands print routes and swaps: every line they write comes from here.
+
+
+def _route_line(route: hotswap_pb2.Route) -> str:
+    """``chat-default<TAB>local/gemma<TAB>rev=3``; a task type's route is ``task:code``."""
+    from modelyard.route_keys import TASK_TYPES
+
+    if route.alias:
+        name = route.alias
+    else:
+        names = {number: name for name, number in TASK_TYPES.items()}
+        name = f"task:{names.get(route.task_type, str(route.task_type))}"
+    line = f"{name}\t{route.model_id}\trev={route.revision}"
+    return f"{line}\tab_test={route.ab_test_id}" if route.ab_test_id else line
+
+
+def _phase(phase: int) -> str:
+    from modelyard.enum_values import value_name
+    from modelyard.v1 import hotswap_pb2
+
+    return value_name(hotswap_pb2.SwapStatus.Phase.DESCRIPTOR, phase).removeprefix("PHASE_").lower()
+
+
+def _warm(status: hotswap_pb2.SwapStatus) -> str:
+    return f" (warm {status.warm_ms:.0f} ms)" if status.warm_ms else ""
+
+
+def _swap_line(status: hotswap_pb2.SwapStatus) -> str:
+    """``swap ID: alias 'a' x → y, done (warm 12 ms)``, then ``: why`` when the swap says."""
+    line = (
+        f"swap {status.swap_id}: alias '{status.alias}' {status.from_model_id or '(none)'} → "
+        f"{status.to_model_id}, {_phase(status.phase)}{_warm(status)}"
+    )
+    return f"{line}: {status.error}" if status.error else line
+
+
+def _phase_change_line(before: hotswap_pb2.SwapStatus, after: hotswap_pb2.SwapStatus) -> str:
+    """``warming → validating (warm 12 ms)``: the warm time on the change that measured it."""
+    warm = _warm(after) if not before.warm_ms else ""
+    return f"{_phase(before.phase)} → {_phase(after.phase)}{warm}"
 
 
 def _config_check(args: argparse.Namespace) -> int:

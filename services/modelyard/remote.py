@@ -3,12 +3,13 @@
 The generated stubs plus what every caller wants: the request a prompt becomes,
 and a failed call raised as the error the server raised (`remote_errors`,
 which rebuilds the exact class). `modelyard_client.GatewayClient` is built on
-these; the runtime package never imports the client.
+these; the runtime package never imports the client. The hot-swap calls
+(routes, swaps) serve `modelyard routes`, `swap`, `swap-status` and `rollback`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import grpc
 
@@ -17,6 +18,8 @@ from modelyard.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
+    hotswap_pb2,
+    hotswap_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
 )
@@ -74,3 +77,62 @@ def list_models(channel: grpc.Channel, timeout_s: float) -> list[common_pb2.Mode
             registry_pb2.ListModelsRequest(), timeout=timeout_s
         )
     return list(response.models)
+
+
+# ---- hot-swap service -------------------------------------------------------
+
+
+def _hotswap(channel: grpc.Channel) -> hotswap_pb2_grpc.HotSwapServiceStub:
+    return hotswap_pb2_grpc.HotSwapServiceStub(channel)
+
+
+def list_routes(channel: grpc.Channel, timeout_s: float) -> list[hotswap_pb2.Route]:
+    """Every route: aliases by name, then task types."""
+    with remote_errors():
+        response = _hotswap(channel).ListRoutes(hotswap_pb2.ListRoutesRequest(), timeout=timeout_s)
+    return list(response.routes)
+
+
+def start_swap(
+    channel: grpc.Channel, request: hotswap_pb2.SwapRequest, timeout_s: float
+) -> hotswap_pb2.SwapStatus:
+    """Start a swap: its first status (PREPARING), or the error that refused it."""
+    with remote_errors():
+        status: hotswap_pb2.SwapStatus = _hotswap(channel).Swap(request, timeout=timeout_s)
+    return status
+
+
+def get_swap(channel: grpc.Channel, swap_id: str, timeout_s: float) -> hotswap_pb2.SwapStatus:
+    """A swap's status now."""
+    with remote_errors():
+        status: hotswap_pb2.SwapStatus = _hotswap(channel).GetSwap(
+            hotswap_pb2.GetSwapRequest(swap_id=swap_id), timeout=timeout_s
+        )
+    return status
+
+
+def rollback(channel: grpc.Channel, swap_id: str, timeout_s: float) -> hotswap_pb2.SwapStatus:
+    """Put the swap's previous model back (or stop it before its switch): its final status."""
+    with remote_errors():
+        status: hotswap_pb2.SwapStatus = _hotswap(channel).Rollback(
+            hotswap_pb2.RollbackRequest(swap_id=swap_id), timeout=timeout_s
+        )
+    return status
+
+
+def watch_swap(
+    channel: grpc.Channel, swap_id: str, timeout_s: float | None = None
+) -> Generator[hotswap_pb2.SwapStatus, None, None]:
+    """The swap's status now, then at every change of phase, until it has ended.
+
+    `timeout_s` None: no deadline (a cold model may take long to warm). Closing
+    the iterator early (Ctrl-C) cancels the call; the swap itself goes on.
+    """
+    call = _hotswap(channel).WatchSwap(
+        hotswap_pb2.GetSwapRequest(swap_id=swap_id), timeout=timeout_s
+    )
+    try:
+        with remote_errors():
+            yield from call
+    finally:
+        call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs: untyped

@@ -1,0 +1,218 @@
+"""`modelyard routes`, `swap`, `swap-status` and `rollback` against a real in-process stack.
+
+Each command is `cli.main` in a thread: its calls are blocking gRPC, and the
+stack serves on this test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from conftest import StackFactory
+from support.scripted_engine import ScriptedEngine
+
+from modelyard import cli, remote
+from modelyard.assembly import Stack
+from modelyard.config import default_config
+from modelyard.config.schema import HotSwapConfig, ModelyardConfig
+from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc, selector_pb2
+
+ALIAS = "chat-default"
+
+
+def _config() -> ModelyardConfig:
+    # Built directly: the file's check wants each route's backend configured, and
+    # the scripted engine is a test's, not the file's.
+    hot_swap = HotSwapConfig(
+        routes={ALIAS: "scripted/echo"},
+        task_routes={"code": "scripted/other"},
+        grace_period_ms=50,
+    )
+    return dataclasses.replace(default_config({}), hot_swap=hot_swap)
+
+
+async def _stack(make_stack: StackFactory, delay_s: float = 0.0) -> Stack:
+    # `delay_s` per streamed piece: the target's first answer (WARMING) lasts long
+    # enough for the command to be watching before it ends.
+    engine = ScriptedEngine(("scripted/echo", "scripted/other"), delay_s=delay_s)
+    return await make_stack(
+        roles=("registry", "hotswap", "gateway"), engines=[engine], config=_config()
+    )
+
+
+async def _cli(*argv: str) -> int:
+    return await asyncio.to_thread(cli.main, list(argv))
+
+
+async def _route(
+    address: str, task_type: selector_pb2.TaskType.ValueType | None = None
+) -> hotswap_pb2.Route:
+    """ALIAS's route, or `task_type`'s."""
+    request = hotswap_pb2.GetRouteRequest(task_type=task_type) if task_type else None
+    async with grpc.aio.insecure_channel(address) as channel:
+        route: hotswap_pb2.Route = await hotswap_pb2_grpc.HotSwapServiceStub(channel).GetRoute(
+            request or hotswap_pb2.GetRouteRequest(alias=ALIAS), timeout=10
+        )
+        return route
+
+
+async def _swap_status(address: str, swap_id: str) -> hotswap_pb2.SwapStatus:
+    async with grpc.aio.insecure_channel(address) as channel:
+        status: hotswap_pb2.SwapStatus = await hotswap_pb2_grpc.HotSwapServiceStub(channel).GetSwap(
+            hotswap_pb2.GetSwapRequest(swap_id=swap_id), timeout=10
+        )
+        return status
+
+
+def _swap_id(first_line: str) -> str:
+    """The id in ``swap ID: alias ...``."""
+    assert first_line.startswith("swap ")
+    return first_line.removeprefix("swap ").split(":", 1)[0]
+
+
+async def _swap_done(stack: Stack, capsys: pytest.CaptureFixture[str]) -> str:
+    """Swap ALIAS to scripted/other, to the end; the swap's id."""
+    code = await _cli("swap", ALIAS, "scripted/other", "--address", stack.address)
+    assert code == 0
+    return _swap_id(capsys.readouterr().out.splitlines()[0])
+
+
+async def test_routes_lists_every_route(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack)
+    assert await _cli("routes", "--address", stack.address) == 0
+    alias = await _route(stack.address)
+    code = await _route(stack.address, selector_pb2.TASK_TYPE_CODE)
+    assert capsys.readouterr().out.splitlines() == [
+        f"{ALIAS}\tscripted/echo\trev={alias.revision}",
+        f"task:code\tscripted/other\trev={code.revision}",
+    ]
+    assert sorted([alias.revision, code.revision]) == [1, 2]
+
+
+async def test_routes_says_when_there_are_none(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await make_stack(roles=("registry", "hotswap", "gateway"), engines=[ScriptedEngine()])
+    assert await _cli("routes", "--address", stack.address) == 0
+    assert capsys.readouterr().out.splitlines() == ["no routes"]
+
+
+async def test_swap_prints_each_phase_and_moves_the_route(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack, delay_s=0.2)
+    argv = ["swap", ALIAS, "scripted/other", "--grace-ms", "50", "--prompt", "Say OK."]
+    code = await _cli(*argv, "--prompt", "Say it again.", "--address", stack.address)
+    captured = capsys.readouterr()
+    assert (code, captured.err) == (0, "")
+    lines = captured.out.splitlines()
+    swap_id = _swap_id(lines[0])
+    status = await _swap_status(stack.address, swap_id)
+    warm = f"{status.warm_ms:.0f}"
+    head = f"swap {swap_id}: alias '{ALIAS}' scripted/echo → scripted/other"
+    assert lines == [
+        f"{head}, preparing",
+        "preparing → warming",
+        f"warming → validating (warm {warm} ms)",
+        "validating → switched",
+        "switched → draining",
+        "draining → done",
+        f"{head}, done (warm {warm} ms)",
+    ]
+    assert (await _route(stack.address)).model_id == "scripted/other"
+
+    assert await _cli("swap-status", swap_id, "--address", stack.address) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{head}, done (warm {warm} ms)"]
+
+
+async def test_swap_to_an_unknown_model_is_refused(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack)
+    assert await _cli("swap", ALIAS, "scripted/nope", "--address", stack.address) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "modelyard: model 'scripted/nope' is not in the catalog [NOT_FOUND]"
+    ]
+    assert (await _route(stack.address)).model_id == "scripted/echo"
+
+
+async def test_swap_that_fails_validation_exits_1_naming_why(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack, delay_s=0.2)
+    argv = ["swap", ALIAS, "scripted/other", "--validation-timeout-ms", "100"]
+    assert await _cli(*argv, "--address", stack.address) == 1
+    lines = capsys.readouterr().out.splitlines()
+    swap_id = _swap_id(lines[0])
+    head = f"swap {swap_id}: alias '{ALIAS}' scripted/echo → scripted/other"
+    assert lines == [
+        f"{head}, preparing",
+        "preparing → warming",
+        "warming → failed",
+        f"{head}, failed: warming: 'scripted/other' did not answer a validation prompt within 0.1s",
+    ]
+    assert (await _route(stack.address)).model_id == "scripted/echo"
+
+
+async def test_ctrl_c_stops_following_but_not_the_swap(
+    make_stack: StackFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stack = await _stack(make_stack)
+    watched = remote.watch_swap
+
+    def interrupted(
+        channel: grpc.Channel, swap_id: str, timeout_s: float | None = None
+    ) -> Iterator[hotswap_pb2.SwapStatus]:
+        for status in watched(channel, swap_id, timeout_s):
+            yield status
+            raise KeyboardInterrupt  # Ctrl-C after the first status
+
+    monkeypatch.setattr(remote, "watch_swap", interrupted)
+    assert await _cli("swap", ALIAS, "scripted/other", "--address", stack.address) == 130
+    captured = capsys.readouterr()
+    swap_id = _swap_id(captured.out.splitlines()[0])
+    assert captured.err.splitlines() == [
+        f"modelyard: stopped following swap {swap_id}; it goes on "
+        f"(modelyard swap-status {swap_id}); to undo it: modelyard rollback {swap_id}"
+    ]
+    for _ in range(200):
+        status = await _swap_status(stack.address, swap_id)
+        if status.phase == hotswap_pb2.SwapStatus.PHASE_DONE:
+            break
+        await asyncio.sleep(0.02)
+    assert status.phase == hotswap_pb2.SwapStatus.PHASE_DONE
+    assert (await _route(stack.address)).model_id == "scripted/other"
+
+
+async def test_rollback_puts_the_previous_model_back(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack)
+    swap_id = await _swap_done(stack, capsys)
+    warm = f"{(await _swap_status(stack.address, swap_id)).warm_ms:.0f}"
+    assert await _cli("rollback", swap_id, "--address", stack.address) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"swap {swap_id}: alias '{ALIAS}' scripted/echo → scripted/other, rolled_back "
+        f"(warm {warm} ms): 'scripted/echo' serves alias '{ALIAS}' again"
+    ]
+    assert (await _route(stack.address)).model_id == "scripted/echo"
+
+
+async def test_rollback_of_an_unknown_swap_reports_the_error(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack)
+    assert await _cli("rollback", "0123456789abcdef", "--address", stack.address) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == ["modelyard: no swap '0123456789abcdef' [NOT_FOUND]"]
