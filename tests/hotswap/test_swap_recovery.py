@@ -174,3 +174,16 @@ async def test_each_phase_is_stored_and_watched_in_order(tmp_path: Path) -> None
     stored = list(routes.store.load_swaps())
     assert [s.phase for s in stored] == [Status.PHASE_DONE]
     await _stop(routes, swaps)
+
+
+async def test_stopping_the_service_ends_the_watches_of_running_swaps(tmp_path: Path) -> None:
+    held = HeldValidator()
+    routes, swaps = _open(tmp_path / "h.sqlite3", held)
+    started = swaps.start(hotswap_pb2.SwapRequest(alias="chat", target_model_id=B))
+    watch = swaps.watch(started.swap_id)
+    assert (await anext(watch)).phase == Status.PHASE_PREPARING
+    assert (await anext(watch)).phase == Status.PHASE_WARMING  # held there
+    await swaps.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(watch), timeout=5)
+    routes.close()

@@ -80,14 +80,14 @@ class Stack:
             self.catalog.end_watches()
         if self.routes:
             self.routes.end_watches()
+        if self.swaps:
+            await self.swaps.close()  # running swaps stop; their watches end
 
     async def stop(self, grace_s: float = 5.0, notice_s: float = 0.0) -> None:
         """NOT_SERVING, end watches, keep accepting connections for `notice_s`, let in-flight
         calls finish within `grace_s` (the notice included), release all."""
         self.server.before_stop.append(self._end_watches)
         await self.server.drain(grace_s, notice_s)
-        if self.swaps:
-            await self.swaps.close()
         if self.host:
             await self.host.close()
         if self.pool:

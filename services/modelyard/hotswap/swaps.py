@@ -92,7 +92,7 @@ class Swaps:
         self._swaps: dict[str, Status] = {}
         self._active: dict[str, str] = {}  # alias -> the swap running on it
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._watchers: dict[str, set[asyncio.Queue[Status]]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[Status | None]]] = {}
         for swap in store.load_swaps():
             recovered = self._recovered(swap)
             if recovered is not swap:
@@ -121,12 +121,15 @@ class Swaps:
     async def watch(self, swap_id: str) -> AsyncGenerator[Status, None]:
         """The swap's status now, then at every change, until it has ended."""
         status = self.get(swap_id)
-        queue: asyncio.Queue[Status] = asyncio.Queue()
+        queue: asyncio.Queue[Status | None] = asyncio.Queue()  # None: the service stops
         self._watchers.setdefault(swap_id, set()).add(queue)
         try:
             yield status
             while status.phase not in ENDED:
-                status = await queue.get()
+                item = await queue.get()
+                if item is None:
+                    return
+                status = item
                 yield status
         finally:
             self._watchers.get(swap_id, set()).discard(queue)
@@ -323,11 +326,15 @@ class Swaps:
         return ended
 
     async def close(self) -> None:
-        """Stop the running swaps; a restart records each as `_recovered` says."""
+        """Stop the running swaps and end their watches; a restart records each swap as
+        `_recovered` says."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for queues in self._watchers.values():
+            for queue in queues:
+                queue.put_nowait(None)
 
 
 def _reason(model: common_pb2.ModelEntry) -> str:
