@@ -93,7 +93,7 @@ class MeanComparison:
 
     @property
     def better(self) -> str:
-        """"a" or "b" once `decided`, else ""."""
+        """Which arm is better, "a" or "b", once `decided`; else ""."""
         if not self.decided:
             return ""
         b_lower = self.b.mean < self.a.mean
