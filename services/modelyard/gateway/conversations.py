@@ -21,13 +21,13 @@ behind a balancer that should share conversations need a shared database
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.errors import InvalidRequest
 from modelyard.model_input import BYTES_PER_TOKEN
+from modelyard.sqlite_files import open_database
 from modelyard.v1 import common_pb2, gateway_pb2
 
 _SCHEMA = """
@@ -69,11 +69,7 @@ class ConversationStore:
     """The conversations on disk. Each write is one transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()

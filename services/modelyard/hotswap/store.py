@@ -14,11 +14,11 @@ process, the route and the swap agree on which model serves.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from modelyard.sqlite_files import open_database
 from modelyard.v1 import hotswap_pb2
 
 _SCHEMA = """
@@ -43,11 +43,7 @@ class HotSwapStore:
     """The route table on disk. Each write is one transaction: all of it or none."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, _SCHEMA)
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('table_id', ?)", (uuid.uuid4().hex,)
         )

@@ -1,0 +1,22 @@
+"""How modelyard opens an SQLite file: one rule for the registry, hot-swap and gateway stores.
+
+Autocommit mode (each store runs its own ``BEGIN IMMEDIATE`` … ``COMMIT``),
+write-ahead logging with ``synchronous=NORMAL`` (a commit survives a process
+crash; only a power cut can lose the last ones), usable from any thread, the
+schema created when missing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """The database at `path` (its directory made if need be), `schema` applied."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
