@@ -9,9 +9,6 @@ from __future__ import annotations
 import grpc
 import pytest
 from conftest import StackFactory
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from support.scripted_engine import ScriptedEngine
@@ -20,17 +17,6 @@ from modelyard.errors import BackendUnavailable
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 BIG = 5 * 1024 * 1024  # above gRPC's 4 MiB receive default
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
 
 
 async def _split(make_stack: StackFactory, engine: ScriptedEngine) -> tuple[str, str]:
