@@ -139,11 +139,55 @@ class RateLimitsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CanaryConfig:
+    """How a swap with `canary` moves traffic, and what counts as a regression."""
+
+    # Percent of the alias's calls the new version takes at each step; the last is 100.
+    steps: tuple[Annotated[float, Range(min=0, max=100, above=True)], ...] = (5, 25, 50, 100)
+    # A step ends once the new version has answered this many calls and the
+    # step has lasted `step_ms`; the comparison is made then.
+    step_requests: Count = 50
+    step_ms: MillisOrZero = 10_000
+    # The new version regresses when its error rate exceeds the old one's by
+    # more than this (absolute: 0.05 is five points) ...
+    max_error_rate_increase: Fraction = 0.05
+    # ... or its p95 latency exceeds the old one's by more than this fraction.
+    max_latency_p95_increase: Annotated[float, Range(min=0)] = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class ABTestDefaults:
+    """What `StartABTest` takes when the request leaves it unset."""
+
+    alpha: Annotated[float, Range(min=0, max=0.5, above=True)] = 0.05  # false winners at most
+    min_samples_per_arm: Count = 30
+
+
+@dataclass(frozen=True, kw_only=True)
 class HotSwapConfig:
     enabled: bool = True
     grace_period_ms: MillisOrZero = 30_000
     validation_timeout_ms: Millis = 5_000
+    # A canary step that regresses rolls the swap back on its own; false: the
+    # swap holds at that step, recorded, until it is rolled back by hand.
     rollback_on_failure: bool = True
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    ab_tests: ABTestDefaults = field(default_factory=ABTestDefaults)
+    # After a swap drains, the previous version is unloaded from its local
+    # backend ("unload") or kept loaded as a standby for a quick rollback
+    # ("keep_warm", evicted like any model when the memory budget needs room).
+    standby: Literal["unload", "keep_warm"] = "keep_warm"
+    # Memory the local backends' loaded models may take, in MiB; absent: three
+    # quarters of the machine's memory.
+    memory_budget_mb: Annotated[int, Range(min=1)] | None = None
+    # When the budget cannot hold both versions of a swap: refuse it before the
+    # switch ("refuse"), or switch and let the old version drain and unload
+    # before the new one loads ("drain_first": new calls wait for the load).
+    when_budget_short: Literal["refuse", "drain_first"] = "refuse"
+    # A loaded local model no call has used for this long is unloaded; 0: never.
+    idle_timeout_ms: MillisOrZero = 0
+    # Local models loaded at start, before the first call asks for them.
+    preload: tuple[ModelRef, ...] = ()
     # Aliases a request's `model` may name, each pointing at a catalog id
     # (``chat-default: local/gemma-3-270m-q4_k_m``). Seeds the route table: a
     # route it already holds keeps its model (a swap outlives a restart).
@@ -208,6 +252,14 @@ class ModelyardConfig:
             if problem is not None:
                 yield f"hot_swap.routes.{alias}", problem
             yield from self._model_ref(f"hot_swap.routes.{alias}", ref)
+        steps = self.hot_swap.canary.steps
+        if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100:
+            yield (
+                "hot_swap.canary.steps",
+                f"must rise step by step and end at 100, not {', '.join(f'{s:g}' for s in steps)}",
+            )
+        for i, ref in enumerate(self.hot_swap.preload):
+            yield from self._model_ref(f"hot_swap.preload[{i}]", ref)
         for task, ref in self.hot_swap.task_routes.items():
             if task not in TASK_TYPES:
                 yield (
