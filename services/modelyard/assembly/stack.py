@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from grpc_health.v1 import health_pb2
 
-from modelyard.assembly.hotswap import route_table, swap_engine
+from modelyard.assembly.hotswap import ab_tests, route_table, swap_engine
 from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, plan_backends
 from modelyard.assembly.profiles import apply_profiles
 from modelyard.assembly.selection import selection_settings
@@ -34,6 +34,7 @@ from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.servicer import GatewayServicer
 from modelyard.gateway.settings import GatewaySettings
+from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
 from modelyard.hotswap.swaps import Swaps
@@ -63,6 +64,7 @@ class Stack:
     view: CatalogView | None = None
     routes: RouteTable | None = None
     swaps: Swaps | None = None
+    tests: ABTests | None = None
     conversations: Conversations | None = None
     host: BackendHost | None = None
     pool: BackendPool | None = None
@@ -80,6 +82,8 @@ class Stack:
             self.catalog.end_watches()
         if self.routes:
             self.routes.end_watches()
+        if self.tests:
+            await self.tests.close()  # running tests keep their figures
         if self.swaps:
             await self.swaps.close()  # running swaps stop; their watches end
 
@@ -146,11 +150,12 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 conversations=conversations,
             )
             bindings.append(bind(with_unimplemented(GatewayServicer, core)))
-    swaps = None
+    swaps = tests = None
     if routes is not None:
         assert view is not None and pool is not None
         swaps = swap_engine(settings, routes, view, pool)
-        bindings.append(bind(with_unimplemented(HotSwapServicer, routes, swaps)))
+        tests = ab_tests(settings, routes, view, swaps)
+        bindings.append(bind(with_unimplemented(HotSwapServicer, routes, swaps, tests)))
     plans = await plan_backends(settings)
     hosted = [*engines_for(plans, roles), *engines]
     if hosted:
@@ -169,6 +174,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         view=view,
         routes=routes,
         swaps=swaps,
+        tests=tests,
         conversations=conversations,
         host=host,
         pool=pool,

@@ -153,6 +153,8 @@ class CanaryConfig:
     max_error_rate_increase: Fraction = 0.05
     # ... or its p95 latency exceeds the old one's by more than this fraction.
     max_latency_p95_increase: Annotated[float, Range(min=0)] = 0.5
+    # ... and by at least this many ms (fast models' p95s differ by noise).
+    min_latency_increase_ms: MillisOrZero = 20
 
 
 @dataclass(frozen=True, kw_only=True)

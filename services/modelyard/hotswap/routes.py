@@ -71,22 +71,34 @@ class RouteTable:
         task_type: int,
         model_id: str,
         swap: hotswap_pb2.SwapStatus | None = None,
+        split: hotswap_pb2.Split | None = None,
     ) -> hotswap_pb2.Route:
         """Point a route at `model_id` (stored, then visible to readers and watchers).
 
         `swap`: the status of the swap that moves it, stored in the same
-        transaction as the route.
+        transaction as the route. `split`: how its calls are divided while an
+        A/B test or a canary swap runs; None ends any split the route had.
         """
         key = route_key(alias, task_type)
         problem = catalog_id_problem(model_id)
         if problem is not None:
             raise InvalidRequest(f"model id {model_id!r} is invalid: {problem}", field="model_id")
         current = self._routes.get(key)
-        if current is not None and current.model_id == model_id and swap is None:
+        unchanged_split = (split is None and not current_split(current)) or (
+            current is not None and split is not None and current.split == split
+        )
+        if (
+            current is not None
+            and current.model_id == model_id
+            and unchanged_split
+            and swap is None
+        ):
             return current  # unchanged: no new revision
         route = hotswap_pb2.Route(alias=alias, task_type=task_type, model_id=model_id)  # type: ignore[arg-type]
-        if current is not None:
-            route.ab_test_id = current.ab_test_id
+        if split is not None:
+            route.split.CopyFrom(split)
+            if split.kind == hotswap_pb2.Split.KIND_AB_TEST:
+                route.ab_test_id = split.id
         route.updated_at.GetCurrentTime()
         stored = (
             self._store.put(key, route) if swap is None else self._store.switch(key, route, swap)
@@ -161,3 +173,8 @@ class RouteTable:
                     yield item
         finally:
             self._watchers.discard(queue)
+
+
+def current_split(route: hotswap_pb2.Route | None) -> str:
+    """The id of the split dividing `route`'s calls; "" when there is none."""
+    return route.split.id if route is not None and route.split.arms else ""

@@ -1,9 +1,9 @@
-"""HotSwapService over the route table and the swaps; A/B tests are not built yet.
+"""HotSwapService over the route table, the swaps and the A/B tests.
 
 `GetRoute`, `ListRoutes` and `WatchRoutes` answer from `RouteTable`;
-`Swap`, `GetSwap`, `WatchSwap` and `Rollback` from `Swaps`. The A/B test RPCs
-are left to the generated base class, so they answer UNIMPLEMENTED naming
-themselves (`with_unimplemented`).
+`Swap`, `GetSwap`, `WatchSwap` and `Rollback` from `Swaps`; the A/B test
+RPCs and `Feedback` from `ABTests`. `ReportOutcomes` hands each outcome to
+the split it belongs to: an A/B test's or a canary swap's.
 """
 
 from __future__ import annotations
@@ -14,17 +14,22 @@ from typing import Any
 
 import grpc
 
+from modelyard.errors import InvalidRequest
+from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.swaps import Swaps
 from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+# A gateway sends at most 500 a batch; this bounds what one call can make the service do.
+MAX_OUTCOMES = 10_000
 
 
 class HotSwapServicer(hotswap_pb2_grpc.HotSwapServiceServicer):
-    def __init__(self, routes: RouteTable, swaps: Swaps) -> None:
+    def __init__(self, routes: RouteTable, swaps: Swaps, tests: ABTests) -> None:
         self._routes = routes
         self._swaps = swaps
+        self._tests = tests
 
     async def GetRoute(
         self, request: hotswap_pb2.GetRouteRequest, context: Ctx
@@ -64,3 +69,42 @@ class HotSwapServicer(hotswap_pb2_grpc.HotSwapServiceServicer):
         self, request: hotswap_pb2.RollbackRequest, context: Ctx
     ) -> hotswap_pb2.SwapStatus:
         return await self._swaps.rollback(request.swap_id)
+
+    async def StartABTest(
+        self, request: hotswap_pb2.StartABTestRequest, context: Ctx
+    ) -> hotswap_pb2.ABTest:
+        return self._tests.start(request)
+
+    async def GetABTest(
+        self, request: hotswap_pb2.GetABTestRequest, context: Ctx
+    ) -> hotswap_pb2.ABTest:
+        return self._tests.get(request.id)
+
+    async def StopABTest(
+        self, request: hotswap_pb2.StopABTestRequest, context: Ctx
+    ) -> hotswap_pb2.ABTest:
+        return await self._tests.stop(request)
+
+    async def ListABTests(
+        self, request: hotswap_pb2.ListABTestsRequest, context: Ctx
+    ) -> hotswap_pb2.ListABTestsResponse:
+        return hotswap_pb2.ListABTestsResponse(tests=self._tests.list())
+
+    async def Feedback(
+        self, request: hotswap_pb2.FeedbackRequest, context: Ctx
+    ) -> hotswap_pb2.FeedbackResponse:
+        return await self._tests.feedback(request)
+
+    async def ReportOutcomes(
+        self, request: hotswap_pb2.OutcomeBatch, context: Ctx
+    ) -> hotswap_pb2.ReportOutcomesResponse:
+        if len(request.outcomes) > MAX_OUTCOMES:
+            raise InvalidRequest(
+                f"a batch holds at most {MAX_OUTCOMES} outcomes, not {len(request.outcomes)}",
+                field="outcomes",
+            )
+        accepted = sum(
+            1 for o in request.outcomes if self._tests.record(o) or self._swaps.record(o)
+        )
+        self._tests.flush()
+        return hotswap_pb2.ReportOutcomesResponse(accepted=accepted)

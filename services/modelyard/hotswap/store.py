@@ -7,6 +7,8 @@ and its id tells a watcher so. A route table holds tens of routes, not
 millions: a watcher resuming is sent every route changed since its revision,
 read from the table itself, so no separate change log is kept.
 
+An A/B test is stored as its `ABTest` when it starts, as its figures
+change (at most once per batch of outcomes) and when it ends.
 A swap is stored as its `SwapStatus` at each change of phase. Its switch is
 one transaction with the route's write (`switch`): whatever stops the
 process, the route and the swap agree on which model serves.
@@ -31,6 +33,11 @@ CREATE TABLE IF NOT EXISTS swaps (
     swap_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
     status BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ab_tests (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    test BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -87,6 +94,26 @@ class HotSwapStore:
         """Every swap, oldest first."""
         for (blob,) in self._db.execute("SELECT status FROM swaps ORDER BY seq"):
             yield hotswap_pb2.SwapStatus.FromString(blob)
+
+    def put_test(self, test: hotswap_pb2.ABTest) -> None:
+        """Store an A/B test (a new one after every other, an old one in its place)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT INTO ab_tests (id, seq, test) "
+                "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ab_tests), ?) "
+                "ON CONFLICT (id) DO UPDATE SET test = excluded.test",
+                (test.id, test.SerializeToString()),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def load_tests(self) -> Iterator[hotswap_pb2.ABTest]:
+        """Every A/B test, oldest first."""
+        for (blob,) in self._db.execute("SELECT test FROM ab_tests ORDER BY seq"):
+            yield hotswap_pb2.ABTest.FromString(blob)
 
     def _put_swap(self, swap: hotswap_pb2.SwapStatus) -> None:
         self._db.execute(

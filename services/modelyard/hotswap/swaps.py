@@ -4,7 +4,9 @@ PREPARING (the target is known, servable, and offers every capability of
 the model the alias has now) → WARMING (its first answer: a model not loaded
 yet loads here, and the time is kept as `warm_ms`) → VALIDATING (the other
 validation prompts, each answered with a finish reason within the timeout)
-→ SWITCHED (one transaction stores the route and the swap: new calls take the
+→ CANARY (a canary swap only: the target takes a growing share of the
+calls, step by step, each step judged on live calls by `canary`; a
+regression rolls back) → SWITCHED (one transaction stores the route and the swap: new calls take the
 target; calls running keep the model they started on, since a gateway
 resolves an alias once per call) → DRAINING (the grace period, for those
 calls to finish; the previous model stays loaded) → DONE. A failure before
@@ -25,7 +27,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelyard.errors import (
@@ -34,7 +36,9 @@ from modelyard.errors import (
     ModelyardError,
     NotFound,
 )
-from modelyard.hotswap.routes import RouteTable
+from modelyard.hotswap.arm_stats import ArmStats
+from modelyard.hotswap.canary import CanaryPolicy, CanaryStep, split_for
+from modelyard.hotswap.routes import RouteTable, current_split
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.route_keys import route_key
 from modelyard.servable import servable
@@ -69,6 +73,7 @@ class SwapSettings:
     enabled: bool = True
     grace_period_s: float = 30.0
     validation_timeout_s: float = 5.0
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
 
 
 def phase_name(phase: int) -> str:
@@ -93,6 +98,7 @@ class Swaps:
         self._active: dict[str, str] = {}  # alias -> the swap running on it
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, set[asyncio.Queue[Status | None]]] = {}
+        self._steps: dict[str, CanaryStep] = {}  # canary swap -> its step running
         for swap in store.load_swaps():
             recovered = self._recovered(swap)
             if recovered is not swap:
@@ -103,6 +109,15 @@ class Swaps:
     def _recovered(self, swap: Status) -> Status:
         if swap.phase in ENDED:
             return swap
+        if swap.phase == Status.PHASE_CANARY:
+            route = self._routes.find(alias=swap.alias)
+            if route is not None and route.split.id == swap.swap_id:
+                self._routes.set_route(swap.alias, 0, route.model_id)  # the split ends
+            why = (
+                f"the hot-swap service restarted during the canary at {swap.canary_percent:g} %; "
+                f"'{swap.from_model_id}' serves every call again"
+            )
+            return self._end(swap, Status.PHASE_ROLLED_BACK, why)
         if swap.phase in SWITCHED:
             why = "the hot-swap service restarted while draining; the route stays on the target"
             return self._end(swap, Status.PHASE_DONE, why)
@@ -136,6 +151,16 @@ class Swaps:
 
     # ---- starting -----------------------------------------------------------
 
+    def check_idle(self, alias: str) -> None:
+        """FailedPrecondition when a swap is running on `alias`."""
+        running = self._active.get(alias)
+        if running is not None:
+            phase = phase_name(self._swaps[running].phase)
+            raise FailedPrecondition(
+                f"alias '{alias}' has swap {running} running ({phase}); "
+                "wait for it to end or roll it back"
+            )
+
     def start(self, request: hotswap_pb2.SwapRequest) -> Status:
         """Check the request, then run the swap in the background; its first status."""
         if not self.settings.enabled:
@@ -153,27 +178,32 @@ class Swaps:
                     f"validation_prompts[{i}] must be 1-{PROMPT_CHARS} characters, not blank",
                     field=f"validation_prompts[{i}]",
                 )
-        running = self._active.get(request.alias)
-        if running is not None:
-            phase = phase_name(self._swaps[running].phase)
-            raise FailedPrecondition(
-                f"alias '{request.alias}' has swap {running} running ({phase}); "
-                "wait for it to end or roll it back"
-            )
+        self.check_idle(request.alias)
         target = self._catalog.get(request.target_model_id)  # ModelNotFound names it
         current = self._routes.find(alias=request.alias)
         if current is not None:
+            if current_split(current):
+                raise FailedPrecondition(
+                    f"alias '{request.alias}' is split by A/B test {current.split.id}: "
+                    "stop it first (stopping it can promote its winner)"
+                )
             if current.model_id == target.id:
                 raise FailedPrecondition(
                     f"alias '{request.alias}' is already served by '{target.id}'"
                 )
-            self._check_capabilities(request.alias, current.model_id, target)
+            check_capabilities(self._catalog, request.alias, current.model_id, target)
+        elif request.canary:
+            raise FailedPrecondition(
+                f"alias '{request.alias}' has no route yet: a canary swap compares the target "
+                "with the model serving now"
+            )
         status = Status(
             swap_id=uuid.uuid4().hex[:16],
             alias=request.alias,
             from_model_id=current.model_id if current is not None else "",
             to_model_id=target.id,
             phase=Status.PHASE_PREPARING,
+            canary=request.canary,
         )
         status.started_at.GetCurrentTime()
         self._store.put_swap(status)
@@ -191,22 +221,6 @@ class Swaps:
             status.to_model_id,
         )
         return status
-
-    def _check_capabilities(
-        self, alias: str, current_id: str, target: common_pb2.ModelEntry
-    ) -> None:
-        try:
-            current = self._catalog.get(current_id)
-        except ModelyardError:
-            return  # the current model left the catalog: nothing to keep
-        missing = sorted(set(current.capabilities) - set(target.capabilities))
-        if missing:
-            names = ", ".join(
-                common_pb2.Capability.Name(c).removeprefix("CAPABILITY_").lower() for c in missing
-            )
-            raise FailedPrecondition(
-                f"'{target.id}' lacks what alias '{alias}' serves with '{current_id}': {names}"
-            )
 
     # ---- running ------------------------------------------------------------
 
@@ -228,6 +242,8 @@ class Swaps:
             self._move(swap_id, Status.PHASE_VALIDATING, warm_ms=warm_ms)
             for prompt in prompts[1:]:
                 await self._validator.answer(target, prompt, timeout_s)
+            if status.canary and not await self._canary(swap_id):
+                return  # rolled back, recorded
             switched = self._next(swap_id, Status.PHASE_SWITCHED)
             self._routes.set_route(status.alias, 0, status.to_model_id, swap=switched)
             self._publish(switched)
@@ -242,6 +258,49 @@ class Swaps:
             log.warning("swap %s failed in %s: %s", swap_id, phase, exc.message)
         finally:
             self._tasks.pop(swap_id, None)
+
+    async def _canary(self, swap_id: str) -> bool:
+        """Run the canary's steps below 100 %; whether the swap may switch."""
+        policy = self.settings.canary
+        for percent in (p for p in policy.steps if p < 100):
+            status = self._next(swap_id, Status.PHASE_CANARY, canary_percent=percent)
+            split = split_for(swap_id, status.from_model_id, status.to_model_id, percent)
+            step = CanaryStep(
+                percent,
+                old=ArmStats("old", status.from_model_id),
+                new=ArmStats("new", status.to_model_id),
+            )
+            self._steps[swap_id] = step
+            # The split and the swap's phase in one transaction.
+            self._routes.set_route(status.alias, 0, status.from_model_id, swap=status, split=split)
+            self._publish(status)
+            decided = await step.judged(policy)
+            status = self._next(swap_id, Status.PHASE_CANARY)
+            status.steps.append(decided)
+            log.info("canary swap %s: %s (%s)", swap_id, decided.decision, decided.reason)
+            if decided.decision == "advance":
+                self._store.put_swap(status)
+                self._publish(status)
+                continue
+            if decided.decision == "rollback":
+                ended = self._end(status, Status.PHASE_ROLLED_BACK, decided.reason)
+                self._routes.set_route(status.alias, 0, status.from_model_id, swap=ended)
+                self._publish(ended)
+                self._release(ended)
+                return False
+            self._store.put_swap(status)  # held: the split stays until a rollback
+            self._publish(status)
+            await asyncio.Event().wait()
+        self._steps.pop(swap_id, None)
+        return True
+
+    def record(self, outcome: hotswap_pb2.ArmOutcome) -> bool:
+        """Count one call a canary's split routed; False when no canary step has that split."""
+        step = self._steps.get(outcome.split_id)
+        if step is None:
+            return False
+        step.record(outcome)
+        return True
 
     def _next(self, swap_id: str, phase: int, **fields: float) -> Status:
         status = Status()
@@ -261,9 +320,14 @@ class Swaps:
         status = self._end(self._swaps[swap_id], phase, error)
         self._store.put_swap(status)
         self._publish(status)
-        if self._active.get(status.alias) == swap_id:
-            del self._active[status.alias]
+        self._release(status)
         return status
+
+    def _release(self, status: Status) -> None:
+        """The swap has ended: the alias is free for the next, its canary step gone."""
+        self._steps.pop(status.swap_id, None)
+        if self._active.get(status.alias) == status.swap_id:
+            del self._active[status.alias]
 
     @staticmethod
     def _end(swap: Status, phase: int, error: str) -> Status:
@@ -307,6 +371,17 @@ class Swaps:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if status.phase == Status.PHASE_CANARY:
+            ended = self._end(
+                self._swaps[swap_id],
+                Status.PHASE_ROLLED_BACK,
+                f"stopped during the canary at {status.canary_percent:g} %: "
+                f"'{status.from_model_id}' serves every call again",
+            )
+            self._routes.set_route(status.alias, 0, status.from_model_id, swap=ended)
+            self._publish(ended)
+            self._release(ended)
+            return ended
         if status.phase not in SWITCHED:
             return self._finish(
                 swap_id,
@@ -320,8 +395,7 @@ class Swaps:
         )
         self._routes.set_route(status.alias, 0, status.from_model_id, swap=ended)
         self._publish(ended)
-        if self._active.get(status.alias) == swap_id:
-            del self._active[status.alias]
+        self._release(ended)
         log.info("swap %s rolled back: %s", swap_id, ended.error)
         return ended
 
@@ -339,3 +413,21 @@ class Swaps:
 
 def _reason(model: common_pb2.ModelEntry) -> str:
     return f": {model.health_reason}" if model.health_reason else ""
+
+
+def check_capabilities(
+    catalog: Catalog, alias: str, current_id: str, target: common_pb2.ModelEntry
+) -> None:
+    """FailedPrecondition when `target` lacks a capability the alias's current model has."""
+    try:
+        current = catalog.get(current_id)
+    except ModelyardError:
+        return  # the current model left the catalog: nothing to keep
+    missing = sorted(set(current.capabilities) - set(target.capabilities))
+    if missing:
+        names = ", ".join(
+            common_pb2.Capability.Name(c).removeprefix("CAPABILITY_").lower() for c in missing
+        )
+        raise FailedPrecondition(
+            f"'{target.id}' lacks what alias '{alias}' serves with '{current_id}': {names}"
+        )
