@@ -49,12 +49,30 @@ def test_each_route_mistake_is_named_at_its_key() -> None:
     ]
 
 
-def test_only_the_canary_key_still_says_it_does_nothing_yet() -> None:
+def test_the_swap_canary_and_ab_test_keys_act() -> None:
     config = parse_config(
         "model_system: {hot_swap: {enabled: false, grace_period_ms: 100, "
-        "validation_timeout_ms: 200, rollback_on_failure: false}}",
+        "validation_timeout_ms: 200, rollback_on_failure: false, "
+        "canary: {steps: [10, 100], step_requests: 20, step_ms: 0, "
+        "max_error_rate_increase: 0.1, max_latency_p95_increase: 1, "
+        "min_latency_increase_ms: 5}, ab_tests: {alpha: 0.01, min_samples_per_arm: 50}}}",
         env={},
     )
-    assert notices(config) == [
-        "accepted, not implemented yet: hot_swap.rollback_on_failure (canary swaps are not built)"
-    ]
+    assert notices(config) == []
+
+
+@pytest.mark.parametrize(
+    ("steps", "shown"),
+    [
+        ("[5, 50]", "5, 50"),
+        ("[50, 25, 100]", "50, 25, 100"),
+        ("[]", ""),
+        ("[5, 5, 100]", "5, 5, 100"),
+    ],
+)
+def test_canary_steps_must_rise_to_100(steps: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"model_system: {{hot_swap: {{canary: {{steps: {steps}}}}}}}", env={})
+    assert (
+        f"model_system.hot_swap.canary.steps: must rise step by step and end at 100, not {shown}"
+    ) in str(caught.value)

@@ -36,7 +36,6 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
         "backends.local.models",
         "backends.ollama.keep_alive",
         "backends.openai.max_retries",
-        "hot_swap.rollback_on_failure",
         "monitoring",
         "registry.cache_ttl",
         "selection.algorithm",
@@ -58,12 +57,12 @@ def test_config_check_prints_each_notice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("model_system:\n  hot_swap: {rollback_on_failure: false}\n")
+    path.write_text("model_system:\n  monitoring: {metrics_interval: 5s}\n")
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert (
-        "  accepted, not implemented yet: hot_swap.rollback_on_failure "
-        "(canary swaps are not built)\n"
+        "  accepted, not implemented yet: monitoring.metrics_interval "
+        "(metrics and alerts are not built)\n"
     ) in out
 
 

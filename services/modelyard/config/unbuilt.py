@@ -39,9 +39,6 @@ def _not_multi_criteria(config: ModelyardConfig, path: list[str]) -> bool:
 # (key path with `*` for one segment, when it counts, what will build it).
 _POLICY = ("selection", "selection.agents.*.policy")
 UNBUILT: tuple[tuple[str, Applies, str], ...] = (
-    ("hot_swap.rollback_on_failure", _always, "canary swaps are not built"),
-    ("hot_swap.canary", _always, "canary swaps are not built"),
-    ("hot_swap.ab_tests", _always, "A/B tests are not built"),
     *(
         (f"hot_swap.{key}", _always, "the local model lifecycle is not built")
         for key in ("standby", "memory_budget_mb", "when_budget_short", "idle_timeout_ms", "preload")
