@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,8 @@ from modelyard.assembly import Settings
 from modelyard.assembly.kinds import ollama_endpoint, provider_endpoint
 from modelyard.assembly.plan import plan_backends
 from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
+from modelyard.backends.loaded_models import MIB
+from modelyard.backends.local.llama_engine import LlamaEngine
 from modelyard.config import LocalBackend, OllamaBackend, parse_config
 from modelyard.v1 import registry_pb2, registry_pb2_grpc
 
@@ -68,6 +71,44 @@ async def test_model_profiles_reach_the_catalog(make_stack: StackFactory, models
     assert entry.cost.usd_per_output_token == 2e-6
     assert entry.performance.latency_ms_p50 == 40
     assert entry.context_window == 1024
+
+
+async def test_the_local_lifecycle_keys_reach_the_engine_and_preload_announces_its_cold_start(
+    make_stack: StackFactory, models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = parse_config(
+        "model_system:\n  hot_swap:\n    memory_budget_mb: 700\n    idle_timeout_ms: 60000\n"
+        f"    preload: [{GEMMA_ID}, ollama/gemma3]\n",
+        env={},
+    )
+    with caplog.at_level(logging.INFO, "modelyard.backends.local.llama_engine"):
+        stack = await make_stack(
+            roles=("registry", "backend-local"), models_dir=models_dir, config=config
+        )
+    assert stack.host is not None
+    (engine,) = stack.host.engines
+    assert isinstance(engine, LlamaEngine)
+    assert (engine._models.budget_bytes, engine._models._idle_timeout_s) == (700 * MIB, 60.0)
+    assert engine.loaded_models() == [GEMMA_ID]
+    assert "local: preload leaves ollama/gemma3 to other backends" in caplog.messages
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        entry = await stub.GetModel(registry_pb2.GetModelRequest(id=GEMMA_ID))
+    measured = engine._models.cold_start_ms(GEMMA_ID)
+    assert measured is not None and measured > 0
+    assert entry.performance.cold_start_ms == measured
+
+
+async def test_without_a_memory_budget_the_engine_takes_three_quarters_of_the_machine(
+    make_stack: StackFactory, models_dir: Path
+) -> None:
+    stack = await make_stack(roles=("registry", "backend-local"), models_dir=models_dir)
+    assert stack.host is not None
+    (engine,) = stack.host.engines
+    assert isinstance(engine, LlamaEngine)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert engine._models.budget_bytes == memory * 3 // 4
+    assert engine.loaded_models() == []
 
 
 async def test_a_backend_with_no_engine_is_reported_once_per_start(

@@ -31,6 +31,7 @@ from modelyard.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidRequest,
+    MemoryBudgetExceeded,
     ModelNotFound,
     ModelyardError,
     NoSuitableModel,
@@ -96,6 +97,9 @@ RAISED: dict[str, ModelyardError] = {
     "FailedPrecondition": FailedPrecondition("this registry has no discovery sources configured"),
     "NoSuitableModel": NoSuitableModel("no model meets the constraints (vision: none)"),
     "WatcherFellBehind": WatcherFellBehind("watcher fell behind; resume with after_revision=41"),
+    "MemoryBudgetExceeded": MemoryBudgetExceeded(
+        "local/b", {"local/b": 342, "local/a": 341}, budget_mb=512, max_loaded=2
+    ),
     "BackendUnavailable": BackendUnavailable("backend 'ollama' at 10.0.0.2:11434 is unavailable"),
     "BackendUnavailable-retry": BackendUnavailable("upstream 'x' answered HTTP 503: busy", 30.0),
     "AllModelsFailed": AllModelsFailed(

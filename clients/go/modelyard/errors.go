@@ -34,6 +34,7 @@ const (
 	ReasonFailedPrecondition     = "FAILED_PRECONDITION"
 	ReasonNoSuitableModel        = "NO_SUITABLE_MODEL"
 	ReasonWatcherFellBehind      = "WATCHER_FELL_BEHIND"
+	ReasonMemoryBudgetExceeded   = "MEMORY_BUDGET_EXCEEDED" // Metadata["model_id"], ["sizes_mb"] (JSON), ["budget_mb"], ["max_loaded"]
 	ReasonBackendUnavailable     = "BACKEND_UNAVAILABLE"
 	ReasonAllModelsFailed        = "ALL_MODELS_FAILED" // Attempts()
 	ReasonRateLimiterUnavailable = "RATE_LIMITER_UNAVAILABLE"

@@ -67,12 +67,18 @@ def _local_engine(plan: BackendPlan) -> Engine:
     backend = _as(plan, LocalBackend)
     if plan.settings.assemble_default_model and backend.assemble_default_model:
         ensure_default_model(plan.models_dir)
+    lifecycle = plan.settings.config.hot_swap
+    budget_mb = lifecycle.memory_budget_mb
     return LlamaEngine(
         plan.models_dir,
         backend=plan.name,
         n_ctx=backend.n_ctx,
         max_loaded=backend.max_loaded,
         n_gpu_layers=backend.n_gpu_layers,
+        # None: the engine's default, three quarters of the machine's memory.
+        memory_budget_bytes=budget_mb * 1024 * 1024 if budget_mb is not None else None,
+        idle_timeout_s=lifecycle.idle_timeout_ms / 1000,
+        preload=lifecycle.preload,
     )
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
@@ -72,6 +72,24 @@ class Engine(Protocol):
     def loaded_models(self) -> list[str]: ...
 
     def health(self) -> EngineHealth: ...
+
+
+@runtime_checkable
+class BudgetedEngine(Protocol):
+    """An engine whose loaded models share a memory budget (`modelyard.backends.loaded_models`).
+
+    Beside `Engine`: a load that must not unload given models, and the wall
+    time of each model load, for the model's performance profile.
+    """
+
+    async def load_beside(self, model_id: str, keep_loaded: Sequence[str]) -> float:
+        """Load `model_id` without unloading any of `keep_loaded` (models this engine
+        serves); `MemoryBudgetExceeded` when the budget cannot hold them together."""
+        ...
+
+    def report_cold_starts(self, report: Callable[[str, float], None]) -> None:
+        """Call `report(model_id, milliseconds)` after each model load from now on."""
+        ...
 
 
 FINISH_REASONS: dict[str, common_pb2.FinishReason.ValueType] = {

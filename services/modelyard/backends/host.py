@@ -4,6 +4,11 @@ One `BackendHost` serves one backend kind in the split deployment, or every
 in-process engine in the embedded default (catalog ids are unique, so a model
 id names exactly one engine). It announces its models to the registry with
 its own address as the deployment endpoint.
+
+A model load's wall time (an engine that reports it, `BudgetedEngine`) is
+written to the model's performance profile in the registry the host announced
+to, as `cold_start_ms`, the profile's other figures kept; a load before the
+announcement (a preload at start) rides in the announced entry instead.
 """
 
 from __future__ import annotations
@@ -14,9 +19,15 @@ from collections.abc import AsyncGenerator, Sequence
 
 import grpc
 
-from modelyard.backends.engine import Engine, Piece
+from modelyard.backends.engine import BudgetedEngine, Engine, Piece
 from modelyard.catalog_limits import CHANNEL_OPTIONS
-from modelyard.errors import InvalidRequest, ModelNotFound, error_from_rpc, remote_errors
+from modelyard.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ModelyardError,
+    error_from_rpc,
+    remote_errors,
+)
 from modelyard.telemetry import metadata_with_trace
 from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
@@ -28,6 +39,11 @@ class BackendHost:
         self._engines = list(engines)
         self.name = name or "+".join(sorted({e.kind for e in engines})) or "empty"
         self._by_model: dict[str, Engine] = {}
+        self._registry_address: str | None = None  # set by `announce`
+        self._reports: set[asyncio.Task[None]] = set()
+        for engine in self._engines:
+            if isinstance(engine, BudgetedEngine):
+                engine.report_cold_starts(self._cold_started)
 
     @property
     def engines(self) -> list[Engine]:
@@ -39,6 +55,7 @@ class BackendHost:
 
     async def close(self) -> None:
         await asyncio.gather(*(engine.close() for engine in self._engines))
+        await self._reported()
 
     def engine_for(self, model_id: str) -> Engine:
         engine = self._by_model.get(model_id)
@@ -48,6 +65,20 @@ class BackendHost:
                 raise ModelNotFound(model_id, f"backend '{self.name}'")
             self._by_model[model_id] = engine
         return engine
+
+    async def load(self, model_id: str, keep_loaded: Sequence[str] = ()) -> float:
+        """Load `model_id`; the milliseconds it took. `keep_loaded`: models that must stay
+        loaded beside it, so its engine refuses (`MemoryBudgetExceeded`) rather than
+        unload one. Those its engine does not serve are left out: they take none of its
+        memory. Returns once the load's cold start is in the registry."""
+        engine = self.engine_for(model_id)
+        beside = [m for m in keep_loaded if m != model_id and engine.serves(m)]
+        if beside and isinstance(engine, BudgetedEngine):
+            took = await engine.load_beside(model_id, beside)
+        else:
+            took = await engine.load(model_id)
+        await self._reported()
+        return took
 
     def models(self, endpoint: str = "") -> list[common_pb2.ModelEntry]:
         """Catalog entries for every hosted model, deployed at `endpoint` when given."""
@@ -120,7 +151,52 @@ class BackendHost:
                         refused.append(err)
                         continue
                     announced += 1
+        self._registry_address = registry_address  # where later cold starts go
         if refused and not announced:
             raise refused[0]
         log.info("backend %s: announced %d model(s)", self.name, announced)
         return announced
+
+    def _cold_started(self, model_id: str, took_ms: float) -> None:
+        if self._registry_address is None:
+            return  # not announced yet: the announced entry carries it
+        task = asyncio.get_running_loop().create_task(
+            self._report_cold_start(self._registry_address, model_id, took_ms)
+        )
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _reported(self) -> None:
+        """Wait for the cold starts being written to the registry."""
+        await asyncio.gather(*self._reports)
+
+    async def _report_cold_start(
+        self, registry_address: str, model_id: str, took_ms: float
+    ) -> None:
+        """Set the entry's `performance.cold_start_ms`, its other figures as they are."""
+        try:
+            with remote_errors():
+                async with grpc.aio.insecure_channel(
+                    registry_address, options=CHANNEL_OPTIONS
+                ) as channel:
+                    stub = registry_pb2_grpc.RegistryServiceStub(channel)
+                    entry = await stub.GetModel(
+                        registry_pb2.GetModelRequest(id=model_id),
+                        metadata=metadata_with_trace(),
+                        timeout=10,
+                    )
+                    performance = entry.performance
+                    performance.cold_start_ms = took_ms
+                    await stub.UpdatePerformance(
+                        registry_pb2.UpdatePerformanceRequest(id=model_id, performance=performance),
+                        metadata=metadata_with_trace(),
+                        timeout=10,
+                    )
+        except ModelyardError as err:
+            log.warning(
+                "backend %s: the cold start of %s (%.0f ms) did not reach the registry: %s",
+                self.name,
+                model_id,
+                took_ms,
+                err.message,
+            )

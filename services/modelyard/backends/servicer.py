@@ -63,7 +63,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
     async def Load(
         self, request: backend_pb2.LoadRequest, context: Ctx
     ) -> backend_pb2.LoadResponse:
-        took = await self._host.engine_for(request.model_id).load(request.model_id)
+        took = await self._host.load(request.model_id, request.keep_loaded)
         return backend_pb2.LoadResponse(model_id=request.model_id, loaded=True, load_ms=took)
 
     async def Unload(

@@ -50,6 +50,8 @@ Overloaded                 RESOURCE_EXHAUSTED   OVERLOADED                scope
 FailedPrecondition         FAILED_PRECONDITION  FAILED_PRECONDITION
 NoSuitableModel            FAILED_PRECONDITION  NO_SUITABLE_MODEL
 WatcherFellBehind          FAILED_PRECONDITION  WATCHER_FELL_BEHIND
+MemoryBudgetExceeded       FAILED_PRECONDITION  MEMORY_BUDGET_EXCEEDED    model_id, sizes_mb,
+                                                                          budget_mb, max_loaded
 BackendUnavailable         UNAVAILABLE          BACKEND_UNAVAILABLE
 AllModelsFailed            UNAVAILABLE          ALL_MODELS_FAILED         attempts, attempts_omitted
 RateLimiterUnavailable     UNAVAILABLE          RATE_LIMITER_UNAVAILABLE
@@ -68,8 +70,9 @@ JSON metadata: ``attempts`` is a list of ``{"model_id", "code", "reason",
 `Attempt` each; ``attempts_omitted``, sent only when not 0, how many more
 the bound left out); ``limits`` a list of ``{"scope", "label", "limit",
 "per_minute", "wait_s"}`` (a `RefusedLimit` each; ``wait_s`` null: never
-fits); ``lines`` the problems' line numbers, in the order of the field
-violations (null: unknown).
+fits); ``sizes_mb`` an object of catalog id → estimated MiB, the model asked
+for first (a `MemoryBudgetExceeded`); ``lines`` the problems' line numbers,
+in the order of the field violations (null: unknown).
 
 An unexpected exception becomes INTERNAL with reason INTERNAL and the message
 ``internal error in <rpc>``: nothing of the exception leaves the server. A
@@ -101,6 +104,7 @@ from modelyard.errors._hierarchy import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidRequest,
+    MemoryBudgetExceeded,
     ModelNotFound,
     ModelyardError,
     NoSuitableModel,
@@ -143,6 +147,7 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidRequest",
+    "MemoryBudgetExceeded",
     "ModelNotFound",
     "ModelyardError",
     "NoSuitableModel",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 import grpc
@@ -364,6 +364,68 @@ class WatcherFellBehind(FailedPrecondition):
     revision the change log no longer keeps. The message says where to resume."""
 
     reason = "WATCHER_FELL_BEHIND"
+
+
+class MemoryBudgetExceeded(FailedPrecondition):
+    """A local backend cannot hold a model beside the ones that must stay loaded with it.
+
+    A backend's loaded models share a budget: `budget_mb` MiB of memory
+    (``hot_swap.memory_budget_mb``) and at most `max_loaded` models
+    (``backends.<name>.max_loaded``). `sizes_mb` is the estimated size, in MiB
+    rounded up, of `model_id` (first) and of each model a ``Load`` asked to keep
+    loaded beside it (a swap's current version), in that order; only `model_id`
+    when it is larger than the whole budget. The backend refused rather than
+    evict one of them, and nothing was unloaded.
+
+    FAILED_PRECONDITION, not RESOURCE_EXHAUSTED: the same call cannot succeed on a
+    retry until the state changes (a model unloaded, the budget raised), and a
+    RESOURCE_EXHAUSTED without a retry delay reads as a request too large.
+    """
+
+    reason = "MEMORY_BUDGET_EXCEEDED"
+
+    def __init__(
+        self, model_id: str, sizes_mb: Mapping[str, int], budget_mb: int, max_loaded: int
+    ) -> None:
+        self.model_id = model_id
+        self.sizes_mb = dict(sizes_mb)
+        self.budget_mb = budget_mb
+        self.max_loaded = max_loaded
+        super().__init__(self._explain())
+
+    def _explain(self) -> str:
+        sized = {m: f"{m} ({mb} MiB)" for m, mb in self.sizes_mb.items()}
+        asked = sized.get(self.model_id, self.model_id)
+        beside = [s for m, s in sized.items() if m != self.model_id]
+        if not beside:
+            return f"{asked} is larger than the whole memory budget of {self.budget_mb} MiB"
+        if len(sized) > self.max_loaded:
+            return (
+                f"{asked} cannot load beside {', '.join(beside)}: this backend holds at most "
+                f"{self.max_loaded} loaded model(s) (max_loaded)"
+            )
+        return (
+            f"{asked} cannot load beside {', '.join(beside)}: together "
+            f"{sum(self.sizes_mb.values())} MiB, over the memory budget of {self.budget_mb} MiB"
+        )
+
+    def wire_details(self) -> ErrorDetails:
+        return ErrorDetails(
+            metadata={
+                "model_id": self.model_id,
+                "sizes_mb": json.dumps(self.sizes_mb),
+                "budget_mb": str(self.budget_mb),
+                "max_loaded": str(self.max_loaded),
+            }
+        )
+
+    def _restore(self, details: ErrorDetails) -> None:
+        self.model_id = details.metadata.get("model_id", "")
+        self.sizes_mb = {
+            str(m): int(mb) for m, mb in json.loads(details.metadata.get("sizes_mb", "{}")).items()
+        }
+        self.budget_mb = int(details.metadata.get("budget_mb", "0"))
+        self.max_loaded = int(details.metadata.get("max_loaded", "0"))
 
 
 class BackendUnavailable(ModelyardError):

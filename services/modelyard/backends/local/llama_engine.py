@@ -3,7 +3,9 @@
 Each loaded model is one `Llama` object used by one generation at a time (the
 library is not re-entrant). Generation runs in a worker thread and hands each
 token to the event loop as it is produced; closing the stream stops the
-thread at the next token. Loaded models are kept in a small LRU.
+thread at the next token. Loaded models live in a `LoadedModels` within the
+memory budget (each sized by `gguf_memory.estimated_memory_bytes`); every
+generation holds a lease on its model, so none is unloaded under it.
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ import asyncio
 import logging
 import os
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_messages
+from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
+from modelyard.backends.local.gguf_memory import estimated_memory_bytes
 from modelyard.backends.local.model_files import scan_models_dir
 from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
+
+ColdStartReport = Callable[[str, float], None]
 
 
 @dataclass
@@ -34,114 +38,38 @@ class _Loaded:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class LlamaEngine:
-    """The `local` engine: GGUF files from `models_dir`, loaded on first use.
+class _GGUFModels:
+    """How the engine's GGUF files are sized, opened and closed (a `ModelOpener`)."""
 
-    `backend` is the configured backend's name, the first part of its catalog ids.
-    """
-
-    kind = "local"
-
-    def __init__(
-        self,
-        models_dir: Path,
-        *,
-        backend: str = "local",
-        n_ctx: int = 2048,
-        n_threads: int | None = None,
-        n_gpu_layers: int = 0,
-        max_loaded: int = 2,
-    ) -> None:
-        self.backend = backend
-        self._models_dir = models_dir
+    def __init__(self, n_ctx: int, n_threads: int, n_gpu_layers: int) -> None:
+        self.files: dict[str, Path] = {}
         self._n_ctx = n_ctx
+        self._n_threads = n_threads
         self._n_gpu_layers = n_gpu_layers
-        self._n_threads = n_threads or max(1, os.cpu_count() or 1)
-        self._max_loaded = max_loaded
-        self._files: dict[str, Path] = {}
-        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
-        self._load_lock = asyncio.Lock()
+        self._sizes: dict[Path, tuple[tuple[int, int], int]] = {}  # by (size, mtime)
 
-    async def start(self) -> None:
-        self._files = scan_models_dir(self._models_dir, self.backend)
-        log.info(f"{self.backend}: %d GGUF model(s) in %s", len(self._files), self._models_dir)
-
-    async def close(self) -> None:
-        for model_id in list(self._loaded):
-            await self.unload(model_id)
-
-    def models(self) -> list[common_pb2.ModelEntry]:
-        return [self._entry(model_id, path) for model_id, path in self._files.items()]
-
-    def _entry(self, model_id: str, path: Path) -> common_pb2.ModelEntry:
-        size = path.stat().st_size
-        return common_pb2.ModelEntry(
-            id=model_id,
-            name=path.stem,
-            provider=self.backend,
-            capabilities=[
-                common_pb2.CAPABILITY_TEXT_GENERATION,
-                common_pb2.CAPABILITY_CHAT,
-                common_pb2.CAPABILITY_STREAMING,
-            ],
-            input_modalities=[common_pb2.MODALITY_TEXT],
-            output_modalities=[common_pb2.MODALITY_TEXT],
-            context_window=self._n_ctx,
-            # mmap'd weights plus the KV cache and scratch: a conservative estimate.
-            resources=common_pb2.ResourceRequirements(
-                memory_bytes=size + self._n_ctx * 64 * 1024, disk_bytes=size
-            ),
-            metadata={"path": str(path), "format": "gguf"},
-        )
-
-    def serves(self, model_id: str) -> bool:
-        return model_id in self._files
-
-    def loaded_models(self) -> list[str]:
-        return list(self._loaded)
-
-    def health(self) -> EngineHealth:
-        if not self._files:
-            return EngineHealth(
-                common_pb2.HEALTH_STATUS_DEGRADED, f"no GGUF files in {self._models_dir}"
-            )
-        return EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
-
-    # ---- loading --------------------------------------------------------------
-
-    async def load(self, model_id: str) -> float:
-        started = time.perf_counter()
-        await self._get(model_id)
-        return (time.perf_counter() - started) * 1000
-
-    async def unload(self, model_id: str) -> bool:
-        loaded = self._loaded.pop(model_id, None)
-        if loaded is None:
-            if model_id not in self._files:
-                raise ModelNotFound(model_id, "the local backend")
-            return False
-        async with loaded.lock:  # let a running generation finish first
-            await asyncio.to_thread(loaded.llm.close)
-        return True
-
-    async def _get(self, model_id: str) -> _Loaded:
-        loaded = self._loaded.get(model_id)
-        if loaded is not None:
-            self._loaded.move_to_end(model_id)
-            return loaded
-        path = self._files.get(model_id)
+    def path(self, model_id: str) -> Path:
+        path = self.files.get(model_id)
         if path is None:
             raise ModelNotFound(model_id, "the local backend")
-        async with self._load_lock:
-            if model_id in self._loaded:
-                return self._loaded[model_id]
-            while len(self._loaded) >= self._max_loaded:
-                oldest = next(iter(self._loaded))
-                await self.unload(oldest)
-            llm = await asyncio.to_thread(self._open, path)
-            loaded = _Loaded(llm)
-            self._loaded[model_id] = loaded
-            return loaded
+        return path
+
+    def size_bytes(self, model_id: str) -> int:
+        path = self.path(model_id)
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        known = self._sizes.get(path)
+        if known is None or known[0] != stamp:
+            known = (stamp, estimated_memory_bytes(path, self._n_ctx))
+            self._sizes[path] = known
+        return known[1]
+
+    async def open(self, model_id: str) -> _Loaded:
+        return _Loaded(await asyncio.to_thread(self._open, self.path(model_id)))
+
+    async def close(self, model_id: str, model: _Loaded) -> None:
+        async with model.lock:  # free already (no lease), but never close under a thread
+            await asyncio.to_thread(model.llm.close)
 
     def _open(self, path: Path) -> Any:
         from llama_cpp import Llama
@@ -159,6 +87,119 @@ class LlamaEngine:
             llm.chat_format = "gemma"
         return llm
 
+
+class LlamaEngine:
+    """The `local` engine: GGUF files from `models_dir`, loaded on first use.
+
+    `backend` is the configured backend's name, the first part of its catalog ids.
+    Loaded models share `memory_budget_bytes` (None: three quarters of the
+    machine's memory) and `max_loaded`; one no call used for `idle_timeout_s`
+    (0: never) is unloaded; `preload` (catalog ids) are loaded by `start`.
+    """
+
+    kind = "local"
+
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        backend: str = "local",
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        max_loaded: int = 2,
+        memory_budget_bytes: int | None = None,
+        idle_timeout_s: float = 0.0,
+        preload: Iterable[str] = (),
+    ) -> None:
+        self.backend = backend
+        self._models_dir = models_dir
+        self._n_ctx = n_ctx
+        self._gguf = _GGUFModels(n_ctx, n_threads or max(1, os.cpu_count() or 1), n_gpu_layers)
+        self._preload = tuple(preload)
+        self._reports: list[ColdStartReport] = []
+        self._models = LoadedModels(
+            self._gguf,
+            budget_bytes=memory_budget_bytes or default_budget_bytes(),
+            max_loaded=max_loaded,
+            idle_timeout_s=idle_timeout_s,
+            on_loaded=self._cold_started,
+        )
+
+    async def start(self) -> None:
+        self._gguf.files = scan_models_dir(self._models_dir, self.backend)
+        log.info(f"{self.backend}: %d GGUF model(s) in %s", len(self._gguf.files), self._models_dir)
+        self._models.start()
+        mine = [m for m in self._preload if m in self._gguf.files]
+        others = [m for m in self._preload if m not in self._gguf.files]
+        if others:
+            log.info("%s: preload leaves %s to other backends", self.backend, ", ".join(others))
+        await self._models.preload(mine)
+
+    async def close(self) -> None:
+        await self._models.close()
+
+    def models(self) -> list[common_pb2.ModelEntry]:
+        return [self._entry(model_id, path) for model_id, path in self._gguf.files.items()]
+
+    def _entry(self, model_id: str, path: Path) -> common_pb2.ModelEntry:
+        entry = common_pb2.ModelEntry(
+            id=model_id,
+            name=path.stem,
+            provider=self.backend,
+            capabilities=[
+                common_pb2.CAPABILITY_TEXT_GENERATION,
+                common_pb2.CAPABILITY_CHAT,
+                common_pb2.CAPABILITY_STREAMING,
+            ],
+            input_modalities=[common_pb2.MODALITY_TEXT],
+            output_modalities=[common_pb2.MODALITY_TEXT],
+            context_window=self._n_ctx,
+            resources=common_pb2.ResourceRequirements(
+                memory_bytes=self._gguf.size_bytes(model_id), disk_bytes=path.stat().st_size
+            ),
+            metadata={"path": str(path), "format": "gguf"},
+        )
+        cold_start_ms = self._models.cold_start_ms(model_id)
+        if cold_start_ms is not None:
+            entry.performance.cold_start_ms = cold_start_ms
+        return entry
+
+    def serves(self, model_id: str) -> bool:
+        return model_id in self._gguf.files
+
+    def loaded_models(self) -> list[str]:
+        return self._models.loaded()
+
+    def health(self) -> EngineHealth:
+        if not self._gguf.files:
+            return EngineHealth(
+                common_pb2.HEALTH_STATUS_DEGRADED, f"no GGUF files in {self._models_dir}"
+            )
+        return EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
+
+    # ---- loading --------------------------------------------------------------
+
+    async def load(self, model_id: str) -> float:
+        return await self._models.load(model_id)
+
+    async def load_beside(self, model_id: str, keep_loaded: Sequence[str]) -> float:
+        """Load `model_id` without unloading any of `keep_loaded` (`MemoryBudgetExceeded`
+        when the budget cannot hold them together)."""
+        return await self._models.load(model_id, keep_loaded)
+
+    async def unload(self, model_id: str) -> bool:
+        self._gguf.path(model_id)  # ModelNotFound for a model this engine does not serve
+        return await self._models.unload(model_id)
+
+    def report_cold_starts(self, report: ColdStartReport) -> None:
+        """Call `report(model_id, milliseconds)` after each model load from now on."""
+        self._reports.append(report)
+
+    def _cold_started(self, model_id: str, took_ms: float) -> None:
+        for report in self._reports:
+            report(model_id, took_ms)
+
     # ---- generation -----------------------------------------------------------
 
     async def infer_stream(
@@ -170,12 +211,11 @@ class LlamaEngine:
         kind = model_input.WhichOneof("kind")
         if kind not in ("text", "chat"):
             raise InvalidRequest(f"model '{model_id}' takes text or chat input, not {kind}")
-        loaded = await self._get(model_id)
-        async with loaded.lock:
+        async with self._models.lease(model_id) as loaded, loaded.lock:
             cancel = threading.Event()
             produce = _producer(loaded.llm, model_input, params, cancel, self._n_ctx)
-            # aclosing: the worker must have stopped before the lock is released,
-            # even when our caller abandons this stream half way.
+            # aclosing: the worker must have stopped before the lock and the lease
+            # are released, even when our caller abandons this stream half way.
             async with aclosing(_run_in_thread(produce, cancel)) as pieces:
                 async for piece in pieces:
                     yield piece
