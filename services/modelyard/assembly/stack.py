@@ -25,6 +25,7 @@ from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import BackendServicer
 from modelyard.errors import InvalidRequest
+from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
@@ -70,6 +71,8 @@ class Stack:
     pool: BackendPool | None = None
     limits: ModelLimits | None = None
     discovery: DiscoveryLoop | None = None
+    route_view: RouteView | None = None  # the gateway's copy of the routes
+    outcomes: ArmOutcomes | None = None  # the gateway's reports of split calls
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def _end_watches(self) -> None:
@@ -91,7 +94,11 @@ class Stack:
         """NOT_SERVING, end watches, keep accepting connections for `notice_s`, let in-flight
         calls finish within `grace_s` (the notice included), release all."""
         self.server.before_stop.append(self._end_watches)
+        if self.outcomes:  # while a hot-swap service in this server still takes calls
+            await self.outcomes.flush()
         await self.server.drain(grace_s, notice_s)
+        if self.outcomes:
+            await self.outcomes.close()  # what the drained calls added
         if self.host:
             await self.host.close()
         if self.pool:
@@ -112,6 +119,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     roles = settings.roles
     bindings: list[ServiceBinding] = []
     catalog = view = host = pool = limits = routes = route_view = conversations = None
+    outcomes = None
     registry = None
     if "hotswap" in roles:
         routes = route_table(settings)
@@ -135,6 +143,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
             if routes is not None or settings.hotswap_address:
                 route_view = RouteView()
+                outcomes = ArmOutcomes()  # to the service the routes come from
             conversations = Conversations(
                 ConversationStore(settings.data_dir / "conversations.sqlite3")
             )
@@ -148,6 +157,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 in_flight=in_flight,
                 routes=route_view,
                 conversations=conversations,
+                outcomes=outcomes,
             )
             bindings.append(bind(with_unimplemented(GatewayServicer, core)))
     swaps = tests = None
@@ -179,6 +189,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         host=host,
         pool=pool,
         limits=limits,
+        route_view=route_view,
+        outcomes=outcomes,
     )
     registry_address = address if catalog else settings.registry_address
     # How other services reach the backends served here.
@@ -202,6 +214,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             hotswap_address = address if routes is not None else settings.hotswap_address
             assert hotswap_address
             stack.tasks.append(asyncio.create_task(route_view.follow(hotswap_address)))
+            assert outcomes is not None
+            outcomes.start(hotswap_address)
             await asyncio.wait_for(route_view.synced.wait(), timeout=30)
     except BaseException:
         await stack.stop(0)

@@ -55,7 +55,8 @@ class Bound:
 # A catalog id is `<backend name>/<provider model name>`: the longest seen in
 # practice (Hugging Face repository ids with a quantization suffix) are under 120.
 MODEL_ID_CHARS = 256
-# Caller-chosen ids: a UUID is 36 characters, a W3C trace id 32.
+# Caller-chosen ids (and the end user's, as OpenAI's `user`): a UUID is 36 characters,
+# a W3C trace id 32.
 CALLER_ID_CHARS = 128
 # Items of one BatchGenerate, models of one Compare (run 8 at a time).
 MAX_BATCH_ITEMS = 64
@@ -71,6 +72,7 @@ LIMITS: Mapping[str, Bound] = {
     "modelyard.v1.GenerateRequest.model": Bound(chars=MODEL_ID_CHARS),
     "modelyard.v1.GenerateRequest.request_id": Bound(chars=CALLER_ID_CHARS),
     "modelyard.v1.GenerateRequest.conversation_id": Bound(chars=CALLER_ID_CHARS),
+    "modelyard.v1.GenerateRequest.user": Bound(chars=CALLER_ID_CHARS),
     "modelyard.v1.GenerateRequest.fallback_models": Bound(
         entries=MAX_FALLBACK_MODELS, chars=MODEL_ID_CHARS
     ),

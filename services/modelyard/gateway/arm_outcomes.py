@@ -1,0 +1,215 @@
+"""What the calls a split routed did, sent to the hot-swap service in batches.
+
+Each call an A/B test or a canary swap routed to one of its arms ends in one
+`ArmOutcome` (`ArmCall` gathers it while the call runs; `GatewayCore` says
+which calls count and which failed). `ArmOutcomes.record` only appends to a
+bounded buffer; a background task sends what the buffer holds through
+`HotSwapService.ReportOutcomes` every `interval_s` (100 ms), sooner once
+`batch_size` (500) outcomes wait.
+
+The figures are best-effort: reporting never blocks or fails a call. Beyond
+`limit` waiting outcomes the oldest are dropped (counted in `dropped`, logged
+at most once per 10 s); a batch whose send fails (the service unreachable,
+slow, or not built yet) is logged, at most once per 10 s, and dropped, never
+retried, so a service that is away costs the gateway nothing but that line.
+`close` sends what is left, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from modelyard.catalog_limits import CHANNEL_OPTIONS
+from modelyard.v1 import common_pb2, hotswap_pb2, hotswap_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 0.1  # how often waiting outcomes are sent
+BATCH_SIZE = 500  # outcomes in one batch at most; this many waiting are sent at once
+LIMIT = 20_000  # outcomes waiting at most: 40 batches, 2 s of a busy gateway's calls
+SEND_TIMEOUT_S = 2.0
+LOG_EVERY_S = 10.0  # drops and failed sends: one line per this long at most
+
+# Sends one batch; raising means the batch was not taken.
+Send = Callable[[hotswap_pb2.OutcomeBatch], Awaitable[object]]
+
+
+@dataclass(slots=True)
+class ArmCall:
+    """One call a split routed to an arm, while it runs; `outcome` once it has ended."""
+
+    split_id: str
+    arm: str
+    model_id: str
+    request_id: str
+    streamed: bool  # the caller reads pieces as they come (GenerateStream): ttft counts
+    started: float = field(default_factory=time.perf_counter)
+    first_piece_at: float = 0.0
+    # Set when the call is sent to the arm's backend, with the model's prices.
+    reached_backend: bool = False
+    cost: common_pb2.CostProfile | None = None
+
+    def sent_to_backend(self, cost: common_pb2.CostProfile) -> None:
+        self.reached_backend = True
+        self.cost = cost
+
+    def outcome(
+        self, failed: bool, usage: common_pb2.Usage | None = None
+    ) -> hotswap_pb2.ArmOutcome:
+        """The outcome of the call as it ends now; `usage`: the backend's, when it finished."""
+        now = time.perf_counter()
+        ttft = self.first_piece_at - self.started if self.streamed and self.first_piece_at else 0.0
+        return hotswap_pb2.ArmOutcome(
+            split_id=self.split_id,
+            arm=self.arm,
+            request_id=self.request_id,
+            failed=failed,
+            latency_ms=(now - self.started) * 1000,
+            ttft_ms=ttft * 1000,
+            cost_usd=call_cost_usd(usage, self.cost) if usage is not None else 0.0,
+        )
+
+
+def call_cost_usd(usage: common_pb2.Usage, cost: common_pb2.CostProfile | None) -> float:
+    """What one call cost: the backend's own figure, else its tokens at the model's prices
+    (images and audio are not counted: `Usage` has no count of them)."""
+    if usage.cost_usd or cost is None:
+        return usage.cost_usd
+    return (
+        usage.input_tokens * cost.usd_per_input_token
+        + usage.output_tokens * cost.usd_per_output_token
+        + cost.usd_per_request
+    )
+
+
+class ArmOutcomes:
+    """The gateway's reporter of arm outcomes (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = LIMIT,
+        batch_size: int = BATCH_SIZE,
+        interval_s: float = INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.dropped = 0  # outcomes dropped for want of room, since start
+        self.failed_sends = 0  # batches not taken, since start
+        self.unsent = 0  # outcomes of those batches, and those `close` could not send
+        self._waiting: deque[hotswap_pb2.ArmOutcome] = deque(maxlen=limit)
+        self._full = asyncio.Event()
+        self._clock = clock
+        self._drops_logged = 0  # `dropped` when it was last logged
+        self._dropped_logged_at = -LOG_EVERY_S
+        self._send_failure_logged_at = -LOG_EVERY_S
+        self._send: Send | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Outcomes recorded and not sent yet."""
+        return len(self._waiting)
+
+    def record(self, outcome: hotswap_pb2.ArmOutcome) -> None:
+        """Queue `outcome` for the next batch; never blocks (the oldest goes when full)."""
+        waiting = self._waiting
+        if len(waiting) == waiting.maxlen:
+            self.dropped += 1
+            now = self._clock()
+            if now - self._dropped_logged_at >= LOG_EVERY_S:
+                log.warning(
+                    "arm outcomes: %d dropped, the oldest first, since the last report "
+                    "(%d waiting is the limit): the hot-swap service is not taking them fast "
+                    "enough",
+                    self.dropped - self._drops_logged,
+                    waiting.maxlen,
+                )
+                self._dropped_logged_at, self._drops_logged = now, self.dropped
+        waiting.append(outcome)
+        if len(waiting) >= self.batch_size:
+            self._full.set()
+
+    def start(self, address: str) -> None:
+        """Send to the hot-swap service at `address` from now on, until `close`."""
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        stub = hotswap_pb2_grpc.HotSwapServiceStub(self._channel)
+
+        async def send(batch: hotswap_pb2.OutcomeBatch) -> object:
+            return await stub.ReportOutcomes(batch, timeout=SEND_TIMEOUT_S)
+
+        self.start_sending(send)
+
+    def start_sending(self, send: Send) -> None:
+        """Send each batch with `send` from now on, until `close`."""
+        self._send = send
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop the sending task, then send what is still waiting: one try, and what a
+        failed send leaves is dropped, so a service that is away does not hold a stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if not await self.flush():
+            self.unsent += len(self._waiting)
+            self._waiting.clear()
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+
+    async def flush(self) -> bool:
+        """Send the outcomes waiting now, in batches of at most `batch_size`, until one send
+        fails (that batch is dropped); whether every send succeeded."""
+        if self._send is None:
+            return False
+        for _ in range(-(-len(self._waiting) // self.batch_size)):  # those waiting now only
+            count = min(len(self._waiting), self.batch_size)
+            batch = hotswap_pb2.OutcomeBatch(
+                outcomes=[self._waiting.popleft() for _ in range(count)]
+            )
+            try:
+                await self._send(batch)
+            except Exception as exc:  # whatever went wrong, the call paths never hear of it
+                self._send_failed(count, exc)
+                return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self._full.wait()
+            self._full.clear()
+            await self.flush()
+
+    def _send_failed(self, count: int, exc: Exception) -> None:
+        self.failed_sends += 1
+        self.unsent += count
+        now = self._clock()
+        if now - self._send_failure_logged_at >= LOG_EVERY_S:
+            self._send_failure_logged_at = now
+            reason = (
+                f"{exc.code().name}: {exc.details()}"
+                if isinstance(exc, grpc.aio.AioRpcError)
+                else repr(exc)
+            )
+            log.warning(
+                "arm outcomes: a batch of %d was not taken and is dropped (%s); "
+                "%d batches failed since start",
+                count,
+                reason,
+                self.failed_sends,
+            )
