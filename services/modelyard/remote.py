@@ -4,7 +4,8 @@ The generated stubs plus what every caller wants: the request a prompt becomes,
 and a failed call raised as the error the server raised (`remote_errors`,
 which rebuilds the exact class). `modelyard_client.GatewayClient` is built on
 these; the runtime package never imports the client. The hot-swap calls
-(routes, swaps) serve `modelyard routes`, `swap`, `swap-status` and `rollback`.
+(routes, swaps, A/B tests, feedback) serve `modelyard routes`, `swap`,
+`swap-status`, `rollback`, `abtest` and `feedback`.
 """
 
 from __future__ import annotations
@@ -136,3 +137,53 @@ def watch_swap(
             yield from call
     finally:
         call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs: untyped
+
+
+def start_ab_test(
+    channel: grpc.Channel, request: hotswap_pb2.StartABTestRequest, timeout_s: float
+) -> hotswap_pb2.ABTest:
+    """Start an A/B test on an alias: the test as it begins, or the error that refused it."""
+    with remote_errors():
+        test: hotswap_pb2.ABTest = _hotswap(channel).StartABTest(request, timeout=timeout_s)
+    return test
+
+
+def get_ab_test(channel: grpc.Channel, test_id: str, timeout_s: float) -> hotswap_pb2.ABTest:
+    """An A/B test now, with each arm's figures so far."""
+    with remote_errors():
+        test: hotswap_pb2.ABTest = _hotswap(channel).GetABTest(
+            hotswap_pb2.GetABTestRequest(id=test_id), timeout=timeout_s
+        )
+    return test
+
+
+def list_ab_tests(channel: grpc.Channel, timeout_s: float) -> list[hotswap_pb2.ABTest]:
+    """Every A/B test, running or ended, oldest first."""
+    with remote_errors():
+        response = _hotswap(channel).ListABTests(
+            hotswap_pb2.ListABTestsRequest(), timeout=timeout_s
+        )
+    return list(response.tests)
+
+
+def stop_ab_test(
+    channel: grpc.Channel, test_id: str, promote_winner: bool, timeout_s: float
+) -> hotswap_pb2.ABTest:
+    """End an A/B test (swapping its winner in with `promote_winner`): the test as it ended."""
+    with remote_errors():
+        test: hotswap_pb2.ABTest = _hotswap(channel).StopABTest(
+            hotswap_pb2.StopABTestRequest(id=test_id, promote_winner=promote_winner),
+            timeout=timeout_s,
+        )
+    return test
+
+
+def feedback(
+    channel: grpc.Channel, request_id: str, score: float, timeout_s: float
+) -> hotswap_pb2.FeedbackResponse:
+    """Score one answer an A/B test served: the test and the arm it counts for."""
+    with remote_errors():
+        response: hotswap_pb2.FeedbackResponse = _hotswap(channel).Feedback(
+            hotswap_pb2.FeedbackRequest(request_id=request_id, score=score), timeout=timeout_s
+        )
+    return response

@@ -1,7 +1,9 @@
 """`modelyard routes`, `swap`, `swap-status` and `rollback` against a real in-process stack.
 
 Each command is `cli.main` in a thread: its calls are blocking gRPC, and the
-stack serves on this test's event loop.
+stack serves on this test's event loop. A canary swap's steps are judged on
+outcomes the test reports to the hot-swap service itself (`ReportOutcomes`,
+as a gateway would), so what each step decides does not hang on the gateway.
 """
 
 from __future__ import annotations
@@ -18,29 +20,35 @@ from support.scripted_engine import ScriptedEngine
 from modelyard import cli, remote
 from modelyard.assembly import Stack
 from modelyard.config import default_config
-from modelyard.config.schema import HotSwapConfig, ModelyardConfig
+from modelyard.config.schema import CanaryConfig, HotSwapConfig, ModelyardConfig
 from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc, selector_pb2
 
 ALIAS = "chat-default"
 
 
-def _config() -> ModelyardConfig:
+def _config(
+    canary: CanaryConfig | None = None, rollback_on_failure: bool = True
+) -> ModelyardConfig:
     # Built directly: the file's check wants each route's backend configured, and
     # the scripted engine is a test's, not the file's.
     hot_swap = HotSwapConfig(
         routes={ALIAS: "scripted/echo"},
         task_routes={"code": "scripted/other"},
         grace_period_ms=50,
+        canary=canary or CanaryConfig(),
+        rollback_on_failure=rollback_on_failure,
     )
     return dataclasses.replace(default_config({}), hot_swap=hot_swap)
 
 
-async def _stack(make_stack: StackFactory, delay_s: float = 0.0) -> Stack:
+async def _stack(
+    make_stack: StackFactory, delay_s: float = 0.0, config: ModelyardConfig | None = None
+) -> Stack:
     # `delay_s` per streamed piece: the target's first answer (WARMING) lasts long
     # enough for the command to be watching before it ends.
     engine = ScriptedEngine(("scripted/echo", "scripted/other"), delay_s=delay_s)
     return await make_stack(
-        roles=("registry", "hotswap", "gateway"), engines=[engine], config=_config()
+        roles=("registry", "hotswap", "gateway"), engines=[engine], config=config or _config()
     )
 
 
@@ -216,3 +224,168 @@ async def test_rollback_of_an_unknown_swap_reports_the_error(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines() == ["modelyard: no swap '0123456789abcdef' [NOT_FOUND]"]
+
+
+# ---- canary swaps -----------------------------------------------------------
+
+Status = hotswap_pb2.SwapStatus
+
+
+def _canary_config(*steps: float, rollback_on_failure: bool = True) -> ModelyardConfig:
+    """Steps judged after 5 calls on the new version, with no time to wait."""
+    canary = CanaryConfig(steps=steps, step_requests=5, step_ms=0)
+    return _config(canary, rollback_on_failure)
+
+
+async def _canary_at(address: str, percent: float, swap_id: str = "") -> str:
+    """Wait until a canary swap on ALIAS runs its step at `percent` (its split is on the
+    route, so outcomes now count for that step); the swap's id."""
+    for _ in range(500):
+        route = await _route(address)
+        split = route.split
+        if split.kind == hotswap_pb2.Split.KIND_CANARY and (not swap_id or split.id == swap_id):
+            status = await _swap_status(address, split.id)
+            if status.phase == Status.PHASE_CANARY and status.canary_percent == percent:
+                return split.id
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no canary step at {percent} % on alias '{ALIAS}'")
+
+
+async def _report(address: str, swap_id: str, *, new_failed: bool) -> None:
+    """Five calls on each version, as a gateway reports them: the new one's all failed
+    with `new_failed`; every call that succeeds takes 10 ms."""
+    outcomes = [
+        hotswap_pb2.ArmOutcome(
+            split_id=swap_id,
+            arm=arm,
+            request_id=f"{arm}-{i}",
+            failed=new_failed and arm == "new",
+            latency_ms=10,
+        )
+        for arm in ("old", "new")
+        for i in range(5)
+    ]
+    async with grpc.aio.insecure_channel(address) as channel:
+        response = await hotswap_pb2_grpc.HotSwapServiceStub(channel).ReportOutcomes(
+            hotswap_pb2.OutcomeBatch(outcomes=outcomes), timeout=10
+        )
+    assert response.accepted == len(outcomes)
+
+
+REGRESSED = (
+    "the new version regressed at 50 %: error rate 100.0% against 0.0% "
+    "(more than 5.0% above, beyond chance)"
+)
+
+
+def _advanced(percent: int) -> str:
+    return (
+        f"at {percent} % the new version's 5 calls: error rate 0.0% (old 0.0%), "
+        "p95 10.0 ms (old 10.0 ms)"
+    )
+
+
+async def test_canary_swap_that_regresses_is_rolled_back_and_exits_1(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack, delay_s=0.2, config=_canary_config(50, 100))
+    argv = ["swap", ALIAS, "scripted/other", "--canary", "--address", stack.address]
+    command = asyncio.create_task(_cli(*argv))
+    swap_id = await _canary_at(stack.address, 50)
+    await _report(stack.address, swap_id, new_failed=True)
+    assert await command == 1
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    status = await _swap_status(stack.address, swap_id)
+    warm = f"{status.warm_ms:.0f}"
+    head = f"swap {swap_id}: alias '{ALIAS}' scripted/echo → scripted/other"
+    assert captured.out.splitlines() == [
+        f"{head}, preparing",
+        "preparing → warming",
+        f"warming → validating (warm {warm} ms)",
+        "validating → canary",
+        "canary 50 %",
+        f"step 50 %: rollback — {REGRESSED}",
+        "canary → rolled_back",
+        f"{head}, rolled_back (warm {warm} ms): {REGRESSED}",
+    ]
+    route = await _route(stack.address)
+    assert (route.model_id, route.HasField("split")) == ("scripted/echo", False)
+
+    assert await _cli("swap-status", swap_id, "--address", stack.address) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{head}, rolled_back (warm {warm} ms): {REGRESSED}",
+        f"  step 50 %: rollback — {REGRESSED}",
+    ]
+
+
+async def test_canary_swap_that_holds_up_advances_step_by_step_to_done(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack, delay_s=0.2, config=_canary_config(25, 50, 100))
+    argv = ["swap", ALIAS, "scripted/other", "--canary", "--grace-ms", "50"]
+    command = asyncio.create_task(_cli(*argv, "--address", stack.address))
+    swap_id = await _canary_at(stack.address, 25)
+    await _report(stack.address, swap_id, new_failed=False)
+    await _canary_at(stack.address, 50, swap_id)
+    await _report(stack.address, swap_id, new_failed=False)
+    assert await command == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    status = await _swap_status(stack.address, swap_id)
+    warm = f"{status.warm_ms:.0f}"
+    head = f"swap {swap_id}: alias '{ALIAS}' scripted/echo → scripted/other"
+    assert captured.out.splitlines() == [
+        f"{head}, preparing",
+        "preparing → warming",
+        f"warming → validating (warm {warm} ms)",
+        "validating → canary",
+        "canary 25 %",
+        f"step 25 %: advance — {_advanced(25)}",
+        "canary 50 %",
+        f"step 50 %: advance — {_advanced(50)}",
+        "canary → switched",
+        "switched → draining",
+        "draining → done",
+        f"{head}, done (warm {warm} ms)",
+    ]
+    route = await _route(stack.address)
+    assert (route.model_id, route.HasField("split")) == ("scripted/other", False)
+
+
+async def test_canary_swap_held_waits_for_a_rollback(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _canary_config(50, 100, rollback_on_failure=False)
+    stack = await _stack(make_stack, delay_s=0.2, config=config)
+    argv = ["swap", ALIAS, "scripted/other", "--canary", "--address", stack.address]
+    command = asyncio.create_task(_cli(*argv))
+    swap_id = await _canary_at(stack.address, 50)
+    await _report(stack.address, swap_id, new_failed=True)
+    for _ in range(500):  # the step decided, the swap held at it
+        if (await _swap_status(stack.address, swap_id)).steps:
+            break
+        await asyncio.sleep(0.02)
+    assert not command.done()  # still following: a person decides
+    assert await _cli("rollback", swap_id, "--address", stack.address) == 0
+    assert await command == 1
+    status = await _swap_status(stack.address, swap_id)
+    warm = f"{status.warm_ms:.0f}"
+    head = f"swap {swap_id}: alias '{ALIAS}' scripted/echo → scripted/other"
+    stopped = "stopped during the canary at 50 %: 'scripted/echo' serves every call again"
+    lines = capsys.readouterr().out.splitlines()
+    rolled_back = f"{head}, rolled_back (warm {warm} ms): {stopped}"
+    assert lines.pop(lines.index(rolled_back)) == rolled_back  # `rollback`'s own line
+    assert lines == [
+        f"{head}, preparing",
+        "preparing → warming",
+        f"warming → validating (warm {warm} ms)",
+        "validating → canary",
+        "canary 50 %",
+        f"step 50 %: hold — {REGRESSED}",
+        f"held at 50 % for a person to decide; modelyard rollback {swap_id} puts "
+        "'scripted/echo' back",
+        "canary → rolled_back",
+        rolled_back,
+    ]
+    assert (await _route(stack.address)).model_id == "scripted/echo"
