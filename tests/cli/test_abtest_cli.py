@@ -162,7 +162,7 @@ async def test_an_arm_on_a_model_not_in_the_catalog_is_refused(
     arms = ["--arm", f"control={A}:0.5", "--arm", "variant=custom/nope:0.5"]
     assert await _cli("abtest", "start", ALIAS, *arms, "--address", stack.address) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "modelyard: model 'custom/nope' is not in the catalog [NOT_FOUND]"
+        "modelyard: model 'custom/nope' is not in the catalog (arms[1].model_id) [NOT_FOUND]"
     ]
     assert not (await _route(stack.address)).HasField("split")
 

@@ -21,8 +21,6 @@ from modelyard.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
-    hotswap_pb2,
-    hotswap_pb2_grpc,
 )
 
 
@@ -292,16 +290,3 @@ async def test_stream_without_finish_is_aborted_and_keeps_its_whole_reservation(
     # Nobody knows what a truncated answer cost upstream: the whole 1 + 40 stays spent.
     level = _tokens_left(stack, "scripted/echo", 100)
     assert 100 - 41 <= level <= 100 - 41 + _refill_since(started, 100)
-
-
-async def test_unbuilt_rpcs_answer_unimplemented_naming_the_rpc(make_stack: StackFactory) -> None:
-    stack = await make_stack(roles=("registry", "hotswap"))
-    async with grpc.aio.insecure_channel(stack.address) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as unbuilt:
-            await hotswap_pb2_grpc.HotSwapServiceStub(channel).StartABTest(
-                hotswap_pb2.StartABTestRequest()
-            )
-    assert unbuilt.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert unbuilt.value.details() == (
-        "modelyard.v1.HotSwapService/StartABTest is not implemented yet"
-    )

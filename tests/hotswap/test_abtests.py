@@ -126,7 +126,7 @@ async def test_a_started_test_splits_the_alias_by_its_arms(lab: Lab) -> None:
         (
             {"arms": _arms(("a", A, 0.5), ("b", "up/nope", 0.5))},
             ModelNotFound,
-            "model 'up/nope' is not in the catalog",
+            "model 'up/nope' is not in the catalog (arms[1].model_id)",
         ),
         (
             {"arms": _arms(("a", A, 0.5), ("b", EMBED, 0.5))},
@@ -337,3 +337,29 @@ async def test_a_restart_ends_a_running_test_and_keeps_its_figures(tmp_path: Pat
     route = lab.routes.get("chat")
     assert (route.model_id, route.split.id) == (A, "")
     await lab.close()
+
+
+async def test_a_winner_found_without_promotion_can_be_promoted_on_stop(lab: Lab) -> None:
+    test = _start(lab)
+    rng = random.Random(3)
+    for n in range(400):
+        _feed(lab, test, "a", rng.gauss(120, 10), n)
+        _feed(lab, test, "b", rng.gauss(100, 10), n)
+        if not lab.tests.get(test.id).running:
+            break
+    ended = lab.tests.get(test.id)
+    assert (ended.winner, ended.promotion_swap_id) == ("b", "")
+    promoted = await lab.tests.stop(hotswap_pb2.StopABTestRequest(id=test.id, promote_winner=True))
+    assert promoted.promotion_swap_id
+    assert lab.swaps.get(promoted.promotion_swap_id).to_model_id == B
+    with pytest.raises(FailedPrecondition, match="has ended and promoted it already"):
+        await lab.tests.stop(hotswap_pb2.StopABTestRequest(id=test.id, promote_winner=True))
+
+
+async def test_feedback_with_no_test_running_is_refused_at_once(lab: Lab) -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(NotFound, match="no A/B test served request 'x'"):
+        await lab.tests.feedback(hotswap_pb2.FeedbackRequest(request_id="x", score=1.0))
+    assert time.monotonic() - started < 0.5

@@ -146,6 +146,7 @@ async def test_a_healthy_new_version_advances_step_by_step_and_switches(
         (50, "advance"),
     ]
     assert all(s.new_requests >= 40 for s in done.steps)
+    assert done.canary_percent == 100
     route = routes.get("chat")
     assert (route.model_id, route.split.id) == (B, "")
 

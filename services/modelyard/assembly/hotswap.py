@@ -45,8 +45,11 @@ def swap_engine(
             min_latency_increase_ms=config.canary.min_latency_increase_ms,
             rollback_on_failure=config.rollback_on_failure,
         ),
+        standby=config.standby,
+        when_budget_short=config.when_budget_short,
     )
-    return Swaps(routes, routes.store, catalog, BackendValidator(backends), defaults)
+    validator = BackendValidator(backends)
+    return Swaps(routes, routes.store, catalog, validator, defaults, loader=validator)
 
 
 def ab_tests(settings: Settings, routes: RouteTable, catalog: Catalog, swaps: Swaps) -> ABTests:

@@ -39,10 +39,6 @@ def _not_multi_criteria(config: ModelyardConfig, path: list[str]) -> bool:
 # (key path with `*` for one segment, when it counts, what will build it).
 _POLICY = ("selection", "selection.agents.*.policy")
 UNBUILT: tuple[tuple[str, Applies, str], ...] = (
-    *(
-        (f"hot_swap.{key}", _always, "the local model lifecycle is not built")
-        for key in ("standby", "memory_budget_mb", "when_budget_short", "idle_timeout_ms", "preload")
-    ),
     ("monitoring", _always, "metrics and alerts are not built"),
     ("registry.health_check_interval", _always, "active health checks are not built"),
     ("registry.cache_ttl", _always, "the registry keeps no cache"),

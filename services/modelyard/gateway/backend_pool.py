@@ -9,7 +9,7 @@ the gateway's own work. Errors and spans are the same on both paths.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -52,6 +52,43 @@ class BackendPool:
             await channel.close(None)
         self._channels.clear()
         self._stubs.clear()
+
+    async def load(
+        self,
+        deployment: common_pb2.Deployment,
+        model_id: str,
+        keep_loaded: Sequence[str] = (),
+        timeout_s: float = 300.0,
+    ) -> float:
+        """Have the backend load `model_id` beside `keep_loaded`; the milliseconds it took.
+
+        A backend whose memory budget cannot hold them together refuses
+        (`MemoryBudgetExceeded`) instead of unloading one.
+        """
+        host = self._in_process.get(deployment.endpoint)
+        if host is not None:
+            return await host.load(model_id, keep_loaded)
+        request = backend_pb2.LoadRequest(model_id=model_id, keep_loaded=keep_loaded)
+        try:
+            answer = await self._stub(deployment.endpoint).Load(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, deployment) from None
+        return answer.load_ms
+
+    async def unload(
+        self, deployment: common_pb2.Deployment, model_id: str, timeout_s: float = 300.0
+    ) -> bool:
+        """Have the backend unload `model_id` once its calls have finished; whether it was
+        loaded."""
+        host = self._in_process.get(deployment.endpoint)
+        if host is not None:
+            return await host.engine_for(model_id).unload(model_id)
+        request = backend_pb2.UnloadRequest(model_id=model_id)
+        try:
+            answer = await self._stub(deployment.endpoint).Unload(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, deployment) from None
+        return answer.was_loaded
 
     def infer_stream(
         self,

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from modelyard.catalog_ids import name_problem
-from modelyard.errors import FailedPrecondition, InvalidRequest, NotFound
+from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound, NotFound
 from modelyard.hotswap.arm_stats import LOWER_IS_BETTER, METRICS, ArmStats, metric_value
 from modelyard.hotswap.routes import RouteTable, current_split
 from modelyard.hotswap.sequential import MeanComparison
@@ -136,10 +136,15 @@ class ABTests:
                 "stop it first"
             )
         self._swaps.check_idle(request.alias)
-        for arm in request.arms:
-            target = self._catalog.get(arm.model_id)  # ModelNotFound names it
+        for i, arm in enumerate(request.arms):
+            try:
+                target = self._catalog.get(arm.model_id)
+            except ModelNotFound:
+                raise ModelNotFound(arm.model_id, f"the catalog (arms[{i}].model_id)") from None
             if target.id != route.model_id:
-                check_capabilities(self._catalog, request.alias, route.model_id, target)
+                check_capabilities(
+                    self._catalog, f"alias '{request.alias}'", route.model_id, target
+                )
         test = hotswap_pb2.ABTest(
             id=uuid.uuid4().hex[:16],
             alias=request.alias,
@@ -254,7 +259,7 @@ class ABTests:
         if not request.request_id:
             raise InvalidRequest("request_id is empty", field="request_id")
         served = self._served.get(request.request_id)
-        if served is None:  # its report may still be on its way
+        if served is None and self._running:  # its report may still be on its way
             event = self._awaited.setdefault(request.request_id, asyncio.Event())
             try:
                 async with asyncio.timeout(FEEDBACK_WAIT_S):
@@ -307,12 +312,22 @@ class ABTests:
         test = self.get(request.id)
         running = self._running.get(request.id)
         if running is None:
-            if request.promote_winner:
+            if not request.promote_winner:
+                return test
+            if not test.winner or test.promotion_swap_id:
+                done = "promoted it already" if test.promotion_swap_id else "named no winner"
                 raise FailedPrecondition(
-                    f"A/B test {request.id} has ended ({test.ended_reason}); "
+                    f"A/B test {request.id} has ended and {done} ({test.ended_reason}); "
                     "swap the alias to the model you want instead"
                 )
-            return test
+            # Ended on its winner without promote_winner: promote it now.
+            promoted = hotswap_pb2.ABTest()
+            promoted.CopyFrom(test)
+            model_id = next(a.model_id for a in test.arms if a.name == test.winner)
+            promoted.promotion_swap_id = self._promote(promoted, model_id)
+            self._store.put_test(promoted)
+            self._tests[test.id] = promoted
+            return promoted
         winner = _winner(running)
         if request.promote_winner and winner is None:
             raise FailedPrecondition(

@@ -1,4 +1,7 @@
-"""Swaps: an alias moved to another model with no request cut, as a watchable state machine.
+"""Swaps: a route moved to another model with no request cut, as a watchable state machine.
+
+A route is an alias's or a task type's (`route_keys`); an alias's may be
+created by its first swap, a task type's comes from the configuration.
 
 PREPARING (the target is known, servable, and offers every capability of
 the model the alias has now) → WARMING (its first answer: a model not loaded
@@ -14,7 +17,7 @@ SWITCHED leaves the route as it was: FAILED, with the phase and the reason.
 `rollback` puts the previous model back at any time after the switch, or
 stops a swap before it (ROLLED_BACK either way).
 
-One swap per alias at a time. A hot-swap service stopped mid-swap comes back
+One swap per route at a time. A hot-swap service stopped mid-swap comes back
 with each route on exactly one model and each swap in a defined phase: one
 stopped before its switch is FAILED (the route never moved), one stopped
 while draining is DONE (the route moved; the grace period has passed since).
@@ -26,13 +29,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from modelyard.errors import (
     FailedPrecondition,
     InvalidRequest,
+    MemoryBudgetExceeded,
     ModelyardError,
     NotFound,
 )
@@ -40,7 +44,7 @@ from modelyard.hotswap.arm_stats import ArmStats
 from modelyard.hotswap.canary import CanaryPolicy, CanaryStep, split_for
 from modelyard.hotswap.routes import RouteTable, current_split
 from modelyard.hotswap.store import HotSwapStore
-from modelyard.route_keys import route_key
+from modelyard.route_keys import describe, route_key
 from modelyard.servable import servable
 from modelyard.v1 import common_pb2, hotswap_pb2
 
@@ -66,6 +70,18 @@ class Validator(Protocol):
     async def answer(self, model: common_pb2.ModelEntry, prompt: str, timeout_s: float) -> None: ...
 
 
+class Loader(Protocol):
+    """Loads and unloads a model on the backends that serve it."""
+
+    async def prepare(self, model: common_pb2.ModelEntry, keep_loaded: Sequence[str]) -> None:
+        """Load `model` beside `keep_loaded`; `MemoryBudgetExceeded` when it cannot."""
+        ...
+
+    async def release(self, model: common_pb2.ModelEntry) -> None:
+        """Unload `model` once its calls have finished."""
+        ...
+
+
 @dataclass(frozen=True)
 class SwapSettings:
     """The configuration's `hot_swap:` defaults for what a request leaves unset."""
@@ -74,6 +90,8 @@ class SwapSettings:
     grace_period_s: float = 30.0
     validation_timeout_s: float = 5.0
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    standby: str = "keep_warm"  # or "unload": the previous version once drained
+    when_budget_short: str = "refuse"  # or "drain_first"
 
 
 def phase_name(phase: int) -> str:
@@ -88,14 +106,16 @@ class Swaps:
         catalog: Catalog,
         validator: Validator,
         settings: SwapSettings | None = None,
+        loader: Loader | None = None,
     ) -> None:
         self._routes = routes
         self._store = store
         self._catalog = catalog
         self._validator = validator
+        self._loader = loader
         self.settings = settings or SwapSettings()
         self._swaps: dict[str, Status] = {}
-        self._active: dict[str, str] = {}  # alias -> the swap running on it
+        self._active: dict[str, str] = {}  # route key -> the swap running on it
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._watchers: dict[str, set[asyncio.Queue[Status | None]]] = {}
         self._steps: dict[str, CanaryStep] = {}  # canary swap -> its step running
@@ -110,12 +130,19 @@ class Swaps:
         if swap.phase in ENDED:
             return swap
         if swap.phase == Status.PHASE_CANARY:
-            route = self._routes.find(alias=swap.alias)
+            route = self._routes.find(swap.alias, swap.task_type)
             if route is not None and route.split.id == swap.swap_id:
-                self._routes.set_route(swap.alias, 0, route.model_id)  # the split ends
+                self._routes.set_route(swap.alias, swap.task_type, route.model_id)  # the split ends
             why = (
                 f"the hot-swap service restarted during the canary at {swap.canary_percent:g} %; "
                 f"'{swap.from_model_id}' serves every call again"
+            )
+            return self._end(swap, Status.PHASE_ROLLED_BACK, why)
+        if swap.switched_first and swap.phase in (Status.PHASE_WARMING, Status.PHASE_VALIDATING):
+            self._routes.set_route(swap.alias, swap.task_type, swap.from_model_id)
+            why = (
+                f"the hot-swap service restarted during {phase_name(swap.phase)}, after a "
+                f"drain-first switch; '{swap.from_model_id}' serves {_route_of(swap)} again"
             )
             return self._end(swap, Status.PHASE_ROLLED_BACK, why)
         if swap.phase in SWITCHED:
@@ -151,13 +178,13 @@ class Swaps:
 
     # ---- starting -----------------------------------------------------------
 
-    def check_idle(self, alias: str) -> None:
-        """FailedPrecondition when a swap is running on `alias`."""
-        running = self._active.get(alias)
+    def check_idle(self, alias: str = "", task_type: int = 0) -> None:
+        """FailedPrecondition when a swap is running on the route of `alias` or `task_type`."""
+        running = self._active.get(route_key(alias, task_type))
         if running is not None:
             phase = phase_name(self._swaps[running].phase)
             raise FailedPrecondition(
-                f"alias '{alias}' has swap {running} running ({phase}); "
+                f"{_route_of(self._swaps[running])} has swap {running} running ({phase}); "
                 "wait for it to end or roll it back"
             )
 
@@ -165,7 +192,8 @@ class Swaps:
         """Check the request, then run the swap in the background; its first status."""
         if not self.settings.enabled:
             raise FailedPrecondition("swaps are turned off (hot_swap.enabled: false)")
-        route_key(alias=request.alias)  # a bad alias is refused here
+        key = route_key(request.alias, request.task_type)  # a bad alias is refused here
+        name = _route_of(request)
         prompts = list(request.validation_prompts) or [DEFAULT_PROMPT]
         if len(prompts) > MAX_PROMPTS:
             raise InvalidRequest(
@@ -178,28 +206,32 @@ class Swaps:
                     f"validation_prompts[{i}] must be 1-{PROMPT_CHARS} characters, not blank",
                     field=f"validation_prompts[{i}]",
                 )
-        self.check_idle(request.alias)
+        self.check_idle(request.alias, request.task_type)
         target = self._catalog.get(request.target_model_id)  # ModelNotFound names it
-        current = self._routes.find(alias=request.alias)
+        current = self._routes.find(request.alias, request.task_type)
         if current is not None:
             if current_split(current):
                 raise FailedPrecondition(
-                    f"alias '{request.alias}' is split by A/B test {current.split.id}: "
+                    f"{name} is split by A/B test {current.split.id}: "
                     "stop it first (stopping it can promote its winner)"
                 )
             if current.model_id == target.id:
-                raise FailedPrecondition(
-                    f"alias '{request.alias}' is already served by '{target.id}'"
-                )
-            check_capabilities(self._catalog, request.alias, current.model_id, target)
+                raise FailedPrecondition(f"{name} is already served by '{target.id}'")
+            check_capabilities(self._catalog, name, current.model_id, target)
+        elif request.task_type:
+            raise FailedPrecondition(
+                f"{name} has no route: a task type's route comes from the configuration "
+                "(hot_swap.task_routes)"
+            )
         elif request.canary:
             raise FailedPrecondition(
-                f"alias '{request.alias}' has no route yet: a canary swap compares the target "
+                f"{name} has no route yet: a canary swap compares the target "
                 "with the model serving now"
             )
         status = Status(
             swap_id=uuid.uuid4().hex[:16],
             alias=request.alias,
+            task_type=request.task_type,
             from_model_id=current.model_id if current is not None else "",
             to_model_id=target.id,
             phase=Status.PHASE_PREPARING,
@@ -208,15 +240,15 @@ class Swaps:
         status.started_at.GetCurrentTime()
         self._store.put_swap(status)
         self._swaps[status.swap_id] = status
-        self._active[request.alias] = status.swap_id
+        self._active[key] = status.swap_id
         grace_s = request.grace_period_ms / 1000 or self.settings.grace_period_s
         timeout_s = request.validation_timeout_ms / 1000 or self.settings.validation_timeout_s
         task = asyncio.create_task(self._run(status.swap_id, prompts, grace_s, timeout_s))
         self._tasks[status.swap_id] = task
         log.info(
-            "swap %s: alias '%s' %s → %s",
+            "swap %s: %s %s → %s",
             status.swap_id,
-            status.alias,
+            name,
             status.from_model_id or "(new)",
             status.to_model_id,
         )
@@ -235,21 +267,20 @@ class Swaps:
                     f"'{target.id}' cannot be sent requests (health "
                     f"{common_pb2.HealthStatus.Name(target.health)}{_reason(target)})"
                 )
-            self._move(swap_id, Status.PHASE_WARMING)
-            started = time.perf_counter()
-            await self._validator.answer(target, prompts[0], timeout_s)
-            warm_ms = (time.perf_counter() - started) * 1000
-            self._move(swap_id, Status.PHASE_VALIDATING, warm_ms=warm_ms)
-            for prompt in prompts[1:]:
-                await self._validator.answer(target, prompt, timeout_s)
+            if await self._budget_short(status, target):
+                await self._switch_first(swap_id, target, prompts, grace_s, timeout_s)
+                return
+            await self._validate(swap_id, target, prompts, timeout_s)
             if status.canary and not await self._canary(swap_id):
                 return  # rolled back, recorded
             switched = self._next(swap_id, Status.PHASE_SWITCHED)
-            self._routes.set_route(status.alias, 0, status.to_model_id, swap=switched)
+            if switched.canary:
+                switched.canary_percent = 100  # the target takes every call
+            self._routes.set_route(
+                status.alias, status.task_type, status.to_model_id, swap=switched
+            )
             self._publish(switched)
-            self._move(swap_id, Status.PHASE_DRAINING)
-            await asyncio.sleep(grace_s)
-            self._finish(swap_id, Status.PHASE_DONE, "")
+            await self._drain(swap_id, grace_s)
         except asyncio.CancelledError:
             raise  # rollback or the service stopping: each records what it did
         except ModelyardError as exc:
@@ -258,6 +289,95 @@ class Swaps:
             log.warning("swap %s failed in %s: %s", swap_id, phase, exc.message)
         finally:
             self._tasks.pop(swap_id, None)
+
+    async def _validate(
+        self, swap_id: str, target: common_pb2.ModelEntry, prompts: list[str], timeout_s: float
+    ) -> None:
+        """WARMING (the first answer, timed) then VALIDATING (the other prompts)."""
+        self._move(swap_id, Status.PHASE_WARMING)
+        started = time.perf_counter()
+        await self._validator.answer(target, prompts[0], timeout_s)
+        warm_ms = (time.perf_counter() - started) * 1000
+        self._move(swap_id, Status.PHASE_VALIDATING, warm_ms=warm_ms)
+        for prompt in prompts[1:]:
+            await self._validator.answer(target, prompt, timeout_s)
+
+    async def _drain(self, swap_id: str, grace_s: float) -> None:
+        """DRAINING for the grace period; then the previous version is unloaded or kept
+        warm (`standby`), and the swap is DONE."""
+        status = self._move(swap_id, Status.PHASE_DRAINING)
+        await asyncio.sleep(grace_s)
+        note = ""
+        if self.settings.standby == "unload" and self._loader and status.from_model_id:
+            try:
+                await self._loader.release(self._catalog.get(status.from_model_id))
+            except ModelyardError as exc:
+                note = f"'{status.from_model_id}' was not unloaded: {exc.message}"
+                log.warning("swap %s: %s", swap_id, note)
+        self._finish(swap_id, Status.PHASE_DONE, note)
+
+    async def _budget_short(self, status: Status, target: common_pb2.ModelEntry) -> bool:
+        """Load the target beside the current version; True when the memory budget cannot
+        hold both and the swap is to switch first (`when_budget_short: drain_first`)."""
+        if self._loader is None:
+            return False
+        keep = [status.from_model_id] if status.from_model_id else []
+        try:
+            await self._loader.prepare(target, keep)
+        except MemoryBudgetExceeded as exc:
+            if status.canary:
+                raise FailedPrecondition(
+                    f"{exc.message}; a canary swap serves both versions at once"
+                ) from None
+            if self.settings.when_budget_short != "drain_first":
+                raise FailedPrecondition(
+                    f"{exc.message} (hot_swap.when_budget_short: refuse; drain_first would "
+                    "switch first and load the target once the current version drains)"
+                ) from None
+            return True
+        return False
+
+    async def _switch_first(
+        self,
+        swap_id: str,
+        target: common_pb2.ModelEntry,
+        prompts: list[str],
+        grace_s: float,
+        timeout_s: float,
+    ) -> None:
+        """The budget holds one version: switch, let the target load once the current
+        version's calls have finished, then validate; a failure switches back."""
+        switched = self._next(swap_id, Status.PHASE_SWITCHED)
+        switched.switched_first = True
+        self._routes.set_route(
+            switched.alias, switched.task_type, switched.to_model_id, swap=switched
+        )
+        self._publish(switched)
+        log.info(
+            "swap %s: the memory budget holds one of '%s' and '%s': switched first",
+            swap_id,
+            switched.from_model_id,
+            switched.to_model_id,
+        )
+        try:
+            # The first answer waits for the previous version to drain and unload.
+            await self._validate(swap_id, target, prompts, grace_s + timeout_s)
+        except ModelyardError as exc:
+            phase = phase_name(self._swaps[swap_id].phase)
+            ended = self._end(
+                self._swaps[swap_id],
+                Status.PHASE_ROLLED_BACK,
+                f"{phase} after a drain-first switch: {exc.message}; "
+                f"'{switched.from_model_id}' serves {_route_of(switched)} again",
+            )
+            self._routes.set_route(
+                switched.alias, switched.task_type, switched.from_model_id, swap=ended
+            )
+            self._publish(ended)
+            self._release(ended)
+            log.warning("swap %s rolled back: %s", swap_id, ended.error)
+            return
+        await self._drain(swap_id, 0.0)  # the previous version has drained already
 
     async def _canary(self, swap_id: str) -> bool:
         """Run the canary's steps below 100 %; whether the swap may switch."""
@@ -272,7 +392,9 @@ class Swaps:
             )
             self._steps[swap_id] = step
             # The split and the swap's phase in one transaction.
-            self._routes.set_route(status.alias, 0, status.from_model_id, swap=status, split=split)
+            self._routes.set_route(
+                status.alias, status.task_type, status.from_model_id, swap=status, split=split
+            )
             self._publish(status)
             decided = await step.judged(policy)
             status = self._next(swap_id, Status.PHASE_CANARY)
@@ -284,7 +406,9 @@ class Swaps:
                 continue
             if decided.decision == "rollback":
                 ended = self._end(status, Status.PHASE_ROLLED_BACK, decided.reason)
-                self._routes.set_route(status.alias, 0, status.from_model_id, swap=ended)
+                self._routes.set_route(
+                    status.alias, status.task_type, status.from_model_id, swap=ended
+                )
                 self._publish(ended)
                 self._release(ended)
                 return False
@@ -324,10 +448,11 @@ class Swaps:
         return status
 
     def _release(self, status: Status) -> None:
-        """The swap has ended: the alias is free for the next, its canary step gone."""
+        """The swap has ended: the route is free for the next, its canary step gone."""
         self._steps.pop(status.swap_id, None)
-        if self._active.get(status.alias) == status.swap_id:
-            del self._active[status.alias]
+        key = route_key(status.alias, status.task_type)
+        if self._active.get(key) == status.swap_id:
+            del self._active[key]
 
     @staticmethod
     def _end(swap: Status, phase: int, error: str) -> Status:
@@ -352,17 +477,17 @@ class Swaps:
             raise FailedPrecondition(
                 f"swap {swap_id} has ended {phase_name(status.phase)}: nothing to roll back"
             )
-        if status.phase in SWITCHED:
+        if _has_switched(status):
             if not status.from_model_id:
                 raise FailedPrecondition(
-                    f"swap {swap_id} created alias '{status.alias}': there is no previous "
+                    f"swap {swap_id} created {_route_of(status)}: there is no previous "
                     "model to put back"
                 )
-            route = self._routes.find(alias=status.alias)
+            route = self._routes.find(status.alias, status.task_type)
             if route is None or route.model_id != status.to_model_id:
                 now = route.model_id if route is not None else "nothing"
                 raise FailedPrecondition(
-                    f"alias '{status.alias}' has moved on since swap {swap_id} (it is served "
+                    f"{_route_of(status)} has moved on since swap {swap_id} (it is served "
                     f"by '{now}'): roll back the later swap instead"
                 )
         # No await before this cancel: the swap is where `status` says, and a swap
@@ -378,11 +503,11 @@ class Swaps:
                 f"stopped during the canary at {status.canary_percent:g} %: "
                 f"'{status.from_model_id}' serves every call again",
             )
-            self._routes.set_route(status.alias, 0, status.from_model_id, swap=ended)
+            self._routes.set_route(status.alias, status.task_type, status.from_model_id, swap=ended)
             self._publish(ended)
             self._release(ended)
             return ended
-        if status.phase not in SWITCHED:
+        if not _has_switched(status):
             return self._finish(
                 swap_id,
                 Status.PHASE_ROLLED_BACK,
@@ -391,9 +516,9 @@ class Swaps:
         ended = self._end(
             self._swaps[swap_id],
             Status.PHASE_ROLLED_BACK,
-            f"'{status.from_model_id}' serves alias '{status.alias}' again",
+            f"'{status.from_model_id}' serves {_route_of(status)} again",
         )
-        self._routes.set_route(status.alias, 0, status.from_model_id, swap=ended)
+        self._routes.set_route(status.alias, status.task_type, status.from_model_id, swap=ended)
         self._publish(ended)
         self._release(ended)
         log.info("swap %s rolled back: %s", swap_id, ended.error)
@@ -416,9 +541,10 @@ def _reason(model: common_pb2.ModelEntry) -> str:
 
 
 def check_capabilities(
-    catalog: Catalog, alias: str, current_id: str, target: common_pb2.ModelEntry
+    catalog: Catalog, route: str, current_id: str, target: common_pb2.ModelEntry
 ) -> None:
-    """FailedPrecondition when `target` lacks a capability the alias's current model has."""
+    """FailedPrecondition when `target` lacks a capability the route's current model has
+    (`route` names it: "alias 'chat'")."""
     try:
         current = catalog.get(current_id)
     except ModelyardError:
@@ -429,5 +555,17 @@ def check_capabilities(
             common_pb2.Capability.Name(c).removeprefix("CAPABILITY_").lower() for c in missing
         )
         raise FailedPrecondition(
-            f"'{target.id}' lacks what alias '{alias}' serves with '{current_id}': {names}"
+            f"'{target.id}' lacks what {route} serves with '{current_id}': {names}"
         )
+
+
+def _has_switched(status: Status) -> bool:
+    """Whether the route points at the swap's target (a drain-first switch comes early)."""
+    return status.phase in SWITCHED or (
+        status.switched_first and status.phase in (Status.PHASE_WARMING, Status.PHASE_VALIDATING)
+    )
+
+
+def _route_of(swap: Status | hotswap_pb2.SwapRequest) -> str:
+    """How messages name the swap's route: "alias 'chat'", "task type code"."""
+    return describe(hotswap_pb2.Route(alias=swap.alias, task_type=swap.task_type))

@@ -1,5 +1,9 @@
 """A swap's validation: the target answers a prompt, with a finish reason, within the timeout.
 
+`BackendValidator` is also the swaps' `Loader`: it has the backends serving a
+model load it (beside the version it replaces, which the backend's memory
+budget must hold too) and unload it.
+
 The prompt goes straight to one of the target's deployments (the backend
 that will serve it, through the same `BackendPool` the gateway calls), not
 through a gateway: a validation is not a client's request, and spends no
@@ -10,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 from modelyard.errors import DeadlineExceeded, StreamTruncated
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
+from modelyard.servable import servable_health
 from modelyard.v1 import backend_pb2, common_pb2
 
 # Enough for "OK" and a little more; a validation checks that the model answers.
@@ -55,3 +61,14 @@ class BackendValidator:
             raise StreamTruncated(
                 f"'{model.id}' ended its answer to a validation prompt without a finish reason"
             )
+
+    async def prepare(self, model: common_pb2.ModelEntry, keep_loaded: Sequence[str]) -> None:
+        """Each servable deployment of `model` loads it beside `keep_loaded`."""
+        for deployment in model.deployments:
+            if servable_health(deployment.health):
+                await self._backends.load(deployment, model.id, keep_loaded)
+
+    async def release(self, model: common_pb2.ModelEntry) -> None:
+        """Each deployment of `model` unloads it once its calls have finished."""
+        for deployment in model.deployments:
+            await self._backends.unload(deployment, model.id)
