@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +108,11 @@ class FakeUpstream:
     most_in_flight: int = 0  # the most at once since start
     _in_flight_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     url: str = ""  # base URL without /v1, as a user would set CUSTOM_AI_PROVIDER_URL
+    # echo_model: per model, the share of requests answered 500 (drawn from a seeded
+    # random) and the seconds each answer waits before it starts; changeable live.
+    failure_rates: dict[str, float] = field(default_factory=dict)
+    delays_s: dict[str, float] = field(default_factory=dict)
+    _random: random.Random = field(default_factory=lambda: random.Random(0))
     _chat: ChatHandler | None = None
     _runner: web.AppRunner | None = None
 
@@ -138,10 +144,19 @@ class FakeUpstream:
     ) -> None:
         """Answer each chat request with the model it asked for: `pieces` events of
         ``"<model>;"``, then a ``stop`` finish, or none for a model in `unfinished`
-        (its stream ends with [DONE] only, as llama.cpp's server does when cut)."""
+        (its stream ends with [DONE] only, as llama.cpp's server does when cut).
+        `failure_rates` and `delays_s` make a model fail some requests (HTTP 500 with
+        OpenAI's error body) or answer late."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
             model = (await request.json())["model"]
+            if self._random.random() < self.failure_rates.get(model, 0.0):
+                body = openai_error(
+                    "The server had an error processing your request.", "server_error"
+                )
+                return web.json_response(body, status=500)
+            if self.delays_s.get(model):
+                await asyncio.sleep(self.delays_s[model])
             resp = await self._start_stream(request)
             for _ in range(pieces):
                 if piece_delay_s:
