@@ -55,6 +55,22 @@ async def _call(gateway: gateway_pb2_grpc.GatewayServiceAsyncStub, n: int) -> st
     return chunks[0].model_id
 
 
+async def _start(
+    hotswap: hotswap_pb2_grpc.HotSwapServiceAsyncStub, metric: str, min_samples_per_arm: int = 0
+) -> hotswap_pb2.ABTest:
+    """An A/B test of model-a ("a") against model-b ("b"), half the calls each."""
+    request = hotswap_pb2.StartABTestRequest(
+        alias=ALIAS,
+        arms=[
+            hotswap_pb2.ABArm(name="a", model_id=A, weight=0.5),
+            hotswap_pb2.ABArm(name="b", model_id=B, weight=0.5),
+        ],
+        metric=metric,
+        min_samples_per_arm=min_samples_per_arm,
+    )
+    return await hotswap.StartABTest(request, timeout=5)
+
+
 async def _split_seen(stack: Stack, split_id: str) -> None:
     """Until the gateway's copy of the route table shows the split (or its end, for "")."""
     assert stack.route_view is not None
@@ -74,18 +90,7 @@ async def test_a_slower_arm_loses_early_and_every_call_then_goes_to_the_winner(
     async with grpc.aio.insecure_channel(stack.address) as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         hotswap = hotswap_pb2_grpc.HotSwapServiceStub(channel)
-        test = await hotswap.StartABTest(
-            hotswap_pb2.StartABTestRequest(
-                alias=ALIAS,
-                arms=[
-                    hotswap_pb2.ABArm(name="a", model_id=A, weight=0.5),
-                    hotswap_pb2.ABArm(name="b", model_id=B, weight=0.5),
-                ],
-                metric="latency",
-                min_samples_per_arm=20,
-            ),
-            timeout=5,
-        )
+        test = await _start(hotswap, metric="latency", min_samples_per_arm=20)
         await _split_seen(stack, test.id)
         served: list[str] = []
         while len(served) < 600:
@@ -113,17 +118,7 @@ async def test_feedback_is_counted_on_the_arm_that_served_the_call(
     async with grpc.aio.insecure_channel(stack.address) as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         hotswap = hotswap_pb2_grpc.HotSwapServiceStub(channel)
-        test = await hotswap.StartABTest(
-            hotswap_pb2.StartABTestRequest(
-                alias=ALIAS,
-                arms=[
-                    hotswap_pb2.ABArm(name="a", model_id=A, weight=0.5),
-                    hotswap_pb2.ABArm(name="b", model_id=B, weight=0.5),
-                ],
-                metric="score",
-            ),
-            timeout=5,
-        )
+        test = await _start(hotswap, metric="score")
         await _split_seen(stack, test.id)
         arm_of = {A: "a", B: "b"}
         for n in range(20):

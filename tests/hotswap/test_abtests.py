@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hotswap.swap_fakes import InstantAnswers, SmallCatalog
 
 from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound, NotFound
 from modelyard.hotswap import abtests as abtests_module
@@ -24,20 +25,7 @@ A, B, C, EMBED = "up/a", "up/b", "up/c", "up/embed"
 Outcome = hotswap_pb2.ArmOutcome
 
 
-class Models:
-    def get(self, model_id: str) -> common_pb2.ModelEntry:
-        if model_id not in (A, B, C, EMBED):
-            raise ModelNotFound(model_id)
-        chat = common_pb2.CAPABILITY_CHAT
-        caps = [common_pb2.CAPABILITY_EMBEDDING] if model_id == EMBED else [chat]
-        return common_pb2.ModelEntry(
-            id=model_id, capabilities=caps, deployments=[common_pb2.Deployment(endpoint="x")]
-        )
-
-
-class Answers:
-    async def answer(self, model: common_pb2.ModelEntry, prompt: str, timeout_s: float) -> None:
-        return None
+CATALOG = SmallCatalog(A, B, C, EMBED, special={EMBED: [common_pb2.CAPABILITY_EMBEDDING]})
 
 
 class Lab:
@@ -45,9 +33,13 @@ class Lab:
         self.routes = RouteTable(HotSwapStore(path))
         self.routes.seed({"chat": A}, {})
         self.swaps = Swaps(
-            self.routes, self.routes.store, Models(), Answers(), SwapSettings(grace_period_s=0)
+            self.routes,
+            self.routes.store,
+            CATALOG,
+            InstantAnswers(),
+            SwapSettings(grace_period_s=0),
         )
-        self.tests = ABTests(self.routes, self.routes.store, Models(), self.swaps)
+        self.tests = ABTests(self.routes, self.routes.store, CATALOG, self.swaps)
 
     async def close(self) -> None:
         await self.tests.close()

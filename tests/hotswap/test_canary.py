@@ -13,41 +13,26 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
+from hotswap.swap_fakes import InstantAnswers, SmallCatalog
 
-from modelyard.errors import FailedPrecondition, ModelNotFound
+from modelyard.errors import FailedPrecondition
 from modelyard.hotswap.arm_stats import ArmStats
 from modelyard.hotswap.canary import CanaryPolicy, CanaryStep, judge
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
-from modelyard.v1 import common_pb2, hotswap_pb2
+from modelyard.v1 import hotswap_pb2
 
 Status = hotswap_pb2.SwapStatus
 A, B = "up/a", "up/b"
 POLICY = CanaryPolicy(steps=(5, 25, 50, 100), step_requests=40, step_s=0.0)
 
 
-class Models:
-    def get(self, model_id: str) -> common_pb2.ModelEntry:
-        if model_id not in (A, B):
-            raise ModelNotFound(model_id)
-        return common_pb2.ModelEntry(
-            id=model_id,
-            capabilities=[common_pb2.CAPABILITY_CHAT],
-            deployments=[common_pb2.Deployment(endpoint="x")],
-        )
-
-
-class Answers:
-    async def answer(self, model: common_pb2.ModelEntry, prompt: str, timeout_s: float) -> None:
-        return None
-
-
 def _open(path: Path, policy: CanaryPolicy = POLICY) -> tuple[RouteTable, Swaps]:
     routes = RouteTable(HotSwapStore(path))
     routes.seed({"chat": A}, {})
     settings = SwapSettings(grace_period_s=0.0, canary=policy)
-    return routes, Swaps(routes, routes.store, Models(), Answers(), settings)
+    return routes, Swaps(routes, routes.store, SmallCatalog(A, B), InstantAnswers(), settings)
 
 
 @pytest.fixture

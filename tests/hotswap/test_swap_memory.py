@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from pathlib import Path
 
-from modelyard.errors import MemoryBudgetExceeded, ModelNotFound, StreamTruncated
+from hotswap.swap_fakes import SmallCatalog
+
+from modelyard.errors import MemoryBudgetExceeded, StreamTruncated
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
@@ -20,17 +22,6 @@ from modelyard.v1 import common_pb2, hotswap_pb2
 
 Status = hotswap_pb2.SwapStatus
 A, B = "local/a", "local/b"
-
-
-class Models:
-    def get(self, model_id: str) -> common_pb2.ModelEntry:
-        if model_id not in (A, B):
-            raise ModelNotFound(model_id)
-        return common_pb2.ModelEntry(
-            id=model_id,
-            capabilities=[common_pb2.CAPABILITY_CHAT],
-            deployments=[common_pb2.Deployment(endpoint="x")],
-        )
 
 
 class OneModelBudget:
@@ -79,7 +70,7 @@ def _open(
     swaps = Swaps(
         routes,
         routes.store,
-        Models(),
+        SmallCatalog(A, B),
         answers,
         SwapSettings(grace_period_s=0.0, **settings),  # type: ignore[arg-type]
         loader=loader,

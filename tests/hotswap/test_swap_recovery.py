@@ -12,8 +12,9 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
+from hotswap.swap_fakes import SmallCatalog
 
-from modelyard.errors import FailedPrecondition, ModelNotFound
+from modelyard.errors import FailedPrecondition
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
@@ -21,17 +22,6 @@ from modelyard.v1 import common_pb2, hotswap_pb2
 
 Status = hotswap_pb2.SwapStatus
 A, B = "local/a", "local/b"
-
-
-class TwoModels:
-    def get(self, model_id: str) -> common_pb2.ModelEntry:
-        if model_id not in (A, B):
-            raise ModelNotFound(model_id)
-        return common_pb2.ModelEntry(
-            id=model_id,
-            capabilities=[common_pb2.CAPABILITY_CHAT],
-            deployments=[common_pb2.Deployment(endpoint="x")],
-        )
 
 
 class HeldValidator:
@@ -50,7 +40,7 @@ def _open(path: Path, validator: HeldValidator, grace_s: float = 60.0) -> tuple[
     routes = RouteTable(HotSwapStore(path))
     routes.seed({"chat": A}, {})
     settings = SwapSettings(grace_period_s=grace_s, validation_timeout_s=5.0)
-    return routes, Swaps(routes, routes.store, TwoModels(), validator, settings)
+    return routes, Swaps(routes, routes.store, SmallCatalog(A, B), validator, settings)
 
 
 async def _until(swaps: Swaps, swap_id: str, phase: int) -> None:

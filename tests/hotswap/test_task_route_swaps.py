@@ -7,8 +7,9 @@ from contextlib import aclosing
 from pathlib import Path
 
 import pytest
+from hotswap.swap_fakes import InstantAnswers, SmallCatalog
 
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound
+from modelyard.errors import FailedPrecondition, InvalidRequest
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
@@ -19,26 +20,16 @@ A, B = "up/a", "up/b"
 CODE, CHAT = selector_pb2.TASK_TYPE_CODE, selector_pb2.TASK_TYPE_CHAT
 
 
-class Models:
-    def get(self, model_id: str) -> common_pb2.ModelEntry:
-        if model_id not in (A, B):
-            raise ModelNotFound(model_id)
-        return common_pb2.ModelEntry(
-            id=model_id,
-            capabilities=[common_pb2.CAPABILITY_CODE],
-            deployments=[common_pb2.Deployment(endpoint="x")],
-        )
-
-
-class Answers:
-    async def answer(self, model: common_pb2.ModelEntry, prompt: str, timeout_s: float) -> None:
-        return None
-
-
 async def test_a_task_type_route_swaps_and_rolls_back(tmp_path: Path) -> None:
     routes = RouteTable(HotSwapStore(tmp_path / "h.sqlite3"))
     routes.seed({}, {CODE: A})
-    swaps = Swaps(routes, routes.store, Models(), Answers(), SwapSettings(grace_period_s=0))
+    swaps = Swaps(
+        routes,
+        routes.store,
+        SmallCatalog(A, B, capabilities=[common_pb2.CAPABILITY_CODE]),
+        InstantAnswers(),
+        SwapSettings(grace_period_s=0),
+    )
     swap = swaps.start(hotswap_pb2.SwapRequest(task_type=CODE, target_model_id=B))
     assert (swap.alias, swap.task_type, swap.from_model_id) == ("", CODE, A)
     with pytest.raises(FailedPrecondition, match=f"task type code has swap {swap.swap_id}"):

@@ -16,6 +16,7 @@ process, the route and the swap agree on which model serves.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,13 +83,8 @@ class HotSwapStore:
 
     def put_swap(self, swap: hotswap_pb2.SwapStatus) -> None:
         """Store a swap's status (a new swap after every other, an old one in its place)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._put_swap(swap)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def load_swaps(self) -> Iterator[hotswap_pb2.SwapStatus]:
         """Every swap, oldest first."""
@@ -97,18 +93,8 @@ class HotSwapStore:
 
     def put_test(self, test: hotswap_pb2.ABTest) -> None:
         """Store an A/B test (a new one after every other, an old one in its place)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute(
-                "INSERT INTO ab_tests (id, seq, test) "
-                "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM ab_tests), ?) "
-                "ON CONFLICT (id) DO UPDATE SET test = excluded.test",
-                (test.id, test.SerializeToString()),
-            )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._transaction():
+            self._upsert("ab_tests", "id", "test", test.id, test.SerializeToString())
 
     def load_tests(self) -> Iterator[hotswap_pb2.ABTest]:
         """Every A/B test, oldest first."""
@@ -116,20 +102,35 @@ class HotSwapStore:
             yield hotswap_pb2.ABTest.FromString(blob)
 
     def _put_swap(self, swap: hotswap_pb2.SwapStatus) -> None:
+        self._upsert("swaps", "swap_id", "status", swap.swap_id, swap.SerializeToString())
+
+    def _upsert(self, table: str, key_column: str, blob_column: str, key: str, blob: bytes) -> None:
+        """A new row after every other (`seq`), or the row `key` has, its blob replaced
+        (`table` and the columns are this module's names, never a caller's)."""
         self._db.execute(
-            "INSERT INTO swaps (swap_id, seq, status) "
-            "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM swaps), ?) "
-            "ON CONFLICT (swap_id) DO UPDATE SET status = excluded.status",
-            (swap.swap_id, swap.SerializeToString()),
+            f"INSERT INTO {table} ({key_column}, seq, {blob_column}) "
+            f"VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM {table}), ?) "
+            f"ON CONFLICT ({key_column}) DO UPDATE SET {blob_column} = excluded.{blob_column}",
+            (key, blob),
         )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _write(
         self, key: str, route: hotswap_pb2.Route, swap: hotswap_pb2.SwapStatus | None
     ) -> hotswap_pb2.Route:
         stored = hotswap_pb2.Route()
         stored.CopyFrom(route)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             stored.revision = self.revision() + 1
             self._db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'revision'", (str(stored.revision),)
@@ -142,8 +143,4 @@ class HotSwapStore:
             )
             if swap is not None:
                 self._put_swap(swap)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
         return stored
