@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends.openai_compat.openai_fake import FakeUpstream
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -52,6 +53,18 @@ def gemma_path(models_dir: Path) -> Path:
 
 # What `make_stack` yields: keyword arguments are `Settings` fields (and `engines`).
 StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A running fake OpenAI upstream serving ``model-a`` and ``model-b``, each answer naming
+    its model (`FakeUpstream.echo_model`). tests/backends/openai_compat has its own, scripted
+    per test."""
+    fake = FakeUpstream(models=["model-a", "model-b"])
+    fake.echo_model()
+    await fake.start()
+    yield fake
+    await fake.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -32,16 +31,6 @@ HEADER = (
     "arm model weight requests errors error_rate p50_ms p95_ms ttft_p50_ms "
     "usd_per_request mean_score scores"
 )
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    """A running fake upstream serving ``model-a`` and ``model-b``, each answer naming its model."""
-    fake = FakeUpstream(models=["model-a", "model-b"])
-    fake.echo_model()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 def _config(url: str) -> ModelyardConfig:

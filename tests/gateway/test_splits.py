@@ -58,15 +58,6 @@ def reported(monkeypatch: pytest.MonkeyPatch) -> Outcomes:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    fake = FakeUpstream(models=["model-a", "model-b"])
-    fake.echo_model()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def broken() -> AsyncIterator[FakeUpstream]:
     fake = FakeUpstream(models=["model-x"])
     fake.fail(500, openai_error("the server had an error", "server_error"))
