@@ -21,6 +21,9 @@ const Domain = "modelyard"
 const (
 	ReasonInternal               = "INTERNAL"
 	ReasonInvalidRequest         = "INVALID_REQUEST"
+	ReasonProviderRefused        = "PROVIDER_REFUSED"        // Metadata["provider_code"]
+	ReasonContextLengthExceeded  = "CONTEXT_LENGTH_EXCEEDED" // Metadata["provider_code"]
+	ReasonContentRejected        = "CONTENT_REJECTED"        // Metadata["provider_code"]
 	ReasonInvalidConfig          = "INVALID_CONFIG"
 	ReasonConfigFileUnreadable   = "CONFIG_FILE_UNREADABLE"
 	ReasonRequestTooLarge        = "REQUEST_TOO_LARGE"
@@ -44,6 +47,8 @@ const (
 	ReasonProviderProtocolError  = "PROVIDER_PROTOCOL_ERROR"
 	ReasonStreamTruncated        = "STREAM_TRUNCATED"
 	ReasonDeadlineExceeded       = "DEADLINE_EXCEEDED"
+	ReasonFirstTokenTimeout      = "FIRST_TOKEN_TIMEOUT"
+	ReasonStreamStalled          = "STREAM_STALLED"
 	ReasonUnimplemented          = "UNIMPLEMENTED"
 	ReasonCatalogFileInvalid     = "CATALOG_FILE_INVALID"
 )

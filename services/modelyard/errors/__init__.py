@@ -37,6 +37,9 @@ class                      code                 reason                    metada
 =========================  ===================  ========================  ==========================
 ModelyardError             INTERNAL             INTERNAL
 InvalidRequest             INVALID_ARGUMENT     INVALID_REQUEST
+ProviderRefusal            INVALID_ARGUMENT     PROVIDER_REFUSED          provider_code
+ContextLengthExceeded      INVALID_ARGUMENT     CONTEXT_LENGTH_EXCEEDED   provider_code
+ContentRejected            INVALID_ARGUMENT     CONTENT_REJECTED          provider_code
 ConfigError                INVALID_ARGUMENT     INVALID_CONFIG            source, lines
 ConfigFileUnreadable       INVALID_ARGUMENT     CONFIG_FILE_UNREADABLE    source, lines
 RequestTooLarge            RESOURCE_EXHAUSTED   REQUEST_TOO_LARGE
@@ -61,6 +64,8 @@ ProviderAccessDenied       PERMISSION_DENIED    PROVIDER_ACCESS_DENIED
 ProviderProtocolError      UNKNOWN              PROVIDER_PROTOCOL_ERROR
 StreamTruncated            ABORTED              STREAM_TRUNCATED
 DeadlineExceeded           DEADLINE_EXCEEDED    DEADLINE_EXCEEDED
+FirstTokenTimeout          DEADLINE_EXCEEDED    FIRST_TOKEN_TIMEOUT
+StreamStalled              DEADLINE_EXCEEDED    STREAM_STALLED
 Unimplemented              UNIMPLEMENTED        UNIMPLEMENTED
 CatalogFileError           INTERNAL             CATALOG_FILE_INVALID
 =========================  ===================  ========================  ==========================
@@ -101,8 +106,11 @@ from modelyard.errors._hierarchy import (
     CatalogFileError,
     ConfigError,
     ConfigFileUnreadable,
+    ContentRejected,
+    ContextLengthExceeded,
     DeadlineExceeded,
     FailedPrecondition,
+    FirstTokenTimeout,
     InvalidRequest,
     MemoryBudgetExceeded,
     ModelNotFound,
@@ -114,11 +122,13 @@ from modelyard.errors._hierarchy import (
     ProviderAuthFailed,
     ProviderError,
     ProviderProtocolError,
+    ProviderRefusal,
     QuotaExceeded,
     QuotaNeverFits,
     RateLimited,
     RateLimiterUnavailable,
     RequestTooLarge,
+    StreamStalled,
     StreamTruncated,
     Unimplemented,
     WatcherFellBehind,
@@ -144,8 +154,11 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "CatalogFileError",
     "ConfigError",
     "ConfigFileUnreadable",
+    "ContentRejected",
+    "ContextLengthExceeded",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "FirstTokenTimeout",
     "InvalidRequest",
     "MemoryBudgetExceeded",
     "ModelNotFound",
@@ -157,11 +170,13 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "ProviderAuthFailed",
     "ProviderError",
     "ProviderProtocolError",
+    "ProviderRefusal",
     "QuotaExceeded",
     "QuotaNeverFits",
     "RateLimited",
     "RateLimiterUnavailable",
     "RequestTooLarge",
+    "StreamStalled",
     "StreamTruncated",
     "Unimplemented",
     "WatcherFellBehind",

@@ -174,6 +174,43 @@ class ConfigFileUnreadable(ConfigError):
     reason = "CONFIG_FILE_UNREADABLE"
 
 
+class ProviderRefusal(InvalidRequest):
+    """A provider refused the input itself; retrying it on the same model cannot help.
+
+    `provider_code` is the provider's own code for it (OpenAI's
+    ``context_length_exceeded``, ``content_policy_violation``), carried in
+    ErrorInfo metadata; empty when the provider gave none.
+    """
+
+    reason = "PROVIDER_REFUSED"
+
+    def __init__(self, message: str, provider_code: str = "", field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.provider_code = provider_code
+
+    def wire_details(self) -> ErrorDetails:
+        metadata = {"provider_code": self.provider_code} if self.provider_code else {}
+        return ErrorDetails(metadata=metadata, field_violations=self.field_violations())
+
+    def _restore(self, details: ErrorDetails) -> None:
+        super()._restore(details)
+        self.provider_code = details.metadata.get("provider_code", "")
+
+
+class ContextLengthExceeded(ProviderRefusal):
+    """The input and the answer's budget do not fit the model's context window: known
+    before the call, or answered so by the provider. A model with a larger window may
+    serve it; this one never will."""
+
+    reason = "CONTEXT_LENGTH_EXCEEDED"
+
+
+class ContentRejected(ProviderRefusal):
+    """The provider's content policy refused the input (or the answer it would give)."""
+
+    reason = "CONTENT_REJECTED"
+
+
 class RequestTooLarge(ModelyardError):
     """The request exceeds a configured size limit."""
 
@@ -559,6 +596,19 @@ class DeadlineExceeded(ModelyardError):
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "DEADLINE_EXCEEDED"
+
+
+class FirstTokenTimeout(DeadlineExceeded):
+    """A model sent nothing within its time to first token: a silent upstream, failed
+    over rather than retried on the same route."""
+
+    reason = "FIRST_TOKEN_TIMEOUT"
+
+
+class StreamStalled(DeadlineExceeded):
+    """A stream that had started sent nothing for longer than its stall deadline."""
+
+    reason = "STREAM_STALLED"
 
 
 class Unimplemented(ModelyardError):
