@@ -54,6 +54,11 @@ class ModelProfile:
     latency_p50_ms: Annotated[int, Range(min=1)] | None = None
     latency_p95_ms: Annotated[int, Range(min=1)] | None = None
     capabilities: tuple[Annotated[str, OneOf(CAPABILITIES)], ...] = ()
+    # This model's deadlines, over `gateway.timeouts` (0: none but the call's).
+    first_token_timeout_ms: Annotated[int, Range(min=0)] | None = None
+    stall_timeout_ms: Annotated[int, Range(min=0)] | None = None
+    # Models to try, in order, when this one fails (after the request's own).
+    fallback: tuple[Annotated[str, NonEmpty()], ...] = ()
 
     def violations(self) -> Iterator[tuple[str, str]]:
         p50, p95 = self.latency_p50_ms, self.latency_p95_ms

@@ -54,10 +54,54 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RetryConfig:
+    """Retries of a failed model attempt on the same model, before its fallbacks."""
+
+    # Attempts one call makes at most, every model and retry together.
+    max_attempts_per_call: Count = 4
+    # Retries (and hedges) to one upstream are at most this share of its
+    # requests over `budget_window_s`, as Envoy's retry budget.
+    budget_ratio: Fraction = 0.2
+    budget_window_s: Seconds = 10.0
+    # Full-jitter exponential backoff: the n-th retry waits a random time up to
+    # min(max_backoff_ms, base_backoff_ms * 2**n).
+    base_backoff_ms: Millis = 100
+    max_backoff_ms: Millis = 2_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeoutConfig:
+    """Deadlines inside one model attempt; the caller's deadline bounds them all."""
+
+    connect_timeout_ms: Millis = 5_000
+    # Until the first piece of an answer; 0: none but the call's deadline. A
+    # model's own `first_token_timeout_ms` (its profile) wins.
+    first_token_timeout_ms: MillisOrZero = 30_000
+    # Between pieces once a stream has started; 0: none.
+    stall_timeout_ms: MillisOrZero = 30_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    """The response cache: exact repeats of deterministic requests, answered without a call."""
+
+    enabled: bool = False
+    ttl: Seconds = 3600.0
+    max_entries: Count = 10_000  # in memory, least recently used dropped first
+    # Shared by every gateway when set; else each gateway keeps its own in memory.
+    redis_url: Annotated[str, Url(("redis", "rediss"))] | None = None
+    # Only requests with temperature 0 or a seed are cached, unless this is false.
+    deterministic_only: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
     # The calls one gateway holds at once, all backends together; one more is
     # refused at once with RESOURCE_EXHAUSTED and a retry delay.
     max_in_flight: Count = DEFAULT_MAX_IN_FLIGHT
+    retries: RetryConfig = field(default_factory=RetryConfig)
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 @dataclass(frozen=True, kw_only=True)

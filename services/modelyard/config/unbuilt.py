@@ -50,6 +50,12 @@ UNBUILT: tuple[tuple[str, Applies, str], ...] = (
         for key in ("min_context_window", "required_capabilities")
     ),
     ("backends.*.max_retries", _always, "retries are not built"),
+    ("gateway.retries", _always, "retries are not built"),
+    ("gateway.timeouts", _always, "first-token and stall deadlines are not built"),
+    ("gateway.cache", _always, "the response cache is not built"),
+    ("backends.*.model_profiles.*.first_token_timeout_ms", _always, "not built yet"),
+    ("backends.*.model_profiles.*.stall_timeout_ms", _always, "not built yet"),
+    ("backends.*.model_profiles.*.fallback", _always, "fallback chains from the file"),
     ("backends.*.keep_alive", _always, "Ollama runs through its /v1 API, which has none"),
     ("backends.*.compute_units", _always, "CoreML prediction takes the default"),
     ("backends.*.cache_dir", _always, "CoreML compiles models where coremltools puts them"),
