@@ -1,5 +1,5 @@
 """The `modelyard` command: up, serve, models, generate, routes, swap, swap-status, rollback,
-abtest (start, status, stop), feedback, config check."""
+fallbacks, abtest (start, status, stop), feedback, config check."""
 
 from __future__ import annotations
 
@@ -162,6 +162,14 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("swap_id")
     rollback.add_argument("--address", default=_address_default())
 
+    fallbacks = sub.add_parser(
+        "fallbacks",
+        help="set the models an alias's (or a model's) calls fall back to; none: clear the list",
+    )
+    fallbacks.add_argument("target", help="an alias, or a catalog id (it has a '/')")
+    fallbacks.add_argument("models", nargs="*", help="catalog ids or aliases, in the order tried")
+    fallbacks.add_argument("--address", default=_address_default())
+
     abtest = sub.add_parser("abtest", help="split an alias's calls between models to compare them")
     abtest_sub = abtest.add_subparsers(dest="abtest_command", required=True)
     start = abtest_sub.add_parser(
@@ -303,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return _swap_status(args)
         if args.command == "rollback":
             return _rollback(args)
+        if args.command == "fallbacks":
+            return _fallbacks(args)
         if args.command == "abtest":
             return _abtest(args)
         if args.command == "feedback":
@@ -513,20 +523,39 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fallbacks(args: argparse.Namespace) -> int:
+    import grpc
+
+    from modelyard import remote
+
+    alias, model = ("", args.target) if "/" in args.target else (args.target, "")
+    with grpc.insecure_channel(args.address) as channel:
+        route = remote.set_fallbacks(channel, alias, model, args.models, timeout_s=10)
+    print(_route_line(route))
+    return 0
+
+
 # How the hot-swap commands print routes and swaps: every line they write comes from here.
 
 
 def _route_line(route: hotswap_pb2.Route) -> str:
-    """``chat-default<TAB>local/gemma<TAB>rev=3``; a task type's route is ``task:code``."""
+    """``chat-default<TAB>local/gemma<TAB>rev=3``; a task type's route is ``task:code``, a
+    model's fallback list ``model:<id><TAB>-``; ``fallbacks=a,b`` when there are some."""
     from modelyard.route_keys import TASK_TYPES
 
     if route.alias:
         name = route.alias
+    elif route.for_model:
+        name = f"model:{route.for_model}"
     else:
         names = {number: name for name, number in TASK_TYPES.items()}
         name = f"task:{names.get(route.task_type, str(route.task_type))}"
-    line = f"{name}\t{route.model_id}\trev={route.revision}"
-    return f"{line}\tab_test={route.ab_test_id}" if route.ab_test_id else line
+    line = f"{name}\t{route.model_id or '-'}\trev={route.revision}"
+    if route.ab_test_id:
+        line += f"\tab_test={route.ab_test_id}"
+    if route.fallback_models:
+        line += f"\tfallbacks={','.join(route.fallback_models)}"
+    return line
 
 
 def _phase(phase: int) -> str:

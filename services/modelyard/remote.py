@@ -121,6 +121,18 @@ def rollback(channel: grpc.Channel, swap_id: str, timeout_s: float) -> hotswap_p
     return status
 
 
+def set_fallbacks(
+    channel: grpc.Channel, alias: str, for_model: str, models: list[str], timeout_s: float
+) -> hotswap_pb2.Route:
+    """Set the fallback list of `alias`'s route or of the model `for_model`; the route now."""
+    request = hotswap_pb2.SetFallbacksRequest(
+        alias=alias, for_model=for_model, fallback_models=models
+    )
+    with remote_errors():
+        route: hotswap_pb2.Route = _hotswap(channel).SetFallbacks(request, timeout=timeout_s)
+    return route
+
+
 def watch_swap(
     channel: grpc.Channel, swap_id: str, timeout_s: float | None = None
 ) -> Generator[hotswap_pb2.SwapStatus, None, None]:

@@ -1,14 +1,15 @@
 """How a route is named: by its alias or its task type, one key rule for every reader.
 
 The hot-swap service's table, the gateway's copy of it and the configuration
-all key a route the same way: ``alias:chat-default`` or ``task:TASK_TYPE_CODE``.
-The two never meet, since an alias is a name (`catalog_ids.name_problem`:
-no ``:``, no ``/``) and task keys are fixed.
+all key a route the same way: ``alias:chat-default``, ``task:TASK_TYPE_CODE``,
+or ``model:ollama/gemma3:4b`` for a model's own fallback list. They never
+meet, since an alias is a name (`catalog_ids.name_problem`: no ``:``, no
+``/``), task keys are fixed, and model keys have their own prefix.
 """
 
 from __future__ import annotations
 
-from modelyard.catalog_ids import name_problem
+from modelyard.catalog_ids import catalog_id_problem, name_problem
 from modelyard.enum_values import check_known, value_name
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import hotswap_pb2, selector_pb2
@@ -30,12 +31,29 @@ def task_key(task_type: int) -> str:
     return f"task:{value_name(_TASK_TYPES, task_type)}"
 
 
-def route_key(alias: str = "", task_type: int = 0) -> str:
-    """The key of the route for `alias` or `task_type` (exactly one of them is set).
+def model_key(model_id: str) -> str:
+    """The key of a model's fallback list (`route_key` checks the id first)."""
+    return f"model:{model_id}"
 
-    `InvalidRequest` naming the field for a bad alias, an unknown task type,
-    both or neither.
+
+def route_key(alias: str = "", task_type: int = 0, for_model: str = "") -> str:
+    """The key of the route for `alias`, `task_type` or `for_model` (exactly one is set).
+
+    `InvalidRequest` naming the field for a bad alias, an unknown task type, a
+    bad catalog id, more than one or none.
     """
+    if for_model:
+        if alias or task_type:
+            raise InvalidRequest(
+                "a route is for an alias, a task type or a model, not more than one",
+                field="for_model",
+            )
+        problem = catalog_id_problem(for_model)
+        if problem is not None:
+            raise InvalidRequest(
+                f"for_model {for_model!r} is invalid: {problem}", field="for_model"
+            )
+        return model_key(for_model)
     if alias and task_type:
         raise InvalidRequest("a route is for an alias or a task type, not both", field="alias")
     if alias:
@@ -50,9 +68,11 @@ def route_key(alias: str = "", task_type: int = 0) -> str:
 
 
 def describe(route: hotswap_pb2.Route) -> str:
-    """How messages name a route: "alias 'chat-default'", "task type code"."""
+    """How messages name a route: "alias 'chat-default'", "task type code", "model 'a/b'"."""
     if route.alias:
         return f"alias '{route.alias}'"
+    if route.for_model:
+        return f"model '{route.for_model}'"
     return (
         f"task type {value_name(_TASK_TYPES, route.task_type).removeprefix('TASK_TYPE_').lower()}"
     )

@@ -165,7 +165,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         assert view is not None and pool is not None
         swaps = swap_engine(settings, routes, view, pool)
         tests = ab_tests(settings, routes, view, swaps)
-        bindings.append(bind(with_unimplemented(HotSwapServicer, routes, swaps, tests)))
+        bindings.append(bind(with_unimplemented(HotSwapServicer, routes, swaps, tests, view)))
     plans = await plan_backends(settings)
     hosted = [*engines_for(plans, roles), *engines]
     if hosted:

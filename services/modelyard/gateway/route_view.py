@@ -26,7 +26,7 @@ from modelyard.gateway.watched_copy import (
     UPSERTED,
     WatchedCopy,
 )
-from modelyard.route_keys import alias_key, task_key
+from modelyard.route_keys import alias_key, model_key, task_key
 from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,11 @@ class RouteView(WatchedCopy[hotswap_pb2.Route]):
     def for_task(self, task_type: int) -> hotswap_pb2.Route | None:
         return self._items.get(task_key(task_type)) if task_type else None
 
+    def fallbacks_of(self, model_id: str) -> list[str]:
+        """The fallback list set at run time for the catalog model `model_id` (`SetFallbacks`)."""
+        route = self._items.get(model_key(model_id))
+        return list(route.fallback_models) if route is not None else []
+
     def routes_tasks(self) -> bool:
         """Whether any task type has a route (else a request's task needs no analysing)."""
         return any(key.startswith("task:") for key in self._items)
@@ -118,6 +123,8 @@ class RouteView(WatchedCopy[hotswap_pb2.Route]):
             key = ""
         elif route.alias:
             key = alias_key(route.alias)
+        elif route.for_model:
+            key = model_key(route.for_model)
         else:
             key = task_key(route.task_type)
         return _KINDS.get(change.kind, ""), key, route, change.revision, change.table_id

@@ -49,17 +49,21 @@ class RouteTable:
     def close(self) -> None:
         self._store.close()
 
-    def get(self, alias: str = "", task_type: int = 0) -> hotswap_pb2.Route:
-        key = route_key(alias, task_type)
+    def get(self, alias: str = "", task_type: int = 0, for_model: str = "") -> hotswap_pb2.Route:
+        key = route_key(alias, task_type, for_model)
         try:
             return self._routes[key]
         except KeyError:
-            missing = hotswap_pb2.Route(alias=alias, task_type=task_type)  # type: ignore[arg-type]
+            missing = hotswap_pb2.Route(alias=alias, task_type=task_type, for_model=for_model)  # type: ignore[arg-type]
             raise NotFound(f"no route for {describe(missing)}") from None
 
     def routes(self) -> list[hotswap_pb2.Route]:
-        """Every route: aliases by name, then task types in their enum's order."""
-        return sorted(self._routes.values(), key=lambda r: (not r.alias, r.alias, r.task_type))
+        """Every route: aliases by name, then task types in their enum's order, then models'
+        fallback lists by model id."""
+        return sorted(
+            self._routes.values(),
+            key=lambda r: (not r.alias, bool(r.for_model), r.alias, r.task_type, r.for_model),
+        )
 
     def find(self, alias: str = "", task_type: int = 0) -> hotswap_pb2.Route | None:
         """The route for `alias` or `task_type`, None when there is none (`get` raises)."""
@@ -95,6 +99,8 @@ class RouteTable:
         ):
             return current  # unchanged: no new revision
         route = hotswap_pb2.Route(alias=alias, task_type=task_type, model_id=model_id)  # type: ignore[arg-type]
+        if current is not None:  # a swap or a split keeps the route's fallbacks
+            route.fallback_models.extend(current.fallback_models)
         if split is not None:
             route.split.CopyFrom(split)
             if split.kind == hotswap_pb2.Split.KIND_AB_TEST:
@@ -103,6 +109,30 @@ class RouteTable:
         stored = (
             self._store.put(key, route) if swap is None else self._store.switch(key, route, swap)
         )
+        self._routes[key] = stored
+        self._publish(Change(kind=Change.KIND_UPSERTED, revision=stored.revision, route=stored))
+        return stored
+
+    def set_fallbacks(
+        self, alias: str, for_model: str, fallback_models: list[str]
+    ) -> hotswap_pb2.Route:
+        """Set the fallback list of an alias's route (which must exist) or of a model
+        (its own route, holding only the list); checked by the caller (`fallbacks.py`)."""
+        key = route_key(alias, 0, for_model)
+        current = self._routes.get(key)
+        if current is None and alias:
+            raise NotFound(f"no route for alias '{alias}': fallbacks follow an alias's route")
+        if current is not None and list(current.fallback_models) == fallback_models:
+            return current  # unchanged: no new revision
+        route = hotswap_pb2.Route()
+        if current is not None:
+            route.CopyFrom(current)
+        else:
+            route.for_model = for_model
+        del route.fallback_models[:]
+        route.fallback_models.extend(fallback_models)
+        route.updated_at.GetCurrentTime()
+        stored = self._store.put(key, route)
         self._routes[key] = stored
         self._publish(Change(kind=Change.KIND_UPSERTED, revision=stored.revision, route=stored))
         return stored

@@ -2,8 +2,9 @@
 
 `GetRoute`, `ListRoutes` and `WatchRoutes` answer from `RouteTable`;
 `Swap`, `GetSwap`, `WatchSwap` and `Rollback` from `Swaps`; the A/B test
-RPCs and `Feedback` from `ABTests`. `ReportOutcomes` hands each outcome to
-the split it belongs to: an A/B test's or a canary swap's.
+RPCs and `Feedback` from `ABTests`; `SetFallbacks` from `fallbacks.py`.
+`ReportOutcomes` hands each outcome to the split it belongs to: an A/B
+test's or a canary swap's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import grpc
 
 from modelyard.errors import InvalidRequest
 from modelyard.hotswap.abtests import ABTests
+from modelyard.hotswap.fallbacks import set_fallbacks
 from modelyard.hotswap.routes import RouteTable
-from modelyard.hotswap.swaps import Swaps
+from modelyard.hotswap.swaps import Catalog, Swaps
 from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -26,15 +28,16 @@ MAX_OUTCOMES = 10_000
 
 
 class HotSwapServicer(hotswap_pb2_grpc.HotSwapServiceServicer):
-    def __init__(self, routes: RouteTable, swaps: Swaps, tests: ABTests) -> None:
+    def __init__(self, routes: RouteTable, swaps: Swaps, tests: ABTests, catalog: Catalog) -> None:
         self._routes = routes
         self._swaps = swaps
         self._tests = tests
+        self._catalog = catalog
 
     async def GetRoute(
         self, request: hotswap_pb2.GetRouteRequest, context: Ctx
     ) -> hotswap_pb2.Route:
-        return self._routes.get(request.alias, request.task_type)
+        return self._routes.get(request.alias, request.task_type, request.for_model)
 
     async def ListRoutes(
         self, request: hotswap_pb2.ListRoutesRequest, context: Ctx
@@ -108,3 +111,8 @@ class HotSwapServicer(hotswap_pb2_grpc.HotSwapServiceServicer):
         )
         self._tests.flush()
         return hotswap_pb2.ReportOutcomesResponse(accepted=accepted)
+
+    async def SetFallbacks(
+        self, request: hotswap_pb2.SetFallbacksRequest, context: Ctx
+    ) -> hotswap_pb2.Route:
+        return set_fallbacks(self._routes, self._catalog, request)
