@@ -59,6 +59,9 @@ class ModelProfile:
     stall_timeout_ms: Annotated[int, Range(min=0)] | None = None
     # Models to try, in order, when this one fails (after the request's own).
     fallback: tuple[Annotated[str, NonEmpty()], ...] = ()
+    # A second attempt (the next deployment or fallback) starts when the first
+    # piece is later than this; the first to answer wins. Absent: no hedging.
+    hedge_delay_ms: Annotated[int, Range(min=1)] | None = None
 
     def violations(self) -> Iterator[tuple[str, str]]:
         p50, p95 = self.latency_p50_ms, self.latency_p95_ms

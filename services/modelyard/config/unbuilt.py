@@ -56,6 +56,7 @@ UNBUILT: tuple[tuple[str, Applies, str], ...] = (
     ("backends.*.model_profiles.*.first_token_timeout_ms", _always, "not built yet"),
     ("backends.*.model_profiles.*.stall_timeout_ms", _always, "not built yet"),
     ("backends.*.model_profiles.*.fallback", _always, "fallback chains from the file"),
+    ("backends.*.model_profiles.*.hedge_delay_ms", _always, "hedged requests are not wired"),
     ("backends.*.keep_alive", _always, "Ollama runs through its /v1 API, which has none"),
     ("backends.*.compute_units", _always, "CoreML prediction takes the default"),
     ("backends.*.cache_dir", _always, "CoreML compiles models where coremltools puts them"),
