@@ -271,6 +271,19 @@ async def test_a_hit_for_a_model_the_catalog_no_longer_has_goes_to_the_core() ->
         await gateway.generate(_request())
 
 
+async def test_a_new_version_of_the_model_is_another_key() -> None:
+    engine = _engine()
+    gateway = await _gateway(engine)
+    await gateway.generate(_request())
+    entry = common_pb2.ModelEntry()
+    entry.CopyFrom(gateway.core.catalog.get(A))
+    entry.version = "2"
+    gateway.core.catalog.apply(Change(kind=Change.KIND_UPSERTED, revision=9, model=entry))
+    assert not (await gateway.generate(_request())).cached
+    assert (await gateway.generate(_request())).cached
+    assert len(engine.calls) == 2
+
+
 # ---- the replay ---------------------------------------------------------------
 
 

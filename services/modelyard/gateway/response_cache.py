@@ -3,7 +3,8 @@
 The key is the canonical request: what the backend would be sent, less the
 request id — the resolved catalog model id, the input, and the generation
 parameters with `max_tokens` after the gateway's default — serialized
-deterministically and hashed (sha256). A call naming an alias is keyed by the
+deterministically and hashed (sha256) with the model's catalog `version`, so a
+model replaced under the same id is asked again. A call naming an alias is keyed by the
 model the alias's route points at, so moving the route moves the key.
 
 Never cached (neither read nor written):
@@ -28,10 +29,10 @@ a hit replays the same pieces with `cached` set on the first chunk and
 A hit makes no upstream call, so it spends no rate-limit budget (the model's,
 the provider's or the API key's: the limits guard upstream capacity and
 spend), takes no in-flight slot and is no split's outcome. It still passes
-`check_request` first, so bad input is refused as without a cache, and the
-model must still be in the gateway's catalog copy (a copy gone stale is not
-refused on a hit: nothing is routed on it). Identical misses running at once each
-call the model (no coalescing).
+`check_request` first, so bad input is refused as without a cache; a model
+the gateway's catalog copy does not hold is not cached (the core refuses it as
+ever). A copy gone stale is not refused on a hit: nothing is routed on it.
+Identical misses running at once each call the model (no coalescing).
 
 Entries live in memory (a bounded LRU with a TTL, one per gateway) or, when a
 Redis URL is given, in Redis under `KEY_PREFIX`, shared by every gateway. A
@@ -325,13 +326,18 @@ class ResponseCache:
         if core.routes is not None and request.model in core.routes.splits:
             return None
         model_id = core._resolve(request.model)
+        try:
+            version = core.catalog.get(model_id).version
+        except ModelNotFound:
+            return None
         params = common_pb2.GenerationParams()
         params.CopyFrom(request.params)
         params.max_tokens = params.max_tokens or core.settings.default_max_tokens
         # What the backend is sent, less the request id.
         canonical = backend_pb2.InferRequest(model_id=model_id, input=request.input, params=params)
-        digest = hashlib.sha256(canonical.SerializeToString(deterministic=True)).hexdigest()
-        return CacheKey(digest, model_id)
+        digest = hashlib.sha256(f"{len(version)}:{version}:".encode())
+        digest.update(canonical.SerializeToString(deterministic=True))
+        return CacheKey(digest.hexdigest(), model_id)
 
     async def close(self) -> None:
         await self.store.close()
@@ -382,7 +388,7 @@ class CachedGateway:
         key = self.cache.key(request, self.core)
         if key is not None:
             answer = await self.cache.store.get(key.digest)
-            if answer is not None and self._still_listed(answer.model_id):
+            if answer is not None:
                 for chunk in answer.chunks(request.request_id or uuid.uuid4().hex):
                     yield chunk
                 return
@@ -392,15 +398,6 @@ class CachedGateway:
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
-
-    def _still_listed(self, model_id: str) -> bool:
-        """Whether the catalog still has the model (else the call goes to the core, which
-        says what it says of an unknown model)."""
-        try:
-            self.core.catalog.get(model_id)
-        except ModelNotFound:
-            return False
-        return True
 
     async def _storing(self, chunks: Chunks, key: CacheKey) -> Chunks:
         """`chunks`, stored once they ended of themselves with a finish the keyed model gave."""
