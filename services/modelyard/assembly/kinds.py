@@ -103,7 +103,7 @@ def ollama_endpoint(name: str, backend: OllamaBackend) -> ProviderEndpoint:
 def _ollama_engine(plan: BackendPlan) -> Engine | None:
     if not plan.answering:
         return None
-    return _openai_wire(ollama_endpoint(plan.name, _as(plan, OllamaBackend)))
+    return _openai_wire(ollama_endpoint(plan.name, _as(plan, OllamaBackend)), plan)
 
 
 def _ollama_source(plan: BackendPlan) -> DiscoverySource | None:
@@ -147,14 +147,15 @@ def provider_endpoint(name: str, backend: Backend) -> ProviderEndpoint:
     )
 
 
-def _openai_wire(endpoint: ProviderEndpoint) -> Engine:
+def _openai_wire(endpoint: ProviderEndpoint, plan: BackendPlan) -> Engine:
     from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 
-    return OpenAICompatEngine(endpoint)
+    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
+    return OpenAICompatEngine(endpoint, connect_timeout_s=connect_ms / 1000)
 
 
 def _compat_engine(plan: BackendPlan) -> Engine:
-    return _openai_wire(provider_endpoint(plan.name, plan.backend))
+    return _openai_wire(provider_endpoint(plan.name, plan.backend), plan)
 
 
 def _compat_source(plan: BackendPlan) -> DiscoverySource:

@@ -8,23 +8,37 @@ the gateway's own work. Errors and spans are the same on both paths.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from typing import TypeVar
 
 import grpc
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from modelyard.backends.answer_stream import piece_to_chunk
 from modelyard.backends.host import BackendHost
-from modelyard.errors import BackendUnavailable, DeadlineExceeded, ModelyardError, error_from_rpc
+from modelyard.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    FirstTokenTimeout,
+    ModelyardError,
+    StreamStalled,
+    error_from_rpc,
+)
+from modelyard.gateway.stream_deadlines import (
+    PieceDeadlines,
+    PieceTimeExpired,
+    PieceTimer,
+    StreamDeadlines,
+)
 from modelyard.telemetry import metadata_with_trace, tracer
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
 
 class BackendPool:
-    def __init__(self) -> None:
+    def __init__(self, deadlines: StreamDeadlines | None = None) -> None:
+        """`deadlines`: each model's first-piece and stall deadlines (None: none but the
+        call's)."""
+        self._deadlines = deadlines or StreamDeadlines()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, backend_pb2_grpc.BackendServiceAsyncStub] = {}
         self._in_process: dict[str, BackendHost] = {}
@@ -96,11 +110,17 @@ class BackendPool:
         request: backend_pb2.InferRequest,
         timeout_s: float,
     ) -> AsyncGenerator[backend_pb2.InferChunk, None]:
-        """Stream from the backend; failures surface as modelyard errors naming it."""
+        """Stream from the backend; failures surface as modelyard errors naming it.
+
+        `timeout_s` bounds the whole call; the model's first-piece and stall
+        deadlines (`StreamDeadlines`) bound the waits inside it. Whichever passes,
+        the backend call is cancelled.
+        """
+        deadlines = self._deadlines.for_model(request.model_id)
         host = self._in_process.get(deployment.endpoint)
         if host is not None:
-            return self._in_process_stream(host, deployment, request, timeout_s)
-        return self._grpc_stream(deployment, request, timeout_s)
+            return self._in_process_stream(host, deployment, request, timeout_s, deadlines)
+        return self._grpc_stream(deployment, request, timeout_s, deadlines)
 
     async def _in_process_stream(
         self,
@@ -108,29 +128,30 @@ class BackendPool:
         deployment: common_pb2.Deployment,
         request: backend_pb2.InferRequest,
         timeout_s: float,
+        deadlines: PieceDeadlines,
     ) -> AsyncGenerator[backend_pb2.InferChunk, None]:
         # The gRPC path has the call's deadline; this one bounds the total itself,
         # an engine that says nothing included.
-        timer = _StreamTimer(timeout_s)
+        timer = PieceTimer(timeout_s, deadlines)
         with tracer().start_as_current_span(
             "modelyard.v1.BackendService/InferStream",
             kind=SpanKind.INTERNAL,
             attributes=_span_attributes(deployment, request, in_process=True),
-        ):
+        ) as span:
             pieces = host.infer_stream(request.model_id, request.input, request.params)
             try:
-                async with aclosing(pieces):
+                async with aclosing(pieces):  # closing it cancels the engine's generation
+                    read = pieces.__anext__
                     while True:
                         try:
-                            piece = await timer.next(pieces)
+                            piece = await timer.next(read)
                         except StopAsyncIteration:
                             break
                         yield piece_to_chunk(piece)
-            except _Expired:
-                raise DeadlineExceeded(
-                    f"backend '{deployment.backend}' (in process) did not finish "
-                    f"within {timeout_s:.3g}s"
-                ) from None
+            except PieceTimeExpired as expired:
+                err = _expired(expired, deployment, request, "(in process)")
+                span.set_status(Status(StatusCode.ERROR, err.message))
+                raise err from None
             finally:
                 timer.close()
 
@@ -139,74 +160,36 @@ class BackendPool:
         deployment: common_pb2.Deployment,
         request: backend_pb2.InferRequest,
         timeout_s: float,
+        deadlines: PieceDeadlines,
     ) -> AsyncGenerator[backend_pb2.InferChunk, None]:
         with tracer().start_as_current_span(
             "modelyard.v1.BackendService/InferStream",
             kind=SpanKind.CLIENT,
             attributes=_span_attributes(deployment, request, in_process=False),
         ) as span:
+            # The call's own deadline travels with it (gRPC's, to the backend's
+            # server); the timer holds only the piece deadlines.
             call = self._stub(deployment.endpoint).InferStream(
                 request, timeout=timeout_s, metadata=metadata_with_trace()
             )
+            timer = PieceTimer(None, deadlines)
             try:
-                async for chunk in call:
+                while True:
+                    chunk = await timer.next(call.read)
+                    if not isinstance(chunk, backend_pb2.InferChunk):
+                        break  # grpc.aio.EOF (not in grpc-stubs): the stream ended
                     yield chunk
             except grpc.aio.AioRpcError as exc:
                 err = _translate(exc, deployment)
                 span.set_status(Status(StatusCode.ERROR, err.message))
                 raise err from None
+            except PieceTimeExpired as expired:
+                err = _expired(expired, deployment, request, f"at {deployment.endpoint}")
+                span.set_status(Status(StatusCode.ERROR, err.message))
+                raise err from None
             finally:
+                timer.close()
                 call.cancel()  # no-op when finished; stops the backend when we stop early
-
-
-T = TypeVar("T")
-
-
-class _Expired(Exception):
-    """The stream's time is up (an engine's own TimeoutError stays its own)."""
-
-
-class _StreamTimer:
-    """One timer for a whole in-process stream, cancelling only a wait for the next piece.
-
-    `asyncio.timeout` around each wait would do the same at ~10 µs a piece,
-    as much as the rest of the gateway's path. This one is armed once: when
-    it fires during a wait, it cancels the waiting task and the wait raises
-    `_Expired`; when it fires while the caller reads, the next wait raises.
-    """
-
-    def __init__(self, timeout_s: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._at = self._loop.time() + timeout_s
-        self._waiting: asyncio.Task[object] | None = None
-        self._fired = False
-        self._handle = self._loop.call_at(self._at, self._fire)
-
-    def _fire(self) -> None:
-        if self._waiting is not None:
-            self._fired = True
-            self._waiting.cancel()
-
-    async def next(self, items: AsyncIterator[T]) -> T:
-        """The next item of `items`; `_Expired` once the time is up."""
-        if self._loop.time() >= self._at:
-            raise _Expired
-        task = asyncio.current_task()
-        assert task is not None  # called from a coroutine
-        cancelling = task.cancelling()
-        self._waiting = task
-        try:
-            return await anext(items)
-        except asyncio.CancelledError:
-            # Ours only if no one else cancelled the task meanwhile (as asyncio.timeout).
-            if self._fired and task.uncancel() <= cancelling:
-                raise _Expired from None
-            raise
-        finally:
-            self._waiting = None
-
-    def close(self) -> None:
-        self._handle.cancel()
 
 
 def _span_attributes(
@@ -230,3 +213,25 @@ def _translate(exc: grpc.aio.AioRpcError, deployment: common_pb2.Deployment) -> 
     if type(err) is DeadlineExceeded:
         return DeadlineExceeded(f"{where} did not answer in time: {err.message}")
     return err
+
+
+def _expired(
+    expired: PieceTimeExpired,
+    deployment: common_pb2.Deployment,
+    request: backend_pb2.InferRequest,
+    where: str,
+) -> DeadlineExceeded:
+    """The error of a deadline that passed: the call's, or the model's first-piece or stall."""
+    backend = f"backend '{deployment.backend}' {where}"
+    if expired.which == "first_piece":
+        return FirstTokenTimeout(
+            f"'{request.model_id}' on {backend} sent nothing within its first-token "
+            f"deadline of {expired.seconds:g}s"
+        )
+    if expired.which == "stall":
+        pieces = f"{expired.pieces} piece{'s' if expired.pieces != 1 else ''}"
+        return StreamStalled(
+            f"'{request.model_id}' on {backend} stalled: nothing for {expired.seconds:g}s "
+            f"after {pieces} (its stall deadline)"
+        )
+    return DeadlineExceeded(f"{backend} did not finish within {expired.seconds:.3g}s")

@@ -43,9 +43,11 @@ class CallDeadline:
         """`cause`, naming the default deadline when that is the one that passed.
 
         A client's own deadline needs no naming: gRPC ends the call at it and
-        the client knows what it set.
+        the client knows what it set. A model's own deadline that passed first
+        (`FirstTokenTimeout`, `StreamStalled`: subclasses) stays as it is, its
+        reason with it.
         """
-        if self.set_by_caller:
+        if self.set_by_caller or type(cause) is not DeadlineExceeded:
             return cause
         return DeadlineExceeded(
             f"no answer within the default deadline of {self.seconds:g}s (the call set none: "

@@ -277,6 +277,57 @@ class FakeUpstream:
             await self._runner.cleanup()
             self._runner = None
 
+    # ---- slow and silent upstreams (deadlines) ------------------------------------
+
+    def accept_then_silent(self) -> None:
+        """Take the request and never answer: no status line, no headers.
+
+        As a wedged inference server behind a load balancer that still accepts
+        connections. `disconnected` is set when the client goes away.
+        """
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            await self._until_disconnected()
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        self._chat = handler
+
+    def stream_with_pause(
+        self, events: Sequence[Event], *, pause_before: int, pause_s: float
+    ) -> None:
+        """Send the status and headers at once, then these events, waiting `pause_s` before
+        the one at index `pause_before`, then ``data: [DONE]``.
+
+        `pause_before=0` is a late first token after a prompt 200, as hosted APIs
+        send under load; a later index, a stream that stalls mid-answer (the
+        events before the pause may reach the client in one read).
+        `disconnected` is set if the client goes away during the pause.
+        """
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = await self._start_stream(request)
+            for index, event in enumerate(events):
+                if index == pause_before:
+                    try:
+                        await asyncio.sleep(pause_s)
+                    except asyncio.CancelledError:
+                        self.disconnected.set()
+                        raise
+                await resp.write(_sse(event))
+            await resp.write(_sse("[DONE]"))
+            await resp.write_eof()
+            return resp
+
+        self._chat = handler
+
+    async def _until_disconnected(self) -> None:
+        """Wait until aiohttp cancels the handler (the client went away), then say so."""
+        try:
+            await asyncio.get_running_loop().create_future()  # never resolves
+        except asyncio.CancelledError:
+            self.disconnected.set()
+            raise
+
 
 @dataclass
 class Clients:

@@ -47,8 +47,12 @@ CONTROL_CONNECTIONS = 4
 class OpenAICompatEngine:
     kind = "openai_compat"
 
-    def __init__(self, provider: ProviderEndpoint) -> None:
+    def __init__(self, provider: ProviderEndpoint, connect_timeout_s: float = 5.0) -> None:
+        """`connect_timeout_s`: for a chat call's TCP (and TLS) connection to the upstream
+        (`gateway.timeouts.connect_timeout_ms`); an upstream that connects and then says
+        nothing is the gateway's first-token deadline's to end."""
         self._provider = provider
+        self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, str] = {}  # catalog id -> upstream model name
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
@@ -179,8 +183,9 @@ class OpenAICompatEngine:
         name = self._upstream_name(model_id)
         body = self._body(name, model_input, params)
         url = f"{self._provider.base_url}/chat/completions"
+        # sock_connect, not connect: a wait for a pooled connection is not the upstream's fault.
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=10, sock_read=self._provider.timeout_s
+            total=None, sock_connect=self._connect_timeout_s, sock_read=self._provider.timeout_s
         )
         streamed = False
         async with self.admission.slot():
