@@ -1,28 +1,36 @@
 //! Load balancing among the deployments of one model.
 //!
-//! A deployment is usable when it is marked healthy and not ejected. Strategies
-//! that compare loads scan from a cursor that moves past each pick, so ties
-//! rotate instead of piling onto the first deployment. No strategy allocates.
+//! A deployment is in rotation when it is marked healthy and its circuit is
+//! closed. Strategies that compare loads scan from a cursor that moves past each
+//! pick, so ties rotate instead of piling onto the first deployment. No strategy
+//! allocates. Before any strategy, a pick hands out a probe to a healthy
+//! deployment whose open period is over (`circuit`), so a recovered deployment
+//! is tried at the first pick after its period whatever the strategy would
+//! prefer; the check costs one comparison while every circuit is closed.
 //!
 //! Children: `strategy` (the strategies and their names, a leaf), `error`
-//! (lists the names in its message), `outlier` (ejection; reports bad
-//! parameters with `error`). None of them uses this file, so the module
-//! graph has no cycle.
+//! (lists the names in its message), `outlier` (the policy; reports bad
+//! parameters with `error`), `circuit` (one deployment's state machine, over
+//! the policy). None of them uses this file, so the module graph has no cycle.
 
+mod circuit;
 mod error;
 mod outlier;
 mod strategy;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_circuit;
 
 use std::str::FromStr;
 
+pub use circuit::CircuitPhase;
 pub use error::BalanceError;
 pub use outlier::OutlierPolicy;
 pub use strategy::Strategy;
 
 use crate::rng::SplitMix64;
-use outlier::OutlierState;
+use circuit::Circuit;
 
 /// Here rather than beside `Strategy`: the error is the balancer's, and its
 /// message lists the strategies, so `strategy` stays a leaf.
@@ -51,7 +59,7 @@ pub struct DeploymentStats {
     pub in_flight: u32,
     /// 0 until the first completed call.
     pub latency_ewma_ms: f64,
-    /// Monotonic seconds; 0 when never ejected.
+    /// End of the latest open period (monotonic seconds); 0 when never opened.
     pub ejected_until: f64,
     pub consecutive_failures: u32,
 }
@@ -62,12 +70,13 @@ struct Slot {
     in_flight: u32,
     latency_ewma_ms: f64,
     has_latency: bool,
-    outlier: OutlierState,
+    circuit: Circuit,
 }
 
 impl Slot {
-    fn usable(&self, now: f64) -> bool {
-        self.healthy && !self.outlier.is_ejected(now)
+    /// In rotation: what strategies choose among.
+    fn usable(&self) -> bool {
+        self.healthy && self.circuit.is_closed()
     }
 
     /// p2c's load: expected wait ∝ latency × queue. The +1 ms keeps the queue
@@ -77,7 +86,7 @@ impl Slot {
     }
 }
 
-/// The deployments of one model with their load, latency and ejection state.
+/// The deployments of one model with their load, latency and circuits.
 #[derive(Debug, Clone)]
 pub struct DeploymentPool {
     deployments: Vec<Deployment>,
@@ -86,6 +95,9 @@ pub struct DeploymentPool {
     ewma_alpha: f64,
     rng: SplitMix64,
     cursor: usize,
+    /// Slots whose circuit is not closed, so a pick of a healthy pool skips the
+    /// probe scan.
+    open_circuits: usize,
 }
 
 impl DeploymentPool {
@@ -127,6 +139,7 @@ impl DeploymentPool {
             ewma_alpha,
             rng: SplitMix64::new(seed),
             cursor: 0,
+            open_circuits: 0,
         })
     }
 
@@ -144,7 +157,8 @@ impl DeploymentPool {
     }
 
     /// The index of the deployment to call at `now`; `region` matters only to
-    /// `RegionAffinity`. Does not count the call: follow with `start`.
+    /// `RegionAffinity`. A healthy deployment waiting for its probe comes first,
+    /// and that pick is its one probe. Does not count the call: follow with `start`.
     pub fn pick(
         &mut self,
         strategy: Strategy,
@@ -152,14 +166,20 @@ impl DeploymentPool {
         now: f64,
     ) -> Result<usize, BalanceError> {
         check_time(now)?;
+        if self.open_circuits > 0 {
+            if let Some(i) = self.probe_due(now) {
+                self.slots[i].circuit.claim_probe(&self.policy, now);
+                return Ok(i);
+            }
+        }
         let picked = match strategy {
-            Strategy::RoundRobin => self.first_usable(now),
-            Strategy::LeastLoaded => self.min_by(now, |_, s| s.in_flight),
-            Strategy::PowerOfTwoChoices => self.power_of_two(now),
-            Strategy::CostOptimized => self.min_by(now, |d, s| (d.usd_cost, s.in_flight)),
-            Strategy::RegionAffinity => self.region_first(region, now),
+            Strategy::RoundRobin => self.first_usable(),
+            Strategy::LeastLoaded => self.min_by(|_, s| s.in_flight),
+            Strategy::PowerOfTwoChoices => self.power_of_two(),
+            Strategy::CostOptimized => self.min_by(|d, s| (d.usd_cost, s.in_flight)),
+            Strategy::RegionAffinity => self.region_first(region),
         };
-        let i = picked.ok_or_else(|| self.none_usable(now))?;
+        let i = picked.ok_or_else(|| self.none_usable())?;
         self.cursor = (i + 1) % self.slots.len();
         Ok(i)
     }
@@ -172,9 +192,10 @@ impl DeploymentPool {
         Ok(())
     }
 
-    /// Ends a call to `i`: updates the latency EWMA and the failure history, and
-    /// ejects `i` when it has failed too often, unless the pool's ejection cap is
-    /// reached (it then stays in and is ejected on a later failure if room frees).
+    /// Ends a call to `i` that took `latency_ms`: updates the latency EWMA and the
+    /// circuit. A closed circuit opens when `i` has failed too often, unless the
+    /// pool's cap on open circuits is reached (it then stays in and opens on a
+    /// later failure if room frees); a probe's finish closes or reopens it.
     /// A finish without a start never takes `in_flight` below 0.
     pub fn finish(
         &mut self,
@@ -192,7 +213,7 @@ impl DeploymentPool {
             });
         }
         check_time(now)?;
-        let alpha = self.ewma_alpha;
+        let (alpha, policy) = (self.ewma_alpha, self.policy);
         let slot = &mut self.slots[i];
         slot.in_flight = slot.in_flight.saturating_sub(1);
         // A failure may only raise the EWMA: errors that fail fast must not make a
@@ -208,9 +229,16 @@ impl DeploymentPool {
             sample
         };
         slot.has_latency = true;
-        let wants_ejection = self.policy.record(&mut slot.outlier, ok, now);
-        if wants_ejection && self.ejected_count(now) < self.policy.max_ejected(self.slots.len()) {
-            self.policy.eject(&mut self.slots[i].outlier, now);
+        let was_closed = slot.circuit.is_closed();
+        let started = now - latency_ms / 1000.0;
+        let wants_open = slot.circuit.record(&policy, ok, started, now);
+        if wants_open && self.open_circuits < policy.max_ejected(self.slots.len()) {
+            self.slots[i].circuit.open(&policy, now);
+        }
+        match (was_closed, self.slots[i].circuit.is_closed()) {
+            (true, false) => self.open_circuits += 1,
+            (false, true) => self.open_circuits -= 1,
+            _ => {}
         }
         Ok(())
     }
@@ -228,22 +256,29 @@ impl DeploymentPool {
         Ok(DeploymentStats {
             in_flight: s.in_flight,
             latency_ewma_ms: s.latency_ewma_ms,
-            ejected_until: s.outlier.ejected_until(),
-            consecutive_failures: s.outlier.consecutive_failures(),
+            ejected_until: s.circuit.ejected_until(),
+            consecutive_failures: s.circuit.consecutive_failures(),
         })
     }
 
-    /// Deployments ejected at `now`.
-    pub fn ejected_count(&self, now: f64) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.outlier.is_ejected(now))
-            .count()
+    /// Where `i`'s circuit stands at `now`.
+    pub fn phase(&self, i: usize, now: f64) -> Result<CircuitPhase, BalanceError> {
+        self.check(i)?;
+        check_time(now)?;
+        Ok(self.slots[i].circuit.phase(&self.policy, now))
     }
 
-    /// Whether `i` may be picked at `now`.
+    /// Deployments whose circuit is not closed (open or half-open): what the
+    /// policy's `max_ejected` caps.
+    pub fn open_circuits(&self) -> usize {
+        self.open_circuits
+    }
+
+    /// Whether `i` may be picked at `now`: in rotation, or due its probe.
     pub fn is_usable(&self, i: usize, now: f64) -> bool {
-        self.slots.get(i).is_some_and(|s| s.usable(now))
+        self.slots
+            .get(i)
+            .is_some_and(|s| s.usable() || (s.healthy && s.circuit.awaits_probe(&self.policy, now)))
     }
 
     fn check(&self, i: usize) -> Result<(), BalanceError> {
@@ -263,29 +298,32 @@ impl DeploymentPool {
         (0..n).map(move |k| (start + k) % n)
     }
 
-    fn first_usable(&self, now: f64) -> Option<usize> {
-        self.rotation().find(|&i| self.slots[i].usable(now))
+    /// The first healthy deployment in rotation order whose circuit waits for a probe.
+    fn probe_due(&self, now: f64) -> Option<usize> {
+        self.rotation().find(|&i| {
+            let s = &self.slots[i];
+            s.healthy && s.circuit.awaits_probe(&self.policy, now)
+        })
+    }
+
+    fn first_usable(&self) -> Option<usize> {
+        self.rotation().find(|&i| self.slots[i].usable())
     }
 
     /// The usable deployment with the smallest key; the first in rotation on ties.
-    fn min_by<K: PartialOrd>(
-        &self,
-        now: f64,
-        key: impl Fn(&Deployment, &Slot) -> K,
-    ) -> Option<usize> {
-        self.min_among(now, |_| true, key)
+    fn min_by<K: PartialOrd>(&self, key: impl Fn(&Deployment, &Slot) -> K) -> Option<usize> {
+        self.min_among(|_| true, key)
     }
 
     fn min_among<K: PartialOrd>(
         &self,
-        now: f64,
         admit: impl Fn(&Deployment) -> bool,
         key: impl Fn(&Deployment, &Slot) -> K,
     ) -> Option<usize> {
         let mut best: Option<(usize, K)> = None;
         for i in self.rotation() {
             let (d, s) = (&self.deployments[i], &self.slots[i]);
-            if !s.usable(now) || !admit(d) {
+            if !s.usable() || !admit(d) {
                 continue;
             }
             let k = key(d, s);
@@ -296,15 +334,15 @@ impl DeploymentPool {
         best.map(|(i, _)| i)
     }
 
-    fn region_first(&self, region: &str, now: f64) -> Option<usize> {
+    fn region_first(&self, region: &str) -> Option<usize> {
         let load = |_: &Deployment, s: &Slot| s.in_flight;
-        self.min_among(now, |d| d.region == region, load)
-            .or_else(|| self.min_by(now, load))
+        self.min_among(|d| d.region == region, load)
+            .or_else(|| self.min_by(load))
     }
 
-    fn power_of_two(&mut self, now: f64) -> Option<usize> {
-        let a = self.random_usable(now, None)?;
-        let Some(b) = self.random_usable(now, Some(a)) else {
+    fn power_of_two(&mut self) -> Option<usize> {
+        let a = self.random_usable(None)?;
+        let Some(b) = self.random_usable(Some(a)) else {
             return Some(a);
         };
         let (la, lb) = (self.slots[a].load(), self.slots[b].load());
@@ -314,9 +352,9 @@ impl DeploymentPool {
     /// A uniformly random usable deployment other than `except`. A few blind draws
     /// first (most of a pool is usable: ejection is capped), then an exact draw
     /// among the usable ones; both are uniform, so the mixture is too.
-    fn random_usable(&mut self, now: f64, except: Option<usize>) -> Option<usize> {
+    fn random_usable(&mut self, except: Option<usize>) -> Option<usize> {
         let n = self.slots.len();
-        let eligible = |slots: &[Slot], i: usize| Some(i) != except && slots[i].usable(now);
+        let eligible = |slots: &[Slot], i: usize| Some(i) != except && slots[i].usable();
         for _ in 0..4 {
             let i = self.rng.below(n);
             if eligible(&self.slots, i) {
@@ -331,12 +369,14 @@ impl DeploymentPool {
         (0..n).filter(|&i| eligible(&self.slots, i)).nth(k)
     }
 
-    fn none_usable(&self, now: f64) -> BalanceError {
+    /// Called when no probe was due, so every healthy deployment out of rotation
+    /// is open or has its probe out: both count as ejected.
+    fn none_usable(&self) -> BalanceError {
         let unhealthy = self.slots.iter().filter(|s| !s.healthy).count();
         let ejected = self
             .slots
             .iter()
-            .filter(|s| s.healthy && s.outlier.is_ejected(now))
+            .filter(|s| s.healthy && !s.circuit.is_closed())
             .count();
         BalanceError::NoneUsable {
             total: self.slots.len(),

@@ -16,6 +16,7 @@
 //!   strategy              Strategy and its names
 //!   error                 BalanceError (-> strategy, for the names)
 //!   outlier               OutlierPolicy (-> error)
+//!   circuit               Circuit, CircuitPhase: one deployment's breaker (-> outlier)
 //! traffic_split           assign_arm
 //!   error                 SplitError
 //! clock, rng, num         shared leaves

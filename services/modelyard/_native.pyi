@@ -7,7 +7,7 @@ usable deployment raises `modelyard.errors.BackendUnavailable`.
 """
 
 from collections.abc import Sequence
-from typing import final
+from typing import Literal, final
 
 __all__ = [
     "STRATEGIES",
@@ -249,11 +249,17 @@ STRATEGIES: tuple[str, ...]
 class DeploymentPool:
     """The deployments of one model, given as (endpoint, region, usd_cost).
 
-    A deployment is usable when healthy and not ejected. After
-    `consecutive_failures` failures in a row it is ejected for base_ejection_s x
-    2^(ejections - 1), at most max_ejection_s; at most floor(max_ejected_share x
-    pool size) deployments are ejected at once (beyond that a failing deployment
-    stays in). As many successes in a row reset the ejection count. Thread-safe.
+    Each deployment has a circuit (`state`). Closed: in rotation while healthy.
+    After `consecutive_failures` failures in a row it opens for base_ejection_s;
+    when that is over it is half-open, and the next pick (whatever the strategy)
+    takes it as the one probe, no other pick getting it meanwhile. The probe's
+    `finish` decides: ok closes it (failures and period back to base); a failure
+    opens it again for twice the last period, at most max_ejection_s; a probe
+    with no finish within probe_timeout_s counts as failed. The probe's finish
+    is told apart by its latency: only a call begun after the circuit opened can
+    be it, and older calls' outcomes are ignored while it is not closed. At most
+    floor(max_ejected_share x pool size) circuits are out of closed at once
+    (beyond that a failing deployment stays in). Thread-safe.
     """
 
     def __new__(
@@ -262,34 +268,42 @@ class DeploymentPool:
         *,
         consecutive_failures: int = 5,
         base_ejection_s: float = 30.0,
-        max_ejection_s: float = 300.0,
+        max_ejection_s: float = 30.0,
+        probe_timeout_s: float = 60.0,
         max_ejected_share: float = 0.5,
         ewma_alpha: float = 0.3,
         seed: int = 0,
     ) -> DeploymentPool: ...
     def pick(self, strategy: str, region: str = "", now: float | None = None) -> int:
-        """Index of the usable deployment to call; does not count the call (use `start`).
+        """Index of the deployment to call; does not count the call (use `start`).
 
-        Strategies: "round_robin"; "least_loaded" (fewest in flight); "p2c" (two
-        random, the lower (latency EWMA + 1 ms) x (in flight + 1)); "cost_optimized"
-        (cheapest, then least loaded); "region_affinity" (least loaded in `region`,
-        else least loaded anywhere). Ties rotate. Raises BackendUnavailable when no
-        deployment is usable, InvalidRequest for an unknown strategy.
+        A healthy half-open deployment waiting for its probe comes first. Otherwise,
+        among healthy closed ones: "round_robin"; "least_loaded" (fewest in
+        flight); "p2c" (two random, the lower (latency EWMA + 1 ms) x (in flight +
+        1)); "cost_optimized" (cheapest, then least loaded); "region_affinity"
+        (least loaded in `region`, else least loaded anywhere). Ties rotate. Raises
+        BackendUnavailable when no deployment is usable, InvalidRequest for an
+        unknown strategy.
         """
 
     def start(self, i: int) -> None:
         """Count a call to deployment `i` as in flight."""
 
     def finish(self, i: int, latency_ms: float, ok: bool, now: float | None = None) -> None:
-        """End a call: in flight -1, latency EWMA (a failure can only raise it),
-        failure count, and ejection when due."""
+        """End a call that took `latency_ms`: in flight -1, latency EWMA (a failure
+        can only raise it), failure count, and the circuit (opened when due; a
+        probe's finish closes or reopens it)."""
 
     def set_healthy(self, i: int, healthy: bool) -> None:
         """Mark deployment `i` healthy or not; unhealthy ones are never picked."""
 
     def stats(self, i: int) -> tuple[int, float, float, int]:
-        """(in_flight, latency_ewma_ms (0 before any sample), ejected_until (0 if
-        never), consecutive_failures)."""
+        """(in_flight, latency_ewma_ms (0 before any sample), ejected_until (end of
+        the latest open period, 0 if never), consecutive_failures)."""
+
+    def state(self, i: int, now: float | None = None) -> Literal["closed", "open", "half_open"]:
+        """Deployment `i`'s circuit at `now`: "half_open" once its open period is
+        over, while it waits for its probe and while the probe is out."""
 
     def endpoint(self, i: int) -> str: ...
     def __len__(self) -> int: ...

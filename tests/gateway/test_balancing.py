@@ -1,8 +1,9 @@
-"""Requests spread over a model's deployments; a failing one is ejected; an unhealthy one is
-never picked."""
+"""Requests spread over a model's deployments; a failing one is ejected and probed back; an
+unhealthy one is never picked."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -11,8 +12,8 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
-from modelyard.errors import BackendUnavailable, DeadlineExceeded, StreamTruncated
-from modelyard.gateway.balancing import Balancer
+from modelyard.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, StreamTruncated
+from modelyard.gateway.balancing import Balancer, CircuitPolicy
 from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 # The native pool's default (`DeploymentPool(consecutive_failures=5)`), which the gateway keeps.
@@ -117,4 +118,35 @@ def test_the_catalogs_deployment_health_decides_which_deployments_are_picked() -
     assert _picks(balancer, model, 4) == ["10.0.0.1:50051"] * 4
     model.deployments[0].health = unavailable
     with pytest.raises(BackendUnavailable):
+        balancer.lease(model)
+
+
+def test_by_default_a_lone_deployment_stays_in_however_often_it_fails() -> None:
+    balancer = Balancer()
+    model = _model_with_deployments(common_pb2.HEALTH_STATUS_HEALTHY)
+    for _ in range(3 * FAILURES_TO_EJECT):
+        balancer.lease(model).finish(False)
+    assert balancer.lease(model).index == 0
+
+
+def test_the_circuit_policy_reaches_the_pool_and_one_lease_is_the_probe() -> None:
+    policy = CircuitPolicy(consecutive_failures=2, base_ejection_s=0.05, max_ejected_share=1.0)
+    balancer = Balancer(circuit=policy)
+    model = _model_with_deployments(common_pb2.HEALTH_STATUS_HEALTHY)
+    balancer.lease(model).finish(False)
+    balancer.lease(model).finish(False)
+    with pytest.raises(BackendUnavailable, match="among 1: 0 unhealthy, 1 ejected"):
+        balancer.lease(model)
+    time.sleep(0.06)
+    probe = balancer.lease(model)
+    with pytest.raises(BackendUnavailable):  # the probe is out: no second caller
+        balancer.lease(model)
+    probe.finish(True)
+    assert [balancer.lease(model).index for _ in range(3)] == [0, 0, 0]
+
+
+def test_a_bad_circuit_policy_is_refused_naming_the_field() -> None:
+    balancer = Balancer(circuit=CircuitPolicy(base_ejection_s=60.0))
+    model = _model_with_deployments(common_pb2.HEALTH_STATUS_HEALTHY)
+    with pytest.raises(InvalidRequest, match="max_ejection_s must be a finite number >= base"):
         balancer.lease(model)

@@ -62,32 +62,43 @@ def test_p2c_spreads_load_over_equal_deployments() -> None:
     assert min(counts.values()) > 700
 
 
+def probe(p: DeploymentPool, i: int, ok: bool, now: float) -> None:
+    """Deployment `i`'s probe: the pick at `now` hands it out, and it ends at `now`."""
+    assert p.pick("least_loaded", now=now) == i
+    p.start(i)
+    p.finish(i, 5.0, ok, now=now)
+
+
 def test_ejection_after_consecutive_failures_with_backoff() -> None:
     p = pool(4, consecutive_failures=3, base_ejection_s=10.0, max_ejection_s=25.0)
     fail(p, 0, 3, now=100.0)
     assert p.stats(0)[2] == 110.0
     for _ in range(20):
         assert p.pick("round_robin", now=105.0) != 0
-    fail(p, 0, 3, now=110.0)
+    probe(p, 0, False, now=110.0)
     assert p.stats(0)[2] == 130.0  # 10 s doubled
-    fail(p, 0, 3, now=130.0)
+    probe(p, 0, False, now=130.0)
     assert p.stats(0)[2] == 155.0  # capped at 25 s
 
 
-def test_by_default_the_fifth_failure_in_a_row_ejects_for_30_seconds_doubling_to_300() -> None:
-    # The gateway builds its pools with the defaults (gateway/balancing.py), so they
-    # are behaviour, not just a signature: 5 failures, 30 s doubling, at most 300 s.
+def test_by_default_the_fifth_failure_in_a_row_ejects_for_30_seconds_and_never_longer() -> None:
+    # The gateway's CircuitPolicy (gateway/balancing.py) spells the same defaults; these
+    # pin the pool's own: 5 failures, 30 s, at most 30 s, a probe may take 60 s.
     p = pool(4)
     fail(p, 0, 4, now=100.0)
     assert p.stats(0) == (0, 5.0, 0.0, 4)
     fail(p, 0, 1, now=100.0)
     assert p.stats(0) == (0, 5.0, 130.0, 0)
     ends = []
-    for _ in range(5):
+    for _ in range(3):
         now = p.stats(0)[2]
-        fail(p, 0, 5, now=now)
+        probe(p, 0, False, now=now)
         ends.append(p.stats(0)[2] - now)
-    assert ends == [60.0, 120.0, 240.0, 300.0, 300.0]
+    assert ends == [30.0, 30.0, 30.0]
+    now = p.stats(0)[2]
+    assert p.pick("least_loaded", now=now) == 0  # a probe that never finishes
+    assert p.state(0, now=now + 59.9) == "half_open"
+    assert p.state(0, now=now + 60.0) == "open"
 
 
 def test_by_default_half_a_pool_may_be_ejected_and_a_sample_weighs_0_3() -> None:

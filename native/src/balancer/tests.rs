@@ -15,7 +15,7 @@ fn pool(n: usize, failures: u32, share: f64) -> DeploymentPool {
             usd_cost: (n - i) as f64,
         })
         .collect();
-    let policy = OutlierPolicy::new(failures, 30.0, 300.0, share).unwrap();
+    let policy = OutlierPolicy::new(failures, 30.0, 300.0, 60.0, share).unwrap();
     DeploymentPool::new(deployments, policy, 0.5, 42).unwrap()
 }
 
@@ -78,7 +78,7 @@ fn p2c_avoids_the_slow_and_busy() {
 }
 
 #[test]
-fn ejects_after_n_failures_then_returns() {
+fn ejects_after_n_failures_then_is_due_a_probe() {
     let mut p = pool(4, 3, 0.5);
     for _ in 0..3 {
         p.start(0).unwrap();
@@ -97,11 +97,15 @@ fn the_ejection_cap_keeps_deployments_in() {
     for i in 0..4 {
         p.finish(i, 1.0, false, 0.0).unwrap();
     }
-    assert_eq!(p.ejected_count(0.0), 2);
-    // Still failing once room frees: ejected at the next failure.
+    assert_eq!(p.open_circuits(), 2);
     assert_eq!(p.stats(2).unwrap().consecutive_failures, 1);
+    // Deployment 0's probe succeeds at 30 s: room frees, and 2, still failing,
+    // opens at its next failure.
+    assert_eq!(p.pick(Strategy::RoundRobin, "", 30.0), Ok(0));
+    p.finish(0, 1.0, true, 31.0).unwrap();
     p.finish(2, 1.0, false, 31.0).unwrap();
     assert!(!p.is_usable(2, 31.0));
+    assert_eq!(p.open_circuits(), 2);
 }
 
 #[test]
@@ -148,7 +152,7 @@ fn errors_name_what_is_wrong() {
             .to_string(),
         "no usable deployment among 2: 1 unhealthy, 1 ejected"
     );
-    let policy = OutlierPolicy::new(1, 1.0, 1.0, 0.5).unwrap();
+    let policy = OutlierPolicy::new(1, 1.0, 1.0, 1.0, 0.5).unwrap();
     assert_eq!(
         DeploymentPool::new(vec![], policy, 0.3, 0).unwrap_err(),
         BalanceError::NoDeployments
@@ -183,7 +187,8 @@ fn ops(n: usize) -> impl Generator<Value = Vec<Op>> {
 }
 
 proptest! {
-    /// Whatever happens: ejections never exceed the cap, a pick is always usable,
+    /// Whatever happens: open circuits never exceed the cap (and the pool's count
+    /// of them is exact), a pick is always usable, a probe is handed out once,
     /// and a pick fails only when nothing is usable.
     #[test]
     fn picks_are_usable_and_ejection_is_capped(
@@ -198,13 +203,18 @@ proptest! {
             match op {
                 Op::Pick(s) => {
                     let strategy = Strategy::ALL[s];
+                    let usable: Vec<bool> = (0..n).map(|i| p.is_usable(i, now)).collect();
                     match p.pick(strategy, "eu", now) {
                         Ok(i) => {
-                            prop_assert!(p.is_usable(i, now), "{strategy:?} picked unusable {i}");
+                            prop_assert!(usable[i], "{strategy:?} picked unusable {i}");
+                            if p.phase(i, now) != Ok(CircuitPhase::Closed) {
+                                // A probe: the only one, so no other pick gets it.
+                                prop_assert!(!p.is_usable(i, now), "probe {i} still usable");
+                            }
                             p.start(i).unwrap();
                         }
                         Err(BalanceError::NoneUsable { .. }) => {
-                            prop_assert!((0..n).all(|i| !p.is_usable(i, now)));
+                            prop_assert!(usable.iter().all(|u| !u));
                         }
                         Err(other) => prop_assert!(false, "unexpected {other}"),
                     }
@@ -213,7 +223,9 @@ proptest! {
                 Op::Health { i, healthy } => p.set_healthy(i, healthy).unwrap(),
                 Op::Wait(dt) => now += dt,
             }
-            prop_assert!(p.ejected_count(now) <= cap, "{} > cap {cap}", p.ejected_count(now));
+            let open = (0..n).filter(|&i| p.phase(i, now) != Ok(CircuitPhase::Closed)).count();
+            prop_assert_eq!(open, p.open_circuits());
+            prop_assert!(open <= cap, "{open} > cap {cap}");
         }
     }
 }

@@ -14,7 +14,7 @@ pub(crate) fn strategy_names(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
 }
 
 /// The deployments of one model: picks one per call by a named strategy, tracks
-/// load and latency, and ejects deployments that keep failing.
+/// load and latency, and breaks the circuit of deployments that keep failing.
 #[pyclass(name = "DeploymentPool", module = "modelyard._native", frozen)]
 pub(crate) struct PyDeploymentPool {
     // frozen + Mutex: see PyTokenBucket.
@@ -37,33 +37,41 @@ impl PyDeploymentPool {
     #[new]
     #[pyo3(signature = (
         deployments, *, consecutive_failures = 5, base_ejection_s = 30.0,
-        max_ejection_s = 300.0, max_ejected_share = 0.5, ewma_alpha = 0.3, seed = 0,
+        max_ejection_s = 30.0, probe_timeout_s = 60.0, max_ejected_share = 0.5,
+        ewma_alpha = 0.3, seed = 0,
     ))]
+    #[allow(clippy::too_many_arguments)] // keyword arguments in Python
     fn new(
         deployments: Vec<(String, String, f64)>,
         consecutive_failures: i64,
         base_ejection_s: f64,
         max_ejection_s: f64,
+        probe_timeout_s: f64,
         max_ejected_share: f64,
         ewma_alpha: f64,
         seed: u64,
     ) -> PyResult<Self> {
         let failures = u32::try_from(consecutive_failures).unwrap_or(0);
-        let policy =
-            OutlierPolicy::new(failures, base_ejection_s, max_ejection_s, max_ejected_share)
-                .map_err(|e| match e {
-                    // Report the value the caller passed, not the clamped one.
-                    BalanceError::InvalidParameter {
-                        name: "consecutive_failures",
-                        expected,
-                        ..
-                    } => BalanceError::InvalidParameter {
-                        name: "consecutive_failures",
-                        expected,
-                        value: consecutive_failures as f64,
-                    },
-                    other => other,
-                })?;
+        let policy = OutlierPolicy::new(
+            failures,
+            base_ejection_s,
+            max_ejection_s,
+            probe_timeout_s,
+            max_ejected_share,
+        )
+        .map_err(|e| match e {
+            // Report the value the caller passed, not the clamped one.
+            BalanceError::InvalidParameter {
+                name: "consecutive_failures",
+                expected,
+                ..
+            } => BalanceError::InvalidParameter {
+                name: "consecutive_failures",
+                expected,
+                value: consecutive_failures as f64,
+            },
+            other => other,
+        })?;
         let deployments = deployments
             .into_iter()
             .map(|(endpoint, region, usd_cost)| Deployment {
@@ -78,9 +86,9 @@ impl PyDeploymentPool {
         })
     }
 
-    /// The index of the deployment to call next. Does not count the call: follow
-    /// with `start`. Raises BackendUnavailable when every deployment is unhealthy
-    /// or ejected.
+    /// The index of the deployment to call next (a half-open one's probe first).
+    /// Does not count the call: follow with `start`. Raises BackendUnavailable
+    /// when every deployment is unhealthy, open or has its probe out.
     #[pyo3(signature = (strategy, region = "", now = None))]
     fn pick(&self, strategy: &str, region: &str, now: Option<f64>) -> PyResult<usize> {
         let strategy: Strategy = strategy.parse()?;
@@ -94,7 +102,7 @@ impl PyDeploymentPool {
         Ok(index(&pool, i).and_then(|i| pool.start(i))?)
     }
 
-    /// Ends a call to deployment `i`: latency EWMA, failure count, maybe ejection.
+    /// Ends a call to deployment `i`: latency EWMA, failure count, the circuit.
     #[pyo3(signature = (i, latency_ms, ok, now = None))]
     fn finish(&self, i: i64, latency_ms: f64, ok: bool, now: Option<f64>) -> PyResult<()> {
         let now = now_or_clock(now);
@@ -118,6 +126,15 @@ impl PyDeploymentPool {
             s.ejected_until,
             s.consecutive_failures,
         ))
+    }
+
+    /// "closed", "open" or "half_open": deployment `i`'s circuit at `now`.
+    #[pyo3(signature = (i, now = None))]
+    fn state(&self, i: i64, now: Option<f64>) -> PyResult<&'static str> {
+        let now = now_or_clock(now);
+        let pool = lock(&self.pool);
+        let phase = index(&pool, i).and_then(|i| pool.phase(i, now))?;
+        Ok(phase.name())
     }
 
     /// The endpoint of deployment `i`.
@@ -156,7 +173,7 @@ mod tests {
             .map(|i| (format!("host{i}:50051"), "eu".to_owned(), 1.0))
             .collect();
         let pool =
-            Arc::new(PyDeploymentPool::new(deployments, 5, 30.0, 300.0, 0.5, 0.3, 0).unwrap());
+            Arc::new(PyDeploymentPool::new(deployments, 5, 30.0, 30.0, 60.0, 0.5, 0.3, 0).unwrap());
         let shared = Arc::clone(&pool);
         let most_in_flight = together(4, move || {
             let mut most = 0;

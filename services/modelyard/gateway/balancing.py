@@ -1,8 +1,15 @@
-"""Picking a deployment of a model, with outlier ejection, through the native pool.
+"""Picking a deployment of a model, with circuit breaking, through the native pool.
 
 One `DeploymentPool` per model, kept while its set of deployments stays the
-same, so in-flight counts, latency averages and ejections carry across
+same, so in-flight counts, latency averages and circuits carry across
 requests. Deployment health from the catalog is applied before each pick.
+
+A deployment that fails `CircuitPolicy.consecutive_failures` calls in a row is
+out for `base_ejection_s`; then one call is let through as its probe (a real
+request: when it fails, the gateway's fallback chain still serves it). The
+probe's success closes the circuit; its failure doubles the time out, at most
+`max_ejection_s`. While every deployment of a model is out, `lease` raises
+BackendUnavailable and the gateway tries the request's next fallback model.
 """
 
 from __future__ import annotations
@@ -32,12 +39,36 @@ class Lease:
             pool.finish(self.index, (time.perf_counter() - self.started) * 1000, ok)
 
 
+@dataclass(frozen=True)
+class CircuitPolicy:
+    """When a deployment's circuit opens and for how long; the native pool checks the
+    values (InvalidRequest naming the field) when a model's pool is first built.
+
+    The defaults bring a recovered deployment back within 30 s. A pool of one
+    deployment opens only with `max_ejected_share` 1.0: at 0.5, at most half a
+    pool (rounded down) is ever out, which leaves a lone deployment in.
+    """
+
+    consecutive_failures: int = 5
+    base_ejection_s: float = 30.0
+    max_ejection_s: float = 30.0
+    # A probe is a real call: this is the longest one may run (the default deadline).
+    probe_timeout_s: float = 60.0
+    max_ejected_share: float = 0.5
+
+
 class Balancer:
-    def __init__(self, strategy: str = "least_loaded", region: str = "") -> None:
+    def __init__(
+        self,
+        strategy: str = "least_loaded",
+        region: str = "",
+        circuit: CircuitPolicy | None = None,
+    ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown balancing strategy {strategy!r}; use one of {STRATEGIES}")
         self.strategy = strategy
         self.region = region
+        self.circuit = circuit or CircuitPolicy()
         self._pools: dict[str, tuple[tuple[tuple[str, str], ...], DeploymentPool]] = {}
 
     def lease(self, model: common_pb2.ModelEntry) -> Lease:
@@ -47,7 +78,15 @@ class Balancer:
         known = self._pools.get(model.id)
         if known is None or known[0] != shape:
             cost = model.cost.usd_per_input_token + model.cost.usd_per_output_token
-            pool = DeploymentPool([(d.endpoint, d.region, cost) for d in deployments])
+            c = self.circuit
+            pool = DeploymentPool(
+                [(d.endpoint, d.region, cost) for d in deployments],
+                consecutive_failures=c.consecutive_failures,
+                base_ejection_s=c.base_ejection_s,
+                max_ejection_s=c.max_ejection_s,
+                probe_timeout_s=c.probe_timeout_s,
+                max_ejected_share=c.max_ejected_share,
+            )
             known = self._pools[model.id] = (shape, pool)
         pool = known[1]
         for i, d in enumerate(deployments):
