@@ -13,6 +13,7 @@ outcome is reported once it ends (`_arm_attempt`, `arm_outcomes.py`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -25,11 +26,11 @@ from modelyard.errors import (
     AllModelsFailed,
     Attempt,
     BackendUnavailable,
+    ContextLengthExceeded,
     DeadlineExceeded,
     FailedPrecondition,
     ModelNotFound,
     ModelyardError,
-    RateLimited,
     StreamTruncated,
 )
 from modelyard.gateway.arm_outcomes import ArmCall, ArmOutcomes
@@ -39,6 +40,7 @@ from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.conversations import Conversations
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.retries import CallTries, RetryBudgets, Step, step_after
 from modelyard.gateway.route_view import RouteView, SplitPlan
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request
@@ -48,8 +50,6 @@ from modelyard.selector.task_analysis import analyse
 from modelyard.servable import servable_health
 from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, hotswap_pb2, selector_pb2
 
-# Errors after which the next fallback model is worth trying.
-_FALLBACK_ON = (BackendUnavailable, ModelNotFound, RateLimited)
 # Refusals before the backend call that are the arm's model's doing (unknown, not
 # servable, no usable deployment): they count against the arm. Any other refusal
 # before it (the request's own fault, the caller's budget) is not the arm's.
@@ -80,6 +80,8 @@ class GatewayCore:
         self.settings = settings or GatewaySettings()
         self.selector = selector
         self.balancer = balancer or Balancer()
+        # Per upstream: the retries it had and may still have (`retries.py`).
+        self.retry_budgets = RetryBudgets(self.settings.retries)
         # Every model attempt holds a slot; a call finding none is refused (Overloaded).
         self.in_flight = in_flight or gateway_admission()
 
@@ -132,14 +134,17 @@ class GatewayCore:
             chain = [arm.model_id]
         else:
             chain = [self._resolve(request.model)] if request.model else self._route_task(request)
-        chain += [m for m in map(self._resolve, request.fallback_models) if m not in chain]
+        tries = CallTries(self.retry_budgets)
         failures: list[Attempt] = []
-        all_unknown = True
-        for model_id in chain:
+        errors: list[ModelyardError] = []
+        index = 0
+        while index < len(chain):
+            model_id = chain[index]
             delivered = characters = 0
+            tries.starting()
             try:
-                one = self._stream_one(model_id, request, request_id, deadline, api_key, arm)
-                if arm is not None:  # the first attempt only: fallback models are no arm's
+                one = self._stream_one(model_id, request, request_id, deadline, api_key, arm, tries)
+                if arm is not None:  # its first attempt only: retries and fallbacks are no arm's
                     one, arm = self._arm_attempt(one, arm), None
                 async with self.in_flight.slot(), aclosing(one) as chunks:
                     async for chunk in chunks:
@@ -150,17 +155,73 @@ class GatewayCore:
             except ModelyardError as exc:
                 if delivered:  # the caller holds part of an answer: not a retry's to finish
                     raise _cut_short(model_id, delivered, characters, exc) from exc
-                if not isinstance(exc, _FALLBACK_ON) or len(chain) == 1:
-                    raise
                 if self.in_flight.refused(exc):  # the gateway is full: no model would do
                     raise
+                step = step_after(exc, sent=tries.reached_backend)
+                if step is Step.END or (step is Step.REFUSE and not errors):
+                    raise  # a refusal as the first failure is the caller's answer
                 failures.append(Attempt.of(model_id, exc))
-                all_unknown = all_unknown and isinstance(exc, ModelNotFound)
-        # Unknown models only: NOT_FOUND as for one. Any other failure among them may
-        # pass on a retry: UNAVAILABLE, each attempt saying what it met.
-        if failures and all_unknown:
-            raise ModelNotFound.none_known(failures)
-        raise AllModelsFailed(failures)
+                errors.append(exc)
+                if len(errors) == 1:  # the chain beyond the first models, built on need
+                    chain = self._with_fallbacks(chain, request)
+                if step is Step.RETRY:
+                    wait = tries.retry_wait_s(
+                        exc, model_id, self.settings.max_retries_of(model_id), deadline.remaining()
+                    )
+                    if wait is not None:
+                        await asyncio.sleep(wait)
+                        continue
+                if not tries.may_attempt():
+                    break
+                index = self._next_model(chain, index, exc, failures, errors)
+                tries.next_model()
+        raise _chain_failed(chain, failures, errors)
+
+    def _with_fallbacks(self, chain: list[str], request: gateway_pb2.GenerateRequest) -> list[str]:
+        """`chain`, then the request's fallback models, then the file's for its first model
+        (its profile's, then the policy's), each model once, in that order."""
+        configured = self.settings.fallbacks_of(chain[0], request.task.agent_id)
+        extra = [*request.fallback_models, *configured]
+        return list(dict.fromkeys([*chain, *map(self._resolve, extra)]))
+
+    def _next_model(
+        self,
+        chain: list[str],
+        index: int,
+        exc: ModelyardError,
+        failures: list[Attempt],
+        errors: list[ModelyardError],
+    ) -> int:
+        """The index of the model to try after `chain[index]` failed with `exc`.
+
+        After a context-length refusal, the models whose known window is no
+        larger than the refusing model's are passed over (each recorded as an
+        attempt): they cannot take the prompt either.
+        """
+        index += 1
+        if not isinstance(exc, ContextLengthExceeded):
+            return index
+        refused_by = self._known_window(chain[index - 1])
+        while index < len(chain) and refused_by:
+            window = self._known_window(chain[index])
+            if not window or window > refused_by:
+                break
+            skipped = ContextLengthExceeded(
+                f"model '{chain[index]}' has a context window of {window} tokens, no larger "
+                f"than that of '{chain[index - 1]}', which the prompt did not fit",
+                provider_code=exc.provider_code,
+            )
+            failures.append(Attempt.of(chain[index], skipped))
+            errors.append(skipped)
+            index += 1
+        return index
+
+    def _known_window(self, model_id: str) -> int:
+        """The catalog's context window of `model_id`; 0 when unknown (or the model is)."""
+        try:
+            return self.catalog.get(model_id).context_window
+        except ModelNotFound:
+            return 0
 
     def _resolve(self, model: str) -> str:
         """The catalog id `model` names: itself, or the model its alias's route points at.
@@ -272,18 +333,20 @@ class GatewayCore:
         deadline: CallDeadline,
         api_key: str | None = None,
         arm: ArmCall | None = None,
+        tries: CallTries | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         model = self.catalog.get(model_id)
         max_tokens = request.params.max_tokens or self.settings.default_max_tokens
-        check_against_model(request, model, max_tokens)
+        input_tokens = estimate_input_tokens(request.input)
+        check_against_model(request, model, max_tokens, input_tokens)
         _check_servable(model)
         context = None
         if request.conversation_id and self.conversations is not None:
             # The history that fits this model: each fallback model gets its own cut.
             context = self.conversations.with_history(request, model, max_tokens)
             request = context.request
+            input_tokens = estimate_input_tokens(request.input)
         answer: list[str] = []
-        input_tokens = estimate_input_tokens(request.input)
         reservation = await self.limits.reserve(model, input_tokens + max_tokens, api_key)
         try:
             lease = self.balancer.lease(model)
@@ -306,8 +369,11 @@ class GatewayCore:
         first = True
         finished = False
         healthy_call = True  # the deployment's fault or not, for outlier ejection
+        refund = False  # failed before the backend answered anything: nothing was spent
         if arm is not None:
             arm.sent_to_backend(model.cost)
+        if tries is not None:
+            tries.sending(model.id)
         backend_stream = self.backends.infer_stream(deployment, backend_request, timeout)
         try:
             async for chunk in backend_stream:
@@ -339,15 +405,22 @@ class GatewayCore:
         except DeadlineExceeded as exc:
             healthy_call = False
             raise deadline.exceeded(exc) from exc
-        except (BackendUnavailable, StreamTruncated):
+        except (BackendUnavailable, StreamTruncated) as exc:
             healthy_call = False
+            refund = first and not isinstance(exc, StreamTruncated)
+            raise
+        except ModelyardError:
+            refund = first  # an error answer (a refusal, a rate limit) before any piece
             raise
         finally:
             await backend_stream.aclose()  # cancels the backend call if we stop early
             lease.finish(healthy_call)
-            # Unfinished (truncated, failed, abandoned), its cost upstream is unknown:
-            # it keeps its whole reservation.
-            await reservation.settle(used if finished else input_tokens + max_tokens)
+            # An attempt the backend failed before answering anything cost nothing
+            # upstream: all back. Unfinished otherwise (truncated, timed out, abandoned),
+            # its cost is unknown: it keeps its whole reservation.
+            await reservation.settle(
+                used if finished else 0 if refund else input_tokens + max_tokens
+            )
 
 
 def _cut_short(
@@ -360,6 +433,25 @@ def _cut_short(
         f"the answer of '{model_id}' was cut short after {chunks} ({characters} characters) "
         f"had reached the caller: {cause.message}"
     )
+
+
+def _chain_failed(
+    chain: list[str], failures: list[Attempt], errors: list[ModelyardError]
+) -> ModelyardError:
+    """What a chain none of whose models served raises: the original failure.
+
+    One model: its first failure, as it came. Unknown models only: NOT_FOUND as
+    for one; prompts too long for every window: the first refusal, as for one.
+    Any other failure among them may pass on a retry: UNAVAILABLE, each attempt
+    (retries included) saying what it met.
+    """
+    if len(chain) == 1:
+        return errors[0]
+    if all(isinstance(e, ModelNotFound) for e in errors):
+        return ModelNotFound.none_known(failures)
+    if all(isinstance(e, ContextLengthExceeded) for e in errors):
+        return errors[0]
+    return AllModelsFailed(failures)
 
 
 def _check_servable(model: common_pb2.ModelEntry) -> None:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
 
+from modelyard.catalog_ids import catalog_id
+from modelyard.config import ModelyardConfig
 from modelyard.gateway.deadline import DEFAULT_DEADLINE_S
+from modelyard.gateway.retries import RetryRules, upstream_of
+
+V = TypeVar("V")
+
+
+def _empty() -> Mapping[str, V]:
+    return types.MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -21,3 +33,60 @@ class GatewaySettings:
     backend_timeout_s: float = 600.0
     # With no model named: how many runners-up of the selection to fall back to.
     selection_fallbacks: int = 2
+    # gateway.retries; and backends.<name>.max_retries by backend name. A backend
+    # without the key (local, Ollama, CoreML, an embedder's engine) retries nothing.
+    retries: RetryRules = field(default_factory=RetryRules)
+    max_retries: Mapping[str, int] = field(default_factory=_empty)
+    # Fallback chains from the file: a model's own (its profile's `fallback`, by
+    # catalog id), then the policy's (`selection.fallback`, or the agent's own
+    # policy's, `selection.agents.<id>.policy.fallback`, by agent id).
+    model_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
+    fallback: tuple[str, ...] = ()
+    agent_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
+
+    @classmethod
+    def from_config(
+        cls, config: ModelyardConfig, default_deadline_s: float = DEFAULT_DEADLINE_S
+    ) -> GatewaySettings:
+        """The settings `config` gives; the deadline is resolved elsewhere (flag, variable)."""
+        section = config.gateway.retries
+        rules = RetryRules(
+            max_attempts_per_call=section.max_attempts_per_call,
+            budget_ratio=section.budget_ratio,
+            budget_window_s=section.budget_window_s,
+            base_backoff_s=section.base_backoff_ms / 1000,
+            max_backoff_s=section.max_backoff_ms / 1000,
+        )
+        max_retries = {
+            name: retries
+            for name, backend in config.backends.items()
+            if isinstance(retries := getattr(backend, "max_retries", None), int)
+        }
+        model_fallbacks = {
+            catalog_id(name, model): profile.fallback
+            for name, backend in config.backends.items()
+            for model, profile in backend.model_profiles.items()
+            if profile.fallback
+        }
+        agent_fallbacks = {
+            agent: rule.policy.fallback
+            for agent, rule in config.selection.agents.items()
+            if rule.policy is not None
+        }
+        return cls(
+            retries=rules,
+            max_retries=types.MappingProxyType(max_retries),
+            model_fallbacks=types.MappingProxyType(model_fallbacks),
+            fallback=config.selection.fallback,
+            agent_fallbacks=types.MappingProxyType(agent_fallbacks),
+            default_deadline_s=default_deadline_s,
+        )
+
+    def max_retries_of(self, model_id: str) -> int:
+        """Retries of one model after its first attempt: its backend's `max_retries`."""
+        return self.max_retries.get(upstream_of(model_id), 0)
+
+    def fallbacks_of(self, model_id: str, agent_id: str) -> tuple[str, ...]:
+        """The file's fallback chain after `model_id`: the model's own, then the policy's."""
+        policy = self.agent_fallbacks.get(agent_id, self.fallback) if agent_id else self.fallback
+        return self.model_fallbacks.get(model_id, ()) + policy

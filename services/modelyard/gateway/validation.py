@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelyard.errors import InvalidRequest, RequestTooLarge
+from modelyard.errors import ContextLengthExceeded, InvalidRequest, RequestTooLarge
 from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.model_input import input_modality, input_size_bytes
@@ -64,18 +64,34 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
 
 
 def check_against_model(
-    request: gateway_pb2.GenerateRequest, model: common_pb2.ModelEntry, max_tokens: int
+    request: gateway_pb2.GenerateRequest,
+    model: common_pb2.ModelEntry,
+    max_tokens: int,
+    input_tokens: int = 0,
 ) -> None:
-    """Checks that need the chosen model's catalog entry."""
+    """Checks that need the chosen model's catalog entry.
+
+    `input_tokens`: the input's estimate (`estimate_input_tokens`), counted
+    against the context window for text and chat only: an image's or audio's
+    bytes say nothing of the tokens a model makes of them. A window too small
+    is `ContextLengthExceeded`, which a fallback chain passes on to the next model.
+    """
     wanted = input_modality(request.input)  # never UNSPECIFIED: check_request ran first
     if model.input_modalities and wanted not in model.input_modalities:
         raise InvalidRequest(
             f"model '{model.id}' does not take {common_pb2.Modality.Name(wanted)} input",
             field="input",
         )
-    if model.context_window and max_tokens > model.context_window:
-        raise InvalidRequest(
+    window = model.context_window
+    if window and max_tokens > window:
+        raise ContextLengthExceeded(
             f"params.max_tokens {max_tokens} exceeds model '{model.id}' context window "
-            f"of {model.context_window} tokens",
+            f"of {window} tokens",
             field="params.max_tokens",
+        )
+    if window and wanted == common_pb2.MODALITY_TEXT and input_tokens + max_tokens > window:
+        raise ContextLengthExceeded(
+            f"the input (about {input_tokens} tokens) and params.max_tokens {max_tokens} "
+            f"exceed model '{model.id}' context window of {window} tokens",
+            field="input",
         )

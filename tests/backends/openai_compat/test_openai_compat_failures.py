@@ -74,8 +74,9 @@ async def test_rate_limit_is_resource_exhausted_with_the_upstream_retry_time(
 @pytest.mark.parametrize(
     ("status", "code", "reason"),
     [
-        (400, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
-        (422, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+        # The body's code says the prompt is too long for the model: a refusal of its own.
+        (400, grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_LENGTH_EXCEEDED"),
+        (422, grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_LENGTH_EXCEEDED"),
         (404, grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND"),
         (500, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
         (503, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),

@@ -9,7 +9,10 @@ An event the chat-completion chunk format does not allow (not JSON, not an
 object, ``choices`` not a list of objects, text that is not a string, token
 counts that are not counts, bytes that are not UTF-8) ends the stream with
 `ProviderProtocolError` naming what is wrong; an ``error`` event, the
-upstream's own report of a failure, with `ProviderError`.
+upstream's own report of a failure, with `ProviderError`, or with the refusal
+its ``code`` names (``context_length_exceeded``: `ContextLengthExceeded`,
+``content_policy_violation``: `ContentRejected`; `upstream.refusal_for`), as
+servers that only find out once streaming send it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 
 from modelyard.backends.engine import FINISH_REASONS, Piece
 from modelyard.backends.openai_compat.sse import SseParser
-from modelyard.errors import ProviderError, ProviderProtocolError, StreamTruncated
+from modelyard.backends.openai_compat.upstream import refusal_for
+from modelyard.errors import ModelyardError, ProviderError, ProviderProtocolError, StreamTruncated
 from modelyard.v1 import common_pb2
 
 
@@ -32,7 +36,7 @@ class ChatStream:
         self._usage: dict[str, Any] = {}
         self._text_events = 0
         self._done = False
-        self._failure: ProviderError | None = None
+        self._failure: ModelyardError | None = None
 
     async def pieces(self, body: AsyncIterable[bytes]) -> AsyncGenerator[Piece, None]:
         """The answer piece by piece; raises `StreamTruncated` if it never finished."""
@@ -83,9 +87,7 @@ class ChatStream:
                 self._failure = self._malformed(problem, data)
                 break
             if "error" in chunk:
-                self._failure = ProviderError(
-                    f"upstream '{self._provider}' failed mid-stream: {chunk['error']}"
-                )
+                self._failure = self._reported(chunk["error"])
                 break
             self._usage = chunk.get("usage") or self._usage
             for choice in chunk.get("choices") or ():
@@ -95,6 +97,18 @@ class ChatStream:
                     texts.append(content)
                 self._finish = choice.get("finish_reason") or self._finish
         return "".join(texts)
+
+    def _reported(self, error: Any) -> ModelyardError:
+        """The error an ``error`` event reports."""
+        if isinstance(error, dict) and isinstance(error.get("code"), str):
+            refusal = refusal_for(
+                error["code"],
+                f"upstream '{self._provider}' refused the request mid-stream: "
+                f"{error.get('message', error)}",
+            )
+            if refusal is not None:
+                return refusal
+        return ProviderError(f"upstream '{self._provider}' failed mid-stream: {error}")
 
     def _malformed(self, problem: str, data: str | bytes) -> ProviderProtocolError:
         return ProviderProtocolError(

@@ -4,23 +4,42 @@ The engine and discovery both list ``GET <base_url>/models`` through
 `list_models`, and every failure of a call (HTTP status, unreachable, a body
 that is not what was asked for) becomes the modelyard error named here:
 
-==================  ====================  ===================  ======================
-HTTP status         modelyard error       gRPC code            reason
-==================  ====================  ===================  ======================
-429                 RateLimited           RESOURCE_EXHAUSTED   RATE_LIMITED
-401                 ProviderAuthFailed    UNAUTHENTICATED      PROVIDER_AUTH_FAILED
-403                 ProviderAccessDenied  PERMISSION_DENIED    PROVIDER_ACCESS_DENIED
-404, model named    ModelNotFound         NOT_FOUND            MODEL_NOT_FOUND
-400, 422            InvalidRequest        INVALID_ARGUMENT     INVALID_REQUEST
-500-599             BackendUnavailable    UNAVAILABLE          BACKEND_UNAVAILABLE
-any other           ProviderError         UNKNOWN              PROVIDER_ERROR
-==================  ====================  ===================  ======================
+=====================  =====================  ===================  =======================
+HTTP status            modelyard error        gRPC code            reason
+=====================  =====================  ===================  =======================
+429                    RateLimited            RESOURCE_EXHAUSTED   RATE_LIMITED
+401                    ProviderAuthFailed     UNAUTHENTICATED      PROVIDER_AUTH_FAILED
+403                    ProviderAccessDenied   PERMISSION_DENIED    PROVIDER_ACCESS_DENIED
+404, model named       ModelNotFound          NOT_FOUND            MODEL_NOT_FOUND
+400, 413, 422 with     ContextLengthExceeded  INVALID_ARGUMENT     CONTEXT_LENGTH_EXCEEDED
+ a context code
+400, 422 with a        ContentRejected        INVALID_ARGUMENT     CONTENT_REJECTED
+ content-policy code
+400, 422               InvalidRequest         INVALID_ARGUMENT     INVALID_REQUEST
+500-599 (529 too)      BackendUnavailable     UNAVAILABLE          BACKEND_UNAVAILABLE
+any other              ProviderError          UNKNOWN              PROVIDER_ERROR
+refused, reset, timed  BackendUnavailable     UNAVAILABLE          BACKEND_UNAVAILABLE
+ out before an answer
+=====================  =====================  ===================  =======================
+
+The error body is OpenAI's (error codes guide,
+https://platform.openai.com/docs/guides/error-codes, and the API reference's
+error object): ``{"error": {"message", "type", "param", "code"}}``. Its
+``code`` ``context_length_exceeded`` (type ``invalid_request_error``) is a
+prompt too long for the model, ``content_policy_violation`` (and Azure
+OpenAI's ``content_filter``) a content-policy refusal; both keep the code as
+`ProviderRefusal.provider_code`. Anthropic's body
+(https://docs.anthropic.com/en/api/errors) is ``{"type": "error", "error":
+{"type", "message"}}``; its 529 ``overloaded_error`` is an overloaded upstream,
+as a 503 is. The gateway's retry rules (`modelyard.gateway.retries`) act on
+these classes.
 
 A 401 or 403 is about the provider's API key in the gateway's configuration,
-never the caller's credentials, and the message says so. A ``Retry-After``
-header (seconds, or an HTTP date: RFC 9110, section 10.2.3) on a 429 or a 5xx
-becomes the error's retry delay, sent as ``RetryInfo``; a 429 without one
-waits 1 s. What goes wrong inside a stream is `chat_stream`'s.
+never the caller's credentials, and the message says so. A ``retry-after-ms``
+header (OpenAI's, in milliseconds) or else a ``Retry-After`` (seconds, or an
+HTTP date: RFC 9110, section 10.2.3) on a 429 or a 5xx becomes the error's
+retry delay, sent as ``RetryInfo``; a 429 without one waits 1 s. What goes
+wrong inside a stream is `chat_stream`'s.
 """
 
 from __future__ import annotations
@@ -39,16 +58,22 @@ import aiohttp
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.errors import (
     BackendUnavailable,
+    ContentRejected,
+    ContextLengthExceeded,
     InvalidRequest,
     ModelNotFound,
     ProviderAccessDenied,
     ProviderAuthFailed,
     ProviderError,
+    ProviderRefusal,
     RateLimited,
 )
 
 # A 429 that does not say when to come back.
 DEFAULT_RATE_LIMIT_RETRY_S = 1.0
+# Provider error codes (the body's ``error.code``) that refuse the input itself.
+CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded"})
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
 
 
 @dataclass(frozen=True)
@@ -90,13 +115,8 @@ async def raise_for_status(
     provider: ProviderEndpoint, resp: aiohttp.ClientResponse, *, model: str
 ) -> None:
     """Raise the error an HTTP failure means, with the upstream's own message in it."""
-    text = (await resp.text())[:500]
-    try:
-        detail = json.loads(text).get("error", text)
-        if isinstance(detail, dict):
-            detail = detail.get("message", detail)
-    except (ValueError, AttributeError):
-        detail = text
+    text = (await resp.text())[:2000]
+    detail, code = error_detail(text)
     where = f"upstream '{provider.name}'"
     if resp.status == 429:
         raise RateLimited(
@@ -115,6 +135,10 @@ async def raise_for_status(
             f"{where} denied this gateway's API key for the provider "
             f"(HTTP 403; not the caller's credentials): {detail}"
         )
+    if resp.status in (400, 413, 422):
+        refusal = refusal_for(code, f"{where} rejected the request: {detail}")
+        if refusal is not None:
+            raise refusal
     if resp.status in (400, 422):
         raise InvalidRequest(f"{where} rejected the request: {detail}")
     if resp.status >= 500:
@@ -124,28 +148,64 @@ async def raise_for_status(
     raise ProviderError(f"{where} answered HTTP {resp.status}: {detail}")
 
 
-def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """The wait a ``Retry-After`` header asks for, in seconds; None without a usable one.
+def error_detail(text: str) -> tuple[str, str]:
+    """The message and the provider's code of an error body (OpenAI's or Anthropic's shape);
+    the text itself and no code when it is neither."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:500], ""
+    error = body.get("error", text) if isinstance(body, dict) else text
+    if not isinstance(error, dict):
+        return str(error)[:500], ""
+    code = error.get("code")
+    return str(error.get("message", error))[:500], code if isinstance(code, str) else ""
 
-    Either delay-seconds (``120``; a fraction is taken too) or an HTTP date,
+
+def refusal_for(code: str, message: str) -> ProviderRefusal | None:
+    """The refusal a provider's error code means, or None for a code that is no refusal."""
+    if code in CONTEXT_LENGTH_CODES:
+        return ContextLengthExceeded(message, provider_code=code)
+    if code in CONTENT_POLICY_CODES:
+        return ContentRejected(message, provider_code=code)
+    return None
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a ``retry-after-ms`` or ``Retry-After`` header asks for, in seconds; None
+    without a usable one.
+
+    ``retry-after-ms`` (OpenAI's, milliseconds) wins when usable. ``Retry-After``
+    is either delay-seconds (``120``; a fraction is taken too) or an HTTP date,
     counted from the response's own ``Date`` when it has one, so that a clock
     difference between the upstream and this host does not count, else from
     `now` (default: this host's clock). A date in the past is 0.
     """
+    millis = _delay(headers.get("retry-after-ms") or headers.get("Retry-After-Ms") or "")
+    if millis is not None:
+        return millis / 1000
     value = headers.get("Retry-After", "").strip()
     if not value:
         return None
+    seconds = _delay(value)
+    if seconds is not None:
+        return seconds
+    retry_at = _http_date(value)
+    if retry_at is None:
+        return None
+    sent = _http_date(headers.get("Date", ""))
+    if sent is None:
+        sent = time.time() if now is None else now
+    return max(retry_at - sent, 0.0)
+
+
+def _delay(value: str) -> float | None:
+    """A non-negative finite number, or None."""
     try:
-        seconds = float(value)
+        number = float(value.strip())
     except ValueError:
-        retry_at = _http_date(value)
-        if retry_at is None:
-            return None
-        sent = _http_date(headers.get("Date", ""))
-        if sent is None:
-            sent = time.time() if now is None else now
-        return max(retry_at - sent, 0.0)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _http_date(text: str) -> float | None:
