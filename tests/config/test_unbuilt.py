@@ -35,12 +35,10 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
         "backends.local.model_profiles.a.max_output_tokens",
         "backends.local.models",
         "backends.ollama.keep_alive",
-        "backends.openai.max_retries",
         "monitoring",
         "registry.cache_ttl",
         "selection.algorithm",
         "selection.constraints.min_context_window",
-        "selection.fallback",
     ]
 
 

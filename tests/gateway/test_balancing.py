@@ -121,8 +121,19 @@ def test_the_catalogs_deployment_health_decides_which_deployments_are_picked() -
         balancer.lease(model)
 
 
-def test_by_default_a_lone_deployment_stays_in_however_often_it_fails() -> None:
+def test_by_default_a_lone_failing_deployment_is_out_so_its_calls_go_to_fallbacks() -> None:
     balancer = Balancer()
+    model = _model_with_deployments(common_pb2.HEALTH_STATUS_HEALTHY)
+    for _ in range(FAILURES_TO_EJECT - 1):
+        balancer.lease(model).finish(False)
+    assert balancer.lease(model).index == 0  # one short of the threshold: still in
+    balancer.lease(model).finish(False)
+    with pytest.raises(BackendUnavailable, match="among 1: 0 unhealthy, 1 ejected"):
+        balancer.lease(model)
+
+
+def test_a_lone_deployment_stays_in_with_max_ejected_share_below_1() -> None:
+    balancer = Balancer(circuit=CircuitPolicy(max_ejected_share=0.5))
     model = _model_with_deployments(common_pb2.HEALTH_STATUS_HEALTHY)
     for _ in range(3 * FAILURES_TO_EJECT):
         balancer.lease(model).finish(False)

@@ -27,14 +27,16 @@ from modelyard.backends.servicer import BackendServicer
 from modelyard.errors import InvalidRequest
 from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
-from modelyard.gateway.balancing import Balancer
+from modelyard.gateway.balancing import Balancer, CircuitPolicy
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.conversations import Conversations, ConversationStore
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.response_cache import ResponseCache
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.servicer import GatewayServicer
 from modelyard.gateway.settings import GatewaySettings
+from modelyard.gateway.stream_deadlines import StreamDeadlines
 from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
@@ -73,6 +75,7 @@ class Stack:
     discovery: DiscoveryLoop | None = None
     route_view: RouteView | None = None  # the gateway's copy of the routes
     outcomes: ArmOutcomes | None = None  # the gateway's reports of split calls
+    response_cache: ResponseCache | None = None  # gateway.cache, when enabled
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def _end_watches(self) -> None:
@@ -105,6 +108,8 @@ class Stack:
             await self.pool.close()
         if self.limits:
             await self.limits.close()
+        if self.response_cache:
+            await self.response_cache.close()
         if self.catalog:
             self.catalog.close()
         if self.routes:
@@ -119,7 +124,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     roles = settings.roles
     bindings: list[ServiceBinding] = []
     catalog = view = host = pool = limits = routes = route_view = conversations = None
-    outcomes = None
+    outcomes = response_cache = None
     registry = None
     if "hotswap" in roles:
         routes = route_table(settings)
@@ -136,10 +141,12 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         )
         if "selector" in roles:
             bindings.append(bind(with_unimplemented(SelectorServicer, selector)))
-        pool = BackendPool()  # the gateway's calls, and the swaps' validations
+        # The gateway's calls, and the swaps' validations, under each model's deadlines.
+        pool = BackendPool(StreamDeadlines.from_config(settings.config))
         if "gateway" in roles:
             limits = ModelLimits.from_config(settings.limiter)
-            balancer = Balancer(settings.balancing, settings.region)
+            circuit = CircuitPolicy.from_config(settings.config.gateway.circuit)
+            balancer = Balancer(settings.balancing, settings.region, circuit)
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
             if routes is not None or settings.hotswap_address:
                 route_view = RouteView()
@@ -151,7 +158,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 live,
                 pool,
                 limits,
-                GatewaySettings(default_deadline_s=settings.default_deadline_s),
+                GatewaySettings.from_config(settings.config, settings.default_deadline_s),
                 selector=selector,
                 balancer=balancer,
                 in_flight=in_flight,
@@ -159,7 +166,15 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 conversations=conversations,
                 outcomes=outcomes,
             )
-            bindings.append(bind(with_unimplemented(GatewayServicer, core)))
+            cache = settings.config.gateway.cache
+            if cache.enabled:
+                response_cache = ResponseCache.open(
+                    ttl_s=cache.ttl,
+                    max_entries=cache.max_entries,
+                    redis_url=cache.redis_url,
+                    deterministic_only=cache.deterministic_only,
+                )
+            bindings.append(bind(with_unimplemented(GatewayServicer, core, response_cache)))
     swaps = tests = None
     if routes is not None:
         assert view is not None and pool is not None
@@ -191,6 +206,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         limits=limits,
         route_view=route_view,
         outcomes=outcomes,
+        response_cache=response_cache,
     )
     registry_address = address if catalog else settings.registry_address
     # How other services reach the backends served here.

@@ -95,6 +95,25 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CircuitConfig:
+    """Each deployment's circuit: when it opens, for how long, how it closes again."""
+
+    consecutive_failures: Count = 5  # failures in a row that open it
+    # Open for base_ejection_s, then one probe decides: success closes it, failure
+    # opens it again for twice as long, at most max_ejection_s.
+    base_ejection_s: Seconds = 5.0
+    max_ejection_s: Seconds = 30.0
+    probe_timeout_s: Seconds = 60.0  # a probe with no finish by then counts as failed
+    # At most this share of a model's deployments are out at once; 1: a model whose
+    # every deployment fails is out, and its calls go to their fallbacks.
+    max_ejected_share: Fraction = 1.0
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        if self.max_ejection_s < self.base_ejection_s:
+            yield "max_ejection_s", "must be >= base_ejection_s"
+
+
+@dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
     # The calls one gateway holds at once, all backends together; one more is
     # refused at once with RESOURCE_EXHAUSTED and a retry delay.
@@ -102,6 +121,7 @@ class GatewayConfig:
     retries: RetryConfig = field(default_factory=RetryConfig)
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,21 +41,13 @@ _POLICY = ("selection", "selection.agents.*.policy")
 UNBUILT: tuple[tuple[str, Applies, str], ...] = (
     ("monitoring", _always, "metrics and alerts are not built"),
     ("registry.health_check_interval", _always, "active health checks are not built"),
-    ("registry.cache_ttl", _always, "the registry keeps no cache"),
+    ("registry.cache_ttl", _always, "the registry keeps no cache; responses: gateway.cache.ttl"),
     *((f"{p}.algorithm", _not_multi_criteria, "only multi_criteria runs") for p in _POLICY),
-    *((f"{p}.fallback", _always, "fallback chains from the file") for p in _POLICY),
     *(
         (f"{p}.constraints.{key}", _always, "the selector takes no such constraint yet")
         for p in _POLICY
         for key in ("min_context_window", "required_capabilities")
     ),
-    ("backends.*.max_retries", _always, "retries are not built"),
-    ("gateway.retries", _always, "retries are not built"),
-    ("gateway.timeouts", _always, "first-token and stall deadlines are not built"),
-    ("gateway.cache", _always, "the response cache is not built"),
-    ("backends.*.model_profiles.*.first_token_timeout_ms", _always, "not built yet"),
-    ("backends.*.model_profiles.*.stall_timeout_ms", _always, "not built yet"),
-    ("backends.*.model_profiles.*.fallback", _always, "fallback chains from the file"),
     ("backends.*.model_profiles.*.hedge_delay_ms", _always, "hedged requests are not wired"),
     ("backends.*.keep_alive", _always, "Ollama runs through its /v1 API, which has none"),
     ("backends.*.compute_units", _always, "CoreML prediction takes the default"),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 # Re-exported (`as`): configs are checked against the names the native pool accepts.
 from modelyard._native import STRATEGIES as STRATEGIES
 from modelyard._native import DeploymentPool
+from modelyard.config.schema import CircuitConfig
 from modelyard.servable import servable_health
 from modelyard.v1 import common_pb2
 
@@ -44,17 +45,29 @@ class CircuitPolicy:
     """When a deployment's circuit opens and for how long; the native pool checks the
     values (InvalidRequest naming the field) when a model's pool is first built.
 
-    The defaults bring a recovered deployment back within 30 s. A pool of one
-    deployment opens only with `max_ejected_share` 1.0: at 0.5, at most half a
-    pool (rounded down) is ever out, which leaves a lone deployment in.
+    The defaults are `gateway.circuit`'s (`config/schema.py` `CircuitConfig`):
+    open 5 s after 5 failures in a row, doubling up to 30 s while probes fail,
+    so a recovered deployment gets its traffic back within 30 s; every
+    deployment of a model may be out at once (`max_ejected_share` 1.0), its
+    calls then going to their fallbacks.
     """
 
     consecutive_failures: int = 5
-    base_ejection_s: float = 30.0
+    base_ejection_s: float = 5.0
     max_ejection_s: float = 30.0
     # A probe is a real call: this is the longest one may run (the default deadline).
     probe_timeout_s: float = 60.0
-    max_ejected_share: float = 0.5
+    max_ejected_share: float = 1.0
+
+    @classmethod
+    def from_config(cls, circuit: CircuitConfig) -> CircuitPolicy:
+        return cls(
+            consecutive_failures=circuit.consecutive_failures,
+            base_ejection_s=circuit.base_ejection_s,
+            max_ejection_s=circuit.max_ejection_s,
+            probe_timeout_s=circuit.probe_timeout_s,
+            max_ejected_share=circuit.max_ejected_share,
+        )
 
 
 class Balancer:
