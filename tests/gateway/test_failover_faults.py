@@ -70,6 +70,7 @@ async def _stack(
     max_retries: int = 2,
     profiles: str = "{}",
     selection: str = "{}",
+    circuit: str = "{}",
 ) -> Stack:
     config = parse_config(
         f"""
@@ -77,6 +78,7 @@ model_system:
   selection: {selection}
   gateway:
     retries: {{base_backoff_ms: 20, max_backoff_ms: 2000}}
+    circuit: {circuit}
   backends:
     custom:
       kind: openai_compat
@@ -356,8 +358,10 @@ async def test_every_upstream_down_costs_at_most_a_fifth_more_attempts_than_requ
     make_stack: StackFactory, upstream: FaultyUpstream
 ) -> None:
     # 100 requests a second for 2 s, every one answered 503: without a budget, 3 each.
+    # The circuit would take the lone deployment out after 5 failures (the next test):
+    # here it never may, so the budget alone bounds the attempts.
     upstream.script("model-a", overloaded())
-    stack = await _stack(make_stack, upstream)  # budget_window_s: 10 s, the default
+    stack = await _stack(make_stack, upstream, circuit="{max_ejected_share: 0.5}")
     calls = []
     for _ in range(200):
         calls.append(asyncio.create_task(_refused(stack, _request())))
@@ -365,3 +369,21 @@ async def test_every_upstream_down_costs_at_most_a_fifth_more_attempts_than_requ
     refusals = await asyncio.gather(*calls)
     assert {err.code() for err, _ in refusals} == {grpc.StatusCode.UNAVAILABLE}
     assert 200 < len(upstream.seen) <= 1.2 * 200
+
+
+async def test_with_the_circuit_an_upstream_down_is_left_alone_after_five_failures(
+    make_stack: StackFactory, upstream: FaultyUpstream
+) -> None:
+    # The same outage with the default circuit: 5 failures in a row take the lone
+    # deployment out for 5 s, so the next calls are refused at the gateway, unsent.
+    upstream.script("model-a", overloaded())
+    stack = await _stack(make_stack, upstream)
+    calls = []
+    for _ in range(200):
+        calls.append(asyncio.create_task(_refused(stack, _request())))
+        await asyncio.sleep(0.01)
+    refusals = await asyncio.gather(*calls)
+    assert {err.code() for err, _ in refusals} == {grpc.StatusCode.UNAVAILABLE}
+    assert 5 <= len(upstream.seen) <= 10  # the failures that opened it, and their retries
+    ejected = [err for err, _ in refusals if "ejected" in (err.details() or "")]
+    assert len(ejected) >= 150

@@ -18,7 +18,7 @@ from conftest import StackFactory
 from modelyard.assembly import Stack
 from modelyard.cli import main
 from modelyard.config import parse_config
-from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
+from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, hotswap_pb2, hotswap_pb2_grpc
 
 ROLES = ("registry", "hotswap", "gateway", "backend-openai-compat")
 A, B = "custom/model-a", "custom/model-b"
@@ -163,3 +163,35 @@ async def test_the_cli_sets_and_prints_fallbacks(
         f"other\t{B}\trev=2",
         f"model:{A}\t-\trev=3\tfallbacks={B}",
     ]
+
+
+async def test_a_gateway_tries_the_fallbacks_set_at_run_time(
+    make_stack: StackFactory, upstream: FakeUpstream
+) -> None:
+    upstream.failure_rates["model-a"] = 1.0  # every call to model-a answered HTTP 500
+    stack = await _stack(make_stack, upstream)
+    view = stack.route_view
+    assert view is not None
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        hotswap = hotswap_pb2_grpc.HotSwapServiceStub(channel)
+        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        request = gateway_pb2.GenerateRequest(model="chat")
+        request.input.text = "hi"
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await gateway.Generate(request, timeout=10)
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE  # no fallback yet
+
+        await hotswap.SetFallbacks(
+            hotswap_pb2.SetFallbacksRequest(alias="chat", fallback_models=[B])
+        )
+        await _until_seen(stack, lambda: bool(view.for_alias("chat").fallback_models))  # type: ignore[union-attr]
+        answer = await gateway.Generate(request, timeout=10)
+        assert answer.model_id == B
+
+        await hotswap.SetFallbacks(
+            hotswap_pb2.SetFallbacksRequest(for_model=A, fallback_models=[B])
+        )
+        await _until_seen(stack, lambda: view.fallbacks_of(A) == [B])
+        by_id = gateway_pb2.GenerateRequest(model=A)
+        by_id.input.text = "hi"
+        assert (await gateway.Generate(by_id, timeout=10)).model_id == B

@@ -59,8 +59,8 @@ class ModelProfile:
     stall_timeout_ms: Annotated[int, Range(min=0)] | None = None
     # Models to try, in order, when this one fails (after the request's own).
     fallback: tuple[Annotated[str, NonEmpty()], ...] = ()
-    # A second attempt (the next deployment or fallback) starts when the first
-    # piece is later than this; the first to answer wins. Absent: no hedging.
+    # A second attempt (the next model of the call's fallback chain) starts when
+    # the first piece is later than this; the first to answer wins. Absent: none.
     hedge_delay_ms: Annotated[int, Range(min=1)] | None = None
 
     def violations(self) -> Iterator[tuple[str, str]]:

@@ -57,7 +57,8 @@ class ServerConfig:
 class RetryConfig:
     """Retries of a failed model attempt on the same model, before its fallbacks."""
 
-    # Attempts one call makes at most, every model and retry together.
+    # No retry once a call has sent this many attempts, every model and retry
+    # counted; each model of its fallback chain still gets its first attempt.
     max_attempts_per_call: Count = 4
     # Retries (and hedges) to one upstream are at most this share of its
     # requests over `budget_window_s`, as Envoy's retry budget.

@@ -14,6 +14,7 @@ outcome is reported once it ends (`_arm_attempt`, `arm_outcomes.py`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -39,6 +40,7 @@ from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.conversations import Conversations
 from modelyard.gateway.deadline import CallDeadline
+from modelyard.gateway.hedging import race
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.retries import CallTries, RetryBudgets, Step, step_after
 from modelyard.gateway.route_view import RouteView, SplitPlan
@@ -49,6 +51,8 @@ from modelyard.selector.selection import Selector
 from modelyard.selector.task_analysis import analyse
 from modelyard.servable import servable_health
 from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, hotswap_pb2, selector_pb2
+
+log = logging.getLogger(__name__)
 
 # Refusals before the backend call that are the arm's model's doing (unknown, not
 # servable, no usable deployment): they count against the arm. Any other refusal
@@ -146,6 +150,8 @@ class GatewayCore:
                 one = self._stream_one(model_id, request, request_id, deadline, api_key, arm, tries)
                 if arm is not None:  # its first attempt only: retries and fallbacks are no arm's
                     one, arm = self._arm_attempt(one, arm), None
+                elif self.settings.hedge_delays and model_id in self.settings.hedge_delays:
+                    one = self._hedged(one, chain, index, request, request_id, deadline, api_key)
                 async with self.in_flight.slot(), aclosing(one) as chunks:
                     async for chunk in chunks:
                         delivered += 1
@@ -171,17 +177,61 @@ class GatewayCore:
                     if wait is not None:
                         await asyncio.sleep(wait)
                         continue
-                if not tries.may_attempt():
-                    break
                 index = self._next_model(chain, index, exc, failures, errors)
                 tries.next_model()
         raise _chain_failed(chain, failures, errors)
 
+    async def _hedged(
+        self,
+        primary: AsyncGenerator[gateway_pb2.GenerateChunk, None],
+        chain: list[str],
+        index: int,
+        request: gateway_pb2.GenerateRequest,
+        request_id: str,
+        deadline: CallDeadline,
+        api_key: str | None,
+    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
+        """`primary` (an attempt on `chain[index]`), hedged: when its first piece is later
+        than the model's `hedge_delay_ms`, the same request goes to the next model of the
+        chain too, and the first to answer is the answer (`hedging.race`). A hedge is
+        counted in that upstream's retry budget, and made only while the budget allows;
+        the loser is closed and keeps its rate-limit reservation, as any abandoned
+        attempt does (what it cost upstream is unknown)."""
+        model_id = chain[index]
+
+        def start_hedge() -> AsyncGenerator[gateway_pb2.GenerateChunk, None] | None:
+            later = self._with_fallbacks(chain, request)[index + 1 :]
+            if not later:
+                return None
+            budget = self.retry_budgets.for_model(later[0])
+            now = self.retry_budgets.clock()
+            if not budget.allows_retry(now):
+                return None
+            budget.retried(now)
+            log.info("hedging '%s' with '%s' for request %s", model_id, later[0], request_id)
+            tries = CallTries(self.retry_budgets)
+            return self._stream_one(later[0], request, request_id, deadline, api_key, None, tries)
+
+        won = await race(primary, self.settings.hedge_delays[model_id], start_hedge)
+        if won is None:
+            return
+        async with aclosing(won.stream) as rest:
+            yield won.first
+            async for chunk in rest:
+                yield chunk
+
     def _with_fallbacks(self, chain: list[str], request: gateway_pb2.GenerateRequest) -> list[str]:
-        """`chain`, then the request's fallback models, then the file's for its first model
-        (its profile's, then the policy's), each model once, in that order."""
+        """`chain`, then the request's fallback models, then those set at run time (the
+        alias's route's, then its first model's: `SetFallbacks`), then the file's for
+        its first model (its profile's, then the policy's), each model once."""
+        live: list[str] = []
+        if self.routes is not None:
+            route = self.routes.for_alias(request.model) if request.model else None
+            if route is not None:
+                live.extend(route.fallback_models)
+            live.extend(self.routes.fallbacks_of(chain[0]))
         configured = self.settings.fallbacks_of(chain[0], request.task.agent_id)
-        extra = [*request.fallback_models, *configured]
+        extra = [*request.fallback_models, *live, *configured]
         return list(dict.fromkeys([*chain, *map(self._resolve, extra)]))
 
     def _next_model(

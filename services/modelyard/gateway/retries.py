@@ -34,7 +34,9 @@ original failure, never of a later model's refusal in its place.
 A RETRY goes ahead only when every rule allows it, else the call fails over:
 
 - the model's retry cap: ``backends.<name>.max_retries`` (1 + it attempts);
-- the call's cap, ``gateway.retries.max_attempts_per_call`` attempts sent;
+- the call's cap: no retry once ``gateway.retries.max_attempts_per_call``
+  attempts were sent (every model and retry counted); each model of the
+  chain still gets its first attempt, since the caller or the file named it;
 - the upstream's budget: retries at most ``budget_ratio`` of its requests
   over the last ``budget_window_s`` (Envoy's retry budget), but at least
   `MIN_RETRIES_PER_WINDOW`, so a quiet upstream can still retry;

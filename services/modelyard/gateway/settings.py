@@ -43,6 +43,9 @@ class GatewaySettings:
     model_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
     fallback: tuple[str, ...] = ()
     agent_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
+    # Models whose attempt gets a hedge when its first piece is later than this
+    # (their profile's `hedge_delay_ms`), by catalog id, in seconds.
+    hedge_delays: Mapping[str, float] = field(default_factory=_empty)
 
     @classmethod
     def from_config(
@@ -68,6 +71,12 @@ class GatewaySettings:
             for model, profile in backend.model_profiles.items()
             if profile.fallback
         }
+        hedge_delays = {
+            catalog_id(name, model): profile.hedge_delay_ms / 1000
+            for name, backend in config.backends.items()
+            for model, profile in backend.model_profiles.items()
+            if profile.hedge_delay_ms
+        }
         agent_fallbacks = {
             agent: rule.policy.fallback
             for agent, rule in config.selection.agents.items()
@@ -79,6 +88,7 @@ class GatewaySettings:
             model_fallbacks=types.MappingProxyType(model_fallbacks),
             fallback=config.selection.fallback,
             agent_fallbacks=types.MappingProxyType(agent_fallbacks),
+            hedge_delays=types.MappingProxyType(hedge_delays),
             default_deadline_s=default_deadline_s,
         )
 
