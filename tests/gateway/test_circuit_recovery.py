@@ -13,18 +13,14 @@ within the cap.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 
 import grpc
-import pytest
 from backends.openai_compat.openai_fake import FakeUpstream
 from conftest import StackFactory
 
-import modelyard.assembly.stack as stack_module
 from modelyard.config import parse_config
-from modelyard.gateway.balancing import Balancer, CircuitPolicy
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 PRIMARY, FALLBACK = "custom/model-a", "custom/model-b"
@@ -43,15 +39,6 @@ class Call:
     ended: float
     upstream: tuple[str, ...]  # the models the upstream was asked for, in order
     served_by: str
-
-
-@pytest.fixture(autouse=True)
-def scaled_down_circuit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The stack's balancer with short open periods, and a lone deployment allowed out."""
-    policy = CircuitPolicy(
-        base_ejection_s=BASE_S, max_ejection_s=CAP_S, probe_timeout_s=5.0, max_ejected_share=1.0
-    )
-    monkeypatch.setattr(stack_module, "Balancer", functools.partial(Balancer, circuit=policy))
 
 
 def _request() -> gateway_pb2.GenerateRequest:
@@ -84,7 +71,11 @@ async def test_a_failing_primary_is_probed_with_backoff_and_gets_its_traffic_bac
 ) -> None:
     # No retry on the same model: each call tries the primary once, then the fallback.
     backend = f'{{kind: openai_compat, endpoint: "{upstream.url}", max_retries: 0}}'
-    config = parse_config(f"model_system: {{backends: {{custom: {backend}}}}}")
+    # Short open periods (gateway.circuit), a lone deployment allowed out (the default).
+    circuit = f"{{base_ejection: {BASE_S}s, max_ejection: {CAP_S}s, probe_timeout: 5s}}"
+    config = parse_config(
+        f"model_system: {{gateway: {{circuit: {circuit}}}, backends: {{custom: {backend}}}}}"
+    )
     stack = await make_stack(roles=("registry", "gateway", "backend-openai-compat"), config=config)
     calls = await _calls_through_an_outage(stack.address, upstream)
 

@@ -18,6 +18,7 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
+from modelyard.config import parse_config
 from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
 
 T = TypeVar("T")
@@ -101,8 +102,14 @@ async def test_the_callers_own_deadline_is_not_cut_to_the_default(
 
 
 async def test_one_default_deadline_bounds_a_whole_batch(make_stack: StackFactory) -> None:
+    # The lone deployment stays in however often it times out (else its circuit opens
+    # after 5, and the second round is refused at once, unsent).
+    circuit = parse_config("model_system: {gateway: {circuit: {max_ejected_share: 0.5}}}")
     stack = await make_stack(
-        roles=("registry", "gateway"), engines=[_silent()], default_deadline_s=0.5
+        roles=("registry", "gateway"),
+        engines=[_silent()],
+        default_deadline_s=0.5,
+        config=circuit,
     )
     batch = gateway_pb2.BatchGenerateRequest(requests=[_request()] * 16)  # two rounds of 8
     started = time.monotonic()

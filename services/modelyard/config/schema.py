@@ -61,9 +61,9 @@ class RetryConfig:
     # counted; each model of its fallback chain still gets its first attempt.
     max_attempts_per_call: Count = 4
     # Retries (and hedges) to one upstream are at most this share of its
-    # requests over `budget_window_s`, as Envoy's retry budget.
+    # requests over `budget_window`, as Envoy's retry budget.
     budget_ratio: Fraction = 0.2
-    budget_window_s: Seconds = 10.0
+    budget_window: Seconds = 10.0
     # Full-jitter exponential backoff: the n-th retry waits a random time up to
     # min(max_backoff_ms, base_backoff_ms * 2**n).
     base_backoff_ms: Millis = 100
@@ -100,18 +100,18 @@ class CircuitConfig:
     """Each deployment's circuit: when it opens, for how long, how it closes again."""
 
     consecutive_failures: Count = 5  # failures in a row that open it
-    # Open for base_ejection_s, then one probe decides: success closes it, failure
-    # opens it again for twice as long, at most max_ejection_s.
-    base_ejection_s: Seconds = 5.0
-    max_ejection_s: Seconds = 30.0
-    probe_timeout_s: Seconds = 60.0  # a probe with no finish by then counts as failed
+    # Open for base_ejection, then one probe decides: success closes it, failure
+    # opens it again for twice as long, at most max_ejection.
+    base_ejection: Seconds = 5.0
+    max_ejection: Seconds = 30.0
+    probe_timeout: Seconds = 60.0  # a probe with no finish by then counts as failed
     # At most this share of a model's deployments are out at once; 1: a model whose
     # every deployment fails is out, and its calls go to their fallbacks.
     max_ejected_share: Fraction = 1.0
 
     def violations(self) -> Iterator[tuple[str, str]]:
-        if self.max_ejection_s < self.base_ejection_s:
-            yield "max_ejection_s", "must be >= base_ejection_s"
+        if self.max_ejection < self.base_ejection:
+            yield "max_ejection", "must be >= base_ejection"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,9 +63,9 @@ class CircuitPolicy:
     def from_config(cls, circuit: CircuitConfig) -> CircuitPolicy:
         return cls(
             consecutive_failures=circuit.consecutive_failures,
-            base_ejection_s=circuit.base_ejection_s,
-            max_ejection_s=circuit.max_ejection_s,
-            probe_timeout_s=circuit.probe_timeout_s,
+            base_ejection_s=circuit.base_ejection,
+            max_ejection_s=circuit.max_ejection,
+            probe_timeout_s=circuit.probe_timeout,
             max_ejected_share=circuit.max_ejected_share,
         )
 

@@ -56,7 +56,7 @@ class GatewaySettings:
         rules = RetryRules(
             max_attempts_per_call=section.max_attempts_per_call,
             budget_ratio=section.budget_ratio,
-            budget_window_s=section.budget_window_s,
+            budget_window_s=section.budget_window,
             base_backoff_s=section.base_backoff_ms / 1000,
             max_backoff_s=section.max_backoff_ms / 1000,
         )
