@@ -7,8 +7,8 @@ nothing has been streamed to the caller yet; once something has, any failure
 is `StreamTruncated` (ABORTED).
 
 A request naming an alias whose route carries a split (an A/B test, a canary
-swap) goes to one arm's model, drawn from its sticky key (`_split_arm`); its
-outcome is reported once it ends (`_arm_attempt`, `arm_outcomes.py`).
+swap) goes to one arm's model, drawn from its sticky key (`split_calls.split_arm`);
+its outcome is reported once it ends (`split_calls.arm_attempt`, `arm_outcomes.py`).
 """
 
 from __future__ import annotations
@@ -43,22 +43,17 @@ from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.hedging import race
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.retries import CallTries, RetryBudgets, Step, step_after
-from modelyard.gateway.route_view import RouteView, SplitPlan
+from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.settings import GatewaySettings
+from modelyard.gateway.split_calls import arm_attempt, split_arm
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.model_input import estimate_input_tokens
 from modelyard.selector.selection import Selector
 from modelyard.selector.task_analysis import analyse
 from modelyard.servable import servable_health
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, hotswap_pb2, selector_pb2
+from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
 
 log = logging.getLogger(__name__)
-
-# Refusals before the backend call that are the arm's model's doing (unknown, not
-# servable, no usable deployment): they count against the arm. Any other refusal
-# before it (the request's own fault, the caller's budget) is not the arm's.
-_ARM_CANNOT_SERVE = (BackendUnavailable, ModelNotFound)
-_STICKY = hotswap_pb2.StickyBy
 
 
 class GatewayCore:
@@ -133,7 +128,7 @@ class GatewayCore:
         request_id = request.request_id or uuid.uuid4().hex
         arm = None
         if self.routes is not None and self.routes.splits:  # no split anywhere: this check only
-            arm = self._split_arm(request, request_id, api_key, streamed)
+            arm = split_arm(self.routes.splits, request, request_id, api_key, streamed)
         if arm is not None:
             chain = [arm.model_id]
         else:
@@ -149,7 +144,7 @@ class GatewayCore:
             try:
                 one = self._stream_one(model_id, request, request_id, deadline, api_key, arm, tries)
                 if arm is not None:  # its first attempt only: retries and fallbacks are no arm's
-                    one, arm = self._arm_attempt(one, arm), None
+                    one, arm = arm_attempt(one, arm, self.outcomes), None
                 elif self.settings.hedge_delays and model_id in self.settings.hedge_delays:
                     one = self._hedged(one, chain, index, request, request_id, deadline, api_key)
                 async with self.in_flight.slot(), aclosing(one) as chunks:
@@ -283,70 +278,6 @@ class GatewayCore:
             return model
         route = self.routes.for_alias(model)
         return route.model_id if route is not None else model
-
-    def _split_arm(
-        self,
-        request: gateway_pb2.GenerateRequest,
-        request_id: str,
-        api_key: str | None,
-        streamed: bool,
-    ) -> ArmCall | None:
-        """The arm of the split on `request.model`'s route that takes this call; None when
-        that route has no split (or the model is a catalog id, or none is named).
-
-        The arm is drawn from the call's sticky key, by the split's `sticky_by`:
-        the conversation, the caller's API key or the end user, else (no such
-        key, or `sticky_by` REQUEST) the request id, so the call is drawn alone.
-        """
-        assert self.routes is not None
-        plan: SplitPlan | None = self.routes.splits.get(request.model)
-        if plan is None:
-            return None
-        sticky_by = plan.sticky_by
-        key = ""
-        if sticky_by == _STICKY.STICKY_BY_CONVERSATION:
-            key = request.conversation_id
-        elif sticky_by == _STICKY.STICKY_BY_API_KEY:
-            key = api_key or ""
-        elif sticky_by == _STICKY.STICKY_BY_USER:
-            key = request.user
-        index = plan.arm_for(key or request_id)
-        model_id = plan.model_ids[index]
-        return ArmCall(plan.split_id, plan.names[index], model_id, request_id, streamed)
-
-    async def _arm_attempt(
-        self, attempt: AsyncGenerator[gateway_pb2.GenerateChunk, None], arm: ArmCall
-    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
-        """`attempt` (the arm model's), reporting its outcome once it ends.
-
-        Failed: the arm's model failed the call, once it was sent to its backend
-        (a backend error, a truncated or cut stream, the deadline passed) or
-        because the model cannot serve (`_ARM_CANNOT_SERVE`), fallback models
-        or not. Not reported: a refusal before the backend for the request's own
-        fault (invalid for the model, the caller's rate limit), and a call the
-        caller cancels before its answer finished.
-        """
-        usage = None
-        try:
-            async for chunk in attempt:
-                if not arm.first_piece_at:
-                    arm.first_piece_at = time.perf_counter()
-                if chunk.finish_reason:
-                    usage = chunk.usage
-                yield chunk
-        except Exception as exc:
-            if arm.reached_backend or isinstance(exc, _ARM_CANNOT_SERVE):
-                self._report(arm.outcome(failed=True))
-            raise
-        except BaseException:  # cancelled, or closed by the caller
-            if usage is not None:  # the whole answer had reached the caller
-                self._report(arm.outcome(failed=False, usage=usage))
-            raise
-        self._report(arm.outcome(failed=False, usage=usage))
-
-    def _report(self, outcome: hotswap_pb2.ArmOutcome) -> None:
-        if self.outcomes is not None:
-            self.outcomes.record(outcome)
 
     def _route_task(self, request: gateway_pb2.GenerateRequest) -> list[str]:
         """No model named: the route of the request's task type, else the selector's choice."""
