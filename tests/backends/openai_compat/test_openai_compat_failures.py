@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from backends.openai_compat.openai_fake import (
     chunk,
     openai_error,
     request,
+    usage_chunk,
 )
 from support.grpc_trailers import trailers
 
@@ -302,3 +304,20 @@ async def test_upstream_unreachable_at_start_is_unhealthy_with_no_models(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await clients.gateway.Generate(request(), timeout=10)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_finished_stream_without_done_is_finalised_at_once_with_its_usage(
+    upstream: FakeUpstream, stack_for: StackFor
+) -> None:
+    """OpenAI sends the finish chunk, then (with include_usage) one chunk of usage, then
+    ``data: [DONE]``; an upstream that never sends [DONE] nor closes must not hold the
+    call: it ends at its finish and usage, and the upstream request is closed."""
+    upstream.stream_then_hang([chunk("Hello"), chunk(finish_reason="stop"), usage_chunk(5, 1)])
+    clients = await stack_for(upstream.url)
+    started = time.monotonic()
+    chunks = [c async for c in clients.gateway.GenerateStream(request(), timeout=10)]
+    assert time.monotonic() - started < 2.0  # not the 30 s stall deadline, nor the call's
+    assert chunks[-1].finish_reason == common_pb2.FINISH_REASON_STOP
+    assert (chunks[-1].usage.input_tokens, chunks[-1].usage.output_tokens) == (5, 1)
+    async with asyncio.timeout(5):
+        await upstream.disconnected.wait()

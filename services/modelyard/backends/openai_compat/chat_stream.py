@@ -13,10 +13,17 @@ upstream's own report of a failure, with `ProviderError`, or with the refusal
 its ``code`` names (``context_length_exceeded``: `ContextLengthExceeded`,
 ``content_policy_violation``: `ContentRejected`; `upstream.refusal_for`), as
 servers that only find out once streaming send it.
+
+A stream is over at ``data: [DONE]``, and also as soon as it has both its
+finish reason and its usage (OpenAI sends the usage in one chunk after the
+finish when ``include_usage`` is set): an upstream that then neither sends
+[DONE] nor closes does not hold the call. After a finish without usage the
+stream waits `USAGE_GRACE_S` for it, then ends with what it has.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
@@ -26,6 +33,10 @@ from modelyard.backends.openai_compat.sse import SseParser
 from modelyard.backends.openai_compat.upstream import refusal_for
 from modelyard.errors import ModelyardError, ProviderError, ProviderProtocolError, StreamTruncated
 from modelyard.v1 import common_pb2
+
+# After the finish reason, how long the usage chunk may take before the answer is
+# finalised without it (and with the counted text events as its output tokens).
+USAGE_GRACE_S = 1.0
 
 
 class ChatStream:
@@ -42,14 +53,22 @@ class ChatStream:
         """The answer piece by piece; raises `StreamTruncated` if it never finished."""
         parser = SseParser()
         text = ""
-        async for chunk in body:
+        reads = aiter(body)
+        while True:
+            try:
+                if self._finish is None:
+                    chunk = await anext(reads)
+                else:  # finished: the usage, or [DONE], or nothing more is coming
+                    chunk = await asyncio.wait_for(anext(reads), USAGE_GRACE_S)
+            except (StopAsyncIteration, TimeoutError):
+                break
             try:
                 events = parser.feed(chunk)
             except UnicodeDecodeError as exc:
                 self._failure = self._malformed(f"bytes that are not UTF-8 ({exc.reason})", chunk)
                 events = []
             text = self._take(events)
-            if self._done or self._failure:
+            if self._done or self._failure or (self._finish is not None and self._usage):
                 break
             if text:
                 yield Piece(text)
