@@ -3,8 +3,10 @@
 validate → resolve the model from the live catalog → check it against the
 model → reserve rate-limit budget → pick a deployment → stream from the
 backend → settle the reservation. Fallback models are tried in order while
-nothing has been streamed to the caller yet; once something has, any failure
-is `StreamTruncated` (ABORTED).
+nothing has been streamed to the caller yet; once something has, the answer is
+continued by the next model of the chain that takes an assistant prefill
+(`_continued`), and without one, or when it fails, the failure is
+`StreamTruncated` (ABORTED).
 
 A request naming an alias whose route carries a split (an A/B test, a canary
 swap) goes to one arm's model, drawn from its sticky key (`split_calls.split_arm`);
@@ -19,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from modelyard.backends.admission import Admission, gateway_admission
 from modelyard.backends.answer_stream import whole_answer
@@ -139,7 +142,7 @@ class GatewayCore:
         index = 0
         while index < len(chain):
             model_id = chain[index]
-            delivered = characters = 0
+            sent: list[gateway_pb2.GenerateChunk] = []  # what reached the caller
             tries.starting()
             try:
                 one = self._stream_one(model_id, request, request_id, deadline, api_key, arm, tries)
@@ -149,13 +152,18 @@ class GatewayCore:
                     one = self._hedged(one, chain, index, request, request_id, deadline, api_key)
                 async with self.in_flight.slot(), aclosing(one) as chunks:
                     async for chunk in chunks:
-                        delivered += 1
-                        characters += len(chunk.text)
+                        sent.append(chunk)
                         yield chunk
                 return
             except ModelyardError as exc:
-                if delivered:  # the caller holds part of an answer: not a retry's to finish
-                    raise _cut_short(model_id, delivered, characters, exc) from exc
+                if sent:  # the caller holds part of an answer: not a retry's to finish
+                    rest = self._continued(
+                        chain, index, sent, exc, request, request_id, deadline, api_key
+                    )
+                    async with aclosing(rest) as continuation:  # else `_cut_short`'s error
+                        async for chunk in continuation:
+                            yield chunk
+                    return
                 if self.in_flight.refused(exc):  # the gateway is full: no model would do
                     raise
                 step = step_after(exc, sent=tries.reached_backend)
@@ -175,6 +183,101 @@ class GatewayCore:
                 index = self._next_model(chain, index, exc, failures, errors)
                 tries.next_model()
         raise _chain_failed(chain, failures, errors)
+
+    async def _continued(
+        self,
+        chain: list[str],
+        index: int,
+        sent: list[gateway_pb2.GenerateChunk],
+        failure: ModelyardError,
+        request: gateway_pb2.GenerateRequest,
+        request_id: str,
+        deadline: CallDeadline,
+        api_key: str | None,
+    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
+        """The rest of an answer that broke off (`failure`) once `sent` had reached the
+        caller, from the next model of the chain that continues an assistant prefill.
+
+        That model (CAPABILITY_ASSISTANT_PREFILL, servable, its window holding the input,
+        the text sent and what is left of max_tokens) gets the input as chat messages
+        and the text sent as the assistant's, to continue; its pieces go on the same
+        answer, without the first chunk's model and request ids again, and its last
+        chunk ends it with its finish reason and its own usage. Without such a model,
+        or when it fails or refuses the prefill, the caller gets the original failure
+        as `_cut_short` builds it, never that model's error in its place. One try,
+        not counted in the call's retries; the model is named in the log.
+        """
+        model_id = chain[index]
+        cut = _cut_short(model_id, len(sent), _characters(sent), failure)
+        text = "".join(chunk.text for chunk in sent)
+        answered_by = {model_id, sent[0].model_id}  # a hedge's model answers for its own
+        found = self._continuing_model(chain, index, request, answered_by, text)
+        if found is None:
+            raise cut from failure
+        continuing, prefill = found
+        log.warning(
+            "the answer of '%s' for request %s broke off after %d chunks (%s); "
+            "continuing it on '%s' from the %d characters delivered",
+            model_id,
+            request_id,
+            len(sent),
+            failure.message,
+            continuing,
+            len(text),
+        )
+        chunks = characters = 0  # of the continuation, streamed
+        one = self._stream_one(continuing, request, request_id, deadline, api_key, prefill=prefill)
+        try:
+            async with self.in_flight.slot(), aclosing(one) as pieces:
+                async for chunk in pieces:
+                    chunks += 1
+                    characters += len(chunk.text)
+                    yield chunk
+        except ModelyardError as exc:
+            log.warning(
+                "continuing request %s on '%s' failed after %d chunks: %s",
+                request_id,
+                continuing,
+                chunks,
+                exc.message,
+            )
+            if chunks:  # the caller holds more than `cut` says: say how much
+                cut = _cut_short(model_id, len(sent) + chunks, len(text) + characters, failure)
+            raise cut from failure
+
+    def _continuing_model(
+        self,
+        chain: list[str],
+        index: int,
+        request: gateway_pb2.GenerateRequest,
+        answered_by: set[str],
+        text: str,
+    ) -> tuple[str, _Prefill] | None:
+        """The first model after `chain[index]` (fallbacks included) that can continue
+        `text` as an assistant prefill, with the prefill to send it; None when none can."""
+        if request.input.WhichOneof("kind") not in ("text", "chat"):
+            return None
+        tokens = estimate_input_tokens(common_pb2.Input(text=text))
+        left = (request.params.max_tokens or self.settings.default_max_tokens) - tokens
+        if left < 1:  # the answer has had its max_tokens, as far as the estimate says
+            return None
+        prefill = _Prefill(text, tokens, left)
+        needed = estimate_input_tokens(prefill.after(request.input)) + left
+        for model_id in self._with_fallbacks(chain, request)[index + 1 :]:
+            if model_id in answered_by:
+                continue
+            try:
+                model = self.catalog.get(model_id)
+            except ModelNotFound:
+                continue
+            if common_pb2.CAPABILITY_ASSISTANT_PREFILL not in model.capabilities:
+                continue
+            if not servable_health(model.health) or not model.deployments:
+                continue
+            if model.context_window and needed > model.context_window:
+                continue
+            return model_id, prefill
+        return None
 
     async def _hedged(
         self,
@@ -315,19 +418,27 @@ class GatewayCore:
         api_key: str | None = None,
         arm: ArmCall | None = None,
         tries: CallTries | None = None,
+        prefill: _Prefill | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
+        """One attempt on `model_id`; with `prefill`, a continuation (`_continued`): the
+        input ends with the answer so far, and the chunks carry no ids of their own."""
         model = self.catalog.get(model_id)
         max_tokens = request.params.max_tokens or self.settings.default_max_tokens
-        input_tokens = estimate_input_tokens(request.input)
+        model_input = request.input
+        if prefill is not None:
+            max_tokens, model_input = prefill.max_tokens, prefill.after(request.input)
+        input_tokens = estimate_input_tokens(model_input)
         check_against_model(request, model, max_tokens, input_tokens)
         _check_servable(model)
         context = None
         if request.conversation_id and self.conversations is not None:
             # The history that fits this model: each fallback model gets its own cut.
-            context = self.conversations.with_history(request, model, max_tokens)
+            room = max_tokens if prefill is None else max_tokens + prefill.tokens
+            context = self.conversations.with_history(request, model, room)
             request = context.request
-            input_tokens = estimate_input_tokens(request.input)
-        answer: list[str] = []
+            model_input = request.input if prefill is None else prefill.after(request.input)
+            input_tokens = estimate_input_tokens(model_input)
+        answer: list[str] = [] if prefill is None else [prefill.text]  # the whole, recorded
         reservation = await self.limits.reserve(model, input_tokens + max_tokens, api_key)
         try:
             lease = self.balancer.lease(model)
@@ -338,9 +449,10 @@ class GatewayCore:
         params = common_pb2.GenerationParams()
         params.CopyFrom(request.params)
         params.max_tokens = max_tokens
+        params.continue_final_message = prefill is not None  # the gateway's alone to set
         backend_request = backend_pb2.InferRequest(
             model_id=model.id,
-            input=request.input,
+            input=model_input,
             params=params,
             request_id=request_id,
         )
@@ -360,11 +472,12 @@ class GatewayCore:
             async for chunk in backend_stream:
                 out = gateway_pb2.GenerateChunk(text=chunk.text)
                 if first:
-                    out.model_id = model.id
-                    out.request_id = request_id
-                    if context is not None:
-                        out.history_turns = context.history_turns
-                        out.trimmed_turns = context.trimmed_turns
+                    if prefill is None:  # a continuation's answer had its first chunk
+                        out.model_id = model.id
+                        out.request_id = request_id
+                        if context is not None:
+                            out.history_turns = context.history_turns
+                            out.trimmed_turns = context.trimmed_turns
                     first = False
                 if context is not None:
                     answer.append(chunk.text)
@@ -402,6 +515,30 @@ class GatewayCore:
             await reservation.settle(
                 used if finished else 0 if refund else input_tokens + max_tokens
             )
+
+
+@dataclass(frozen=True)
+class _Prefill:
+    """What a continuation (`GatewayCore._continued`) sends: the answer so far."""
+
+    text: str  # as the caller received it
+    tokens: int  # its estimate, counted against max_tokens
+    max_tokens: int  # what is left of the request's
+
+    def after(self, model_input: common_pb2.Input) -> common_pb2.Input:
+        """`model_input` as chat messages (a text input is one user message), then `text`
+        as the assistant's, to be continued (`GenerationParams.continue_final_message`)."""
+        out = common_pb2.Input()
+        if model_input.WhichOneof("kind") == "text":
+            out.chat.messages.add(role="user", content=model_input.text)
+        else:
+            out.chat.CopyFrom(model_input.chat)
+        out.chat.messages.add(role="assistant", content=self.text)
+        return out
+
+
+def _characters(chunks: list[gateway_pb2.GenerateChunk]) -> int:
+    return sum(len(chunk.text) for chunk in chunks)
 
 
 def _cut_short(

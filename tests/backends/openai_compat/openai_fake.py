@@ -328,6 +328,70 @@ class FakeUpstream:
             self.disconnected.set()
             raise
 
+    # ---- a stream cut mid-answer, continued from an assistant prefill ----------------
+
+    def cut_then_continue(
+        self,
+        pieces: Sequence[str],
+        *,
+        cut_after: int,
+        cutting: str,
+        continuing: str,
+        takes_prefill: bool = True,
+    ) -> None:
+        """Model `cutting` streams the first `cut_after` of `pieces`, then, 0.2 s later,
+        drops the connection (as `stream_then_drop`); `continuing` takes an assistant prefill.
+
+        A prefill is a last message ``{"role": "assistant", "content": <the answer so far>,
+        "prefix": true}``, as Mistral's chat completions take it (its API's
+        AssistantMessage.prefix) and DeepSeek's beta chat prefix completion. When
+        `takes_prefill` and the last message is exactly that (the pieces before the cut),
+        `continuing` streams only the rest of `pieces`, then a ``stop`` finish and its
+        usage; otherwise it answers HTTP 400 with OpenAI's error body, the message
+        Mistral gives a last assistant message it will not continue (or, when the
+        prefill is not the one expected, what is wrong with it). Any other model: 500.
+        """
+        delivered = "".join(pieces[:cut_after])
+        expected = {"role": "assistant", "content": delivered, "prefix": True}
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            model = body["model"]
+            if model == cutting:
+                resp = await self._start_stream(request)
+                for piece in pieces[:cut_after]:
+                    await resp.write(_sse(chunk(piece, model=model)))
+                # aiohttp raises a broken body before the bytes it still buffers: a pause
+                # lets the client read every piece sent before the connection drops.
+                await asyncio.sleep(0.2)
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            if model != continuing:
+                error = openai_error(f"no script for model {model}", "server_error")
+                return web.json_response(error, status=500)
+            last = body["messages"][-1]
+            if not takes_prefill or last != expected:
+                message = (
+                    "Expected last role User or Tool (or Assistant with prefix True) "
+                    "for serving but got assistant"
+                    if not takes_prefill
+                    else f"expected the last message {expected!r}, got {last!r}"
+                )
+                error = openai_error(message, "invalid_request_error", "invalid_request")
+                return web.json_response(error, status=400)
+            resp = await self._start_stream(request)
+            rest = pieces[cut_after:]
+            for piece in rest:
+                await resp.write(_sse(chunk(piece, model=model)))
+            await resp.write(_sse(chunk(finish_reason="stop", model=model)))
+            await resp.write(_sse(usage_chunk(len(body["messages"]) * 10, len(rest))))
+            await resp.write(_sse("[DONE]"))
+            await resp.write_eof()
+            return resp
+
+        self._chat = handler
+
 
 @dataclass
 class Clients:

@@ -35,7 +35,7 @@ from modelyard.backends.openai_compat.upstream import (
     unreachable,
 )
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import ModelNotFound, ModelyardError, StreamTruncated
+from modelyard.errors import InvalidRequest, ModelNotFound, ModelyardError, StreamTruncated
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -159,9 +159,12 @@ class OpenAICompatEngine:
     def _body(
         self, name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
     ) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = chat_messages(model_input)
+        if params.continue_final_message:
+            _mark_prefill(messages)
         body: dict[str, Any] = {
             "model": name,
-            "messages": chat_messages(model_input),
+            "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -206,3 +209,24 @@ class OpenAICompatEngine:
                         f"'{model_id}' ({describe(exc)}): the answer is truncated"
                     ) from exc
                 raise unreachable(self._provider, exc) from exc
+
+
+def _mark_prefill(messages: list[dict[str, Any]]) -> None:
+    """Mark the last message, the assistant's answer so far, as a prefill to continue.
+
+    ``"prefix": true`` on a trailing assistant message, as Mistral's chat
+    completions take it (https://docs.mistral.ai/api/, chat completion request,
+    `AssistantMessage.prefix`: the model's answer then begins with that message's
+    content; without it Mistral refuses a last assistant message with a 400) and
+    DeepSeek's beta chat prefix completion
+    (https://api-docs.deepseek.com/guides/chat_prefix_completion, on its /beta base URL).
+    An upstream that does not know the field may ignore it and answer anew:
+    only a model declared `assistant_prefill` is sent one.
+    """
+    if not messages or messages[-1]["role"] != "assistant":
+        raise InvalidRequest(
+            "params.continue_final_message is set but the input does not end with an "
+            "assistant message to continue",
+            field="params.continue_final_message",
+        )
+    messages[-1] = {**messages[-1], "prefix": True}
