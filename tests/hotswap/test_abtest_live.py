@@ -173,9 +173,10 @@ async def test_a_canary_failing_30_percent_is_rolled_back_on_its_own(
     assert step.new_requests >= 30 and step.new_error_rate > 0.1
     assert step.old_error_rate == 0
     assert status.error == step.reason
-    # The callers hardly saw it: a failed call to the new version is retried (the
-    # backend's max_retries), while the canary counts each first attempt's failure.
-    assert served.count("failed") < len(served) * 0.05
+    # Only the canary's share of calls can have failed for their callers (a failed call
+    # to the new version is retried, unless its circuit opened), while the canary
+    # counts each first attempt's failure.
+    assert served.count("failed") < len(served) * 0.2
 
 
 async def test_a_healthy_canary_moves_every_call_step_by_step(

@@ -36,7 +36,7 @@ impl Rejections {
 }
 
 /// `modelyard.v1.Capability` names by value, without the `CAPABILITY_` prefix.
-const CAPABILITY_NAMES: [&str; 14] = [
+const CAPABILITY_NAMES: [&str; 15] = [
     "unspecified",
     "text_generation",
     "chat",
@@ -51,6 +51,7 @@ const CAPABILITY_NAMES: [&str; 14] = [
     "code",
     "reasoning",
     "streaming",
+    "assistant_prefill",
 ];
 
 /// `modelyard.v1.Modality` names by value, without the `MODALITY_` prefix.

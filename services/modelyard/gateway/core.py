@@ -98,17 +98,8 @@ class GatewayCore:
         api_key: str | None = None,
     ) -> gateway_pb2.GenerateResponse:
         started = time.perf_counter()
-        chunks = self.generate_stream(request, deadline, api_key, streamed=False)
-        whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk())
-        return gateway_pb2.GenerateResponse(
-            model_id=whole.first.model_id,
-            text=whole.text,
-            finish_reason=whole.last.finish_reason,
-            usage=whole.last.usage,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            request_id=whole.first.request_id,
-            history_turns=whole.first.history_turns,
-            trimmed_turns=whole.first.trimmed_turns,
+        return await response_of(
+            self.generate_stream(request, deadline, api_key, streamed=False), started
         )
 
     async def generate_stream(
@@ -539,6 +530,25 @@ class _Prefill:
 
 def _characters(chunks: list[gateway_pb2.GenerateChunk]) -> int:
     return sum(len(chunk.text) for chunk in chunks)
+
+
+async def response_of(
+    chunks: AsyncGenerator[gateway_pb2.GenerateChunk, None], started: float
+) -> gateway_pb2.GenerateResponse:
+    """The unary answer of a streamed one (`Generate`): its text whole, the first chunk's
+    model and ids, the last one's finish and usage; `started` a `perf_counter` reading."""
+    whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk())
+    return gateway_pb2.GenerateResponse(
+        model_id=whole.first.model_id,
+        text=whole.text,
+        finish_reason=whole.last.finish_reason,
+        usage=whole.last.usage,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        request_id=whole.first.request_id,
+        history_turns=whole.first.history_turns,
+        trimmed_turns=whole.first.trimmed_turns,
+        cached=whole.first.cached,
+    )
 
 
 def _cut_short(

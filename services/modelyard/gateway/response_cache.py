@@ -61,9 +61,8 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from modelyard.backends.answer_stream import whole_answer
 from modelyard.errors import ModelNotFound
-from modelyard.gateway.core import GatewayCore
+from modelyard.gateway.core import GatewayCore, response_of
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.validation import check_request
 from modelyard.ratelimit.redis_store import redacted
@@ -362,18 +361,8 @@ class CachedGateway:
         api_key: str | None = None,
     ) -> gateway_pb2.GenerateResponse:
         started = time.perf_counter()
-        chunks = self.generate_stream(request, deadline, api_key, streamed=False)
-        whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk())
-        return gateway_pb2.GenerateResponse(
-            model_id=whole.first.model_id,
-            text=whole.text,
-            finish_reason=whole.last.finish_reason,
-            usage=whole.last.usage,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            request_id=whole.first.request_id,
-            history_turns=whole.first.history_turns,
-            trimmed_turns=whole.first.trimmed_turns,
-            cached=whole.first.cached,
+        return await response_of(
+            self.generate_stream(request, deadline, api_key, streamed=False), started
         )
 
     async def generate_stream(
