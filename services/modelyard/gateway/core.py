@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
 
 from modelyard.backends.admission import Admission, gateway_admission
 from modelyard.backends.answer_stream import whole_answer
@@ -41,6 +40,7 @@ from modelyard.gateway.arm_outcomes import ArmCall, ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
+from modelyard.gateway.continuation import Prefill, characters_of, continuing_model, cut_short
 from modelyard.gateway.conversations import Conversations
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.hedging import race
@@ -151,7 +151,7 @@ class GatewayCore:
                     rest = self._continued(
                         chain, index, sent, exc, request, request_id, deadline, api_key
                     )
-                    async with aclosing(rest) as continuation:  # else `_cut_short`'s error
+                    async with aclosing(rest) as continuation:  # else `cut_short`'s error
                         async for chunk in continuation:
                             yield chunk
                     return
@@ -195,14 +195,15 @@ class GatewayCore:
         answer, without the first chunk's model and request ids again, and its last
         chunk ends it with its finish reason and its own usage. Without such a model,
         or when it fails or refuses the prefill, the caller gets the original failure
-        as `_cut_short` builds it, never that model's error in its place. One try,
+        as `cut_short` builds it, never that model's error in its place. One try,
         not counted in the call's retries; the model is named in the log.
         """
         model_id = chain[index]
-        cut = _cut_short(model_id, len(sent), _characters(sent), failure)
+        cut = cut_short(model_id, len(sent), characters_of(sent), failure)
         text = "".join(chunk.text for chunk in sent)
         answered_by = {model_id, sent[0].model_id}  # a hedge's model answers for its own
-        found = self._continuing_model(chain, index, request, answered_by, text)
+        later = self._with_fallbacks(chain, request)[index + 1 :]
+        found = continuing_model(self.catalog, later, request, answered_by, text, self.settings)
         if found is None:
             raise cut from failure
         continuing, prefill = found
@@ -233,42 +234,8 @@ class GatewayCore:
                 exc.message,
             )
             if chunks:  # the caller holds more than `cut` says: say how much
-                cut = _cut_short(model_id, len(sent) + chunks, len(text) + characters, failure)
+                cut = cut_short(model_id, len(sent) + chunks, len(text) + characters, failure)
             raise cut from failure
-
-    def _continuing_model(
-        self,
-        chain: list[str],
-        index: int,
-        request: gateway_pb2.GenerateRequest,
-        answered_by: set[str],
-        text: str,
-    ) -> tuple[str, _Prefill] | None:
-        """The first model after `chain[index]` (fallbacks included) that can continue
-        `text` as an assistant prefill, with the prefill to send it; None when none can."""
-        if request.input.WhichOneof("kind") not in ("text", "chat"):
-            return None
-        tokens = estimate_input_tokens(common_pb2.Input(text=text))
-        left = (request.params.max_tokens or self.settings.default_max_tokens) - tokens
-        if left < 1:  # the answer has had its max_tokens, as far as the estimate says
-            return None
-        prefill = _Prefill(text, tokens, left)
-        needed = estimate_input_tokens(prefill.after(request.input)) + left
-        for model_id in self._with_fallbacks(chain, request)[index + 1 :]:
-            if model_id in answered_by:
-                continue
-            try:
-                model = self.catalog.get(model_id)
-            except ModelNotFound:
-                continue
-            if common_pb2.CAPABILITY_ASSISTANT_PREFILL not in model.capabilities:
-                continue
-            if not servable_health(model.health) or not model.deployments:
-                continue
-            if model.context_window and needed > model.context_window:
-                continue
-            return model_id, prefill
-        return None
 
     async def _hedged(
         self,
@@ -409,7 +376,7 @@ class GatewayCore:
         api_key: str | None = None,
         arm: ArmCall | None = None,
         tries: CallTries | None = None,
-        prefill: _Prefill | None = None,
+        prefill: Prefill | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         """One attempt on `model_id`; with `prefill`, a continuation (`_continued`): the
         input ends with the answer so far, and the chunks carry no ids of their own."""
@@ -508,30 +475,6 @@ class GatewayCore:
             )
 
 
-@dataclass(frozen=True)
-class _Prefill:
-    """What a continuation (`GatewayCore._continued`) sends: the answer so far."""
-
-    text: str  # as the caller received it
-    tokens: int  # its estimate, counted against max_tokens
-    max_tokens: int  # what is left of the request's
-
-    def after(self, model_input: common_pb2.Input) -> common_pb2.Input:
-        """`model_input` as chat messages (a text input is one user message), then `text`
-        as the assistant's, to be continued (`GenerationParams.continue_final_message`)."""
-        out = common_pb2.Input()
-        if model_input.WhichOneof("kind") == "text":
-            out.chat.messages.add(role="user", content=model_input.text)
-        else:
-            out.chat.CopyFrom(model_input.chat)
-        out.chat.messages.add(role="assistant", content=self.text)
-        return out
-
-
-def _characters(chunks: list[gateway_pb2.GenerateChunk]) -> int:
-    return sum(len(chunk.text) for chunk in chunks)
-
-
 async def response_of(
     chunks: AsyncGenerator[gateway_pb2.GenerateChunk, None], started: float
 ) -> gateway_pb2.GenerateResponse:
@@ -548,18 +491,6 @@ async def response_of(
         history_turns=whole.first.history_turns,
         trimmed_turns=whole.first.trimmed_turns,
         cached=whole.first.cached,
-    )
-
-
-def _cut_short(
-    model_id: str, delivered: int, characters: int, cause: ModelyardError
-) -> StreamTruncated:
-    """ABORTED for a stream that failed after output, whatever the failure's own code:
-    UNAVAILABLE or RESOURCE_EXHAUSTED would tell the caller a retry is safe."""
-    chunks = f"{delivered} chunk{'s' if delivered != 1 else ''}"
-    return StreamTruncated(
-        f"the answer of '{model_id}' was cut short after {chunks} ({characters} characters) "
-        f"had reached the caller: {cause.message}"
     )
 
 
