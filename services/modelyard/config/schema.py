@@ -17,6 +17,7 @@ from modelyard.catalog_ids import backend_name_problem, name_problem
 from modelyard.config.backends import Backend, backend_schema
 from modelyard.config.convert import ByKind, NonEmpty, OneOf, Range, Url
 from modelyard.config.problems import suggestion
+from modelyard.config.security import SecurityConfig
 from modelyard.config.values import (
     CAPABILITIES,
     Count,
@@ -291,6 +292,7 @@ class ModelyardConfig:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     hot_swap: HotSwapConfig = field(default_factory=HotSwapConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     # The key paths the file gave (below `model_system.`), set by the loader; not a key.
     given_keys: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
