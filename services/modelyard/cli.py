@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
+from modelyard.commands import COMMANDS
 from modelyard.config import ConfigError
 from modelyard.config.unbuilt import notices
 from modelyard.discovery.gguf_files import stop_reader_pool
@@ -261,6 +262,8 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate FILE without starting anything (exit 1: invalid, 2: unreadable)"
     )
     check.add_argument("file", type=Path)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 
@@ -297,6 +300,9 @@ def _arm(text: str) -> hotswap_pb2.ABArm:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        run = getattr(args, "run", None)
+        if run is not None:  # a command of `modelyard.commands`
+            return int(run(args))
         if args.command in ("up", "serve"):
             return _serve(args)
         if args.command == "config":

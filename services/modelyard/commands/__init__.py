@@ -1,0 +1,13 @@
+"""`modelyard` subcommands that live beside the CLI's core, one module per command.
+
+Each module has ``register(sub)``, which adds its parser to the CLI's
+subparsers and sets ``run`` (``args -> exit status``) as the parser's default;
+`COMMANDS` lists the modules, in the order ``modelyard --help`` shows them
+after the core's commands, and `modelyard.cli` calls ``args.run(args)``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+COMMANDS: tuple[ModuleType, ...] = ()
