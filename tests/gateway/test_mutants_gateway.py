@@ -67,6 +67,15 @@ async def test_batch_refusals_are_the_whole_message(gateway: Gateway) -> None:
     )
 
 
+async def test_batch_refusals_name_the_requests_field(gateway: Gateway) -> None:
+    too_many = gateway_pb2.BatchGenerateRequest(requests=[_item("scripted/a")] * 65)
+    for request in (gateway_pb2.BatchGenerateRequest(), too_many):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await gateway.stub.BatchGenerate(request)
+        err = error_from_rpc(info.value)
+        assert (type(err).__name__, getattr(err, "field", None)) == ("InvalidRequest", "requests")
+
+
 async def test_compare_of_one_model_is_served(gateway: Gateway) -> None:
     request = gateway_pb2.CompareRequest(models=["scripted/b"])
     request.input.text = "q"

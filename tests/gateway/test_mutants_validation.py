@@ -60,8 +60,10 @@ def test_an_input_of_exactly_the_limit_is_accepted() -> None:
     assert size == SETTINGS.max_input_bytes
     check_request(request, SETTINGS)
     request.input.text += "x"
-    with pytest.raises(RequestTooLarge):
+    with pytest.raises(RequestTooLarge) as caught:
         check_request(request, SETTINGS)
+    limit = SETTINGS.max_input_bytes
+    assert str(caught.value) == f"input is {limit + 1} bytes; the limit is {limit} bytes"
 
 
 def test_params_are_accepted_at_their_bounds() -> None:

@@ -288,3 +288,24 @@ async def test_a_resume_point_counts_only_in_the_catalog_it_came_from(tmp_path: 
         f"after_revision 2 counts in catalog {synced.catalog_id}, not in this registry's "
         f"catalog {new.catalog_id} (it started over); resume with after_revision=0"
     )
+
+
+def test_a_health_reason_of_exactly_the_limit_is_kept_whole_and_one_more_is_cut(
+    tmp_path: Path,
+) -> None:
+    catalog = open_catalog(tmp_path)
+    catalog.register(entry("openai/a"), upsert=False)
+    exact = "r" * catalog_module.HEALTH_REASON_CHARS
+    kept = catalog.update_health("openai/a", common_pb2.HEALTH_STATUS_DEGRADED, exact)
+    assert kept.health_reason == exact
+    cut = catalog.update_health("openai/a", common_pb2.HEALTH_STATUS_DEGRADED, exact + "s")
+    assert cut.health_reason == "r" * (catalog_module.HEALTH_REASON_CHARS - 1) + "…"
+
+
+def test_an_unknown_health_value_is_refused_naming_the_model(tmp_path: Path) -> None:
+    catalog = open_catalog(tmp_path)
+    catalog.register(entry("openai/a"), upsert=False)
+    with pytest.raises(InvalidRequest) as info:
+        catalog.update_health("openai/a", 99, "?")  # type: ignore[arg-type]
+    assert info.value.message.startswith("model 'openai/a': "), info.value.message
+    assert catalog.get("openai/a").health == common_pb2.HEALTH_STATUS_HEALTHY
