@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from modelyard.catalog_limits import HEALTH_REASON_CHARS
 from modelyard.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -295,11 +296,11 @@ def test_a_health_reason_of_exactly_the_limit_is_kept_whole_and_one_more_is_cut(
 ) -> None:
     catalog = open_catalog(tmp_path)
     catalog.register(entry("openai/a"), upsert=False)
-    exact = "r" * catalog_module.HEALTH_REASON_CHARS
+    exact = "r" * HEALTH_REASON_CHARS
     kept = catalog.update_health("openai/a", common_pb2.HEALTH_STATUS_DEGRADED, exact)
     assert kept.health_reason == exact
     cut = catalog.update_health("openai/a", common_pb2.HEALTH_STATUS_DEGRADED, exact + "s")
-    assert cut.health_reason == "r" * (catalog_module.HEALTH_REASON_CHARS - 1) + "…"
+    assert cut.health_reason == "r" * (HEALTH_REASON_CHARS - 1) + "…"
 
 
 def test_an_unknown_health_value_is_refused_naming_the_model(tmp_path: Path) -> None:
