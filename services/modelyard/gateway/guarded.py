@@ -1,0 +1,111 @@
+"""The security stages around the gateway's answers: guardrails, then anonymization.
+
+`GuardedGateway` wraps whatever answers a call — the response cache over the
+core (`CachedGateway`) or the core itself — and is the first and last thing a
+Generate, GenerateStream or batch item passes:
+
+    check_request → guardrails on the input → redaction → [cache → core → backend]
+    → restoration (when asked) → output deny rules → schema of the whole answer → caller
+
+Every input check runs before any backend call. It sits outside the cache and
+the core, not inside them, so what they keep (the cache's key and stored
+answer, the conversation history, split-call outcomes, their log lines) is
+made from the redacted request and the answer as the model gave it, never
+from the values restored for the caller; a cache hit is restored with the
+hitting request's own values. The output checks see what the caller would
+get (restored text when `restore_redacted` is set).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modelyard.config.security import GuardrailsConfig, SecurityConfig
+from modelyard.gateway.core import GatewayCore, response_of
+from modelyard.gateway.deadline import CallDeadline
+from modelyard.gateway.guardrails import Guardrails
+from modelyard.gateway.redaction import Chunks, Redaction
+from modelyard.gateway.settings import GatewaySettings
+from modelyard.gateway.validation import check_request
+from modelyard.v1 import gateway_pb2
+
+
+class Answers(Protocol):
+    """What answers a call: `GatewayCore`, or `CachedGateway` in front of it."""
+
+    def generate_stream(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        deadline: CallDeadline | None = None,
+        api_key: str | None = None,
+        *,
+        streamed: bool = True,
+    ) -> Chunks: ...
+
+
+@dataclass(frozen=True)
+class SecurityStages:
+    """The configured stages; the default: guardrails' defaults, anonymization off."""
+
+    guardrails: Guardrails = field(default_factory=lambda: Guardrails(GuardrailsConfig()))
+    redaction: Redaction | None = None
+
+    @classmethod
+    def from_config(cls, config: SecurityConfig) -> SecurityStages:
+        return cls(Guardrails(config.guardrails), Redaction.from_config(config.redaction))
+
+    def around(self, answers: Answers, core: GatewayCore) -> GuardedGateway:
+        return GuardedGateway(answers, core, self)
+
+
+class GuardedGateway:
+    """`answers` behind the security stages (see the module doc)."""
+
+    def __init__(self, answers: Answers, core: GatewayCore, stages: SecurityStages) -> None:
+        self.answers = answers
+        self.core = core
+        self.stages = stages
+
+    @property
+    def settings(self) -> GatewaySettings:
+        return self.core.settings
+
+    def deadline(self, time_remaining: float | None) -> CallDeadline:
+        return self.core.deadline(time_remaining)
+
+    async def generate(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        deadline: CallDeadline | None = None,
+        api_key: str | None = None,
+    ) -> gateway_pb2.GenerateResponse:
+        started = time.perf_counter()
+        chunks = self.generate_stream(request, deadline, api_key, streamed=False)
+        return await response_of(chunks, started)
+
+    async def generate_stream(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        deadline: CallDeadline | None = None,
+        api_key: str | None = None,
+        *,
+        streamed: bool = True,
+    ) -> Chunks:
+        check_request(request, self.core.settings)  # bounds first: the guardrails quote fields
+        request = self.stages.guardrails.check_input(request)
+        check = self.stages.guardrails.answer_check(request)
+        sent, placeholders = request, None
+        if self.stages.redaction is not None:
+            sent, placeholders = self.stages.redaction.redact(request)
+            sent.restore_redacted = False  # the caller's wish, for this stage alone
+        chunks = self.answers.generate_stream(sent, deadline, api_key, streamed=streamed)
+        if placeholders is not None and request.restore_redacted and len(placeholders):
+            chunks = placeholders.restoring(chunks)
+        if check is not None:
+            chunks = check.checked(chunks)
+        async with aclosing(chunks) as answer:
+            async for chunk in answer:
+                yield chunk
