@@ -23,6 +23,7 @@ from modelyard.ratelimit import (
 )
 from modelyard.ratelimit.plan import Bucket, Demand, Scope
 from modelyard.ratelimit.redis_store import DEFAULT_KEY_PREFIX, redacted
+from modelyard.ratelimit.spend import Charge, Crossing
 from modelyard.ratelimit.store import BucketStore, Outcome
 from modelyard.v1 import common_pb2
 
@@ -71,6 +72,16 @@ class CountingStore:
     async def give_back(self, demands: Sequence[Demand]) -> None:
         self.give_backs += 1
         await self.inner.give_back(demands)
+
+    async def reserve(self, demands: Sequence[Demand], charges: Sequence[Charge]) -> Outcome:
+        self.takes += 1
+        return await self.inner.reserve(demands, charges)
+
+    async def settle(
+        self, demands: Sequence[Demand], charges: Sequence[Charge]
+    ) -> tuple[Crossing, ...]:
+        self.give_backs += 1
+        return await self.inner.settle(demands, charges)
 
     async def close(self) -> None:
         await self.inner.close()
@@ -310,5 +321,5 @@ def test_bad_config_names_the_variable(env: dict[str, str], needle: str) -> None
 def test_wait_for_a_never_refilling_shortfall_is_infinite() -> None:
     # The Lua reply's -1 ("never") becomes math.inf.
     demand = Demand(Bucket(Scope.model("m"), "tokens", 10), 11)
-    (shortfall,) = RedisBucketStore._shortfalls([demand], [0, 1, b"-1.000000"])
+    (shortfall,) = RedisBucketStore._shortfalls([demand], [1, b"-1.000000"])
     assert math.isinf(shortfall.wait_s)

@@ -1,4 +1,4 @@
-"""Rate limits and quotas on the gateway's request path.
+"""Rate limits, quotas and spend budgets on the gateway's request path.
 
 A request reserves its estimated input tokens plus `max_tokens` before it is
 sent, and the unused part is refunded when it finishes, so a long answer
@@ -6,23 +6,45 @@ cannot slip past a tokens-per-minute limit and a short one does not waste it.
 One that does not finish (truncated, failed) keeps its whole reservation:
 what it cost upstream is unknown.
 
-The reservation draws from every bucket that applies (the caller's API key, the
-model, the model's provider) at once, all or nothing. The buckets live in this
-process (native token buckets) or, with a Redis URL configured, in Redis, shared
-by every gateway replica (`modelyard.ratelimit`).
+The reservation draws from every bucket that applies (the caller's key, its
+team, the model, the model's provider) and from every spend budget of the
+caller's key and team (US dollars per UTC day and month, at the request's
+maximum cost: the model's prices at the input estimate and `max_tokens`) at
+once, all or nothing; settling it books what the answer cost instead
+(`modelyard.ratelimit.spend`). Who the caller is comes from the call's
+principal (`modelyard.security.principal`). The buckets and counters live in
+this process (native token buckets) or, with a Redis URL configured, in
+Redis, shared by every gateway replica (`modelyard.ratelimit`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from modelyard.errors import QuotaExceeded, QuotaNeverFits
+from modelyard.gateway.arm_outcomes import call_cost_usd
 from modelyard.ratelimit.config import LimiterConfig
 from modelyard.ratelimit.local import LocalBucketStore
-from modelyard.ratelimit.plan import Demand, QuotaConfig, demands_for
+from modelyard.ratelimit.plan import Demand, QuotaConfig, Scope, demands_for
+from modelyard.ratelimit.spend import (
+    BudgetAlerts,
+    Charge,
+    SpendConfig,
+    budget_exceeded,
+    nano_usd,
+)
 from modelyard.ratelimit.store import BucketStore
+from modelyard.security.principal import current_principal
 from modelyard.v1 import common_pb2
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -33,49 +55,118 @@ class Reservation:
     # The tokens-per-minute demands: requests are never given back.
     token_demands: tuple[Demand, ...] = ()
     ledger: BucketStore | None = None  # None: nothing to give back (or settled)
+    charges: tuple[Charge, ...] = ()  # the maximum cost, held by each spend budget
+    input_tokens: int = 0  # the estimate the cost was reserved with
+    cost: common_pb2.CostProfile = field(default_factory=common_pb2.CostProfile)
+    alerts: BudgetAlerts | None = field(default=None, compare=False)
 
-    async def settle(self, used_tokens: int) -> None:
-        """Give back what the request reserved but did not use."""
+    def cost_of(self, usage: common_pb2.Usage) -> float:
+        """What an answer with `usage` cost: the backend's figure, else its tokens at the
+        model's prices (the input estimate when the upstream reports no input count)."""
+        counted = common_pb2.Usage()
+        counted.CopyFrom(usage)
+        counted.input_tokens = usage.input_tokens or self.input_tokens
+        return call_cost_usd(counted, self.cost)
+
+    async def settle(self, used_tokens: int, used_usd: float | None = None) -> None:
+        """Give back what the request reserved but did not use: the tokens beyond
+        `used_tokens` and, when `used_usd` is known, the spend beyond it (an answer that
+        cost more than its reservation adds the difference). `used_usd` None: the cost
+        is unknown, the spend reservation stays whole."""
         ledger, self.ledger = self.ledger, None  # settle once
-        if ledger is None or used_tokens >= self.tokens or not self.token_demands:
+        if ledger is None:
             return
         unused = self.tokens - used_tokens
-        await ledger.give_back([Demand(d.bucket, unused) for d in self.token_demands])
+        refunds = [Demand(d.bucket, unused) for d in self.token_demands] if unused > 0 else []
+        corrections = [
+            Charge(c.budget, nano_usd(used_usd) - c.nano)
+            for c in self.charges
+            if used_usd is not None and nano_usd(used_usd) != c.nano
+        ]
+        if corrections:
+            crossed = await ledger.settle(refunds, corrections)
+            if self.alerts is not None:
+                self.alerts.report(crossed)
+        elif refunds:
+            await ledger.give_back(refunds)
 
 
 class ModelLimits:
-    """The gateway's limiter: per-model limits from the catalog, plus per-key and per-provider
-    quotas, in the given bucket store (in process unless told otherwise)."""
+    """The gateway's limiter: per-model limits from the catalog, plus per-key, per-team and
+    per-provider quotas and spend budgets, in the given store (in process unless told
+    otherwise). `clock` names the UTC day and month a reservation falls in; `alerts`
+    is where budget crossings are reported."""
 
-    def __init__(self, quotas: QuotaConfig | None = None, store: BucketStore | None = None) -> None:
+    def __init__(
+        self,
+        quotas: QuotaConfig | None = None,
+        store: BucketStore | None = None,
+        spend: SpendConfig | None = None,
+        *,
+        clock: Clock = utc_now,
+        alerts: BudgetAlerts | None = None,
+    ) -> None:
         self.quotas = quotas or QuotaConfig()
         self.store: BucketStore = store or LocalBucketStore()
+        self.spend = spend or SpendConfig()
+        self.clock = clock
+        self.alerts = alerts or BudgetAlerts()
 
     @classmethod
     def from_config(cls, config: LimiterConfig) -> ModelLimits:
-        return cls(config.quotas, config.build_store())
+        return cls(config.quotas, config.build_store(), config.spend)
 
     async def reserve(
-        self, model: common_pb2.ModelEntry, tokens: int, api_key: str | None = None
+        self,
+        model: common_pb2.ModelEntry,
+        tokens: int,
+        api_key: str | None = None,
+        *,
+        input_tokens: int = 0,
     ) -> Reservation:
-        """Take one request and `tokens` tokens from every applicable budget, or raise.
+        """Take one request and `tokens` tokens (`input_tokens` of them the input estimate,
+        the rest `max_tokens`) from every applicable budget, or raise.
 
-        Raises `QuotaExceeded` (RESOURCE_EXHAUSTED with a retry-after: the longest
-        wait among the refusing limits, all named), `QuotaNeverFits` when no wait
-        would help, or `RateLimiterUnavailable` when shared buckets are unreachable
-        and the policy is fail_closed.
+        Raises `BudgetExceeded` when a spend budget cannot take the request's maximum
+        cost (RESOURCE_EXHAUSTED, retry after the budget's reset), `QuotaExceeded`
+        (RESOURCE_EXHAUSTED with a retry-after: the longest wait among the refusing
+        limits, all named), `QuotaNeverFits` when no wait would help, or
+        `RateLimiterUnavailable` when shared buckets are unreachable and the policy
+        is fail_closed.
         """
-        demands = demands_for(model, api_key, tokens, self.quotas)
-        if not demands:
+        principal = current_principal()
+        demands = demands_for(model, api_key, tokens, self.quotas, principal)
+        now = self.clock()
+        budgets = self.spend.budgets_for(Scope.caller(api_key, principal), principal, now)
+        if not demands and not budgets:
             return Reservation(tokens)
-        outcome = await self.store.take(demands)
+        charges: tuple[Charge, ...] = ()
+        if budgets:
+            most = common_pb2.Usage(
+                input_tokens=input_tokens, output_tokens=max(0, tokens - input_tokens)
+            )
+            charges = tuple(Charge(b, nano_usd(call_cost_usd(most, model.cost))) for b in budgets)
+            outcome = await self.store.reserve(demands, charges)
+        else:
+            outcome = await self.store.take(demands)
+        if outcome.overspends:
+            raise budget_exceeded(outcome.overspends, now)
         if not outcome.admitted:
             refused = [s.refused_limit() for s in outcome.shortfalls]
             if any(math.isinf(x.wait_s) for x in refused):
                 raise QuotaNeverFits(refused, tokens)
             raise QuotaExceeded(refused, tokens)
+        self.alerts.report(outcome.crossings)
         token_demands = tuple(d for d in demands if d.bucket.unit == "tokens")
-        return Reservation(tokens, token_demands, outcome.ledger)
+        return Reservation(
+            tokens,
+            token_demands,
+            outcome.ledger,
+            charges,
+            input_tokens,
+            model.cost,
+            self.alerts,
+        )
 
     async def close(self) -> None:
         """Release the store's connections (Redis)."""

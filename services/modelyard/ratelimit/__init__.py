@@ -1,22 +1,32 @@
 """Rate limits and quotas of the gateway, in process or shared by replicas through Redis.
 
 `modelyard.gateway.limits.ModelLimits` is the gateway's entry point; this package
-holds its parts: which buckets a request draws from (`plan`), where they live
+holds its parts: which buckets a request draws from (`plan`), which spend budgets
+(`spend`: US dollars per UTC day and month, per key and team), where they live
 (`local`, `redis_store`) and how it is configured (`config`). How it fails
-(`QuotaExceeded`, `QuotaNeverFits`, `RateLimiterUnavailable`) is in `modelyard.errors`
-with every other error, re-exported here.
+(`QuotaExceeded`, `QuotaNeverFits`, `BudgetExceeded`, `RateLimiterUnavailable`) is in
+`modelyard.errors` with every other error, re-exported here.
 """
 
-from modelyard.errors import QuotaExceeded, QuotaNeverFits, RateLimiterUnavailable
+from modelyard.errors import (
+    BudgetExceeded,
+    QuotaExceeded,
+    QuotaNeverFits,
+    RateLimiterUnavailable,
+)
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.ratelimit.config import LimiterConfig
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import QuotaConfig, Rates, Scope
 from modelyard.ratelimit.redis_store import FailurePolicy, RedisBucketStore
+from modelyard.ratelimit.spend import BudgetAlert, BudgetAlerts, SpendConfig, SpendLimits
 from modelyard.ratelimit.store import BucketStore, Outcome
 
 __all__ = [
     "BucketStore",
+    "BudgetAlert",
+    "BudgetAlerts",
+    "BudgetExceeded",
     "FailurePolicy",
     "LimiterConfig",
     "LocalBucketStore",
@@ -28,5 +38,7 @@ __all__ = [
     "Rates",
     "RedisBucketStore",
     "Scope",
+    "SpendConfig",
+    "SpendLimits",
     "api_key_from_metadata",
 ]

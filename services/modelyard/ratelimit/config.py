@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from modelyard.config.security import BudgetsConfig
 from modelyard.errors import InvalidRequest
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import QuotaConfig, Rates
@@ -27,6 +28,7 @@ from modelyard.ratelimit.redis_store import (
     FailurePolicy,
     RedisBucketStore,
 )
+from modelyard.ratelimit.spend import SpendConfig, SpendLimits
 from modelyard.ratelimit.store import BucketStore
 
 REDIS_URL_ENV = "MODELYARD_REDIS_URL"
@@ -45,9 +47,14 @@ _RATE_NAMES = {
 
 @dataclass(frozen=True)
 class LimiterConfig:
-    """Everything the gateway's limiter needs; the defaults keep buckets in process."""
+    """Everything the gateway's limiter needs; the defaults keep buckets in process.
+
+    Team rates (`quotas.per_team`) and spend budgets (`spend`) come from the
+    file's `security.budgets` only (`assembly.settings.limiter_settings`).
+    """
 
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    spend: SpendConfig = field(default_factory=SpendConfig)  # `security.budgets`
     redis_url: str | None = None
     failure_policy: FailurePolicy = "fail_open"
     redis_timeout_s: float = 0.25
@@ -135,3 +142,25 @@ def parse_provider_rates(text: str, where: str) -> dict[str, Rates]:
             raise InvalidRequest(f"{where}: expected provider:rpm=N,tpm=N, got {item!r}")
         found[name.strip()] = parse_rates(rates, f"{where}[{name.strip()!r}]")
     return found
+
+
+def team_rates(budgets: BudgetsConfig) -> dict[str, Rates]:
+    """`security.budgets.teams` as the teams' rates (absent: unlimited)."""
+    return {
+        name: Rates(team.requests_per_minute or 0.0, team.tokens_per_minute or 0.0)
+        for name, team in budgets.teams.items()
+        if team.requests_per_minute or team.tokens_per_minute
+    }
+
+
+def spend_config(budgets: BudgetsConfig) -> SpendConfig:
+    """`security.budgets` as the spend budgets: the teams', the keys' default, the alerts."""
+    return SpendConfig(
+        per_key=SpendLimits(budgets.per_key.daily_usd, budgets.per_key.monthly_usd),
+        per_team={
+            name: SpendLimits(team.daily_usd, team.monthly_usd)
+            for name, team in budgets.teams.items()
+            if team.daily_usd or team.monthly_usd
+        },
+        alert_at=budgets.alert_at,
+    )

@@ -1,8 +1,10 @@
 """Buckets in Redis, shared by every gateway replica.
 
 Every decision is one Lua script: it reads the server's clock (`TIME`, so the
-replicas' clocks never matter), refills and checks every bucket of the request,
-and takes from all of them or from none. Refunds are a second, smaller script.
+replicas' clocks never matter for rates), refills and checks every bucket of
+the request and every spend budget (`modelyard.ratelimit.spend`), and takes
+from all of them or from none. A settlement (refunds, and the cost beyond a
+reservation) is a second script.
 Both run by EVALSHA and are loaded again when the server answers NOSCRIPT (after
 a restart or `SCRIPT FLUSH`).
 
@@ -32,6 +34,7 @@ from redis.backoff import NoBackoff
 from modelyard.errors import InvalidRequest, RateLimiterUnavailable
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Demand, Shortfall
+from modelyard.ratelimit.spend import Charge, Crossing, Overspend, crossings
 from modelyard.ratelimit.store import Outcome
 
 log = logging.getLogger(__name__)
@@ -42,21 +45,49 @@ FAILURE_POLICIES: tuple[FailurePolicy, ...] = ("fail_open", "fail_closed")
 # The hash tag keeps every bucket in one cluster slot, as a multi-key script needs.
 DEFAULT_KEY_PREFIX = "modelyard:{ratelimit}:"
 
-# ARGV holds (capacity, refill per second, amount) per key. A bucket is a hash of
-# its level, when that level was measured and the capacity it was built with: a
-# missing bucket, or one built with another capacity (limits changed), is full.
-# It expires once it would have refilled, which leaves it full as well.
-_TAKE = """
+# A request's whole decision, buckets and spend counters together, is one script
+# (`_RESERVE`); its settlement another (`_SETTLE`). KEYS are the buckets (ARGV[1]
+# of them), then the spend counters. ARGV then holds (capacity, refill per
+# second, amount) per bucket, then (budget, amount, expire at, n, n alert
+# fractions) per counter; amounts of money are integers of nano-dollars.
+#
+# A bucket is a hash of its level, when that level was measured and the capacity
+# it was built with: a missing bucket, or one built with another capacity
+# (limits changed), is full. It expires once it would have refilled, which
+# leaves it full as well. A counter is a hash of what is spent and held
+# ('spent') and how many alert fractions were reported ('alerted'); it expires
+# a day after its window resets.
+_CROSSINGS = """
+local function crossings(key, spent, budget, a, j, found)
+  local told = tonumber(redis.call('HGET', key, 'alerted') or '0')
+  local reached = 0
+  for f = 1, tonumber(ARGV[a + 3]) do
+    if spent >= tonumber(ARGV[a + 3 + f]) * budget then reached = f end
+  end
+  if reached > told then
+    redis.call('HSET', key, 'alerted', reached)
+    found[#found + 1] = {j, told, reached, string.format('%.0f', spent)}
+  end
+end
+"""
+
+# Replies {1, {}, {}, crossings} when admitted, else {0, refused buckets, refused
+# counters, {}}: a refused bucket as i, wait_s (-1: never); a refused counter as
+# j, spent (1-based within its kind); a crossing as {j, told before, reached, spent}.
+_RESERVE = (
+    _CROSSINGS
+    + """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local nb = tonumber(ARGV[1])
 local levels = {}
-local refused = {0}
-for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[3 * i - 2])
-  local rate = tonumber(ARGV[3 * i - 1])
-  local amount = tonumber(ARGV[3 * i])
-  local state = redis.call('HMGET', key, 'level', 'at', 'cap')
+local short = {}
+for i = 1, nb do
+  local cap = tonumber(ARGV[3 * i - 1])
+  local rate = tonumber(ARGV[3 * i])
+  local amount = tonumber(ARGV[3 * i + 1])
+  local state = redis.call('HMGET', KEYS[i], 'level', 'at', 'cap')
   local level = cap
   if state[1] and tonumber(state[3]) == cap then
     level = tonumber(state[1])
@@ -67,30 +98,55 @@ for i, key in ipairs(KEYS) do
   if level < amount then
     local wait = -1
     if amount <= cap and rate > 0 then wait = (amount - level) / rate end
-    refused[#refused + 1] = i
-    refused[#refused + 1] = string.format('%.6f', wait)
+    short[#short + 1] = i
+    short[#short + 1] = string.format('%.6f', wait)
   end
 end
-if #refused > 1 then return refused end
-for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[3 * i - 2])
-  local rate = tonumber(ARGV[3 * i - 1])
-  local left = levels[i] - tonumber(ARGV[3 * i])
-  redis.call('HSET', key, 'level', string.format('%.17g', left),
-    'at', string.format('%.17g', now), 'cap', ARGV[3 * i - 2])
-  redis.call('PEXPIRE', key, math.ceil((cap - left) / rate * 1000) + 1000)
+local over = {}
+local starts = {}
+local a = 3 * nb + 2
+for j = nb + 1, #KEYS do
+  local spent = tonumber(redis.call('HGET', KEYS[j], 'spent') or '0')
+  if spent + tonumber(ARGV[a + 1]) > tonumber(ARGV[a]) then
+    over[#over + 1] = j - nb
+    over[#over + 1] = string.format('%.0f', spent)
+  end
+  starts[j] = a
+  a = a + 4 + tonumber(ARGV[a + 3])
 end
-return {1}
+if #short > 0 or #over > 0 then return {0, short, over, {}} end
+for i = 1, nb do
+  local cap = tonumber(ARGV[3 * i - 1])
+  local rate = tonumber(ARGV[3 * i])
+  local left = levels[i] - tonumber(ARGV[3 * i + 1])
+  redis.call('HSET', KEYS[i], 'level', string.format('%.17g', left),
+    'at', string.format('%.17g', now), 'cap', ARGV[3 * i - 1])
+  redis.call('PEXPIRE', KEYS[i], math.ceil((cap - left) / rate * 1000) + 1000)
+end
+local found = {}
+for j = nb + 1, #KEYS do
+  local s = starts[j]
+  local spent = redis.call('HINCRBY', KEYS[j], 'spent', ARGV[s + 1])
+  redis.call('EXPIREAT', KEYS[j], ARGV[s + 2])
+  crossings(KEYS[j], spent, tonumber(ARGV[s]), s, j - nb, found)
+end
+return {1, {}, {}, found}
 """
+)
 
-_GIVE_BACK = """
+# Replies the crossings, as `_RESERVE` does. A refund to a counter that is gone
+# (its window long over) is dropped, and a counter never goes below 0.
+_SETTLE = (
+    _CROSSINGS
+    + """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[3 * i - 2])
-  local rate = tonumber(ARGV[3 * i - 1])
-  local state = redis.call('HMGET', key, 'level', 'at', 'cap')
+local nb = tonumber(ARGV[1])
+for i = 1, nb do
+  local cap = tonumber(ARGV[3 * i - 1])
+  local rate = tonumber(ARGV[3 * i])
+  local state = redis.call('HMGET', KEYS[i], 'level', 'at', 'cap')
   -- A missing or rebuilt bucket is already full: nothing to give back to.
   if state[1] and tonumber(state[3]) == cap then
     local level = tonumber(state[1])
@@ -99,14 +155,30 @@ for i, key in ipairs(KEYS) do
       level = level + (now - at) * rate
       at = now
     end
-    level = math.min(cap, level + tonumber(ARGV[3 * i]))
-    redis.call('HSET', key, 'level', string.format('%.17g', level),
+    level = math.min(cap, level + tonumber(ARGV[3 * i + 1]))
+    redis.call('HSET', KEYS[i], 'level', string.format('%.17g', level),
       'at', string.format('%.17g', at))
-    redis.call('PEXPIRE', key, math.ceil((cap - level) / rate * 1000) + 1000)
+    redis.call('PEXPIRE', KEYS[i], math.ceil((cap - level) / rate * 1000) + 1000)
   end
 end
-return 1
+local found = {}
+local a = 3 * nb + 2
+for j = nb + 1, #KEYS do
+  local delta = tonumber(ARGV[a + 1])
+  if delta > 0 or redis.call('EXISTS', KEYS[j]) == 1 then
+    local spent = redis.call('HINCRBY', KEYS[j], 'spent', ARGV[a + 1])
+    if spent < 0 then
+      redis.call('HSET', KEYS[j], 'spent', 0)
+      spent = 0
+    end
+    redis.call('EXPIREAT', KEYS[j], ARGV[a + 2])
+    if delta > 0 then crossings(KEYS[j], spent, tonumber(ARGV[a]), a, j - nb, found) end
+  end
+  a = a + 4 + tonumber(ARGV[a + 3])
+end
+return found
 """
+)
 
 # What "Redis cannot be reached" looks like; anything else (a script bug) is raised.
 _OUTAGE = (
@@ -163,8 +235,8 @@ class RedisBucketStore:
             retry=Retry(NoBackoff(), 1),
         )
         self._client = aioredis.Redis(connection_pool=self._pool)
-        self._take = self._client.register_script(_TAKE)
-        self._give_back = self._client.register_script(_GIVE_BACK)
+        self._reserve = self._client.register_script(_RESERVE)
+        self._settle = self._client.register_script(_SETTLE)
         self._down_since: float | None = None  # monotonic; None while Redis answers
         self._next_attempt = 0.0
 
@@ -174,52 +246,84 @@ class RedisBucketStore:
         return self._down_since is None
 
     async def take(self, demands: Sequence[Demand]) -> Outcome:
-        if not demands:
+        return await self.reserve(demands, ())
+
+    async def reserve(self, demands: Sequence[Demand], charges: Sequence[Charge]) -> Outcome:
+        if not demands and not charges:
             return Outcome((), self)
         if self._down_since is None or time.monotonic() >= self._next_attempt:
             try:
-                reply = await self._run(self._take, demands)
+                reply = await self._run(self._reserve, demands, charges)
             except _OUTAGE as exc:
                 self._went_down(exc)
             else:
                 self._came_back()
-                return Outcome(self._shortfalls(demands, reply), self)
+                return self._outcome(demands, charges, reply)
         if self.policy == "fail_closed":
             raise RateLimiterUnavailable(
                 f"the rate-limit store (Redis at {self.url}) is unreachable; requests are "
                 "refused until it answers again (failure policy fail_closed)"
             )
-        return await self.fallback.take(demands)
+        return await self.fallback.reserve(demands, charges)
 
     async def give_back(self, demands: Sequence[Demand]) -> None:
-        if not demands or self._down_since is not None:
-            return  # a lost refund only makes the limit stricter for a while
+        await self.settle(demands, ())
+
+    async def settle(
+        self, demands: Sequence[Demand], charges: Sequence[Charge]
+    ) -> tuple[Crossing, ...]:
+        if (not demands and not charges) or self._down_since is not None:
+            return ()  # a lost refund only makes the limit stricter for a while
         try:
-            await self._run(self._give_back, demands)
+            reply = await self._run(self._settle, demands, charges)
         except _OUTAGE as exc:
             self._went_down(exc)
+            return ()
+        return self._crossings(charges, reply)
 
     async def close(self) -> None:
         await self._client.aclose()
         await self._pool.disconnect()
 
-    async def _run(self, script: Any, demands: Sequence[Demand]) -> Any:
+    async def _run(self, script: Any, demands: Sequence[Demand], charges: Sequence[Charge]) -> Any:
         keys = [self.key_prefix + d.bucket.key for d in demands]
-        args: list[str] = []
+        keys += [self.key_prefix + c.budget.key for c in charges]
+        args: list[str] = [str(len(demands))]
         for d in demands:
             args += [repr(d.bucket.capacity), repr(d.bucket.refill_per_second), repr(d.amount)]
+        for c in charges:
+            b = c.budget
+            args += [str(b.budget_nano), str(c.nano), str(b.expire_at), str(len(b.alert_at))]
+            args += [repr(f) for f in b.alert_at]
         async with asyncio.timeout(self.timeout_s):
             return await script(keys=keys, args=args)
 
+    def _outcome(
+        self, demands: Sequence[Demand], charges: Sequence[Charge], reply: list[Any]
+    ) -> Outcome:
+        # `_RESERVE`'s reply: admitted, refused buckets, refused counters, crossings.
+        admitted, short, over, crossed = reply
+        if admitted:
+            return Outcome((), self, (), self._crossings(charges, crossed))
+        refusing = [(charges[int(over[j]) - 1], int(over[j + 1])) for j in range(0, len(over), 2)]
+        overspends = [Overspend(charge.budget, spent, charge.nano) for charge, spent in refusing]
+        return Outcome(self._shortfalls(demands, short), self, tuple(overspends))
+
     @staticmethod
-    def _shortfalls(demands: Sequence[Demand], reply: list[Any]) -> tuple[Shortfall, ...]:
-        # [1] when admitted; [0, i, wait_s, i, wait_s, ...] (1-based i; wait -1: never)
+    def _shortfalls(demands: Sequence[Demand], refused: list[Any]) -> tuple[Shortfall, ...]:
+        # [i, wait_s, i, wait_s, ...] (1-based i; wait -1: never)
         found: list[Shortfall] = []
-        for i in range(1, len(reply), 2):
-            wait = float(reply[i + 1])
-            found.append(
-                Shortfall(demands[int(reply[i]) - 1].bucket, math.inf if wait < 0 else wait)
-            )
+        for i in range(0, len(refused), 2):
+            wait = float(refused[i + 1])
+            bucket = demands[int(refused[i]) - 1].bucket
+            found.append(Shortfall(bucket, math.inf if wait < 0 else wait))
+        return tuple(found)
+
+    @staticmethod
+    def _crossings(charges: Sequence[Charge], reply: list[Any]) -> tuple[Crossing, ...]:
+        found: list[Crossing] = []
+        for j, told, reached, spent in reply:
+            found += crossings(charges[int(j) - 1], int(told), int(reached), int(spent))
         return tuple(found)
 
     def _went_down(self, exc: BaseException) -> None:
