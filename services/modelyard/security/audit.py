@@ -1,0 +1,425 @@
+"""The audit log: one append-only row per modelyard call, written off the request path.
+
+Who (the key's id; "open" with authentication off), what (the RPC, the model
+asked for and the model that served), when, tokens in and out, cost, outcome
+(the status code's name and the error's reason, never its message, which may
+quote a prompt or an upstream's answer) and latency. Never a prompt or an
+answer: a row has no column that could hold one.
+
+How a call's row is made: the server interceptor opens an `AuditRecord` for
+the call (`AuditLog.call`, a context manager that also sets it in a context
+variable, so every task the call starts sees the same record), notes the
+caller once authenticated (`note_caller`) and the model its request names
+(`note_request`); the gateway's core adds what each finished answer used
+(`note_served`, where the reservation is settled) — Compare and batch items
+add to the same record. When the call ends the record gets its outcome and
+latency and is put in memory; `AuditLog.run` writes what waits in one
+transaction every `flush_interval`, in a worker thread, so a call never
+waits for the disk. A write that fails keeps its rows for the next one. At
+most `max_pending` rows wait: past that the oldest are dropped, counted and
+logged, rather than the calls slowed.
+
+`AuditStore` is SQLite under the data directory. Triggers refuse every UPDATE
+and every DELETE. The one deletion is the store's own retention (`prune`):
+rows older than the retention, removed in one transaction that lifts the
+DELETE trigger and puts it back before it commits, so no other connection
+ever sees the log without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import threading
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+
+from modelyard.errors import ModelyardError
+from modelyard.security.principal import Principal
+from modelyard.sqlite_files import open_database
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_ROWS = 10_000
+DEFAULT_QUERY_ROWS = 100
+PRUNE_EVERY_S = 3600.0
+# Longest text a row keeps of a model name list (a Compare's 64 models).
+_MODELS_CHARS = 2048
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    key_id TEXT NOT NULL,
+    rpc TEXT NOT NULL,
+    model_requested TEXT NOT NULL,
+    model_served TEXT NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    latency_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_key_at ON audit (key_id, at);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: UPDATE is refused'); END;
+"""
+_NO_DELETE = """
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: DELETE is refused'); END;
+"""
+_COLUMNS = (
+    "at, key_id, rpc, model_requested, model_served, tokens_in, tokens_out, "
+    "cost_usd, code, reason, latency_ms"
+)
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    """One call, as the audit log keeps it; filled while the call runs."""
+
+    rpc: str  # "modelyard.v1.GatewayService/Generate"
+    at: float  # epoch seconds, when the call started
+    key_id: str = ""
+    model_requested: str = ""
+    model_served: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    code: str = "OK"
+    reason: str = ""
+    latency_ms: float = 0.0
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.at,
+            self.key_id,
+            self.rpc,
+            self.model_requested[:_MODELS_CHARS],
+            self.model_served[:_MODELS_CHARS],
+            self.tokens_in,
+            self.tokens_out,
+            self.cost_usd,
+            self.code,
+            self.reason,
+            self.latency_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """A row read back: `AuditRecord`'s fields and its place in the log."""
+
+    seq: int
+    at: float
+    key_id: str
+    rpc: str
+    model_requested: str
+    model_served: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    code: str
+    reason: str
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which rows to read: every filter set must match; newest first, at most `limit`."""
+
+    key_id: str = ""
+    rpc: str = ""  # a method name ("Generate") or a full one
+    model: str = ""  # asked for or served
+    outcome: str = ""  # a code's name ("OK") or a reason ("MODEL_NOT_FOUND")
+    since: float | None = None  # epoch seconds
+    until: float | None = None
+    limit: int = DEFAULT_QUERY_ROWS
+
+
+class AuditStore:
+    """The SQLite file: append, query, prune by age; nothing else can change a row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = open_database(path, _SCHEMA + _NO_DELETE)
+        self._lock = threading.Lock()  # the writer thread and the queries share it
+
+    def append(self, rows: list[tuple[Any, ...]]) -> None:
+        """Write `rows` (`AuditRecord.row`) in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    f"INSERT INTO audit ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, query: AuditQuery) -> tuple[list[AuditRow], bool]:
+        """The rows `query` selects, newest first, and whether more matched than its limit."""
+        where: list[str] = []
+        args: list[Any] = []
+        if query.key_id:
+            where.append("key_id = ?")
+            args.append(query.key_id)
+        if query.rpc:
+            where.append("(rpc = ? OR rpc LIKE ?)" if "/" in query.rpc else "rpc LIKE ?")
+            args.extend((query.rpc, query.rpc) if "/" in query.rpc else (f"%/{query.rpc}",))
+        if query.model:
+            # A batch's or a Compare's names are comma-separated: match one of them.
+            where.append(
+                "(',' || model_requested || ',' || model_served || ',') LIKE ? ESCAPE '\\'"
+            )
+            args.append(f"%,{_like_literal(query.model)},%")
+        if query.outcome:
+            where.append("(code = ? OR reason = ?)")
+            args.extend((query.outcome.upper(), query.outcome.upper()))
+        if query.since is not None:
+            where.append("at >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("at < ?")
+            args.append(query.until)
+        limit = max(1, min(query.limit or DEFAULT_QUERY_ROWS, MAX_QUERY_ROWS))
+        sql = f"SELECT seq, {_COLUMNS} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        with self._lock:
+            found = self._db.execute(sql, (*args, limit + 1)).fetchall()
+        return [AuditRow(*r) for r in found[:limit]], len(found) > limit
+
+    def prune(self, older_than: float) -> int:
+        """Remove the rows from before `older_than` (epoch seconds); how many went.
+
+        The retention's deletion, the only one: the DELETE trigger is lifted and
+        put back inside the transaction, which holds the database's write lock
+        throughout, so no other writer ever meets the log without it.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DROP TRIGGER audit_no_delete")
+                gone = self._db.execute("DELETE FROM audit WHERE at < ?", (older_than,)).rowcount
+                self._db.execute(_NO_DELETE)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return int(gone)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _like_literal(text: str) -> str:
+    """`text` matched literally by ``LIKE … ESCAPE '\\'``: its own % and _ escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class AuditLog:
+    """Records every call (`call`) and writes the rows in batches (`run`)."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        *,
+        flush_interval_s: float = 0.2,
+        max_pending: int = 100_000,
+        retention_s: float | None = None,
+    ) -> None:
+        self.store = store
+        self.flush_interval_s = flush_interval_s
+        self.retention_s = retention_s
+        self._pending: collections.deque[AuditRecord] = collections.deque(maxlen=max_pending)
+        self.dropped = 0  # rows lost because the writer fell `max_pending` behind
+        self._flushing = asyncio.Lock()
+
+    def call(self, rpc: str) -> AuditedCall:
+        """The context of one call of `rpc`: its record, appended when the call ends."""
+        return AuditedCall(self, rpc)
+
+    def append(self, record: AuditRecord) -> None:
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                log.error("the audit log's writer is behind: %d rows dropped", self.dropped)
+        self._pending.append(record)
+
+    async def flush(self) -> int:
+        """Write every row waiting now; how many. When the write fails the rows wait
+        again, first in line (within `max_pending`), for the next flush."""
+        async with self._flushing:
+            records = [self._pending.popleft() for _ in range(len(self._pending))]
+            if records:
+                try:
+                    await asyncio.to_thread(self.store.append, [r.row() for r in records])
+                except Exception:  # not a cancel: the worker thread still writes those
+                    self._pending.extendleft(reversed(records))
+                    raise
+            return len(records)
+
+    async def run(self) -> None:
+        """Until cancelled: write what waits every `flush_interval_s`; prune hourly."""
+        next_prune = 0.0
+        while True:
+            try:
+                if self.retention_s is not None and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    gone = await asyncio.to_thread(self.store.prune, time.time() - self.retention_s)
+                    if gone:
+                        log.info(
+                            "audit retention: %d rows older than %.0fs pruned",
+                            gone,
+                            self.retention_s,
+                        )
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a full disk must not end the log: try again next time
+                log.exception("could not write the audit log; will retry")
+            await asyncio.sleep(self.flush_interval_s)
+
+    async def close(self) -> None:
+        """Write what is left and close the file."""
+        await self.flush()
+        self.store.close()
+
+
+_current: ContextVar[AuditRecord | None] = ContextVar("modelyard_audit_record", default=None)
+
+
+class AuditedCall:
+    """One call's audit context (`AuditLog.call`): a class, not a generator, since
+    every call of the server pays for it."""
+
+    __slots__ = ("_log", "_record", "_started", "_token")
+
+    def __init__(self, audit: AuditLog, rpc: str) -> None:
+        self._log = audit
+        self._record = AuditRecord(rpc=rpc, at=time.time())
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> AuditRecord:
+        self._token = _current.set(self._record)
+        return self._record
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _current.reset(self._token)
+        record = self._record
+        record.latency_ms = (time.perf_counter() - self._started) * 1000
+        record.code, record.reason = outcome_of(exc)
+        self._log.append(record)
+
+
+def outcome_of(exc: BaseException | None) -> tuple[str, str]:
+    """The status code's name and the reason a call ending with `exc` answers."""
+    if exc is None:
+        return "OK", ""
+    if isinstance(exc, ModelyardError):
+        return exc.code.name, exc.reason
+    if isinstance(exc, NotImplementedError):
+        return "UNIMPLEMENTED", "UNIMPLEMENTED"
+    if not isinstance(exc, Exception):  # CancelledError, GeneratorExit: the call was dropped
+        return "CANCELLED", ""
+    return "INTERNAL", "INTERNAL"
+
+
+def current_record() -> AuditRecord | None:
+    """The audit record of the call this task serves; None outside one (or audit off)."""
+    return _current.get()
+
+
+def note_caller(principal: Principal) -> Principal:
+    """Note who the call runs as (its key's id); returns `principal`, to wrap a call in."""
+    record = _current.get()
+    if record is not None:
+        record.key_id = principal.key_id
+    return principal
+
+
+def note_request(request: Message) -> None:
+    """Note the model(s) a request names: `model`, `model_id`, `models`, `entry.id`."""
+    record = _current.get()
+    if record is not None:
+        record.model_requested = requested_models(request)
+
+
+def note_served(model_id: str, tokens_in: int, tokens_out: int, cost_usd: float) -> None:
+    """Add one finished answer (a batch item, a Compare's model) to the call's record."""
+    record = _current.get()
+    if record is None:
+        return
+    if model_id and model_id not in record.model_served.split(","):
+        record.model_served = (
+            f"{record.model_served},{model_id}" if record.model_served else model_id
+        )
+    record.tokens_in += tokens_in
+    record.tokens_out += tokens_out
+    record.cost_usd += cost_usd
+
+
+# The fields that name a model (or an alias) in the contract's requests; a registry
+# request's `id` is a model's too.
+_MODEL_FIELDS = ("model", "model_id", "alias", "for_model", "target_model_id")
+_REGISTRY_PROTO = "modelyard/v1/registry.proto"
+
+
+def requested_models(request: Message) -> str:
+    """The model names a request holds, comma-separated; "" when it names none."""
+    names: list[str] = []
+    for name, kind in _model_fields(request.DESCRIPTOR):
+        value = _field(request, name)
+        if kind == "text":
+            if value:
+                names.append(value)
+        elif kind == "texts":
+            names.extend(value)
+        elif kind == "items":  # BatchGenerate's requests
+            names.extend(item.model for item in value if item.model)
+        elif request.HasField(name):  # RegisterModel's entry
+            names.append(value.id)
+    return ",".join(dict.fromkeys(names))
+
+
+@functools.cache
+def _model_fields(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
+    """Which fields of a request type name models, and how: worked out once per type."""
+    wanted = (*_MODEL_FIELDS, "id") if descriptor.file.name == _REGISTRY_PROTO else _MODEL_FIELDS
+    found: list[tuple[str, str]] = []
+    for field in descriptor.fields:
+        child = field.message_type
+        if field.name in wanted and child is None and not field.is_repeated:
+            found.append((field.name, "text"))
+        elif field.name == "models" and child is None and field.is_repeated:
+            found.append((field.name, "texts"))
+        elif field.name == "requests" and child is not None and "model" in child.fields_by_name:
+            found.append((field.name, "items"))
+        elif field.name in ("model", "entry") and child and "id" in child.fields_by_name:
+            found.append((field.name, "entry"))
+    return tuple(found)
+
+
+def _field(message: Message, name: str) -> Any:
+    """A field the descriptor says `message` has (the base class declares none)."""
+    return getattr(message, name)
