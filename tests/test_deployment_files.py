@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from modelyard.assembly import ROLES
+from modelyard.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +31,39 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "scripts/up " in readme and "scripts/test " in readme
     assert "exec scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose
+
+
+def test_compose_publishes_ports_on_the_hosts_loopback_only() -> None:
+    published = [
+        (name, port)
+        for name, service in _compose()["services"].items()
+        for port in service.get("ports", [])
+    ]
+    assert published, "the gateway's port is published"
+    assert [(n, p) for n, p in published if not str(p).startswith("127.0.0.1:")] == []
+
+
+def test_every_compose_service_talks_mtls_with_the_mounted_dev_certificates() -> None:
+    services = _compose()["services"]
+    assert services["certs"]["command"] == ["certs", "dev", "/certs", "--keep"]
+    for name, service in services.items():
+        command = service.get("command", [])
+        if command[:1] != ["serve"]:
+            continue
+        config_file = command[command.index("--config") + 1]
+        config = load_config(ROOT / config_file.removeprefix("/app/"), {})
+        tls = config.security.tls
+        assert (tls.mode, tls.cert, tls.key, tls.ca) == (
+            "mtls",
+            Path("/certs/server.pem"),
+            Path("/certs/server-key.pem"),
+            Path("/certs/ca.pem"),
+        ), name
+        assert "./deploy/certs:/certs:ro" in service["volumes"], name
+        assert service["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+        assert "grpc.secure_channel('127.0.0.1:50051'" in service["healthcheck"]["test"][-1]

@@ -19,6 +19,8 @@ from modelyard.config import ConfigError
 from modelyard.config.unbuilt import notices
 from modelyard.discovery.gguf_files import stop_reader_pool
 from modelyard.errors import ModelyardError
+from modelyard.scrub import scrub_logging
+from modelyard.security.client_channel import add_client_tls_flags, channel_for
 from modelyard.telemetry import configure_tracing
 
 if TYPE_CHECKING:
@@ -264,6 +266,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     for command in COMMANDS:
         command.register(sub)
+    add_client_tls_flags(parser)
     return parser
 
 
@@ -362,6 +365,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelyardError as exc:
         return _startup_mistake(exc)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    scrub_logging()  # no credential in any record, DEBUG too
     for line in notices(settings.config):
         print(f"modelyard: {line}", file=sys.stderr, flush=True)
     try:
@@ -383,10 +387,11 @@ def _startup_mistake(exc: ModelyardError | OSError) -> int:
 
 
 async def _run(settings: Settings) -> None:
-    from modelyard.server.runtime import wait_for_stop_signal
+    from modelyard.server.runtime import on_reload_signal, wait_for_stop_signal
 
     provider = configure_tracing("modelyard")
     stack = await start_stack(settings)
+    on_reload_signal(stack.reload_secrets)  # SIGHUP: provider keys read again
     models = stack.view.models() if stack.view else []
     print(
         f"modelyard: serving {', '.join(stack.server.service_names)} on {stack.address}", flush=True
@@ -409,14 +414,12 @@ async def _run(settings: Settings) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
     from modelyard.catalog_limits import CHANNEL_OPTIONS
     from modelyard.enum_values import value_name
     from modelyard.v1 import common_pb2
 
-    with grpc.insecure_channel(args.address, options=CHANNEL_OPTIONS) as channel:
+    with channel_for(args, CHANNEL_OPTIONS) as channel:
         for entry in remote.list_models(channel, timeout_s=10):
             backends = ",".join(d.backend for d in entry.deployments)
             name = value_name(common_pb2.HealthStatus.DESCRIPTOR, entry.health)
@@ -427,13 +430,11 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
     prompt: remote.Prompt = [("user", args.prompt)] if args.chat else args.prompt
     request = remote.generate_request(args.model, prompt, args.max_tokens, args.temperature)
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         for piece in remote.stream_text(channel, request, timeout_s=600):
             sys.stdout.write(piece)
             sys.stdout.flush()
@@ -451,11 +452,9 @@ _REFUSAL_CODES = frozenset(
 
 
 def _routes(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         routes = remote.list_routes(channel, timeout_s=10)
     if not routes:
         print("no routes")
@@ -465,8 +464,6 @@ def _routes(args: argparse.Namespace) -> int:
 
 
 def _swap(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
     from modelyard.v1 import hotswap_pb2
 
@@ -478,7 +475,7 @@ def _swap(args: argparse.Namespace) -> int:
         validation_prompts=args.prompt,
         canary=args.canary,
     )
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         try:
             status = remote.start_swap(channel, request, timeout_s=10)
         except ModelyardError as exc:
@@ -507,11 +504,9 @@ def _swap(args: argparse.Namespace) -> int:
 
 
 def _swap_status(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         status = remote.get_swap(channel, args.swap_id, timeout_s=10)
     print(_swap_line(status))
     for step in status.steps:
@@ -520,22 +515,18 @@ def _swap_status(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         print(_swap_line(remote.rollback(channel, args.swap_id, timeout_s=10)))
     return 0
 
 
 def _fallbacks(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
     alias, model = ("", args.target) if "/" in args.target else (args.target, "")
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         route = remote.set_fallbacks(channel, alias, model, args.models, timeout_s=10)
     print(_route_line(route))
     return 0
@@ -637,8 +628,6 @@ def _abtest(args: argparse.Namespace) -> int:
 
 
 def _abtest_start(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
     from modelyard.v1 import hotswap_pb2
 
@@ -655,7 +644,7 @@ def _abtest_start(args: argparse.Namespace) -> int:
         ),
         promote_winner=args.promote_winner,
     )
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         try:
             test = remote.start_ab_test(channel, request, timeout_s=10)
         except ModelyardError as exc:
@@ -700,11 +689,9 @@ def _follow(channel: grpc.Channel, test: hotswap_pb2.ABTest) -> hotswap_pb2.ABTe
 
 
 def _abtest_status(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         if args.test_id:
             lines = _abtest_detail(remote.get_ab_test(channel, args.test_id, timeout_s=10))
         else:
@@ -715,11 +702,9 @@ def _abtest_status(args: argparse.Namespace) -> int:
 
 
 def _abtest_stop(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         test = remote.stop_ab_test(channel, args.test_id, args.promote_winner, timeout_s=10)
     for line in _abtest_detail(test):
         print(line)
@@ -727,11 +712,9 @@ def _abtest_stop(args: argparse.Namespace) -> int:
 
 
 def _feedback(args: argparse.Namespace) -> int:
-    import grpc
-
     from modelyard import remote
 
-    with grpc.insecure_channel(args.address) as channel:
+    with channel_for(args) as channel:
         # The service waits up to a second for the call's report to arrive first.
         taken = remote.feedback(channel, args.request_id, args.score, timeout_s=10)
     print(

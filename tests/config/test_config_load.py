@@ -182,13 +182,21 @@ model_system:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("1m30s", 90.0), ("1.5s", 1.5)],
+    [
+        ("500ms", 0.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1m30s", 90.0),
+        ("1.5s", 1.5),
+        ("90d", 90 * 86_400.0),  # retention, key expiry
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["30", "30 parsecs", "", "s", "1d", "-1s"])
+@pytest.mark.parametrize("text", ["30", "30 parsecs", "", "s", "1w", "-1s"])
 def test_not_durations(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration(text)

@@ -25,6 +25,7 @@ from modelyard.errors import (
     BackendUnavailable,
     ConfigError,
     ConfigProblem,
+    ErrorDetails,
     InvalidRequest,
     ModelNotFound,
     ModelyardError,
@@ -189,13 +190,29 @@ def test_attempts_whose_ids_alone_overflow_are_left_out_and_counted() -> None:
 
 
 def test_metadata_over_the_bound_loses_its_largest_value_and_says_so(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    status = to_status(ModelNotFound("m" * 100_000))
+    # A class that does not keep its metadata within the bound itself.
+    def unbounded(self: ModelyardError) -> ErrorDetails:
+        return ErrorDetails(metadata={"model_id": "m" * 100_000, "small": "s"})
+
+    monkeypatch.setattr(ModelNotFound, "wire_details", unbounded)
+    status = to_status(ModelNotFound("hostile"))
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
-    assert dict(info.metadata) == {}
+    assert dict(info.metadata) == {"small": "s"}
     assert "ModelNotFound: ErrorInfo metadata 'model_id' (100000 bytes) left out" in caplog.text
+
+
+def test_a_huge_model_id_arrives_shortened_and_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rebuilt = error_from_details(to_status(ModelNotFound("m" * 100_000)))
+    assert isinstance(rebuilt, ModelNotFound)
+    head, _, marker = rebuilt.model_id.partition("… (")
+    assert head == "m" * len(head) and len(rebuilt.model_id.encode()) <= 1024
+    assert marker == f"{100_000 - len(head)} more characters)"
+    assert caplog.text == ""
 
 
 def test_field_violations_keep_the_first_within_the_bound() -> None:

@@ -63,7 +63,7 @@ async def test_batch_refusals_are_the_whole_message(gateway: Gateway) -> None:
     too_many = gateway_pb2.BatchGenerateRequest(requests=[_item("scripted/a")] * 65)
     assert await _refusal(gateway.stub.BatchGenerate(too_many)) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "the batch has 65 items; the limit is 64",
+        "the batch has 65 items; the limit is 64 (security.input_limits.max_batch_items)",
     )
 
 

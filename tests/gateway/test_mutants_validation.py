@@ -63,7 +63,10 @@ def test_an_input_of_exactly_the_limit_is_accepted() -> None:
     with pytest.raises(RequestTooLarge) as caught:
         check_request(request, SETTINGS)
     limit = SETTINGS.max_input_bytes
-    assert str(caught.value) == f"input is {limit + 1} bytes; the limit is {limit} bytes"
+    assert str(caught.value) == (
+        f"input is {limit + 1} bytes; the limit is {limit} bytes "
+        "(security.input_limits.max_input_bytes)"
+    )
 
 
 def test_params_are_accepted_at_their_bounds() -> None:

@@ -16,6 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from support.scripted_engine import ScriptedEngine
 
+from modelyard.config.security import InputLimitsConfig
 from modelyard.errors import InvalidRequest, RequestTooLarge, error_from_rpc
 from modelyard.gateway.request_limits import LIMITS, check_bounds
 from modelyard.gateway.settings import GatewaySettings
@@ -194,7 +195,10 @@ def test_each_bound_takes_its_limit_and_refuses_one_more_naming_the_field(
         check_bounds(over)
     assert refused.value.field == path
     size = f"has {limit + 1} entries" if kind == "entries" else f"is {limit + 1} characters long"
-    assert refused.value.message == f"{path} {size}; the limit is {limit}"
+    named = (
+        f" (security.input_limits.{bound.setting})" if kind == "entries" and bound.setting else ""
+    )
+    assert refused.value.message == f"{path} {size}; the limit is {limit}{named}"
 
 
 def test_every_string_bytes_and_repeated_field_of_the_requests_has_a_bound() -> None:
@@ -225,8 +229,10 @@ def test_task_input_is_held_to_the_input_size_limit_too() -> None:
     request = _request()
     request.task.input.text = "x" * 2048
     with pytest.raises(RequestTooLarge) as refused:
-        check_request(request, GatewaySettings(max_input_bytes=1024))
-    assert refused.value.message == "task.input is 2051 bytes; the limit is 1024 bytes"
+        check_request(request, GatewaySettings(InputLimitsConfig(max_input_bytes=1024)))
+    assert refused.value.message == (
+        "task.input is 2051 bytes; the limit is 1024 bytes (security.input_limits.max_input_bytes)"
+    )
 
 
 # ---- the numbers as documented --------------------------------------------------

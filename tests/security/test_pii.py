@@ -16,12 +16,8 @@ from typing import Any
 
 import pytest
 
+from modelyard.config.security import BUILT_IN_TYPES, CARD, EMAIL, IBAN, PHONE
 from modelyard.security.pii import (
-    BUILT_IN_TYPES,
-    CARD,
-    EMAIL,
-    IBAN,
-    PHONE,
     PiiDetectors,
     find_pii,
     iban_valid,

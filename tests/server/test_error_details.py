@@ -24,10 +24,12 @@ from modelyard.errors import (
     AlreadyExists,
     Attempt,
     BackendUnavailable,
+    BudgetExceeded,
     CatalogFileError,
     ConfigError,
     ConfigFileUnreadable,
     ConfigProblem,
+    ContentBlocked,
     ContentRejected,
     ContextLengthExceeded,
     DeadlineExceeded,
@@ -39,7 +41,9 @@ from modelyard.errors import (
     ModelyardError,
     NoSuitableModel,
     NotFound,
+    OutputSchemaMismatch,
     Overloaded,
+    PermissionDenied,
     ProviderAccessDenied,
     ProviderAuthFailed,
     ProviderError,
@@ -51,8 +55,11 @@ from modelyard.errors import (
     RateLimiterUnavailable,
     RefusedLimit,
     RequestTooLarge,
+    SlowReaderCut,
     StreamStalled,
     StreamTruncated,
+    TooManyStreams,
+    Unauthenticated,
     Unimplemented,
     WatcherFellBehind,
     error_from_rpc,
@@ -141,6 +148,40 @@ RAISED: dict[str, ModelyardError] = {
     ),
     "Unimplemented": Unimplemented("modelyard.v1.HotSwapService/Swap is not implemented yet"),
     "CatalogFileError": CatalogFileError("providers.x.models[0].name: must be a non-empty string"),
+    "ContentBlocked": ContentBlocked(
+        "input.text matches content filter rule 'no_internal_codenames'",
+        rule="no_internal_codenames",
+        stage="input",
+        field="input.text",
+    ),
+    "OutputSchemaMismatch": OutputSchemaMismatch(
+        "the answer does not follow params.response_schema_json at $.age: 'x' is not of type "
+        "'integer' (schema path properties/age/type)",
+        schema_path="properties/age/type",
+        instance_path="$.age",
+    ),
+    "Unauthenticated": Unauthenticated("a valid modelyard API key is required"),
+    "PermissionDenied": PermissionDenied("this key may not use model 'b/two'"),
+    "BudgetExceeded": BudgetExceeded(
+        "team 'research' has spent $9.97 of its $10.00 daily budget; resets at 00:00 UTC",
+        scope="team:research",
+        window="day",
+        budget_usd=10.0,
+        spent_usd=9.97,
+        resets_at="2026-12-02T00:00:00Z",
+        retry_after_s=3600.25,
+    ),
+    "TooManyStreams": TooManyStreams(
+        "key 'k-1' already holds 64 open streams; the limit is 64 "
+        "(security.input_limits.max_streams_per_key)",
+        key="k-1",
+        limit=64,
+    ),
+    "SlowReaderCut": SlowReaderCut(
+        "the client read nothing for 30s; the stream was cut "
+        "(security.input_limits.slow_reader_timeout)",
+        timeout_s=30.0,
+    ),
 }
 
 

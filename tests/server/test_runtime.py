@@ -26,6 +26,8 @@ ALL_SERVICES = {
     "modelyard.v1.HotSwapService",
     "modelyard.v1.GatewayService",
     "modelyard.v1.BackendService",
+    "modelyard.v1.AuditService",  # every server keeps its audit log
+    "modelyard.v1.KeyService",  # with the gateway role
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }

@@ -51,6 +51,13 @@ const (
 	ReasonStreamStalled          = "STREAM_STALLED"
 	ReasonUnimplemented          = "UNIMPLEMENTED"
 	ReasonCatalogFileInvalid     = "CATALOG_FILE_INVALID"
+	ReasonUnauthenticated        = "UNAUTHENTICATED"        // the caller's modelyard key: missing, unknown, expired or revoked
+	ReasonPermissionDenied       = "PERMISSION_DENIED"      // the caller's key lacks the scope or the model
+	ReasonBudgetExceeded         = "BUDGET_EXCEEDED"        // Metadata["scope"], ["window"], ["budget_usd"], ["spent_usd"], ["resets_at"]
+	ReasonContentBlocked         = "CONTENT_BLOCKED"        // Metadata["rule"], ["stage"]: a guardrails deny rule matched
+	ReasonOutputSchemaMismatch   = "OUTPUT_SCHEMA_MISMATCH" // Metadata["schema_path"], ["instance_path"]
+	ReasonTooManyStreams         = "TOO_MANY_STREAMS"       // Metadata["key"], ["limit"]: the key's open GenerateStreams
+	ReasonSlowReader             = "SLOW_READER"            // Metadata["timeout_s"]: the client read nothing that long
 )
 
 // FieldViolation is one wrong request field (a path such as

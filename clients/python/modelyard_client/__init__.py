@@ -8,25 +8,46 @@ its attributes (`ModelNotFound.model_id`, `RateLimited.retry_after_s`,
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
-
-import grpc
 
 from modelyard import remote
 from modelyard.catalog_limits import CHANNEL_OPTIONS
 from modelyard.errors import ModelyardError
 from modelyard.remote import Prompt
+from modelyard.security.client_channel import client_channel
+from modelyard.security.tls import ClientFiles
 from modelyard.v1 import common_pb2, gateway_pb2
 
 __all__ = ["GatewayClient", "ModelyardError"]
+
+_NAMES = ("ca", "cert", "key")  # how a file's error names it: the argument
+
+
+def _path(given: str | Path | None) -> Path | None:
+    return Path(given).expanduser() if given is not None else None
 
 
 class GatewayClient:
     """Talks to a modelyard server (the embedded stack answers every service on one address)."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", *, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        timeout_s: float = 600.0,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """`ca`: the PEM CA that signed the server's certificate (TLS); `cert` and `key`:
+        this client's PEM certificate and key, for a server that requires one (mTLS).
+        None of them: plaintext. A missing or broken file raises `ConfigError` naming it.
+        `api_key`: the gateway API key every call presents (servers that require keys)."""
+        files = ClientFiles(ca=_path(ca), cert=_path(cert), key=_path(key), names=_NAMES)
         # ListModels carries whole catalog entries: take what the registry may send.
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = client_channel(address, files, CHANNEL_OPTIONS, api_key)
         self._timeout_s = timeout_s
 
     def __enter__(self) -> GatewayClient:

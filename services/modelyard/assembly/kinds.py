@@ -129,8 +129,11 @@ def _coreml_source(plan: BackendPlan) -> DiscoverySource:
 
 
 # ---- the OpenAI wire: any compatible server, and the hosted providers that speak it ------
-def provider_endpoint(name: str, backend: Backend) -> ProviderEndpoint:
-    """The OpenAI-wire upstream of an `openai_compat` entry or an OpenAI-wire hosted one."""
+def provider_endpoint(
+    name: str, backend: Backend, current_key: Callable[[], str] | None = None
+) -> ProviderEndpoint:
+    """The OpenAI-wire upstream of an `openai_compat` entry or an OpenAI-wire hosted one;
+    `current_key` gives its key as it is now (rotated on SIGHUP: `BackendPlan.secret`)."""
     if isinstance(backend, OpenAICompatBackend):
         base_url = normalise_base_url(backend.endpoint)
     else:
@@ -144,6 +147,7 @@ def provider_endpoint(name: str, backend: Backend) -> ProviderEndpoint:
         timeout_s=backend.timeout_ms / 1000,
         max_concurrency=backend.max_concurrency,
         max_queue=backend.max_queue,
+        current_key=current_key,
     )
 
 
@@ -155,13 +159,13 @@ def _openai_wire(endpoint: ProviderEndpoint, plan: BackendPlan) -> Engine:
 
 
 def _compat_engine(plan: BackendPlan) -> Engine:
-    return _openai_wire(provider_endpoint(plan.name, plan.backend), plan)
+    return _openai_wire(provider_endpoint(plan.name, plan.backend, plan.secret("api_key")), plan)
 
 
 def _compat_source(plan: BackendPlan) -> DiscoverySource:
     from modelyard.discovery.openai_compat import OpenAICompatSource
 
-    return OpenAICompatSource(provider_endpoint(plan.name, plan.backend))
+    return OpenAICompatSource(provider_endpoint(plan.name, plan.backend, plan.secret("api_key")))
 
 
 def _plugin_engine(plan: BackendPlan) -> Engine:

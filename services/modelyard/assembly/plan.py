@@ -9,6 +9,7 @@ from these plans, so the two can never disagree about a directory or a name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from modelyard.backends.engine import Engine
 from modelyard.config import Backend, OllamaBackend
 from modelyard.discovery.api_providers import ApiProvidersSource, HostedBackendKey
 from modelyard.registry.discovery_loop import SourceBinding
+from modelyard.security.secrets import ProviderKeys
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,16 @@ class BackendPlan:
     settings: Settings
     models_dir: Path
     answering: bool = True  # Ollama: the daemon answered at start
+    keys: ProviderKeys | None = None  # the process's provider keys, re-read on SIGHUP
+
+    def secret(self, field: str) -> Callable[[], str] | None:
+        """The current value of this backend's secret `field` (``api_key``), asked on each
+        call; None when the field names no variable (or no keys are held)."""
+        references = self.settings.config.security.secrets.references
+        name = references.get(f"backends.{self.name}.{field}")
+        if self.keys is None or name is None:
+            return None
+        return self.keys.key(name).value
 
     @property
     def not_served(self) -> str | None:
@@ -46,8 +58,9 @@ class BackendPlan:
         return None
 
 
-async def plan_backends(settings: Settings) -> list[BackendPlan]:
-    """Every active backend's plan; Ollama daemons are probed once, here."""
+async def plan_backends(settings: Settings, keys: ProviderKeys | None = None) -> list[BackendPlan]:
+    """Every active backend's plan; Ollama daemons are probed once, here. `keys`: where
+    the engines read their provider keys on each call (`modelyard.security.secrets`)."""
     probe = settings.discover_ollama and bool(
         {"registry", "backend-openai-compat"} & set(settings.roles)
     )
@@ -65,6 +78,7 @@ async def plan_backends(settings: Settings) -> list[BackendPlan]:
                 settings,
                 settings.models_dir_for(own_dir),
                 answering,
+                keys,
             )
         )
     for plan in plans:

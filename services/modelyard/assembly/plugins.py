@@ -39,6 +39,7 @@ from modelyard.plugins import (
     Message,
     installed_plugins,
 )
+from modelyard.scrub import upstream_text
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -326,5 +327,6 @@ def _describe_point(point: EntryPoint) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    # A plug-in's exception may quote its upstream: scrubbed and capped like any upstream's.
+    text = upstream_text(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -29,7 +29,10 @@ from modelyard.ratelimit.config import (
     PER_KEY_ENV,
     PER_PROVIDER_ENV,
     REDIS_URL_ENV,
+    spend_config,
+    team_rates,
 )
+from modelyard.security.auth_mode import auth_from_env
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DRAIN_NOTICE_ENV = "MODELYARD_DRAIN_NOTICE_S"
@@ -139,6 +142,7 @@ def resolve_settings(
 
     config_path = pick("config", "MODELYARD_CONFIG", None, "")
     config = load_config(config_path, env) if config_path else default_config(env)
+    config = auth_from_env(config, env)  # MODELYARD_ADMIN_KEY & co. when the file has none
     server = config.server
     models_dir = pick("models_dir", "MODELYARD_MODELS_DIR", None, "")
     data_dir = pick("data_dir", "MODELYARD_DATA_DIR", server.data_dir, "")
@@ -183,7 +187,8 @@ def _seconds(value: str | float, var: str) -> float:
 
 
 def limiter_settings(config: ModelyardConfig, env: Mapping[str, str]) -> LimiterConfig:
-    """The gateway limiter: each environment variable wins over its `rate_limits:` key."""
+    """The gateway limiter: each environment variable wins over its `rate_limits:` key;
+    teams' rates and every spend budget from `security.budgets`."""
     from_env = LimiterConfig.from_env(env)
     section = config.rate_limits
 
@@ -195,10 +200,12 @@ def limiter_settings(config: ModelyardConfig, env: Mapping[str, str]) -> Limiter
         per_provider=from_env.quotas.per_provider
         if env.get(PER_PROVIDER_ENV)
         else {name: rates(limit) for name, limit in section.per_provider.items()},
+        per_team=team_rates(config.security.budgets),
     )
     return dataclasses.replace(
         from_env,
         quotas=quotas,
+        spend=spend_config(config.security.budgets),
         redis_url=from_env.redis_url if env.get(REDIS_URL_ENV) else section.redis_url,
         failure_policy=from_env.failure_policy
         if env.get(FAILURE_POLICY_ENV)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from grpc_health.v1 import health_pb2
 
+from modelyard.assembly.audit import audit_log
 from modelyard.assembly.hotswap import ab_tests, route_table, swap_engine
 from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, plan_backends
 from modelyard.assembly.profiles import apply_profiles
@@ -31,6 +33,7 @@ from modelyard.gateway.balancing import Balancer, CircuitPolicy
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.conversations import Conversations, ConversationStore
 from modelyard.gateway.core import GatewayCore
+from modelyard.gateway.guarded import SecurityStages
 from modelyard.gateway.limits import ModelLimits
 from modelyard.gateway.response_cache import ResponseCache
 from modelyard.gateway.route_view import RouteView
@@ -45,6 +48,14 @@ from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.servicer import Registry, RegistryServicer
 from modelyard.registry.store import CatalogStore
+from modelyard.security.audit import AuditLog
+from modelyard.security.audit_servicer import AuditServicer
+from modelyard.security.auth_mode import keys_required, open_authenticator
+from modelyard.security.authn import Authenticator
+from modelyard.security.channels import InternalChannels
+from modelyard.security.secrets import ProviderKeys
+from modelyard.security.servicer import KeyServicer
+from modelyard.security.tls import server_credentials
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Selector
 from modelyard.selector.servicer import SelectorServicer
@@ -76,7 +87,15 @@ class Stack:
     route_view: RouteView | None = None  # the gateway's copy of the routes
     outcomes: ArmOutcomes | None = None  # the gateway's reports of split calls
     response_cache: ResponseCache | None = None  # gateway.cache, when enabled
+    authenticator: Authenticator | None = None  # keys required, or the KeyService's store
+    secrets: ProviderKeys | None = None  # provider keys; `reload_secrets` re-reads them
+    audit: AuditLog | None = None  # security.audit: a row per call, written in batches
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def reload_secrets(self) -> bool:
+        """Re-read the provider keys (SIGHUP); engines send the new ones from their next
+        call. True when a key changed."""
+        return self.secrets.reload() if self.secrets is not None else False
 
     async def _end_watches(self) -> None:
         for task in self.tasks:
@@ -116,13 +135,31 @@ class Stack:
             self.routes.close()
         if self.conversations:
             self.conversations.close()
+        if self.authenticator:
+            self.authenticator.close()
+        if self.audit:
+            await self.audit.close()  # the drained calls' rows too
 
 
 async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> Stack:
     """Serve `settings.roles` on `settings.listen`. `engines`: hosted besides the ones the
     configuration brings (embedding modelyard as a library, tests)."""
     roles = settings.roles
+    # Every PEM file read before anything opens: a bad one stops the start, named.
+    tls = settings.config.security.tls
+    credentials, channels = server_credentials(tls), InternalChannels.from_config(tls)
+    # Keys required beyond loopback (security.auth); the services then present theirs.
+    auth = settings.config.security.auth
+    required = keys_required(auth, settings.listen)
+    authenticator = None
+    if required or "gateway" in roles:  # the gateway serves the KeyService either way
+        authenticator = open_authenticator(auth, settings.data_dir, required)
+    if required:
+        channels = dataclasses.replace(channels, service_key=auth.service_key)
     bindings: list[ServiceBinding] = []
+    audit = audit_log(settings)
+    if audit is not None:
+        bindings.append(bind(AuditServicer(audit)))
     catalog = view = host = pool = limits = routes = route_view = conversations = None
     outcomes = response_cache = None
     registry = None
@@ -142,7 +179,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         if "selector" in roles:
             bindings.append(bind(with_unimplemented(SelectorServicer, selector)))
         # The gateway's calls, and the swaps' validations, under each model's deadlines.
-        pool = BackendPool(StreamDeadlines.from_config(settings.config))
+        pool = BackendPool(StreamDeadlines.from_config(settings.config), channels)
         if "gateway" in roles:
             limits = ModelLimits.from_config(settings.limiter)
             circuit = CircuitPolicy.from_config(settings.config.gateway.circuit)
@@ -174,14 +211,18 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                     redis_url=cache.redis_url,
                     deterministic_only=cache.deterministic_only,
                 )
-            bindings.append(bind(with_unimplemented(GatewayServicer, core, response_cache)))
+            stages = SecurityStages.from_config(settings.config.security)  # guardrails, PII
+            bindings.append(bind(with_unimplemented(GatewayServicer, core, response_cache, stages)))
+            assert authenticator is not None and authenticator.store is not None
+            bindings.append(bind(KeyServicer(authenticator.store, authenticator)))
     swaps = tests = None
     if routes is not None:
         assert view is not None and pool is not None
         swaps = swap_engine(settings, routes, view, pool)
         tests = ab_tests(settings, routes, view, swaps)
         bindings.append(bind(with_unimplemented(HotSwapServicer, routes, swaps, tests, view)))
-    plans = await plan_backends(settings)
+    secrets = ProviderKeys.for_config(settings.config)
+    plans = await plan_backends(settings, secrets)
     hosted = [*engines_for(plans, roles), *engines]
     if hosted:
         host = BackendHost(hosted)
@@ -189,8 +230,17 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     if (view or host) and not (catalog or settings.registry_address):
         raise InvalidRequest("this role needs the registry's address (--registry)")
 
-    server = await start_server(bindings, settings.listen)
+    server = await start_server(
+        bindings,
+        settings.listen,
+        credentials=credentials,
+        authenticator=authenticator if required else None,
+        audit=audit,
+        slow_reader_timeout_s=settings.config.security.input_limits.slow_reader_timeout,
+    )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
+    # How this process calls itself: by a name its certificate holds, not 0.0.0.0.
+    own = address.replace("0.0.0.0", "127.0.0.1")
     stack = Stack(
         server,
         address,
@@ -207,14 +257,21 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         route_view=route_view,
         outcomes=outcomes,
         response_cache=response_cache,
+        authenticator=authenticator,
+        secrets=secrets,
+        audit=audit,
     )
-    registry_address = address if catalog else settings.registry_address
+    if audit is not None:  # rows written every flush_interval, old ones pruned hourly
+        stack.tasks.append(asyncio.create_task(audit.run()))
+    if required and authenticator is not None:  # revocations seen within refresh_interval
+        stack.tasks.append(asyncio.create_task(authenticator.follow(auth.refresh_interval)))
+    registry_address = own if catalog else settings.registry_address
     # How other services reach the backends served here.
-    advertise = settings.advertise or address.replace("0.0.0.0", "127.0.0.1")
+    advertise = settings.advertise or own
     try:
         if host is not None:
             assert registry_address
-            await _start_backends(stack, host, registry_address, advertise)
+            await _start_backends(stack, host, registry_address, advertise, channels)
         if registry is not None and settings.discovery:
             sources = discovery_for(plans, host.engines if host else [], advertise)
             if sources:
@@ -224,14 +281,16 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 stack.tasks.append(asyncio.create_task(loop.run_forever()))
         if view is not None:
             assert registry_address
-            stack.tasks.append(asyncio.create_task(view.follow(registry_address)))
+            following = view.follow(registry_address, channels=channels)
+            stack.tasks.append(asyncio.create_task(following))
             await asyncio.wait_for(view.synced.wait(), timeout=30)
         if route_view is not None:
-            hotswap_address = address if routes is not None else settings.hotswap_address
+            hotswap_address = own if routes is not None else settings.hotswap_address
             assert hotswap_address
-            stack.tasks.append(asyncio.create_task(route_view.follow(hotswap_address)))
+            following = route_view.follow(hotswap_address, channels=channels)
+            stack.tasks.append(asyncio.create_task(following))
             assert outcomes is not None
-            outcomes.start(hotswap_address)
+            outcomes.start(hotswap_address, channels)
             await asyncio.wait_for(route_view.synced.wait(), timeout=30)
     except BaseException:
         await stack.stop(0)
@@ -240,13 +299,17 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
 
 
 async def _start_backends(
-    stack: Stack, host: BackendHost, registry_address: str, advertise: str
+    stack: Stack,
+    host: BackendHost,
+    registry_address: str,
+    advertise: str,
+    channels: InternalChannels,
 ) -> None:
     """Start the engines, announce their models, and say so when none can serve."""
     await host.start()
     entries = host.models(advertise)
     apply_profiles(entries, stack.plans)
-    await host.announce(registry_address, entries)
+    await host.announce(registry_address, entries, channels)
     if stack.pool is not None:
         stack.pool.add_in_process(advertise, host)
     unavailable = common_pb2.HEALTH_STATUS_UNAVAILABLE

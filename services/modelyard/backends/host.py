@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
+from typing import Any, Protocol
 
 import grpc
 
@@ -34,12 +35,30 @@ from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+class ChannelOpener(Protocol):
+    """What opens this host's channel to the registry: the assembly passes
+    `modelyard.security.channels.InternalChannels` (TLS, the service key); a
+    protocol, so that backends import nothing of security (which reads config,
+    which reads backends)."""
+
+    def open(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel: ...
+
+
+class _Plaintext:
+    def open(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(address, options=options)
+
+
+PLAINTEXT: ChannelOpener = _Plaintext()  # a host announced by a test or an embedder
+
+
 class BackendHost:
     def __init__(self, engines: Sequence[Engine], *, name: str | None = None) -> None:
         self._engines = list(engines)
         self.name = name or "+".join(sorted({e.kind for e in engines})) or "empty"
         self._by_model: dict[str, Engine] = {}
         self._registry_address: str | None = None  # set by `announce`
+        self._channels: ChannelOpener = PLAINTEXT  # to the registry, set by `announce`
         self._reports: set[asyncio.Task[None]] = set()
         for engine in self._engines:
             if isinstance(engine, BudgetedEngine):
@@ -119,8 +138,15 @@ class BackendHost:
     def loaded_models(self) -> list[str]:
         return sorted(m for e in self._engines for m in e.loaded_models())
 
-    async def announce(self, registry_address: str, entries: list[common_pb2.ModelEntry]) -> int:
+    async def announce(
+        self,
+        registry_address: str,
+        entries: list[common_pb2.ModelEntry],
+        channels: ChannelOpener = PLAINTEXT,
+    ) -> int:
         """Register (upsert) `entries` (see `models`) in the registry; returns how many.
+
+        `channels`: how the registry is reached, this call and later cold-start reports.
 
         An entry the registry refuses as invalid (`InvalidRequest`: an id a file's
         name made, a field over its bound) is logged and left out, the others still
@@ -130,9 +156,7 @@ class BackendHost:
         announced = 0
         refused: list[InvalidRequest] = []
         with remote_errors():
-            async with grpc.aio.insecure_channel(
-                registry_address, options=CHANNEL_OPTIONS
-            ) as channel:
+            async with channels.open(registry_address, CHANNEL_OPTIONS) as channel:
                 stub = registry_pb2_grpc.RegistryServiceStub(channel)
                 for entry in entries:
                     try:
@@ -152,6 +176,7 @@ class BackendHost:
                         continue
                     announced += 1
         self._registry_address = registry_address  # where later cold starts go
+        self._channels = channels
         if refused and not announced:
             raise refused[0]
         log.info("backend %s: announced %d model(s)", self.name, announced)
@@ -176,9 +201,7 @@ class BackendHost:
         """Set the entry's `performance.cold_start_ms`, its other figures as they are."""
         try:
             with remote_errors():
-                async with grpc.aio.insecure_channel(
-                    registry_address, options=CHANNEL_OPTIONS
-                ) as channel:
+                async with self._channels.open(registry_address, CHANNEL_OPTIONS) as channel:
                     stub = registry_pb2_grpc.RegistryServiceStub(channel)
                     entry = await stub.GetModel(
                         registry_pb2.GetModelRequest(id=model_id),

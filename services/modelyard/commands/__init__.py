@@ -10,4 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-COMMANDS: tuple[ModuleType, ...] = ()
+from modelyard.commands import audit, certs, keys
+
+COMMANDS: tuple[ModuleType, ...] = (certs, keys, audit)

@@ -21,7 +21,12 @@ from urllib.parse import urlsplit
 import yaml
 
 from modelyard.config.durations import parse_duration
-from modelyard.config.interpolation import interpolate, is_secret_reference, secret_variable_hint
+from modelyard.config.interpolation import (
+    interpolate,
+    is_secret_reference,
+    secret_variable,
+    secret_variable_hint,
+)
 from modelyard.config.problems import ConfigProblem, suggestion
 
 
@@ -98,6 +103,8 @@ class Reader:
     env: Mapping[str, str]
     lines: Mapping[str, int] = dataclasses.field(default_factory=dict)
     problems: list[ConfigProblem] = dataclasses.field(default_factory=list)
+    # Key path of each secret field read → the variable it names (`SecretsConfig.references`).
+    secret_references: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def report(self, path: str, message: str) -> Any:
         self.problems.append(ConfigProblem(path, message, self._line(path)))
@@ -291,6 +298,7 @@ class Reader:
             return self.report(
                 path, f"put secrets in the environment, e.g. ${{{secret_variable_hint(path)}}}"
             )
+        self.secret_references[path] = secret_variable(raw)
         return self._interpolated(raw, path)
 
     def _duration(self, raw: Any, path: str) -> Any:

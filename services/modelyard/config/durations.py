@@ -1,12 +1,12 @@
-"""Durations as operators write them (``500ms``, ``30s``, ``5m``, ``1h``, ``1m30s``)."""
+"""Durations as operators write them (``500ms``, ``30s``, ``5m``, ``1h``, ``90d``, ``1m30s``)."""
 
 from __future__ import annotations
 
 import re
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 
 DURATION_HINT = "use e.g. 500ms, 30s, 5m, 1h"
 

@@ -1,7 +1,9 @@
 """``${VAR}`` and ``${VAR:-default}`` in configuration strings; ``$$`` is a literal ``$``.
 
-Secrets come only from the environment: a secret field must be exactly one
-reference, so a key pasted into the file is refused before it is ever used.
+Secrets come only from the environment (or the secrets file,
+`modelyard.config.secrets_file`, whose values resolve references as the
+environment's do): a secret field must be exactly one reference, so a key
+pasted into the configuration file is refused before it is ever used.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ def interpolate(text: str, env: Mapping[str, str]) -> Interpolated:
 def is_secret_reference(text: str) -> bool:
     """True for ``${VAR}`` or ``${VAR:-}`` alone; a non-empty default would be a literal secret."""
     return _SECRET_REFERENCE.fullmatch(text.strip()) is not None
+
+
+def secret_variable(text: str) -> str:
+    """``OPENAI_API_KEY`` for ``${OPENAI_API_KEY}`` (a text `is_secret_reference` accepted)."""
+    match = _REFERENCE.search(text)
+    assert match is not None and match.group(1), "not a secret reference"
+    return match.group(1)
 
 
 def secret_variable_hint(path: str) -> str:

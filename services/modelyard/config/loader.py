@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
@@ -14,6 +15,7 @@ import yaml
 from modelyard.config.convert import INVALID, Reader
 from modelyard.config.problems import ConfigError, ConfigFileUnreadable, ConfigProblem
 from modelyard.config.schema import ModelyardConfig
+from modelyard.config.secrets_file import FILE_KEY, with_secrets_file
 
 # The embedded default, read through the same code as any file. Its backends are
 # also the ones a file without a `backends:` section gets: the local engine, an
@@ -84,13 +86,25 @@ def parse_config(
     if system is None or (isinstance(system, dict) and "backends" not in system):
         system = {**(system or {}), "backends": _default_backends()}
         raw = {**raw, "model_system": system}
-    reader = Reader(os.environ if env is None else env, lines, problems)
+    env = os.environ if env is None else env
+    try:  # the secrets file's values resolve ${VAR} as the environment's do
+        env = with_secrets_file(system, env)
+    except ConfigError as exc:
+        key = f"model_system.{FILE_KEY}"
+        raise ConfigError(
+            [ConfigProblem(key, p.message, lines.get(key)) for p in exc.problems], source
+        ) from None
+    reader = Reader(env, lines, problems)
     built = reader.read(_ConfigFile, raw, "")
     if reader.problems or built is INVALID:
         raise ConfigError(reader.problems, source)
     config: ModelyardConfig = built.model_system
     given = frozenset(_key_path(k) for k in lines if k.startswith("model_system."))
     object.__setattr__(config, "given_keys", given)  # frozen: the loader alone sets it
+    references = {
+        path.removeprefix("model_system."): name for path, name in reader.secret_references.items()
+    }
+    object.__setattr__(config.security.secrets, "references", MappingProxyType(references))
     return config
 
 

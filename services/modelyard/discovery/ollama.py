@@ -23,6 +23,7 @@ import pydantic
 from modelyard.catalog_ids import catalog_id
 from modelyard.discovery.source import SourceSnapshot, context_window
 from modelyard.errors import BackendUnavailable
+from modelyard.scrub import upstream_text
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -209,4 +210,4 @@ def _describe(exc: BaseException) -> str:
         return f"unexpected answer ({exc.error_count()} field error(s))"
     if isinstance(exc, json.JSONDecodeError):
         return "answer is not JSON"
-    return str(exc) or type(exc).__name__
+    return upstream_text(str(exc)) or type(exc).__name__  # it may quote a URL's password

@@ -22,6 +22,10 @@ What the status carries:
   `field` is known (``params.max_tokens``), one per problem of a `ConfigError`
   (key path and message).
 
+What it may say: every text crosses scrubbed of credentials first (the
+configured keys, bearer tokens, key-shaped strings: `modelyard.scrub`), the
+message in `cap_message`, metadata and field violations in `to_status`.
+
 How big it may be (`_limits.py`; gRPC refuses received metadata over 8 KiB at
 random, over 16 KiB always): the message crosses the wire cut at 1 KiB of
 UTF-8 (`cap_message`), its head kept and ``… (N more characters)`` saying how
@@ -68,6 +72,14 @@ FirstTokenTimeout          DEADLINE_EXCEEDED    FIRST_TOKEN_TIMEOUT
 StreamStalled              DEADLINE_EXCEEDED    STREAM_STALLED
 Unimplemented              UNIMPLEMENTED        UNIMPLEMENTED
 CatalogFileError           INTERNAL             CATALOG_FILE_INVALID
+Unauthenticated            UNAUTHENTICATED      UNAUTHENTICATED
+PermissionDenied           PERMISSION_DENIED    PERMISSION_DENIED
+BudgetExceeded             RESOURCE_EXHAUSTED   BUDGET_EXCEEDED           scope, window, budget_usd,
+                                                                          spent_usd, resets_at
+ContentBlocked             INVALID_ARGUMENT     CONTENT_BLOCKED           rule, stage
+OutputSchemaMismatch       ABORTED              OUTPUT_SCHEMA_MISMATCH    schema_path, instance_path
+TooManyStreams             RESOURCE_EXHAUSTED   TOO_MANY_STREAMS          key, limit
+SlowReaderCut              ABORTED              SLOW_READER               timeout_s
 =========================  ===================  ========================  ==========================
 
 JSON metadata: ``attempts`` is a list of ``{"model_id", "code", "reason",
@@ -136,6 +148,15 @@ from modelyard.errors._hierarchy import (
     registered_classes,
 )
 from modelyard.errors._limits import MESSAGE_LIMIT_BYTES, METADATA_LIMIT_BYTES, cap_message
+from modelyard.errors._security import (
+    BudgetExceeded,
+    ContentBlocked,
+    OutputSchemaMismatch,
+    PermissionDenied,
+    SlowReaderCut,
+    TooManyStreams,
+    Unauthenticated,
+)
 from modelyard.errors._wire import (
     DOMAIN,
     STATUS_DETAILS_KEY,
@@ -151,9 +172,11 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "AllModelsFailed",
     "AlreadyExists",
     "BackendUnavailable",
+    "BudgetExceeded",
     "CatalogFileError",
     "ConfigError",
     "ConfigFileUnreadable",
+    "ContentBlocked",
     "ContentRejected",
     "ContextLengthExceeded",
     "DeadlineExceeded",
@@ -165,7 +188,9 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "ModelyardError",
     "NoSuitableModel",
     "NotFound",
+    "OutputSchemaMismatch",
     "Overloaded",
+    "PermissionDenied",
     "ProviderAccessDenied",
     "ProviderAuthFailed",
     "ProviderError",
@@ -176,8 +201,11 @@ __all__ = [  # noqa: RUF022 (grouped by role, sorted within a group)
     "RateLimited",
     "RateLimiterUnavailable",
     "RequestTooLarge",
+    "SlowReaderCut",
     "StreamStalled",
     "StreamTruncated",
+    "TooManyStreams",
+    "Unauthenticated",
     "Unimplemented",
     "WatcherFellBehind",
     # the data the errors carry

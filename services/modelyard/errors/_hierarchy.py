@@ -26,7 +26,7 @@ from modelyard.errors._details import (
     limits_from_json,
     limits_json,
 )
-from modelyard.errors._limits import METADATA_LIMIT_BYTES
+from modelyard.errors._limits import METADATA_LIMIT_BYTES, shorten
 
 # Trailing-metadata key that carries a rate limit's retry delay in milliseconds
 # (for plain clients; ours read google.rpc.RetryInfo).
@@ -252,6 +252,10 @@ class NotFound(ModelyardError):
     reason = "NOT_FOUND"
 
 
+# A ModelNotFound's `model_id` in ErrorInfo metadata, at most: half the bound.
+MODEL_ID_LIMIT_BYTES = METADATA_LIMIT_BYTES // 2
+
+
 class ModelNotFound(NotFound):
     """No model with this id is known (`model_id`; `where` says which list was searched)."""
 
@@ -274,7 +278,9 @@ class ModelNotFound(NotFound):
         return err
 
     def wire_details(self) -> ErrorDetails:
-        return ErrorDetails(metadata={"model_id": self.model_id})
+        # The id is the caller's: a huge one arrives shortened (no catalog id is over
+        # 255 characters), not left out with a warning logged for every such call.
+        return ErrorDetails(metadata={"model_id": shorten(self.model_id, MODEL_ID_LIMIT_BYTES)})
 
     def _restore(self, details: ErrorDetails) -> None:
         self.model_id = details.metadata.get("model_id", "")

@@ -9,9 +9,14 @@ of the error. With these bounds the two trailers stay under 8 KiB together
 even when every character of the message is outside ASCII: a message of
 1 KiB (3 KiB percent-encoded, 1 KiB again in the Status), field violations of
 1 KiB and ErrorInfo metadata of 2 KiB.
+
+What crosses is scrubbed of credentials first (`modelyard.scrub`): the
+message here, metadata and field violations in `to_status`.
 """
 
 from __future__ import annotations
+
+from modelyard.scrub import scrub
 
 # UTF-8 bytes of an error's message on the wire (the status message, a batch item's).
 MESSAGE_LIMIT_BYTES = 1024
@@ -39,8 +44,9 @@ def shorten(text: str, limit_bytes: int) -> str:
 
 
 def cap_message(message: str) -> str:
-    """An error message as it crosses the wire: at most `MESSAGE_LIMIT_BYTES`."""
-    return shorten(message, MESSAGE_LIMIT_BYTES)
+    """An error message as it crosses the wire: scrubbed of credentials
+    (`modelyard.scrub.scrub`), then at most `MESSAGE_LIMIT_BYTES`."""
+    return shorten(scrub(message), MESSAGE_LIMIT_BYTES)
 
 
 def _marker(left_out: int) -> str:

@@ -40,6 +40,7 @@ from modelyard.errors._limits import (
     shorten,
     utf8_size,
 )
+from modelyard.scrub import scrub
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def to_status(err: ModelyardError) -> status_pb2.Status:
 
     The one place an error's size is bounded for the wire (`_limits`): the
     message is cut at 1 KiB saying how much was left out, field violations
-    and metadata are kept within their own bounds.
+    and metadata are kept within their own bounds. Every text is scrubbed of
+    credentials first (`modelyard.scrub.scrub`).
     """
     wire = err.wire_details()
     status = status_pb2.Status(code=err.code.value[0], message=cap_message(err.message))
@@ -88,8 +90,8 @@ def to_status(err: ModelyardError) -> status_pb2.Status:
         bad = error_details_pb2.BadRequest()
         used = 0
         for v in wire.field_violations:
-            field = shorten(v.field, VIOLATION_FIELD_LIMIT_BYTES)
-            description = shorten(v.description, VIOLATION_DESCRIPTION_LIMIT_BYTES)
+            field = shorten(scrub(v.field), VIOLATION_FIELD_LIMIT_BYTES)
+            description = shorten(scrub(v.description), VIOLATION_DESCRIPTION_LIMIT_BYTES)
             used += utf8_size(field) + utf8_size(description)
             if bad.field_violations and used > VIOLATIONS_LIMIT_BYTES:
                 break  # the first ones are kept: a ConfigError sorts them in file order
@@ -105,7 +107,9 @@ def _bounded_metadata(err: ModelyardError, metadata: Mapping[str, str]) -> dict[
     bound itself (`AllModelsFailed` shortens its attempts), so that the caller
     still rebuilds them.
     """
-    kept = dict(metadata)
+    # Scrubbed: an attempt's message (`AllModelsFailed`) may quote an upstream. The
+    # scrubber never replaces a quote or a backslash, so JSON values stay JSON.
+    kept = {key: scrub(value) for key, value in metadata.items()}
     size = sum(utf8_size(k) + utf8_size(v) for k, v in kept.items())
     while size > METADATA_LIMIT_BYTES:
         key = max(kept, key=lambda k: utf8_size(kept[k]))

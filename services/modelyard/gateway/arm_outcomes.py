@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from modelyard.catalog_limits import CHANNEL_OPTIONS
+from modelyard.security.channels import PLAINTEXT, InternalChannels
 from modelyard.v1 import common_pb2, hotswap_pb2, hotswap_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,16 @@ class ArmCall:
         )
 
 
-def call_cost_usd(usage: common_pb2.Usage, cost: common_pb2.CostProfile | None) -> float:
+def call_cost_usd(
+    usage: common_pb2.Usage, cost: common_pb2.CostProfile | None, input_estimate: int = 0
+) -> float:
     """What one call cost: the backend's own figure, else its tokens at the model's prices
-    (images and audio are not counted: `Usage` has no count of them)."""
+    (images and audio are not counted: `Usage` has no count of them); `input_estimate`
+    stands for an input count the backend did not report."""
     if usage.cost_usd or cost is None:
         return usage.cost_usd
     return (
-        usage.input_tokens * cost.usd_per_input_token
+        (usage.input_tokens or input_estimate) * cost.usd_per_input_token
         + usage.output_tokens * cost.usd_per_output_token
         + cost.usd_per_request
     )
@@ -140,9 +144,9 @@ class ArmOutcomes:
         if len(waiting) >= self.batch_size:
             self._full.set()
 
-    def start(self, address: str) -> None:
+    def start(self, address: str, channels: InternalChannels = PLAINTEXT) -> None:
         """Send to the hot-swap service at `address` from now on, until `close`."""
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._channel = channels.open(address, CHANNEL_OPTIONS)
         stub = hotswap_pb2_grpc.HotSwapServiceStub(self._channel)
 
         async def send(batch: hotswap_pb2.OutcomeBatch) -> object:

@@ -22,6 +22,7 @@ from modelyard.errors import (
     FirstTokenTimeout,
     ModelyardError,
     StreamStalled,
+    cap_message,
     error_from_rpc,
 )
 from modelyard.gateway.stream_deadlines import (
@@ -30,15 +31,19 @@ from modelyard.gateway.stream_deadlines import (
     PieceTimer,
     StreamDeadlines,
 )
+from modelyard.security.channels import PLAINTEXT, InternalChannels
 from modelyard.telemetry import metadata_with_trace, tracer
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
 
 class BackendPool:
-    def __init__(self, deadlines: StreamDeadlines | None = None) -> None:
+    def __init__(
+        self, deadlines: StreamDeadlines | None = None, channels: InternalChannels = PLAINTEXT
+    ) -> None:
         """`deadlines`: each model's first-piece and stall deadlines (None: none but the
-        call's)."""
+        call's); `channels`: how the backends are reached."""
         self._deadlines = deadlines or StreamDeadlines()
+        self._channel_factory = channels
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, backend_pb2_grpc.BackendServiceAsyncStub] = {}
         self._in_process: dict[str, BackendHost] = {}
@@ -50,9 +55,9 @@ class BackendPool:
     def _stub(self, endpoint: str) -> backend_pb2_grpc.BackendServiceAsyncStub:
         stub = self._stubs.get(endpoint)
         if stub is None:
-            channel = grpc.aio.insecure_channel(
+            channel = self._channel_factory.open(
                 endpoint,
-                options=[
+                [
                     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ],
@@ -150,7 +155,7 @@ class BackendPool:
                         yield piece_to_chunk(piece)
             except PieceTimeExpired as expired:
                 err = _expired(expired, deployment, request, "(in process)")
-                span.set_status(Status(StatusCode.ERROR, err.message))
+                span.set_status(Status(StatusCode.ERROR, cap_message(err.message)))
                 raise err from None
             finally:
                 timer.close()
@@ -181,11 +186,11 @@ class BackendPool:
                     yield chunk
             except grpc.aio.AioRpcError as exc:
                 err = _translate(exc, deployment)
-                span.set_status(Status(StatusCode.ERROR, err.message))
+                span.set_status(Status(StatusCode.ERROR, cap_message(err.message)))
                 raise err from None
             except PieceTimeExpired as expired:
                 err = _expired(expired, deployment, request, f"at {deployment.endpoint}")
-                span.set_status(Status(StatusCode.ERROR, err.message))
+                span.set_status(Status(StatusCode.ERROR, cap_message(err.message)))
                 raise err from None
             finally:
                 timer.close()

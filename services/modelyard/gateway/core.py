@@ -36,7 +36,7 @@ from modelyard.errors import (
     ModelyardError,
     StreamTruncated,
 )
-from modelyard.gateway.arm_outcomes import ArmCall, ArmOutcomes
+from modelyard.gateway.arm_outcomes import ArmCall, ArmOutcomes, call_cost_usd
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
@@ -51,6 +51,9 @@ from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.split_calls import arm_attempt, split_arm
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.model_input import estimate_input_tokens
+from modelyard.security.audit import note_served
+from modelyard.security.principal import current_principal
+from modelyard.security.scopes import check_model, may_use_model, usable_models
 from modelyard.selector.selection import Selector
 from modelyard.selector.task_analysis import analyse
 from modelyard.servable import servable_health
@@ -124,9 +127,14 @@ class GatewayCore:
         if self.routes is not None and self.routes.splits:  # no split anywhere: this check only
             arm = split_arm(self.routes.splits, request, request_id, api_key, streamed)
         if arm is not None:
+            check_model(current_principal(), request.model, arm.model_id)  # its alias, or it
             chain = [arm.model_id]
         else:
-            chain = [self._resolve(request.model)] if request.model else self._route_task(request)
+            chain = (
+                [self._resolve(request.model)]
+                if request.model
+                else usable_models(current_principal(), self._route_task(request))
+            )
         tries = CallTries(self.retry_budgets)
         failures: list[Attempt] = []
         errors: list[ModelyardError] = []
@@ -288,7 +296,11 @@ class GatewayCore:
             live.extend(self.routes.fallbacks_of(chain[0]))
         configured = self.settings.fallbacks_of(chain[0], request.task.agent_id)
         extra = [*request.fallback_models, *live, *configured]
-        return list(dict.fromkeys([*chain, *map(self._resolve, extra)]))
+        # A key limited to some models falls back only to those.
+        principal = current_principal()
+        resolved = [(name, self._route_of(name)) for name in extra]
+        usable = [model for name, model in resolved if may_use_model(principal, name, model)]
+        return list(dict.fromkeys([*chain, *usable]))
 
     def _next_model(
         self,
@@ -330,6 +342,13 @@ class GatewayCore:
             return 0
 
     def _resolve(self, model: str) -> str:
+        """The catalog id `model` names (`_route_of`), which the caller's key may use:
+        `PermissionDenied` naming `model` when its key is limited to other models."""
+        resolved = self._route_of(model)
+        check_model(current_principal(), model, resolved)
+        return resolved
+
+    def _route_of(self, model: str) -> str:
         """The catalog id `model` names: itself, or the model its alias's route points at.
 
         Resolved once, when the call starts: a call keeps the model it started
@@ -397,11 +416,13 @@ class GatewayCore:
             model_input = request.input if prefill is None else prefill.after(request.input)
             input_tokens = estimate_input_tokens(model_input)
         answer: list[str] = [] if prefill is None else [prefill.text]  # the whole, recorded
-        reservation = await self.limits.reserve(model, input_tokens + max_tokens, api_key)
+        reservation = await self.limits.reserve(
+            model, input_tokens + max_tokens, api_key, input_tokens=input_tokens
+        )
         try:
             lease = self.balancer.lease(model)
         except BaseException:
-            await reservation.settle(0)
+            await reservation.settle(0, 0.0)
             raise
         deployment = lease.deployment
         params = common_pb2.GenerationParams()
@@ -417,6 +438,7 @@ class GatewayCore:
         # What is left of the call's deadline: fallback models share it.
         timeout = min(deadline.remaining(), self.settings.backend_timeout_s)
         used = input_tokens
+        used_usd = 0.0  # what the answer cost, once it finished
         first = True
         finished = False
         healthy_call = True  # the deployment's fault or not, for outlier ejection
@@ -447,7 +469,14 @@ class GatewayCore:
                     out.usage.CopyFrom(chunk.usage)
                     # Some upstreams report no input count: keep our estimate then.
                     used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
+                    used_usd = reservation.cost_of(chunk.usage)
                     finished = True
+                    note_served(  # the call's audit row: what this answer used
+                        model.id,
+                        used - chunk.usage.output_tokens,
+                        chunk.usage.output_tokens,
+                        call_cost_usd(chunk.usage, model.cost, input_tokens),
+                    )
                 yield out
             if not finished:  # raised in here so that it counts against the deployment
                 raise StreamTruncated(
@@ -469,9 +498,10 @@ class GatewayCore:
             lease.finish(healthy_call)
             # An attempt the backend failed before answering anything cost nothing
             # upstream: all back. Unfinished otherwise (truncated, timed out, abandoned),
-            # its cost is unknown: it keeps its whole reservation.
+            # its cost is unknown: it keeps its whole reservation, tokens and spend.
             await reservation.settle(
-                used if finished else 0 if refund else input_tokens + max_tokens
+                used if finished else 0 if refund else input_tokens + max_tokens,
+                used_usd if finished else 0.0 if refund else None,
             )
 
 

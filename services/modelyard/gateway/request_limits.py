@@ -12,6 +12,11 @@ The numbers are documented twice, in the proto comments and in the README's
 "Request limits" table; ``tests/gateway/test_request_limits.py`` checks both
 and that no string or repeated field is left without a bound. Lengths count
 characters (Unicode code points, what ``len`` counts in Python).
+
+Three bounds are the operator's to set, against unbounded consumption rather
+than oversized fields: the messages of a chat, the models of a Compare and the
+items of a batch (`security.input_limits`: `InputLimitsConfig` holds their
+defaults, which `LIMITS` states). Their refusals name the key.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
+from modelyard.config.security import InputLimitsConfig
 from modelyard.errors import InvalidRequest
 
 
@@ -33,12 +39,15 @@ class Bound:
     `entries`: how many items a repeated field may have; `chars`: how long a
     string (each string of a repeated one) may be; `in_input_size`: text and
     bytes of an `Input`, bounded together by the gateway's input size limit
-    (``GatewaySettings.max_input_bytes``, 1 MiB) rather than one by one.
+    (``security.input_limits.max_input_bytes``, 1 MiB) rather than one by one;
+    `setting`: the ``security.input_limits`` key that sets `entries` (which then
+    holds its default).
     """
 
     entries: int | None = None
     chars: int | None = None
     in_input_size: bool = False
+    setting: str = ""
 
     def describe(self) -> str:
         """The bound as the proto comments and the README say it."""
@@ -46,10 +55,20 @@ class Bound:
             return "counted in the input size limit"
         parts = []
         if self.entries is not None:
-            parts.append(f"at most {self.entries:,} entries")
+            configured = f" by default ({INPUT_LIMITS_KEY}.{self.setting})" if self.setting else ""
+            parts.append(f"at most {self.entries:,} entries{configured}")
         if self.chars is not None:
             parts.append(f"{'each ' if parts else ''}at most {self.chars:,} characters")
         return ", ".join(parts)
+
+
+INPUT_LIMITS_KEY = "security.input_limits"
+_DEFAULT_LIMITS = InputLimitsConfig()
+
+
+def _configured(setting: str, chars: int | None = None) -> Bound:
+    """A bound whose entries `security.input_limits.<setting>` sets."""
+    return Bound(entries=getattr(_DEFAULT_LIMITS, setting), chars=chars, setting=setting)
 
 
 # A catalog id is `<backend name>/<provider model name>`: the longest seen in
@@ -58,8 +77,6 @@ MODEL_ID_CHARS = 256
 # Caller-chosen ids (and the end user's, as OpenAI's `user`): a UUID is 36 characters,
 # a W3C trace id 32.
 CALLER_ID_CHARS = 128
-# Items of one BatchGenerate, models of one Compare (run 8 at a time).
-MAX_BATCH_ITEMS = 64
 # Every fallback model is a whole backend attempt within one deadline, and each
 # failed attempt travels back in AllModelsFailed: 8 is more than a chain needs.
 MAX_FALLBACK_MODELS = 8
@@ -76,15 +93,15 @@ LIMITS: Mapping[str, Bound] = {
     "modelyard.v1.GenerateRequest.fallback_models": Bound(
         entries=MAX_FALLBACK_MODELS, chars=MODEL_ID_CHARS
     ),
-    "modelyard.v1.BatchGenerateRequest.requests": Bound(entries=MAX_BATCH_ITEMS),
-    "modelyard.v1.CompareRequest.models": Bound(entries=MAX_BATCH_ITEMS, chars=MODEL_ID_CHARS),
+    "modelyard.v1.BatchGenerateRequest.requests": _configured("max_batch_items"),
+    "modelyard.v1.CompareRequest.models": _configured("max_compare_models", chars=MODEL_ID_CHARS),
     # common.proto: GenerationParams. OpenAI takes 4 stop sequences; llama.cpp any.
     "modelyard.v1.GenerationParams.stop": Bound(entries=16, chars=256),
     "modelyard.v1.GenerationParams.response_schema_json": Bound(chars=65_536),
     # common.proto: Input. Its text and bytes count in the input size limit.
     "modelyard.v1.Input.text": _INPUT,
     "modelyard.v1.Input.structured": _INPUT,
-    "modelyard.v1.ChatMessages.messages": Bound(entries=4_096),
+    "modelyard.v1.ChatMessages.messages": _configured("max_messages"),
     "modelyard.v1.ChatMessage.role": _ENUM_NAME,
     "modelyard.v1.ChatMessage.content": _INPUT,
     "modelyard.v1.ChatMessage.name": Bound(chars=64),  # OpenAI's own limit
@@ -107,14 +124,16 @@ LIMITS: Mapping[str, Bound] = {
 }
 
 
-def check_bounds(message: Message, prefix: str = "") -> None:
+def check_bounds(
+    message: Message, prefix: str = "", limits: InputLimitsConfig = _DEFAULT_LIMITS
+) -> None:
     """Raise `InvalidRequest` naming the first field of `message` over its bound.
 
     The message never quotes the field's content, only its size, so the error
-    stays small whatever was sent.
+    stays small whatever was sent. `limits`: the operator's (`security.input_limits`).
     """
     try:
-        _walk(message, _plan(message.DESCRIPTOR))
+        _walk(message, _plan(message.DESCRIPTOR, limits))
     except _Over as over:
         path = prefix + over.path
         raise InvalidRequest(f"{path} {over.problem}", field=path) from None
@@ -129,7 +148,7 @@ class _Over(Exception):
 
 
 def _walk(message: Message, plan: _Plan) -> None:
-    for name, repeated, entries, chars, child in plan:
+    for name, repeated, entries, chars, setting, child in plan:
         if child and not repeated:
             # Checked before reading it: reading an unset message field builds one.
             if message.HasField(name):
@@ -142,7 +161,8 @@ def _walk(message: Message, plan: _Plan) -> None:
         value = getattr(message, name)
         if repeated:
             if entries and len(value) > entries:
-                raise _Over(name, f"has {len(value)} entries; the limit is {entries}")
+                named = f" ({INPUT_LIMITS_KEY}.{setting})" if setting else ""
+                raise _Over(name, f"has {len(value)} entries; the limit is {entries}{named}")
             if child:
                 for i, item in enumerate(value):
                     try:
@@ -163,12 +183,13 @@ def _too_long(text: str, limit: int) -> str:
 
 
 # The fields of one message type to look at: (name, repeated, entries bound or 0,
-# characters bound or 0, the plan of a message field to walk into, else empty).
-_Plan = tuple[tuple[str, bool, int, int, "_Plan"], ...]
+# characters bound or 0, the input limit setting the entries or "", the plan of
+# a message field to walk into, else empty).
+_Plan = tuple[tuple[str, bool, int, int, str, "_Plan"], ...]
 
 
 @functools.cache
-def _plan(descriptor: Descriptor) -> _Plan:
+def _plan(descriptor: Descriptor, limits: InputLimitsConfig) -> _Plan:
     """The fields of one message type that hold something bounded, worked out once.
 
     Reading just those by name keeps the walk cheap (`ListFields` on every chat
@@ -181,10 +202,19 @@ def _plan(descriptor: Descriptor) -> _Plan:
         if bound.in_input_size:
             continue
         child = field.message_type
-        walk = _plan(child) if child and not child.full_name.startswith("google.") else ()
-        if walk or bound.entries or bound.chars:
+        google = child is not None and child.full_name.startswith("google.")
+        walk = _plan(child, limits) if child and not google else ()
+        entries = getattr(limits, bound.setting) if bound.setting else bound.entries
+        if walk or entries or bound.chars:
             steps.append(
-                (field.name, field.is_repeated, bound.entries or 0, bound.chars or 0, walk)
+                (
+                    field.name,
+                    field.is_repeated,
+                    entries or 0,
+                    bound.chars or 0,
+                    bound.setting,
+                    walk,
+                )
             )
     return tuple(steps)
 

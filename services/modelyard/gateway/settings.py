@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from modelyard.catalog_ids import catalog_id
 from modelyard.config import ModelyardConfig
+from modelyard.config.security import InputLimitsConfig
 from modelyard.gateway.deadline import DEFAULT_DEADLINE_S
 from modelyard.gateway.retries import RetryRules, upstream_of
 
@@ -21,10 +22,9 @@ def _empty() -> Mapping[str, V]:
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    # Inputs larger than this are refused with RESOURCE_EXHAUSTED before any backend call.
-    max_input_bytes: int = 1024 * 1024
-    # max_tokens above this is refused as absurd, whatever the model.
-    max_tokens_ceiling: int = 1_000_000
+    # security.input_limits: input bytes, max_tokens, messages, Compare and batch
+    # sizes, streams per key, the slow reader's cut; all checked before any backend call.
+    input_limits: InputLimitsConfig = field(default_factory=InputLimitsConfig)
     # Used when the request leaves max_tokens at 0, also for rate-limit reservation.
     default_max_tokens: int = 256
     # The deadline of a call whose client sets none (server.default_deadline; CallDeadline).
@@ -90,7 +90,18 @@ class GatewaySettings:
             agent_fallbacks=types.MappingProxyType(agent_fallbacks),
             hedge_delays=types.MappingProxyType(hedge_delays),
             default_deadline_s=default_deadline_s,
+            input_limits=config.security.input_limits,
         )
+
+    @property
+    def max_input_bytes(self) -> int:
+        """Inputs larger than this are refused with RESOURCE_EXHAUSTED before any call."""
+        return self.input_limits.max_input_bytes
+
+    @property
+    def max_tokens_ceiling(self) -> int:
+        """max_tokens above this is refused, whatever the model."""
+        return self.input_limits.max_tokens
 
     def max_retries_of(self, model_id: str) -> int:
         """Retries of one model after its first attempt: its backend's `max_retries`."""

@@ -11,7 +11,8 @@ from modelyard.v1 import common_pb2, gateway_pb2
 
 def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySettings) -> None:
     """Raise a clear error for bad input; nothing is called before this passes."""
-    check_bounds(request)  # first: the checks below may quote a field
+    limits = settings.input_limits
+    check_bounds(request, limits=limits)  # first: the checks below may quote a field
     kind = request.input.WhichOneof("kind")
     if kind is None:
         raise InvalidRequest(
@@ -35,19 +36,20 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
     # The gateway hands the selector `input` in place of task.input, but both arrived.
     for name, model_input in (("input", request.input), ("task.input", request.task.input)):
         size = input_size_bytes(model_input)
-        if size > settings.max_input_bytes:
+        if size > limits.max_input_bytes:
             raise RequestTooLarge(
-                f"{name} is {size} bytes; the limit is {settings.max_input_bytes} bytes"
+                f"{name} is {size} bytes; the limit is {limits.max_input_bytes} bytes "
+                "(security.input_limits.max_input_bytes)"
             )
     params = request.params
     if params.max_tokens < 0:
         raise InvalidRequest(
             f"params.max_tokens must be >= 0, got {params.max_tokens}", field="params.max_tokens"
         )
-    if params.max_tokens > settings.max_tokens_ceiling:
+    if params.max_tokens > limits.max_tokens:
         raise InvalidRequest(
             f"params.max_tokens {params.max_tokens} is above the gateway's ceiling of "
-            f"{settings.max_tokens_ceiling}",
+            f"{limits.max_tokens} (security.input_limits.max_tokens)",
             field="params.max_tokens",
         )
     if params.HasField("temperature") and not 0 <= params.temperature <= 2:

@@ -35,6 +35,7 @@ import grpc
 
 from modelyard.catalog_limits import CHANNEL_OPTIONS
 from modelyard.errors import BackendUnavailable, FailedPrecondition, error_from_rpc
+from modelyard.security.channels import PLAINTEXT, InternalChannels
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,15 @@ class WatchedCopy(Generic[Item]):
         self.stale_reason = reason
 
     async def follow(
-        self, address: str, *, retry_s: float = 0.5, max_retry_s: float = 30.0
+        self,
+        address: str,
+        *,
+        retry_s: float = 0.5,
+        max_retry_s: float = 30.0,
+        channels: InternalChannels = PLAINTEXT,
     ) -> None:
         """Keep the copy in step with the table's owner at `address` until cancelled."""
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        async with channels.open(address, CHANNEL_OPTIONS) as channel:
             delay = retry_s
             while True:
                 if self.revision == 0:

@@ -25,17 +25,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-# The built-in types, by their configuration name; the placeholder's type is the upper case.
-EMAIL, PHONE, CARD, IBAN, IPV4, IPV6, SECRET = (
-    "email",
-    "phone",
-    "card",
-    "iban",
-    "ipv4",
-    "ipv6",
-    "secret",
+from modelyard.config.security import (
+    BUILT_IN_TYPES,
+    CARD,
+    EMAIL,
+    IBAN,
+    IPV4,
+    IPV6,
+    PHONE,
+    SECRET,
 )
-BUILT_IN_TYPES: tuple[str, ...] = (EMAIL, PHONE, CARD, IBAN, IPV4, IPV6, SECRET)
 
 
 @dataclass(frozen=True, slots=True)

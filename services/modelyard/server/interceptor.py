@@ -10,7 +10,13 @@ generated base servicer raises) becomes `Unimplemented` naming the RPC, anything
 else becomes INTERNAL with no detail leaked to the caller. It parses each request
 itself (`undecodable.py`), so bytes that are not the RPC's message become
 `InvalidRequest`. Its `CallGate` counts the calls running and, once the server
-drains, refuses new ones.
+drains, refuses new ones. With an `Authenticator` (keys required), each call's
+presented key (`x-api-key`, or `authorization: Bearer`) is authenticated and its
+RPC's scope checked (`modelyard.security.scopes`) before the request is parsed;
+the call then runs as its `Principal` (`running_as`), else as `OPEN`. With an
+`AuditLog`, every call (refused ones too) gets its row (`modelyard.security.audit`).
+A server stream's writes are its own (`slow_readers.write_all`): a client that
+stops reading is cut after the slow reader's timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
 from modelyard.errors import BackendUnavailable, ModelyardError, Unimplemented, to_status
+from modelyard.ratelimit.caller import api_key_from_metadata
+from modelyard.security.audit import AuditLog, note_caller, note_request
+from modelyard.security.authn import Authenticator
+from modelyard.security.principal import OPEN, Principal, running_as
+from modelyard.server.slow_readers import write_all
 from modelyard.server.undecodable import Deserializer, UndecodableRequests
 from modelyard.telemetry import context_from_metadata, tracer, tracing_enabled
 
@@ -67,9 +78,22 @@ class CallGate:
 class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs
     """Wraps modelyard's own RPCs; health and reflection pass through untouched."""
 
-    def __init__(self, gate: CallGate, undecodable: UndecodableRequests | None = None) -> None:
+    def __init__(
+        self,
+        gate: CallGate,
+        undecodable: UndecodableRequests | None = None,
+        authenticator: Authenticator | None = None,
+        audit: AuditLog | None = None,
+        slow_reader_timeout_s: float | None = None,
+    ) -> None:
+        """`authenticator` None: keys not required, every call runs as `OPEN`.
+        `audit`: every call gets its row there (`modelyard.security.audit`).
+        `slow_reader_timeout_s`: a stream write waiting longer is cut (`slow_readers.py`)."""
         self._gate = gate
         self._undecodable = undecodable or UndecodableRequests()
+        self._authenticator = authenticator
+        self._audit = audit
+        self._slow_reader_timeout_s = slow_reader_timeout_s
         self._rpcs: dict[tuple[str, Any], _Rpc] = {}  # built once per method and handler
 
     async def intercept_service(
@@ -83,7 +107,15 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
             return handler
         rpc = self._rpcs.get((method, handler))
         if rpc is None:
-            rpc = _Rpc(method[1:], handler.request_deserializer, self._gate, self._undecodable)
+            rpc = _Rpc(
+                method[1:],
+                handler.request_deserializer,
+                self._gate,
+                self._undecodable,
+                self._authenticator,
+                self._audit,
+                self._slow_reader_timeout_s,
+            )
             self._rpcs[method, handler] = rpc
         # No request deserializer: the behaviour gets the bytes and parses them
         # inside the call, where an undecodable request can be an InvalidRequest.
@@ -125,18 +157,39 @@ class _Rpc:
     deserializer: Deserializer | None
     gate: CallGate
     undecodable: UndecodableRequests
+    authenticator: Authenticator | None
+    audit: AuditLog | None = None
+    slow_reader_timeout_s: float | None = None  # security.input_limits.slow_reader_timeout
+
+    def audited(self) -> AbstractContextManager[Any]:
+        """The call's audit record, appended when the call ends (refused ones too)."""
+        return nullcontext() if self.audit is None else self.audit.call(self.name)
+
+    def admit(self, context: Ctx) -> Principal:
+        """Who the call runs as: `Unauthenticated` / `PermissionDenied` when it may not."""
+        if self.authenticator is None:
+            return OPEN
+        presented = api_key_from_metadata(context.invocation_metadata())
+        return self.authenticator.admit(presented, self.name)
 
     def parse(self, raw: bytes, context: Ctx) -> Any:
         if self.deserializer is None:
             return raw
-        return self.undecodable.parse(raw, self.deserializer, self.name, context)
+        request = self.undecodable.parse(raw, self.deserializer, self.name, context)
+        note_request(request)  # the model it names, for the audit log
+        return request
 
 
 def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
     async def wrapped(raw: bytes, context: Ctx) -> Any:
         span = _start_span(rpc.name, context)
         try:
-            with rpc.gate.call(), _current(span):
+            with (
+                rpc.gate.call(),
+                _current(span),
+                rpc.audited(),
+                running_as(note_caller(rpc.admit(context))),
+            ):
                 return await behavior(rpc.parse(raw, context), context)
         except BaseException as exc:
             await _abort_for(exc, rpc.name, context, span)
@@ -147,14 +200,20 @@ def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
     return wrapped
 
 
-def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> StreamBehavior:
-    async def wrapped(raw: bytes, context: Ctx) -> AsyncGenerator[Any, None]:
+def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> UnaryBehavior:
+    # A reader/writer handler: the writes are its own (`write_all`), so a client that
+    # stops reading is cut from inside the call, its generators closed in its context.
+    async def wrapped(raw: bytes, context: Ctx) -> None:
         span = _start_span(rpc.name, context)
         try:
-            with rpc.gate.call(), _current(span):
+            with (
+                rpc.gate.call(),
+                _current(span),
+                rpc.audited(),
+                running_as(note_caller(rpc.admit(context))),
+            ):
                 async with aclosing(behavior(rpc.parse(raw, context), context)) as items:
-                    async for item in items:
-                        yield item
+                    await write_all(items, context, rpc.slow_reader_timeout_s)
         except BaseException as exc:
             await _abort_for(exc, rpc.name, context, span)
             raise
@@ -178,7 +237,7 @@ async def _abort_for(exc: BaseException, rpc_name: str, context: Ctx, span: Span
         err = ModelyardError(f"internal error in {rpc_name}")
     status = rpc_status.to_status(to_status(err))
     span.set_attribute("rpc.grpc.status_code", err.code.value[0])
-    span.set_status(Status(StatusCode.ERROR, err.message))
+    span.set_status(Status(StatusCode.ERROR, status.details))  # scrubbed, capped
     await context.abort(
         status.code,
         status.details,

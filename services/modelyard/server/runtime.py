@@ -5,7 +5,8 @@ reflection. On SIGTERM/SIGINT it refuses new modelyard calls (UNAVAILABLE) and
 reports NOT_SERVING for every service, and keeps accepting connections for a
 notice window, so load balancers see NOT_SERVING (health checks are still
 answered) before connections are refused; then it stops accepting and gives
-in-flight calls the rest of `grace_s` seconds to finish.
+in-flight calls the rest of `grace_s` seconds to finish. SIGHUP re-reads the
+secrets without a restart (`on_reload_signal`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from modelyard.security.audit import AuditLog
+from modelyard.security.authn import Authenticator
 from modelyard.server.interceptor import CallGate, ModelyardServerInterceptor
 
 log = logging.getLogger(__name__)
@@ -143,12 +146,30 @@ async def start_server(
     address: str,
     *,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    credentials: grpc.ServerCredentials | None = None,
+    authenticator: Authenticator | None = None,
+    audit: AuditLog | None = None,
+    slow_reader_timeout_s: float | None = None,
 ) -> RunningServer:
-    """Start a grpc.aio server on `address` ("127.0.0.1:0" picks a free port)."""
+    """Start a grpc.aio server on `address` ("127.0.0.1:0" picks a free port).
+
+    `credentials`: TLS or mTLS (`modelyard.security.tls.server_credentials`);
+    None serves plaintext. `authenticator`: keys required on every modelyard RPC
+    (`modelyard.security.authn`); None: every call runs as `OPEN`. `audit`: every
+    modelyard call gets its row there. `slow_reader_timeout_s`: a stream whose client
+    takes nothing for that long is cut (`slow_readers.py`); None: never.
+    """
     bindings = list(bindings)
     calls = CallGate()
     server = grpc.aio.server(
-        interceptors=[ModelyardServerInterceptor(calls)],
+        interceptors=[
+            ModelyardServerInterceptor(
+                calls,
+                authenticator=authenticator,
+                audit=audit,
+                slow_reader_timeout_s=slow_reader_timeout_s,
+            )
+        ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -171,7 +192,10 @@ async def start_server(
         server,
     )
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:  # grpc's only word for "bind failed"
         port = 0
     if port == 0:
@@ -179,8 +203,15 @@ async def start_server(
     await server.start()
     for name in [*names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on port %d", ", ".join(names), port)
+    transport = "plaintext" if credentials is None else "TLS"
+    log.info("serving %s on port %d (%s)", ", ".join(names), port, transport)
     return RunningServer(server, port, health_servicer, names, calls)
+
+
+def on_reload_signal(reload: Callable[[], object]) -> None:
+    """Run `reload` on every SIGHUP, the operator's "read your secrets again"
+    (`modelyard.security.secrets`): no restart, calls in flight go on."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 async def wait_for_stop_signal() -> None:

@@ -170,6 +170,28 @@ class FakeUpstream:
 
         self._chat = handler
 
+    def echo_prompt(self, piece_chars: int = 5, *, piece_delay_s: float = 0.0) -> None:
+        """Answer each chat request with its messages' contents joined by newlines, cut
+        into pieces of `piece_chars` characters (so a placeholder or a term falls across
+        pieces), then a ``stop`` finish: what the answer says is what the upstream got.
+        `piece_delay_s` before each piece keeps the client from reading pieces together."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            text = "\n".join(str(m.get("content", "")) for m in body["messages"])
+            resp = await self._start_stream(request)
+            for at in range(0, len(text), piece_chars):
+                piece = text[at : at + piece_chars]
+                if piece_delay_s:
+                    await asyncio.sleep(piece_delay_s)
+                await resp.write(_sse(chunk(piece, model=body["model"])))
+            await resp.write(_sse(chunk(finish_reason="stop", model=body["model"])))
+            await resp.write(_sse("[DONE]"))
+            await resp.write_eof()
+            return resp
+
+        self._chat = handler
+
     def stream_then_drop(self, events: Sequence[Event]) -> None:
         """Send these events, then close the connection mid-response: no [DONE], no last chunk.
 

@@ -32,6 +32,7 @@ from modelyard.backends.engine import FINISH_REASONS, Piece
 from modelyard.backends.openai_compat.sse import SseParser
 from modelyard.backends.openai_compat.upstream import refusal_for
 from modelyard.errors import ModelyardError, ProviderError, ProviderProtocolError, StreamTruncated
+from modelyard.scrub import upstream_text
 from modelyard.v1 import common_pb2
 
 # After the finish reason, how long the usage chunk may take before the answer is
@@ -123,16 +124,20 @@ class ChatStream:
             refusal = refusal_for(
                 error["code"],
                 f"upstream '{self._provider}' refused the request mid-stream: "
-                f"{error.get('message', error)}",
+                f"{upstream_text(str(error.get('message', error)))}",
             )
             if refusal is not None:
                 return refusal
-        return ProviderError(f"upstream '{self._provider}' failed mid-stream: {error}")
+        return ProviderError(
+            f"upstream '{self._provider}' failed mid-stream: {upstream_text(str(error))}"
+        )
 
     def _malformed(self, problem: str, data: str | bytes) -> ProviderProtocolError:
+        # Scrubbed over more than is kept, so a key cut by the 200-byte cap is not half shown.
+        shown = upstream_text(repr(data[:4096]), 200)
         return ProviderProtocolError(
             f"upstream '{self._provider}' sent a malformed event for '{self._model_id}' "
-            f"({problem}): {data[:200]!r}"
+            f"({problem}): {shown}"
         )
 
 

@@ -36,6 +36,7 @@ from modelyard.backends.openai_compat.upstream import (
 )
 from modelyard.catalog_ids import catalog_id
 from modelyard.errors import InvalidRequest, ModelNotFound, ModelyardError, StreamTruncated
+from modelyard.scrub import scrub
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,16 @@ class OpenAICompatEngine:
     def backend(self) -> str:
         return self._provider.name
 
-    def _headers(self) -> dict[str, str]:
-        return {"Content-Type": "application/json", **self._provider.headers()}
-
     def _http(self) -> aiohttp.ClientSession:
+        # The key is not a session header: each request sends the one current then
+        # (`ProviderEndpoint.headers`), so a rotated key applies from the next call.
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=self._provider.max_concurrency + CONTROL_CONNECTIONS,
                     keepalive_timeout=60,
                 ),
-                headers=self._headers(),
+                headers={"Content-Type": "application/json"},
             )
         return self._session
 
@@ -118,7 +118,7 @@ class OpenAICompatEngine:
                 capabilities=[common_pb2.CAPABILITY_CHAT, common_pb2.CAPABILITY_STREAMING],
                 input_modalities=[common_pb2.MODALITY_TEXT],
                 output_modalities=[common_pb2.MODALITY_TEXT],
-                metadata={"base_url": self._provider.base_url},
+                metadata={"base_url": scrub(self._provider.base_url)},  # no URL password
             )
             for model_id, name in sorted(self._names.items())
         ]
@@ -193,7 +193,9 @@ class OpenAICompatEngine:
         streamed = False
         async with self.admission.slot():
             try:
-                async with self._http().post(url, json=body, timeout=timeout) as resp:
+                async with self._http().post(
+                    url, json=body, timeout=timeout, headers=self._provider.headers()
+                ) as resp:
                     if resp.status != 200:
                         await raise_for_status(self._provider, resp, model=model_id)
                     stream = ChatStream(self._provider.name, model_id)

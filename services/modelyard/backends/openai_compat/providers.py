@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
@@ -18,18 +19,26 @@ class ProviderEndpoint:
 
     name: str
     base_url: str  # up to and including /v1
-    api_key: str = ""
+    api_key: str = field(default="", repr=False)  # the key at start; see `current_key`
     models: tuple[str, ...] = ()
     timeout_s: float = 120.0
     extra_headers: dict[str, str] = field(default_factory=dict)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     max_queue: int = DEFAULT_MAX_QUEUE
+    # The key as it is now (`modelyard.security.secrets.ProviderKey.value`): asked on
+    # every request, so a key rotated by SIGHUP is sent from the next request on.
+    current_key: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+
+    def key(self) -> str:
+        """The key to send now: the rotated one when there is one, else `api_key`."""
+        return (self.current_key() if self.current_key is not None else "") or self.api_key
 
     def headers(self) -> dict[str, str]:
-        """What every request to this upstream sends: the extra headers, then the key."""
+        """What a request to this upstream sends now: the extra headers, then the key."""
         headers = dict(self.extra_headers)
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        key = self.key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         return headers
 
 

@@ -34,6 +34,11 @@ OpenAI's ``content_filter``) a content-policy refusal; both keep the code as
 as a 503 is. The gateway's retry rules (`modelyard.gateway.retries`) act on
 these classes.
 
+What the upstream said is kept in the error's message, scrubbed of
+credentials and cut at 512 bytes first (`modelyard.scrub.upstream_text`): an
+upstream that echoes the request's ``Authorization`` header shows the caller
+``Bearer [REDACTED]``, never the provider key.
+
 A 401 or 403 is about the provider's API key in the gateway's configuration,
 never the caller's credentials, and the message says so. A ``retry-after-ms``
 header (OpenAI's, in milliseconds) or else a ``Retry-After`` (seconds, or an
@@ -68,6 +73,7 @@ from modelyard.errors import (
     ProviderRefusal,
     RateLimited,
 )
+from modelyard.scrub import scrub, upstream_text
 
 # A 429 that does not say when to come back.
 DEFAULT_RATE_LIMIT_RETRY_S = 1.0
@@ -87,10 +93,10 @@ class ModelList:
 async def list_models(
     http: aiohttp.ClientSession, provider: ProviderEndpoint, client_timeout: aiohttp.ClientTimeout
 ) -> ModelList:
-    """The upstream's model list; `http` sends the provider's headers (`headers()`)."""
+    """The upstream's model list, asked with the provider's headers as they are now."""
     url = f"{provider.base_url}/models"
     try:
-        async with http.get(url, timeout=client_timeout) as resp:
+        async with http.get(url, timeout=client_timeout, headers=provider.headers()) as resp:
             if resp.status != 200:
                 await raise_for_status(provider, resp, model="")
             try:
@@ -114,9 +120,12 @@ async def list_models(
 async def raise_for_status(
     provider: ProviderEndpoint, resp: aiohttp.ClientResponse, *, model: str
 ) -> None:
-    """Raise the error an HTTP failure means, with the upstream's own message in it."""
-    text = (await resp.text())[:2000]
+    """Raise the error an HTTP failure means, with the upstream's own message in it,
+    scrubbed of credentials and capped (`modelyard.scrub.upstream_text`): an upstream
+    that echoes the request's ``Authorization`` header leaks no key."""
+    text = (await resp.text())[:8192]
     detail, code = error_detail(text)
+    detail = upstream_text(detail)
     where = f"upstream '{provider.name}'"
     if resp.status == 429:
         raise RateLimited(
@@ -150,16 +159,17 @@ async def raise_for_status(
 
 def error_detail(text: str) -> tuple[str, str]:
     """The message and the provider's code of an error body (OpenAI's or Anthropic's shape);
-    the text itself and no code when it is neither."""
+    the text itself and no code when it is neither. Raw: `upstream_text` makes it fit for
+    an error."""
     try:
         body = json.loads(text)
     except ValueError:
-        return text[:500], ""
+        return text, ""
     error = body.get("error", text) if isinstance(body, dict) else text
     if not isinstance(error, dict):
-        return str(error)[:500], ""
+        return str(error), ""
     code = error.get("code")
-    return str(error.get("message", error))[:500], code if isinstance(code, str) else ""
+    return str(error.get("message", error)), code if isinstance(code, str) else ""
 
 
 def refusal_for(code: str, message: str) -> ProviderRefusal | None:
@@ -222,12 +232,12 @@ def _http_date(text: str) -> float | None:
 def unreachable(provider: ProviderEndpoint, exc: BaseException) -> BackendUnavailable:
     """The error for a call that never got an answer (refused, reset, timed out)."""
     return BackendUnavailable(
-        f"upstream '{provider.name}' at {provider.base_url} is unreachable: {describe(exc)}"
+        f"upstream '{provider.name}' at {scrub(provider.base_url)} is unreachable: {describe(exc)}"
     )
 
 
 def describe(exc: BaseException) -> str:
-    """A transport failure in a few words."""
+    """A transport failure in a few words (scrubbed: it may quote a URL or a header)."""
     if isinstance(exc, TimeoutError):
         return "timed out"
-    return str(exc) or type(exc).__name__
+    return upstream_text(str(exc)) or type(exc).__name__
