@@ -1,6 +1,7 @@
 """How modelyard opens an SQLite file: one rule for the registry, hot-swap and gateway stores.
 
-Autocommit mode (each store runs its own ``BEGIN IMMEDIATE`` … ``COMMIT``),
+Autocommit mode (each write is one `write_transaction`: ``BEGIN IMMEDIATE`` …
+``COMMIT``, rolled back when it raises),
 write-ahead logging with ``synchronous=NORMAL`` (a commit survives a process
 crash; only a power cut can lose the last ones), usable from any thread, the
 schema created when missing.
@@ -9,6 +10,8 @@ schema created when missing.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -20,3 +23,16 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(schema)
     return db
+
+
+@contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write: ``BEGIN IMMEDIATE`` (the write lock, taken first) … ``COMMIT``; a block
+    that raises is rolled back, so a failed write changes nothing."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

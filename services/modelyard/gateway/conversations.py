@@ -27,7 +27,7 @@ from pathlib import Path
 
 from modelyard.errors import InvalidRequest
 from modelyard.model_input import BYTES_PER_TOKEN
-from modelyard.sqlite_files import open_database
+from modelyard.sqlite_files import open_database, write_transaction
 from modelyard.v1 import common_pb2, gateway_pb2
 
 _SCHEMA = """
@@ -91,8 +91,7 @@ class ConversationStore:
         self, conversation_id: str, system: str | None, messages: Sequence[Message]
     ) -> None:
         encoded = json.dumps([{"role": m.role, "content": m.content} for m in messages])
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._db):
             self._db.execute(
                 "INSERT INTO conversations (id, system) VALUES (?, ?) ON CONFLICT (id) DO "
                 "UPDATE SET system = CASE WHEN ? THEN excluded.system ELSE system END",
@@ -103,10 +102,6 @@ class ConversationStore:
                 "(SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE conversation_id = ?), ?)",
                 (conversation_id, conversation_id, encoded),
             )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
 
 class Conversations:

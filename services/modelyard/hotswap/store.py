@@ -16,12 +16,11 @@ process, the route and the swap agree on which model serves.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelyard.sqlite_files import open_database
+from modelyard.sqlite_files import open_database, write_transaction
 from modelyard.v1 import hotswap_pb2
 
 _SCHEMA = """
@@ -83,7 +82,7 @@ class HotSwapStore:
 
     def put_swap(self, swap: hotswap_pb2.SwapStatus) -> None:
         """Store a swap's status (a new swap after every other, an old one in its place)."""
-        with self._transaction():
+        with write_transaction(self._db):
             self._put_swap(swap)
 
     def load_swaps(self) -> Iterator[hotswap_pb2.SwapStatus]:
@@ -93,7 +92,7 @@ class HotSwapStore:
 
     def put_test(self, test: hotswap_pb2.ABTest) -> None:
         """Store an A/B test (a new one after every other, an old one in its place)."""
-        with self._transaction():
+        with write_transaction(self._db):
             self._upsert("ab_tests", "id", "test", test.id, test.SerializeToString())
 
     def load_tests(self) -> Iterator[hotswap_pb2.ABTest]:
@@ -114,23 +113,12 @@ class HotSwapStore:
             (key, blob),
         )
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction: committed when the block ends, rolled back if it raises."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
     def _write(
         self, key: str, route: hotswap_pb2.Route, swap: hotswap_pb2.SwapStatus | None
     ) -> hotswap_pb2.Route:
         stored = hotswap_pb2.Route()
         stored.CopyFrom(route)
-        with self._transaction():
+        with write_transaction(self._db):
             stored.revision = self.revision() + 1
             self._db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'revision'", (str(stored.revision),)

@@ -9,12 +9,11 @@ new file counts from 1 again, and its id tells a watcher so.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelyard.sqlite_files import open_database
+from modelyard.sqlite_files import open_database, write_transaction
 from modelyard.v1 import common_pb2, registry_pb2
 
 _SCHEMA = """
@@ -91,7 +90,7 @@ class CatalogStore:
         An upserted entry with a version is also kept as that version.
         """
         blob = entry.SerializeToString()
-        with self._transaction():
+        with write_transaction(self._db):
             if kind != registry_pb2.ModelChange.KIND_REMOVED and entry.version:
                 self._put_version(entry, blob)
             cur = self._db.execute(
@@ -128,7 +127,7 @@ class CatalogStore:
 
     def write_version(self, entry: common_pb2.ModelEntry) -> None:
         """Keep a version without making it current."""
-        with self._transaction():
+        with write_transaction(self._db):
             self._put_version(entry, entry.SerializeToString())
 
     def _put_version(self, entry: common_pb2.ModelEntry, blob: bytes) -> None:
@@ -147,7 +146,7 @@ class CatalogStore:
         return [common_pb2.ModelEntry.FromString(blob) for (blob,) in rows]
 
     def set_pin(self, model_id: str, version: str) -> None:
-        with self._transaction():
+        with write_transaction(self._db):
             if version:
                 self._db.execute(
                     "INSERT INTO pins (model_id, version) VALUES (?, ?) "
@@ -161,7 +160,7 @@ class CatalogStore:
         return dict(self._db.execute("SELECT model_id, version FROM pins").fetchall())
 
     def save_provider(self, provider: registry_pb2.Provider) -> None:
-        with self._transaction():
+        with write_transaction(self._db):
             self._db.execute(
                 "INSERT INTO providers (name, provider) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET provider = excluded.provider",
@@ -169,23 +168,9 @@ class CatalogStore:
             )
 
     def delete_provider(self, name: str) -> None:
-        with self._transaction():
+        with write_transaction(self._db):
             self._db.execute("DELETE FROM providers WHERE name = ?", (name,))
 
     def providers(self) -> list[registry_pb2.Provider]:
         rows = self._db.execute("SELECT provider FROM providers ORDER BY name").fetchall()
         return [registry_pb2.Provider.FromString(blob) for (blob,) in rows]
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

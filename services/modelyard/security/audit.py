@@ -45,7 +45,7 @@ from google.protobuf.message import Message
 
 from modelyard.errors import ModelyardError
 from modelyard.security.principal import Principal
-from modelyard.sqlite_files import open_database
+from modelyard.sqlite_files import open_database, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -158,16 +158,10 @@ class AuditStore:
 
     def append(self, rows: list[tuple[Any, ...]]) -> None:
         """Write `rows` (`AuditRecord.row`) in one transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    f"INSERT INTO audit ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, write_transaction(self._db):
+            self._db.executemany(
+                f"INSERT INTO audit ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
 
     def query(self, query: AuditQuery) -> tuple[list[AuditRow], bool]:
         """The rows `query` selects, newest first, and whether more matched than its limit."""
@@ -210,16 +204,10 @@ class AuditStore:
         put back inside the transaction, which holds the database's write lock
         throughout, so no other writer ever meets the log without it.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DROP TRIGGER audit_no_delete")
-                gone = self._db.execute("DELETE FROM audit WHERE at < ?", (older_than,)).rowcount
-                self._db.execute(_NO_DELETE)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, write_transaction(self._db):
+            self._db.execute("DROP TRIGGER audit_no_delete")
+            gone = self._db.execute("DELETE FROM audit WHERE at < ?", (older_than,)).rowcount
+            self._db.execute(_NO_DELETE)
         return int(gone)
 
     def close(self) -> None:

@@ -20,17 +20,17 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from modelyard.errors import InvalidRequest, NotFound
 from modelyard.security.principal import GENERATE, SCOPES, Principal
-from modelyard.sqlite_files import open_database
+from modelyard.sqlite_files import open_database, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -294,25 +294,12 @@ class KeyStore:
             raise NotFound(f"API key '{key_id}' is revoked")
         return record
 
-    def _writing(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE … bump the revision, COMMIT; ROLLBACK on an error."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, value: object, tb: object) -> None:
-        if kind is not None:
-            self._db.execute("ROLLBACK")
-            return
-        self._db.execute("UPDATE key_revision SET revision = revision + 1")
-        self._db.execute("COMMIT")
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write, and the revision every authenticator polls moved on with it."""
+        with write_transaction(self._db):
+            yield
+            self._db.execute("UPDATE key_revision SET revision = revision + 1")
 
 
 def _row(record: ApiKeyRecord) -> Sequence[object]:
