@@ -97,3 +97,16 @@ async def test_attempts_that_end_empty_give_none() -> None:
 
     assert await race(empty(), 0.01, empty) is None
     assert await race(empty(), 1.0, lambda: None) is None
+
+
+async def test_a_caller_gone_during_the_hedge_delay_takes_the_primary_with_it() -> None:
+    """Cancelled while waiting for the primary's first piece (the client left): the
+    primary's backend call ends then, not whenever it would have answered."""
+    primary, hedge = Attempt("p", 5.0), Attempt("h", 0.0)
+    racing = asyncio.ensure_future(race(primary.stream(), 10.0, hedge.stream))
+    await asyncio.sleep(0.05)
+    racing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await racing
+    assert primary.closed
+    assert not hedge.closed and not hedge.finished  # never started

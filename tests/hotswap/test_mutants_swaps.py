@@ -326,6 +326,38 @@ async def test_a_drain_first_switch_stores_the_swap_with_the_route(tmp_path: Pat
         routes.close()
 
 
+async def test_a_swap_whose_store_fails_ends_failed_and_frees_its_route(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not an error of the hierarchy (a full disk): the swap still ends, FAILED and logged,
+    # and the route takes the next swap instead of being held by a dead task.
+    store = FailingStore(tmp_path / "h.sqlite3")
+    routes = RouteTable(store)
+    routes.seed({}, {CODE: A})
+    swaps = Swaps(
+        routes, store, SmallCatalog(A, B), InstantAnswers(), SwapSettings(grace_period_s=0.0)
+    )
+    try:
+        first = _swap_to_b(swaps)
+        store.failing = True  # from the task's first write (to WARMING), before it runs
+        ended = await _ended(swaps, first.swap_id)
+        assert (ended.phase, ended.error) == (
+            Status.PHASE_FAILED,
+            "preparing: internal error (OperationalError)",  # its move to WARMING failed
+        )
+        assert _served_by(routes) == A
+        assert any(
+            r.levelno == logging.ERROR and first.swap_id in r.getMessage() for r in caplog.records
+        )
+        store.failing = False
+        second = _swap_to_b(swaps)
+        assert (await _ended(swaps, second.swap_id)).phase == Status.PHASE_DONE
+        assert _served_by(routes) == B
+    finally:
+        await swaps.close()
+        routes.close()
+
+
 async def _drive_canary(routes: RouteTable, swaps: Swaps, swap_id: str, new_fails: bool) -> Status:
     """Report 40 calls of each version for every canary step (the new ones failing, or not)
     until the swap leaves its canary."""

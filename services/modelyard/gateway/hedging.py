@@ -42,7 +42,12 @@ async def race(
     ended without yielding anything. The loser is closed; the winner is the caller's
     to close. When both fail, the primary's error is raised."""
     first = asyncio.ensure_future(_first(primary))
-    done, _ = await asyncio.wait({first}, timeout=hedge_after_s)
+    try:
+        done, _ = await asyncio.wait({first}, timeout=hedge_after_s)
+    except BaseException:  # the caller went away during the delay: its attempt goes too
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        raise
     hedge = None if done else start_hedge()
     if hedge is None:
         try:

@@ -26,6 +26,7 @@ while draining is DONE (the route moved; the grace period has passed since).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -287,6 +288,12 @@ class Swaps:
             phase = phase_name(self._swaps[swap_id].phase)
             self._finish(swap_id, Status.PHASE_FAILED, f"{phase}: {exc.message}")
             log.warning("swap %s failed in %s: %s", swap_id, phase, exc.message)
+        except Exception as exc:  # not the hierarchy's: a bug, or the store failing
+            phase = phase_name(self._swaps[swap_id].phase)
+            log.exception("swap %s failed in %s", swap_id, phase)
+            with contextlib.suppress(Exception):  # logged above; the route is freed anyway
+                error = f"{phase}: internal error ({type(exc).__name__})"
+                self._finish(swap_id, Status.PHASE_FAILED, error)
         finally:
             self._tasks.pop(swap_id, None)
 
@@ -442,9 +449,11 @@ class Swaps:
 
     def _finish(self, swap_id: str, phase: int, error: str) -> Status:
         status = self._end(self._swaps[swap_id], phase, error)
-        self._store.put_swap(status)
-        self._publish(status)
-        self._release(status)
+        try:
+            self._store.put_swap(status)
+        finally:  # ended even when its record cannot be written: the route is free again
+            self._publish(status)
+            self._release(status)
         return status
 
     def _release(self, status: Status) -> None:
