@@ -32,6 +32,7 @@ from modelyard.ratelimit.plan import Demand, QuotaConfig, Scope, demands_for
 from modelyard.ratelimit.spend import (
     BudgetAlerts,
     Charge,
+    SpendBudget,
     SpendConfig,
     budget_exceeded,
     nano_usd,
@@ -136,8 +137,10 @@ class ModelLimits:
         """
         principal = current_principal()
         demands = demands_for(model, api_key, tokens, self.quotas, principal)
-        now = self.clock()
-        budgets = self.spend.budgets_for(Scope.caller(api_key, principal), principal, now)
+        budgets: tuple[SpendBudget, ...] = ()
+        if self.spend.may_apply(principal):
+            now = self.clock()
+            budgets = self.spend.budgets_for(Scope.caller(api_key, principal), principal, now)
         if not demands and not budgets:
             return Reservation(tokens)
         charges: tuple[Charge, ...] = ()

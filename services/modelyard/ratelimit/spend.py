@@ -236,6 +236,16 @@ class SpendConfig:
         if problems:
             raise InvalidRequest("; ".join(problems))
 
+    def may_apply(self, principal: Principal | None) -> bool:
+        """Whether a call by `principal` can meet any budget (false in the common case of
+        none configured and none on its key: the call pays this one check)."""
+        if self.per_key.daily_usd is not None or self.per_key.monthly_usd is not None:
+            return True
+        if principal is None or not authenticated(principal):
+            return False
+        own = principal.daily_budget_usd is not None or principal.monthly_budget_usd is not None
+        return own or bool(principal.team and principal.team in self.per_team)
+
     def budgets_for(
         self, key: Scope, principal: Principal | None, now: datetime
     ) -> tuple[SpendBudget, ...]:
