@@ -112,14 +112,17 @@ class GatewayCore:
         api_key: str | None = None,
         *,
         streamed: bool = True,
+        checked: bool = False,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         """The answer's chunks; `deadline` None: the default deadline from now.
 
         `streamed` False: the caller takes the answer whole (`generate`), so a
-        split's outcome reports no time to the first piece.
+        split's outcome reports no time to the first piece. `checked`: `check_request`
+        passed already (`GuardedGateway` ran it).
         """
         deadline = deadline or self.deadline(None)
-        check_request(request, self.settings)
+        if not checked:
+            check_request(request, self.settings)
         self.catalog.check_fresh()  # a copy known to miss changes is no ground to route on
         # One id for every attempt; the first chunk tells the caller one it did not set.
         request_id = request.request_id or uuid.uuid4().hex
@@ -469,13 +472,14 @@ class GatewayCore:
                     out.usage.CopyFrom(chunk.usage)
                     # Some upstreams report no input count: keep our estimate then.
                     used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
-                    used_usd = reservation.cost_of(chunk.usage)
+                    # What it cost, once: settled against the budgets, noted in the audit row.
+                    used_usd = call_cost_usd(chunk.usage, model.cost, input_tokens)
                     finished = True
-                    note_served(  # the call's audit row: what this answer used
+                    note_served(
                         model.id,
                         used - chunk.usage.output_tokens,
                         chunk.usage.output_tokens,
-                        call_cost_usd(chunk.usage, model.cost, input_tokens),
+                        used_usd,
                     )
                 yield out
             if not finished:  # raised in here so that it counts against the deployment

@@ -19,7 +19,6 @@ get (restored text when `restore_redacted` is set).
 from __future__ import annotations
 
 import time
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,6 +42,7 @@ class Answers(Protocol):
         api_key: str | None = None,
         *,
         streamed: bool = True,
+        checked: bool = False,
     ) -> Chunks: ...
 
 
@@ -86,7 +86,7 @@ class GuardedGateway:
         chunks = self.generate_stream(request, deadline, api_key, streamed=False)
         return await response_of(chunks, started)
 
-    async def generate_stream(
+    def generate_stream(
         self,
         request: gateway_pb2.GenerateRequest,
         deadline: CallDeadline | None = None,
@@ -94,6 +94,9 @@ class GuardedGateway:
         *,
         streamed: bool = True,
     ) -> Chunks:
+        """The answer's chunks. The input stages run now, when called: bad input raises
+        here, before any chunk is asked for. With nothing to restore or check in the
+        answer (the default), the chunks are the inner stage's own, no layer between."""
         check_request(request, self.core.settings)  # bounds first: the guardrails quote fields
         request = self.stages.guardrails.check_input(request)
         check = self.stages.guardrails.answer_check(request)
@@ -101,11 +104,12 @@ class GuardedGateway:
         if self.stages.redaction is not None:
             sent, placeholders = self.stages.redaction.redact(request)
             sent.restore_redacted = False  # the caller's wish, for this stage alone
-        chunks = self.answers.generate_stream(sent, deadline, api_key, streamed=streamed)
+        # Checked once, here: the cache and the core do not check it again.
+        chunks = self.answers.generate_stream(
+            sent, deadline, api_key, streamed=streamed, checked=True
+        )
         if placeholders is not None and request.restore_redacted and len(placeholders):
             chunks = placeholders.restoring(chunks)
         if check is not None:
             chunks = check.checked(chunks)
-        async with aclosing(chunks) as answer:
-            async for chunk in answer:
-                yield chunk
+        return chunks

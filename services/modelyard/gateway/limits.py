@@ -64,10 +64,7 @@ class Reservation:
     def cost_of(self, usage: common_pb2.Usage) -> float:
         """What an answer with `usage` cost: the backend's figure, else its tokens at the
         model's prices (the input estimate when the upstream reports no input count)."""
-        counted = common_pb2.Usage()
-        counted.CopyFrom(usage)
-        counted.input_tokens = usage.input_tokens or self.input_tokens
-        return call_cost_usd(counted, self.cost)
+        return call_cost_usd(usage, self.cost, self.input_tokens)
 
     async def settle(self, used_tokens: int, used_usd: float | None = None) -> None:
         """Give back what the request reserved but did not use: the tokens beyond

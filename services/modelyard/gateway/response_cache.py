@@ -372,8 +372,11 @@ class CachedGateway:
         api_key: str | None = None,
         *,
         streamed: bool = True,
+        checked: bool = False,
     ) -> Chunks:
-        check_request(request, self.core.settings)  # refused as without a cache, before a lookup
+        """`checked`: `check_request` passed already (`GuardedGateway` ran it)."""
+        if not checked:  # refused as without a cache, before a lookup
+            check_request(request, self.core.settings)
         key = self.cache.key(request, self.core)
         if key is not None:
             answer = await self.cache.store.get(key.digest)
@@ -381,7 +384,9 @@ class CachedGateway:
                 for chunk in answer.chunks(request.request_id or uuid.uuid4().hex):
                     yield chunk
                 return
-        chunks = self.core.generate_stream(request, deadline, api_key, streamed=streamed)
+        chunks = self.core.generate_stream(
+            request, deadline, api_key, streamed=streamed, checked=True
+        )
         if key is not None:
             chunks = self._storing(chunks, key)
         async with aclosing(chunks):

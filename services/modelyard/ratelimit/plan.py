@@ -177,7 +177,8 @@ class Shortfall:
 
 def authenticated(principal: Principal | None) -> bool:
     """Whether a call runs as a key of its own: not outside any call, not as `OPEN`."""
-    return principal is not None and principal != OPEN
+    # `is` first: OPEN itself is the common case, and a dataclass's == compares every field.
+    return principal is not None and principal is not OPEN and principal != OPEN
 
 
 def demands_for(

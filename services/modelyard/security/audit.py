@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -83,6 +84,9 @@ _COLUMNS = (
     "at, key_id, rpc, model_requested, model_served, tokens_in, tokens_out, "
     "cost_usd, code, reason, latency_ms"
 )
+_ROW_PLACES = "(?,?,?,?,?,?,?,?,?,?,?)"  # one per column
+# Rows one INSERT holds: 11 values each, well within SQLite's 32,766 variables.
+_ROWS_PER_INSERT = 1000
 
 
 @dataclass(slots=True)
@@ -157,11 +161,29 @@ class AuditStore:
         self._lock = threading.Lock()  # the writer thread and the queries share it
 
     def append(self, rows: list[tuple[Any, ...]]) -> None:
-        """Write `rows` (`AuditRecord.row`) in one transaction."""
-        with self._lock, write_transaction(self._db):
-            self._db.executemany(
-                f"INSERT INTO audit ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
-            )
+        """Write `rows` (`AuditRecord.row`) in one transaction.
+
+        As few statements as can hold them (`_ROWS_PER_INSERT` rows each), not one per
+        row: SQLite runs each statement with the GIL released, and a writer thread
+        that takes the GIL back once per row makes the event loop hand it over as
+        often. Up to `_ROWS_PER_INSERT` rows are one statement, its own transaction.
+        """
+        if not rows:
+            return
+        with self._lock:
+            if len(rows) <= _ROWS_PER_INSERT:
+                self._insert(rows)
+                return
+            with write_transaction(self._db):
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    self._insert(rows[start : start + _ROWS_PER_INSERT])
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        values = ",".join(itertools.repeat(_ROW_PLACES, len(rows)))
+        self._db.execute(
+            f"INSERT INTO audit ({_COLUMNS}) VALUES {values}",
+            tuple(itertools.chain.from_iterable(rows)),
+        )
 
     def query(self, query: AuditQuery) -> tuple[list[AuditRow], bool]:
         """The rows `query` selects, newest first, and whether more matched than its limit."""
