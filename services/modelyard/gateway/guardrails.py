@@ -92,17 +92,11 @@ class Guardrails:
     def check_input(self, request: gateway_pb2.GenerateRequest) -> gateway_pb2.GenerateRequest:
         """`request` if it passes, a copy without control characters under ``strip``;
         else the error of the first check it fails (see the module doc)."""
-        fields = [
-            *input_texts(request.input, "input"),
-            *input_texts(request.task.input, "task.input"),
-        ]
+        fields = _input_fields(request)
         if self.config.control_characters == "strip":
             if any(_control_character(text) for _, text in fields):
                 request = _stripped(request)
-                fields = [
-                    *input_texts(request.input, "input"),
-                    *input_texts(request.task.input, "task.input"),
-                ]
+                fields = _input_fields(request)
         else:
             for path, text in fields:
                 found = _control_character(text)
@@ -146,6 +140,14 @@ class Guardrails:
         if schema is None and not self.output_rules:
             return None
         return AnswerCheck(self.output_rules, schema)
+
+
+def _input_fields(request: gateway_pb2.GenerateRequest) -> list[tuple[str, str]]:
+    """(path, text) of every free-text field of the request's input and task.input."""
+    fields = list(input_texts(request.input, "input"))
+    if request.HasField("task") and request.task.HasField("input"):  # seldom set
+        fields.extend(input_texts(request.task.input, "task.input"))
+    return fields
 
 
 def _stripped(request: gateway_pb2.GenerateRequest) -> gateway_pb2.GenerateRequest:

@@ -380,10 +380,10 @@ def note_served(model_id: str, tokens_in: int, tokens_out: int, cost_usd: float)
     record = _current.get()
     if record is None:
         return
-    if model_id and model_id not in record.model_served.split(","):
-        record.model_served = (
-            f"{record.model_served},{model_id}" if record.model_served else model_id
-        )
+    if not record.model_served:  # the common case: a call's one answer
+        record.model_served = model_id
+    elif model_id and model_id not in record.model_served.split(","):
+        record.model_served = f"{record.model_served},{model_id}"
     record.tokens_in += tokens_in
     record.tokens_out += tokens_out
     record.cost_usd += cost_usd
@@ -397,8 +397,12 @@ _REGISTRY_PROTO = "modelyard/v1/registry.proto"
 
 def requested_models(request: Message) -> str:
     """The model names a request holds, comma-separated; "" when it names none."""
+    fields = _model_fields(request.DESCRIPTOR)
+    if len(fields) == 1 and fields[0][1] == "text":  # most requests: one `model` field
+        text: str = _field(request, fields[0][0])
+        return text
     names: list[str] = []
-    for name, kind in _model_fields(request.DESCRIPTOR):
+    for name, kind in fields:
         value = _field(request, name)
         if kind == "text":
             if value:

@@ -22,8 +22,8 @@ stops reading is cut after the slow reader's timeout.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, aclosing, contextmanager, nullcontext
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +67,10 @@ class CallGate:
     def close(self) -> None:
         self.open = False
 
-    @contextmanager
-    def call(self) -> Iterator[None]:
-        """One call's run; refused with `BackendUnavailable` once the gate is closed."""
+    def check(self) -> None:
+        """Refuse a new call with `BackendUnavailable` once the gate is closed."""
         if not self.open:
             raise BackendUnavailable("this server is draining; call another instance")
-        yield
 
 
 class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # generic only in grpc-stubs
@@ -145,8 +143,11 @@ def _start_span(rpc_name: str, context: Ctx) -> Span:
     )
 
 
+_NOTHING = nullcontext()  # reusable: the context of a call with no span, or no audit log
+
+
 def _current(span: Span) -> AbstractContextManager[Any]:
-    return nullcontext() if span is INVALID_SPAN else trace.use_span(span, end_on_exit=False)
+    return _NOTHING if span is INVALID_SPAN else trace.use_span(span, end_on_exit=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,7 @@ class _Rpc:
 
     def audited(self) -> AbstractContextManager[Any]:
         """The call's audit record, appended when the call ends (refused ones too)."""
-        return nullcontext() if self.audit is None else self.audit.call(self.name)
+        return _NOTHING if self.audit is None else self.audit.call(self.name)
 
     def admit(self, context: Ctx) -> Principal:
         """Who the call runs as: `Unauthenticated` / `PermissionDenied` when it may not."""
@@ -184,8 +185,8 @@ def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
     async def wrapped(raw: bytes, context: Ctx) -> Any:
         span = _start_span(rpc.name, context)
         try:
+            rpc.gate.check()
             with (
-                rpc.gate.call(),
                 _current(span),
                 rpc.audited(),
                 running_as(note_caller(rpc.admit(context))),
@@ -206,8 +207,8 @@ def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> UnaryBehavior:
     async def wrapped(raw: bytes, context: Ctx) -> None:
         span = _start_span(rpc.name, context)
         try:
+            rpc.gate.check()
             with (
-                rpc.gate.call(),
                 _current(span),
                 rpc.audited(),
                 running_as(note_caller(rpc.admit(context))),
