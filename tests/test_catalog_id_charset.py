@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from modelyard.catalog_ids import catalog_id_problem, version_problem
-from modelyard.discovery.api_providers import load_catalog
+from modelyard.hosted_catalog import load_catalog
 from modelyard.registry.validation import check_entry
 
 REAL_IDS = [

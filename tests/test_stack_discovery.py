@@ -106,7 +106,7 @@ async def test_coreml_backend_off_macos_is_not_serving_with_the_reason(
 async def test_ollama_models_fill_the_catalog_and_leave_it_unavailable(
     make_stack: StackFactory,
 ) -> None:
-    from discovery.ollama_fake import FakeOllama
+    from support.fake_ollama import FakeOllama
 
     fake = FakeOllama()
     await fake.start()

@@ -18,7 +18,7 @@ Lengths count characters (what ``len`` counts), the entry its encoded bytes.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 # ---- ids and versions (the rule itself is `modelyard.catalog_ids`) ----------
 # Longest real ids (Hugging Face repositories with a quantization suffix) are
@@ -55,3 +55,13 @@ PROVIDER_ENDPOINT_CHARS: Final = 2_048
 RECEIVE_BYTES: Final = 64 * 1024 * 1024
 # For every channel that reads catalog entries (catalog view, announce, CLI, client).
 CHANNEL_OPTIONS: Final = (("grpc.max_receive_message_length", RECEIVE_BYTES),)
+
+
+def context_window(value: Any) -> int:
+    """A context length from an upstream answer as a catalog `context_window` (0 if unknown;
+    at most the largest the field holds, a uint32)."""
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return max(0, min(count, 2**32 - 1))

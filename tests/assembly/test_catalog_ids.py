@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 from conftest import StackFactory
 from discovery.coreml_models import image_classifier
-from discovery.ollama_fake import FakeOllama
+from support.fake_ollama import FakeOllama
 
 from modelyard.assembly import Settings, Stack
 from modelyard.assembly.plan import discovery_for, plan_backends
@@ -81,7 +81,10 @@ async def test_an_ollama_backend_with_its_own_name_is_served_by_its_own_engine(
             discover_ollama=True,
         )
         names = {f"ollama-gpu/{m.name}" for m in fake.models}
-        models = await _catalog(stack, lambda m: names <= set(m))
+        # The engine announces them at start; discovery's pass then describes them too.
+        models = await _catalog(
+            stack, lambda m: names <= set(m) and all("source" in m[n].metadata for n in names)
+        )
     finally:
         await fake.stop()
     assert set(models) == names  # nothing under "ollama/"

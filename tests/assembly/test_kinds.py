@@ -11,7 +11,7 @@ import pytest
 from conftest import GEMMA_ID, StackFactory
 
 from modelyard.assembly import Settings
-from modelyard.assembly.kinds import ollama_endpoint, provider_endpoint
+from modelyard.assembly.kinds import KINDS, BackendKind, provider_endpoint
 from modelyard.assembly.plan import plan_backends
 from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
 from modelyard.backends.loaded_models import MIB
@@ -49,9 +49,8 @@ async def test_plan_maps_each_backend_kind_to_its_engine() -> None:
     assert openai.api_key == "sk-test"
     together = provider_endpoint("together", by_name["together"].backend)
     assert together.base_url == "http://127.0.0.1:9/v1"
-    assert [p.not_served for p in by_name.values() if p.not_served] == [
-        "anthropic (kind anthropic): no engine for this kind yet"
-    ]
+    assert [p.not_served for p in by_name.values() if p.not_served] == []
+    assert by_name["anthropic"].kind is KINDS["anthropic"]  # the Messages API engine's
 
 
 async def test_model_profiles_reach_the_catalog(make_stack: StackFactory, models_dir: Path) -> None:
@@ -112,8 +111,10 @@ async def test_without_a_memory_budget_the_engine_takes_three_quarters_of_the_ma
 
 
 async def test_a_backend_with_no_engine_is_reported_once_per_start(
-    make_stack: StackFactory, caplog: pytest.LogCaptureFixture
+    make_stack: StackFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A kind whose table entry has no engine (every built-in kind has one by now).
+    monkeypatch.setitem(KINDS, "anthropic", BackendKind("backend-openai-compat"))
     config = parse_config(
         "model_system:\n  backends:\n    anthropic: {api_key: '${ANTHROPIC_API_KEY}'}\n",
         env={"ANTHROPIC_API_KEY": "sk-ant"},
@@ -143,8 +144,7 @@ model_system:
     assert (together.max_concurrency, together.max_queue) == (DEFAULT_MAX_CONCURRENCY, 5)
     ollama = backends["ollama"]
     assert isinstance(ollama, OllamaBackend)
-    local_ollama = ollama_endpoint("ollama", ollama)
-    assert (local_ollama.max_concurrency, local_ollama.max_queue) == (2, DEFAULT_MAX_QUEUE)
+    assert (ollama.max_concurrency, ollama.max_queue) == (2, DEFAULT_MAX_QUEUE)
     assert (DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE, config.gateway.max_in_flight) == (
         256,
         512,

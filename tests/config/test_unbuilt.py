@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.assembly.kinds import KINDS, BackendKind
 from modelyard.cli import main
 from modelyard.config import parse_config
 from modelyard.config.unbuilt import not_implemented, notices
@@ -24,7 +25,7 @@ model_system:
       n_gpu_layers: -1
       models: [a]
       model_profiles: {a: {context_window: 2048, max_output_tokens: 256}}
-    ollama: {keep_alive: 10m}
+    ollama: {keep_alive: 10m}  # acts: the native engine sends it
     openai: {api_key: "${OPENAI_API_KEY}", max_retries: 3}
 """
 
@@ -34,7 +35,6 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
     assert list(not_implemented(config)) == [
         "backends.local.model_profiles.a.max_output_tokens",
         "backends.local.models",
-        "backends.ollama.keep_alive",
         "monitoring",
         "registry.cache_ttl",
         "selection.algorithm",
@@ -68,6 +68,8 @@ def test_config_check_names_a_backend_no_engine_serves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant")
+    # A kind whose table entry has no engine (every built-in kind has one by now).
+    monkeypatch.setitem(KINDS, "anthropic", BackendKind("backend-openai-compat"))
     path = tmp_path / "c.yaml"
     path.write_text(
         "model_system:\n  backends:\n    anthropic: {api_key: '${ANTHROPIC_API_KEY}'}\n"

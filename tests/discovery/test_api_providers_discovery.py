@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.discovery import ApiProvidersSource, enabled_from_env, load_catalog
+from modelyard.discovery import ApiProvidersSource, enabled_from_env
 from modelyard.errors import CatalogFileError
+from modelyard.hosted_catalog import load_catalog
 from modelyard.v1 import common_pb2 as C
 
 PROVIDERS = {

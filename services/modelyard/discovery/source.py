@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from modelyard.catalog_ids import catalog_id_problem, version_problem
+from modelyard.catalog_limits import context_window as context_window  # sources take it here
 from modelyard.v1 import common_pb2
 
 
@@ -67,12 +68,3 @@ class DiscoverySource(Protocol):
         cause, when the source as a whole cannot be reached or read.
         """
         ...
-
-
-def context_window(value: Any) -> int:
-    """A context length from an upstream answer as a catalog `context_window` (0 if unknown)."""
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        return 0
-    return max(0, min(count, 2**32 - 1))

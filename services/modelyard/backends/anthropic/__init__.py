@@ -1,0 +1,1 @@
+"""The `anthropic` backend: Claude models through Anthropic's Messages API."""

@@ -1,0 +1,166 @@
+"""The body of a Messages API call, built from a modelyard `Input` and `GenerationParams`.
+
+Anthropic's Messages API (https://docs.anthropic.com/en/api/messages,
+``anthropic-version: 2023-06-01``) differs from OpenAI's chat completions in
+ways that matter here:
+
+- the system prompt is the top-level ``system`` field, not a message: every
+  ``system`` message of the chat, in order, joined by a blank line;
+- ``messages`` alternate ``user`` and ``assistant``: consecutive messages of
+  one role become one turn with a text block each, so nothing is rewritten;
+- a chat that ends with an ``assistant`` message is a prefill the model
+  continues, streaming only what follows (`continue_final_message` asks for
+  exactly that). The API refuses a final assistant text that ends in
+  whitespace, so that text is sent right-trimmed;
+- ``max_tokens`` is required (the gateway always sets it), ``temperature``
+  runs 0 to 1, there is no ``seed``, and a JSON schema goes in
+  ``output_config.format`` (structured outputs);
+- every text block must hold more than whitespace, but the final assistant
+  turn's, which is then left out.
+
+What the API cannot take is refused here with `InvalidRequest` naming the
+field and the provider, before anything is sent: a ``seed``, a ``tool``
+message (no tool calls in this contract yet), a message ``name``, an input
+that is neither text nor chat.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import common_pb2
+
+API = "Anthropic's Messages API"
+TEMPERATURE_MAX = 1.0  # the API's range is 0 to 1, OpenAI's 0 to 2
+
+
+def messages_body(
+    name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
+) -> dict[str, Any]:
+    """The JSON body that streams `model_input` from model `name`; `InvalidRequest` for what
+    the API cannot take."""
+    system, turns = _turns(model_input)
+    if params.continue_final_message and (not turns or turns[-1]["role"] != "assistant"):
+        raise InvalidRequest(
+            "params.continue_final_message is set but the input does not end with an "
+            "assistant message to continue",
+            field="params.continue_final_message",
+        )
+    if params.max_tokens <= 0:
+        raise InvalidRequest(
+            f"params.max_tokens: {API} requires max_tokens (a count above 0)",
+            field="params.max_tokens",
+        )
+    if params.HasField("seed"):
+        raise InvalidRequest(f"params.seed: {API} takes no seed", field="params.seed")
+    body: dict[str, Any] = {
+        "model": name,
+        "max_tokens": params.max_tokens,
+        "messages": turns,
+        "stream": True,
+    }
+    if system:
+        body["system"] = system
+    if params.HasField("temperature"):
+        if not 0.0 <= params.temperature <= TEMPERATURE_MAX:
+            raise InvalidRequest(
+                f"params.temperature: {API} takes 0 to {TEMPERATURE_MAX:g}, "
+                f"not {params.temperature:g}",
+                field="params.temperature",
+            )
+        body["temperature"] = params.temperature
+    if params.HasField("top_p"):
+        body["top_p"] = params.top_p
+    if params.HasField("top_k"):
+        body["top_k"] = params.top_k
+    if params.stop:
+        body["stop_sequences"] = list(params.stop)
+    if params.response_schema_json:
+        body["output_config"] = {"format": {"type": "json_schema", "schema": _schema(params)}}
+    return body
+
+
+def _turns(model_input: common_pb2.Input) -> tuple[str, list[dict[str, Any]]]:
+    """The system prompt and the alternating turns of the input."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "text":
+        _check_text(model_input.text, "input.text")
+        return "", [_turn("user", model_input.text)]
+    if kind != "chat":
+        raise InvalidRequest(
+            f"input: {API} takes text or chat input, not {kind or 'nothing'}", field="input"
+        )
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    messages = model_input.chat.messages
+    for i, message in enumerate(messages):
+        where = f"input.chat.messages[{i}]"
+        if message.name:
+            raise InvalidRequest(f"{where}.name: {API} takes no message names", field=where)
+        if message.role == "system":
+            if message.content.strip():
+                system.append(message.content)
+            continue
+        if message.role not in ("user", "assistant"):
+            why = " (tool results need tool calls, not sent yet)" if message.role == "tool" else ""
+            raise InvalidRequest(
+                f"{where}.role: {API} takes system, user and assistant messages, "
+                f"not '{message.role}'{why}",
+                field=f"{where}.role",
+            )
+        if i < len(messages) - 1 or message.role != "assistant":
+            _check_text(message.content, f"{where}.content")
+        if turns and turns[-1]["role"] == message.role:
+            turns[-1]["content"].append(_block(message.content))
+        else:
+            turns.append(_turn(message.role, message.content))
+    if turns and turns[-1]["role"] == "assistant":
+        _trim_prefill(turns)
+    if not turns:
+        raise InvalidRequest(
+            f"input.chat: {API} needs at least one user message", field="input.chat"
+        )
+    return "\n\n".join(system), turns
+
+
+def _trim_prefill(turns: list[dict[str, Any]]) -> None:
+    """Right-trim the final assistant text (the API refuses trailing whitespace there);
+    a final assistant turn left with no text is left out."""
+    blocks = turns[-1]["content"]
+    blocks[-1]["text"] = blocks[-1]["text"].rstrip()
+    if not blocks[-1]["text"]:
+        blocks.pop()
+    if not blocks:
+        turns.pop()
+
+
+def _turn(role: str, text: str) -> dict[str, Any]:
+    return {"role": role, "content": [_block(text)]}
+
+
+def _block(text: str) -> dict[str, str]:
+    return {"type": "text", "text": text}
+
+
+def _check_text(text: str, where: str) -> None:
+    if not text.strip():
+        raise InvalidRequest(
+            f"{where}: {API} needs text that is not empty or only whitespace", field=where
+        )
+
+
+def _schema(params: common_pb2.GenerationParams) -> dict[str, Any]:
+    try:
+        schema = json.loads(params.response_schema_json)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"params.response_schema_json is not JSON: {exc}", field="params.response_schema_json"
+        ) from None
+    if not isinstance(schema, dict):
+        raise InvalidRequest(
+            "params.response_schema_json must be a JSON schema object",
+            field="params.response_schema_json",
+        )
+    return schema

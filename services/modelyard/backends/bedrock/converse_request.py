@@ -1,0 +1,170 @@
+"""The body of a Converse / ConverseStream request, from modelyard's input and params.
+
+Per the Bedrock Runtime API reference (API version 2023-09-30,
+https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html):
+``messages`` ``[{role, content: [{text}]}]`` with roles user and assistant,
+``system`` ``[{text}]``, ``inferenceConfig`` ``{maxTokens, temperature, topP,
+stopSequences}`` (temperature and topP in [0, 1]), and ``outputConfig.textFormat``
+for a JSON schema the answer must follow (``{type: json_schema, structure:
+{jsonSchema: {schema}}}``, the schema as a JSON string).
+
+What Converse cannot take is refused here, before any call, naming the
+parameter: ``seed`` (Converse has none), a ``name`` on a chat message, a role
+other than system/user/assistant, an empty message, ``top_k`` on a model family
+whose documented request fields have no top-k. ``top_k`` goes in
+``additionalModelRequestFields`` where the model's parameters page documents it:
+Anthropic Claude's ``top_k``
+(https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages.html)
+and Amazon Nova's ``inferenceConfig.topK``
+(https://docs.aws.amazon.com/nova/latest/userguide/using-converse-api.html).
+
+Consecutive messages of one role become one message of several text blocks,
+as Converse expects turns to alternate; system messages, wherever they are,
+go to ``system`` in order. A trailing assistant message is sent as it is: the
+model continues it (a prefill), which `continue_final_message` asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import common_pb2
+
+# Model ids (bare, cross-region inference profiles ``us.``/``eu.``/``global.``..., ARNs).
+_ANTHROPIC = re.compile(r"(?:^|[./])anthropic\.")
+_NOVA = re.compile(r"(?:^|[./])amazon\.nova-")
+
+
+def converse_body(
+    model: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
+) -> dict[str, Any]:
+    """The JSON body for `model` (the Bedrock model id); `InvalidRequest` for what Converse
+    or the model cannot honour."""
+    system, messages = _turns(model_input)
+    if params.continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
+        raise InvalidRequest(
+            "params.continue_final_message is set but the input does not end with an "
+            "assistant message to continue",
+            field="params.continue_final_message",
+        )
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = system
+    inference = _inference_config(params)
+    if inference:
+        body["inferenceConfig"] = inference
+    if params.HasField("top_k"):
+        body["additionalModelRequestFields"] = _top_k_fields(model, params.top_k)
+    if params.HasField("seed"):
+        raise InvalidRequest(
+            "params.seed: Bedrock's Converse API takes no seed (provider bedrock)",
+            field="params.seed",
+        )
+    if params.response_schema_json:
+        body["outputConfig"] = {"textFormat": _json_schema_format(params.response_schema_json)}
+    return body
+
+
+def _turns(model_input: common_pb2.Input) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(system blocks, alternating user/assistant messages) of the input."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "text":
+        if not model_input.text:
+            raise InvalidRequest("input.text is empty", field="input.text")
+        return [], [{"role": "user", "content": [{"text": model_input.text}]}]
+    if kind != "chat":
+        raise InvalidRequest(
+            f"Bedrock's Converse API takes text or chat input here, not {kind or 'nothing'} "
+            "(provider bedrock)",
+            field="input",
+        )
+    system: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
+    for i, m in enumerate(model_input.chat.messages):
+        where = f"input.chat.messages[{i}]"
+        if m.name:
+            raise InvalidRequest(
+                f"{where}.name: Bedrock's Converse API takes no participant name "
+                "(provider bedrock)",
+                field=f"{where}.name",
+            )
+        if not m.content:
+            raise InvalidRequest(
+                f"{where}.content is empty: Bedrock's Converse API refuses a blank text block",
+                field=f"{where}.content",
+            )
+        if m.role == "system":
+            system.append({"text": m.content})
+        elif m.role in ("user", "assistant"):
+            if messages and messages[-1]["role"] == m.role:
+                messages[-1]["content"].append({"text": m.content})
+            else:
+                messages.append({"role": m.role, "content": [{"text": m.content}]})
+        else:
+            raise InvalidRequest(
+                f"{where}.role is '{m.role}': Bedrock's Converse API takes system, user and "
+                "assistant messages here (provider bedrock)",
+                field=f"{where}.role",
+            )
+    if not messages:
+        raise InvalidRequest(
+            "input.chat has no user or assistant message: Converse needs at least one",
+            field="input.chat.messages",
+        )
+    return system, messages
+
+
+def _inference_config(params: common_pb2.GenerationParams) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if params.max_tokens:
+        config["maxTokens"] = params.max_tokens
+    if params.HasField("temperature"):
+        config["temperature"] = _unit_interval("temperature", params.temperature, "temperature")
+    if params.HasField("top_p"):
+        config["topP"] = _unit_interval("top_p", params.top_p, "topP")
+    if params.stop:
+        config["stopSequences"] = list(params.stop)
+    return config
+
+
+def _unit_interval(field: str, value: float, key: str) -> float:
+    if not 0 <= value <= 1:
+        raise InvalidRequest(
+            f"params.{field} is {value:g}: Bedrock's Converse API takes {key} between 0 and 1 "
+            "(provider bedrock)",
+            field=f"params.{field}",
+        )
+    return value
+
+
+def _top_k_fields(model: str, top_k: int) -> dict[str, Any]:
+    """``additionalModelRequestFields`` carrying top-k as the model family documents it."""
+    if top_k < 0:
+        raise InvalidRequest(f"params.top_k is {top_k}: must be >= 0", field="params.top_k")
+    if _ANTHROPIC.search(model):
+        return {"top_k": top_k}
+    if _NOVA.search(model):
+        return {"inferenceConfig": {"topK": top_k}}
+    raise InvalidRequest(
+        f"params.top_k: Bedrock model '{model}' documents no top-k request field "
+        "(provider bedrock; it is known for Anthropic Claude and Amazon Nova models)",
+        field="params.top_k",
+    )
+
+
+def _json_schema_format(schema_json: str) -> dict[str, Any]:
+    try:
+        schema = json.loads(schema_json)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"params.response_schema_json is not JSON: {exc}", field="params.response_schema_json"
+        ) from exc
+    if not isinstance(schema, dict):
+        raise InvalidRequest(
+            "params.response_schema_json must be a JSON schema object",
+            field="params.response_schema_json",
+        )
+    return {"type": "json_schema", "structure": {"jsonSchema": {"schema": schema_json}}}

@@ -1,0 +1,147 @@
+"""The body of a ``generateContent`` / ``streamGenerateContent`` call, from modelyard's input.
+
+The same body on the Gemini API (AI Studio) and on Vertex AI: the API
+references' ``GenerateContentRequest``
+(https://ai.google.dev/api/generate-content#request-body and
+https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/GenerateContentRequest).
+
+- ``contents``: the turns, ``{"role": "user" | "model", "parts": [{"text"}]}``;
+  text input is one user turn, a chat's assistant messages are ``model`` turns.
+- ``systemInstruction``: the chat's system messages, one part each, in order
+  (Gemini takes one system instruction, not system turns between the others).
+- ``generationConfig``: ``maxOutputTokens``, ``temperature``, ``topP``,
+  ``topK``, ``stopSequences`` (at most 5, the reference says), ``seed`` (an
+  int32), and for ``response_schema_json`` ``responseMimeType:
+  application/json`` with ``responseJsonSchema``, which takes a JSON Schema as
+  it is (``responseSchema`` takes only the OpenAPI subset, so a schema would
+  have to be translated and could lose keywords).
+
+What Gemini cannot honour is refused here, before any call, naming the
+parameter and the provider: a message ``name`` (Gemini turns have none), a
+role other than system/user/assistant, a chat of system messages only, a
+prefill to continue (``continue_final_message``: Gemini has no documented way
+to continue a trailing model turn), more than 5 stop sequences, a seed
+outside int32, a response schema that is not a JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import common_pb2
+
+MAX_STOP_SEQUENCES = 5  # GenerationConfig.stopSequences: "up to 5 character sequences"
+_INT32 = 2**31
+_ROLES = {"user": "user", "assistant": "model"}
+
+
+def request_body(
+    provider: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
+) -> dict[str, Any]:
+    """The JSON body for `provider` (the backend's name, for the errors)."""
+    where = f"the '{provider}' backend (Gemini)"
+    body: dict[str, Any] = {}
+    kind = model_input.WhichOneof("kind")
+    if kind == "text":
+        body["contents"] = [_turn("user", model_input.text)]
+    elif kind == "chat":
+        system, contents = _chat(model_input.chat, where)
+        body["contents"] = contents
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": t} for t in system]}
+    else:
+        raise InvalidRequest(
+            f"{where} takes text or chat input, not {kind or 'nothing'}", field="input"
+        )
+    if params.continue_final_message:
+        raise InvalidRequest(
+            f"{where} cannot continue an assistant prefill: Gemini has no documented way to "
+            "continue a trailing model turn (do not declare assistant_prefill for its models)",
+            field="params.continue_final_message",
+        )
+    config = _generation_config(params, where)
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def _turn(role: str, text: str) -> dict[str, Any]:
+    return {"role": role, "parts": [{"text": text}]}
+
+
+def _chat(chat: common_pb2.ChatMessages, where: str) -> tuple[list[str], list[dict[str, Any]]]:
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    for i, message in enumerate(chat.messages):
+        field = f"input.chat.messages[{i}]"
+        if message.name:
+            raise InvalidRequest(
+                f"{where} takes no message name: Gemini turns have none ({field}.name)",
+                field=f"{field}.name",
+            )
+        if message.role == "system":
+            system.append(message.content)
+        elif message.role in _ROLES:
+            contents.append(_turn(_ROLES[message.role], message.content))
+        else:
+            raise InvalidRequest(
+                f"{where} takes system, user and assistant messages, not role "
+                f"{message.role!r} ({field}.role)",
+                field=f"{field}.role",
+            )
+    if not contents:
+        raise InvalidRequest(
+            f"{where} needs at least one user or assistant message besides the system ones",
+            field="input.chat.messages",
+        )
+    return system, contents
+
+
+def _generation_config(params: common_pb2.GenerationParams, where: str) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if params.max_tokens:
+        config["maxOutputTokens"] = params.max_tokens
+    if params.HasField("temperature"):
+        config["temperature"] = params.temperature
+    if params.HasField("top_p"):
+        config["topP"] = params.top_p
+    if params.HasField("top_k"):
+        config["topK"] = params.top_k
+    if params.stop:
+        if len(params.stop) > MAX_STOP_SEQUENCES:
+            raise InvalidRequest(
+                f"{where} takes at most {MAX_STOP_SEQUENCES} stop sequences, not "
+                f"{len(params.stop)} (params.stop)",
+                field="params.stop",
+            )
+        config["stopSequences"] = list(params.stop)
+    if params.HasField("seed"):
+        if not -_INT32 <= params.seed < _INT32:
+            raise InvalidRequest(
+                f"{where} takes a 32-bit seed; {params.seed} is out of range (params.seed)",
+                field="params.seed",
+            )
+        config["seed"] = params.seed
+    if params.response_schema_json:
+        config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = _schema(params.response_schema_json, where)
+    return config
+
+
+def _schema(text: str, where: str) -> dict[str, Any]:
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"{where}: params.response_schema_json is not JSON ({exc})",
+            field="params.response_schema_json",
+        ) from None
+    if not isinstance(schema, dict):
+        raise InvalidRequest(
+            f"{where}: params.response_schema_json must be a JSON Schema object, not a JSON "
+            f"{type(schema).__name__}",
+            field="params.response_schema_json",
+        )
+    return schema

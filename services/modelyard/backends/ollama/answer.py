@@ -1,0 +1,58 @@
+"""Reading Ollama's streamed chat answer: NDJSON lines in, `Piece`s out.
+
+Each line is one object (docs/api.md of ollama/ollama, "Chat Request
+(Streaming)"): ``message.content`` the next text, ``done`` false until the
+last line, which has ``done: true``, ``done_reason`` (``stop``, ``length``)
+and the counts: ``prompt_eval_count`` tokens in, ``eval_count`` tokens out.
+
+The answer is finished only by that ``done: true`` line: a body that ends
+without it (the daemon stopped, a proxy cut it) is `StreamTruncated`, never a
+normal finish. ``done_reason`` ``load`` or ``unload`` on a generation says the
+daemon generated nothing (the answer to a request without messages): a
+`ProviderProtocolError`, not an empty answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import ollama
+
+from modelyard.backends.engine import FINISH_REASONS, Piece
+from modelyard.errors import ProviderProtocolError, StreamTruncated
+from modelyard.v1 import common_pb2
+
+# done_reason of the answers to a load and an unload, which generate nothing.
+LIFECYCLE_REASONS = frozenset({"load", "unload"})
+
+
+async def answer_pieces(
+    lines: AsyncIterator[ollama.ChatResponse], *, where: str, model_id: str
+) -> AsyncGenerator[Piece, None]:
+    """The answer piece by piece; the last has the finish reason and the token counts."""
+    texts = 0
+    async for line in lines:
+        text = (line.message.content if line.message is not None else None) or ""
+        if not line.done:
+            if text:
+                texts += 1
+                yield Piece(text)
+            continue
+        reason = line.done_reason or "stop"
+        if reason in LIFECYCLE_REASONS:
+            raise ProviderProtocolError(
+                f"{where} answered a generation for '{model_id}' with done_reason "
+                f"{reason!r}: nothing was generated"
+            )
+        yield Piece(
+            text,
+            FINISH_REASONS.get(reason, common_pb2.FINISH_REASON_STOP),
+            input_tokens=line.prompt_eval_count or 0,
+            # A daemon that counts nothing: each streamed line is one token.
+            output_tokens=line.eval_count or texts + (1 if text else 0),
+        )
+        return
+    raise StreamTruncated(
+        f"{where} ended the stream for '{model_id}' after {texts} piece(s) without its "
+        "done line: the answer is truncated"
+    )

@@ -1,0 +1,110 @@
+"""An `Input` and its `GenerationParams` as the body of Ollama's ``POST /api/chat``.
+
+Ollama's API reference (docs/api.md of ollama/ollama, "Generate a chat
+completion"): ``messages`` with ``role`` and ``content`` (``tool_name`` on a
+``tool`` message), ``options`` taking the Modelfile parameters (``num_predict``,
+``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``), ``format`` a JSON
+schema for structured output, ``keep_alive`` how long the model stays loaded
+after the call.
+
+What Ollama cannot take is refused here, before any call, naming the field:
+a chat with no messages (Ollama would only load the model and answer
+``done_reason: "load"``, no text), a ``name`` on a message that is not a tool
+result (Ollama's message has no such field), a response schema that is not a
+JSON object. A trailing assistant message is continued as it stands: Ollama
+renders it open, so the model goes on from it (ollama/ollama#6778, answered by
+its maintainers), which is what ``continue_final_message`` asks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.backends.engine import chat_messages
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import common_pb2
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """The arguments of one `ollama.AsyncClient.chat` call (the model name aside)."""
+
+    messages: list[dict[str, str]]
+    options: dict[str, Any] = field(default_factory=dict)
+    format: dict[str, Any] | None = None  # a JSON schema
+    keep_alive: float | None = None  # seconds
+
+
+def chat_request(
+    model_input: common_pb2.Input,
+    params: common_pb2.GenerationParams,
+    *,
+    keep_alive: float,
+    backend: str,
+) -> ChatRequest:
+    """The chat request for one generation; `InvalidRequest` for what Ollama cannot take."""
+    where = f"the Ollama backend '{backend}'"
+    messages = [_message(m, i, where) for i, m in enumerate(chat_messages(model_input))]
+    if not messages:
+        raise InvalidRequest(
+            f"input.chat has no messages: {where} needs at least one to answer",
+            field="input.chat.messages",
+        )
+    if params.continue_final_message and messages[-1]["role"] != "assistant":
+        raise InvalidRequest(
+            "params.continue_final_message is set but the input does not end with an "
+            "assistant message to continue",
+            field="params.continue_final_message",
+        )
+    return ChatRequest(
+        messages,
+        _options(params),
+        _schema(params.response_schema_json, where),
+        keep_alive,
+    )
+
+
+def _message(message: dict[str, str], index: int, where: str) -> dict[str, str]:
+    name = message.pop("name", "")
+    if not name:
+        return message
+    if message["role"] != "tool":
+        raise InvalidRequest(
+            f"input.chat.messages[{index}].name is set on a {message['role']!r} message: "
+            f"{where} takes a name only on a 'tool' message (as tool_name)",
+            field=f"input.chat.messages[{index}].name",
+        )
+    return {**message, "tool_name": name}
+
+
+def _options(params: common_pb2.GenerationParams) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if params.max_tokens:
+        options["num_predict"] = params.max_tokens
+    for name in ("temperature", "top_p", "top_k", "seed"):
+        if params.HasField(name):
+            options[name] = getattr(params, name)
+    if params.stop:
+        options["stop"] = list(params.stop)
+    return options
+
+
+def _schema(text: str, where: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"params.response_schema_json is not JSON ({exc.msg} at character {exc.pos})",
+            field="params.response_schema_json",
+        ) from exc
+    if not isinstance(schema, dict):
+        raise InvalidRequest(
+            f"params.response_schema_json is a JSON {type(schema).__name__}: {where} takes "
+            "a JSON schema object as its format",
+            field="params.response_schema_json",
+        )
+    return schema

@@ -1,0 +1,1 @@
+"""Local speech engines: speech to text with Whisper (`whisper_engine`)."""

@@ -1,0 +1,297 @@
+"""A fake of Anthropic's API for the `anthropic` backend's tests.
+
+It follows Anthropic's published API reference, ``anthropic-version:
+2023-06-01``, as read on 2026-12-01:
+
+- ``POST /v1/messages`` (https://docs.anthropic.com/en/api/messages) with
+  ``stream: true``, answered with server-sent events as the streaming guide
+  shows them (https://docs.anthropic.com/en/docs/build-with-claude/streaming):
+  ``event: <type>`` and ``data: <JSON with the same type>`` per event;
+  ``message_start`` (usage with ``input_tokens``,
+  ``cache_creation_input_tokens``, ``cache_read_input_tokens``,
+  ``output_tokens``), ``content_block_start``, ``ping``,
+  ``content_block_delta`` (``text_delta``), ``content_block_stop``,
+  ``message_delta`` (``stop_reason``, cumulative ``usage``), ``message_stop``;
+  an ``error`` event after the 200 when the stream fails;
+- ``GET /v1/models`` (https://docs.anthropic.com/en/api/models-list): ``data``
+  newest first, ``limit`` (default 20, at most 1000) and ``after_id``,
+  ``has_more``, ``first_id``, ``last_id``;
+- errors (https://docs.anthropic.com/en/api/errors): the status of the error
+  type and ``{"type": "error", "error": {"type", "message"}, "request_id"}``,
+  a ``request-id`` header on every answer, ``retry-after`` on a 429 when
+  scripted.
+
+Before any scripted answer it checks what the real API checks: the
+``x-api-key`` (401 ``authentication_error``), ``anthropic-version`` (400), a
+JSON body with ``model``, a positive ``max_tokens`` and ``messages`` (400
+``invalid_request_error``), and a model it serves (404 ``not_found_error``).
+It records every request's body and headers so a test can assert the wire
+format the engine sent, and answers as a test scripts it: a normal stream,
+an error body with a status, a stream cut in the middle, an ``error`` event
+inside the stream, or events verbatim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+API_KEY = "sk-ant-api03-fake-key-for-tests"
+Event = tuple[str, dict[str, Any]] | str  # (event type, data object), or raw SSE bytes as text
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Received:
+    body: dict[str, Any]
+    headers: dict[str, str]  # names in lower case
+
+
+def error_body(error_type: str, message: str) -> dict[str, Any]:
+    """An error as the errors reference shows it."""
+    return {
+        "type": "error",
+        "error": {"type": error_type, "message": message},
+        "request_id": f"req_fake{next(_ids):06d}",
+    }
+
+
+def message_events(
+    texts: Sequence[str],
+    *,
+    model: str = "claude-haiku-4-5",
+    stop_reason: str = "end_turn",
+    input_tokens: int = 12,
+    output_tokens: int | None = None,
+    cache_creation: int = 0,
+    cache_read: int = 0,
+) -> list[Event]:
+    """The events of one streamed answer made of `texts` (one text_delta each)."""
+    message: dict[str, Any] = {
+        "id": f"msg_fake{next(_ids):06d}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": cache_creation,
+            "cache_read_input_tokens": cache_read,
+            "output_tokens": 1,
+        },
+    }
+    events: list[Event] = [
+        ("message_start", {"type": "message_start", "message": message}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        ("ping", {"type": "ping"}),
+    ]
+    events += [text_delta(t) for t in texts]
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": len(texts) if output_tokens is None else output_tokens},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+def text_delta(text: str) -> Event:
+    return (
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+    )
+
+
+def error_event(error_type: str, message: str) -> Event:
+    return ("error", {"type": "error", "error": {"type": error_type, "message": message}})
+
+
+def _sse(event: Event) -> bytes:
+    if isinstance(event, str):
+        return event.encode()
+    name, data = event
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@dataclass
+class _Failure:
+    status: int
+    body: dict[str, Any] | str
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeAnthropic:
+    """Anthropic's API on 127.0.0.1 (port 0); `base_url` is set once started."""
+
+    api_key: str = API_KEY
+    models: list[str] = field(default_factory=lambda: ["claude-haiku-4-5", "claude-sonnet-4-5"])
+    received: list[Received] = field(default_factory=list)  # POST /v1/messages
+    listed: list[dict[str, str]] = field(default_factory=list)  # GET /v1/models queries
+    base_url: str = ""  # as `backends.<name>.base_url` takes it: no /v1
+    _events: list[Event] = field(default_factory=list)
+    _cut: bool = False
+    _hold: asyncio.Event | None = None
+    streaming: asyncio.Event = field(default_factory=asyncio.Event)  # a stream has begun
+    _failure: _Failure | None = None
+    _runner: web.AppRunner | None = None
+
+    # ---- scripting -------------------------------------------------------------
+
+    def reply(self, *texts: str, **usage: Any) -> None:
+        """Answer every call with a normal stream of `texts` (see `message_events`)."""
+        self.stream(message_events(texts or ("Hello", " there", "!"), **usage))
+
+    def stream(
+        self, events: Sequence[Event], *, cut: bool = False, hold: asyncio.Event | None = None
+    ) -> None:
+        """Answer with these events; `cut`: then drop the connection mid-body; `hold`: send
+        the headers, then wait for the event to be set before the first event."""
+        self._events, self._cut, self._hold, self._failure = list(events), cut, hold, None
+
+    def fail(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        raw: str | None = None,
+    ) -> None:
+        """Answer with an error body (`raw`: this text instead of Anthropic's JSON)."""
+        body: dict[str, Any] | str = error_body(error_type, message) if raw is None else raw
+        self._failure = _Failure(status, body, dict(headers or {}))
+
+    # ---- serving ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.reply()
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """The API's own checks of every request, before anything scripted."""
+        if request.headers.get("x-api-key") != self.api_key:
+            return _error(401, "authentication_error", "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "invalid_request_error", "anthropic-version: header is required")
+        return None
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        self.received.append(Received(body if isinstance(body, dict) else {}, headers))
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "body: not a JSON object")
+        for key in ("model", "max_tokens", "messages"):
+            if key not in body:
+                return _error(400, "invalid_request_error", f"{key}: Field required")
+        if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+            return _error(400, "invalid_request_error", "max_tokens: must be at least 1")
+        if not body["messages"]:
+            return _error(
+                400, "invalid_request_error", "messages: at least one message is required"
+            )
+        if body["model"] not in self.models:
+            return _error(404, "not_found_error", f"model: {body['model']}")
+        if self._failure is not None:
+            return _scripted(self._failure)
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "request-id": "req_fake"}
+        )
+        await resp.prepare(request)
+        self.streaming.set()
+        if self._hold is not None:
+            await self._hold.wait()
+        for event in self._events:
+            await resp.write(_sse(event))
+        if self._cut:
+            await resp.write(b'event: content_block_delta\ndata: {"type": "content_bl')
+            assert request.transport is not None
+            request.transport.close()  # mid-event, mid-chunk: the connection is gone
+            return resp
+        await resp.write_eof()
+        return resp
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.listed.append(dict(request.query))
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        if self._failure is not None:
+            return _scripted(self._failure)
+        limit = int(request.query.get("limit", "20"))
+        after = request.query.get("after_id")
+        names = self.models[self.models.index(after) + 1 :] if after in self.models else self.models
+        page = names[: max(1, min(limit, 1000))]
+        data = [
+            {
+                "type": "model",
+                "id": name,
+                "display_name": name.replace("-", " ").title(),
+                "created_at": "2025-10-01T00:00:00Z",
+                "max_input_tokens": 200_000,
+                "max_tokens": 64_000,
+            }
+            for name in page
+        ]
+        return web.json_response(
+            {
+                "data": data,
+                "has_more": len(names) > len(page),
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            },
+            headers={"request-id": "req_fake"},
+        )
+
+
+def _error(status: int, error_type: str, message: str) -> web.Response:
+    return web.json_response(
+        error_body(error_type, message), status=status, headers={"request-id": "req_fake"}
+    )
+
+
+def _scripted(failure: _Failure) -> web.Response:
+    headers = {"request-id": "req_fake", **failure.headers}
+    if isinstance(failure.body, str):
+        return web.Response(status=failure.status, text=failure.body, headers=headers)
+    return web.json_response(failure.body, status=failure.status, headers=headers)

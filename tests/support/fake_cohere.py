@@ -1,0 +1,213 @@
+"""A fake Cohere API for the cohere engine's tests: ``POST /v2/chat``, streamed.
+
+It follows Cohere's published API reference, Chat v2 (API version v2, the
+default; pages read 2026-12-01):
+
+- the request: https://docs.cohere.com/v2/reference/chat-stream (``model``,
+  ``messages``, ``max_tokens``, ``temperature``, ``p``, ``k``,
+  ``stop_sequences``, ``seed``, ``response_format``, ``stream: true``), with
+  ``Authorization: Bearer <key>``;
+- the stream: https://docs.cohere.com/v2/docs/streaming, server-sent events
+  ``event: <type>`` / ``data: {"type": <type>, ...}``: ``message-start``,
+  ``content-start``, ``content-delta`` (``delta.message.content.text``),
+  ``content-end``, ``message-end`` (``delta.finish_reason`` COMPLETE,
+  STOP_SEQUENCE, MAX_TOKENS, TOOL_CALL, ERROR or TIMEOUT, with ``delta.error``
+  on ERROR; ``delta.usage.billed_units`` and ``delta.usage.tokens``, each with
+  ``input_tokens`` and ``output_tokens``);
+- failures: https://docs.cohere.com/reference/errors, a JSON body
+  ``{"message": "..."}`` (with an ``id`` beside it on some) and the status:
+  400 "invalid request: ...", "too many tokens: ..."; 401 "no api key
+  supplied", "invalid api token"; 402 payment required; 404 "model 'x' not
+  found, ..."; 429 "You are past the per minute request limit, ..."; 499
+  "request cancelled"; 500; 503.
+
+Unscripted, it answers every request for a model it serves with a short
+stream, refuses a missing or wrong key with 401 and an unknown model with
+404, as Cohere does. A test scripts other answers (`answer`, `fail`,
+`delay`, `cut_after`, `drop_after`) and reads what was sent (`bodies`, `headers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Event = dict[str, Any] | str  # an event object, or raw `data` text (``[DONE]``, not JSON)
+
+MODEL_NOT_FOUND = (
+    "model '{}' not found, make sure the correct model ID was used and that you have "
+    "access to the model."
+)
+
+
+def message_start(message_id: str = "c14c80c3-18eb-4519-9460-6c92edd8cfb4") -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "type": "message-start",
+        "delta": {
+            "message": {
+                "role": "assistant",
+                "content": [],
+                "tool_plan": "",
+                "tool_calls": [],
+                "citations": [],
+            }
+        },
+    }
+
+
+def content_start() -> dict[str, Any]:
+    return {
+        "type": "content-start",
+        "index": 0,
+        "delta": {"message": {"content": {"type": "text", "text": ""}}},
+    }
+
+
+def content_delta(text: str) -> dict[str, Any]:
+    return {"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": text}}}}
+
+
+def content_end() -> dict[str, Any]:
+    return {"type": "content-end", "index": 0}
+
+
+def message_end(
+    finish_reason: str = "COMPLETE",
+    *,
+    billed: tuple[int, int] | None = (5, 3),
+    tokens: tuple[int, int] | None = (71, 3),
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The last event; `billed` and `tokens` are (input, output) counts, None leaves one out."""
+    usage: dict[str, Any] = {}
+    if billed is not None:
+        usage["billed_units"] = {"input_tokens": billed[0], "output_tokens": billed[1]}
+    if tokens is not None:
+        usage["tokens"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
+    delta: dict[str, Any] = {"finish_reason": finish_reason, "usage": usage}
+    if error is not None:
+        delta["error"] = error
+    return {"type": "message-end", "delta": delta}
+
+
+def stream_events(texts: Sequence[str], end: Event | None = None) -> list[Event]:
+    """A whole answer as Cohere streams it: start, the text deltas, content-end, message-end."""
+    return [
+        message_start(),
+        content_start(),
+        *(content_delta(t) for t in texts),
+        content_end(),
+        end if end is not None else message_end(),
+    ]
+
+
+def sse(event: Event) -> bytes:
+    if isinstance(event, str):
+        return f"data: {event}\n\n".encode()
+    return f"event: {event.get('type', 'message')}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+@dataclass
+class FakeCohere:
+    """Cohere's Chat v2 endpoint on 127.0.0.1, on a free port."""
+
+    models: list[str] = field(default_factory=lambda: ["command-a-03-2025"])
+    api_keys: set[str] = field(default_factory=lambda: {"co-test-key"})  # keys it accepts
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # chat requests received
+    headers: list[dict[str, str]] = field(default_factory=list)
+    received: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first request
+    url: str = ""  # base URL, as `base_url` takes it (no /v2)
+    _events: list[Event] = field(default_factory=lambda: stream_events(["Hello", ", world"]))
+    _failure: tuple[int, dict[str, Any] | str, dict[str, str]] | None = None
+    _cut_after: int | None = None
+    _delay_s: float = 0.0
+    _drop_after: int | None = None
+    _runner: web.AppRunner | None = None
+
+    # ---- scripting -------------------------------------------------------------
+
+    def answer(self, events: Sequence[Event]) -> None:
+        """Stream these events (see `stream_events`) to every chat request."""
+        self._events, self._failure = list(events), None
+
+    def fail(
+        self, status: int, body: dict[str, Any] | str, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer every chat request with this status, JSON body (or raw text) and headers."""
+        self._failure = (status, body, headers or {})
+
+    def delay(self, seconds: float) -> None:
+        """Wait this long, headers unsent, before answering each chat request."""
+        self._delay_s = seconds
+
+    def cut_after(self, events: int) -> None:
+        """Send only the first `events` events of the answer, then end the body cleanly."""
+        self._cut_after = events
+
+    def drop_after(self, events: int) -> None:
+        """Send the first `events` events, then drop the connection mid-body."""
+        self._drop_after = events
+
+    # ---- the API ---------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        self.received.set()
+        if self._delay_s:
+            await asyncio.sleep(self._delay_s)
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or not auth[len("Bearer ") :]:
+            return web.json_response({"message": "no api key supplied"}, status=401)
+        if auth[len("Bearer ") :] not in self.api_keys:
+            return web.json_response({"message": "invalid api token"}, status=401)
+        if self._failure is not None:
+            status, answer, headers = self._failure
+            if isinstance(answer, str):
+                return web.Response(status=status, text=answer, headers=headers)
+            return web.json_response(answer, status=status, headers=headers)
+        if not body.get("model"):
+            return web.json_response(
+                {"message": "a model parameter is required for this endpoint."}, status=400
+            )
+        if body["model"] not in self.models:
+            return web.json_response(
+                {"id": "4b2c5d2e", "message": MODEL_NOT_FOUND.format(body["model"])}, status=404
+            )
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        events = self._events
+        limit = self._drop_after if self._drop_after is not None else self._cut_after
+        for event in events if limit is None else events[:limit]:
+            await resp.write(sse(event))
+        if self._drop_after is not None:
+            assert request.transport is not None
+            request.transport.close()  # mid-body: no chunked terminator
+            return resp
+        await resp.write_eof()
+        return resp
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v2/chat", self._chat)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
