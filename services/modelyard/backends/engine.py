@@ -12,12 +12,15 @@ from modelyard.v1 import common_pb2
 
 @dataclass(frozen=True)
 class Piece:
-    """One streamed piece of output. The last piece has `finish_reason` and `usage`."""
+    """One streamed piece of output. The last piece has `finish_reason` and `usage`, and
+    the calls the model asked for (`tool_calls`, each whole: an engine gathers a call's
+    streamed fragments), with finish reason FINISH_REASON_TOOL_CALLS."""
 
     text: str
     finish_reason: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
     input_tokens: int = 0
     output_tokens: int = 0
+    tool_calls: tuple[common_pb2.ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
