@@ -77,6 +77,22 @@ class Engine(Protocol):
     def health(self) -> EngineHealth: ...
 
 
+def takes_tools(engine: object) -> bool:
+    """Whether `engine` sends a request's tools and tool turns to its model (a class
+    attribute ``takes_tools = True``); an engine without it is refused them by the host
+    (`BackendHost.infer_stream`) rather than dropping them silently."""
+    return bool(getattr(engine, "takes_tools", False))
+
+
+def uses_tools(model_input: common_pb2.Input, params: common_pb2.GenerationParams) -> bool:
+    """Whether a request offers tools or carries tool turns (calls, results by id)."""
+    if params.tools or params.tool_choice:
+        return True
+    if model_input.WhichOneof("kind") != "chat":
+        return False
+    return any(m.tool_calls or m.tool_call_id for m in model_input.chat.messages)
+
+
 @runtime_checkable
 class BudgetedEngine(Protocol):
     """An engine whose loaded models share a memory budget (`modelyard.backends.loaded_models`).

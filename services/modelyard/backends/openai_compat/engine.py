@@ -48,6 +48,7 @@ CONTROL_CONNECTIONS = 4
 
 class OpenAICompatEngine:
     kind = "openai_compat"
+    takes_tools = True  # the OpenAI wire's tools and tool turns (tools.py)
 
     def __init__(self, provider: ProviderEndpoint, connect_timeout_s: float = 5.0) -> None:
         """`connect_timeout_s`: for a chat call's TCP (and TLS) connection to the upstream
