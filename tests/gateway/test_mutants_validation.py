@@ -47,7 +47,10 @@ def test_empty_inputs_are_refused_with_the_whole_message() -> None:
 
 def test_every_chat_role_is_accepted_and_another_is_named() -> None:
     for role in ("system", "user", "assistant", "tool"):
-        check_request(_chat((role, "hello")), SETTINGS)
+        request = _chat((role, "hello"))
+        if role == "tool":  # a tool result names the call it answers (gateway/tools.py)
+            request.input.chat.messages[0].tool_call_id = "call_1"
+        check_request(request, SETTINGS)
     assert _refusal(_chat(("user", "hi"), ("robot", "beep"))) == (
         "input.chat.messages[1].role 'robot' must be one of system, user, assistant, tool"
     )

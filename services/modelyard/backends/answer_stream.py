@@ -19,13 +19,15 @@ from modelyard.v1 import backend_pb2, common_pb2
 
 
 def piece_to_chunk(piece: Piece) -> backend_pb2.InferChunk:
-    """The wire form of a piece: usage only on the last one, the one with a finish reason."""
+    """The wire form of a piece: usage and tool calls only on the last one, the one with a
+    finish reason."""
     if piece.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED:
         return backend_pb2.InferChunk(text=piece.text)
     return backend_pb2.InferChunk(
         text=piece.text,
         finish_reason=piece.finish_reason,
         usage=common_pb2.Usage(input_tokens=piece.input_tokens, output_tokens=piece.output_tokens),
+        tool_calls=piece.tool_calls,
     )
 
 

@@ -12,12 +12,15 @@ from modelyard.v1 import common_pb2
 
 @dataclass(frozen=True)
 class Piece:
-    """One streamed piece of output. The last piece has `finish_reason` and `usage`."""
+    """One streamed piece of output. The last piece has `finish_reason` and `usage`, and
+    the calls the model asked for (`tool_calls`, each whole: an engine gathers a call's
+    streamed fragments), with finish reason FINISH_REASON_TOOL_CALLS."""
 
     text: str
     finish_reason: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
     input_tokens: int = 0
     output_tokens: int = 0
+    tool_calls: tuple[common_pb2.ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,22 @@ class Engine(Protocol):
     def loaded_models(self) -> list[str]: ...
 
     def health(self) -> EngineHealth: ...
+
+
+def takes_tools(engine: object) -> bool:
+    """Whether `engine` sends a request's tools and tool turns to its model (a class
+    attribute ``takes_tools = True``); an engine without it is refused them by the host
+    (`BackendHost.infer_stream`) rather than dropping them silently."""
+    return bool(getattr(engine, "takes_tools", False))
+
+
+def uses_tools(model_input: common_pb2.Input, params: common_pb2.GenerationParams) -> bool:
+    """Whether a request offers tools or carries tool turns (calls, results by id)."""
+    if params.tools or params.tool_choice:
+        return True
+    if model_input.WhichOneof("kind") != "chat":
+        return False
+    return any(m.tool_calls or m.tool_call_id for m in model_input.chat.messages)
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from modelyard.backends.engine import BudgetedEngine, Engine, Piece
+from modelyard.backends.engine import BudgetedEngine, Engine, Piece, takes_tools, uses_tools
 from modelyard.catalog_limits import CHANNEL_OPTIONS
 from modelyard.errors import (
     InvalidRequest,
@@ -122,7 +122,14 @@ class BackendHost:
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
-        return self.engine_for(model_id).infer_stream(model_id, model_input, params)
+        engine = self.engine_for(model_id)
+        if uses_tools(model_input, params) and not takes_tools(engine):
+            raise InvalidRequest(
+                f"params.tools: the {engine.kind} engine of backend '{engine.backend}' does not "
+                f"send tools to its models yet ('{model_id}')",
+                field="params.tools",
+            )
+        return engine.infer_stream(model_id, model_input, params)
 
     def health(self) -> tuple[common_pb2.HealthStatus.ValueType, str]:
         """The worst engine health, with every engine's reason."""

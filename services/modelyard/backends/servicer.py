@@ -40,6 +40,7 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
             usage=common_pb2.Usage(
                 input_tokens=last.input_tokens, output_tokens=last.output_tokens
             ),
+            tool_calls=last.tool_calls,
         )
 
     async def ListModels(

@@ -470,10 +470,13 @@ class GatewayCore:
                         self.conversations.record(request, context, "".join(answer))
                     out.finish_reason = chunk.finish_reason
                     out.usage.CopyFrom(chunk.usage)
+                    if chunk.tool_calls:
+                        out.tool_calls.extend(chunk.tool_calls)
                     # Some upstreams report no input count: keep our estimate then.
                     used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
                     # What it cost, once: settled against the budgets, noted in the audit row.
                     used_usd = call_cost_usd(chunk.usage, model.cost, input_tokens)
+                    out.usage.cost_usd = used_usd  # every answer says what it cost
                     finished = True
                     note_served(
                         model.id,
@@ -520,6 +523,7 @@ async def response_of(
         text=whole.text,
         finish_reason=whole.last.finish_reason,
         usage=whole.last.usage,
+        tool_calls=whole.last.tool_calls,
         latency_ms=(time.perf_counter() - started) * 1000,
         request_id=whole.first.request_id,
         history_turns=whole.first.history_turns,

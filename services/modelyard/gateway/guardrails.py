@@ -158,9 +158,10 @@ def _stripped(request: gateway_pb2.GenerateRequest) -> gateway_pb2.GenerateReque
     return out
 
 
-def schema_validator(schema_json: str) -> jsonschema.protocols.Validator:
-    """A validator of `schema_json`; `InvalidRequest` naming the field when it is not one."""
-    field = "params.response_schema_json"
+def schema_validator(
+    schema_json: str, field: str = "params.response_schema_json"
+) -> jsonschema.protocols.Validator:
+    """A validator of `schema_json`; `InvalidRequest` naming `field` when it is not one."""
     try:
         schema = json.loads(schema_json)
     except ValueError as exc:

@@ -159,6 +159,11 @@ def input_texts(model_input: common_pb2.Input, prefix: str = "input") -> Iterabl
     elif kind == "chat":
         for i, message in enumerate(model_input.chat.messages):
             yield f"{prefix}.chat.messages[{i}].content", message.content
+            for j, call in enumerate(message.tool_calls):  # a tool's arguments are text too
+                yield (
+                    f"{prefix}.chat.messages[{i}].tool_calls[{j}].arguments_json",
+                    (call.arguments_json),
+                )
     elif kind == "structured":
         yield from _struct_texts(model_input.structured, f"{prefix}.structured")
 
@@ -187,6 +192,8 @@ def rewrite_texts(model_input: common_pb2.Input, rewrite: Callable[[str], str]) 
     elif kind == "chat":
         for message in model_input.chat.messages:
             message.content = rewrite(message.content)
+            for call in message.tool_calls:
+                call.arguments_json = rewrite(call.arguments_json)
     elif kind == "structured":
         for key in sorted(model_input.structured.fields):  # numbered in one order
             _rewrite_value(model_input.structured.fields[key], rewrite)

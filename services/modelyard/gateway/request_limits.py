@@ -80,6 +80,9 @@ CALLER_ID_CHARS = 128
 # Every fallback model is a whole backend attempt within one deadline, and each
 # failed attempt travels back in AllModelsFailed: 8 is more than a chain needs.
 MAX_FALLBACK_MODELS = 8
+# OpenAI's own bounds on tools: 128 functions a request, names of 64 characters.
+MAX_TOOLS = 128
+TOOL_NAME_CHARS = 64
 
 _INPUT = Bound(in_input_size=True)
 _ENUM_NAME = Bound(chars=64)  # role, dtype: names checked elsewhere, kept short before that
@@ -98,6 +101,15 @@ LIMITS: Mapping[str, Bound] = {
     # common.proto: GenerationParams. OpenAI takes 4 stop sequences; llama.cpp any.
     "modelyard.v1.GenerationParams.stop": Bound(entries=16, chars=256),
     "modelyard.v1.GenerationParams.response_schema_json": Bound(chars=65_536),
+    # Tools: OpenAI takes 128 functions, names of 64 characters.
+    "modelyard.v1.GenerationParams.tools": Bound(entries=MAX_TOOLS),
+    "modelyard.v1.GenerationParams.tool_choice": Bound(chars=TOOL_NAME_CHARS),
+    "modelyard.v1.ToolDefinition.name": Bound(chars=TOOL_NAME_CHARS),
+    "modelyard.v1.ToolDefinition.description": Bound(chars=4096),
+    "modelyard.v1.ToolDefinition.parameters_json": Bound(chars=65_536),
+    "modelyard.v1.ToolCall.id": Bound(chars=CALLER_ID_CHARS),
+    "modelyard.v1.ToolCall.name": Bound(chars=TOOL_NAME_CHARS),
+    "modelyard.v1.ToolCall.arguments_json": _INPUT,
     # common.proto: Input. Its text and bytes count in the input size limit.
     "modelyard.v1.Input.text": _INPUT,
     "modelyard.v1.Input.structured": _INPUT,
@@ -105,6 +117,8 @@ LIMITS: Mapping[str, Bound] = {
     "modelyard.v1.ChatMessage.role": _ENUM_NAME,
     "modelyard.v1.ChatMessage.content": _INPUT,
     "modelyard.v1.ChatMessage.name": Bound(chars=64),  # OpenAI's own limit
+    "modelyard.v1.ChatMessage.tool_calls": Bound(entries=MAX_TOOLS),
+    "modelyard.v1.ChatMessage.tool_call_id": Bound(chars=CALLER_ID_CHARS),
     "modelyard.v1.Image.data": _INPUT,
     "modelyard.v1.Image.url": _INPUT,  # may be a data: URL, as big as the image
     "modelyard.v1.Image.mime_type": Bound(chars=256),

@@ -74,8 +74,13 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "modelyard:cache:v1:"
 REDIS_TIMEOUT_S = 0.25  # one GET or SET; beyond it the call goes to the model
 REDIS_RETRY_INTERVAL_S = 1.0
+# A tool-call answer is not stored: the calls are the caller's to run, each time.
 _NOT_STORED = frozenset(
-    {common_pb2.FINISH_REASON_UNSPECIFIED, common_pb2.FINISH_REASON_CONTENT_FILTER}
+    {
+        common_pb2.FINISH_REASON_UNSPECIFIED,
+        common_pb2.FINISH_REASON_CONTENT_FILTER,
+        common_pb2.FINISH_REASON_TOOL_CALLS,
+    }
 )
 # Any Redis failure, also a refused command or a reply we cannot read: the cache is optional.
 _REDIS_FAILURE = (redis.exceptions.RedisError, OSError, TimeoutError)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelyard.errors import ContextLengthExceeded, InvalidRequest, RequestTooLarge
 from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.settings import GatewaySettings
+from modelyard.gateway.tools import check_tools, check_tools_for_model
 from modelyard.model_input import input_modality, input_size_bytes
 from modelyard.v1 import common_pb2, gateway_pb2
 
@@ -63,6 +64,8 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
         )
     if params.HasField("top_k") and params.top_k < 0:
         raise InvalidRequest(f"params.top_k must be >= 0, got {params.top_k}", field="params.top_k")
+    if params.tools or params.tool_choice or kind == "chat":
+        check_tools(request)
 
 
 def check_against_model(
@@ -84,6 +87,7 @@ def check_against_model(
             f"model '{model.id}' does not take {common_pb2.Modality.Name(wanted)} input",
             field="input",
         )
+    check_tools_for_model(request, model)
     window = model.context_window
     if window and max_tokens > window:
         raise ContextLengthExceeded(

@@ -106,4 +106,6 @@ def _capabilities(
         caps.append(common_pb2.CAPABILITY_SPEECH_TO_TEXT)
     if params.response_schema_json:
         caps.append(common_pb2.CAPABILITY_JSON_OUTPUT)
+    if params.tools and params.tool_choice != "none":
+        caps.append(common_pb2.CAPABILITY_TOOLS)
     return caps

@@ -69,6 +69,34 @@ def chunk(
     }
 
 
+def tool_call_chunk(
+    index: int,
+    *,
+    call_id: str | None = None,
+    name: str | None = None,
+    arguments: str | None = None,
+    model: str = "fake-model",
+) -> dict[str, Any]:
+    """A chunk carrying one fragment of a tool call, as OpenAI streams them (the Chat
+    Completions streaming reference, ``delta.tool_calls``): the first fragment of call
+    `index` has its ``id``, ``type`` and name with empty arguments, the next ones pieces
+    of ``arguments`` only."""
+    fragment: dict[str, Any] = {"index": index}
+    if call_id is not None:
+        fragment["id"] = call_id
+        fragment["type"] = "function"
+    function: dict[str, Any] = {}
+    if name is not None:
+        function["name"] = name
+        function.setdefault("arguments", "")
+    if arguments is not None:
+        function["arguments"] = arguments
+    fragment["function"] = function
+    event = chunk(model=model)
+    event["choices"][0]["delta"] = {"tool_calls": [fragment]}
+    return event
+
+
 def usage_chunk(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     """The extra last chunk `stream_options.include_usage` asks for: no choices, usage set."""
     return {

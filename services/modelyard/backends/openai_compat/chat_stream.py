@@ -30,6 +30,7 @@ from typing import Any
 
 from modelyard.backends.engine import FINISH_REASONS, Piece
 from modelyard.backends.openai_compat.sse import SseParser
+from modelyard.backends.openai_compat.tools import ToolCallFragments, tool_call_deltas_problem
 from modelyard.backends.openai_compat.upstream import refusal_for
 from modelyard.errors import ModelyardError, ProviderError, ProviderProtocolError, StreamTruncated
 from modelyard.scrub import upstream_text
@@ -49,6 +50,7 @@ class ChatStream:
         self._text_events = 0
         self._done = False
         self._failure: ModelyardError | None = None
+        self._calls = ToolCallFragments()
 
     async def pieces(self, body: AsyncIterable[bytes]) -> AsyncGenerator[Piece, None]:
         """The answer piece by piece; raises `StreamTruncated` if it never finished."""
@@ -81,9 +83,13 @@ class ChatStream:
                 f"upstream '{self._provider}' ended the stream for '{self._model_id}' after "
                 f"{self._text_events} piece(s) without a finish_reason: the answer is truncated"
             )
+        calls = self._calls.whole()
+        if isinstance(calls, str):  # a call without its name: nothing the caller could run
+            raise self._malformed(calls, "")
         yield Piece(
             text,
             FINISH_REASONS.get(self._finish, common_pb2.FINISH_REASON_STOP),
+            tool_calls=calls,
             input_tokens=int(self._usage.get("prompt_tokens") or 0),
             # llama_cpp.server, among others, sends no usage when streaming: then
             # count the text events (one token each on llama.cpp-style servers).
@@ -111,7 +117,10 @@ class ChatStream:
                 break
             self._usage = chunk.get("usage") or self._usage
             for choice in chunk.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content") or ""
+                delta = choice.get("delta") or {}
+                content = delta.get("content") or ""
+                if delta.get("tool_calls"):
+                    self._calls.add(delta["tool_calls"])
                 if content:
                     self._text_events += 1
                     texts.append(content)
@@ -172,4 +181,9 @@ def _chunk_problem(chunk: Any) -> str | None:
         finish = choice.get("finish_reason")
         if finish is not None and not isinstance(finish, str):
             return f"choices[{i}].finish_reason is {finish!r}, not a string"
+        calls = (delta or {}).get("tool_calls")
+        if calls is not None:
+            problem = tool_call_deltas_problem(calls)
+            if problem is not None:
+                return f"choices[{i}].delta.{problem}"
     return None

@@ -28,6 +28,7 @@ from modelyard.backends.admission import Admission
 from modelyard.backends.engine import EngineHealth, Piece, chat_messages
 from modelyard.backends.openai_compat.chat_stream import ChatStream
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
+from modelyard.backends.openai_compat.tools import add_tool_turns, tool_fields
 from modelyard.backends.openai_compat.upstream import (
     describe,
     list_models,
@@ -47,6 +48,7 @@ CONTROL_CONNECTIONS = 4
 
 class OpenAICompatEngine:
     kind = "openai_compat"
+    takes_tools = True  # the OpenAI wire's tools and tool turns (tools.py)
 
     def __init__(self, provider: ProviderEndpoint, connect_timeout_s: float = 5.0) -> None:
         """`connect_timeout_s`: for a chat call's TCP (and TLS) connection to the upstream
@@ -160,6 +162,7 @@ class OpenAICompatEngine:
         self, name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
     ) -> dict[str, Any]:
         messages: list[dict[str, Any]] = chat_messages(model_input)
+        add_tool_turns(messages, model_input)
         if params.continue_final_message:
             _mark_prefill(messages)
         body: dict[str, Any] = {
@@ -175,6 +178,7 @@ class OpenAICompatEngine:
                 body[field] = getattr(params, field)
         if params.stop:
             body["stop"] = list(params.stop)
+        body.update(tool_fields(params))
         return body
 
     async def infer_stream(
