@@ -123,7 +123,7 @@ class BackendHost:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         engine = self.engine_for(model_id)
-        if uses_tools(model_input, params) and not takes_tools(engine):
+        if not takes_tools(engine) and uses_tools(model_input, params):
             raise InvalidRequest(
                 f"params.tools: the {engine.kind} engine of backend '{engine.backend}' does not "
                 f"send tools to its models yet ('{model_id}')",

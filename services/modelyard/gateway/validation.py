@@ -15,6 +15,7 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
     limits = settings.input_limits
     check_bounds(request, limits=limits)  # first: the checks below may quote a field
     kind = request.input.WhichOneof("kind")
+    turns = False  # a chat with tool calls or results: checked with the tools
     if kind is None:
         raise InvalidRequest(
             "input is empty: set one of text, chat, image, audio, structured", field="input"
@@ -26,6 +27,7 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
         if not messages:
             raise InvalidRequest("input.chat has no messages", field="input.chat.messages")
         for i, m in enumerate(messages):
+            turns = turns or m.role == "tool" or bool(m.tool_call_id) or len(m.tool_calls) > 0
             if m.role not in ("system", "user", "assistant", "tool"):
                 raise InvalidRequest(
                     f"input.chat.messages[{i}].role {m.role!r} must be one of "
@@ -64,7 +66,7 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
         )
     if params.HasField("top_k") and params.top_k < 0:
         raise InvalidRequest(f"params.top_k must be >= 0, got {params.top_k}", field="params.top_k")
-    if params.tools or params.tool_choice or kind == "chat":
+    if params.tools or params.tool_choice or turns:
         check_tools(request)
 
 
