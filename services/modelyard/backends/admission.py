@@ -78,6 +78,18 @@ class Admission:
         self._shed_logged = 0  # `shed` when it was last logged
         self._logged_at = -SHED_LOG_INTERVAL_S
 
+    @classmethod
+    def for_upstream(cls, backend: str, max_concurrency: int, max_queue: int) -> Admission:
+        """The admission of the configured backend `backend`'s upstream: scope
+        ``upstream:<backend>``, its refusals naming the two settings to raise."""
+        return cls(
+            f"upstream:{backend}",
+            f"upstream '{backend}'",
+            f"backends.{backend}.max_concurrency={max_concurrency}, max_queue={max_queue}",
+            max_concurrency,
+            max_queue,
+        )
+
     def refused(self, exc: BaseException) -> bool:
         """Whether `exc` is this admission's refusal (another's, of the same scope, counts)."""
         return isinstance(exc, Overloaded) and exc.scope == self.scope

@@ -117,14 +117,7 @@ class BedrockEngine:
         self._session: aiohttp.ClientSession | None = None
         self._entries: dict[str, common_pb2.ModelEntry] = {}  # catalog id -> entry
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
-        self.admission = Admission(
-            f"upstream:{name}",
-            f"upstream '{name}'",
-            f"backends.{name}.max_concurrency={backend.max_concurrency}, "
-            f"max_queue={backend.max_queue}",
-            backend.max_concurrency,
-            backend.max_queue,
-        )
+        self.admission = Admission.for_upstream(name, backend.max_concurrency, backend.max_queue)
 
     @property
     def backend(self) -> str:

@@ -72,14 +72,7 @@ class CohereEngine:
         self._names: dict[str, str] = {}  # catalog id -> Cohere model name
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
         name = provider.name
-        self.admission = Admission(
-            f"upstream:{name}",
-            f"upstream '{name}'",
-            f"backends.{name}.max_concurrency={provider.max_concurrency}, "
-            f"max_queue={provider.max_queue}",
-            provider.max_concurrency,
-            provider.max_queue,
-        )
+        self.admission = Admission.for_upstream(name, provider.max_concurrency, provider.max_queue)
 
     @property
     def provider(self) -> ProviderEndpoint:

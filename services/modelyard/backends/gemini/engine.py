@@ -58,14 +58,7 @@ class GeminiEngine:
         self._entries: dict[str, common_pb2.ModelEntry] = {}
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
         name = endpoint.name
-        self.admission = Admission(
-            f"upstream:{name}",
-            f"upstream '{name}'",
-            f"backends.{name}.max_concurrency={endpoint.max_concurrency}, "
-            f"max_queue={endpoint.max_queue}",
-            endpoint.max_concurrency,
-            endpoint.max_queue,
-        )
+        self.admission = Admission.for_upstream(name, endpoint.max_concurrency, endpoint.max_queue)
 
     @property
     def kind(self) -> str:

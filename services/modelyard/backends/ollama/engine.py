@@ -108,13 +108,7 @@ class OllamaEngine:
         self._loaded_at = -LOADED_MAX_AGE_S
         self._refresh: asyncio.Task[None] | None = None
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
-        self.admission = Admission(
-            f"upstream:{backend}",
-            f"upstream '{backend}'",
-            f"backends.{backend}.max_concurrency={max_concurrency}, max_queue={max_queue}",
-            max_concurrency,
-            max_queue,
-        )
+        self.admission = Admission.for_upstream(backend, max_concurrency, max_queue)
 
     @property
     def backend(self) -> str:
