@@ -24,7 +24,8 @@ from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_
 from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
 from modelyard.backends.local.gguf_memory import estimated_memory_bytes
 from modelyard.backends.local.model_files import scan_models_dir
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound
+from modelyard.backends.threaded_stream import pieces_from_thread
+from modelyard.errors import InvalidRequest, ModelNotFound
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,9 @@ class LlamaEngine:
             produce = _producer(loaded.llm, model_input, params, cancel, self._n_ctx)
             # aclosing: the worker must have stopped before the lock and the lease
             # are released, even when our caller abandons this stream half way.
-            async with aclosing(_run_in_thread(produce, cancel)) as pieces:
+            async with aclosing(
+                pieces_from_thread(produce, cancel, "llama.cpp generation")
+            ) as pieces:
                 async for piece in pieces:
                     yield piece
 
@@ -294,40 +297,3 @@ def _completion_text(chunk: dict[str, Any]) -> tuple[str, str | None]:
 def _chat_text(chunk: dict[str, Any]) -> tuple[str, str | None]:
     choice = chunk["choices"][0]
     return (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason")
-
-
-_DONE = object()
-
-
-async def _run_in_thread(
-    produce: Callable[[], Iterator[Piece]], cancel: threading.Event
-) -> AsyncGenerator[Piece, None]:
-    """Iterate `produce()` in a worker thread, yielding each piece as it arrives."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-
-    def run() -> None:
-        try:
-            for piece in produce():
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-                if cancel.is_set():
-                    break
-        except BaseException as exc:  # handed to the event loop, raised there
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
-    worker = loop.run_in_executor(None, run)
-    try:
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise FailedPrecondition(f"llama.cpp generation failed: {item}") from item
-            assert isinstance(item, Piece)
-            yield item
-    finally:
-        cancel.set()
-        # The model must be idle before its lock is released to the next request.
-        await asyncio.shield(worker)

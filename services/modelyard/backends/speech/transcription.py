@@ -2,7 +2,7 @@
 
 faster-whisper decodes lazily: each segment is decoded when the iteration
 asks for it, so `transcribe_segments` runs in a worker thread and
-`stream_in_thread` hands each piece to the event loop as it is ready (a
+`backends.threaded_stream.pieces_from_thread` hands each piece to the event loop as it is ready (a
 caller that goes away stops the thread at the next segment). A segment keeps
 its start and end in the audio: the contract has no field for them yet
 (`InferChunk` and `GenerateChunk` carry text only), so the stream sends each
@@ -11,9 +11,7 @@ segment's text and the times stay here, ready for that field.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelyard.backends.engine import Piece
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelyardError
+from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
 
@@ -112,42 +110,3 @@ def transcript_pieces(
             yield Piece("", common_pb2.FINISH_REASON_LENGTH, output_tokens=used)
             return
     yield Piece("", common_pb2.FINISH_REASON_STOP, output_tokens=used)
-
-
-_DONE = object()
-
-
-async def stream_in_thread(
-    produce: Callable[[], Iterator[Piece]], cancel: threading.Event
-) -> AsyncGenerator[Piece, None]:
-    """Iterate `produce()` in a worker thread, yielding each piece as it arrives; closing
-    the stream sets `cancel` and waits for the thread (the model is free after)."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-
-    def run() -> None:
-        try:
-            for piece in produce():
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-                if cancel.is_set():
-                    break
-        except BaseException as exc:  # handed to the event loop, raised there
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
-    worker = loop.run_in_executor(None, run)
-    try:
-        while True:
-            item = await queue.get()
-            if item is _DONE:
-                break
-            if isinstance(item, ModelyardError):
-                raise item
-            if isinstance(item, BaseException):
-                raise FailedPrecondition(f"whisper transcription failed: {item}") from item
-            assert isinstance(item, Piece)
-            yield item
-    finally:
-        cancel.set()
-        await asyncio.shield(worker)

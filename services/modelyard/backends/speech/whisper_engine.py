@@ -29,13 +29,13 @@ from modelyard.backends.admission import DEFAULT_MAX_QUEUE, Admission
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
 from modelyard.backends.speech.transcription import (
-    stream_in_thread,
     transcribe_options,
     transcribe_segments,
     transcript_pieces,
 )
 from modelyard.backends.speech.wav_input import WavAudio, read_wav, samples_for_model
 from modelyard.backends.speech.whisper_models import find_models, model_entry
+from modelyard.backends.threaded_stream import pieces_from_thread
 from modelyard.errors import InvalidRequest, ModelNotFound, ModelyardError
 from modelyard.v1 import common_pb2
 
@@ -222,7 +222,9 @@ class WhisperEngine:
                 yield from transcript_pieces(segments, params.max_tokens, _decoder(model))
 
             log.debug("%s: transcribing %.1f s of audio", model_id, wav.seconds)
-            async with aclosing(stream_in_thread(produce, threading.Event())) as pieces:
+            async with aclosing(
+                pieces_from_thread(produce, threading.Event(), "whisper transcription")
+            ) as pieces:
                 async for piece in pieces:
                     yield piece
 
