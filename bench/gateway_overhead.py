@@ -71,19 +71,32 @@ def process_cpu_s(pid: int) -> float:
 class GatewayProcess:
     """`modelyard serve gateway registry backend-openai-compat` in a child process."""
 
-    def __init__(self, upstream_url: str, data_dir: Path, startup_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        data_dir: Path,
+        startup_s: float = 60.0,
+        root: Path = ROOT,
+        extra_args: tuple[str, ...] = (),
+        python_args: tuple[str, ...] = (),
+    ) -> None:
+        """`root`: the checkout whose code is served (another worktree to compare);
+        `extra_args` go to `modelyard serve`, `python_args` to the interpreter before
+        ``-m modelyard.cli`` (``-m cProfile -o FILE`` profiles the gateway)."""
         self.address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
+        paths = [str(root / "services"), str(root / "clients" / "python")]
         env.update(
             CUSTOM_AI_PROVIDER_URL=upstream_url,
             OTEL_TRACES_EXPORTER="none",
-            PYTHONPATH=os.pathsep.join([*PYTHONPATH, env.get("PYTHONPATH", "")]),
+            PYTHONPATH=os.pathsep.join([*paths, env.get("PYTHONPATH", "")]),
         )
         self.log_path = data_dir / "gateway.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
+                *python_args,
                 "-m",
                 "modelyard.cli",
                 "serve",
@@ -96,7 +109,9 @@ class GatewayProcess:
                 str(data_dir),
                 "--grace",
                 "1",
+                *extra_args,
             ],
+            cwd=root,
             env=env,
             stdout=subprocess.PIPE,
             stderr=self._log,
