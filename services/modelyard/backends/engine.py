@@ -12,15 +12,37 @@ from modelyard.v1 import common_pb2
 
 @dataclass(frozen=True)
 class Piece:
-    """One streamed piece of output. The last piece has `finish_reason` and `usage`, and
+    """One streamed piece of output. The last piece has `finish_reason` and usage, and
     the calls the model asked for (`tool_calls`, each whole: an engine gathers a call's
-    streamed fragments), with finish reason FINISH_REASON_TOOL_CALLS."""
+    streamed fragments), with finish reason FINISH_REASON_TOOL_CALLS.
+
+    `output`: this piece's part of what the answer holds beside text (speech, a
+    transcript's segments, images, tensors), on any piece. The usage fields and
+    `dropped_params` (parameters the provider cannot honour, left out because the
+    request allowed it) count on the last piece only."""
 
     text: str
     finish_reason: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
     input_tokens: int = 0
     output_tokens: int = 0
     tool_calls: tuple[common_pb2.ToolCall, ...] = ()
+    output: common_pb2.Output | None = None
+    cached_input_tokens: int = 0
+    characters: int = 0  # text to speech: the characters spoken
+    audio_seconds: float = 0.0  # speech transcribed or spoken
+    images: int = 0  # read or made
+    dropped_params: tuple[str, ...] = ()
+
+    def usage(self) -> common_pb2.Usage:
+        """The last piece's usage as the wire has it (no cost: the gateway prices it)."""
+        return common_pb2.Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cached_input_tokens=self.cached_input_tokens,
+            characters=self.characters,
+            audio_seconds=self.audio_seconds,
+            images=self.images,
+        )
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from typing import Any
 
 import grpc
 
-from modelyard.backends.answer_stream import piece_to_chunk, whole_answer
+from modelyard.backends.answer_stream import chunk_output, piece_to_chunk, whole_answer
 from modelyard.backends.engine import Piece
 from modelyard.backends.host import BackendHost
-from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
+from modelyard.v1 import backend_pb2, backend_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -32,15 +32,15 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
         self, request: backend_pb2.InferRequest, context: Ctx
     ) -> backend_pb2.InferResponse:
         pieces = self._host.infer_stream(request.model_id, request.input, request.params)
-        whole = await whole_answer(pieces, empty=Piece(""))
+        whole = await whole_answer(pieces, empty=Piece(""), output_of=chunk_output)
         last = whole.last
         return backend_pb2.InferResponse(
             text=whole.text,
             finish_reason=last.finish_reason,
-            usage=common_pb2.Usage(
-                input_tokens=last.input_tokens, output_tokens=last.output_tokens
-            ),
+            usage=last.usage(),
             tool_calls=last.tool_calls,
+            output=whole.output,
+            dropped_params=last.dropped_params,
         )
 
     async def ListModels(

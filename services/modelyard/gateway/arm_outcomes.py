@@ -82,14 +82,21 @@ class ArmCall:
 def call_cost_usd(
     usage: common_pb2.Usage, cost: common_pb2.CostProfile | None, input_estimate: int = 0
 ) -> float:
-    """What one call cost: the backend's own figure, else its tokens at the model's prices
-    (images and audio are not counted: `Usage` has no count of them); `input_estimate`
-    stands for an input count the backend did not report."""
+    """What one call cost: the backend's own figure, else its usage at the model's prices
+    (tokens, cached input tokens at their own price when the model has one, characters
+    spoken, audio seconds, images); `input_estimate` stands for an input count the
+    backend did not report."""
     if usage.cost_usd or cost is None:
         return usage.cost_usd
+    inputs = usage.input_tokens or input_estimate
+    cached = min(usage.cached_input_tokens, inputs) if cost.usd_per_cached_input_token else 0
     return (
-        (usage.input_tokens or input_estimate) * cost.usd_per_input_token
+        (inputs - cached) * cost.usd_per_input_token
+        + cached * cost.usd_per_cached_input_token
         + usage.output_tokens * cost.usd_per_output_token
+        + usage.characters * cost.usd_per_character
+        + usage.audio_seconds * cost.usd_per_audio_second
+        + usage.images * cost.usd_per_image
         + cost.usd_per_request
     )
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from modelyard.backends.admission import Admission, gateway_admission
-from modelyard.backends.answer_stream import whole_answer
+from modelyard.backends.answer_stream import chunk_output, whole_answer
 from modelyard.enum_values import value_name
 from modelyard.errors import (
     AllModelsFailed,
@@ -454,6 +454,8 @@ class GatewayCore:
         try:
             async for chunk in backend_stream:
                 out = gateway_pb2.GenerateChunk(text=chunk.text)
+                if chunk.HasField("output"):  # speech, segments, images, tensors
+                    out.output.CopyFrom(chunk.output)
                 if first:
                     if prefill is None:  # a continuation's answer had its first chunk
                         out.model_id = model.id
@@ -472,6 +474,8 @@ class GatewayCore:
                     out.usage.CopyFrom(chunk.usage)
                     if chunk.tool_calls:
                         out.tool_calls.extend(chunk.tool_calls)
+                    if chunk.dropped_params:
+                        out.dropped_params.extend(chunk.dropped_params)
                     # Some upstreams report no input count: keep our estimate then.
                     used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
                     # What it cost, once: settled against the budgets, noted in the audit row.
@@ -517,13 +521,15 @@ async def response_of(
 ) -> gateway_pb2.GenerateResponse:
     """The unary answer of a streamed one (`Generate`): its text whole, the first chunk's
     model and ids, the last one's finish and usage; `started` a `perf_counter` reading."""
-    whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk())
+    whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk(), output_of=chunk_output)
     return gateway_pb2.GenerateResponse(
         model_id=whole.first.model_id,
         text=whole.text,
         finish_reason=whole.last.finish_reason,
         usage=whole.last.usage,
         tool_calls=whole.last.tool_calls,
+        output=whole.output,
+        dropped_params=whole.last.dropped_params,
         latency_ms=(time.perf_counter() - started) * 1000,
         request_id=whole.first.request_id,
         history_turns=whole.first.history_turns,

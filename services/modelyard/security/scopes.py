@@ -36,6 +36,7 @@ RPC_SCOPES: Mapping[str, tuple[str, ...]] = {
     "modelyard.v1.GatewayService/GenerateStream": _G,
     "modelyard.v1.GatewayService/BatchGenerate": _G,
     "modelyard.v1.GatewayService/Compare": _G,
+    "modelyard.v1.GatewayService/Embed": _G,
     "modelyard.v1.SelectorService/Select": _G,
     # the registry
     "modelyard.v1.RegistryService/RegisterModel": _AB,  # a backend announcing itself
@@ -70,6 +71,7 @@ RPC_SCOPES: Mapping[str, tuple[str, ...]] = {
     # backends: the gateway's and hot-swap's calls, never a client's
     "modelyard.v1.BackendService/Infer": _B,
     "modelyard.v1.BackendService/InferStream": _B,
+    "modelyard.v1.BackendService/Embed": _B,
     "modelyard.v1.BackendService/ListModels": _B,
     "modelyard.v1.BackendService/Health": _B,
     "modelyard.v1.BackendService/Load": _AB,
