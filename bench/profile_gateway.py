@@ -44,8 +44,13 @@ def profile(args: argparse.Namespace) -> int:
     binary = build_go_loadgen()
     out = Path(args.out).resolve()
     with tempfile.TemporaryDirectory(prefix="modelyard-profile-") as tmp, UpstreamProcess() as up:
+        extra = ("--config", str(Path(args.config).resolve())) if args.config else ()
         gw = GatewayProcess(
-            up.url, Path(tmp), root=args.root, python_args=("-m", "cProfile", "-o", str(out))
+            up.url,
+            Path(tmp),
+            root=args.root,
+            extra_args=extra,
+            python_args=("-m", "cProfile", "-o", str(out)),
         )
         try:
             cmd = [str(binary), "-call", args.call, "-addr", gw.address, "-model", gw.model_id]
@@ -103,6 +108,7 @@ def main() -> int:
     p.add_argument("--call", choices=("stream", "unary"), default="stream")
     p.add_argument("--requests", type=int, default=3000, help="measured calls after 300 warm-up")
     p.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve")
+    p.add_argument("--config", help="a config file to serve with (`modelyard serve --config`)")
     p.add_argument("--out", required=True)
     p.add_argument("--top", type=int, default=40)
     c = sub.add_parser("compare", help="compare two profiles of the same number of calls")

@@ -105,9 +105,6 @@ def _model(provider: str, body: Any, where: str, shared: dict[str, str]) -> comm
     unit = str(doc.get("input_unit", "token"))
     if unit not in ("token", "character"):
         raise CatalogFileError(f"{where}.input_unit: must be 'token' or 'character'")
-    per_input = (
-        _number(doc, "usd_per_mtok_in", where) / 1e6 + _number(doc, "usd_per_kchar", where) / 1e3
-    )
     metadata = {**shared, "input_unit": unit}
     return common_pb2.ModelEntry(
         id=catalog_id(provider, name),
@@ -118,8 +115,10 @@ def _model(provider: str, body: Any, where: str, shared: dict[str, str]) -> comm
         output_modalities=outputs,
         context_window=int(context),
         cost=common_pb2.CostProfile(
-            usd_per_input_token=per_input,
+            usd_per_input_token=_number(doc, "usd_per_mtok_in", where) / 1e6,
             usd_per_output_token=_number(doc, "usd_per_mtok_out", where) / 1e6,
+            # Text to speech bills the characters spoken (`Usage.characters`).
+            usd_per_character=_number(doc, "usd_per_kchar", where) / 1e3,
             usd_per_audio_second=_number(doc, "usd_per_audio_hour", where) / 3600,
         ),
         metadata=metadata,

@@ -14,6 +14,11 @@ from modelyard.v1 import common_pb2
 # Roughly four bytes of English text per token for common BPE tokenizers. An
 # estimate only: it reserves budget and sizes a task; the real count settles it.
 BYTES_PER_TOKEN = 4
+# An image in a chat, whatever its bytes: Anthropic's vision guide puts an image at
+# its largest unscaled size (1092x1092 px, tokens = width * height / 750) at ~1,590
+# tokens; OpenAI's high detail 1024x1024 is 765, Gemini's 258 to 1,120. The most of
+# them, so a budget reserves enough; the provider's count settles it.
+TOKENS_PER_IMAGE = 1600
 
 _MODALITY_OF_KIND = {
     "text": common_pb2.MODALITY_TEXT,
@@ -37,5 +42,15 @@ def input_size_bytes(model_input: common_pb2.Input) -> int:
 
 
 def estimate_input_tokens(model_input: common_pb2.Input) -> int:
-    """Tokens the input will take, at `BYTES_PER_TOKEN` bytes each, rounded up."""
-    return math.ceil(input_size_bytes(model_input) / BYTES_PER_TOKEN)
+    """Tokens the input will take, at `BYTES_PER_TOKEN` bytes each, rounded up; each
+    image part of a chat counts `TOKENS_PER_IMAGE` instead of its bytes."""
+    size = input_size_bytes(model_input)
+    images = 0
+    if model_input.WhichOneof("kind") == "chat":
+        for message in model_input.chat.messages:
+            if message.parts:  # tested first: iterating an empty one costs more
+                for part in message.parts:
+                    if part.WhichOneof("part") == "image":
+                        size -= part.ByteSize()
+                        images += 1
+    return math.ceil(max(size, 0) / BYTES_PER_TOKEN) + images * TOKENS_PER_IMAGE

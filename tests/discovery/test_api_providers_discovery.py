@@ -29,7 +29,8 @@ def test_data_file_is_valid_dated_and_covers_every_provider() -> None:
             assert entry.capabilities and entry.input_modalities and entry.output_modalities
             assert entry.metadata["as_of"] == catalog.as_of
             cost = entry.cost
-            assert cost.usd_per_input_token or cost.usd_per_audio_second, entry.id
+            priced = cost.usd_per_input_token or cost.usd_per_character
+            assert priced or cost.usd_per_audio_second, entry.id
 
 
 def test_prices_are_per_token() -> None:
@@ -40,7 +41,8 @@ def test_prices_are_per_token() -> None:
     assert mini.context_window == 128000
     tts = entries["elevenlabs/eleven_flash_v2_5"]
     assert tts.metadata["input_unit"] == "character"
-    assert tts.cost.usd_per_input_token == pytest.approx(0.05e-3)
+    assert tts.cost.usd_per_character == pytest.approx(0.05e-3)
+    assert tts.cost.usd_per_input_token == 0
     assert list(tts.capabilities) == [C.CAPABILITY_TEXT_TO_SPEECH, C.CAPABILITY_STREAMING]
     stt = entries["elevenlabs/scribe_v1"]
     assert stt.cost.usd_per_audio_second == pytest.approx(0.22 / 3600)

@@ -117,6 +117,7 @@ ROOTS = (
     gateway_pb2.GenerateRequest.DESCRIPTOR,
     gateway_pb2.BatchGenerateRequest.DESCRIPTOR,
     gateway_pb2.CompareRequest.DESCRIPTOR,
+    gateway_pb2.EmbedRequest.DESCRIPTOR,
 )
 
 

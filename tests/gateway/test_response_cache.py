@@ -7,11 +7,13 @@ in-memory LRU unless a test says otherwise.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
 from support.scripted_engine import ScriptedEngine
 
+from modelyard.backends.engine import Piece
 from modelyard.backends.host import BackendHost
 from modelyard.errors import BackendUnavailable, InvalidRequest, ModelNotFound
 from modelyard.gateway.backend_pool import BackendPool
@@ -358,3 +360,25 @@ async def test_an_expired_answer_is_asked_of_the_model_again() -> None:
     clock.now += 1  # the gateway's TTL is 60 s
     assert not (await gateway.generate(_request())).cached
     assert len(engine.calls) == 2
+
+
+class _SpeakingEngine(ScriptedEngine):
+    """Answers with audio beside the text, as a text-to-speech model does."""
+
+    async def infer_stream(
+        self,
+        model_id: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> AsyncGenerator[Piece, None]:
+        self.calls.append((model_id, model_input, params))
+        audio = common_pb2.Output(audio=common_pb2.Audio(data=b"RIFF", mime_type="audio/wav"))
+        yield Piece("", common_pb2.FINISH_REASON_STOP, output=audio, characters=2)
+
+
+async def test_an_answer_with_audio_is_not_stored() -> None:
+    engine = _SpeakingEngine((A, B))
+    gateway = await _gateway(engine)
+    answers = [await gateway.generate(_request()) for _ in range(2)]
+    assert [a.output.audio.data for a in answers] == [b"RIFF", b"RIFF"]
+    assert not answers[1].cached and len(engine.calls) == 2

@@ -24,7 +24,8 @@ It follows Anthropic's published API reference, ``anthropic-version:
 Before any scripted answer it checks what the real API checks: the
 ``x-api-key`` (401 ``authentication_error``), ``anthropic-version`` (400), a
 JSON body with ``model``, a positive ``max_tokens`` and ``messages`` (400
-``invalid_request_error``), and a model it serves (404 ``not_found_error``).
+``invalid_request_error``), image blocks of the documented shape (400), and a
+model it serves (404 ``not_found_error``).
 It records every request's body and headers so a test can assert the wire
 format the engine sent, and answers as a test scripts it: a normal stream,
 an error body with a status, a stream cut in the middle, an ``error`` event
@@ -34,6 +35,7 @@ inside the stream, or events verbatim.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 from collections.abc import Sequence
@@ -230,6 +232,9 @@ class FakeAnthropic:
             return _error(
                 400, "invalid_request_error", "messages: at least one message is required"
             )
+        image_problem = _image_block_problem(body["messages"])
+        if image_problem:
+            return _error(400, "invalid_request_error", image_problem)
         if body["model"] not in self.models:
             return _error(404, "not_found_error", f"model: {body['model']}")
         if self._failure is not None:
@@ -282,6 +287,36 @@ class FakeAnthropic:
             },
             headers={"request-id": "req_fake"},
         )
+
+
+_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def _image_block_problem(messages: Any) -> str | None:
+    """What the API's validation says of a malformed image block (Messages API reference,
+    ``ImageBlockParam``: a ``base64`` source with a ``media_type`` of the four and
+    base64 ``data``, or a ``url`` source), in its ``messages.i.content.j`` form; None."""
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(block, dict) or block.get("type") != "image":
+                continue
+            where = f"messages.{i}.content.{j}.image.source"
+            source = block.get("source") or {}
+            if source.get("type") == "url" and isinstance(source.get("url"), str):
+                continue
+            if source.get("type") != "base64":
+                return f"{where}: Input tag {source.get('type')!r} does not match 'base64', 'url'"
+            if source.get("media_type") not in _MEDIA_TYPES:
+                return (
+                    f"{where}.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+                    "'image/gif' or 'image/webp'"
+                )
+            try:
+                base64.b64decode(source.get("data") or "", validate=True)
+            except ValueError:
+                return f"{where}.base64.data: invalid base64 data"
+    return None
 
 
 def _error(status: int, error_type: str, message: str) -> web.Response:

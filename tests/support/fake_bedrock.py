@@ -49,6 +49,7 @@ what was sent (`requests`).
 
 from __future__ import annotations
 
+import base64
 import binascii
 import datetime
 import hmac
@@ -445,10 +446,19 @@ def _body_problem(body: Any) -> str | None:
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
             return _constraint(f"messages.{i + 1}.member.role")
         content = m.get("content")
-        if not isinstance(content, list) or not all(
-            isinstance(b, dict) and isinstance(b.get("text"), str) and b["text"] for b in content
-        ):
+        if not isinstance(content, list):
             return f"The text field in the ContentBlock object at messages.{i}.content is blank."
+        for j, block in enumerate(content):
+            if isinstance(block, dict) and "image" in block:
+                problem = _image_problem(block["image"], f"messages.{i + 1}.member.content.{j + 1}")
+                if problem:
+                    return problem
+            elif not (
+                isinstance(block, dict) and isinstance(block.get("text"), str) and block["text"]
+            ):
+                return (
+                    f"The text field in the ContentBlock object at messages.{i}.content is blank."
+                )
     inference = body.get("inferenceConfig", {})
     if not isinstance(inference, dict) or set(inference) - _INFERENCE:
         return "Malformed input request: inferenceConfig has extraneous keys"
@@ -460,6 +470,25 @@ def _body_problem(body: Any) -> str | None:
         type(inference["maxTokens"]) is not int or inference["maxTokens"] < 1
     ):
         return _constraint("inferenceConfig.maxTokens")
+    return None
+
+
+_IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")  # ImageBlock.format's valid values
+
+
+def _image_problem(image: Any, path: str) -> str | None:
+    """The ValidationException of an ``ImageBlock`` (API reference: ``format`` png | jpeg |
+    gif | webp, ``source`` a union of ``bytes`` (base64 in JSON) or ``s3Location``)."""
+    if not isinstance(image, dict) or image.get("format") not in _IMAGE_FORMATS:
+        return _constraint(f"{path}.member.image.format")
+    source = image.get("source")
+    if not isinstance(source, dict) or len(source) != 1 or "bytes" not in source:
+        return _constraint(f"{path}.member.image.source")
+    try:
+        if not base64.b64decode(source["bytes"], validate=True):
+            return _constraint(f"{path}.member.image.source.bytes")
+    except (ValueError, TypeError):
+        return "Malformed input request: image source bytes are not valid base64"
     return None
 
 

@@ -1,4 +1,5 @@
-"""A fake Cohere API for the cohere engine's tests: ``POST /v2/chat``, streamed.
+"""A fake Cohere API for the cohere engine's tests: ``POST /v2/chat``, streamed, and
+``POST /v2/embed`` (its reference in `FakeCohere._embed`).
 
 It follows Cohere's published API reference, Chat v2 (API version v2, the
 default; pages read 2026-12-01):
@@ -30,6 +31,7 @@ stream, refuses a missing or wrong key with 401 and an unknown model with
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,6 +109,38 @@ def stream_events(texts: Sequence[str], end: Event | None = None) -> list[Event]
     ]
 
 
+def _content_problem(messages: Any) -> str | None:
+    """What Cohere says of a content array it cannot read (Chat v2: a string, or a list of
+    ``{"type": "text", "text"}`` and, in user messages, ``{"type": "image_url",
+    "image_url": {"url"}}`` with a base64 data URL or a web URL); None when all are fine."""
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content")
+        if isinstance(content, str):
+            continue
+        for j, item in enumerate(content if isinstance(content, list) else [None]):
+            where = f"messages[{i}].content[{j}]"
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind == "text" and isinstance(item.get("text"), str):
+                continue
+            if kind != "image_url" or message.get("role") != "user":
+                return f"{where}: unsupported content type {kind!r}"
+            url = (item.get("image_url") or {}).get("url")
+            if not isinstance(url, str) or not url.startswith(("data:image/", "https://")):
+                return f"{where}.image_url.url: must be a base64 data URL or a URL"
+            if url.startswith("data:"):
+                try:
+                    base64.b64decode(url.partition(",")[2], validate=True)
+                except ValueError:
+                    return f"{where}.image_url.url: invalid base64 image data"
+    return None
+
+
+def embed_vector(text: str, length: int = 1536) -> list[float]:
+    """The fake's Embed vector of `text`: the same text, the same vector."""
+    seed = sum(ord(c) for c in text) % 97
+    return [round(((seed + i) % 11) / 10 - 0.5, 3) for i in range(length)]
+
+
 def sse(event: Event) -> bytes:
     if isinstance(event, str):
         return f"data: {event}\n\n".encode()
@@ -129,6 +163,10 @@ class FakeCohere:
     _delay_s: float = 0.0
     _drop_after: int | None = None
     _runner: web.AppRunner | None = None
+    # Embed (POST /v2/embed): the bodies received, and failures scripted for the next calls.
+    embed_bodies: list[dict[str, Any]] = field(default_factory=list)
+    embed_models: list[str] = field(default_factory=lambda: ["embed-v4.0", "embed-english-v3.0"])
+    _embed_failures: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
 
     # ---- scripting -------------------------------------------------------------
 
@@ -181,6 +219,9 @@ class FakeCohere:
             return web.json_response(
                 {"id": "4b2c5d2e", "message": MODEL_NOT_FOUND.format(body["model"])}, status=404
             )
+        problem = _content_problem(body.get("messages"))
+        if problem:
+            return web.json_response({"message": f"invalid request: {problem}"}, status=400)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -196,11 +237,68 @@ class FakeCohere:
         await resp.write_eof()
         return resp
 
+    def fail_embed(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next Embed call with this status, JSON body and headers."""
+        self._embed_failures.append((status, body, headers or {}))
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        """Embed API v2 (https://docs.cohere.com/reference/embed, read 2026-12-02): ``model``,
+        ``input_type``, ``texts`` (at most 96), ``embedding_types``, ``output_dimension``
+        (256, 512, 1024, 1536; embed-v4.0 only); answered ``embeddings.float`` (one vector
+        per text, `embed_vector`), ``texts``, ``meta.billed_units.input_tokens`` (here one
+        per word) and ``response_type: "embeddings_by_type"``."""
+        body = await request.json()
+        self.embed_bodies.append(body)
+        auth = request.headers.get("Authorization", "")
+        if auth.removeprefix("Bearer ") not in self.api_keys:
+            return web.json_response({"message": "invalid api token"}, status=401)
+        if self._embed_failures:
+            status, answer, headers = self._embed_failures.pop(0)
+            return web.json_response(answer, status=status, headers=headers)
+        model, texts = body.get("model"), body.get("texts")
+        if model not in self.embed_models:
+            return web.json_response(
+                {"id": "9e1f0a77", "message": MODEL_NOT_FOUND.format(model)}, status=404
+            )
+        if not body.get("input_type"):
+            return web.json_response(
+                {"message": "invalid request: input_type is required for embed models v3 and "
+                 "higher."},
+                status=400,
+            )  # fmt: skip
+        if not isinstance(texts, list) or not 0 < len(texts) <= 96:
+            return web.json_response(
+                {"message": "invalid request: texts must be a list of 1 to 96 strings."},
+                status=400,
+            )
+        length = body.get("output_dimension") or 1536
+        if "output_dimension" in body and (
+            model != "embed-v4.0" or length not in (256, 512, 1024, 1536)
+        ):
+            return web.json_response(
+                {"message": f"invalid request: output_dimension {length} is not supported "
+                 f"for model '{model}'."},
+                status=400,
+            )  # fmt: skip
+        billed = sum(len(str(t).split()) for t in texts)
+        return web.json_response(
+            {
+                "id": "5807ee2e-0cda-445a-9ec8-864c60a06606",
+                "embeddings": {"float": [embed_vector(str(t), length) for t in texts]},
+                "texts": texts,
+                "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": billed}},
+                "response_type": "embeddings_by_type",
+            }
+        )
+
     # ---- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v2/chat", self._chat)
+        app.router.add_post("/v2/embed", self._embed)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

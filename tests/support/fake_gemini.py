@@ -110,6 +110,31 @@ def retry_info(delay: str) -> dict[str, str]:
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
 
 
+# Image understanding's types (https://ai.google.dev/gemini-api/docs/image-understanding).
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
+
+
+def _inline_data_problem(body: Any) -> str | None:
+    """What the API says of an ``inlineData`` part (``Blob``: ``mimeType``, base64
+    ``data``) it cannot read, in Google's field-path form; None when all are fine."""
+    contents = body.get("contents", []) if isinstance(body, dict) else []
+    for i, content in enumerate(contents):
+        for j, part in enumerate(content.get("parts", [])):
+            blob = part.get("inlineData")
+            if blob is None:
+                continue
+            if blob.get("mimeType") not in _IMAGE_TYPES:
+                return f"Unsupported MIME type: {blob.get('mimeType')}"
+            try:
+                base64.b64decode(blob.get("data") or "", validate=True)
+            except ValueError:
+                return (
+                    f"Invalid value at 'contents[{i}].parts[{j}].inline_data.data' "
+                    "(TYPE_BYTES), Base64 decoding failed"
+                )
+    return None
+
+
 def _sse(event: Event) -> bytes:
     data = event if isinstance(event, str) else json.dumps(event)
     return f"data: {data}\r\n\r\n".encode()
@@ -276,6 +301,9 @@ class FakeGemini:
             return web.json_response(
                 google_error(400, "INVALID_ARGUMENT", "the fake serves alt=sse only"), status=400
             )
+        problem = _inline_data_problem(call.body)
+        if problem:
+            return web.json_response(google_error(400, "INVALID_ARGUMENT", problem), status=400)
         if self._reply is None:
             return web.json_response(
                 google_error(500, "INTERNAL", "no script for this test"), status=500

@@ -15,7 +15,15 @@ is what ``GET /api/version`` answers.
 - ``keep_alive`` (seconds as a number, or a duration such as ``"5m"``; default
   5 m; negative: forever) keeps a model loaded after each call; ``GET /api/ps``
   lists the models loaded and not yet expired.
+- a message's ``images``: base64 strings, refused with 400 when not base64.
 - ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``.
+- ``POST /api/embed`` (https://docs.ollama.com/api/embed, read 2026-12-02):
+  ``model``, ``input`` (a string or a list of them), ``dimensions``,
+  ``keep_alive``, ``truncate``; answered ``{"model", "embeddings": [[...]],
+  "total_duration", "load_duration", "prompt_eval_count"}`` (`embed_vector`,
+  one token per word), 404 for a model not pulled, or the next of
+  `embed_replies` (a `Reply`'s status, error and headers). The reference
+  documents no refusal of a model without the embedding capability.
 - Errors are ``{"error": "..."}`` with a status: 404 for a model not pulled,
   400 for a model that cannot chat (an embedding model) and a body that is no
   JSON; mid-stream, one NDJSON line ``{"error": "..."}``.
@@ -28,6 +36,7 @@ and read what the engine sent in `received`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -135,6 +144,7 @@ class FakeOllama:
     received: list[Received] = field(default_factory=list)  # every generation, load, unload
     replies: deque[Reply] = field(default_factory=deque)  # scripted; then the default Reply
     hung_up: int = 0  # answers whose client dropped the connection before their end
+    embed_replies: deque[Reply] = field(default_factory=deque)  # scripted /api/embed failures
     url: str = ""
     _expires: dict[str, float | None] = field(default_factory=dict)  # None: never
     _runner: web.AppRunner | None = None
@@ -181,6 +191,9 @@ class FakeOllama:
         except ValueError as exc:
             return _error(400, f"invalid character in request body: {exc}")
         self.received.append(Received(request.path, body, dict(request.headers)))
+        bad_image = _image_problem(body.get(asked))
+        if bad_image:  # Go's JSON binding of ``images`` ([]ImageData: base64 bytes) fails
+            return _error(400, bad_image)
         name = str(body.get("model") or "")
         model = self._find(name)
         if model is None:
@@ -245,6 +258,32 @@ class FakeOllama:
             await resp.write(json.dumps(last).encode() + b"\n")
         await resp.write_eof()
         return resp
+
+    # ---- embeddings -------------------------------------------------------------
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.received.append(Received(request.path, body, dict(request.headers)))
+        name = str(body.get("model") or "")
+        model = self._find(name)
+        if model is None:
+            return _error(404, f"model '{name}' not found")
+        reply = self.embed_replies.popleft() if self.embed_replies else None
+        if reply is not None and reply.status != 200:
+            return _error(reply.status, reply.error, reply.headers)
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else list(given or [])
+        length = int(body.get("dimensions") or 768)
+        self._keep(model.name, body.get("keep_alive", DEFAULT_KEEP_ALIVE_S))
+        return web.json_response(
+            {
+                "model": name,
+                "embeddings": [embed_vector(str(t), length) for t in texts],
+                "total_duration": 14_143_917,
+                "load_duration": 1_019_500,
+                "prompt_eval_count": sum(len(str(t).split()) for t in texts),
+            }
+        )
 
     # ---- models ---------------------------------------------------------------
 
@@ -330,6 +369,7 @@ class FakeOllama:
         app = web.Application()
         app.router.add_post("/api/chat", self._chat)
         app.router.add_post("/api/generate", self._generate)
+        app.router.add_post("/api/embed", self._embed)
         app.router.add_get("/api/tags", self._tags)
         app.router.add_post("/api/show", self._show)
         app.router.add_get("/api/ps", self._ps)
@@ -343,6 +383,24 @@ class FakeOllama:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _image_problem(messages: Any) -> str | None:
+    """The daemon's error for a message's ``images`` entry that is not base64 (the API
+    reference: "a list of images ... base64-encoded"), as Go's decoder words it; None."""
+    for message in messages if isinstance(messages, list) else ():
+        for image in message.get("images") or () if isinstance(message, dict) else ():
+            try:
+                base64.b64decode(image, validate=True)
+            except (ValueError, TypeError):
+                return "illegal base64 data at input byte 0"
+    return None
+
+
+def embed_vector(text: str, length: int = 768) -> list[float]:
+    """The fake's vector of `text`: the same text, the same vector."""
+    seed = sum(ord(c) for c in text) % 89
+    return [round(((seed + 3 * i) % 13) / 12 - 0.5, 4) for i in range(length)]
 
 
 def _line(model: str, answered: str, text: str, *, done: bool) -> dict[str, Any]:

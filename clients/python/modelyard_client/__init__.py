@@ -7,17 +7,17 @@ its attributes (`ModelNotFound.model_id`, `RateLimited.retry_after_s`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from modelyard import remote
 from modelyard.catalog_limits import CHANNEL_OPTIONS
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, remote_errors
 from modelyard.remote import Prompt
 from modelyard.security.client_channel import client_channel
 from modelyard.security.tls import ClientFiles
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 __all__ = ["GatewayClient", "ModelyardError"]
 
@@ -75,6 +75,18 @@ class GatewayClient:
         """The answer's text piece by piece, as the model produces it."""
         request = remote.generate_request(model, prompt, max_tokens)
         return remote.stream_text(self._channel, request, self._timeout_s)
+
+    def embed(
+        self, model: str, inputs: Sequence[str], *, dimensions: int = 0
+    ) -> gateway_pb2.EmbedResponse:
+        """One vector per input, in order (`EmbedResponse.embeddings[i].values`), with the
+        input tokens and their cost; `dimensions` 0: the model's own length."""
+        request = gateway_pb2.EmbedRequest(model=model, inputs=inputs, dimensions=dimensions)
+        with remote_errors():
+            response: gateway_pb2.EmbedResponse = gateway_pb2_grpc.GatewayServiceStub(
+                self._channel
+            ).Embed(request, timeout=self._timeout_s)
+        return response
 
     def models(self) -> list[common_pb2.ModelEntry]:
         """Every model in the catalog."""

@@ -31,6 +31,7 @@ from modelyard.discovery.source import DiscoverySource
 if TYPE_CHECKING:
     from modelyard.assembly.plan import BackendPlan
     from modelyard.backends.engine import Engine
+    from modelyard.backends.tensor.onnx_models import OnnxModelsDir
 
 # Hosted providers that speak the OpenAI wire format, and their public API.
 OPENAI_WIRE_HOSTS = {
@@ -151,6 +152,69 @@ def _whisper_engine(plan: BackendPlan) -> Engine:
         idle_timeout_s=lifecycle.idle_timeout_ms / 1000,
         preload=lifecycle.preload,
     )
+
+
+# ---- piper: text to speech in process (piper-tts, onnxruntime); voices from its engine ----
+def _piper_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.speech.piper_engine import PiperEngine
+    from modelyard.config.backends import PiperBackend
+
+    backend = _as(plan, PiperBackend)
+    lifecycle = plan.settings.config.hot_swap
+    budget_mb = lifecycle.memory_budget_mb
+    return PiperEngine(
+        backend.models_dir,  # its own key only: None is the packaged voice, not models_dir
+        backend=plan.name,
+        models=backend.models,
+        cpu_threads=backend.cpu_threads,
+        max_characters=backend.max_characters,
+        max_loaded=backend.max_loaded,
+        max_queue=backend.max_queue,
+        memory_budget_bytes=budget_mb * 1024 * 1024 if budget_mb is not None else None,
+        idle_timeout_s=lifecycle.idle_timeout_ms / 1000,
+        preload=lifecycle.preload,
+    )
+
+
+# ---- tensor: ONNX models in a directory, run by onnxruntime; image classifiers among them -
+def _onnx_models(plan: BackendPlan) -> OnnxModelsDir:
+    """The directory as both the engine and discovery read it (one description of a model)."""
+    from modelyard.backends.tensor.image_classifier import ClassifierSettings
+    from modelyard.backends.tensor.onnx_models import OnnxModelsDir
+    from modelyard.config.backends import TensorBackend
+
+    backend = _as(plan, TensorBackend)
+    classifiers = {
+        name: ClassifierSettings(labels=c.labels, mean=c.mean, std=c.std)
+        for name, c in backend.classifiers.items()
+    }
+    return OnnxModelsDir(
+        plan.models_dir, backend=plan.name, models=backend.models, classifiers=classifiers
+    )
+
+
+def _tensor_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.tensor.engine import TensorEngine
+    from modelyard.config.backends import TensorBackend
+
+    backend = _as(plan, TensorBackend)
+    lifecycle = plan.settings.config.hot_swap
+    budget_mb = lifecycle.memory_budget_mb
+    return TensorEngine(
+        _onnx_models(plan),
+        cpu_threads=backend.cpu_threads,
+        max_loaded=backend.max_loaded,
+        max_queue=backend.max_queue,
+        memory_budget_bytes=budget_mb * 1024 * 1024 if budget_mb is not None else None,
+        idle_timeout_s=lifecycle.idle_timeout_ms / 1000,
+        preload=lifecycle.preload,
+    )
+
+
+def _onnx_source(plan: BackendPlan) -> DiscoverySource:
+    from modelyard.discovery.onnx_files import OnnxDirectorySource
+
+    return OnnxDirectorySource(_onnx_models(plan))
 
 
 # ---- the OpenAI wire: any compatible server, and the hosted providers that speak it ------
@@ -280,6 +344,25 @@ def _anthropic_engine(plan: BackendPlan) -> Engine:
     return AnthropicEngine(endpoint, connect_timeout_s=connect_ms / 1000)
 
 
+# ---- elevenlabs: text to speech (its own wire format, streamed audio) --------------------
+def _elevenlabs_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.elevenlabs.engine import DEFAULT_BASE_URL, ElevenLabsEngine
+
+    backend = _as(plan, HostedBackend)
+    endpoint = ProviderEndpoint(
+        plan.name,
+        normalise_base_url(backend.base_url or DEFAULT_BASE_URL),  # ".../v1" either way
+        api_key=backend.api_key or "",
+        models=tuple(backend.models),
+        timeout_s=backend.timeout_ms / 1000,
+        max_concurrency=backend.max_concurrency,
+        max_queue=backend.max_queue,
+        current_key=plan.secret("api_key"),
+    )
+    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
+    return ElevenLabsEngine(endpoint, connect_timeout_s=connect_ms / 1000)
+
+
 _COMPAT_ROLE = "backend-openai-compat"
 
 KINDS: dict[str, BackendKind] = {
@@ -287,13 +370,15 @@ KINDS: dict[str, BackendKind] = {
     "ollama": BackendKind(_COMPAT_ROLE, _ollama_engine, _ollama_source),
     "coreml": BackendKind("backend-coreml", _coreml_engine, _coreml_source),
     "whisper": BackendKind("backend-local", _whisper_engine),
+    "piper": BackendKind("backend-local", _piper_engine),
+    "tensor": BackendKind("backend-local", _tensor_engine, _onnx_source),
     "openai_compat": BackendKind(_COMPAT_ROLE, _compat_engine, _compat_source),
     **{
         kind: BackendKind(_COMPAT_ROLE, _compat_engine, hosted_catalog=True)
         for kind in OPENAI_WIRE_HOSTS
     },
     "anthropic": BackendKind(_COMPAT_ROLE, _anthropic_engine, hosted_catalog=True),
-    "elevenlabs": BackendKind(_COMPAT_ROLE, hosted_catalog=True),
+    "elevenlabs": BackendKind(_COMPAT_ROLE, _elevenlabs_engine, hosted_catalog=True),
     "cohere": BackendKind(_COMPAT_ROLE, _cohere_engine, hosted_catalog=True),
     "gemini": BackendKind(_COMPAT_ROLE, _gemini_engine, hosted_catalog=True),
     "vertex": BackendKind(_COMPAT_ROLE, _gemini_engine),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
@@ -115,6 +115,27 @@ def uses_tools(model_input: common_pb2.Input, params: common_pb2.GenerationParam
     return any(m.tool_calls or m.tool_call_id for m in model_input.chat.messages)
 
 
+class Embeddings(NamedTuple):
+    """What an engine's `embed` answers: one vector per input, in order, and the input
+    tokens the upstream counted (0: it did not say; the gateway keeps its estimate)."""
+
+    vectors: list[list[float]]
+    input_tokens: int
+
+
+@runtime_checkable
+class EmbeddingEngine(Protocol):
+    """An engine that also makes embeddings (an `Engine` with ``embed``); the host refuses
+    Embed for a model of any other engine, naming its kind, before any upstream call."""
+
+    async def embed(self, model_id: str, inputs: Sequence[str], dimensions: int) -> Embeddings:
+        """One vector per input, in order; `dimensions` 0: the model's own length.
+
+        A `dimensions` the provider cannot honour is `InvalidRequest` naming
+        ``dimensions`` and the provider, before the call."""
+        ...
+
+
 @runtime_checkable
 class BudgetedEngine(Protocol):
     """An engine whose loaded models share a memory budget (`modelyard.backends.loaded_models`).
@@ -143,18 +164,47 @@ FINISH_REASONS: dict[str, common_pb2.FinishReason.ValueType] = {
 }
 
 
-def chat_messages(model_input: common_pb2.Input) -> list[dict[str, str]]:
-    """The input as OpenAI-style chat messages (text becomes one user message)."""
+def chat_messages(
+    model_input: common_pb2.Input, content: MessageContent | None = None
+) -> list[dict[str, Any]]:
+    """The input as OpenAI-style chat messages (text becomes one user message).
+
+    `content`: what a message's ``content`` is made of, given the message and its
+    path (``input.chat.messages[2]``); by default its text, and an image part
+    refused (`text_content`): an engine that sends images passes its own."""
     kind = model_input.WhichOneof("kind")
     if kind == "text":
         return [{"role": "user", "content": model_input.text}]
     if kind == "chat":
-        return [_message(m) for m in model_input.chat.messages]
+        make = content or text_content
+        return [
+            _message(m, make(m, f"input.chat.messages[{i}]"))
+            for i, m in enumerate(model_input.chat.messages)
+        ]
     raise InvalidRequest(f"this model takes text or chat input, not {kind or 'nothing'}")
 
 
-def _message(m: common_pb2.ChatMessage) -> dict[str, str]:
-    out = {"role": m.role, "content": m.content}
+MessageContent = Callable[[common_pb2.ChatMessage, str], Any]
+
+
+def text_content(message: common_pb2.ChatMessage, where: str) -> str:
+    """A message's text: `content`, or its text parts joined; `InvalidRequest` naming
+    the first image part (an engine that takes no images)."""
+    if not message.parts:
+        return message.content
+    texts = []
+    for j, part in enumerate(message.parts):
+        if part.WhichOneof("part") == "image":
+            raise InvalidRequest(
+                f"{where}.parts[{j}].image: this model takes text only, not images",
+                field=f"{where}.parts[{j}].image",
+            )
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def _message(m: common_pb2.ChatMessage, content: Any) -> dict[str, Any]:
+    out = {"role": m.role, "content": content}
     if m.name:
         out["name"] = m.name
     return out

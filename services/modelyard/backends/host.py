@@ -20,17 +20,26 @@ from typing import Any, Protocol
 
 import grpc
 
-from modelyard.backends.engine import BudgetedEngine, Engine, Piece, takes_tools, uses_tools
+from modelyard.backends.engine import (
+    BudgetedEngine,
+    EmbeddingEngine,
+    Engine,
+    Piece,
+    takes_tools,
+    uses_tools,
+)
 from modelyard.catalog_limits import CHANNEL_OPTIONS
 from modelyard.errors import (
+    FailedPrecondition,
     InvalidRequest,
     ModelNotFound,
     ModelyardError,
+    ProviderProtocolError,
     error_from_rpc,
     remote_errors,
 )
 from modelyard.telemetry import metadata_with_trace
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard.v1 import backend_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +139,41 @@ class BackendHost:
                 field="params.tools",
             )
         return engine.infer_stream(model_id, model_input, params)
+
+    async def embed(
+        self, model_id: str, inputs: Sequence[str], dimensions: int = 0
+    ) -> backend_pb2.BackendEmbedResponse:
+        """One vector per input, in order, from the engine serving `model_id`; an engine that
+        makes none is refused (`FailedPrecondition` naming its kind) before any upstream call.
+
+        What the engine answers is held to what was asked: one vector per input and, with
+        `dimensions`, vectors of that length (an upstream that ignores the parameter is
+        refused naming it, never passed on as if it had honoured it)."""
+        engine = self.engine_for(model_id)
+        if not isinstance(engine, EmbeddingEngine):
+            raise FailedPrecondition(
+                f"the {engine.kind} engine of backend '{engine.backend}' does not make "
+                f"embeddings ('{model_id}')"
+            )
+        vectors, input_tokens = await engine.embed(model_id, inputs, dimensions)
+        if len(vectors) != len(inputs):
+            raise ProviderProtocolError(
+                f"backend '{engine.backend}' answered {len(vectors)} embeddings for "
+                f"{len(inputs)} inputs of '{model_id}'"
+            )
+        if dimensions:
+            wrong = next((i for i, v in enumerate(vectors) if len(v) != dimensions), None)
+            if wrong is not None:
+                raise InvalidRequest(
+                    f"dimensions: backend '{engine.backend}' answered '{model_id}' with "
+                    f"{len(vectors[wrong])}-value vectors for dimensions {dimensions}; "
+                    "it does not honour dimensions (leave it 0 for the model's own length)",
+                    field="dimensions",
+                )
+        return backend_pb2.BackendEmbedResponse(
+            embeddings=[common_pb2.Embedding(values=v) for v in vectors],
+            usage=common_pb2.Usage(input_tokens=input_tokens),
+        )
 
     def health(self) -> tuple[common_pb2.HealthStatus.ValueType, str]:
         """The worst engine health, with every engine's reason."""

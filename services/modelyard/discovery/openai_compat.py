@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from modelyard.backends.openai_compat.embeddings import is_embedding_model
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import list_models
 from modelyard.catalog_ids import catalog_id
@@ -48,7 +49,7 @@ class OpenAICompatSource:
         model = str(item["id"])
         arch = _object(item, "architecture")
         inputs = [_MODALITIES[m] for m in arch.get("input_modalities") or () if m in _MODALITIES]
-        if "embed" in model.lower():
+        if is_embedding_model(model):
             caps = [C.CAPABILITY_EMBEDDING]
             outputs = [C.MODALITY_TENSOR]
         else:

@@ -8,6 +8,7 @@ the gateway's own work. Errors and spans are the same on both paths.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 
@@ -32,7 +33,7 @@ from modelyard.gateway.stream_deadlines import (
     StreamDeadlines,
 )
 from modelyard.security.channels import PLAINTEXT, InternalChannels
-from modelyard.telemetry import metadata_with_trace, tracer
+from modelyard.telemetry import current_span, metadata_with_trace
 from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
 
@@ -138,10 +139,10 @@ class BackendPool:
         # The gRPC path has the call's deadline; this one bounds the total itself,
         # an engine that says nothing included.
         timer = PieceTimer(timeout_s, deadlines)
-        with tracer().start_as_current_span(
+        with current_span(
             "modelyard.v1.BackendService/InferStream",
-            kind=SpanKind.INTERNAL,
-            attributes=_span_attributes(deployment, request, in_process=True),
+            SpanKind.INTERNAL,
+            lambda: _span_attributes(deployment, request, in_process=True),
         ) as span:
             pieces = host.infer_stream(request.model_id, request.input, request.params)
             try:
@@ -167,10 +168,10 @@ class BackendPool:
         timeout_s: float,
         deadlines: PieceDeadlines,
     ) -> AsyncGenerator[backend_pb2.InferChunk, None]:
-        with tracer().start_as_current_span(
+        with current_span(
             "modelyard.v1.BackendService/InferStream",
-            kind=SpanKind.CLIENT,
-            attributes=_span_attributes(deployment, request, in_process=False),
+            SpanKind.CLIENT,
+            lambda: _span_attributes(deployment, request, in_process=False),
         ) as span:
             # The call's own deadline travels with it (gRPC's, to the backend's
             # server); the timer holds only the piece deadlines.
@@ -196,9 +197,48 @@ class BackendPool:
                 timer.close()
                 call.cancel()  # no-op when finished; stops the backend when we stop early
 
+    async def embed(
+        self,
+        deployment: common_pb2.Deployment,
+        request: backend_pb2.BackendEmbedRequest,
+        timeout_s: float,
+    ) -> backend_pb2.BackendEmbedResponse:
+        """The backend's vectors for `request.inputs`; failures surface as modelyard errors
+        naming it, as `infer_stream`'s do. `timeout_s` bounds the whole call."""
+        host = self._in_process.get(deployment.endpoint)
+        with current_span(
+            "modelyard.v1.BackendService/Embed",
+            SpanKind.INTERNAL if host is not None else SpanKind.CLIENT,
+            lambda: _span_attributes(deployment, request, in_process=host is not None),
+        ) as span:
+            try:
+                if host is not None:
+                    try:
+                        async with asyncio.timeout(timeout_s):
+                            return await host.embed(
+                                request.model_id, request.inputs, request.dimensions
+                            )
+                    except TimeoutError:
+                        raise DeadlineExceeded(
+                            f"backend '{deployment.backend}' (in process) did not answer the "
+                            f"embeddings of '{request.model_id}' within {timeout_s:.3g}s"
+                        ) from None
+                try:
+                    return await self._stub(deployment.endpoint).Embed(
+                        request, timeout=timeout_s, metadata=metadata_with_trace()
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    raise _translate(exc, deployment) from None
+            except ModelyardError as err:
+                span.set_status(Status(StatusCode.ERROR, cap_message(err.message)))
+                raise
+
 
 def _span_attributes(
-    deployment: common_pb2.Deployment, request: backend_pb2.InferRequest, *, in_process: bool
+    deployment: common_pb2.Deployment,
+    request: backend_pb2.InferRequest | backend_pb2.BackendEmbedRequest,
+    *,
+    in_process: bool,
 ) -> dict[str, str | bool]:
     return {
         "rpc.system": "grpc",

@@ -351,6 +351,14 @@ class GatewayCore:
         check_model(current_principal(), model, resolved)
         return resolved
 
+    def servable_entry(self, model: str) -> common_pb2.ModelEntry:
+        """The catalog entry `model` names, resolved as a Generate's is (`_resolve`: its
+        alias's route, the caller's key's models) and servable (`_check_servable`); for a
+        call that goes to that one model, without Generate's chain (`embeddings.embed`)."""
+        entry = self.catalog.get(self._resolve(model))
+        _check_servable(entry)
+        return entry
+
     def _route_of(self, model: str) -> str:
         """The catalog id `model` names: itself, or the model its alias's route points at.
 

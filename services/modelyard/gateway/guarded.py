@@ -2,7 +2,8 @@
 
 `GuardedGateway` wraps whatever answers a call — the response cache over the
 core (`CachedGateway`) or the core itself — and is the first and last thing a
-Generate, GenerateStream or batch item passes:
+Generate, GenerateStream or batch item passes (an Embed passes its input
+stages, `GuardedGateway.embed`):
 
     check_request → guardrails on the input → redaction → [cache → core → backend]
     → restoration (when asked) → output deny rules → schema of the whole answer → caller
@@ -25,8 +26,9 @@ from typing import Protocol
 from modelyard.config.security import GuardrailsConfig, SecurityConfig
 from modelyard.gateway.core import GatewayCore, response_of
 from modelyard.gateway.deadline import CallDeadline
+from modelyard.gateway.embeddings import check_embed_request, embed
 from modelyard.gateway.guardrails import Guardrails
-from modelyard.gateway.redaction import Chunks, Redaction
+from modelyard.gateway.redaction import Chunks, Placeholders, Redaction
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_request
 from modelyard.v1 import gateway_pb2
@@ -113,3 +115,27 @@ class GuardedGateway:
         if check is not None:
             chunks = check.checked(chunks)
         return chunks
+
+    async def embed(
+        self,
+        request: gateway_pb2.EmbedRequest,
+        deadline: CallDeadline | None = None,
+        api_key: str | None = None,
+    ) -> gateway_pb2.EmbedResponse:
+        """An Embed behind the input stages: its bounds first, then the guardrails over its
+        inputs (`Guardrails.check_texts`, each named ``inputs[i]``), then anonymization
+        (each input redacted, the placeholders numbered across the call), so no value the
+        detectors find reaches the model. Nothing comes back to restore or check: vectors
+        hold no text. Then `embeddings.embed`, which checks the request as it is sent."""
+        check_embed_request(request, self.core.settings.input_limits)
+        named = [(f"inputs[{i}]", text) for i, text in enumerate(request.inputs)]
+        inputs = [text for _, text in self.stages.guardrails.check_texts(named)]
+        if self.stages.redaction is not None:
+            placeholders = Placeholders(taken="\0".join(inputs))
+            inputs = [self.stages.redaction.redact_text(text, placeholders) for text in inputs]
+        if inputs != list(request.inputs):
+            sent = gateway_pb2.EmbedRequest()
+            sent.CopyFrom(request)
+            sent.inputs[:] = inputs
+            request = sent
+        return await embed(self.core, request, deadline, api_key)

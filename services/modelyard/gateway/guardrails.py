@@ -93,21 +93,44 @@ class Guardrails:
         """`request` if it passes, a copy without control characters under ``strip``;
         else the error of the first check it fails (see the module doc)."""
         fields = _input_fields(request)
+        if self._controls_to_strip(fields):
+            request = _stripped(request)
+            fields = _input_fields(request)
+        self._check_size(fields)
+        if self.config.validate_output_schema and request.params.response_schema_json:
+            schema_validator(request.params.response_schema_json)
+        self._check_denied(fields)
+        return request
+
+    def check_texts(self, fields: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The input checks of free-text `fields` ((path, text): an Embed's inputs) that are
+        not a Generate's input: the fields as they go on (control characters stripped under
+        ``strip``), else the error of the first check they fail."""
+        texts = list(fields)
+        if self._controls_to_strip(texts):
+            texts = [(path, _strip_controls(text)) for path, text in texts]
+        self._check_size(texts)
+        self._check_denied(texts)
+        return texts
+
+    def _controls_to_strip(self, fields: Sequence[tuple[str, str]]) -> bool:
+        """Under ``strip``, whether `fields` hold control characters to take out; under
+        ``refuse``, `InvalidRequest` naming the first one."""
         if self.config.control_characters == "strip":
-            if any(_control_character(text) for _, text in fields):
-                request = _stripped(request)
-                fields = _input_fields(request)
-        else:
-            for path, text in fields:
-                found = _control_character(text)
-                if found is not None:
-                    index, ch = found
-                    raise InvalidRequest(
-                        f"{path} holds the control character U+{ord(ch):04X} at character "
-                        f"{index}; control characters other than tab, newline and carriage "
-                        "return are refused (security.guardrails.control_characters)",
-                        field=path,
-                    )
+            return any(_control_character(text) for _, text in fields)
+        for path, text in fields:
+            found = _control_character(text)
+            if found is not None:
+                index, ch = found
+                raise InvalidRequest(
+                    f"{path} holds the control character U+{ord(ch):04X} at character "
+                    f"{index}; control characters other than tab, newline and carriage "
+                    "return are refused (security.guardrails.control_characters)",
+                    field=path,
+                )
+        return False
+
+    def _check_size(self, fields: Sequence[tuple[str, str]]) -> None:
         limit = self.config.max_input_chars
         if limit is not None:
             total = sum(len(text) for _, text in fields)
@@ -116,8 +139,8 @@ class Guardrails:
                     f"the input holds {total} characters of text; the limit is {limit} "
                     "(security.guardrails.max_input_chars)"
                 )
-        if self.config.validate_output_schema and request.params.response_schema_json:
-            schema_validator(request.params.response_schema_json)
+
+    def _check_denied(self, fields: Sequence[tuple[str, str]]) -> None:
         for rule in self.rules:
             if not rule.on_input:
                 continue
@@ -130,7 +153,6 @@ class Guardrails:
                         stage="input",
                         field=path,
                     )
-        return request
 
     def answer_check(self, request: gateway_pb2.GenerateRequest) -> AnswerCheck | None:
         """The checks of this request's answer; None when there are none."""

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from modelyard.errors import QuotaExceeded, QuotaNeverFits
 from modelyard.gateway.arm_outcomes import call_cost_usd
+from modelyard.model_input import BYTES_PER_TOKEN
 from modelyard.ratelimit.config import LimiterConfig
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Demand, QuotaConfig, Scope, demands_for
@@ -142,8 +143,13 @@ class ModelLimits:
             return Reservation(tokens)
         charges: tuple[Charge, ...] = ()
         if budgets:
+            # A text-to-speech model bills characters: at most the input's bytes, which
+            # the token estimate counts `BYTES_PER_TOKEN` to a token.
+            spoken = input_tokens * BYTES_PER_TOKEN if model.cost.usd_per_character else 0
             most = common_pb2.Usage(
-                input_tokens=input_tokens, output_tokens=max(0, tokens - input_tokens)
+                input_tokens=input_tokens,
+                output_tokens=max(0, tokens - input_tokens),
+                characters=spoken,
             )
             charges = tuple(Charge(b, nano_usd(call_cost_usd(most, model.cost))) for b in budgets)
             outcome = await self.store.reserve(demands, charges)

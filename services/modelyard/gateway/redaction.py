@@ -3,7 +3,7 @@
 With `security.redaction.enabled`, every value the detectors find
 (`modelyard.security.pii`: the configured built-in types and custom patterns)
 in the text of a request's input — `input.text`, each chat message's
-content, the string values of `input.structured`, and the same in
+content and text parts, the string values of `input.structured`, and the same in
 `task.input` — becomes ``[TYPE_n]``: typed, numbered from 1 per request and
 type, the same value the same placeholder within the request. A number a
 placeholder would take that the caller's own text already holds is skipped,
@@ -159,6 +159,9 @@ def input_texts(model_input: common_pb2.Input, prefix: str = "input") -> Iterabl
     elif kind == "chat":
         for i, message in enumerate(model_input.chat.messages):
             yield f"{prefix}.chat.messages[{i}].content", message.content
+            for j, part in enumerate(message.parts):  # an image part has no text
+                if part.WhichOneof("part") == "text":
+                    yield f"{prefix}.chat.messages[{i}].parts[{j}].text", part.text
             for j, call in enumerate(message.tool_calls):  # a tool's arguments are text too
                 yield (
                     f"{prefix}.chat.messages[{i}].tool_calls[{j}].arguments_json",
@@ -192,6 +195,9 @@ def rewrite_texts(model_input: common_pb2.Input, rewrite: Callable[[str], str]) 
     elif kind == "chat":
         for message in model_input.chat.messages:
             message.content = rewrite(message.content)
+            for part in message.parts:
+                if part.WhichOneof("part") == "text":
+                    part.text = rewrite(part.text)
             for call in message.tool_calls:
                 call.arguments_json = rewrite(call.arguments_json)
     elif kind == "structured":

@@ -83,6 +83,10 @@ MAX_FALLBACK_MODELS = 8
 # OpenAI's own bounds on tools: 128 functions a request, names of 64 characters.
 MAX_TOOLS = 128
 TOOL_NAME_CHARS = 64
+# The parts of one chat message (text and images; `backends/content_parts.py`).
+MAX_CONTENT_PARTS = 64
+# The texts of one Embed call (their bytes count together in the input size limit too).
+MAX_EMBED_INPUTS = 2048
 
 _INPUT = Bound(in_input_size=True)
 _ENUM_NAME = Bound(chars=64)  # role, dtype: names checked elsewhere, kept short before that
@@ -98,12 +102,19 @@ LIMITS: Mapping[str, Bound] = {
     ),
     "modelyard.v1.BatchGenerateRequest.requests": _configured("max_batch_items"),
     "modelyard.v1.CompareRequest.models": _configured("max_compare_models", chars=MODEL_ID_CHARS),
+    # Embed: OpenAI's own bound on the inputs of one embeddings request is 2,048.
+    "modelyard.v1.EmbedRequest.model": Bound(chars=MODEL_ID_CHARS),
+    "modelyard.v1.EmbedRequest.inputs": Bound(entries=MAX_EMBED_INPUTS),
+    "modelyard.v1.EmbedRequest.request_id": Bound(chars=CALLER_ID_CHARS),
     # common.proto: GenerationParams. OpenAI takes 4 stop sequences; llama.cpp any.
     "modelyard.v1.GenerationParams.stop": Bound(entries=16, chars=256),
     "modelyard.v1.GenerationParams.response_schema_json": Bound(chars=65_536),
     # Tools: OpenAI takes 128 functions, names of 64 characters.
     "modelyard.v1.GenerationParams.tools": Bound(entries=MAX_TOOLS),
     "modelyard.v1.GenerationParams.tool_choice": Bound(chars=TOOL_NAME_CHARS),
+    # Text to speech: an ElevenLabs voice id is 20 characters; a Piper speaker a name.
+    "modelyard.v1.GenerationParams.voice": Bound(chars=128),
+    "modelyard.v1.GenerationParams.audio_format": Bound(chars=16),
     "modelyard.v1.ToolDefinition.name": Bound(chars=TOOL_NAME_CHARS),
     "modelyard.v1.ToolDefinition.description": Bound(chars=4096),
     "modelyard.v1.ToolDefinition.parameters_json": Bound(chars=65_536),
@@ -119,6 +130,9 @@ LIMITS: Mapping[str, Bound] = {
     "modelyard.v1.ChatMessage.name": Bound(chars=64),  # OpenAI's own limit
     "modelyard.v1.ChatMessage.tool_calls": Bound(entries=MAX_TOOLS),
     "modelyard.v1.ChatMessage.tool_call_id": Bound(chars=CALLER_ID_CHARS),
+    # Content parts: Cohere takes 20 images a request, Anthropic 100; 64 parts hold either.
+    "modelyard.v1.ChatMessage.parts": Bound(entries=MAX_CONTENT_PARTS),
+    "modelyard.v1.ContentPart.text": _INPUT,
     "modelyard.v1.Image.data": _INPUT,
     "modelyard.v1.Image.url": _INPUT,  # may be a data: URL, as big as the image
     "modelyard.v1.Image.mime_type": Bound(chars=256),

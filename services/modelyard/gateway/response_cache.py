@@ -403,15 +403,19 @@ class CachedGateway:
         texts: list[str] = []
         model_id = ""
         last = gateway_pb2.GenerateChunk()
+        has_output = False  # speech, segments, images, tensors: not what an entry holds
         async with aclosing(chunks):
             async for chunk in chunks:
                 if not texts:
                     model_id = chunk.model_id
                 texts.append(chunk.text)
+                has_output = has_output or chunk.HasField("output")
                 last = chunk
                 yield chunk
         # Reached only when the stream ended without an error and without being closed.
         if model_id != key.model_id or last.finish_reason in _NOT_STORED:
+            return
+        if has_output or last.dropped_params:  # an entry keeps text and token counts only
             return
         answer = CachedAnswer(
             model_id,

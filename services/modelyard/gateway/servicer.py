@@ -68,3 +68,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         deadline = self._core.deadline(context.time_remaining())
         results = await compare(self._items, request, deadline, api_key)
         return gateway_pb2.CompareResponse(results=results)
+
+    async def Embed(
+        self, request: gateway_pb2.EmbedRequest, context: Ctx
+    ) -> gateway_pb2.EmbedResponse:
+        api_key = api_key_from_metadata(context.invocation_metadata())
+        deadline = self._core.deadline(context.time_remaining())
+        return await self._items.embed(request, deadline, api_key)  # the stages, uncached

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modelyard.backends.content_parts import check_message_parts, first_image_field
 from modelyard.errors import ContextLengthExceeded, InvalidRequest, RequestTooLarge
 from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.settings import GatewaySettings
@@ -34,7 +35,7 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
                     "system, user, assistant, tool",
                     field=f"input.chat.messages[{i}].role",
                 )
-        if not any(m.content.strip() for m in messages):
+        if not any(m.content.strip() or m.parts for m in messages):
             raise InvalidRequest("input.chat messages are all empty", field="input.chat.messages")
     # The gateway hands the selector `input` in place of task.input, but both arrived.
     for name, model_input in (("input", request.input), ("task.input", request.task.input)):
@@ -44,6 +45,10 @@ def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySetting
                 f"{name} is {size} bytes; the limit is {limits.max_input_bytes} bytes "
                 "(security.input_limits.max_input_bytes)"
             )
+    if kind == "chat":  # after the size: an image too big is not decoded to be refused
+        for i, m in enumerate(request.input.chat.messages):
+            if m.parts:
+                check_message_parts(m, f"input.chat.messages[{i}]")
     params = request.params
     if params.max_tokens < 0:
         raise InvalidRequest(
@@ -90,6 +95,14 @@ def check_against_model(
             field="input",
         )
     check_tools_for_model(request, model)
+    if common_pb2.CAPABILITY_VISION not in model.capabilities:
+        image = first_image_field(request.input)
+        if image is not None:
+            raise InvalidRequest(
+                f"model '{model.id}' does not take images (no CAPABILITY_VISION in the "
+                f"catalog); {image} is one",
+                field=image,
+            )
     window = model.context_window
     if window and max_tokens > window:
         raise ContextLengthExceeded(

@@ -10,6 +10,7 @@ from google.protobuf.descriptor import EnumDescriptor
 from modelyard._native import Candidate, CandidateSet
 from modelyard.enum_values import unknown_value
 from modelyard.errors import ModelyardError
+from modelyard.model_input import BYTES_PER_TOKEN
 from modelyard.servable import servable
 from modelyard.v1 import common_pb2
 
@@ -45,7 +46,9 @@ def candidate_of(entry: common_pb2.ModelEntry) -> Candidate:
         context_window=entry.context_window,
         latency_ms=perf.latency_ms_p50,
         tokens_per_second=perf.tokens_per_second,
-        usd_per_input_token=cost.usd_per_input_token,
+        # Selection estimates cost by tokens: a text-to-speech model bills the characters
+        # spoken, about `BYTES_PER_TOKEN` of them to an input token.
+        usd_per_input_token=cost.usd_per_input_token + cost.usd_per_character * BYTES_PER_TOKEN,
         usd_per_output_token=cost.usd_per_output_token,
         usd_per_request=cost.usd_per_request,
         reliability=1.0 - perf.error_rate,

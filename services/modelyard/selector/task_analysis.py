@@ -4,12 +4,16 @@ Simple, documented rules; every field the caller set explicitly wins.
 
 - modality: from the input kind (text and chat are text).
 - task type: image → vision, audio → speech to text, tensors →
-  classification, code fences or code keywords → code,
-  "summarize"/"tl;dr" → summarization, chat input → chat, else completion.
-- required capabilities: chat for chat input, text generation for text
-  input, vision for images, speech to text for audio, JSON output when the
-  generation parameters carry a response schema (the gateway passes its
-  request's; a Select call has none).
+  classification, text or chat with a `voice` or `audio_format` parameter
+  (only speech has them) → text to speech, code fences or code keywords →
+  code, "summarize"/"tl;dr" → summarization, chat input → chat, else
+  completion.
+- required capabilities: text to speech for a text-to-speech task (given or
+  derived: its text is spoken, not answered), else chat for chat input, text
+  generation for text input; vision for images (image classification for
+  an image with a classification task), speech to text for audio,
+  JSON output when the generation parameters carry a response schema (the
+  gateway passes its request's; a Select call has none).
 - size: input tokens estimated at four bytes per token.
 
 Modality and size are `modelyard.model_input`'s rules, the ones the gateway
@@ -57,9 +61,9 @@ def analyse(
     if out.input_modality == common_pb2.MODALITY_UNSPECIFIED:
         out.input_modality = input_modality(model_input)
     if out.type == selector_pb2.TASK_TYPE_UNSPECIFIED:
-        out.type = _task_type(kind, text)
+        out.type = _task_type(kind, text, params)
     if not out.required_capabilities:
-        out.required_capabilities.extend(_capabilities(kind, params))
+        out.required_capabilities.extend(_capabilities(kind, out.type, params))
     if not out.estimated_input_tokens:
         out.estimated_input_tokens = estimate_input_tokens(model_input)
     if not out.max_output_tokens and params.max_tokens > 0:
@@ -76,13 +80,17 @@ def check_task_enums(task: selector_pb2.Task) -> None:
     )
 
 
-def _task_type(kind: str | None, text: str) -> selector_pb2.TaskType.ValueType:
+def _task_type(
+    kind: str | None, text: str, params: common_pb2.GenerationParams
+) -> selector_pb2.TaskType.ValueType:
     if kind == "image":
         return selector_pb2.TASK_TYPE_VISION
     if kind == "audio":
         return selector_pb2.TASK_TYPE_SPEECH_TO_TEXT
     if kind == "tensors":
         return selector_pb2.TASK_TYPE_CLASSIFICATION
+    if kind in ("text", "chat") and (params.voice or params.audio_format):
+        return selector_pb2.TASK_TYPE_TEXT_TO_SPEECH
     if _CODE.search(text):
         return selector_pb2.TASK_TYPE_CODE
     if _SUMMARY.search(text):
@@ -93,13 +101,19 @@ def _task_type(kind: str | None, text: str) -> selector_pb2.TaskType.ValueType:
 
 
 def _capabilities(
-    kind: str | None, params: common_pb2.GenerationParams
+    kind: str | None,
+    task_type: selector_pb2.TaskType.ValueType,
+    params: common_pb2.GenerationParams,
 ) -> list[common_pb2.Capability.ValueType]:
     caps: list[common_pb2.Capability.ValueType] = []
-    if kind == "chat":
+    if task_type == selector_pb2.TASK_TYPE_TEXT_TO_SPEECH:
+        caps.append(common_pb2.CAPABILITY_TEXT_TO_SPEECH)
+    elif kind == "chat":
         caps.append(common_pb2.CAPABILITY_CHAT)
     elif kind == "text":
         caps.append(common_pb2.CAPABILITY_TEXT_GENERATION)
+    elif kind == "image" and task_type == selector_pb2.TASK_TYPE_CLASSIFICATION:
+        caps.append(common_pb2.CAPABILITY_IMAGE_CLASSIFICATION)  # a classifier, not a chat
     elif kind == "image":
         caps.append(common_pb2.CAPABILITY_VISION)
     elif kind == "audio":

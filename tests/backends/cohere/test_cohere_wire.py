@@ -181,8 +181,13 @@ async def test_models_come_from_the_catalog_when_none_are_listed(cohere: FakeCoh
         served = [m.id for m in engine.models()]
     finally:
         await engine.close()
-    # The catalog's chat models; embed-v4.0 does not chat.
-    assert served == ["co/command-a-03-2025", "co/command-r-08-2024", "co/command-r7b-12-2024"]
+    # The catalog's chat models, and its Embed model (which makes embeddings, no chat).
+    assert served == [
+        "co/command-a-03-2025",
+        "co/command-r-08-2024",
+        "co/command-r7b-12-2024",
+        "co/embed-v4.0",
+    ]
     assert engine.health().status == common_pb2.HEALTH_STATUS_HEALTHY
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import GEMMA_ID, StackFactory
+from support.chat_images import image_chat
 
 from modelyard.backends.local.llama_engine import LlamaEngine
 from modelyard.backends.local.model_files import model_id_for, scan_models_dir
@@ -98,6 +99,13 @@ async def test_unknown_model_and_unsupported_input(models_dir: Path) -> None:
     with pytest.raises(InvalidRequest, match="takes text or chat input, not image"):
         image = common_pb2.Input(image=common_pb2.Image(data=b"\x89PNG"))
         await anext(engine.infer_stream(GEMMA_ID, image, _params(1)))
+    with pytest.raises(InvalidRequest) as refused:
+        await anext(engine.infer_stream(GEMMA_ID, image_chat(), _params(1)))
+    assert refused.value.message == (
+        f"input.chat.messages[0].parts[1].image: model '{GEMMA_ID}' is a text-only GGUF "
+        "model (llama.cpp); it takes no images"
+    )
+    assert engine.loaded_models() == []  # refused before the model was loaded
 
 
 async def test_backend_service_health_load_unload(

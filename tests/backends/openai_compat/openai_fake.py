@@ -12,6 +12,7 @@ failures follow OpenAI's error codes guide
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
@@ -117,6 +118,38 @@ def usage_chunk(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
 def openai_error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
     """An OpenAI error body, as the error codes guide shows it (see the module docstring)."""
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _content_problem(messages: Any) -> str | None:
+    """OpenAI's 400 for a content array it cannot read (API reference, chat completions:
+    a user message's content parts are ``{"type": "text", "text"}`` and ``{"type":
+    "image_url", "image_url": {"url", "detail"?}}``, the url a web URL or a base64 data
+    URL); None when every message is fine."""
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            if kind != "image_url" or message.get("role") != "user":
+                return f"Invalid value for '{where}.type': {kind!r} is not supported here."
+            url = (part.get("image_url") or {}).get("url")
+            if not isinstance(url, str) or not url.startswith(("https://", "data:image/")):
+                return f"Invalid '{where}.image_url.url': expected a URL or a base64 data URL."
+            if url.startswith("data:"):
+                header, _, data = url.partition(",")
+                try:
+                    base64.b64decode(data, validate=True)
+                except ValueError:
+                    return (
+                        "You uploaded an unsupported image. Please make sure your image is valid."
+                    )
+                if not header.endswith(";base64"):
+                    return f"Invalid '{where}.image_url.url': expected a base64 data URL."
+    return None
 
 
 def _sse(event: Event) -> bytes:
@@ -290,6 +323,11 @@ class FakeUpstream:
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.json())
         self.headers.append(dict(request.headers))
+        problem = _content_problem(self.bodies[-1].get("messages"))
+        if problem:
+            return web.json_response(
+                openai_error(problem, "invalid_request_error", "invalid_value"), status=400
+            )
         if self._chat is None:
             return web.json_response(openai_error("no script", "server_error"), status=500)
         await self._count_in_flight(+1)

@@ -1,4 +1,5 @@
-"""How segments become a stream: one piece per segment, the token cap, the finish."""
+"""How segments become a stream: one piece per segment with its times, the token cap, the
+finish with the audio's seconds, and the parameters Whisper cannot honour."""
 
 from __future__ import annotations
 
@@ -24,21 +25,32 @@ def _decode(tokens: tuple[int, ...]) -> str:
     return " " + "-".join(str(t) for t in tokens if t < 50000)
 
 
-def test_one_piece_per_segment_then_stop_with_every_token_decoded() -> None:
-    pieces = list(transcript_pieces(SEGMENTS, 0, _decode))
+def _timed(text: str, start_s: float, end_s: float) -> Piece:
+    segment = common_pb2.TranscriptSegment(start_s=start_s, end_s=end_s, text=text)
+    return Piece(text, output=common_pb2.Output(segments=[segment]))
+
+
+def test_one_piece_per_segment_with_its_times_then_stop_with_the_audio_seconds() -> None:
+    pieces = list(transcript_pieces(SEGMENTS, 0, _decode, 3.75))
     assert pieces == [
-        Piece("Hello there."),  # the transcript does not start with Whisper's space
-        Piece(" General Kenobi."),
-        Piece("", common_pb2.FINISH_REASON_STOP, output_tokens=9),
+        _timed("Hello there.", 0.0, 2.0),  # the transcript does not start with Whisper's space
+        _timed(" General Kenobi.", 2.0, 3.5),
+        Piece("", common_pb2.FINISH_REASON_STOP, output_tokens=9, audio_seconds=3.75),
     ]
 
 
 def test_max_tokens_cuts_the_segment_that_crosses_it_and_finishes_length() -> None:
-    pieces = list(transcript_pieces(SEGMENTS, 7, _decode))
+    pieces = list(transcript_pieces(SEGMENTS, 7, _decode, 3.75, ("top_k",)))
     assert pieces == [
-        Piece("Hello there."),
-        Piece(" 4"),  # the two tokens left of the second segment, decoded
-        Piece("", common_pb2.FINISH_REASON_LENGTH, output_tokens=7),
+        _timed("Hello there.", 0.0, 2.0),
+        _timed(" 4", 2.0, 3.5),  # the two tokens left of the second segment; its times kept
+        Piece(
+            "",
+            common_pb2.FINISH_REASON_LENGTH,
+            output_tokens=7,
+            audio_seconds=3.75,
+            dropped_params=("top_k",),
+        ),
     ]
 
 
@@ -80,6 +92,8 @@ def test_temperature_is_passed_and_beam_size_comes_from_the_backend() -> None:
             common_pb2.GenerationParams(continue_final_message=True),
             "params.continue_final_message",
         ),
+        (common_pb2.GenerationParams(voice="joe"), "params.voice"),
+        (common_pb2.GenerationParams(audio_format="pcm"), "params.audio_format"),
     ],
 )
 def test_a_parameter_whisper_cannot_honour_is_refused_naming_it(
@@ -91,3 +105,19 @@ def test_a_parameter_whisper_cannot_honour_is_refused_naming_it(
     assert refused.value.message == (
         f"{field} is not supported by model 'speech/w' (whisper, speech to text)"
     )
+
+
+def test_with_drop_unsupported_params_they_are_left_out_and_named_in_proto_order() -> None:
+    params = common_pb2.GenerationParams(
+        voice="joe", top_k=5, seed=0, temperature=0.2, drop_unsupported_params=True
+    )
+    options = transcribe_options(params, 5, "speech/w")
+    assert options.dropped == ("top_k", "seed", "voice")  # temperature: Whisper takes it
+    assert options.keywords() == {"beam_size": 5, "temperature": pytest.approx(0.2)}
+
+
+def test_the_first_unsupported_parameter_in_proto_order_is_the_one_named() -> None:
+    params = common_pb2.GenerationParams(audio_format="wav", top_p=0.5)
+    with pytest.raises(InvalidRequest) as refused:
+        transcribe_options(params, 5, "speech/w")
+    assert refused.value.field == "params.top_p"

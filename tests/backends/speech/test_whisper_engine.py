@@ -68,11 +68,11 @@ async def test_the_spoken_sentence_comes_back_as_its_words(heard: list[Piece]) -
     last = pieces[-1]
     assert (last.text, last.finish_reason) == ("", common_pb2.FINISH_REASON_STOP)
     assert all(p.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED for p in pieces[:-1])
-    assert last.input_tokens == 0  # audio has no input tokens (its seconds: no field yet)
+    assert last.input_tokens == 0  # audio has no input tokens: its seconds are counted
     assert last.output_tokens > len(found)  # every word a token or more, timestamps too
 
 
-async def test_each_segment_is_one_piece_and_keeps_its_timestamps(
+async def test_each_segment_is_one_piece_carrying_its_timestamps(
     engine: WhisperEngine, spoken_wav: bytes, heard: list[Piece]
 ) -> None:
     wav = read_wav(_input(spoken_wav).audio, MODEL)
@@ -92,6 +92,15 @@ async def test_each_segment_is_one_piece_and_keeps_its_timestamps(
         *(s.text for s in segments[1:]),
     ]
     assert pieces[-1].output_tokens == sum(len(s.tokens) for s in segments)
+    # Each piece carries its segment, timed, on the wire; the finish the audio's duration.
+    sent = [p.output.segments for p in pieces[:-1] if p.output is not None]
+    assert [len(s) for s in sent] == [1] * len(segments)
+    for timed, segment, piece in zip(sent, segments, pieces, strict=False):
+        assert (timed[0].start_s, timed[0].end_s) == pytest.approx((segment.start_s, segment.end_s))
+        assert timed[0].text == piece.text
+    assert pieces[-1].output is None
+    assert pieces[-1].audio_seconds == pytest.approx(wav.seconds)
+    assert wav.seconds == pytest.approx(len(pcm16(spoken_wav)[0]) / 22050)
 
 
 async def test_stereo_at_44_1_khz_is_heard_as_well(

@@ -26,6 +26,7 @@ from modelyard.backends.admission import Admission
 from modelyard.backends.anthropic.request import messages_body
 from modelyard.backends.anthropic.stream import MessageStream
 from modelyard.backends.anthropic.upstream import error_of_response, list_models, request_headers
+from modelyard.backends.content_parts import image_count, with_images
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import describe, unreachable
@@ -151,6 +152,7 @@ class AnthropicEngine:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         body = messages_body(self._upstream_name(model_id), model_input, params)
+        images = image_count(model_input)
         url = f"{self._endpoint.base_url}/messages"
         # sock_connect, not connect: a wait for a pooled connection is not the upstream's fault.
         timeout = aiohttp.ClientTimeout(
@@ -167,7 +169,7 @@ class AnthropicEngine:
                     stream = MessageStream(self._endpoint.name, model_id)
                     async for piece in stream.pieces(resp.content.iter_any()):
                         streamed = True
-                        yield piece
+                        yield with_images(piece, images)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):
                     # Part of the answer is out: the caller holds a truncated answer.

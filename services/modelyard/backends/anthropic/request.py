@@ -16,7 +16,12 @@ ways that matter here:
   runs 0 to 1, there is no ``seed``, and a JSON schema goes in
   ``output_config.format`` (structured outputs);
 - every text block must hold more than whitespace, but the final assistant
-  turn's, which is then left out.
+  turn's, which is then left out;
+- a message's parts become its blocks in order: a text block each, an image
+  block each (``{"type": "image", "source": {"type": "base64", "media_type",
+  "data"}}`` for bytes, ``{"type": "url", "url"}`` for an https URL the API
+  fetches; the Messages API reference's ``ImageBlockParam``, 2025). The API
+  takes JPEG, PNG, GIF and WebP, what the gateway lets through.
 
 What the API cannot take is refused here with `InvalidRequest` naming the
 field and the provider, before anything is sent: a ``seed``, a ``tool``
@@ -29,6 +34,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelyard.backends.content_parts import ChatImage, message_items
+from modelyard.backends.engine import text_content
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
@@ -100,8 +107,9 @@ def _turns(model_input: common_pb2.Input) -> tuple[str, list[dict[str, Any]]]:
         if message.name:
             raise InvalidRequest(f"{where}.name: {API} takes no message names", field=where)
         if message.role == "system":
-            if message.content.strip():
-                system.append(message.content)
+            text = text_content(message, where)
+            if text.strip():
+                system.append(text)
             continue
         if message.role not in ("user", "assistant"):
             why = " (tool results need tool calls, not sent yet)" if message.role == "tool" else ""
@@ -110,12 +118,11 @@ def _turns(model_input: common_pb2.Input) -> tuple[str, list[dict[str, Any]]]:
                 f"not '{message.role}'{why}",
                 field=f"{where}.role",
             )
-        if i < len(messages) - 1 or message.role != "assistant":
-            _check_text(message.content, f"{where}.content")
+        blocks = _blocks(message, where, last=i == len(messages) - 1)
         if turns and turns[-1]["role"] == message.role:
-            turns[-1]["content"].append(_block(message.content))
+            turns[-1]["content"].extend(blocks)
         else:
-            turns.append(_turn(message.role, message.content))
+            turns.append({"role": message.role, "content": blocks})
     if turns and turns[-1]["role"] == "assistant":
         _trim_prefill(turns)
     if not turns:
@@ -125,10 +132,39 @@ def _turns(model_input: common_pb2.Input) -> tuple[str, list[dict[str, Any]]]:
     return "\n\n".join(system), turns
 
 
+def _blocks(message: common_pb2.ChatMessage, where: str, *, last: bool) -> list[dict[str, Any]]:
+    """The message's content blocks: a text block each for `content` or a text part, an
+    image block for an image part (a final assistant message's text may be blank)."""
+    if not message.parts:
+        if not last or message.role != "assistant":
+            _check_text(message.content, f"{where}.content")
+        return [_block(message.content)]
+    blocks = []
+    for j, item in enumerate(message_items(message, where)):
+        if isinstance(item, str):
+            if not last or message.role != "assistant":
+                _check_text(item, f"{where}.parts[{j}].text")
+            blocks.append(_block(item))
+        else:
+            blocks.append(_image_block(item))
+    return blocks
+
+
+def _image_block(image: ChatImage) -> dict[str, Any]:
+    """An image content block (Messages API reference, ``ImageBlockParam``): the bytes as a
+    ``base64`` source with their ``media_type``, or a ``url`` source the API fetches."""
+    if image.url:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    source = {"type": "base64", "media_type": image.mime_type, "data": image.base64()}
+    return {"type": "image", "source": source}
+
+
 def _trim_prefill(turns: list[dict[str, Any]]) -> None:
     """Right-trim the final assistant text (the API refuses trailing whitespace there);
     a final assistant turn left with no text is left out."""
     blocks = turns[-1]["content"]
+    if blocks[-1].get("type") != "text":
+        return
     blocks[-1]["text"] = blocks[-1]["text"].rstrip()
     if not blocks[-1]["text"]:
         blocks.pop()

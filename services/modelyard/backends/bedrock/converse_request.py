@@ -18,7 +18,12 @@ Anthropic Claude's ``top_k``
 and Amazon Nova's ``inferenceConfig.topK``
 (https://docs.aws.amazon.com/nova/latest/userguide/using-converse-api.html).
 
-Consecutive messages of one role become one message of several text blocks,
+A message's image parts are ``ImageBlock`` content blocks in their place
+(``{"image": {"format": "png" | "jpeg" | "gif" | "webp", "source": {"bytes":
+<base64>}}}``, API reference ``ImageBlock``/``ImageSource``); an https URL is
+refused naming the field (Converse reads only bytes or an S3 location).
+
+Consecutive messages of one role become one message of several blocks,
 as Converse expects turns to alternate; system messages, wherever they are,
 go to ``system`` in order. A trailing assistant message is sent as it is: the
 model continues it (a prefill), which `continue_final_message` asks for.
@@ -30,6 +35,8 @@ import json
 import re
 from typing import Any
 
+from modelyard.backends.content_parts import ContentItem, message_items
+from modelyard.backends.engine import text_content
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
@@ -91,18 +98,19 @@ def _turns(model_input: common_pb2.Input) -> tuple[list[dict[str, str]], list[di
                 "(provider bedrock)",
                 field=f"{where}.name",
             )
-        if not m.content:
+        if not m.content and not m.parts:
             raise InvalidRequest(
                 f"{where}.content is empty: Bedrock's Converse API refuses a blank text block",
                 field=f"{where}.content",
             )
         if m.role == "system":
-            system.append({"text": m.content})
+            system.append({"text": text_content(m, where)})
         elif m.role in ("user", "assistant"):
+            blocks = [_block(item) for item in message_items(m, where)]
             if messages and messages[-1]["role"] == m.role:
-                messages[-1]["content"].append({"text": m.content})
+                messages[-1]["content"].extend(blocks)
             else:
-                messages.append({"role": m.role, "content": [{"text": m.content}]})
+                messages.append({"role": m.role, "content": blocks})
         else:
             raise InvalidRequest(
                 f"{where}.role is '{m.role}': Bedrock's Converse API takes system, user and "
@@ -115,6 +123,17 @@ def _turns(model_input: common_pb2.Input) -> tuple[list[dict[str, str]], list[di
             field="input.chat.messages",
         )
     return system, messages
+
+
+def _block(item: ContentItem) -> dict[str, Any]:
+    """A ``ContentBlock``: ``{text}``, or an ``ImageBlock`` ``{image: {format, source:
+    {bytes}}}`` (format png | jpeg | gif | webp; the bytes base64 in the JSON body).
+    Converse reads images from bytes or S3 only, so an https URL is refused."""
+    if isinstance(item, str):
+        return {"text": item}
+    item.refuse_url("Bedrock's Converse API (provider bedrock)", " (it reads bytes or S3 objects)")
+    image_format = item.mime_type.removeprefix("image/")
+    return {"image": {"format": image_format, "source": {"bytes": item.base64()}}}
 
 
 def _inference_config(params: common_pb2.GenerationParams) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from modelyard.backends.bedrock.converse_request import converse_body
 from modelyard.backends.bedrock.converse_stream import EVENT_STREAM, ConverseStreamReader
 from modelyard.backends.bedrock.failures import raise_for_response
 from modelyard.backends.bedrock.signing import RequestSigner
+from modelyard.backends.content_parts import image_count, with_images
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.openai_compat.upstream import describe
 from modelyard.catalog_ids import catalog_id
@@ -60,10 +61,11 @@ from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-# What this engine does with a Bedrock model today (the contract has no tools or images yet).
+# What this engine does with a Bedrock model today (no tools yet; images as ImageBlocks).
 SERVED_CAPABILITIES = frozenset(
     {
         common_pb2.CAPABILITY_CHAT,
+        common_pb2.CAPABILITY_VISION,
         common_pb2.CAPABILITY_TEXT_GENERATION,
         common_pb2.CAPABILITY_STREAMING,
         common_pb2.CAPABILITY_JSON_OUTPUT,
@@ -226,6 +228,7 @@ class BedrockEngine:
     ) -> AsyncGenerator[Piece, None]:
         model = self._model(model_id)
         data = json.dumps(converse_body(model, model_input, params)).encode()
+        images = image_count(model_input)
         unary = model in self._config.non_streaming_models
         call, accept = (
             ("converse", "application/json") if unary else ("converse-stream", EVENT_STREAM)
@@ -249,7 +252,7 @@ class BedrockEngine:
                     if unary:
                         piece = converse_piece(self._name, model_id, await resp.read())
                         streamed = True
-                        yield piece
+                        yield with_images(piece, images)
                         return
                     if resp.content_type != EVENT_STREAM:
                         raise ProviderProtocolError(
@@ -259,7 +262,7 @@ class BedrockEngine:
                     reader = ConverseStreamReader(self._name, model_id)
                     async for piece in reader.pieces(resp.content.iter_any()):
                         streamed = True
-                        yield piece
+                        yield with_images(piece, images)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):
                     raise StreamTruncated(

@@ -13,25 +13,33 @@ before anything is sent. A request Cohere cannot honour is refused before it
 is sent (`request.chat_body`); Cohere's failures become the errors
 `upstream` names, the stream's own `chat_stream`'s.
 
-Models: those `models` lists, else the Cohere chat models of the hosted
-catalog (discovery/data/api_models.yaml), which also prices them. A hosted
-model has nothing to load: `load` only checks the id is one this engine serves.
+Models: those `models` lists, else the Cohere chat and Embed models of the
+hosted catalog (discovery/data/api_models.yaml), which also prices them; an
+Embed model (``embed-...``) makes embeddings (`embeddings`) and does not
+chat. A hosted model has nothing to load: `load` only checks the id is one
+this engine serves.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiohttp
 
 from modelyard.backends.admission import Admission
 from modelyard.backends.cohere.chat_stream import CohereChatStream
+from modelyard.backends.cohere.embeddings import (
+    catalog_embedding_models,
+    create_embeddings,
+    is_embedding_model,
+)
 from modelyard.backends.cohere.request import chat_body
 from modelyard.backends.cohere.upstream import raise_for_status
-from modelyard.backends.engine import EngineHealth, Piece
+from modelyard.backends.content_parts import image_count, with_images
+from modelyard.backends.engine import Embeddings, EngineHealth, Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import describe, unreachable
 from modelyard.catalog_ids import catalog_id
@@ -94,7 +102,10 @@ class CohereEngine:
 
     async def start(self) -> None:
         try:
-            names = list(self._provider.models) or catalog_chat_models()
+            names = list(self._provider.models) or [
+                *catalog_chat_models(),
+                *catalog_embedding_models(),
+            ]
         except CatalogFileError as exc:
             self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNHEALTHY, exc.message)
             log.warning("%s: %s", self._provider.name, exc.message)
@@ -114,9 +125,15 @@ class CohereEngine:
                 id=model_id,
                 name=name,
                 provider=self._provider.name,
-                capabilities=CAPABILITIES,
+                capabilities=[common_pb2.CAPABILITY_EMBEDDING]
+                if is_embedding_model(name)
+                else CAPABILITIES,
                 input_modalities=[common_pb2.MODALITY_TEXT],
-                output_modalities=[common_pb2.MODALITY_TEXT],
+                output_modalities=[
+                    common_pb2.MODALITY_TENSOR
+                    if is_embedding_model(name)
+                    else common_pb2.MODALITY_TEXT
+                ],
                 metadata={"base_url": scrub(self._provider.base_url)},
             )
             for model_id, name in sorted(self._names.items())
@@ -146,6 +163,17 @@ class CohereEngine:
             raise ModelNotFound(model_id, f"the '{self._provider.name}' backend")
         return name
 
+    async def embed(self, model_id: str, inputs: Sequence[str], dimensions: int) -> Embeddings:
+        """``POST <base_url>/v2/embed`` (`embeddings.create_embeddings`), in a call slot."""
+        name = self._upstream_name(model_id)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout_s, sock_read=self._provider.timeout_s
+        )
+        async with self.admission.slot():
+            return await create_embeddings(
+                self._http(), self._provider, model_id, name, inputs, dimensions, timeout
+            )
+
     async def infer_stream(
         self,
         model_id: str,
@@ -154,6 +182,7 @@ class CohereEngine:
     ) -> AsyncGenerator[Piece, None]:
         name = self._upstream_name(model_id)
         body: dict[str, Any] = chat_body(name, model_input, params)  # refusals before the call
+        images = image_count(model_input)
         url = f"{self._provider.base_url}/v2/chat"
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self._connect_timeout_s, sock_read=self._provider.timeout_s
@@ -169,7 +198,7 @@ class CohereEngine:
                     stream = CohereChatStream(self._provider.name, model_id)
                     async for piece in stream.pieces(resp.content.iter_any()):
                         streamed = True
-                        yield piece
+                        yield with_images(piece, images)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):
                     raise StreamTruncated(

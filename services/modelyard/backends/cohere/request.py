@@ -9,7 +9,10 @@ names the request fields: ``model``, ``messages`` (``role`` ``system``,
 and `Input` hold maps onto these one to one, except what Cohere has no field
 for: a message's ``name``, a ``tool`` message without the tool call it
 answers (the contract has no tool calls yet), and an assistant prefill to
-continue (Chat v2 has no prefix flag). Each of those is `InvalidRequest`
+continue (Chat v2 has no prefix flag). A message's parts are its content array
+(``{"type": "text"}`` and ``{"type": "image_url", "image_url": {"url"}}``, the
+bytes as a data: URL: docs.cohere.com/docs/image-inputs), at most 20 images a
+request (Command A Vision's bound). Each of those is `InvalidRequest`
 naming the field and Cohere, before any upstream call, as is a ``p``, ``k``
 or stop list outside Cohere's documented bounds.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelyard.backends.content_parts import image_count, image_url_content
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
@@ -27,6 +31,8 @@ ROLES = ("system", "user", "assistant")
 P_RANGE = (0.01, 0.99)
 K_RANGE = (0, 500)
 MAX_STOP_SEQUENCES = 5
+# Command A Vision: "up to 20 images per request" (docs.cohere.com/docs/command-a-vision).
+MAX_IMAGES = 20
 
 
 def chat_body(
@@ -72,7 +78,7 @@ def chat_body(
     return body
 
 
-def _messages(model_input: common_pb2.Input) -> list[dict[str, str]]:
+def _messages(model_input: common_pb2.Input) -> list[dict[str, Any]]:
     kind = model_input.WhichOneof("kind")
     if kind == "text":
         return [{"role": "user", "content": model_input.text}]
@@ -94,7 +100,14 @@ def _messages(model_input: common_pb2.Input) -> list[dict[str, str]]:
             raise InvalidRequest(
                 f"{where}.name: Cohere's chat messages have no name", field=f"{where}.name"
             )
-        messages.append({"role": m.role, "content": m.content})
+        messages.append({"role": m.role, "content": image_url_content(m, where)})
+    images = image_count(model_input)
+    if images > MAX_IMAGES:
+        raise InvalidRequest(
+            f"input.chat.messages: Cohere takes at most {MAX_IMAGES} images a request, "
+            f"not {images}",
+            field="input.chat.messages",
+        )
     return messages
 
 

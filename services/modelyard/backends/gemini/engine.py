@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from modelyard.backends.admission import Admission
+from modelyard.backends.content_parts import image_count, with_images
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.gemini.endpoint import GeminiEndpoint
 from modelyard.backends.gemini.request import request_body
@@ -119,6 +120,8 @@ class GeminiEngine:
             if name in known:
                 entry.context_window = known[name].context_window
                 entry.cost.CopyFrom(known[name].cost)
+                if common_pb2.CAPABILITY_VISION in known[name].capabilities:
+                    entry.capabilities.append(common_pb2.CAPABILITY_VISION)  # inlineData parts
                 entry.metadata.update(known[name].metadata)
             entries.append(entry)
         return entries
@@ -181,6 +184,7 @@ class GeminiEngine:
     ) -> AsyncGenerator[Piece, None]:
         name = self._upstream_name(model_id)
         body = request_body(self._endpoint.name, model_input, params)
+        images = image_count(model_input)
         url = self._endpoint.method_url(name, "streamGenerateContent") + "?alt=sse"
         streamed = False
         async with self.admission.slot():
@@ -194,7 +198,7 @@ class GeminiEngine:
                     stream = GenerateStream(self._upstream, model_id)
                     async for piece in stream.pieces(resp.content.iter_any()):
                         streamed = True
-                        yield piece
+                        yield with_images(piece, images)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):
                     raise StreamTruncated(

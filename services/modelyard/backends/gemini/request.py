@@ -6,7 +6,9 @@ references' ``GenerateContentRequest``
 https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/GenerateContentRequest).
 
 - ``contents``: the turns, ``{"role": "user" | "model", "parts": [{"text"}]}``;
-  text input is one user turn, a chat's assistant messages are ``model`` turns.
+  text input is one user turn, a chat's assistant messages are ``model`` turns;
+  a message's image parts are ``{"inlineData": {"mimeType", "data"}}`` parts in
+  their place (base64 bytes; an https URL or a GIF is refused naming the field).
 - ``systemInstruction``: the chat's system messages, one part each, in order
   (Gemini takes one system instruction, not system turns between the others).
 - ``generationConfig``: ``maxOutputTokens``, ``temperature``, ``topP``,
@@ -29,12 +31,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelyard.backends.content_parts import ContentItem, message_items
+from modelyard.backends.engine import text_content
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
 MAX_STOP_SEQUENCES = 5  # GenerationConfig.stopSequences: "up to 5 character sequences"
 _INT32 = 2**31
 _ROLES = {"user": "user", "assistant": "model"}
+# Image understanding's supported types (ai.google.dev/gemini-api/docs/image-understanding):
+# PNG, JPEG, WEBP, HEIC, HEIF; of the gateway's four, GIF is not one.
+GEMINI_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
 def request_body(
@@ -82,9 +89,10 @@ def _chat(chat: common_pb2.ChatMessages, where: str) -> tuple[list[str], list[di
                 field=f"{field}.name",
             )
         if message.role == "system":
-            system.append(message.content)
+            system.append(text_content(message, field))
         elif message.role in _ROLES:
-            contents.append(_turn(_ROLES[message.role], message.content))
+            parts = [_part(item, where) for item in message_items(message, field)]
+            contents.append({"role": _ROLES[message.role], "parts": parts or [{"text": ""}]})
         else:
             raise InvalidRequest(
                 f"{where} takes system, user and assistant messages, not role "
@@ -97,6 +105,21 @@ def _chat(chat: common_pb2.ChatMessages, where: str) -> tuple[list[str], list[di
             field="input.chat.messages",
         )
     return system, contents
+
+
+def _part(item: ContentItem, where: str) -> dict[str, Any]:
+    """A text part, or an image as ``inlineData`` (``Blob``: ``mimeType`` and base64
+    ``data``); Gemini takes PNG, JPEG, WebP (and HEIC/HEIF), not GIF, and an image URL
+    only as a Files API or Cloud Storage ``fileData`` URI, so an https URL is refused."""
+    if isinstance(item, str):
+        return {"text": item}
+    item.refuse_url(where, " (its fileData takes Files API and Cloud Storage URIs only)")
+    if item.mime_type not in GEMINI_IMAGE_TYPES:
+        raise InvalidRequest(
+            f"{item.field}.data: {where} takes PNG, JPEG and WebP images, not {item.mime_type}",
+            field=f"{item.field}.data",
+        )
+    return {"inlineData": {"mimeType": item.mime_type, "data": item.base64()}}
 
 
 def _generation_config(params: common_pb2.GenerationParams, where: str) -> dict[str, Any]:

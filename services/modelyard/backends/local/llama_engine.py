@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelyard.backends.content_parts import first_image_field
 from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_messages
 from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
 from modelyard.backends.local.gguf_memory import estimated_memory_bytes
@@ -212,6 +213,13 @@ class LlamaEngine:
         kind = model_input.WhichOneof("kind")
         if kind not in ("text", "chat"):
             raise InvalidRequest(f"model '{model_id}' takes text or chat input, not {kind}")
+        image = first_image_field(model_input)
+        if image is not None:  # the gateway's vision check stops it first, normally
+            raise InvalidRequest(
+                f"{image}: model '{model_id}' is a text-only GGUF model (llama.cpp); it "
+                "takes no images",
+                field=image,
+            )
         async with self._models.lease(model_id) as loaded, loaded.lock:
             cancel = threading.Event()
             produce = _producer(loaded.llm, model_input, params, cancel, self._n_ctx)

@@ -5,10 +5,13 @@ completion"): ``messages`` with ``role`` and ``content`` (``tool_name`` on a
 ``tool`` message), ``options`` taking the Modelfile parameters (``num_predict``,
 ``temperature``, ``top_p``, ``top_k``, ``stop``, ``seed``), ``format`` a JSON
 schema for structured output, ``keep_alive`` how long the model stays loaded
-after the call.
+after the call; a message's image parts go in its ``images`` (base64, the
+reference's "a list of images to include in the message (for multimodal models
+such as llava)"), its text parts joined in ``content``.
 
 What Ollama cannot take is refused here, before any call, naming the field:
-a chat with no messages (Ollama would only load the model and answer
+an image URL (the daemon reads image data only), a chat with no messages
+(Ollama would only load the model and answer
 ``done_reason: "load"``, no text), a ``name`` on a message that is not a tool
 result (Ollama's message has no such field), a response schema that is not a
 JSON object. A trailing assistant message is continued as it stands: Ollama
@@ -22,6 +25,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.backends.content_parts import ChatImage, message_items
 from modelyard.backends.engine import chat_messages
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
@@ -31,7 +35,7 @@ from modelyard.v1 import common_pb2
 class ChatRequest:
     """The arguments of one `ollama.AsyncClient.chat` call (the model name aside)."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     options: dict[str, Any] = field(default_factory=dict)
     format: dict[str, Any] | None = None  # a JSON schema
     keep_alive: float | None = None  # seconds
@@ -46,7 +50,12 @@ def chat_request(
 ) -> ChatRequest:
     """The chat request for one generation; `InvalidRequest` for what Ollama cannot take."""
     where = f"the Ollama backend '{backend}'"
-    messages = [_message(m, i, where) for i, m in enumerate(chat_messages(model_input))]
+    messages = [_message(m, i, where) for i, m in enumerate(chat_messages(model_input, _text))]
+    if model_input.WhichOneof("kind") == "chat":
+        for i, (out, m) in enumerate(zip(messages, model_input.chat.messages, strict=True)):
+            images = _images(m, f"input.chat.messages[{i}]", where)
+            if images:
+                out["images"] = images
     if not messages:
         raise InvalidRequest(
             f"input.chat has no messages: {where} needs at least one to answer",
@@ -66,7 +75,24 @@ def chat_request(
     )
 
 
-def _message(message: dict[str, str], index: int, where: str) -> dict[str, str]:
+def _text(message: common_pb2.ChatMessage, where: str) -> str:
+    """The message's ``content``: its text, or its text parts joined (the images go in
+    ``images``, beside it)."""
+    return "".join(item for item in message_items(message, where) if isinstance(item, str))
+
+
+def _images(message: common_pb2.ChatMessage, field: str, where: str) -> list[bytes]:
+    """The message's images, as bytes (the client sends them base64, as ``images`` is);
+    an https URL refused: the daemon reads image data, not URLs."""
+    images = []
+    for item in message_items(message, field) if message.parts else ():
+        if isinstance(item, ChatImage):
+            item.refuse_url(where)
+            images.append(item.data)
+    return images
+
+
+def _message(message: dict[str, Any], index: int, where: str) -> dict[str, Any]:
     name = message.pop("name", "")
     if not name:
         return message

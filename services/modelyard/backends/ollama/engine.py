@@ -39,7 +39,8 @@ import httpx
 import ollama
 
 from modelyard.backends.admission import Admission
-from modelyard.backends.engine import EngineHealth, Piece
+from modelyard.backends.content_parts import image_count, with_images
+from modelyard.backends.engine import Embeddings, EngineHealth, Piece
 from modelyard.backends.ollama.answer import answer_pieces
 from modelyard.backends.ollama.chat_request import chat_request
 from modelyard.backends.ollama.failures import (
@@ -259,6 +260,27 @@ class OllamaEngine:
         except TRANSPORT_ERRORS as exc:
             raise unreachable(self._where, self._endpoint, exc) from exc
 
+    # ---- embeddings -----------------------------------------------------------
+
+    async def embed(self, model_id: str, inputs: Sequence[str], dimensions: int) -> Embeddings:
+        """``POST /api/embed`` (docs.ollama.com/api/embed: ``input`` a list, ``dimensions``,
+        ``keep_alive``; answered ``embeddings`` and ``prompt_eval_count``) through the
+        client, in a generation slot; its failures mapped as every call's (`_control`)."""
+        name = self._model_name(model_id)
+        async with self.admission.slot():
+            answer = await self._control(
+                self._ollama().embed(
+                    model=name,
+                    input=list(inputs),
+                    dimensions=dimensions or None,
+                    keep_alive=self._keep_alive_s,
+                ),
+                model_id,
+            )
+        self._loaded |= {model_id}  # the daemon keeps it for keep_alive after the call
+        vectors = [[float(v) for v in vector] for vector in answer.embeddings]
+        return Embeddings(vectors, answer.prompt_eval_count or 0)
+
     # ---- generation -----------------------------------------------------------
 
     async def infer_stream(
@@ -271,6 +293,7 @@ class OllamaEngine:
         request = chat_request(
             model_input, params, keep_alive=self._keep_alive_s, backend=self._backend
         )
+        images = image_count(model_input)
         streamed = False
         async with self.admission.slot():
             try:
@@ -292,7 +315,7 @@ class OllamaEngine:
                 ):
                     async for piece in pieces:
                         streamed = True
-                        yield piece
+                        yield with_images(piece, images)
             except ollama.ResponseError as exc:
                 raise from_response_error(exc, where=self._where, model_id=model_id) from exc
             except MALFORMED_ANSWERS as exc:

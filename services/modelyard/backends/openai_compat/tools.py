@@ -61,7 +61,7 @@ def add_tool_turns(messages: list[dict[str, Any]], model_input: common_pb2.Input
                 }
                 for call in message.tool_calls
             ]
-            if not message.content:
+            if not message.content and not message.parts:
                 out["content"] = None
         if message.tool_call_id:
             out["tool_call_id"] = message.tool_call_id

@@ -3,10 +3,10 @@
 faster-whisper decodes lazily: each segment is decoded when the iteration
 asks for it, so `transcribe_segments` runs in a worker thread and
 `backends.threaded_stream.pieces_from_thread` hands each piece to the event loop as it is ready (a
-caller that goes away stops the thread at the next segment). A segment keeps
-its start and end in the audio: the contract has no field for them yet
-(`InferChunk` and `GenerateChunk` carry text only), so the stream sends each
-segment's text and the times stay here, ready for that field.
+caller that goes away stops the thread at the next segment). Each piece is one
+segment: its text, and in `Output.segments` the segment with its start and end
+in the audio (seconds from its start). The last piece carries the audio's
+duration (`Usage.audio_seconds`).
 """
 
 from __future__ import annotations
@@ -19,17 +19,32 @@ import numpy as np
 import numpy.typing as npt
 
 from modelyard.backends.engine import Piece
-from modelyard.errors import InvalidRequest
+from modelyard.backends.speech.unsupported_params import dropped_params
 from modelyard.v1 import common_pb2
+
+# What Whisper has no use for (its temperature it takes); `voice` and `audio_format` are
+# text to speech's.
+UNSUPPORTED = (
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "response_schema_json",
+    "continue_final_message",
+    "voice",
+    "audio_format",
+)
 
 
 @dataclass(frozen=True)
 class TranscribeOptions:
     """How Whisper decodes: the backend's `beam_size`; the request's temperature when it
-    gives one (else faster-whisper's fallback from 0.0 up to 1.0 on a failed window)."""
+    gives one (else faster-whisper's fallback from 0.0 up to 1.0 on a failed window).
+    `dropped`: the request's parameters left out (`unsupported_params`)."""
 
     beam_size: int = 5
     temperature: float | None = None
+    dropped: tuple[str, ...] = ()
 
     def keywords(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"beam_size": self.beam_size}
@@ -41,28 +56,11 @@ class TranscribeOptions:
 def transcribe_options(
     params: common_pb2.GenerationParams, beam_size: int, model_id: str
 ) -> TranscribeOptions:
-    """The options of one call; `InvalidRequest` naming a parameter Whisper cannot honour."""
-    # Parameters Whisper has no use for: refused, never dropped.
-    if params.HasField("top_p"):
-        raise _unsupported("params.top_p", model_id)
-    if params.HasField("top_k"):
-        raise _unsupported("params.top_k", model_id)
-    if params.HasField("seed"):
-        raise _unsupported("params.seed", model_id)
-    if params.stop:
-        raise _unsupported("params.stop", model_id)
-    if params.response_schema_json:
-        raise _unsupported("params.response_schema_json", model_id)
-    if params.continue_final_message:
-        raise _unsupported("params.continue_final_message", model_id)
+    """The options of one call; `InvalidRequest` naming a parameter Whisper cannot honour
+    (unless the request lets it be dropped)."""
+    dropped = dropped_params(params, UNSUPPORTED, model_id, "whisper, speech to text")
     temperature = params.temperature if params.HasField("temperature") else None
-    return TranscribeOptions(beam_size=beam_size, temperature=temperature)
-
-
-def _unsupported(field: str, model_id: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{field} is not supported by model '{model_id}' (whisper, speech to text)", field=field
-    )
+    return TranscribeOptions(beam_size=beam_size, temperature=temperature, dropped=dropped)
 
 
 @dataclass(frozen=True)
@@ -89,9 +87,13 @@ def transcript_pieces(
     segments: Iterable[TranscriptSegment],
     max_tokens: int,
     decode: Callable[[tuple[int, ...]], str],
+    audio_seconds: float = 0.0,
+    dropped: tuple[str, ...] = (),
 ) -> Iterator[Piece]:
-    """One piece per segment, then the finish: STOP, or LENGTH when `max_tokens` (0: no
-    cap) ran out, the last segment cut to the tokens left (`decode` turns them to text)."""
+    """One piece per segment, its text and its timed segment in `Output.segments`, then the
+    finish: STOP, or LENGTH when `max_tokens` (0: no cap) ran out, the last segment cut to
+    the tokens left (`decode` turns them to text; a cut segment keeps its times). The
+    finish carries `audio_seconds` (the audio's duration) and the `dropped` parameters."""
     used = 0
     first = True
     for segment in segments:
@@ -105,8 +107,26 @@ def transcript_pieces(
             text = text.lstrip()
         if text:
             first = False
-            yield Piece(text)
+            timed = common_pb2.TranscriptSegment(
+                start_s=segment.start_s, end_s=segment.end_s, text=text
+            )
+            yield Piece(text, output=common_pb2.Output(segments=[timed]))
         if cut or (max_tokens and used >= max_tokens):
-            yield Piece("", common_pb2.FINISH_REASON_LENGTH, output_tokens=used)
+            yield _finish(common_pb2.FINISH_REASON_LENGTH, used, audio_seconds, dropped)
             return
-    yield Piece("", common_pb2.FINISH_REASON_STOP, output_tokens=used)
+    yield _finish(common_pb2.FINISH_REASON_STOP, used, audio_seconds, dropped)
+
+
+def _finish(
+    reason: common_pb2.FinishReason.ValueType,
+    output_tokens: int,
+    audio_seconds: float,
+    dropped: tuple[str, ...],
+) -> Piece:
+    return Piece(
+        "",
+        reason,
+        output_tokens=output_tokens,
+        audio_seconds=audio_seconds,
+        dropped_params=dropped,
+    )

@@ -1,17 +1,15 @@
 """The `whisper` engine: speech to text in process, faster-whisper over CTranslate2.
 
 It takes `Input.audio` (a WAV of 16-bit PCM, `wav_input`) and streams the
-transcript, one piece per segment (`transcription`). Everything a call can
-be refused for — not audio, not a WAV, empty, a parameter Whisper has no use
-for — is refused before it waits for a model. Models load on first use (or
-`load`, or `hot_swap.preload`) within the hot-swap memory budget
-(`LoadedModels`: leases, idle unload, cold-start reports) and are released by
-`unload`. Each model transcribes one call at a time, in a worker thread; the
-calls waiting for it are bounded by `max_queue` (its `Admission`), the rest
-refused with `Overloaded`.
+transcript, one piece per segment, each with its `TranscriptSegment` (text,
+start and end in the audio) in `Output.segments` (`transcription`).
+Everything a call can be refused for — not audio, not a WAV, empty, a
+parameter Whisper has no use for — is refused before it waits for a model.
+Models load, queue and unload as `in_process` says; each transcribes one call
+at a time, in a worker thread.
 
-Usage: `output_tokens` are the tokens Whisper decoded. An audio input has no
-input tokens, and its seconds have no field in `Usage` yet.
+Usage: `output_tokens` are the tokens Whisper decoded; `audio_seconds` the
+audio's duration. An audio input has no input tokens.
 """
 
 from __future__ import annotations
@@ -25,9 +23,9 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from modelyard.backends.admission import DEFAULT_MAX_QUEUE, Admission
+from modelyard.backends.admission import DEFAULT_MAX_QUEUE
 from modelyard.backends.engine import EngineHealth, Piece
-from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
+from modelyard.backends.speech.in_process import InProcessModels
 from modelyard.backends.speech.transcription import (
     transcribe_options,
     transcribe_segments,
@@ -36,12 +34,10 @@ from modelyard.backends.speech.transcription import (
 from modelyard.backends.speech.wav_input import WavAudio, read_wav, samples_for_model
 from modelyard.backends.speech.whisper_models import find_models, model_entry
 from modelyard.backends.threaded_stream import pieces_from_thread
-from modelyard.errors import InvalidRequest, ModelNotFound, ModelyardError
+from modelyard.errors import InvalidRequest, ModelyardError
 from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
-
-ColdStartReport = Callable[[str, float], None]
 
 
 class _WhisperModels:
@@ -51,12 +47,6 @@ class _WhisperModels:
         self.folders: dict[str, Path] = {}
         self._compute_type = compute_type
         self._cpu_threads = cpu_threads
-
-    def folder(self, model_id: str, backend: str) -> Path:
-        folder = self.folders.get(model_id)
-        if folder is None:
-            raise ModelNotFound(model_id, f"the {backend} backend")
-        return folder
 
     def size_bytes(self, model_id: str) -> int:
         return (self.folders[model_id] / "model.bin").stat().st_size
@@ -83,7 +73,7 @@ class _WhisperModels:
         )
 
 
-class WhisperEngine:
+class WhisperEngine(InProcessModels[Any]):
     """Whisper models from `models_dir` (None: the packaged tiny.en), loaded on first use.
 
     `backend` is the configured backend's name, the first part of its catalog ids;
@@ -110,23 +100,20 @@ class WhisperEngine:
         idle_timeout_s: float = 0.0,
         preload: Iterable[str] = (),
     ) -> None:
-        self.backend = backend
+        self._opener = _WhisperModels(compute_type, cpu_threads or os.cpu_count() or 1)
+        super().__init__(
+            backend,
+            self._opener,
+            max_loaded=max_loaded,
+            max_queue=max_queue,
+            memory_budget_bytes=memory_budget_bytes,
+            idle_timeout_s=idle_timeout_s,
+            preload=preload,
+        )
         self.beam_size = beam_size
-        self.max_queue = max_queue
         self._models_dir = models_dir
         self._wanted = tuple(models)
-        self._opener = _WhisperModels(compute_type, cpu_threads or os.cpu_count() or 1)
-        self._preload = tuple(preload)
-        self._reports: list[ColdStartReport] = []
-        self._admissions: dict[str, Admission] = {}
         self._start_error = ""
-        self._models = LoadedModels(
-            self._opener,
-            budget_bytes=memory_budget_bytes or default_budget_bytes(),
-            max_loaded=max_loaded,
-            idle_timeout_s=idle_timeout_s,
-            on_loaded=self._cold_started,
-        )
 
     @property
     def compute_type(self) -> str:
@@ -143,33 +130,14 @@ class WhisperEngine:
             self._start_error = exc.message
             log.warning("%s: %s", self.backend, exc.message)
             return
-        self._admissions = {m: self._admission(m) for m in self._opener.folders}
         log.info("%s: %d Whisper model(s)", self.backend, len(self._opener.folders))
-        self._models.start()
-        await self._models.preload([m for m in self._preload if m in self._opener.folders])
-
-    def _admission(self, model_id: str) -> Admission:
-        limits = f"backends.{self.backend}.max_queue={self.max_queue}"
-        return Admission(f"model:{model_id}", f"model '{model_id}'", limits, 1, self.max_queue)
-
-    async def close(self) -> None:
-        await self._models.close()
+        await self._serve(self._opener.folders)
 
     def models(self) -> list[common_pb2.ModelEntry]:
-        entries = []
-        for model_id, folder in self._opener.folders.items():
-            entry = model_entry(model_id, folder, self.backend)
-            cold_start_ms = self._models.cold_start_ms(model_id)
-            if cold_start_ms is not None:
-                entry.performance.cold_start_ms = cold_start_ms
-            entries.append(entry)
-        return entries
-
-    def serves(self, model_id: str) -> bool:
-        return model_id in self._opener.folders
-
-    def loaded_models(self) -> list[str]:
-        return self._models.loaded()
+        return [
+            self._with_cold_start(model_entry(model_id, folder, self.backend))
+            for model_id, folder in self._opener.folders.items()
+        ]
 
     def health(self) -> EngineHealth:
         if self._start_error:
@@ -179,30 +147,6 @@ class WhisperEngine:
             return EngineHealth(common_pb2.HEALTH_STATUS_DEGRADED, f"no Whisper models in {where}")
         return EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
-    # ---- loading --------------------------------------------------------------
-
-    async def load(self, model_id: str) -> float:
-        self._opener.folder(model_id, self.backend)
-        return await self._models.load(model_id)
-
-    async def load_beside(self, model_id: str, keep_loaded: Sequence[str]) -> float:
-        """Load `model_id` without unloading any of `keep_loaded` (`MemoryBudgetExceeded`
-        when the budget cannot hold them together)."""
-        self._opener.folder(model_id, self.backend)
-        return await self._models.load(model_id, keep_loaded)
-
-    async def unload(self, model_id: str) -> bool:
-        self._opener.folder(model_id, self.backend)
-        return await self._models.unload(model_id)
-
-    def report_cold_starts(self, report: ColdStartReport) -> None:
-        """Call `report(model_id, milliseconds)` after each model load from now on."""
-        self._reports.append(report)
-
-    def _cold_started(self, model_id: str, took_ms: float) -> None:
-        for report in self._reports:
-            report(model_id, took_ms)
-
     # ---- transcription --------------------------------------------------------
 
     async def infer_stream(
@@ -211,15 +155,17 @@ class WhisperEngine:
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
-        self._opener.folder(model_id, self.backend)
+        self._check(model_id)
         wav = audio_of(model_input, model_id)
         options = transcribe_options(params, self.beam_size, model_id)
-        async with self._admissions[model_id].slot(), self._models.lease(model_id) as model:
+        async with self._turn(model_id) as model:
 
             def produce() -> Iterator[Piece]:
                 samples = samples_for_model(wav, model.feature_extractor.sampling_rate)
                 segments = transcribe_segments(model, samples, options)
-                yield from transcript_pieces(segments, params.max_tokens, _decoder(model))
+                yield from transcript_pieces(
+                    segments, params.max_tokens, _decoder(model), wav.seconds, options.dropped
+                )
 
             log.debug("%s: transcribing %.1f s of audio", model_id, wav.seconds)
             async with aclosing(

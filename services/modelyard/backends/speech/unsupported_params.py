@@ -1,0 +1,42 @@
+"""Parameters a speech model cannot honour: refused, or left out and named when allowed.
+
+Whisper has no use for sampling beyond its temperature, and Piper for any
+sampling at all; neither takes a response schema. A request that sets one is
+refused with `InvalidRequest` naming the parameter and the model, before any
+model is loaded, unless it sets ``params.drop_unsupported_params``: then the
+engine leaves the parameter out and lists it in the last piece's
+`dropped_params` (GenerationParams field names, in the proto's order).
+
+A parameter is *set* when it holds anything but its default: an ``optional``
+field present, a list with entries, a string not empty, a flag true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from modelyard.errors import InvalidRequest
+from modelyard.v1 import common_pb2
+
+_FIELDS = common_pb2.GenerationParams.DESCRIPTOR.fields
+
+
+def dropped_params(
+    params: common_pb2.GenerationParams,
+    unsupported: Collection[str],
+    model_id: str,
+    engine: str,
+) -> tuple[str, ...]:
+    """The parameters of `unsupported` the request sets, to be listed as dropped; without
+    ``drop_unsupported_params``, `InvalidRequest` naming the first of them. `engine`
+    says what the model is in the message ("piper, text to speech")."""
+    # What protobuf lists as set is what the module says: a present optional, a list with
+    # entries, any other field holding more than its default.
+    present = {field.name for field, _ in params.ListFields()}
+    given = tuple(f.name for f in _FIELDS if f.name in unsupported and f.name in present)
+    if given and not params.drop_unsupported_params:
+        field = f"params.{given[0]}"
+        raise InvalidRequest(
+            f"{field} is not supported by model '{model_id}' ({engine})", field=field
+        )
+    return given

@@ -1,0 +1,1 @@
+"""The `tensor` backend kind: ONNX models served in process by onnxruntime."""
