@@ -332,11 +332,18 @@ def build_go_loadgen() -> Path:
     return LOADGEN_BIN
 
 
-def go_run(name: str, cmd: list[str], in_flight: int, n: int, watched: dict[str, int]) -> Measured:
+def go_run(
+    name: str,
+    cmd: list[str],
+    in_flight: int,
+    n: int,
+    watched: dict[str, int],
+    around: tuple[Callable[[], None], Callable[[], None]] | None = None,
+) -> Measured:
     """One measured run of the Go load generator; its CPU comes from its own report.
 
     It warms up, says so and waits (-hold), so the other processes' CPU is read
-    around the measured calls only.
+    around the measured calls only; `around`: called just before and just after them.
     """
     cmd = [*cmd, "-in-flight", str(in_flight), "-requests", str(n), "-hold", "-latencies"]
     # One P is plenty (the generator needs a fraction of a core) and spares the shared
@@ -354,9 +361,13 @@ def go_run(name: str, cmd: list[str], in_flight: int, n: int, watched: dict[str,
         if "warm" not in proc.stdout.readline():
             proc.kill()
             raise RuntimeError(f"loadgen did not warm up: {proc.communicate()[1][-2000:]}")
+        if around is not None:
+            around[0]()  # just before the measured calls (bench/profile_gateway.py)
         cpu_before = {k: process_cpu_s(pid) for k, pid in watched.items()}
         out, err = proc.communicate("go\n", timeout=600)
         cpu_ms = {k: (process_cpu_s(pid) - cpu_before[k]) * 1000 / n for k, pid in watched.items()}
+        if around is not None:
+            around[1]()
     if proc.returncode not in (0, 1):  # 1: some calls failed, still a report
         raise RuntimeError(f"loadgen exited {proc.returncode}: {err[-2000:]}")
     report = json.loads(out)

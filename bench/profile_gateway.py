@@ -1,9 +1,10 @@
 """Where the gateway's CPU goes on the healthy path: cProfile per call, or two profiles compared.
 
-Profile: one fake upstream, one gateway under cProfile (this checkout, or
-``--root``), the Go load generator's warm-up and then ``--requests`` calls at 32
-in flight; the gateway is stopped by its own pid so the profile is written, and
-the functions costing most of their own time per call are printed.
+Profile: one fake upstream, one gateway (this checkout, or ``--root``) run by
+bench/profiled_child.py, the Go load generator's warm-up and then ``--requests``
+calls at 32 in flight, profiled (cProfile, switched on by SIGUSR1 just before
+them and off by SIGUSR2 just after: no imports, start-up or warm-up in it); the
+functions costing most of their own time per call are printed.
 
     .venv/bin/python bench/profile_gateway.py profile --call stream --out /tmp/after.prof
     .venv/bin/python bench/profile_gateway.py compare /tmp/before.prof /tmp/after.prof \\
@@ -11,7 +12,7 @@ the functions costing most of their own time per call are printed.
 
 Compare: per function, calls and own microseconds per call in each profile and the
 difference, largest first — what a change added to or took off the hot path. Both
-profiles must cover the same number of calls (``--requests``, warm-up included).
+profiles must cover the same number of calls (``--requests``).
 cProfile inflates Python-level costs; read the call counts as exact and the times
 as relative.
 """
@@ -19,9 +20,12 @@ as relative.
 from __future__ import annotations
 
 import argparse
+import os
 import pstats
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,23 +49,23 @@ def profile(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     with tempfile.TemporaryDirectory(prefix="modelyard-profile-") as tmp, UpstreamProcess() as up:
         extra = ("--config", str(Path(args.config).resolve())) if args.config else ()
+        child = Path(__file__).resolve().parent / "profiled_child.py"
         gw = GatewayProcess(
-            up.url,
-            Path(tmp),
-            root=args.root,
-            extra_args=extra,
-            python_args=("-m", "cProfile", "-o", str(out)),
+            up.url, Path(tmp), root=args.root, extra_args=extra, python_args=(str(child), str(out))
         )
         try:
             cmd = [str(binary), "-call", args.call, "-addr", gw.address, "-model", gw.model_id]
             cmd += ["-prompt", PROMPT, "-max-tokens", str(MAX_TOKENS), "-warmup", "300"]
             cmd += ["-expect-text", EXPECTED, "-expect-finish", "stop"]
-            m = go_run("profiled", cmd, 32, args.requests, {"gateway": gw.proc.pid})
+            pid = gw.proc.pid
+            around = (lambda: os.kill(pid, signal.SIGUSR1), lambda: os.kill(pid, signal.SIGUSR2))
+            m = go_run("profiled", cmd, 32, args.requests, {"gateway": pid}, around)
             print(m.summary())
+            time.sleep(1.0)  # the dump, written by the child's signal handler
         finally:
             gw.stop()
-    print(f"wrote {out} ({args.requests + 300} calls, warm-up included)")
-    show(out, args.requests + 300, args.top)
+    print(f"wrote {out} ({args.requests} measured calls)")
+    show(out, args.requests, args.top)
     return 0
 
 
@@ -106,7 +110,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("profile", help="profile a gateway under load")
     p.add_argument("--call", choices=("stream", "unary"), default="stream")
-    p.add_argument("--requests", type=int, default=3000, help="measured calls after 300 warm-up")
+    p.add_argument("--requests", type=int, default=3000, help="profiled calls after 300 warm-up")
     p.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve")
     p.add_argument("--config", help="a config file to serve with (`modelyard serve --config`)")
     p.add_argument("--out", required=True)

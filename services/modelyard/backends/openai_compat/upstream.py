@@ -56,7 +56,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -117,9 +117,19 @@ async def list_models(
     return ModelList(tuple(models), tuple(unnamed))
 
 
-async def raise_for_status(
-    provider: ProviderEndpoint, resp: aiohttp.ClientResponse, *, model: str
-) -> None:
+class HttpAnswer(Protocol):
+    """What `raise_for_status` reads of a response: aiohttp's or `backends.http1`'s."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def text(self) -> str: ...
+
+
+async def raise_for_status(provider: ProviderEndpoint, resp: HttpAnswer, *, model: str) -> None:
     """Raise the error an HTTP failure means, with the upstream's own message in it,
     scrubbed of credentials and capped (`modelyard.scrub.upstream_text`): an upstream
     that echoes the request's ``Authorization`` header leaks no key."""
