@@ -206,7 +206,7 @@ def section(results: list[Measured], args: argparse.Namespace, load: tuple[float
         "- the modelyard stack as one process: `python -m modelyard.cli serve gateway registry "
         "backend-openai-compat` with `CUSTOM_AI_PROVIDER_URL` pointing at the upstream and "
         "`OTEL_TRACES_EXPORTER=none`; a call goes client -> gateway (gRPC) -> backend "
-        "(gRPC, same process) -> upstream (HTTP, aiohttp);",
+        "(gRPC, same process) -> upstream (HTTP/1.1, `backends/http1.py`);",
         loadgen_method(args),
         "",
         "Paths:",

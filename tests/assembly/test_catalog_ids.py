@@ -129,7 +129,12 @@ async def test_coreml_engine_and_discovery_read_the_same_directory(
         roles=("registry", "backend-coreml"), config=config, models_dir=shared, discovery=True
     )
     models = await _catalog(
-        stack, lambda m: "coreml/pets" in m and bool(m["coreml/pets"].deployments)
+        stack,
+        lambda m: (
+            "coreml/pets" in m
+            and bool(m["coreml/pets"].deployments)
+            and bool(m["coreml/pets"].metadata.get("source"))
+        ),  # announced, and discovered
     )
     entry = models["coreml/pets"]
     assert entry.metadata["source"] == f"coreml:{shared}"
