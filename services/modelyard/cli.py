@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
+from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS
 from modelyard.commands import COMMANDS
 from modelyard.config import ConfigError
 from modelyard.config.unbuilt import notices
@@ -56,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--listen",
             help=f"host:port to serve on (env MODELYARD_ADDRESS; default {DEFAULT_ADDRESS})",
+        )
+        p.add_argument(
+            "--http-listen",
+            help="host:port of the OpenAI-compatible HTTP API, or 'off' (env "
+            f"MODELYARD_HTTP_ADDRESS; default {DEFAULT_HTTP_ADDRESS} for `up`, off for `serve`)",
         )
         p.add_argument(
             "--data-dir", type=Path, help="where the catalog lives (env MODELYARD_DATA_DIR)"
@@ -351,8 +357,10 @@ def _serve(args: argparse.Namespace) -> int:
             "drain_notice",
             "default_deadline",
             "log_level",
+            "http_listen",
         )
     }
+    flags["http_default"] = args.command == "up"  # `up` serves the HTTP edge unless told off
     if args.command == "serve":
         flags.update(
             roles=tuple(args.roles),
@@ -396,6 +404,8 @@ async def _run(settings: Settings) -> None:
     print(
         f"modelyard: serving {', '.join(stack.server.service_names)} on {stack.address}", flush=True
     )
+    if stack.edge is not None:
+        print(f"modelyard: OpenAI-compatible HTTP API at {stack.edge.base_url}", flush=True)
     for entry in models:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:

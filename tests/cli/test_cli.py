@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
 from conftest import GEMMA_ID, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -42,6 +43,7 @@ def running_up(
     env = {k: v for k, v in os.environ.items() if k not in _PROVIDER_KEYS}
     env.update(
         MODELYARD_ADDRESS=address,
+        MODELYARD_HTTP_ADDRESS=f"127.0.0.1:{free_port()}",
         MODELYARD_DATA_DIR=str(tmp_path_factory.mktemp("data")),
         MODELYARD_MODELS_DIR=str(models_dir),
     )
@@ -79,6 +81,26 @@ def running_up(
             proc.stdout.close()
         assert code == 0, output
         assert f"on {address}" in output and GEMMA_ID in output
+        http = env["MODELYARD_HTTP_ADDRESS"]
+        assert f"OpenAI-compatible HTTP API at http://{http}/v1" in output
+
+
+def test_the_http_edge_serves_gemma_to_the_openai_sdk(
+    running_up: tuple[str, dict[str, str]],
+) -> None:
+    _, env = running_up
+    client = openai.OpenAI(
+        base_url=f"http://{env['MODELYARD_HTTP_ADDRESS']}/v1", api_key="none", max_retries=0
+    )
+    answer = client.chat.completions.create(
+        model=GEMMA_ID,
+        messages=[{"role": "user", "content": "One, two, three, four,"}],
+        max_tokens=4,
+        temperature=0,
+    )
+    assert answer.choices[0].message.content and answer.usage is not None
+    assert answer.usage.completion_tokens == 4 and answer.choices[0].finish_reason == "length"
+    assert GEMMA_ID in [m.id for m in client.models.list()]
 
 
 def test_models_lists_the_local_gemma(running_up: tuple[str, dict[str, str]]) -> None:

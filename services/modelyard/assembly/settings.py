@@ -42,6 +42,10 @@ DRAIN_NOTICE_ENV = "MODELYARD_DRAIN_NOTICE_S"
 # not a wait. Behind an orchestrator whose endpoints update slower, raise it.
 DEFAULT_DRAIN_NOTICE_S = 2.0
 DEFAULT_DEADLINE_ENV = "MODELYARD_DEFAULT_DEADLINE_S"
+HTTP_ADDRESS_ENV = "MODELYARD_HTTP_ADDRESS"
+# The OpenAI-compatible HTTP edge of `modelyard up` (`--http-listen`, MODELYARD_HTTP_ADDRESS;
+# "off" turns it off).
+DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
 LOG_LEVELS = typing.get_args(LogLevel)
 ROLES = (
     "registry",
@@ -61,6 +65,9 @@ class Settings:
 
     config: ModelyardConfig = field(default_factory=lambda: default_config({}))
     listen: str = DEFAULT_ADDRESS
+    # The OpenAI-compatible HTTP edge's host:port (`modelyard.edges`), served beside the
+    # gateway; None: no edge (`modelyard serve` without --http-listen, embedders, tests).
+    http_listen: str | None = None
     roles: tuple[str, ...] = ROLES
     data_dir: Path = field(default_factory=lambda: default_data_dir({}))
     # --models-dir / MODELYARD_MODELS_DIR; see `models_dir_for` for the whole rule.
@@ -149,6 +156,9 @@ def resolve_settings(
     return Settings(
         config=config,
         listen=str(pick("listen", "MODELYARD_ADDRESS", server.listen, DEFAULT_ADDRESS)),
+        http_listen=_http_listen(
+            pick("http_listen", HTTP_ADDRESS_ENV, None, ""), bool(flags.get("http_default"))
+        ),
         roles=tuple(flags.get("roles") or ROLES),
         data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
         models_dir=Path(models_dir) if models_dir else None,
@@ -211,3 +221,21 @@ def limiter_settings(config: ModelyardConfig, env: Mapping[str, str]) -> Limiter
         if env.get(FAILURE_POLICY_ENV)
         else section.on_redis_failure,
     )
+
+
+def _http_listen(given: object, on_by_default: bool) -> str | None:
+    """The HTTP edge's address: the one given ("off": none), else `DEFAULT_HTTP_ADDRESS`
+    when this command serves one by default (`modelyard up`), else none."""
+    text = str(given or "").strip()
+    if text.lower() == "off":
+        return None
+    if not text:
+        return DEFAULT_HTTP_ADDRESS if on_by_default else None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise InvalidRequest(
+            f"--http-listen / {HTTP_ADDRESS_ENV}: '{text}' is not host:port "
+            "(e.g. 127.0.0.1:8080), or 'off'",
+            field="http_listen",
+        )
+    return text

@@ -26,6 +26,7 @@ from modelyard.backends.admission import gateway_admission
 from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import BackendServicer
+from modelyard.edges.http_edge import EdgeCalls, RunningEdge, start_edge
 from modelyard.errors import InvalidRequest
 from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
@@ -90,6 +91,7 @@ class Stack:
     authenticator: Authenticator | None = None  # keys required, or the KeyService's store
     secrets: ProviderKeys | None = None  # provider keys; `reload_secrets` re-reads them
     audit: AuditLog | None = None  # security.audit: a row per call, written in batches
+    edge: RunningEdge | None = None  # the OpenAI-compatible HTTP edge, when served
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def reload_secrets(self) -> bool:
@@ -118,7 +120,9 @@ class Stack:
         self.server.before_stop.append(self._end_watches)
         if self.outcomes:  # while a hot-swap service in this server still takes calls
             await self.outcomes.flush()
-        await self.server.drain(grace_s, notice_s)
+        await self.server.drain(grace_s, notice_s)  # the edge's gate closes with it
+        if self.edge:
+            await self.edge.stop()
         if self.outcomes:
             await self.outcomes.close()  # what the drained calls added
         if self.host:
@@ -161,6 +165,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     if audit is not None:
         bindings.append(bind(AuditServicer(audit)))
     catalog = view = host = pool = limits = routes = route_view = conversations = None
+    gateway: GatewayServicer | None = None
     outcomes = response_cache = None
     registry = None
     if "hotswap" in roles:
@@ -212,7 +217,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                     deterministic_only=cache.deterministic_only,
                 )
             stages = SecurityStages.from_config(settings.config.security)  # guardrails, PII
-            bindings.append(bind(with_unimplemented(GatewayServicer, core, response_cache, stages)))
+            gateway = with_unimplemented(GatewayServicer, core, response_cache, stages)
+            bindings.append(bind(gateway))
             assert authenticator is not None and authenticator.store is not None
             bindings.append(bind(KeyServicer(authenticator.store, authenticator)))
     swaps = tests = None
@@ -263,6 +269,15 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     )
     if audit is not None:  # rows written every flush_interval, old ones pruned hourly
         stack.tasks.append(asyncio.create_task(audit.run()))
+    if gateway is not None and settings.http_listen:
+        aliases = route_view.aliases if route_view is not None else list
+        keys = authenticator if required else None
+        calls = EdgeCalls(gateway, server.calls, keys, audit, aliases)
+        try:
+            stack.edge = await start_edge(calls, settings.http_listen)
+        except OSError as exc:
+            await stack.stop(0)
+            raise OSError(f"the HTTP edge cannot listen on {settings.http_listen}: {exc}") from exc
     if required and authenticator is not None:  # revocations seen within refresh_interval
         stack.tasks.append(asyncio.create_task(authenticator.follow(auth.refresh_interval)))
     registry_address = own if catalog else settings.registry_address

@@ -80,6 +80,11 @@ class RouteView(WatchedCopy[hotswap_pb2.Route]):
     def for_alias(self, alias: str) -> hotswap_pb2.Route | None:
         return self._items.get(alias_key(alias))
 
+    def aliases(self) -> list[str]:
+        """The aliases that have a route (the HTTP edge lists them as models)."""
+        prefix = alias_key("")
+        return [key[len(prefix) :] for key in self._items if key.startswith(prefix)]
+
     def for_task(self, task_type: int) -> hotswap_pb2.Route | None:
         return self._items.get(task_key(task_type)) if task_type else None
 

@@ -3,7 +3,7 @@ response cache when one is configured."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from typing import Any
 
@@ -35,23 +35,57 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._items = stages.around(core, core)  # batch items and Compare, as ever uncached
         self._streams = OpenStreams(core.settings.input_limits.max_streams_per_key)
 
-    async def Generate(
-        self, request: gateway_pb2.GenerateRequest, context: Ctx
-    ) -> gateway_pb2.GenerateResponse:
-        api_key = api_key_from_metadata(context.invocation_metadata())
-        deadline = self._core.deadline(context.time_remaining())
-        return await self._answers.generate(request, deadline, api_key)
+    # ---- the calls, free of their transport: gRPC here, the HTTP edges (`modelyard.edges`)
 
-    async def GenerateStream(
-        self, request: gateway_pb2.GenerateRequest, context: Ctx
+    def answer(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        api_key: str | None,
+        time_remaining: float | None,
+    ) -> Awaitable[gateway_pb2.GenerateResponse]:
+        """A Generate: `api_key` the caller's presented key, `time_remaining` its deadline."""
+        return self._answers.generate(request, self._core.deadline(time_remaining), api_key)
+
+    async def stream(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        api_key: str | None,
+        time_remaining: float | None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
-        api_key = api_key_from_metadata(context.invocation_metadata())
-        deadline = self._core.deadline(context.time_remaining())
+        """A GenerateStream, counted in the key's open streams while it runs."""
+        deadline = self._core.deadline(time_remaining)
         with self._streams.holding(api_key):  # TooManyStreams before anything is done
             chunks = self._answers.generate_stream(request, deadline, api_key)
             async with aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
+
+    def embed(
+        self,
+        request: gateway_pb2.EmbedRequest,
+        api_key: str | None,
+        time_remaining: float | None,
+    ) -> Awaitable[gateway_pb2.EmbedResponse]:
+        deadline = self._core.deadline(time_remaining)
+        return self._items.embed(request, deadline, api_key)  # the stages, uncached
+
+    @property
+    def core(self) -> GatewayCore:
+        return self._core
+
+    # ---- GatewayService -------------------------------------------------------------
+
+    async def Generate(
+        self, request: gateway_pb2.GenerateRequest, context: Ctx
+    ) -> gateway_pb2.GenerateResponse:
+        api_key = api_key_from_metadata(context.invocation_metadata())
+        return await self.answer(request, api_key, context.time_remaining())
+
+    def GenerateStream(
+        self, request: gateway_pb2.GenerateRequest, context: Ctx
+    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
+        api_key = api_key_from_metadata(context.invocation_metadata())
+        return self.stream(request, api_key, context.time_remaining())
 
     async def BatchGenerate(
         self, request: gateway_pb2.BatchGenerateRequest, context: Ctx
@@ -73,5 +107,4 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.EmbedRequest, context: Ctx
     ) -> gateway_pb2.EmbedResponse:
         api_key = api_key_from_metadata(context.invocation_metadata())
-        deadline = self._core.deadline(context.time_remaining())
-        return await self._items.embed(request, deadline, api_key)  # the stages, uncached
+        return await self.embed(request, api_key, context.time_remaining())

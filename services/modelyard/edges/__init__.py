@@ -1,0 +1,1 @@
+"""HTTP edges: the OpenAI-compatible API over the gateway's own calls (`http_edge.py`)."""

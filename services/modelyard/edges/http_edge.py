@@ -1,0 +1,276 @@
+"""The OpenAI-compatible HTTP edge: an aiohttp.web server over the gateway's own calls.
+
+Every request goes the way a gRPC call goes, through the same objects: the server's
+call gate (refused while draining), the caller's key (``Authorization: Bearer`` or
+``x-api-key``, the same identity as the gRPC ``authorization`` metadata) admitted by
+the same `Authenticator` for the same RPC scope, an audit row under the RPC's name,
+the principal the call runs as, then `GatewayServicer.answer` / `stream` / `embed`:
+the security stages, the cache, the core, fallbacks, limits and budgets, with no
+second code path. `openai_wire.py` translates the JSON.
+
+Routes: ``POST /v1/chat/completions`` (SSE with ``stream: true``, usage last with
+``stream_options.include_usage``), ``POST /v1/completions``, ``POST /v1/embeddings``,
+``GET /v1/models`` (the catalog's ids and the routes' aliases), ``GET /v1/models/{id}``.
+A stream that breaks after its first chunk ends with an ``error`` event and no
+``[DONE]``: a cut answer is never passed off as finished. A client that goes away
+cancels the call down to the backend (aiohttp cancels the handler).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AbstractContextManager, aclosing, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from modelyard.edges.openai_wire import (
+    ChunkWriter,
+    chat_completion,
+    chat_request,
+    completion_request,
+    embed_request,
+    embeddings_json,
+    error_body,
+    http_status,
+    parse_json,
+    text_completion,
+)
+from modelyard.errors import ModelNotFound, ModelyardError, RequestTooLarge
+from modelyard.gateway.servicer import GatewayServicer
+from modelyard.ratelimit.caller import api_key_from_metadata
+from modelyard.security.audit import AuditLog, note_caller, note_request
+from modelyard.security.authn import Authenticator
+from modelyard.security.principal import OPEN, running_as
+from modelyard.server.interceptor import CallGate
+from modelyard.v1 import gateway_pb2
+
+log = logging.getLogger(__name__)
+
+_GENERATE = "modelyard.v1.GatewayService/Generate"
+_STREAM = "modelyard.v1.GatewayService/GenerateStream"
+_EMBED = "modelyard.v1.GatewayService/Embed"
+_LIST = "modelyard.v1.RegistryService/ListModels"
+# A JSON body bigger than the input size limit cannot pass it; some room for the JSON.
+_BODY_ROOM = 2
+_NOTHING: AbstractContextManager[Any] = nullcontext()
+# A request's streamed response, once under way.
+_STARTED = web.RequestKey("modelyard.stream_response", web.StreamResponse)
+
+
+@dataclass
+class EdgeCalls:
+    """What a request passes through, shared with the gRPC server of the same process."""
+
+    gateway: GatewayServicer
+    gate: CallGate
+    authenticator: Authenticator | None  # None: keys not required (the loopback default)
+    audit: AuditLog | None
+    aliases: Callable[[], list[str]] = list  # the routes' aliases, for /v1/models
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.gateway.core.settings.input_limits.max_input_bytes * _BODY_ROOM
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(err: ModelyardError) -> web.Response:
+    status, _ = http_status(err)
+    headers = {}
+    retry = err.wire_details().retry_after_s
+    if retry:
+        headers["retry-after"] = str(max(1, round(retry)))
+        headers["retry-after-ms"] = str(int(retry * 1000))
+    return _json(status, error_body(err), headers)
+
+
+class OpenAIEdge:
+    """The routes; each a thin handler over `EdgeCalls`."""
+
+    def __init__(self, calls: EdgeCalls) -> None:
+        self.calls = calls
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.calls.max_body_bytes + 1)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/v1/models/{model:.+}", self.get_model)
+        return app
+
+    # ---- the call around every request (as `server/interceptor.py` wraps a gRPC one) ----
+
+    async def _call(
+        self,
+        http: web.Request,
+        rpc: str,
+        run: Callable[[str | None], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        try:
+            self.calls.gate.check()
+            with self.calls.audit.call(rpc) if self.calls.audit else _NOTHING:
+                key = api_key_from_metadata(http.headers.items())
+                auth = self.calls.authenticator
+                principal = OPEN if auth is None else auth.admit(key, rpc)
+                with running_as(note_caller(principal)):
+                    return await run(key)
+        except ModelyardError as err:
+            # A stream already under way has had its error event: its response stands.
+            started = http.get(_STARTED)
+            return started if started is not None else error_response(err)
+
+    async def _body(self, http: web.Request) -> dict[str, Any]:
+        limit = self.calls.max_body_bytes
+        if http.content_length is not None and http.content_length > limit:
+            raise RequestTooLarge(
+                f"the request body is {http.content_length} bytes; the limit is {limit} bytes"
+            )
+        return parse_json(await http.read(), limit)
+
+    # ---- routes ----------------------------------------------------------------------
+
+    async def chat_completions(self, http: web.Request) -> web.StreamResponse:
+        return await self._generate(http, chat=True)
+
+    async def completions(self, http: web.Request) -> web.StreamResponse:
+        return await self._generate(http, chat=False)
+
+    async def _generate(self, http: web.Request, *, chat: bool) -> web.StreamResponse:
+        try:
+            body = await self._body(http)
+            request, stream, usage = (chat_request if chat else completion_request)(body)
+        except ModelyardError as err:
+            return error_response(err)
+
+        async def run(key: str | None) -> web.StreamResponse:
+            note_request(request)
+            if not stream:
+                answer = await self.calls.gateway.answer(request, key, None)
+                return _json(200, chat_completion(answer) if chat else text_completion(answer))
+            chunks = self.calls.gateway.stream(request, key, None)
+            return await _sse(http, chunks, ChunkWriter(usage, chat))
+
+        return await self._call(http, _STREAM if stream else _GENERATE, run)
+
+    async def embeddings(self, http: web.Request) -> web.StreamResponse:
+        try:
+            request, encoding = embed_request(await self._body(http))
+        except ModelyardError as err:
+            return error_response(err)
+
+        async def run(key: str | None) -> web.StreamResponse:
+            note_request(request)
+            answer = await self.calls.gateway.embed(request, key, None)
+            return _json(200, embeddings_json(answer, encoding))
+
+        return await self._call(http, _EMBED, run)
+
+    async def list_models(self, http: web.Request) -> web.StreamResponse:
+        async def run(key: str | None) -> web.StreamResponse:
+            return _json(200, {"object": "list", "data": self._models()})
+
+        return await self._call(http, _LIST, run)
+
+    async def get_model(self, http: web.Request) -> web.StreamResponse:
+        wanted = http.match_info["model"]
+
+        async def run(key: str | None) -> web.StreamResponse:
+            for model in self._models():
+                if model["id"] == wanted:
+                    return _json(200, model)
+            raise ModelNotFound(wanted, "the catalog")
+
+        return await self._call(http, _LIST, run)
+
+    def _models(self) -> list[dict[str, Any]]:
+        created = int(time.time())
+        out = [
+            {
+                "id": m.id,
+                "object": "model",
+                "created": created,
+                "owned_by": m.provider or "modelyard",
+            }
+            for m in sorted(self.calls.gateway.core.catalog.models(), key=lambda m: m.id)
+        ]
+        out += [
+            {"id": alias, "object": "model", "created": created, "owned_by": "modelyard"}
+            for alias in sorted(self.calls.aliases())
+        ]
+        return out
+
+
+async def _sse(
+    http: web.Request,
+    chunks: AsyncGenerator[gateway_pb2.GenerateChunk, None],
+    writer: ChunkWriter,
+) -> web.StreamResponse:
+    """Stream `chunks` as SSE. A failure before the first chunk is an ordinary error
+    answer (its status); after it, an ``error`` event and no ``[DONE]``."""
+    async with aclosing(chunks):
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = gateway_pb2.GenerateChunk()
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+        await response.prepare(http)
+        http[_STARTED] = response
+        await response.write(writer.events(first))
+        try:
+            async for chunk in chunks:
+                await response.write(writer.events(chunk))
+        except ModelyardError as err:
+            event = json.dumps(error_body(err), separators=(",", ":")).encode()
+            await response.write(b"data: " + event + b"\n\n")
+            await response.write_eof()
+            raise  # the call's error, for its audit row; `_call` keeps this response
+        await response.write_eof()
+        return response
+
+
+@dataclass
+class RunningEdge:
+    runner: web.AppRunner
+    site: web.TCPSite
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = self.site._host or "127.0.0.1"
+        return f"http://{host}:{self.port}/v1"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_edge(calls: EdgeCalls, listen: str) -> RunningEdge:
+    """Serve the edge on `listen` (host:port; port 0 picks a free one)."""
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(OpenAIEdge(calls).app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host or "127.0.0.1", int(port), reuse_address=True)
+    await site.start()
+    server = site._server
+    assert server is not None
+    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    return RunningEdge(runner, site, int(bound))
