@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -41,7 +41,7 @@ from modelyard.edges.openai_wire import (
     text_completion,
 )
 from modelyard.errors import ModelNotFound, ModelyardError, RequestTooLarge
-from modelyard.gateway.servicer import GatewayServicer
+from modelyard.gateway.core import GatewayCore
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.security.audit import AuditLog, note_caller, note_request
 from modelyard.security.authn import Authenticator
@@ -62,11 +62,36 @@ _NOTHING: AbstractContextManager[Any] = nullcontext()
 _STARTED = web.RequestKey("modelyard.stream_response", web.StreamResponse)
 
 
+class GatewayCalls(Protocol):
+    """The gateway's calls free of their transport (`GatewayServicer` has them)."""
+
+    @property
+    def core(self) -> GatewayCore: ...
+
+    def answer(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        api_key: str | None,
+        time_remaining: float | None,
+    ) -> Awaitable[gateway_pb2.GenerateResponse]: ...
+
+    def stream(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        api_key: str | None,
+        time_remaining: float | None,
+    ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]: ...
+
+    def embed(
+        self, request: gateway_pb2.EmbedRequest, api_key: str | None, time_remaining: float | None
+    ) -> Awaitable[gateway_pb2.EmbedResponse]: ...
+
+
 @dataclass
 class EdgeCalls:
     """What a request passes through, shared with the gRPC server of the same process."""
 
-    gateway: GatewayServicer
+    gateway: GatewayCalls  # the process's GatewayServicer
     gate: CallGate
     authenticator: Authenticator | None  # None: keys not required (the loopback default)
     audit: AuditLog | None
