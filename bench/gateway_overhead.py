@@ -46,7 +46,7 @@ sys.path[:0] = [p for p in PYTHONPATH if p not in sys.path]
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
 from fake_openai_upstream import MODEL, PIECES, UpstreamProcess  # noqa: E402
-from overhead_report import Measured, load_average, render_table, update_docs  # noqa: E402
+from overhead_report import EDGE, Measured, load_average, render_table, update_docs  # noqa: E402
 
 from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
@@ -54,6 +54,7 @@ EXPECTED = "".join(PIECES)
 PROMPT = "Say hello."
 MAX_TOKENS = 16
 PROVIDER_KEYS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "OPENROUTER_API_KEY")
+HTTP_ADDRESS_ENV = "MODELYARD_HTTP_ADDRESS"
 
 
 def free_port() -> int:
@@ -80,11 +81,14 @@ class GatewayProcess:
         extra_args: tuple[str, ...] = (),
         python_args: tuple[str, ...] = (),
     ) -> None:
-        """`root`: the checkout whose code is served (another worktree to compare);
+        """The stack serves its OpenAI-compatible HTTP edge too, on `http_address`.
+        `root`: the checkout whose code is served (another worktree to compare);
         `extra_args` go to `modelyard serve`, `python_args` to the interpreter before
         ``-m modelyard.cli`` (``-m cProfile -o FILE`` profiles the gateway)."""
         self.address = f"127.0.0.1:{free_port()}"
+        self.http_address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
+        env[HTTP_ADDRESS_ENV] = self.http_address  # an older checkout ignores it
         paths = [str(root / "services"), str(root / "clients" / "python")]
         env.update(
             CUSTOM_AI_PROVIDER_URL=upstream_url,
@@ -182,11 +186,12 @@ async def drive(call: Call, n: int, in_flight: int) -> tuple[Tally, float]:
     return tally, time.perf_counter() - started
 
 
-def direct_call(session: aiohttp.ClientSession, base_url: str) -> Call:
+def direct_call(session: aiohttp.ClientSession, base_url: str, model: str = MODEL) -> Call:
+    """A streamed chat completion to `base_url` (the upstream, or the gateway's HTTP edge)."""
     url = f"{base_url}/v1/chat/completions"
     body = json.dumps(
         {
-            "model": MODEL,
+            "model": model,
             "messages": [{"role": "user", "content": PROMPT}],
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -290,6 +295,9 @@ async def run(
         results += await measure_path(
             "direct HTTP stream", direct_call(session, upstream.url), args, watched
         )
+        print("edge (aiohttp -> modelyard's OpenAI-compatible HTTP API -> upstream)", flush=True)
+        edge = direct_call(session, f"http://{gw.http_address}", gw.model_id)
+        results += await measure_path(EDGE, edge, args, watched)
     # A local subchannel pool per channel: each gets its own connection.
     options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [
@@ -398,6 +406,7 @@ def run_go(
         ("direct HTTP stream", "openai-stream", upstream.url, MODEL),
         ("gateway GenerateStream", "stream", gw.address, gw.model_id),
         ("gateway Generate", "unary", gw.address, gw.model_id),
+        (EDGE, "openai-stream", f"http://{gw.http_address}", gw.model_id),
     ]
     results = []
     for name, call, addr, model in paths:

@@ -18,6 +18,9 @@ DIRECT = "direct HTTP stream"
 PRIMARY = "gateway GenerateStream"
 # Targets for the gateway's own cost (gateway minus direct).
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RPS = 1.5, 5.0, 1000.0
+EDGE = "edge HTTP stream (OpenAI API)"
+# Paths held to targets of their own: the HTTP edge's (issue 14).
+PATH_TARGETS = {EDGE: (1.0, 5.0, 1100.0)}
 
 
 @dataclass
@@ -88,21 +91,14 @@ def verdicts(results: list[Measured]) -> list[tuple[str, str, bool]]:
         base = _direct(results, 1)
         assert base is not None
         p50, p99 = one.pct(50) - base.pct(50), one.pct(99) - base.pct(99)
+        t50, t99, trps = PATH_TARGETS.get(path, (TARGET_P50_MS, TARGET_P99_MS, TARGET_RPS))
         out += [
+            (f"{path}: added p50 <= {t50} ms at 1 in flight", f"{p50:.2f} ms", p50 <= t50),
+            (f"{path}: added p99 <= {t99} ms at 1 in flight", f"{p99:.2f} ms", p99 <= t99),
             (
-                f"{path}: added p50 <= {TARGET_P50_MS} ms at 1 in flight",
-                f"{p50:.2f} ms",
-                p50 <= TARGET_P50_MS,
-            ),
-            (
-                f"{path}: added p99 <= {TARGET_P99_MS} ms at 1 in flight",
-                f"{p99:.2f} ms",
-                p99 <= TARGET_P99_MS,
-            ),
-            (
-                f"{path}: >= {TARGET_RPS:.0f} req/s at {many.in_flight} in flight, no errors",
+                f"{path}: >= {trps:.0f} req/s at {many.in_flight} in flight, no errors",
                 f"{many.rps:.0f} req/s, {many.errors} errors",
-                many.rps >= TARGET_RPS and many.errors == 0,
+                many.rps >= trps and many.errors == 0,
             ),
         ]
     return out
@@ -215,6 +211,9 @@ def section(results: list[Measured], args: argparse.Namespace, load: tuple[float
         "reading and JSON-decoding every SSE event.",
         "- **gateway GenerateStream / Generate**: the same chat request through "
         "`modelyard.v1.GatewayService`.",
+        "- **edge HTTP stream (OpenAI API)**: the direct path's request, streamed, to the "
+        "stack's OpenAI-compatible HTTP edge (`modelyard.edges`, aiohttp.web) instead of the "
+        "upstream; its targets are issue 14's (added p50 <= 1.0 ms, >= 1100 req/s at 32).",
         "",
         f"Each path gets {args.warmup} warm-up calls at 1 and at {args.in_flight} in flight, then "
         f"{args.sequential} calls at 1 in flight and {args.concurrent} calls at "
