@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP edge: an aiohttp.web server over the gateway's own calls.
+"""The OpenAI- and Anthropic-compatible HTTP edge: an aiohttp.web server over the gateway's
+own calls.
 
 Every request goes the way a gRPC call goes, through the same objects: the server's
 call gate (refused while draining), the caller's key (``Authorization: Bearer`` or
@@ -6,11 +7,13 @@ call gate (refused while draining), the caller's key (``Authorization: Bearer`` 
 the same `Authenticator` for the same RPC scope, an audit row under the RPC's name,
 the principal the call runs as, then `GatewayServicer.answer` / `stream` / `embed`:
 the security stages, the cache, the core, fallbacks, limits and budgets, with no
-second code path. `openai_wire.py` translates the JSON.
+second code path. `openai_wire.py` and `anthropic_wire.py` translate the JSON.
 
 Routes: ``POST /v1/chat/completions`` (SSE with ``stream: true``, usage last with
 ``stream_options.include_usage``), ``POST /v1/completions``, ``POST /v1/embeddings``,
-``GET /v1/models`` (the catalog's ids and the routes' aliases), ``GET /v1/models/{id}``.
+``GET /v1/models`` (the catalog's ids and the routes' aliases), ``GET /v1/models/{id}``,
+and Anthropic's ``POST /v1/messages`` (its events when streamed; its error shape, 529
+for an unavailable model).
 A stream that breaks after its first chunk ends with an ``error`` event and no
 ``[DONE]``: a cut answer is never passed off as finished. A client that goes away
 cancels the call down to the backend (aiohttp cancels the handler).
@@ -28,6 +31,14 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from modelyard.edges.anthropic_wire import (
+    EventWriter,
+    anthropic_status,
+    message_json,
+    messages_request,
+)
+from modelyard.edges.anthropic_wire import error_body as anthropic_error
+from modelyard.edges.anthropic_wire import error_event as anthropic_error_event
 from modelyard.edges.openai_wire import (
     ChunkWriter,
     chat_completion,
@@ -111,14 +122,23 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.
     )
 
 
-def error_response(err: ModelyardError) -> web.Response:
-    status, _ = http_status(err)
+def error_response(err: ModelyardError, anthropic: bool = False) -> web.Response:
+    """`err` in the OpenAI API's shape, or with `anthropic` the Messages API's."""
+    status = anthropic_status(err) if anthropic else http_status(err)[0]
     headers = {}
     retry = err.wire_details().retry_after_s
     if retry:
         headers["retry-after"] = str(max(1, round(retry)))
         headers["retry-after-ms"] = str(int(retry * 1000))
-    return _json(status, error_body(err), headers)
+    return _json(status, anthropic_error(err) if anthropic else error_body(err), headers)
+
+
+def _openai_error_event(err: ModelyardError) -> bytes:
+    return b"data: " + json.dumps(error_body(err), separators=(",", ":")).encode() + b"\n\n"
+
+
+class _Writer(Protocol):
+    def events(self, chunk: gateway_pb2.GenerateChunk) -> bytes: ...
 
 
 class OpenAIEdge:
@@ -132,6 +152,7 @@ class OpenAIEdge:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
         return app
@@ -143,6 +164,7 @@ class OpenAIEdge:
         http: web.Request,
         rpc: str,
         run: Callable[[str | None], Awaitable[web.StreamResponse]],
+        anthropic: bool = False,
     ) -> web.StreamResponse:
         try:
             self.calls.gate.check()
@@ -155,7 +177,7 @@ class OpenAIEdge:
         except ModelyardError as err:
             # A stream already under way has had its error event: its response stands.
             started = http.get(_STARTED)
-            return started if started is not None else error_response(err)
+            return started if started is not None else error_response(err, anthropic)
 
     async def _body(self, http: web.Request) -> dict[str, Any]:
         limit = self.calls.max_body_bytes
@@ -189,6 +211,22 @@ class OpenAIEdge:
             return await _sse(http, chunks, ChunkWriter(usage, chat))
 
         return await self._call(http, _STREAM if stream else _GENERATE, run)
+
+    async def messages(self, http: web.Request) -> web.StreamResponse:
+        """The Anthropic Messages API (`anthropic_wire.py`), its errors in its own shape."""
+        try:
+            request, stream = messages_request(await self._body(http))
+        except ModelyardError as err:
+            return error_response(err, anthropic=True)
+
+        async def run(key: str | None) -> web.StreamResponse:
+            note_request(request)
+            if not stream:
+                return _json(200, message_json(await self.calls.gateway.answer(request, key, None)))
+            chunks = self.calls.gateway.stream(request, key, None)
+            return await _sse(http, chunks, EventWriter(), anthropic_error_event)
+
+        return await self._call(http, _STREAM if stream else _GENERATE, run, anthropic=True)
 
     async def embeddings(self, http: web.Request) -> web.StreamResponse:
         try:
@@ -241,7 +279,8 @@ class OpenAIEdge:
 async def _sse(
     http: web.Request,
     chunks: AsyncGenerator[gateway_pb2.GenerateChunk, None],
-    writer: ChunkWriter,
+    writer: _Writer,
+    error_event: Callable[[ModelyardError], bytes] = _openai_error_event,
 ) -> web.StreamResponse:
     """Stream `chunks` as SSE. A failure before the first chunk is an ordinary error
     answer (its status); after it, an ``error`` event and no ``[DONE]``."""
@@ -265,8 +304,7 @@ async def _sse(
             async for chunk in chunks:
                 await response.write(writer.events(chunk))
         except ModelyardError as err:
-            event = json.dumps(error_body(err), separators=(",", ":")).encode()
-            await response.write(b"data: " + event + b"\n\n")
+            await response.write(error_event(err))
             await response.write_eof()
             raise  # the call's error, for its audit row; `_call` keeps this response
         await response.write_eof()
