@@ -51,7 +51,7 @@ from modelyard.edges.openai_wire import (
     parse_json,
     text_completion,
 )
-from modelyard.errors import ModelNotFound, ModelyardError, RequestTooLarge
+from modelyard.errors import ModelNotFound, ModelyardError, RequestTooLarge, Unimplemented
 from modelyard.gateway.core import GatewayCore
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.security.audit import AuditLog, note_caller, note_request
@@ -133,6 +133,14 @@ def error_response(err: ModelyardError, anthropic: bool = False) -> web.Response
     return _json(status, anthropic_error(err) if anthropic else error_body(err), headers)
 
 
+# OpenAI routes the edge does not serve yet: 501, an OpenAI-shaped error naming the route.
+_NOT_YET = ("/v1/audio/speech", "/v1/audio/transcriptions", "/v1/images/generations")
+
+
+async def _not_yet(http: web.Request) -> web.Response:
+    return error_response(Unimplemented(f"{http.path} is not served by this edge yet"))
+
+
 def _openai_error_event(err: ModelyardError) -> bytes:
     return b"data: " + json.dumps(error_body(err), separators=(",", ":")).encode() + b"\n\n"
 
@@ -153,6 +161,8 @@ class OpenAIEdge:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/messages", self.messages)
+        for path in _NOT_YET:
+            app.router.add_post(path, _not_yet)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
         return app
