@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
             help=f"host:port to serve on (env MODELYARD_ADDRESS; default {DEFAULT_ADDRESS})",
         )
         p.add_argument(
+            "--health-listen",
+            help="host:port of a plaintext listener serving grpc.health.v1 alone, for probes "
+            "that speak neither TLS nor keys (env MODELYARD_HEALTH_ADDRESS; default: none)",
+        )
+        p.add_argument(
             "--http-listen",
             help="host:port of the OpenAI-compatible HTTP API, or 'off' (env "
             f"MODELYARD_HTTP_ADDRESS; default {DEFAULT_HTTP_ADDRESS} for `up`, off for `serve`)",
@@ -358,6 +363,7 @@ def _serve(args: argparse.Namespace) -> int:
             "default_deadline",
             "log_level",
             "http_listen",
+            "health_listen",
         )
     }
     flags["http_default"] = args.command == "up"  # `up` serves the HTTP edge unless told off

@@ -68,6 +68,9 @@ class Settings:
     # The OpenAI-compatible HTTP edge's host:port (`modelyard.edges`), served beside the
     # gateway; None: no edge (`modelyard serve` without --http-listen, embedders, tests).
     http_listen: str | None = None
+    # A plaintext listener serving grpc.health.v1 alone (Kubernetes' gRPC probes when the
+    # services talk mTLS); None: none.
+    health_listen: str | None = None
     roles: tuple[str, ...] = ROLES
     data_dir: Path = field(default_factory=lambda: default_data_dir({}))
     # --models-dir / MODELYARD_MODELS_DIR; see `models_dir_for` for the whole rule.
@@ -156,6 +159,7 @@ def resolve_settings(
     return Settings(
         config=config,
         listen=str(pick("listen", "MODELYARD_ADDRESS", server.listen, DEFAULT_ADDRESS)),
+        health_listen=str(pick("health_listen", "MODELYARD_HEALTH_ADDRESS", None, "")) or None,
         http_listen=_http_listen(
             pick("http_listen", HTTP_ADDRESS_ENV, None, ""), bool(flags.get("http_default"))
         ),

@@ -243,6 +243,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         authenticator=authenticator if required else None,
         audit=audit,
         slow_reader_timeout_s=settings.config.security.input_limits.slow_reader_timeout,
+        health_address=settings.health_listen,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
     # How this process calls itself: by a name its certificate holds, not 0.0.0.0.

@@ -109,6 +109,9 @@ class RunningServer:
     health: DrainableHealth
     service_names: list[str]
     calls: CallGate
+    # `health_address`'s plaintext server of grpc.health.v1 alone (its port), if any.
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
     # Run after NOT_SERVING, before the grace period: end streams that never
     # finish by themselves (watches), so they do not hold the drain for its
     # whole grace period.
@@ -139,6 +142,8 @@ class RunningServer:
         # (A second, shorter stop racing the first, or a stop(0) as a call's status is
         # still being sent, crashes grpc's core now and then: one stop, with a grace.)
         await self.server.stop(max(deadline - loop.time(), 0.0))
+        if self.health_server is not None:  # NOT_SERVING there until the very end
+            await self.health_server.stop(0)
 
 
 async def start_server(
@@ -150,6 +155,7 @@ async def start_server(
     authenticator: Authenticator | None = None,
     audit: AuditLog | None = None,
     slow_reader_timeout_s: float | None = None,
+    health_address: str | None = None,
 ) -> RunningServer:
     """Start a grpc.aio server on `address` ("127.0.0.1:0" picks a free port).
 
@@ -158,6 +164,9 @@ async def start_server(
     (`modelyard.security.authn`); None: every call runs as `OPEN`. `audit`: every
     modelyard call gets its row there. `slow_reader_timeout_s`: a stream whose client
     takes nothing for that long is cut (`slow_readers.py`); None: never.
+    `health_address`: also serve ``grpc.health.v1`` alone there, plaintext and
+    unauthenticated, with the same statuses — for probes that speak neither TLS nor
+    keys (the kubelet's native gRPC probes); nothing else is reachable on it.
     """
     bindings = list(bindings)
     calls = CallGate()
@@ -205,7 +214,32 @@ async def start_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     transport = "plaintext" if credentials is None else "TLS"
     log.info("serving %s on port %d (%s)", ", ".join(names), port, transport)
-    return RunningServer(server, port, health_servicer, names, calls)
+    running = RunningServer(server, port, health_servicer, names, calls)
+    if health_address:
+        try:
+            running.health_server, running.health_port = await _health_only(
+                health_servicer, health_address
+            )
+        except OSError:
+            await server.stop(0)
+            raise
+    return running
+
+
+async def _health_only(
+    health_servicer: DrainableHealth, address: str
+) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address} (health): in use, or not an address here")
+    await server.start()
+    log.info("serving grpc.health.v1 alone on port %d (plaintext)", port)
+    return server, port
 
 
 def on_reload_signal(reload: Callable[[], object]) -> None:
