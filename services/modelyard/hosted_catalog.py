@@ -32,8 +32,10 @@ _MODEL_KEYS = {
     "output",
     "usd_per_mtok_in",
     "usd_per_mtok_out",
+    "usd_per_mtok_cached_in",
     "usd_per_kchar",
     "usd_per_audio_hour",
+    "usd_per_image",
 }
 _PROVIDER_KEYS = {"key_env", "pricing_page", "region", "models"}
 
@@ -117,9 +119,12 @@ def _model(provider: str, body: Any, where: str, shared: dict[str, str]) -> comm
         cost=common_pb2.CostProfile(
             usd_per_input_token=_number(doc, "usd_per_mtok_in", where) / 1e6,
             usd_per_output_token=_number(doc, "usd_per_mtok_out", where) / 1e6,
+            # Input read from the provider's prompt cache (`Usage.cached_input_tokens`).
+            usd_per_cached_input_token=_number(doc, "usd_per_mtok_cached_in", where) / 1e6,
             # Text to speech bills the characters spoken (`Usage.characters`).
             usd_per_character=_number(doc, "usd_per_kchar", where) / 1e3,
             usd_per_audio_second=_number(doc, "usd_per_audio_hour", where) / 3600,
+            usd_per_image=_number(doc, "usd_per_image", where),  # images made (`Usage.images`)
         ),
         metadata=metadata,
     )

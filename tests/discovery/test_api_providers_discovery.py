@@ -30,7 +30,7 @@ def test_data_file_is_valid_dated_and_covers_every_provider() -> None:
             assert entry.metadata["as_of"] == catalog.as_of
             cost = entry.cost
             priced = cost.usd_per_input_token or cost.usd_per_character
-            assert priced or cost.usd_per_audio_second, entry.id
+            assert priced or cost.usd_per_audio_second or cost.usd_per_image, entry.id
 
 
 def test_prices_are_per_token() -> None:

@@ -38,6 +38,20 @@ read 2026-12-01; the same API is botocore's service model
   an unknown model id is 400 ValidationException "The provided model
   identifier is invalid.".
 
+Tool use (the reference's ``ToolConfiguration``, ``ToolSpecification``, ``ToolChoice``,
+``ToolUseBlock``, ``ToolResultBlock``, ``ContentBlockStart``, ``ToolUseBlockDelta``; the
+user guide's "Call a tool with the Converse API",
+https://docs.aws.amazon.com/bedrock/latest/userguide/tool-use-inference-call.html):
+``toolConfig`` ``{tools: [{toolSpec: {name, description, inputSchema: {json}}}], toolChoice:
+{auto: {}} | {any: {}} | {tool: {name}}}``; assistant ``toolUse`` blocks ``{toolUseId, name,
+input}``, user ``toolResult`` blocks ``{toolUseId, content: [{text} | {json}], status}``, each
+answering a ``toolUse`` of the assistant message just before (all of them), and none of
+these blocks without ``toolConfig`` (ValidationException, as Bedrock answers). A streamed
+call is ``contentBlockStart`` ``{start: {toolUse: {toolUseId, name}}, contentBlockIndex}``,
+``contentBlockDelta`` ``{delta: {toolUse: {input: "<a piece of the JSON>"}}}`` and
+``contentBlockStop`` at that index, then ``messageStop`` ``tool_use``. Usage may carry
+``cacheReadInputTokens``/``cacheWriteInputTokens``, counted apart from ``inputTokens``.
+
 ``POST /model/{modelId}/converse`` (Converse, unary) takes the same request and
 answers ``{output: {message: {role, content: [{text}]}}, stopReason, usage,
 metrics}``, per the Converse page's Response Syntax.
@@ -65,6 +79,8 @@ from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from support.bedrock_tool_checks import constraint, tools_problem
 
 ACCESS_KEY_ID = "AKIDEXAMPLEBEDROCK01"  # not AKIA-shaped: the scrubber would hide it in asserts
 SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -147,12 +163,31 @@ def message_stop(stop_reason: str = "end_turn") -> bytes:
     return event("messageStop", {"stopReason": stop_reason})
 
 
-def metadata(input_tokens: int, output_tokens: int) -> bytes:
+def tool_use_start(index: int, tool_use_id: str, name: str) -> bytes:
+    """The start of a call's block: ``contentBlockStart.start.toolUse``."""
+    start = {"toolUse": {"toolUseId": tool_use_id, "name": name}}
+    return event("contentBlockStart", {"start": start, "contentBlockIndex": index})
+
+
+def tool_use_delta(index: int, fragment: str) -> bytes:
+    """A piece of a call's input JSON: ``contentBlockDelta.delta.toolUse.input``."""
+    return event(
+        "contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": fragment}}}
+    )
+
+
+def metadata(
+    input_tokens: int, output_tokens: int, cache_read: int | None = None, cache_write: int = 0
+) -> bytes:
+    """The last event: usage (the cache's counts beside ``inputTokens``) and metrics."""
     usage = {
         "inputTokens": input_tokens,
         "outputTokens": output_tokens,
-        "totalTokens": input_tokens + output_tokens,
+        "totalTokens": input_tokens + output_tokens + (cache_read or 0) + cache_write,
     }
+    if cache_read is not None:
+        usage["cacheReadInputTokens"] = cache_read
+        usage["cacheWriteInputTokens"] = cache_write
     return event("metadata", {"usage": usage, "metrics": {"latencyMs": 321}})
 
 
@@ -174,11 +209,18 @@ def text_stream(
 
 
 def converse_output(
-    text: str, stop_reason: str = "end_turn", input_tokens: int = 7, output_tokens: int = 4
+    text: str,
+    stop_reason: str = "end_turn",
+    input_tokens: int = 7,
+    output_tokens: int = 4,
+    tool_uses: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A Converse (unary) answer, as the API reference's Response Syntax shows it."""
+    """A Converse (unary) answer, as the API reference's Response Syntax shows it (its
+    `tool_uses`, ``{toolUseId, name, input}``, as ``toolUse`` blocks after the text)."""
+    content: list[dict[str, Any]] = [{"text": text}] if text else []
+    content += [{"toolUse": use} for use in tool_uses]
     return {
-        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop_reason,
         "usage": {
             "inputTokens": input_tokens,
@@ -442,9 +484,12 @@ def _body_problem(body: Any) -> str | None:
             "A conversation must start with a user message. Try again with a conversation "
             "that starts with a user message."
         )
+    problem = tools_problem(body)
+    if problem:
+        return problem
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            return _constraint(f"messages.{i + 1}.member.role")
+            return constraint(f"messages.{i + 1}.member.role")
         content = m.get("content")
         if not isinstance(content, list):
             return f"The text field in the ContentBlock object at messages.{i}.content is blank."
@@ -453,6 +498,8 @@ def _body_problem(body: Any) -> str | None:
                 problem = _image_problem(block["image"], f"messages.{i + 1}.member.content.{j + 1}")
                 if problem:
                     return problem
+            elif isinstance(block, dict) and ("toolUse" in block or "toolResult" in block):
+                continue  # checked by tools_problem
             elif not (
                 isinstance(block, dict) and isinstance(block.get("text"), str) and block["text"]
             ):
@@ -465,11 +512,11 @@ def _body_problem(body: Any) -> str | None:
     for key in ("temperature", "topP"):
         value = inference.get(key, 0)
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            return _constraint(f"inferenceConfig.{key}")
+            return constraint(f"inferenceConfig.{key}")
     if "maxTokens" in inference and (
         type(inference["maxTokens"]) is not int or inference["maxTokens"] < 1
     ):
-        return _constraint("inferenceConfig.maxTokens")
+        return constraint("inferenceConfig.maxTokens")
     return None
 
 
@@ -480,17 +527,13 @@ def _image_problem(image: Any, path: str) -> str | None:
     """The ValidationException of an ``ImageBlock`` (API reference: ``format`` png | jpeg |
     gif | webp, ``source`` a union of ``bytes`` (base64 in JSON) or ``s3Location``)."""
     if not isinstance(image, dict) or image.get("format") not in _IMAGE_FORMATS:
-        return _constraint(f"{path}.member.image.format")
+        return constraint(f"{path}.member.image.format")
     source = image.get("source")
     if not isinstance(source, dict) or len(source) != 1 or "bytes" not in source:
-        return _constraint(f"{path}.member.image.source")
+        return constraint(f"{path}.member.image.source")
     try:
         if not base64.b64decode(source["bytes"], validate=True):
-            return _constraint(f"{path}.member.image.source.bytes")
+            return constraint(f"{path}.member.image.source.bytes")
     except (ValueError, TypeError):
         return "Malformed input request: image source bytes are not valid base64"
     return None
-
-
-def _constraint(path: str) -> str:
-    return f"1 validation error detected: Value at '{path}' failed to satisfy constraint"

@@ -14,6 +14,17 @@ Follows the published references as of 2026-12-01:
   (https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/projects.locations.publishers.models/streamGenerateContent):
   ``POST /v1/projects/{p}/locations/{r}/publishers/google/models/{model}:...`` with
   ``Authorization: Bearer <access token>``.
+- Function calling, https://ai.google.dev/gemini-api/docs/function-calling and the
+  reference's ``Tool``/``FunctionDeclaration``/``ToolConfig`` (https://ai.google.dev/api/caching#Tool;
+  Vertex's ``FunctionDeclaration`` the same): ``tools[].functionDeclarations[]`` ``{name,
+  description, parameters | parametersJsonSchema}`` (one or the other, not both; a name of
+  letters, digits, ``_ . : -``, at most 64), ``toolConfig.functionCallingConfig`` ``{mode:
+  AUTO | ANY | NONE | VALIDATED, allowedFunctionNames}`` (names only with ANY or VALIDATED,
+  each a declared function); ``functionCall`` parts ``{name, args}`` in ``model`` turns,
+  ``functionResponse`` parts ``{name, response}`` (``response`` an object, the name one
+  an earlier ``functionCall`` called) in ``user``/``function`` turns; an answer's
+  ``functionCall`` parts come whole, one a part, and its ``finishReason`` is ``STOP``.
+  Usage's ``cachedContentTokenCount`` counts the prompt tokens read from a cache.
 - Errors, https://ai.google.dev/gemini-api/docs/troubleshooting and Google's API error
   model (https://cloud.google.com/apis/design/errors): ``{"error": {"code", "message",
   "status", "details"}}``; a bad API key is a 400 INVALID_ARGUMENT with an ``ErrorInfo``
@@ -48,6 +59,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from support.gemini_tool_checks import tools_problem
+
 MODEL = "gemini-2.5-flash"
 PROJECT = "test-project"
 REGION = "europe-west4"
@@ -68,12 +81,18 @@ def response(
     usage: tuple[int, int] | None = None,
     thoughts: int | None = None,
     safety: Sequence[Mapping[str, Any]] = (),
+    calls: Sequence[Mapping[str, Any]] = (),
+    cached: int | None = None,
 ) -> dict[str, Any]:
-    """One ``GenerateContentResponse`` as the stream sends it: `text` in one part, the
-    `finish` reason, and `usage` (prompt, candidates tokens) as ``usageMetadata``."""
+    """One ``GenerateContentResponse`` as the stream sends it: `text` in one part, then
+    one ``functionCall`` part per entry of `calls` (``{name, args}``), the `finish`
+    reason, and `usage` (prompt, candidates tokens) as ``usageMetadata`` with `cached`
+    as its ``cachedContentTokenCount`` (part of the prompt's count)."""
     candidate: dict[str, Any] = {"index": 0}
-    if text is not None:
-        candidate["content"] = {"parts": [{"text": text}], "role": "model"}
+    parts: list[dict[str, Any]] = [] if text is None else [{"text": text}]
+    parts += [{"functionCall": dict(call)} for call in calls]
+    if parts:
+        candidate["content"] = {"parts": parts, "role": "model"}
     if finish is not None:
         candidate["finishReason"] = finish
     if safety:
@@ -92,6 +111,8 @@ def response(
         }
         if thoughts is not None:
             meta["thoughtsTokenCount"] = thoughts
+        if cached is not None:
+            meta["cachedContentTokenCount"] = cached
         body["usageMetadata"] = meta
     return body
 
@@ -301,7 +322,7 @@ class FakeGemini:
             return web.json_response(
                 google_error(400, "INVALID_ARGUMENT", "the fake serves alt=sse only"), status=400
             )
-        problem = _inline_data_problem(call.body)
+        problem = _inline_data_problem(call.body) or tools_problem(call.body)
         if problem:
             return web.json_response(google_error(400, "INVALID_ARGUMENT", problem), status=400)
         if self._reply is None:

@@ -24,6 +24,14 @@ is what ``GET /api/version`` answers.
   one token per word), 404 for a model not pulled, or the next of
   `embed_replies` (a `Reply`'s status, error and headers). The reference
   documents no refusal of a model without the embedding capability.
+- tools (the reference's "Chat request (with tools)" and
+  https://ollama.com/blog/streaming-tool, 2025-05-28): ``tools`` OpenAI function
+  definitions; a model without the ``tools`` capability is refused with 400
+  ``"<model>" does not support tools``; an assistant message's ``tool_calls`` are
+  ``{"function": {"name", "arguments": {...}}}``, arguments an object (Go's
+  decoder refuses a string with 400); a reply's `Reply.tool_calls` are streamed
+  whole in one line's ``message.tool_calls``, no ids, and the answer ends
+  ``done_reason: "stop"``.
 - Errors are ``{"error": "..."}`` with a status: 404 for a model not pulled,
   400 for a model that cannot chat (an embedding model) and a body that is no
   JSON; mid-stream, one NDJSON line ``{"error": "..."}``.
@@ -122,6 +130,8 @@ class Reply:
     error_line: str | None = None
     pause_s: float = 0.0  # before each text line
     raw_lines: list[str] = field(default_factory=list)  # sent as they are, after `texts`
+    # Calls streamed in one line after `texts`: {"function": {"name", "arguments": {...}}}.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,11 @@ class FakeOllama:
         if "completion" not in (model.capabilities or ["completion"]):
             action = "chat" if asked == "messages" else "generate"
             return _error(400, f'"{name}" does not support {action}')
+        if body.get("tools") and "tools" not in (model.capabilities or []):
+            return _error(400, f'"{name}" does not support tools')
+        bad_call = _tool_call_problem(body.get(asked))
+        if bad_call:
+            return _error(400, bad_call)
         reply = self.replies.popleft() if self.replies else Reply()
         if reply.status != 200:
             return _error(reply.status, reply.error, reply.headers)
@@ -222,6 +237,10 @@ class FakeOllama:
         if isinstance(limit, int) and 0 <= limit < len(texts):
             texts, reason = texts[:limit], "length"
         lines = [_line(name, answered, t, done=False) for t in texts]
+        if reply.tool_calls:
+            calls = _line(name, answered, "", done=False)
+            calls[answered]["tool_calls"] = reply.tool_calls
+            lines.append(calls)
         last = {
             **_line(name, answered, "", done=True),
             "done_reason": reason,
@@ -394,6 +413,22 @@ def _image_problem(messages: Any) -> str | None:
                 base64.b64decode(image, validate=True)
             except (ValueError, TypeError):
                 return "illegal base64 data at input byte 0"
+    return None
+
+
+def _tool_call_problem(messages: Any) -> str | None:
+    """The daemon's 400 for an assistant call whose arguments are not an object (Go
+    decodes them into a map), as its decoder words it; None when every call is fine."""
+    for message in messages if isinstance(messages, list) else ():
+        for call in message.get("tool_calls") or () if isinstance(message, dict) else ():
+            arguments = (call.get("function") or {}).get("arguments")
+            if not isinstance(arguments, dict):
+                kind = "string" if isinstance(arguments, str) else type(arguments).__name__
+                return (
+                    f"json: cannot unmarshal {kind} into Go struct field "
+                    "ToolCallFunction.messages.tool_calls.function.arguments of type "
+                    "api.ToolCallFunctionArguments"
+                )
     return None
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from modelyard.backends.openai_compat.embeddings import is_embedding_model
+from modelyard.backends.openai_compat.media import SHAPES, media_kind
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import list_models
 from modelyard.catalog_ids import catalog_id
@@ -49,7 +50,12 @@ class OpenAICompatSource:
         model = str(item["id"])
         arch = _object(item, "architecture")
         inputs = [_MODALITIES[m] for m in arch.get("input_modalities") or () if m in _MODALITIES]
-        if is_embedding_model(model):
+        media = media_kind(model)  # images, speech, transcription: the engine's `media`
+        if media is not None:
+            shape = SHAPES[media]
+            caps, outputs = list(shape.capabilities), list(shape.outputs)
+            inputs = list(shape.inputs)
+        elif is_embedding_model(model):
             caps = [C.CAPABILITY_EMBEDDING]
             outputs = [C.MODALITY_TENSOR]
         else:

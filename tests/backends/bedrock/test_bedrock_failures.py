@@ -392,7 +392,7 @@ def _chat(*messages: tuple[str, str], name: str = "") -> common_pb2.Input:
             common_pb2.GenerationParams(response_schema_json="{"),
             "params.response_schema_json",
         ),
-        (_chat(("tool", "42")), None, "input.chat.messages[0].role"),
+        (_chat(("tool", "42")), None, "input.chat.messages[0].tool_call_id"),
         (_chat(("user", "hi"), name="ada"), None, "input.chat.messages[0].name"),
         (_chat(("user", "")), None, "input.chat.messages[0].content"),
         (_chat(("system", "Be terse.")), None, "input.chat.messages"),

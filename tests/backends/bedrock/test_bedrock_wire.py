@@ -209,7 +209,7 @@ async def test_models_come_with_the_catalog_prices_and_only_served_capabilities(
     assert claude.cost.usd_per_output_token == pytest.approx(15.0 / 1e6)
     assert claude.context_window == 200000
     assert common_pb2.CAPABILITY_VISION in claude.capabilities  # image parts as ImageBlocks
-    assert common_pb2.CAPABILITY_TOOLS not in claude.capabilities  # no tool calls yet
+    assert common_pb2.CAPABILITY_TOOLS in claude.capabilities  # toolConfig
     assert common_pb2.CAPABILITY_STREAMING in claude.capabilities
     assert list(claude.input_modalities) == [common_pb2.MODALITY_TEXT]
     assert claude.metadata["region"] == REGION

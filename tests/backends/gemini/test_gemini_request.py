@@ -131,8 +131,8 @@ async def test_the_key_is_read_on_every_call(fake: FakeGemini) -> None:
         (
             chat(("tool", "42")),
             common_pb2.GenerationParams(),
-            "input.chat.messages[0].role",
-            "not role 'tool'",
+            "input.chat.messages[0].tool_call_id",
+            "answers no call of an earlier assistant message",
         ),
         (
             chat(("user", "Hi"), ("assistant", "The answer is")),

@@ -8,9 +8,13 @@ stopSequences}`` (temperature and topP in [0, 1]), and ``outputConfig.textFormat
 for a JSON schema the answer must follow (``{type: json_schema, structure:
 {jsonSchema: {schema}}}``, the schema as a JSON string).
 
+Tools (``toolConfig``) and tool turns (``toolUse`` and ``toolResult`` blocks):
+`converse_tools`.
+
 What Converse cannot take is refused here, before any call, naming the
 parameter: ``seed`` (Converse has none), a ``name`` on a chat message, a role
-other than system/user/assistant, an empty message, ``top_k`` on a model family
+other than system/user/assistant/tool, an empty message (an assistant message
+with calls may have no text), ``top_k`` on a model family
 whose documented request fields have no top-k. ``top_k`` goes in
 ``additionalModelRequestFields`` where the model's parameters page documents it:
 Anthropic Claude's ``top_k``
@@ -33,8 +37,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
+from modelyard.backends.bedrock.converse_tools import (
+    dropped_tool_choice,
+    tool_config,
+    tool_result_block,
+    tool_use_blocks,
+)
 from modelyard.backends.content_parts import ContentItem, message_items
 from modelyard.backends.engine import text_content
 from modelyard.errors import InvalidRequest
@@ -45,10 +55,17 @@ _ANTHROPIC = re.compile(r"(?:^|[./])anthropic\.")
 _NOVA = re.compile(r"(?:^|[./])amazon\.nova-")
 
 
+class ConverseRequest(NamedTuple):
+    """A call's JSON body, and the parameters left out of it (``drop_unsupported_params``)."""
+
+    body: dict[str, Any]
+    dropped: tuple[str, ...]
+
+
 def converse_body(
     model: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
-) -> dict[str, Any]:
-    """The JSON body for `model` (the Bedrock model id); `InvalidRequest` for what Converse
+) -> ConverseRequest:
+    """The request for `model` (the Bedrock model id); `InvalidRequest` for what Converse
     or the model cannot honour."""
     system, messages = _turns(model_input)
     if params.continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
@@ -72,7 +89,11 @@ def converse_body(
         )
     if params.response_schema_json:
         body["outputConfig"] = {"textFormat": _json_schema_format(params.response_schema_json)}
-    return body
+    dropped = dropped_tool_choice(model, model_input, params)
+    tools = tool_config(model_input, params, dropped)
+    if tools is not None:
+        body["toolConfig"] = tools
+    return ConverseRequest(body, dropped)
 
 
 def _turns(model_input: common_pb2.Input) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
@@ -90,7 +111,8 @@ def _turns(model_input: common_pb2.Input) -> tuple[list[dict[str, str]], list[di
         )
     system: list[dict[str, str]] = []
     messages: list[dict[str, Any]] = []
-    for i, m in enumerate(model_input.chat.messages):
+    chat = model_input.chat.messages
+    for i, m in enumerate(chat):
         where = f"input.chat.messages[{i}]"
         if m.name:
             raise InvalidRequest(
@@ -98,23 +120,28 @@ def _turns(model_input: common_pb2.Input) -> tuple[list[dict[str, str]], list[di
                 "(provider bedrock)",
                 field=f"{where}.name",
             )
-        if not m.content and not m.parts:
+        if not m.content and not m.parts and not m.tool_calls:
             raise InvalidRequest(
                 f"{where}.content is empty: Bedrock's Converse API refuses a blank text block",
                 field=f"{where}.content",
             )
         if m.role == "system":
             system.append({"text": text_content(m, where)})
-        elif m.role in ("user", "assistant"):
-            blocks = [_block(item) for item in message_items(m, where)]
-            if messages and messages[-1]["role"] == m.role:
+        elif m.role in ("user", "assistant", "tool"):
+            if m.role == "tool":
+                role, blocks = "user", [tool_result_block(chat, i, text_content(m, where))]
+            else:
+                role = m.role
+                blocks = [_block(item) for item in message_items(m, where)]
+                blocks += tool_use_blocks(m, where)
+            if messages and messages[-1]["role"] == role:
                 messages[-1]["content"].extend(blocks)
             else:
-                messages.append({"role": m.role, "content": blocks})
+                messages.append({"role": role, "content": blocks})
         else:
             raise InvalidRequest(
-                f"{where}.role is '{m.role}': Bedrock's Converse API takes system, user and "
-                "assistant messages here (provider bedrock)",
+                f"{where}.role is '{m.role}': Bedrock's Converse API takes system, user, "
+                "assistant and tool messages here (provider bedrock)",
                 field=f"{where}.role",
             )
     if not messages:

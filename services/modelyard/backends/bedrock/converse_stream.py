@@ -8,7 +8,10 @@ both CRCs). ``:event-type`` names the event of ConverseStream's output union
 (Bedrock Runtime API reference, API version 2023-09-30, ConverseStreamOutput):
 ``messageStart``, ``contentBlockStart``, ``contentBlockDelta`` (``delta.text``),
 ``contentBlockStop``, ``messageStop`` (``stopReason``), ``metadata``
-(``usage.inputTokens``/``outputTokens``, ``metrics``). An exception event
+(``usage``: `converse_answer.last_piece`, ``metrics``). A call's
+``contentBlockStart.start.toolUse`` and its ``delta.toolUse.input`` fragments
+are gathered by ``contentBlockIndex`` (`converse_tools.ToolUseBlocks`) and sent
+whole on the last piece. An exception event
 (``:message-type exception``, its type in ``:exception-type``) ends the stream
 with the error `failures.failure` names; a generic error message
 (``:message-type error``, ``:error-code``) with `ProviderError`.
@@ -34,7 +37,8 @@ from typing import Any, cast
 
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 
-from modelyard.backends.bedrock.converse_answer import usage_problem
+from modelyard.backends.bedrock.converse_answer import last_piece, usage_problem
+from modelyard.backends.bedrock.converse_tools import ToolUseBlocks, tool_use_start_problem
 from modelyard.backends.bedrock.failures import failure
 from modelyard.backends.bedrock.stop_reasons import finish_reason
 from modelyard.backends.engine import Piece
@@ -53,6 +57,7 @@ class ConverseStreamReader:
         self._usage: dict[str, Any] | None = None
         self._deltas = 0
         self._failure: ModelyardError | None = None
+        self._calls = ToolUseBlocks()
 
     async def pieces(self, body: AsyncIterable[bytes]) -> AsyncGenerator[Piece, None]:
         """The answer piece by piece; raises when it failed or never finished."""
@@ -85,12 +90,10 @@ class ConverseStreamReader:
                 yield Piece(text)
             raise self._failure
         assert self._usage is not None
-        yield Piece(
-            text,
-            finish,
-            input_tokens=self._usage["inputTokens"],
-            output_tokens=self._usage["outputTokens"],
-        )
+        calls = self._calls.whole()
+        if isinstance(calls, str):  # input that is no arguments: nothing a caller could run
+            raise self._malformed(calls, b"")
+        yield last_piece(text, finish, calls, self._usage)
 
     @property
     def _finished(self) -> bool:
@@ -131,10 +134,24 @@ class ConverseStreamReader:
         if not isinstance(payload, dict):
             self._failure = self._malformed(f"{event} payload is not an object", message.payload)
             return ""
+        if event == "contentBlockStart":
+            problem = tool_use_start_problem(payload.get("start"))
+            index = payload.get("contentBlockIndex")
+            if problem is None and type(index) is not int:
+                problem = f"contentBlockIndex is {index!r}, not an index"
+            if problem is not None:
+                self._failure = self._malformed(problem, message.payload)
+            elif "toolUse" in (payload.get("start") or {}):
+                assert isinstance(index, int)
+                self._calls.start(index, payload["start"]["toolUse"])
+            return ""
         if event == "contentBlockDelta":
             delta = payload.get("delta")
             if not isinstance(delta, dict):
                 self._failure = self._malformed("contentBlockDelta without delta", message.payload)
+                return ""
+            if "toolUse" in delta:
+                self._failure = self._tool_input(payload, delta["toolUse"], message.payload)
                 return ""
             text = delta.get("text", "")
             if not isinstance(text, str):
@@ -159,6 +176,17 @@ class ConverseStreamReader:
             self._usage = usage
         # messageStart, contentBlockStart/Stop and events added later carry no text.
         return ""
+
+    def _tool_input(
+        self, payload: dict[str, Any], tool_use: Any, raw: bytes
+    ) -> ModelyardError | None:
+        """Add a ``delta.toolUse.input`` fragment to its call; the failure it is, if any."""
+        fragment = tool_use.get("input") if isinstance(tool_use, dict) else None
+        index = payload.get("contentBlockIndex")
+        if not isinstance(fragment, str) or type(index) is not int:
+            return self._malformed("delta.toolUse without its input string and index", raw)
+        problem = self._calls.add(index, fragment)
+        return None if problem is None else self._malformed(problem, raw)
 
     def _exception(self, exception_type: str, message: EventStreamMessage) -> ModelyardError:
         try:

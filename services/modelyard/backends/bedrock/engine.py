@@ -31,6 +31,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Protocol
 from urllib.parse import quote
 
@@ -61,10 +62,11 @@ from modelyard.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
-# What this engine does with a Bedrock model today (no tools yet; images as ImageBlocks).
+# What this engine does with a Bedrock model (images as ImageBlocks, tools as toolConfig).
 SERVED_CAPABILITIES = frozenset(
     {
         common_pb2.CAPABILITY_CHAT,
+        common_pb2.CAPABILITY_TOOLS,
         common_pb2.CAPABILITY_VISION,
         common_pb2.CAPABILITY_TEXT_GENERATION,
         common_pb2.CAPABILITY_STREAMING,
@@ -105,6 +107,7 @@ class BedrockSettings(Protocol):
 
 class BedrockEngine:
     kind = "bedrock"
+    takes_tools = True  # toolConfig and tool turns (converse_tools.py)
 
     def __init__(
         self, name: str, backend: BedrockSettings, *, connect_timeout_s: float = 5.0
@@ -227,7 +230,8 @@ class BedrockEngine:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         model = self._model(model_id)
-        data = json.dumps(converse_body(model, model_input, params)).encode()
+        request = converse_body(model, model_input, params)
+        data = json.dumps(request.body).encode()
         images = image_count(model_input)
         unary = model in self._config.non_streaming_models
         call, accept = (
@@ -252,7 +256,7 @@ class BedrockEngine:
                     if unary:
                         piece = converse_piece(self._name, model_id, await resp.read())
                         streamed = True
-                        yield with_images(piece, images)
+                        yield _finished(piece, images, request.dropped)
                         return
                     if resp.content_type != EVENT_STREAM:
                         raise ProviderProtocolError(
@@ -262,7 +266,7 @@ class BedrockEngine:
                     reader = ConverseStreamReader(self._name, model_id)
                     async for piece in reader.pieces(resp.content.iter_any()):
                         streamed = True
-                        yield with_images(piece, images)
+                        yield _finished(piece, images, request.dropped)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):
                     raise StreamTruncated(
@@ -273,3 +277,10 @@ class BedrockEngine:
                     f"Bedrock backend '{self._name}' at {scrub(self._endpoint)} is "
                     f"unreachable: {describe(exc)}"
                 ) from exc
+
+
+def _finished(piece: Piece, images: int, dropped: tuple[str, ...]) -> Piece:
+    """`piece`, the last one with the images read and the parameters left out."""
+    if dropped and piece.finish_reason:
+        piece = replace(piece, dropped_params=dropped)
+    return with_images(piece, images)

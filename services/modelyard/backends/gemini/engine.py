@@ -48,9 +48,14 @@ _CAPABILITIES = (
     common_pb2.CAPABILITY_STREAMING,
     common_pb2.CAPABILITY_JSON_OUTPUT,
 )
+# What a model does here when the catalog says it can: images (inlineData parts) and
+# function calling (`tools`).
+_FROM_CATALOG = (common_pb2.CAPABILITY_VISION, common_pb2.CAPABILITY_TOOLS)
 
 
 class GeminiEngine:
+    takes_tools = True  # function declarations and tool turns (gemini/tools.py)
+
     def __init__(self, endpoint: GeminiEndpoint, connect_timeout_s: float = 5.0) -> None:
         self._endpoint = endpoint
         self._upstream = endpoint.upstream
@@ -120,8 +125,9 @@ class GeminiEngine:
             if name in known:
                 entry.context_window = known[name].context_window
                 entry.cost.CopyFrom(known[name].cost)
-                if common_pb2.CAPABILITY_VISION in known[name].capabilities:
-                    entry.capabilities.append(common_pb2.CAPABILITY_VISION)  # inlineData parts
+                for capability in _FROM_CATALOG:
+                    if capability in known[name].capabilities:
+                        entry.capabilities.append(capability)
                 entry.metadata.update(known[name].metadata)
             entries.append(entry)
         return entries

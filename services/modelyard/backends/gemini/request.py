@@ -11,6 +11,8 @@ https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/Generate
   their place (base64 bytes; an https URL or a GIF is refused naming the field).
 - ``systemInstruction``: the chat's system messages, one part each, in order
   (Gemini takes one system instruction, not system turns between the others).
+- ``tools`` and ``toolConfig``, an assistant message's calls as ``functionCall``
+  parts and "tool" messages as ``functionResponse`` parts: `tools` says how.
 - ``generationConfig``: ``maxOutputTokens``, ``temperature``, ``topP``,
   ``topK``, ``stopSequences`` (at most 5, the reference says), ``seed`` (an
   int32), and for ``response_schema_json`` ``responseMimeType:
@@ -20,7 +22,7 @@ https://cloud.google.com/vertex-ai/generative-ai/docs/reference/rest/v1/Generate
 
 What Gemini cannot honour is refused here, before any call, naming the
 parameter and the provider: a message ``name`` (Gemini turns have none), a
-role other than system/user/assistant, a chat of system messages only, a
+role other than system/user/assistant/tool, a chat of system messages only, a
 prefill to continue (``continue_final_message``: Gemini has no documented way
 to continue a trailing model turn), more than 5 stop sequences, a seed
 outside int32, a response schema that is not a JSON object.
@@ -33,6 +35,11 @@ from typing import Any
 
 from modelyard.backends.content_parts import ContentItem, message_items
 from modelyard.backends.engine import text_content
+from modelyard.backends.gemini.tools import (
+    function_call_parts,
+    function_response_part,
+    tool_fields,
+)
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
@@ -68,6 +75,7 @@ def request_body(
             "continue a trailing model turn (do not declare assistant_prefill for its models)",
             field="params.continue_final_message",
         )
+    body.update(tool_fields(params))
     config = _generation_config(params, where)
     if config:
         body["generationConfig"] = config
@@ -81,7 +89,8 @@ def _turn(role: str, text: str) -> dict[str, Any]:
 def _chat(chat: common_pb2.ChatMessages, where: str) -> tuple[list[str], list[dict[str, Any]]]:
     system: list[str] = []
     contents: list[dict[str, Any]] = []
-    for i, message in enumerate(chat.messages):
+    messages = chat.messages
+    for i, message in enumerate(messages):
         field = f"input.chat.messages[{i}]"
         if message.name:
             raise InvalidRequest(
@@ -90,12 +99,19 @@ def _chat(chat: common_pb2.ChatMessages, where: str) -> tuple[list[str], list[di
             )
         if message.role == "system":
             system.append(text_content(message, field))
+        elif message.role == "tool":
+            part = function_response_part(messages, i, where)
+            if contents and i > 0 and messages[i - 1].role == "tool":
+                contents[-1]["parts"].append(part)  # results of one turn's calls together
+            else:
+                contents.append({"role": "user", "parts": [part]})
         elif message.role in _ROLES:
             parts = [_part(item, where) for item in message_items(message, field)]
+            parts += function_call_parts(message, field)
             contents.append({"role": _ROLES[message.role], "parts": parts or [{"text": ""}]})
         else:
             raise InvalidRequest(
-                f"{where} takes system, user and assistant messages, not role "
+                f"{where} takes system, user, assistant and tool messages, not role "
                 f"{message.role!r} ({field}.role)",
                 field=f"{field}.role",
             )

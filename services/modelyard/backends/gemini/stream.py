@@ -4,6 +4,8 @@ Each event's data is one ``GenerateContentResponse``
 (https://ai.google.dev/api/generate-content#v1beta.GenerateContentResponse):
 ``candidates[0].content.parts[].text`` is the next text (parts marked
 ``thought`` are the model's thinking, not its answer, and are left out),
+``functionCall`` parts are calls, each whole in its part (gathered and sent on
+the last piece, as `tools.answer_call` makes them),
 ``candidates[0].finishReason`` comes on the last one, and ``usageMetadata``
 counts the whole call so far (the last one wins). There is no ``[DONE]``: the
 stream is over when the body ends, and complete only if a finish reason came
@@ -12,7 +14,9 @@ first, else it is `StreamTruncated`. After the finish the stream waits at most
 
 How it ends:
 
-- ``STOP``: `FINISH_REASON_STOP`; ``MAX_TOKENS``: `FINISH_REASON_LENGTH`.
+- ``STOP``: `FINISH_REASON_STOP`, or `FINISH_REASON_TOOL_CALLS` when the answer
+  called functions (Gemini has no finish reason of its own for that);
+  ``MAX_TOKENS``: `FINISH_REASON_LENGTH`.
 - ``SAFETY``, ``RECITATION``, ``BLOCKLIST``, ``PROHIBITED_CONTENT``, ``SPII``
   and the image ones: `ContentRejected`, naming the reason and the safety
   categories that blocked it, after the text that came before it.
@@ -27,8 +31,9 @@ How it ends:
 
 Output tokens are ``candidatesTokenCount`` plus ``thoughtsTokenCount``: Google
 bills thinking as output (https://ai.google.dev/gemini-api/docs/pricing).
-``cachedContentTokenCount`` is part of ``promptTokenCount``; a `Piece` has no
-field for it yet.
+``cachedContentTokenCount`` (the prompt tokens read from a context cache, implicit
+or explicit) is part of ``promptTokenCount``, as `Piece.cached_input_tokens` is of
+its input tokens, so both pass as they are.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from typing import Any
 
 from modelyard.backends.engine import Piece
+from modelyard.backends.gemini.tools import answer_call, function_call_problem
 from modelyard.backends.gemini.upstream import GoogleError, Upstream, error_for
 from modelyard.backends.openai_compat.sse import SseParser
 from modelyard.errors import (
@@ -71,7 +77,12 @@ CONTENT_POLICY = frozenset(
         "IMAGE_RECITATION",
     }
 )
-_COUNTS = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount")
+_COUNTS = (
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "cachedContentTokenCount",
+)
 
 
 class GenerateStream:
@@ -84,6 +95,7 @@ class GenerateStream:
         self._usage_after_finish = False
         self._events = 0
         self._failure: ModelyardError | None = None
+        self._calls: list[common_pb2.ToolCall] = []
 
     async def pieces(self, body: AsyncIterable[bytes]) -> AsyncGenerator[Piece, None]:
         """The answer piece by piece; raises when it did not finish normally."""
@@ -115,11 +127,16 @@ class GenerateStream:
                 yield Piece(text)
             raise failure
         assert self._finish is not None
+        finish = FINISHED[self._finish]
+        if self._calls and finish == common_pb2.FINISH_REASON_STOP:
+            finish = common_pb2.FINISH_REASON_TOOL_CALLS
         yield Piece(
             text,
-            FINISHED[self._finish],
+            finish,
             input_tokens=self._count("promptTokenCount"),
             output_tokens=self._count("candidatesTokenCount") + self._count("thoughtsTokenCount"),
+            cached_input_tokens=self._count("cachedContentTokenCount"),
+            tool_calls=tuple(self._calls),
         )
 
     def _count(self, key: str) -> int:
@@ -159,6 +176,10 @@ class GenerateStream:
                 for part in (candidate.get("content") or {}).get("parts") or ():
                     if part.get("text") and not part.get("thought"):
                         texts.append(part["text"])
+                    if "functionCall" in part:
+                        response_id = str(response.get("responseId") or "")
+                        call = answer_call(part["functionCall"], response_id, len(self._calls))
+                        self._calls.append(call)
                 if candidate.get("finishReason"):
                     self._finish = candidate["finishReason"]
                     self._ratings = candidate.get("safetyRatings") or []
@@ -267,4 +288,8 @@ def _response_problem(response: Any) -> str | None:
             text = part.get("text")
             if text is not None and not isinstance(text, str):
                 return f"candidates[{i}].content.parts[{j}].text is {text!r}, not a string"
+            if "functionCall" in part:
+                problem = function_call_problem(part["functionCall"])
+                if problem is not None:
+                    return f"candidates[{i}].content.parts[{j}].{problem}"
     return None

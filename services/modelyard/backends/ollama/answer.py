@@ -4,6 +4,9 @@ Each line is one object (docs/api.md of ollama/ollama, "Chat Request
 (Streaming)"): ``message.content`` the next text, ``done`` false until the
 last line, which has ``done: true``, ``done_reason`` (``stop``, ``length``)
 and the counts: ``prompt_eval_count`` tokens in, ``eval_count`` tokens out.
+A line's ``message.tool_calls`` are calls the model made, each whole
+(`tools.ToolCalls`); an answer with calls that ends ``stop`` finishes with
+FINISH_REASON_TOOL_CALLS.
 
 The answer is finished only by that ``done: true`` line: a body that ends
 without it (the daemon stopped, a proxy cut it) is `StreamTruncated`, never a
@@ -19,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import ollama
 
 from modelyard.backends.engine import FINISH_REASONS, Piece
+from modelyard.backends.ollama.tools import ToolCalls
 from modelyard.errors import ProviderProtocolError, StreamTruncated
 from modelyard.v1 import common_pb2
 
@@ -27,12 +31,20 @@ LIFECYCLE_REASONS = frozenset({"load", "unload"})
 
 
 async def answer_pieces(
-    lines: AsyncIterator[ollama.ChatResponse], *, where: str, model_id: str
+    lines: AsyncIterator[ollama.ChatResponse],
+    *,
+    where: str,
+    model_id: str,
+    dropped: tuple[str, ...] = (),
 ) -> AsyncGenerator[Piece, None]:
-    """The answer piece by piece; the last has the finish reason and the token counts."""
+    """The answer piece by piece; the last has the finish reason, the token counts, the
+    tool calls and `dropped` (the parameters left out of the request)."""
     texts = 0
+    calls = ToolCalls()
     async for line in lines:
         text = (line.message.content if line.message is not None else None) or ""
+        if line.message is not None and line.message.tool_calls:
+            calls.add(line.message.tool_calls)
         if not line.done:
             if text:
                 texts += 1
@@ -44,12 +56,18 @@ async def answer_pieces(
                 f"{where} answered a generation for '{model_id}' with done_reason "
                 f"{reason!r}: nothing was generated"
             )
+        called = calls.whole()
         yield Piece(
             text,
-            FINISH_REASONS.get(reason, common_pb2.FINISH_REASON_STOP),
+            # Ollama ends an answer that called tools with "stop".
+            common_pb2.FINISH_REASON_TOOL_CALLS
+            if called and reason == "stop"
+            else FINISH_REASONS.get(reason, common_pb2.FINISH_REASON_STOP),
             input_tokens=line.prompt_eval_count or 0,
             # A daemon that counts nothing: each streamed line is one token.
             output_tokens=line.eval_count or texts + (1 if text else 0),
+            tool_calls=called,
+            dropped_params=dropped,
         )
         return
     raise StreamTruncated(

@@ -14,7 +14,10 @@ an image URL (the daemon reads image data only), a chat with no messages
 (Ollama would only load the model and answer
 ``done_reason: "load"``, no text), a ``name`` on a message that is not a tool
 result (Ollama's message has no such field), a response schema that is not a
-JSON object. A trailing assistant message is continued as it stands: Ollama
+JSON object, a ``tool_choice`` Ollama has no way to honour, a ``voice`` or
+``audio_format`` (this is chat; with ``drop_unsupported_params`` those are left
+out and named in ``dropped_params``). Tools and tool turns: `tools`. A trailing
+assistant message is continued as it stands: Ollama
 renders it open, so the model goes on from it (ollama/ollama#6778, answered by
 its maintainers), which is what ``continue_final_message`` asks.
 """
@@ -27,6 +30,8 @@ from typing import Any
 
 from modelyard.backends.content_parts import ChatImage, message_items
 from modelyard.backends.engine import chat_messages
+from modelyard.backends.ollama.tools import HONOURED_CHOICES, add_tool_turns, offered_tools
+from modelyard.backends.speech.unsupported_params import dropped_params
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
@@ -39,6 +44,8 @@ class ChatRequest:
     options: dict[str, Any] = field(default_factory=dict)
     format: dict[str, Any] | None = None  # a JSON schema
     keep_alive: float | None = None  # seconds
+    tools: list[dict[str, Any]] | None = None  # OpenAI function definitions (`tools`)
+    dropped: tuple[str, ...] = ()  # parameters left out: the last piece's dropped_params
 
 
 def chat_request(
@@ -47,10 +54,14 @@ def chat_request(
     *,
     keep_alive: float,
     backend: str,
+    model: str,
 ) -> ChatRequest:
-    """The chat request for one generation; `InvalidRequest` for what Ollama cannot take."""
+    """The chat request for one generation of `model` (its catalog id); `InvalidRequest`
+    for what Ollama cannot take."""
     where = f"the Ollama backend '{backend}'"
+    dropped = dropped_params(params, _unsupported(params), model, f"{where}, {_LACKS}")
     messages = [_message(m, i, where) for i, m in enumerate(chat_messages(model_input, _text))]
+    add_tool_turns(messages, model_input)
     if model_input.WhichOneof("kind") == "chat":
         for i, (out, m) in enumerate(zip(messages, model_input.chat.messages, strict=True)):
             images = _images(m, f"input.chat.messages[{i}]", where)
@@ -72,7 +83,23 @@ def chat_request(
         _options(params),
         _schema(params.response_schema_json, where),
         keep_alive,
+        offered_tools(params),
+        dropped,
     )
+
+
+# What /api/chat has no field for (the reference's request and its `options`).
+_LACKS = "whose /api/chat has no tool_choice (the model decides: 'auto'), voice or audio format"
+
+
+def _unsupported(params: common_pb2.GenerationParams) -> frozenset[str]:
+    """The parameters Ollama cannot honour (`tools.HONOURED_CHOICES` for tool_choice)."""
+    if params.tool_choice in HONOURED_CHOICES:
+        return _SPEECH
+    return _SPEECH | {"tool_choice"}
+
+
+_SPEECH = frozenset({"voice", "audio_format"})
 
 
 def _text(message: common_pb2.ChatMessage, where: str) -> str:

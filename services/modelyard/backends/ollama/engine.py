@@ -74,6 +74,7 @@ LOADED_MAX_AGE_S = 5.0
 
 class OllamaEngine:
     kind = "ollama"
+    takes_tools = True  # tools and tool turns on /api/chat (`tools`)
 
     def __init__(
         self,
@@ -291,7 +292,11 @@ class OllamaEngine:
     ) -> AsyncGenerator[Piece, None]:
         name = self._model_name(model_id)
         request = chat_request(
-            model_input, params, keep_alive=self._keep_alive_s, backend=self._backend
+            model_input,
+            params,
+            keep_alive=self._keep_alive_s,
+            backend=self._backend,
+            model=model_id,
         )
         images = image_count(model_input)
         streamed = False
@@ -300,6 +305,7 @@ class OllamaEngine:
                 lines = await self._ollama().chat(
                     model=name,
                     messages=request.messages,
+                    tools=request.tools,
                     options=request.options or None,
                     format=request.format,
                     keep_alive=request.keep_alive,
@@ -310,7 +316,9 @@ class OllamaEngine:
                 async with (
                     contextlib.aclosing(_closable(lines)) as owned,
                     contextlib.aclosing(
-                        answer_pieces(owned, where=self._where, model_id=model_id)
+                        answer_pieces(
+                            owned, where=self._where, model_id=model_id, dropped=request.dropped
+                        )
                     ) as pieces,
                 ):
                     async for piece in pieces:

@@ -18,7 +18,9 @@ A stream is over at ``data: [DONE]``, and also as soon as it has both its
 finish reason and its usage (OpenAI sends the usage in one chunk after the
 finish when ``include_usage`` is set): an upstream that then neither sends
 [DONE] nor closes does not hold the call. After a finish without usage the
-stream waits `USAGE_GRACE_S` for it, then ends with what it has.
+stream waits `USAGE_GRACE_S` for it, then ends with what it has. The usage's
+``prompt_tokens_details.cached_tokens`` (OpenAI's prompt caching; OpenRouter
+passes it on) is the last piece's `cached_input_tokens`.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ USAGE_GRACE_S = 1.0
 
 
 class ChatStream:
-    def __init__(self, provider: str, model_id: str) -> None:
+    def __init__(self, provider: str, model_id: str, dropped: tuple[str, ...] = ()) -> None:
+        """`dropped`: the parameters left out of the request, named on the last piece."""
         self._provider = provider
         self._model_id = model_id
+        self._dropped = dropped
         self._finish: str | None = None
         self._usage: dict[str, Any] = {}
         self._text_events = 0
@@ -94,6 +98,8 @@ class ChatStream:
             # llama_cpp.server, among others, sends no usage when streaming: then
             # count the text events (one token each on llama.cpp-style servers).
             output_tokens=int(self._usage.get("completion_tokens") or self._text_events),
+            cached_input_tokens=_cached_tokens(self._usage),
+            dropped_params=self._dropped,
         )
 
     def _take(self, events: list[str]) -> str:
@@ -164,6 +170,13 @@ def _chunk_problem(chunk: Any) -> str | None:
             count = usage.get(key)
             if count is not None and (type(count) is not int or count < 0):
                 return f"usage.{key} is {count!r}, not a count"
+        details = usage.get("prompt_tokens_details")
+        if details is not None:
+            if not isinstance(details, dict):
+                return "usage.prompt_tokens_details is not an object"
+            cached = details.get("cached_tokens")
+            if cached is not None and (type(cached) is not int or cached < 0):
+                return f"usage.prompt_tokens_details.cached_tokens is {cached!r}, not a count"
     choices = chunk.get("choices")
     if choices is None:
         return None
@@ -187,3 +200,10 @@ def _chunk_problem(chunk: Any) -> str | None:
             if problem is not None:
                 return f"choices[{i}].delta.{problem}"
     return None
+
+
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    """The prompt tokens the provider read from its cache (OpenAI's
+    ``usage.prompt_tokens_details.cached_tokens``, checked by `_chunk_problem`)."""
+    details = usage.get("prompt_tokens_details")
+    return int((details or {}).get("cached_tokens") or 0)

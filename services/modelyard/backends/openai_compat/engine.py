@@ -5,6 +5,10 @@ keep-alive pool: measured here at ~30 µs of CPU per streamed request against
 aiohttp's ~82 µs (and httpx's far more: it collapses at 32 in flight). Model
 listing and embeddings, off the hot path, use an aiohttp session.
 
+Image generation, text to speech and transcription models (named so: `media`)
+are dispatched at the top of `infer_stream`, one dict lookup a call, to
+`media.media_pieces`, over the aiohttp session.
+
 A chat message with parts is sent as the reference's content array (text and
 ``image_url`` parts, `content_parts.image_url_content`); the answer's last
 piece counts its images (`Piece.images`).
@@ -37,6 +41,14 @@ from modelyard.backends.engine import Embeddings, EngineHealth, Piece, chat_mess
 from modelyard.backends.http1 import Http1Pool, HttpBodyCut, HttpMalformed, HttpUnreachable
 from modelyard.backends.openai_compat.chat_stream import ChatStream
 from modelyard.backends.openai_compat.embeddings import create_embeddings, is_embedding_model
+from modelyard.backends.openai_compat.media import (
+    SHAPES,
+    MediaCall,
+    MediaShape,
+    media_kind,
+    media_pieces,
+)
+from modelyard.backends.openai_compat.params import dialect_of, sampling_fields
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.tools import add_tool_turns, tool_fields
 from modelyard.backends.openai_compat.upstream import (
@@ -77,6 +89,7 @@ class OpenAICompatEngine:
         self._session: aiohttp.ClientSession | None = None  # models, embeddings
         self._pool: Http1Pool | None = None  # chat calls
         self._names: dict[str, str] = {}  # catalog id -> upstream model name
+        self._media: dict[str, str] = {}  # catalog id -> media kind (`media`), chat if absent
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
         name = provider.name
         self.admission = Admission.for_upstream(name, provider.max_concurrency, provider.max_queue)
@@ -123,6 +136,7 @@ class OpenAICompatEngine:
                 log.warning("%s: %s", self._provider.name, exc.message)
                 return
         self._names = {catalog_id(self._provider.name, n): n for n in names}
+        self._media = {i: k for i, n in self._names.items() if (k := media_kind(n)) is not None}
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
     async def close(self) -> None:
@@ -139,7 +153,9 @@ class OpenAICompatEngine:
 
     def models(self) -> list[common_pb2.ModelEntry]:
         return [
-            common_pb2.ModelEntry(
+            self._media_entry(model_id, name, SHAPES[self._media[model_id]])
+            if model_id in self._media
+            else common_pb2.ModelEntry(
                 id=model_id,
                 name=name,
                 provider=self._provider.name,
@@ -156,6 +172,17 @@ class OpenAICompatEngine:
             )
             for model_id, name in sorted(self._names.items())
         ]
+
+    def _media_entry(self, model_id: str, name: str, shape: MediaShape) -> common_pb2.ModelEntry:
+        return common_pb2.ModelEntry(
+            id=model_id,
+            name=name,
+            provider=self._provider.name,
+            capabilities=shape.capabilities,
+            input_modalities=shape.inputs,
+            output_modalities=shape.outputs,
+            metadata={"base_url": scrub(self._provider.base_url)},
+        )
 
     def loaded_models(self) -> list[str]:
         return sorted(self._names)
@@ -185,7 +212,10 @@ class OpenAICompatEngine:
         # A model discovery found after start: the id is "<provider>/<upstream name>".
         prefix = f"{self._provider.name}/"
         if model_id.startswith(prefix) and len(model_id) > len(prefix):
-            return model_id[len(prefix) :]
+            name = model_id[len(prefix) :]
+            if (kind := media_kind(name)) is not None:
+                self._media[model_id] = kind
+            return name
         raise ModelNotFound(model_id, f"the '{self._provider.name}' backend")
 
     # ---- embeddings -----------------------------------------------------------
@@ -205,26 +235,18 @@ class OpenAICompatEngine:
 
     def _body(
         self, name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The request body, and the parameters left out as the provider cannot honour
+        them (`params.sampling_fields`: refused unless ``drop_unsupported_params``)."""
+        provider = self._provider.name
+        fields, dropped = sampling_fields(params, dialect_of(provider), provider, name)
         messages = chat_messages(model_input, image_url_content)
         add_tool_turns(messages, model_input)
         if params.continue_final_message:
             _mark_prefill(messages)
-        body: dict[str, Any] = {
-            "model": name,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if params.max_tokens:
-            body["max_tokens"] = params.max_tokens
-        for field in ("temperature", "top_p", "seed"):
-            if params.HasField(field):
-                body[field] = getattr(params, field)
-        if params.stop:
-            body["stop"] = list(params.stop)
+        body: dict[str, Any] = {"model": name, "messages": messages, **fields}
         body.update(tool_fields(params))
-        return body
+        return body, dropped
 
     async def infer_stream(
         self,
@@ -233,7 +255,12 @@ class OpenAICompatEngine:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         name = self._upstream_name(model_id)
-        body = self._body(name, model_input, params)
+        media = self._media.get(model_id)  # images, speech, transcription: `media`
+        if media is not None:
+            async for piece in self._media_pieces(media, model_id, name, model_input, params):
+                yield piece
+            return
+        body, dropped = self._body(name, model_input, params)
         images = image_count(model_input)
         payload = json.dumps(body).encode()
         headers = {**_JSON, **self._provider.headers()}  # the key as it is now
@@ -247,7 +274,7 @@ class OpenAICompatEngine:
                 async with resp:
                     if resp.status != 200:
                         await raise_for_status(self._provider, resp, model=model_id)
-                    stream = ChatStream(self._provider.name, model_id)
+                    stream = ChatStream(self._provider.name, model_id, dropped)
                     async for piece in stream.pieces(resp.iter_any()):
                         streamed = True
                         yield with_images(piece, images)
@@ -269,6 +296,24 @@ class OpenAICompatEngine:
                         f"'{model_id}' ({describe(exc)}): the answer is truncated"
                     ) from exc
                 raise unreachable(self._provider, exc) from exc
+
+    async def _media_pieces(
+        self,
+        kind: str,
+        model_id: str,
+        name: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> AsyncGenerator[Piece, None]:
+        """A media call (`media`) over the aiohttp session, in a chat slot."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout_s, sock_read=self._provider.timeout_s
+        )
+        call = MediaCall(self._http(), self._provider, timeout, model_id, name)
+        pieces = media_pieces(kind, call, model_input, params)  # checked before the slot
+        async with self.admission.slot():
+            async for piece in pieces:
+                yield piece
 
 
 def _mark_prefill(messages: list[dict[str, Any]]) -> None:

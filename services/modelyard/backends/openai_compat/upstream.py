@@ -10,13 +10,16 @@ HTTP status            modelyard error        gRPC code            reason
 429                    RateLimited            RESOURCE_EXHAUSTED   RATE_LIMITED
 401                    ProviderAuthFailed     UNAUTHENTICATED      PROVIDER_AUTH_FAILED
 403                    ProviderAccessDenied   PERMISSION_DENIED    PROVIDER_ACCESS_DENIED
+402 (out of credits)   ProviderAccessDenied   PERMISSION_DENIED    PROVIDER_ACCESS_DENIED
 404, model named       ModelNotFound          NOT_FOUND            MODEL_NOT_FOUND
 400, 413, 422 with     ContextLengthExceeded  INVALID_ARGUMENT     CONTEXT_LENGTH_EXCEEDED
  a context code
 400, 422 with a        ContentRejected        INVALID_ARGUMENT     CONTENT_REJECTED
- content-policy code
+ content-policy code,
+ OpenRouter's 403
+ moderation
 400, 422               InvalidRequest         INVALID_ARGUMENT     INVALID_REQUEST
-500-599 (529 too)      BackendUnavailable     UNAVAILABLE          BACKEND_UNAVAILABLE
+408, 500-599 (529)     BackendUnavailable     UNAVAILABLE          BACKEND_UNAVAILABLE
 any other              ProviderError          UNKNOWN              PROVIDER_ERROR
 refused, reset, timed  BackendUnavailable     UNAVAILABLE          BACKEND_UNAVAILABLE
  out before an answer
@@ -31,8 +34,23 @@ OpenAI's ``content_filter``) a content-policy refusal; both keep the code as
 `ProviderRefusal.provider_code`. Anthropic's body
 (https://docs.anthropic.com/en/api/errors) is ``{"type": "error", "error":
 {"type", "message"}}``; its 529 ``overloaded_error`` is an overloaded upstream,
-as a 503 is. The gateway's retry rules (`modelyard.gateway.retries`) act on
-these classes.
+as a 503 is.
+
+Mistral's body (https://docs.mistral.ai/api/, its error responses) is flat:
+``{"object": "error", "message", "type", "param", "code"}``, and a request its
+validation refuses (a field it does not know, a value of the wrong type) is a
+422 whose ``message`` is pydantic's ``{"detail": [{"type", "loc", "msg",
+"input"}]}``: each problem is shown as ``body.stream_options: Extra inputs are
+not permitted``. OpenRouter's (https://openrouter.ai/docs/api-reference/errors)
+is ``{"error": {"code": <the HTTP status, a number>, "message", "metadata"}}``:
+402 the account is out of credits (`ProviderAccessDenied`, as Cohere's 402: this
+gateway's key, and another provider's model may serve); 403 with
+``metadata.reasons`` its moderation flagged the input (`ContentRejected`, code
+``moderation``); 408 the request timed out and 502 the model's provider is down
+or answered nonsense (`BackendUnavailable`, retried), 503 no provider meets the
+routing; a ``metadata.raw`` (the model's provider's own error) and its
+``provider_name`` are kept in the message. The gateway's retry rules
+(`modelyard.gateway.retries`) act on these classes.
 
 What the upstream said is kept in the error's message, scrubbed of
 credentials and cut at 512 bytes first (`modelyard.scrub.upstream_text`): an
@@ -79,7 +97,9 @@ from modelyard.scrub import scrub, upstream_text
 DEFAULT_RATE_LIMIT_RETRY_S = 1.0
 # Provider error codes (the body's ``error.code``) that refuse the input itself.
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded"})
-CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
+# OpenRouter's moderation refusal (a 403 with ``metadata.reasons``) is given this code.
+MODERATION_CODE = "moderation"
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", MODERATION_CODE})
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,15 @@ async def raise_for_status(provider: ProviderEndpoint, resp: HttpAnswer, *, mode
         )
     if resp.status == 404 and model:
         raise ModelNotFound(model, f"{where} ({detail})")
+    if resp.status in (400, 413, 422) or (resp.status == 403 and code == MODERATION_CODE):
+        refusal = refusal_for(code, f"{where} rejected the request: {detail}")
+        if refusal is not None:
+            raise refusal
+    if resp.status == 402:
+        raise ProviderAccessDenied(
+            f"{where} refused the request: the account of this gateway's API key for the "
+            f"provider is out of credits (HTTP 402; not the caller's): {detail}"
+        )
     if resp.status == 401:
         raise ProviderAuthFailed(
             f"{where} rejected this gateway's API key for the provider "
@@ -154,13 +183,9 @@ async def raise_for_status(provider: ProviderEndpoint, resp: HttpAnswer, *, mode
             f"{where} denied this gateway's API key for the provider "
             f"(HTTP 403; not the caller's credentials): {detail}"
         )
-    if resp.status in (400, 413, 422):
-        refusal = refusal_for(code, f"{where} rejected the request: {detail}")
-        if refusal is not None:
-            raise refusal
     if resp.status in (400, 422):
         raise InvalidRequest(f"{where} rejected the request: {detail}")
-    if resp.status >= 500:
+    if resp.status >= 500 or resp.status == 408:
         raise BackendUnavailable(
             f"{where} answered HTTP {resp.status}: {detail}", retry_after_s(resp.headers)
         )
@@ -168,18 +193,52 @@ async def raise_for_status(provider: ProviderEndpoint, resp: HttpAnswer, *, mode
 
 
 def error_detail(text: str) -> tuple[str, str]:
-    """The message and the provider's code of an error body (OpenAI's or Anthropic's shape);
-    the text itself and no code when it is neither. Raw: `upstream_text` makes it fit for
-    an error."""
+    """The message and the provider's code of an error body (OpenAI's, Anthropic's,
+    Mistral's or OpenRouter's shape: see the module doc); the text itself and no code
+    when it is none of them. Raw: `upstream_text` makes it fit for an error."""
     try:
         body = json.loads(text)
     except ValueError:
         return text, ""
-    error = body.get("error", text) if isinstance(body, dict) else text
+    if not isinstance(body, dict):
+        return text, ""
+    if "error" not in body and ("message" in body or "detail" in body):  # Mistral's
+        code = body.get("code")
+        return _mistral_message(body.get("message", body)), code if isinstance(code, str) else ""
+    error = body.get("error", text)
     if not isinstance(error, dict):
         return str(error), ""
     code = error.get("code")
-    return str(error.get("message", error)), code if isinstance(code, str) else ""
+    message = str(error.get("message", error))
+    metadata = error.get("metadata")
+    if isinstance(metadata, dict):  # OpenRouter's: what the model's provider said
+        if metadata.get("reasons"):
+            return f"{message} (flagged: {metadata['reasons']})", MODERATION_CODE
+        if metadata.get("raw"):
+            who = metadata.get("provider_name") or "the model's provider"
+            message = f"{message} ({who} said: {metadata['raw']})"
+    return message, code if isinstance(code, str) else ""
+
+
+def _mistral_message(message: Any) -> str:
+    """Mistral's ``message``: a text, or its request validation's ``{"detail": [{"loc",
+    "msg"}]}`` (pydantic's), each problem as ``body.top_k: Extra inputs are not permitted``."""
+    if isinstance(message, str) and message.startswith("{"):  # the detail as JSON text
+        try:
+            message = json.loads(message)
+        except ValueError:
+            return str(message)
+    detail = message.get("detail") if isinstance(message, dict) else None
+    if not isinstance(detail, list):
+        return str(message)
+    problems = []
+    for item in detail:
+        if isinstance(item, dict) and isinstance(item.get("loc"), list):
+            where = ".".join(str(part) for part in item["loc"])
+            problems.append(f"{where}: {item.get('msg', '')}")
+        else:
+            problems.append(str(item))
+    return "; ".join(problems)
 
 
 def refusal_for(code: str, message: str) -> ProviderRefusal | None:
