@@ -235,12 +235,3 @@ def test_finish_reasons_map_to_the_apis_names() -> None:
 
     assert FINISH[common_pb2.FINISH_REASON_TOOL_CALLS] == "tool_calls"
     assert FINISH[common_pb2.FINISH_REASON_LENGTH] == "length"
-
-
-async def test_routes_not_served_yet_say_so(make_stack: StackFactory) -> None:
-    stack = await _edge(make_stack)
-    assert stack.edge is not None
-    url = f"{stack.edge.base_url}/images/generations"
-    async with aiohttp.ClientSession() as http, http.post(url, json={}) as r:
-        assert r.status == 501
-        assert "/v1/images/generations" in (await r.json())["error"]["message"]

@@ -12,8 +12,10 @@ second code path. `openai_wire.py` and `anthropic_wire.py` translate the JSON.
 Routes: ``POST /v1/chat/completions`` (SSE with ``stream: true``, usage last with
 ``stream_options.include_usage``), ``POST /v1/completions``, ``POST /v1/embeddings``,
 ``GET /v1/models`` (the catalog's ids and the routes' aliases), ``GET /v1/models/{id}``,
-and Anthropic's ``POST /v1/messages`` (its events when streamed; its error shape, 529
-for an unavailable model).
+``POST /v1/images/generations``, ``/v1/audio/speech`` (the audio streamed as the body)
+and ``/v1/audio/transcriptions`` (multipart), served by whichever model in the catalog
+makes that output (`openai_media.py`), and Anthropic's ``POST /v1/messages`` (its
+events when streamed; its error shape, 529 for an unavailable model).
 A stream that breaks after its first chunk ends with an ``error`` event and no
 ``[DONE]``: a cut answer is never passed off as finished. A client that goes away
 cancels the call down to the backend (aiohttp cancels the handler).
@@ -39,6 +41,14 @@ from modelyard.edges.anthropic_wire import (
 )
 from modelyard.edges.anthropic_wire import error_body as anthropic_error
 from modelyard.edges.anthropic_wire import error_event as anthropic_error_event
+from modelyard.edges.openai_media import (
+    MIME_OF_FORMAT,
+    image_request,
+    images_json,
+    speech_request,
+    transcript_json,
+    transcription_request,
+)
 from modelyard.edges.openai_wire import (
     ChunkWriter,
     chat_completion,
@@ -51,7 +61,13 @@ from modelyard.edges.openai_wire import (
     parse_json,
     text_completion,
 )
-from modelyard.errors import ModelNotFound, ModelyardError, RequestTooLarge, Unimplemented
+from modelyard.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    ModelNotFound,
+    ModelyardError,
+    RequestTooLarge,
+)
 from modelyard.gateway.core import GatewayCore
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.security.audit import AuditLog, note_caller, note_request
@@ -133,14 +149,6 @@ def error_response(err: ModelyardError, anthropic: bool = False) -> web.Response
     return _json(status, anthropic_error(err) if anthropic else error_body(err), headers)
 
 
-# OpenAI routes the edge does not serve yet: 501, an OpenAI-shaped error naming the route.
-_NOT_YET = ("/v1/audio/speech", "/v1/audio/transcriptions", "/v1/images/generations")
-
-
-async def _not_yet(http: web.Request) -> web.Response:
-    return error_response(Unimplemented(f"{http.path} is not served by this edge yet"))
-
-
 def _openai_error_event(err: ModelyardError) -> bytes:
     return b"data: " + json.dumps(error_body(err), separators=(",", ":")).encode() + b"\n\n"
 
@@ -161,8 +169,9 @@ class OpenAIEdge:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/messages", self.messages)
-        for path in _NOT_YET:
-            app.router.add_post(path, _not_yet)
+        app.router.add_post("/v1/images/generations", self.images)
+        app.router.add_post("/v1/audio/speech", self.speech)
+        app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
         return app
@@ -237,6 +246,54 @@ class OpenAIEdge:
             return await _sse(http, chunks, EventWriter(), anthropic_error_event)
 
         return await self._call(http, _STREAM if stream else _GENERATE, run, anthropic=True)
+
+    # ---- images, speech, transcription (`openai_media.py`) ------------------------------
+
+    async def images(self, http: web.Request) -> web.StreamResponse:
+        try:
+            request = image_request(await self._body(http))
+        except ModelyardError as err:
+            return error_response(err)
+
+        async def run(key: str | None) -> web.StreamResponse:
+            note_request(request)
+            answer = await self.calls.gateway.answer(request, key, None)
+            if not answer.output.images:
+                raise FailedPrecondition(
+                    f"model '{answer.model_id}' answered no image: it does not make images"
+                )
+            return _json(200, images_json(answer))
+
+        return await self._call(http, _GENERATE, run)
+
+    async def speech(self, http: web.Request) -> web.StreamResponse:
+        try:
+            request = speech_request(await self._body(http))
+        except ModelyardError as err:
+            return error_response(err)
+
+        async def run(key: str | None) -> web.StreamResponse:
+            note_request(request)
+            chunks = self.calls.gateway.stream(request, key, None)
+            return await _audio(http, chunks, MIME_OF_FORMAT[request.params.audio_format])
+
+        return await self._call(http, _STREAM, run)
+
+    async def transcriptions(self, http: web.Request) -> web.StreamResponse:
+        try:
+            fields, audio, mime = await _multipart(http)
+            request, response_format = transcription_request(fields, audio, mime)
+        except ModelyardError as err:
+            return error_response(err)
+
+        async def run(key: str | None) -> web.StreamResponse:
+            note_request(request)
+            answer = await self.calls.gateway.answer(request, key, None)
+            if response_format == "text":
+                return web.Response(text=answer.text, content_type="text/plain")
+            return _json(200, transcript_json(answer, response_format))
+
+        return await self._call(http, _GENERATE, run)
 
     async def embeddings(self, http: web.Request) -> web.StreamResponse:
         try:
@@ -317,6 +374,47 @@ async def _sse(
             await response.write(error_event(err))
             await response.write_eof()
             raise  # the call's error, for its audit row; `_call` keeps this response
+        await response.write_eof()
+        return response
+
+
+async def _multipart(http: web.Request) -> tuple[dict[str, str], bytes, str]:
+    """A transcription's form: its text fields, the file's bytes and declared type."""
+    if not http.content_type.startswith("multipart/form-data"):
+        raise InvalidRequest("the body must be multipart/form-data with a file", field="file")
+    form = await http.post()
+    fields: dict[str, str] = {}
+    audio, mime = b"", ""
+    for name, value in form.items():
+        if isinstance(value, web.FileField):
+            if name != "file":
+                raise InvalidRequest(f"{name}: only the field 'file' holds a file", field=name)
+            audio, mime = value.file.read(), value.content_type or ""
+        else:
+            fields[name] = str(value)
+    return fields, audio, "" if mime == "application/octet-stream" else mime
+
+
+async def _audio(
+    http: web.Request, chunks: AsyncGenerator[gateway_pb2.GenerateChunk, None], mime: str
+) -> web.StreamResponse:
+    """The answer's audio as the body, each piece as it comes. A failure before the first
+    chunk is an ordinary error answer; after it the connection is cut (a binary body has
+    no room for an error): the client sees a body that did not end, never a whole one."""
+    async with aclosing(chunks):
+        first = await anext(chunks, gateway_pb2.GenerateChunk())
+        response = web.StreamResponse(status=200, headers={"Content-Type": mime})
+        await response.prepare(http)
+        http[_STARTED] = response
+        await response.write(first.output.audio.data)
+        try:
+            async for chunk in chunks:
+                if chunk.output.audio.data:
+                    await response.write(chunk.output.audio.data)
+        except ModelyardError:
+            if http.transport is not None:
+                http.transport.abort()
+            raise
         await response.write_eof()
         return response
 
