@@ -13,6 +13,18 @@ It follows Anthropic's published API reference, ``anthropic-version:
   ``content_block_delta`` (``text_delta``), ``content_block_stop``,
   ``message_delta`` (``stop_reason``, cumulative ``usage``), ``message_stop``;
   an ``error`` event after the 200 when the stream fails;
+- tools (the tool use guide,
+  https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use,
+  read 2026-12-02): ``tools`` ``[{"name", "description", "input_schema"}]``,
+  ``tool_choice`` ``{"type": "auto" | "any" | "tool" (with "name") | "none"}``,
+  ``tool_use`` blocks in assistant turns and ``tool_result`` blocks
+  (``tool_use_id``, ``content``) in the user turn after, which must begin with a
+  result for each call (the API's 400s: "Messages following `tool_use` blocks
+  must begin with a matching number of `tool_result` blocks", "unexpected
+  `tool_use_id` found in `tool_result` blocks"); a streamed call is a
+  ``content_block_start`` of type ``tool_use`` and ``input_json_delta``
+  fragments of its arguments (``partial_json``), ``stop_reason: "tool_use"``
+  (`tool_use_events`);
 - ``GET /v1/models`` (https://docs.anthropic.com/en/api/models-list): ``data``
   newest first, ``limit`` (default 20, at most 1000) and ``after_id``,
   ``has_more``, ``first_id``, ``last_id``;
@@ -24,8 +36,9 @@ It follows Anthropic's published API reference, ``anthropic-version:
 Before any scripted answer it checks what the real API checks: the
 ``x-api-key`` (401 ``authentication_error``), ``anthropic-version`` (400), a
 JSON body with ``model``, a positive ``max_tokens`` and ``messages`` (400
-``invalid_request_error``), image blocks of the documented shape (400), and a
-model it serves (404 ``not_found_error``).
+``invalid_request_error``), image blocks of the documented shape (400), tool
+definitions, tool choice and tool turns as above (400), and a model it serves
+(404 ``not_found_error``).
 It records every request's body and headers so a test can assert the wire
 format the engine sent, and answers as a test scripts it: a normal stream,
 an error body with a status, a stream cut in the middle, an ``error`` event
@@ -116,6 +129,57 @@ def message_events(
         ("message_stop", {"type": "message_stop"}),
     ]
     return events
+
+
+def tool_use_events(
+    calls: Sequence[tuple[str, str, Sequence[str]]],
+    *,
+    text: str = "",
+    stop_reason: str = "tool_use",
+    input_tokens: int = 40,
+    output_tokens: int = 25,
+    cache_creation: int = 0,
+    cache_read: int = 0,
+) -> list[Event]:
+    """An answer that calls tools: `text` first (a text block, when given), then a
+    ``tool_use`` block per call (id, name, the ``partial_json`` fragments of its input),
+    as the streaming guide's tool use example shows them."""
+    events = message_events(
+        [text] if text else [],
+        stop_reason=stop_reason,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_creation=cache_creation,
+        cache_read=cache_read,
+    )
+    head, tail = events[:3], events[-3:]  # message_start, block 0 start, ping | stop, delta, end
+    body: list[Event] = list(events[3:-3]) if text else []
+    if not text:
+        head = [head[0], head[2]]  # no text block: the calls start at index 0
+        tail = tail[1:]
+    first = 1 if text else 0
+    for offset, (call_id, name, fragments) in enumerate(calls):
+        index = first + offset
+        start = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        body.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": start},
+            )
+        )
+        body += [
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": fragment},
+                },
+            )
+            for fragment in fragments
+        ]
+        body.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return [*head, *body, *tail]
 
 
 def text_delta(text: str) -> Event:
@@ -232,9 +296,9 @@ class FakeAnthropic:
             return _error(
                 400, "invalid_request_error", "messages: at least one message is required"
             )
-        image_problem = _image_block_problem(body["messages"])
-        if image_problem:
-            return _error(400, "invalid_request_error", image_problem)
+        problem = _image_block_problem(body["messages"]) or _tool_problem(body)
+        if problem:
+            return _error(400, "invalid_request_error", problem)
         if body["model"] not in self.models:
             return _error(404, "not_found_error", f"model: {body['model']}")
         if self._failure is not None:
@@ -316,6 +380,52 @@ def _image_block_problem(messages: Any) -> str | None:
                 base64.b64decode(source.get("data") or "", validate=True)
             except ValueError:
                 return f"{where}.base64.data: invalid base64 data"
+    return None
+
+
+_TOOL_CHOICES = ("auto", "any", "tool", "none")
+
+
+def _tool_problem(body: dict[str, Any]) -> str | None:
+    """What the API's validation says of tool definitions, a tool choice or tool turns it
+    cannot take (the module doc's references), in its ``messages.i`` form; None."""
+    tools = body.get("tools", [])
+    for i, tool in enumerate(tools if isinstance(tools, list) else [None]):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            return f"tools.{i}.name: Field required"
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return f"tools.{i}.custom.input_schema.type: Input should be 'object'"
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if not isinstance(choice, dict) or choice.get("type") not in _TOOL_CHOICES:
+            return "tool_choice: Input tag does not match 'auto', 'any', 'tool', 'none'"
+        if choice["type"] == "tool" and not isinstance(choice.get("name"), str):
+            return "tool_choice.tool.name: Field required"
+    calls: list[str] = []
+    for i, message in enumerate(body["messages"]):
+        content = message.get("content") if isinstance(message, dict) else None
+        blocks = [b for b in (content if isinstance(content, list) else []) if isinstance(b, dict)]
+        results = [b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"]
+        leading = [b.get("tool_use_id") for b in blocks[: len(calls)]]
+        if calls and (message.get("role") != "user" or sorted(map(str, leading)) != sorted(calls)):
+            return (
+                f"messages.{i}: `tool_use` ids were found without `tool_result` blocks "
+                f"immediately after: {', '.join(calls)}. Each `tool_use` block must have a "
+                "corresponding `tool_result` block in the next message."
+            )
+        stray = [r for r in results if r not in calls]
+        if stray:
+            return (
+                f"messages.{i}.content.0: unexpected `tool_use_id` found in `tool_result` "
+                f"blocks: {stray[0]}. Each `tool_result` block must have a corresponding "
+                "`tool_use` block in the previous message."
+            )
+        for j, block in enumerate(blocks):
+            if block.get("type") == "tool_use" and not isinstance(block.get("input"), dict):
+                where = f"messages.{i}.content.{j}.tool_use.input"
+                return f"{where}: Input should be a valid dictionary"
+        calls = [str(b.get("id")) for b in blocks if b.get("type") == "tool_use"]
     return None
 
 

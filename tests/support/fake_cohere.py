@@ -15,6 +15,20 @@ default; pages read 2026-12-01):
   STOP_SEQUENCE, MAX_TOKENS, TOOL_CALL, ERROR or TIMEOUT, with ``delta.error``
   on ERROR; ``delta.usage.billed_units`` and ``delta.usage.tokens``, each with
   ``input_tokens`` and ``output_tokens``);
+- tools (https://docs.cohere.com/v2/docs/tool-use-overview and
+  https://docs.cohere.com/v2/docs/tool-use-streaming, read 2026-12-02; event
+  shapes as cohere-python's generated ``ChatToolCallStartEventDeltaMessage`` and
+  ``ChatToolCallDeltaEventDeltaMessageToolCalls`` types have them): ``tools``
+  ``[{"type": "function", "function": {"name", "description", "parameters"}}]``,
+  ``tool_choice`` ``REQUIRED`` or ``NONE``, assistant messages with ``tool_plan``
+  and ``tool_calls`` (``{"id", "type": "function", "function": {"name",
+  "arguments"}}``), ``tool`` messages with ``tool_call_id`` and ``content``
+  (checked, 400 otherwise); a streamed tool step is ``tool-plan-delta`` events
+  (``delta.message.tool_plan``), then per call ``tool-call-start`` (``index``,
+  ``delta.message.tool_calls`` one object: ``id``, ``type``, ``function.name``,
+  ``function.arguments`` ""), ``tool-call-delta`` (``function.arguments``
+  pieces) and ``tool-call-end``, then ``message-end`` with ``TOOL_CALL``
+  (`tool_call_events`);
 - failures: https://docs.cohere.com/reference/errors, a JSON body
   ``{"message": "..."}`` (with an ``id`` beside it on some) and the status:
   400 "invalid request: ...", "too many tokens: ..."; 401 "no api key
@@ -109,13 +123,79 @@ def stream_events(texts: Sequence[str], end: Event | None = None) -> list[Event]
     ]
 
 
+def tool_call_events(
+    calls: Sequence[tuple[str, str, Sequence[str]]],
+    *,
+    plan: Sequence[str] = (),
+    end: Event | None = None,
+) -> list[Event]:
+    """A tool calling step as Cohere streams it: the plan's deltas, then each call's
+    start (id, name), its argument fragments and its end; message-end ``TOOL_CALL``."""
+    events: list[Event] = [message_start()]
+    events += [
+        {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": piece}}} for piece in plan
+    ]
+    for index, (call_id, name, fragments) in enumerate(calls):
+        start = {"id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        events.append(
+            {"type": "tool-call-start", "index": index, "delta": {"message": {"tool_calls": start}}}
+        )
+        events += [
+            {
+                "type": "tool-call-delta",
+                "index": index,
+                "delta": {"message": {"tool_calls": {"function": {"arguments": fragment}}}},
+            }
+            for fragment in fragments
+        ]
+        events.append({"type": "tool-call-end", "index": index})
+    events.append(end if end is not None else message_end("TOOL_CALL", billed=(40, 20)))
+    return events
+
+
+def _tool_problem(body: dict[str, Any]) -> str | None:
+    """What Cohere says of tools, a tool choice or tool messages it cannot take; None."""
+    tools = body.get("tools", [])
+    for i, tool in enumerate(tools if isinstance(tools, list) else [None]):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool is None or tool.get("type") != "function" or not isinstance(function, dict):
+            return f"tools[{i}]: type must be 'function' with a function object"
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            return f"tools[{i}].function.name is required"
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            return f"tools[{i}].function.parameters must be a JSON schema object"
+    if "tool_choice" in body and body["tool_choice"] not in ("REQUIRED", "NONE"):
+        return f"tool_choice must be one of REQUIRED, NONE, not {body['tool_choice']!r}"
+    calls: set[str] = set()
+    for i, message in enumerate(body.get("messages") or []):
+        role = message.get("role")
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            if call.get("type") != "function" or not call.get("id") or not function.get("name"):
+                return f"messages[{i}].tool_calls: each needs an id, type 'function' and a name"
+            try:
+                json.loads(function.get("arguments") or "")
+            except ValueError:
+                return f"messages[{i}].tool_calls: arguments must be a JSON string"
+            calls.add(call["id"])
+        if role == "assistant" and "content" not in message and not message.get("tool_calls"):
+            return f"messages[{i}]: an assistant message needs content or tool_calls"
+        if role == "tool":
+            if message.get("tool_call_id") not in calls:
+                return f"messages[{i}].tool_call_id: no tool call with this id was made"
+            if not isinstance(message.get("content"), str | list):
+                return f"messages[{i}].content is required"
+    return None
+
+
 def _content_problem(messages: Any) -> str | None:
     """What Cohere says of a content array it cannot read (Chat v2: a string, or a list of
     ``{"type": "text", "text"}`` and, in user messages, ``{"type": "image_url",
     "image_url": {"url"}}`` with a base64 data URL or a web URL); None when all are fine."""
     for i, message in enumerate(messages if isinstance(messages, list) else ()):
         content = message.get("content")
-        if isinstance(content, str):
+        if isinstance(content, str) or (content is None and message.get("tool_calls")):
             continue
         for j, item in enumerate(content if isinstance(content, list) else [None]):
             where = f"messages[{i}].content[{j}]"
@@ -219,7 +299,7 @@ class FakeCohere:
             return web.json_response(
                 {"id": "4b2c5d2e", "message": MODEL_NOT_FOUND.format(body["model"])}, status=404
             )
-        problem = _content_problem(body.get("messages"))
+        problem = _content_problem(body.get("messages")) or _tool_problem(body)
         if problem:
             return web.json_response({"message": f"invalid request: {problem}"}, status=400)
         resp = web.StreamResponse(

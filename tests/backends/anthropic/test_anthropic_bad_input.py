@@ -25,14 +25,14 @@ from modelyard.v1 import common_pb2
         (
             chat_input(("user", "Hi"), ("tool", "42")),
             params(),
-            "input.chat.messages[1].role",
-            "not 'tool' (tool results need tool calls, not sent yet)",
+            "input.chat.messages[1].tool_call_id",
+            "is a tool result without tool_call_id",
         ),
         (
             chat_input(("user", "Hi"), ("narrator", "Once")),
             params(),
             "input.chat.messages[1].role",
-            "takes system, user and assistant messages, not 'narrator'",
+            "takes system, user, assistant and tool messages, not 'narrator'",
         ),
         (
             common_pb2.Input(image=common_pb2.Image(data=b"\x89PNG", mime_type="image/png")),

@@ -22,7 +22,11 @@ async def test_configured_models_are_served_without_asking_the_api(
     assert fake.listed == []
     entry = engine.models()[0]
     assert (entry.name, entry.provider) == ("claude-haiku-4-5", "claude")
-    assert list(entry.capabilities) == [common_pb2.CAPABILITY_CHAT, common_pb2.CAPABILITY_STREAMING]
+    assert list(entry.capabilities) == [
+        common_pb2.CAPABILITY_CHAT,
+        common_pb2.CAPABILITY_STREAMING,
+        common_pb2.CAPABILITY_TOOLS,
+    ]
     assert engine.health().status == common_pb2.HEALTH_STATUS_HEALTHY
 
 

@@ -60,7 +60,7 @@ async def test_message_delta_usage_replaces_message_start_usage(
         ("stop_sequence", common_pb2.FINISH_REASON_STOP),
         ("max_tokens", common_pb2.FINISH_REASON_LENGTH),
         ("model_context_window_exceeded", common_pb2.FINISH_REASON_LENGTH),
-        ("tool_use", common_pb2.FINISH_REASON_TOOL_CALLS),
+        # tool_use → TOOL_CALLS, with its calls: test_anthropic_tools.py
         ("refusal", common_pb2.FINISH_REASON_CONTENT_FILTER),
     ],
 )

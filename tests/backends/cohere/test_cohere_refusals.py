@@ -65,9 +65,16 @@ def _params(**fields: object) -> common_pb2.GenerationParams:
         (
             _chat(role="tool"),
             _params(),
+            "input.chat.messages[1].tool_call_id",
+            "input.chat.messages[1] is a tool result without tool_call_id: name the call it "
+            "answers",
+        ),
+        (
+            _chat(role="narrator"),
+            _params(),
             "input.chat.messages[1].role",
-            "input.chat.messages[1].role: Cohere takes system, user, assistant messages here, "
-            "not 'tool' (a tool message needs the tool call it answers)",
+            "input.chat.messages[1].role: Cohere takes system, user, assistant, tool messages, "
+            "not 'narrator'",
         ),
         (
             common_pb2.Input(image=common_pb2.Image(url="https://example.com/a.png")),

@@ -163,7 +163,7 @@ async def test_a_done_line_after_message_end_changes_nothing(
         ("COMPLETE", common_pb2.FINISH_REASON_STOP),
         ("STOP_SEQUENCE", common_pb2.FINISH_REASON_STOP),
         ("MAX_TOKENS", common_pb2.FINISH_REASON_LENGTH),
-        ("TOOL_CALL", common_pb2.FINISH_REASON_TOOL_CALLS),
+        # TOOL_CALL → TOOL_CALLS, with its calls: test_cohere_tools.py
         ("CONTENT_BLOCKED", common_pb2.FINISH_REASON_CONTENT_FILTER),
     ],
 )
@@ -198,5 +198,6 @@ async def test_the_model_entry_names_cohere_s_model_and_what_it_does(engine: Coh
         common_pb2.CAPABILITY_CHAT,
         common_pb2.CAPABILITY_TEXT_GENERATION,
         common_pb2.CAPABILITY_STREAMING,
+        common_pb2.CAPABILITY_TOOLS,
     ]
     assert engine.serves(MODEL) and not engine.serves("cohere/other")

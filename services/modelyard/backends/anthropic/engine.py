@@ -44,6 +44,7 @@ LIST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 class AnthropicEngine:
     kind = "anthropic"
+    takes_tools = True  # tools, tool choice and tool turns on the Messages API (tools.py)
 
     def __init__(self, endpoint: ProviderEndpoint, connect_timeout_s: float = 5.0) -> None:
         """`endpoint.base_url` ends in ``/v1``; `connect_timeout_s` bounds a call's TCP
@@ -105,7 +106,12 @@ class AnthropicEngine:
                 id=model_id,
                 name=name,
                 provider=self._endpoint.name,
-                capabilities=[common_pb2.CAPABILITY_CHAT, common_pb2.CAPABILITY_STREAMING],
+                # Every Claude model the Messages API serves calls tools.
+                capabilities=[
+                    common_pb2.CAPABILITY_CHAT,
+                    common_pb2.CAPABILITY_STREAMING,
+                    common_pb2.CAPABILITY_TOOLS,
+                ],
                 input_modalities=[common_pb2.MODALITY_TEXT],
                 output_modalities=[common_pb2.MODALITY_TEXT],
                 context_window=self._windows.get(model_id, 0),

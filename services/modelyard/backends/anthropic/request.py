@@ -17,6 +17,8 @@ ways that matter here:
   ``output_config.format`` (structured outputs);
 - every text block must hold more than whitespace, but the final assistant
   turn's, which is then left out;
+- tools, the tool choice and tool turns (``tool_use`` and ``tool_result``
+  blocks) as `tools` says;
 - a message's parts become its blocks in order: a text block each, an image
   block each (``{"type": "image", "source": {"type": "base64", "media_type",
   "data"}}`` for bytes, ``{"type": "url", "url"}`` for an https URL the API
@@ -24,9 +26,9 @@ ways that matter here:
   takes JPEG, PNG, GIF and WebP, what the gateway lets through.
 
 What the API cannot take is refused here with `InvalidRequest` naming the
-field and the provider, before anything is sent: a ``seed``, a ``tool``
-message (no tool calls in this contract yet), a message ``name``, an input
-that is neither text nor chat.
+field and the provider, before anything is sent: a ``seed``, a message
+``name``, tool turns out of the order the API takes (`tools.check_tool_turns`),
+an input that is neither text nor chat.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelyard.backends.anthropic.tools import (
+    check_tool_turns,
+    tool_fields,
+    tool_result_block,
+    tool_use_blocks,
+)
 from modelyard.backends.content_parts import ChatImage, message_items
 from modelyard.backends.engine import text_content
 from modelyard.errors import InvalidRequest
@@ -86,6 +94,7 @@ def messages_body(
         body["stop_sequences"] = list(params.stop)
     if params.response_schema_json:
         body["output_config"] = {"format": {"type": "json_schema", "schema": _schema(params)}}
+    body.update(tool_fields(params))
     return body
 
 
@@ -101,6 +110,7 @@ def _turns(model_input: common_pb2.Input) -> tuple[str, list[dict[str, Any]]]:
         )
     system: list[str] = []
     turns: list[dict[str, Any]] = []
+    sources: list[str] = []  # each turn's first message
     messages = model_input.chat.messages
     for i, message in enumerate(messages):
         where = f"input.chat.messages[{i}]"
@@ -111,18 +121,26 @@ def _turns(model_input: common_pb2.Input) -> tuple[str, list[dict[str, Any]]]:
             if text.strip():
                 system.append(text)
             continue
-        if message.role not in ("user", "assistant"):
-            why = " (tool results need tool calls, not sent yet)" if message.role == "tool" else ""
+        if message.role not in ("user", "assistant", "tool"):
             raise InvalidRequest(
-                f"{where}.role: {API} takes system, user and assistant messages, "
-                f"not '{message.role}'{why}",
+                f"{where}.role: {API} takes system, user, assistant and tool messages, "
+                f"not '{message.role}'",
                 field=f"{where}.role",
             )
-        blocks = _blocks(message, where, last=i == len(messages) - 1)
-        if turns and turns[-1]["role"] == message.role:
+        role = "user" if message.role == "tool" else message.role
+        if message.role == "tool":
+            blocks = [tool_result_block(message, where)]
+        elif message.tool_calls and not message.content and not message.parts:
+            blocks = tool_use_blocks(message, where)  # calls without text
+        else:
+            blocks = _blocks(message, where, last=i == len(messages) - 1)
+            blocks += tool_use_blocks(message, where)
+        if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
-            turns.append({"role": message.role, "content": blocks})
+            turns.append({"role": role, "content": blocks})
+            sources.append(where)
+    check_tool_turns(turns, sources)
     if turns and turns[-1]["role"] == "assistant":
         _trim_prefill(turns)
     if not turns:

@@ -4,25 +4,34 @@ The events, per https://docs.anthropic.com/en/docs/build-with-claude/streaming
 (``anthropic-version: 2023-06-01``): ``message_start`` (the message with its
 ``usage``: ``input_tokens``, ``cache_creation_input_tokens``,
 ``cache_read_input_tokens``), then per content block ``content_block_start``,
-``content_block_delta`` (``text_delta`` carries text; thinking, citation and
-tool-input deltas carry none this contract shows) and ``content_block_stop``,
-then ``message_delta`` (``stop_reason`` and the cumulative ``usage``), and
-``message_stop``; ``ping`` may come anywhere, and an event type the reference
-does not name yet is skipped, as it asks. Everything that arrived in one
-network read goes out as one piece.
+``content_block_delta`` (``text_delta`` carries text, ``input_json_delta`` a
+piece of a ``tool_use`` block's arguments, gathered into whole calls by
+`tools.ToolUseBlocks`; thinking and citation deltas carry nothing this
+contract shows) and ``content_block_stop``, then ``message_delta``
+(``stop_reason`` and the cumulative ``usage``), and ``message_stop``; ``ping``
+may come anywhere, and an event type the reference does not name yet is
+skipped, as it asks. Everything that arrived in one network read goes out as
+one piece; the calls ride on the last, with ``stop_reason: "tool_use"``
+(FINISH_REASON_TOOL_CALLS). A call begun but cut by another stop reason
+(``max_tokens``) is no call the caller could run and is left off.
 
 The answer is complete at ``message_stop`` and only then: a body that ends
 before it is `StreamTruncated`, never a finished answer. An ``error`` event
 (``overloaded_error`` after a 200, say) ends the stream with the error its
 type means (`upstream.error_for`); an event the format does not allow (not
-JSON, no ``type``, text that is not a string, counts that are not counts) with
+JSON, no ``type``, text that is not a string, counts that are not counts, a
+tool call without its id or name or whose input is no JSON object) with
 `ProviderProtocolError`. Text that arrived before either still reaches the
 caller first.
 
-The input tokens reported are all the prompt's: ``input_tokens`` counts only
-those after the last cache breakpoint, so the cache writes and reads are
-added (the contract has no cached-token field yet; the catalog prices them
-all as input).
+Usage: the contract's input tokens are the whole prompt ("of input_tokens,
+those read from the cache" are `Piece.cached_input_tokens`), while the API's
+``input_tokens`` counts only those after the last cache breakpoint. So input
+is ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``,
+and ``cache_read_input_tokens`` is the cached part, priced at the catalog's
+cached-input price. Cache writes count as plain input (the contract has no
+field for them; Anthropic bills them at 1.25x input, so the cost is a little
+under the bill when a prompt is first cached).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
+from modelyard.backends.anthropic.tools import ToolUseBlocks, block_problem
 from modelyard.backends.anthropic.upstream import error_for
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.sse import SseParser
@@ -48,6 +58,7 @@ STOP_REASONS: dict[str, common_pb2.FinishReason.ValueType] = {
     "tool_use": common_pb2.FINISH_REASON_TOOL_CALLS,
     "refusal": common_pb2.FINISH_REASON_CONTENT_FILTER,
 }
+_BLOCKS = {"content_block_start": "content_block", "content_block_delta": "delta"}
 INPUT_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -62,6 +73,7 @@ class MessageStream:
         self._text_events = 0
         self._stopped = False
         self._failure: ModelyardError | None = None
+        self._tools = ToolUseBlocks()
 
     async def pieces(self, body: AsyncIterable[bytes]) -> AsyncGenerator[Piece, None]:
         """The answer piece by piece; raises `StreamTruncated` if it never reached
@@ -87,11 +99,26 @@ class MessageStream:
                 f"upstream '{self._provider}' ended the stream for '{self._model_id}' after "
                 f"{self._text_events} text piece(s) without message_stop: the answer is truncated"
             )
+        finish = STOP_REASONS.get(self._stop_reason, common_pb2.FINISH_REASON_STOP)
+        calls: tuple[common_pb2.ToolCall, ...] = ()
+        if finish == common_pb2.FINISH_REASON_TOOL_CALLS:
+            none = "stop_reason tool_use without a tool_use block"
+            gathered = self._tools.whole() if self._tools else none
+            if isinstance(gathered, str):
+                if text:
+                    yield Piece(text)
+                raise ProviderProtocolError(
+                    f"upstream '{self._provider}' sent a tool call for '{self._model_id}' "
+                    f"that cannot be run ({upstream_text(gathered, 200)})"
+                )
+            calls = gathered
         yield Piece(
             text,
-            STOP_REASONS.get(self._stop_reason, common_pb2.FINISH_REASON_STOP),
+            finish,
             input_tokens=sum(self._counts.get(k, 0) for k in INPUT_COUNTS),
             output_tokens=self._counts.get("output_tokens", 0),
+            tool_calls=calls,
+            cached_input_tokens=self._counts.get("cache_read_input_tokens", 0),
         )
 
     def _take(self, events: list[str]) -> str:
@@ -104,6 +131,9 @@ class MessageStream:
                 self._failure = self._malformed("not JSON", data)
                 break
             problem = _event_problem(event)
+            if problem is None and event["type"] in _BLOCKS:
+                kind = event["type"]
+                problem = block_problem(kind, event[_BLOCKS[kind]], self._tools, event.get("index"))
             if problem is not None:
                 self._failure = self._malformed(problem, data)
                 break
@@ -125,11 +155,15 @@ class MessageStream:
             elif kind == "message_delta":
                 self._stop_reason = event["delta"].get("stop_reason") or self._stop_reason
                 self._count(event.get("usage"))
-            elif kind in ("content_block_start", "content_block_delta"):
-                block = event["content_block" if kind == "content_block_start" else "delta"]
+            elif kind in _BLOCKS:
+                block = event[_BLOCKS[kind]]
                 if block.get("type") in ("text", "text_delta") and block.get("text"):
                     self._text_events += 1
                     texts.append(block["text"])
+                elif block.get("type") == "tool_use":
+                    self._tools.start(event["index"], block)
+                elif block.get("type") == "input_json_delta":
+                    self._tools.add(event["index"], block["partial_json"])
             elif kind == "message_stop":
                 self._stopped = True
                 break

@@ -7,8 +7,12 @@ each is ``event: <type>`` and ``data: <JSON object with the same "type">``.
 (``delta.message.content.text``), ``content-end`` and one ``message-end``
 whose ``delta`` carries the ``finish_reason`` and the ``usage``
 (``billed_units`` and ``tokens``, each ``input_tokens`` and
-``output_tokens``). Citation, tool-plan and tool-call events carry no answer
-text and are passed over, as is a reasoning model's ``thinking`` content.
+``output_tokens``). A tool plan (``tool-plan-delta``) is passed on as text and
+the ``tool-call-*`` events are gathered into whole calls on the last piece,
+with finish reason ``TOOL_CALL`` (`tools.ToolCallEvents`); citation events
+carry no answer text and are passed over, as is a reasoning model's
+``thinking`` content. A call whose events are not the reference's, or whose
+arguments are no JSON object, is `ProviderProtocolError`.
 
 The answer is complete only at ``message-end``: a body that ends before it,
 ``data: [DONE]`` included, is `StreamTruncated`. A ``message-end`` with finish
@@ -19,7 +23,9 @@ that is not what the reference describes is `ProviderProtocolError`.
 
 Token counts: ``billed_units`` first, as the gateway prices them from the
 catalog and these are what Cohere bills; ``tokens`` (which counts what
-Cohere adds to the prompt too) when there are no billed units.
+Cohere adds to the prompt too) when there are no billed units. Chat v2's
+usage reports no cached input (its ``Usage`` is ``billed_units`` and
+``tokens`` only), so `Piece.cached_input_tokens` stays 0.
 
 Everything that arrived in one network read is forwarded as one piece, the
 finish reason riding on the last, as the OpenAI-wire stream does.
@@ -31,6 +37,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
+from modelyard.backends.cohere.tools import TOOL_EVENTS, ToolCallEvents, tool_event_problem
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.sse import SseParser
 from modelyard.errors import (
@@ -62,6 +69,7 @@ class CohereChatStream:
         self._end: dict[str, Any] | None = None  # the message-end event's delta
         self._done = False  # ``data: [DONE]`` came: nothing more will
         self._failure: ModelyardError | None = None
+        self._tools = ToolCallEvents()
 
     async def pieces(self, body: AsyncIterable[bytes]) -> AsyncGenerator[Piece, None]:
         """The answer piece by piece; raises if it did not end with ``message-end``."""
@@ -91,8 +99,22 @@ class CohereChatStream:
             if text:  # what arrived before the failure still reaches the caller
                 yield Piece(text)
             raise self._failure
+        calls: tuple[common_pb2.ToolCall, ...] = ()
+        if finish == common_pb2.FINISH_REASON_TOOL_CALLS:
+            none = "finish_reason TOOL_CALL without a tool call"
+            gathered = self._tools.whole() if self._tools else none
+            if isinstance(gathered, str):
+                if text:
+                    yield Piece(text)
+                raise ProviderProtocolError(
+                    f"upstream '{self._provider}' sent a tool call for '{self._model_id}' "
+                    f"that cannot be run ({upstream_text(gathered, 200)})"
+                )
+            calls = gathered
         input_tokens, output_tokens = self._usage(self._end or {})
-        yield Piece(text, finish, input_tokens=input_tokens, output_tokens=output_tokens)
+        yield Piece(
+            text, finish, input_tokens=input_tokens, output_tokens=output_tokens, tool_calls=calls
+        )
 
     def _take(self, events: list[str]) -> str:
         """Apply the events of one read; returns their text (up to a failure or the end)."""
@@ -107,10 +129,19 @@ class CohereChatStream:
                 self._failure = self._malformed("not JSON", data)
                 break
             problem = _event_problem(event)
+            if problem is None and event["type"] in TOOL_EVENTS:
+                problem = tool_event_problem(event)
+                if problem is None and self._tools.unstarted(event):
+                    problem = f"tool-call-delta for call {event['index']}, which never started"
             if problem is not None:
                 self._failure = self._malformed(problem, data)
                 break
-            if event["type"] == "content-delta":
+            if event["type"] in TOOL_EVENTS:
+                plan = self._tools.take(event)
+                if plan:
+                    self._text_events += 1
+                    texts.append(plan)
+            elif event["type"] == "content-delta":
                 piece = event["delta"]["message"]["content"].get("text")
                 if piece:
                     self._text_events += 1

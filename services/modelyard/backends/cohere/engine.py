@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from dataclasses import replace
 
 import aiohttp
 
@@ -52,11 +52,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 CATALOG_KIND = "cohere"  # its models' entry in the hosted catalog
-# What every Cohere chat model does; per-model ones (tools, JSON output) are the catalog's.
+# What every Cohere chat model does (each Command model calls tools); JSON output is the
+# catalog's.
 CAPABILITIES = (
     common_pb2.CAPABILITY_CHAT,
     common_pb2.CAPABILITY_TEXT_GENERATION,
     common_pb2.CAPABILITY_STREAMING,
+    common_pb2.CAPABILITY_TOOLS,
 )
 
 
@@ -70,6 +72,7 @@ def catalog_chat_models() -> list[str]:
 
 class CohereEngine:
     kind = "cohere"
+    takes_tools = True  # tools, tool choice and tool turns on Chat v2 (tools.py)
 
     def __init__(self, provider: ProviderEndpoint, connect_timeout_s: float = 5.0) -> None:
         """`provider`: Cohere's base URL (without /v2), the key and the limits;
@@ -181,7 +184,8 @@ class CohereEngine:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         name = self._upstream_name(model_id)
-        body: dict[str, Any] = chat_body(name, model_input, params)  # refusals before the call
+        # Refusals before the call; `dropped`: what the request let be left out.
+        body, dropped = chat_body(name, model_input, params)
         images = image_count(model_input)
         url = f"{self._provider.base_url}/v2/chat"
         timeout = aiohttp.ClientTimeout(
@@ -198,6 +202,8 @@ class CohereEngine:
                     stream = CohereChatStream(self._provider.name, model_id)
                     async for piece in stream.pieces(resp.content.iter_any()):
                         streamed = True
+                        if dropped and piece.finish_reason:
+                            piece = replace(piece, dropped_params=dropped)
                         yield with_images(piece, images)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):

@@ -7,9 +7,10 @@ names the request fields: ``model``, ``messages`` (``role`` ``system``,
 (at most 5), ``seed``, ``response_format`` (``{"type": "json_object",
 "json_schema": {...}}``) and ``stream``. What modelyard's `GenerationParams`
 and `Input` hold maps onto these one to one, except what Cohere has no field
-for: a message's ``name``, a ``tool`` message without the tool call it
-answers (the contract has no tool calls yet), and an assistant prefill to
-continue (Chat v2 has no prefix flag). A message's parts are its content array
+for: a message's ``name``, a tool choice naming one tool (`tools.tool_fields`),
+and an assistant prefill to continue (Chat v2 has no prefix flag). Tools and
+tool turns (assistant ``tool_calls`` with their ``tool_plan``, ``tool``
+messages by ``tool_call_id``) are as `tools` says. A message's parts are its content array
 (``{"type": "text"}`` and ``{"type": "image_url", "image_url": {"url"}}``, the
 bytes as a data: URL: docs.cohere.com/docs/image-inputs), at most 20 images a
 request (Command A Vision's bound). Each of those is `InvalidRequest`
@@ -22,11 +23,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from modelyard.backends.cohere.tools import assistant_calls, tool_fields, tool_result
 from modelyard.backends.content_parts import image_count, image_url_content
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 # Cohere's documented bounds (Chat v2 reference, request body).
 P_RANGE = (0.01, 0.99)
 K_RANGE = (0, 500)
@@ -37,8 +39,9 @@ MAX_IMAGES = 20
 
 def chat_body(
     name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
-) -> dict[str, Any]:
-    """The streamed Chat v2 body for upstream model `name`; `InvalidRequest` for what
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The streamed Chat v2 body for upstream model `name`, and the parameters left out
+    as the request allowed (`GenerationParams` field names); `InvalidRequest` for what
     Cohere cannot honour."""
     body: dict[str, Any] = {"model": name, "messages": _messages(model_input), "stream": True}
     if params.continue_final_message:
@@ -75,7 +78,9 @@ def chat_body(
             "type": "json_object",
             "json_schema": _schema(params.response_schema_json),
         }
-    return body
+    tools, dropped = tool_fields(params)
+    body.update(tools)
+    return body, dropped
 
 
 def _messages(model_input: common_pb2.Input) -> list[dict[str, Any]]:
@@ -92,15 +97,19 @@ def _messages(model_input: common_pb2.Input) -> list[dict[str, Any]]:
         where = f"input.chat.messages[{i}]"
         if m.role not in ROLES:
             raise InvalidRequest(
-                f"{where}.role: Cohere takes {', '.join(ROLES)} messages here, not "
-                f"'{m.role}' (a tool message needs the tool call it answers)",
+                f"{where}.role: Cohere takes {', '.join(ROLES)} messages, not '{m.role}'",
                 field=f"{where}.role",
             )
         if m.name:
             raise InvalidRequest(
                 f"{where}.name: Cohere's chat messages have no name", field=f"{where}.name"
             )
-        messages.append({"role": m.role, "content": image_url_content(m, where)})
+        if m.role == "tool":
+            messages.append(tool_result(m, where))
+        elif m.tool_calls:
+            messages.append(assistant_calls(m, where))
+        else:
+            messages.append({"role": m.role, "content": image_url_content(m, where)})
     images = image_count(model_input)
     if images > MAX_IMAGES:
         raise InvalidRequest(
