@@ -103,7 +103,7 @@ def _ollama_engine(plan: BackendPlan) -> Engine | None:
         discover=backend.discover,
         keep_alive_s=backend.keep_alive,
         timeout_s=backend.timeout_ms / 1000,
-        connect_timeout_s=plan.settings.config.gateway.timeouts.connect_timeout_ms / 1000,
+        connect_timeout_s=_connect_timeout_s(plan),
         max_concurrency=backend.max_concurrency,
         max_queue=backend.max_queue,
     )
@@ -243,8 +243,7 @@ def provider_endpoint(
 def _openai_wire(endpoint: ProviderEndpoint, plan: BackendPlan) -> Engine:
     from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 
-    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
-    return OpenAICompatEngine(endpoint, connect_timeout_s=connect_ms / 1000)
+    return OpenAICompatEngine(endpoint, connect_timeout_s=_connect_timeout_s(plan))
 
 
 def _compat_engine(plan: BackendPlan) -> Engine:
@@ -264,13 +263,13 @@ def _plugin_engine(plan: BackendPlan) -> Engine:
 
 
 # ---- cohere: Chat v2 (its own wire format) -----------------------------------------------
-def _cohere_engine(plan: BackendPlan) -> Engine:
-    from modelyard.backends.cohere.engine import DEFAULT_BASE_URL, CohereEngine
-
+def _hosted_endpoint(plan: BackendPlan, base_url: str) -> ProviderEndpoint:
+    """A hosted provider's upstream on its own wire format: `base_url` (the configured one
+    or the provider's default, as its engine wants it), the key as it is now, the limits."""
     backend = _as(plan, HostedBackend)
-    endpoint = ProviderEndpoint(
+    return ProviderEndpoint(
         plan.name,
-        (backend.base_url or DEFAULT_BASE_URL).rstrip("/"),
+        base_url,
         api_key=backend.api_key or "",
         models=tuple(backend.models),
         timeout_s=backend.timeout_ms / 1000,
@@ -278,8 +277,15 @@ def _cohere_engine(plan: BackendPlan) -> Engine:
         max_queue=backend.max_queue,
         current_key=plan.secret("api_key"),
     )
-    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
-    return CohereEngine(endpoint, connect_timeout_s=connect_ms / 1000)
+
+
+def _cohere_engine(plan: BackendPlan) -> Engine:
+    from modelyard.backends.cohere.engine import DEFAULT_BASE_URL, CohereEngine
+
+    base_url = (_as(plan, HostedBackend).base_url or DEFAULT_BASE_URL).rstrip("/")
+    return CohereEngine(
+        _hosted_endpoint(plan, base_url), connect_timeout_s=_connect_timeout_s(plan)
+    )
 
 
 # ---- gemini and vertex: Google's generateContent wire format -----------------------------
@@ -311,8 +317,7 @@ def _gemini_engine(plan: BackendPlan) -> Engine:
         max_concurrency=backend.max_concurrency,
         max_queue=backend.max_queue,
     )
-    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
-    return gemini.GeminiEngine(endpoint, connect_timeout_s=connect_ms / 1000)
+    return gemini.GeminiEngine(endpoint, connect_timeout_s=_connect_timeout_s(plan))
 
 
 # ---- bedrock: Converse and ConverseStream, signed with SigV4 -----------------------------
@@ -320,8 +325,8 @@ def _bedrock_engine(plan: BackendPlan) -> Engine:
     from modelyard.backends.bedrock.engine import BedrockEngine
     from modelyard.config import BedrockBackend
 
-    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
-    return BedrockEngine(plan.name, _as(plan, BedrockBackend), connect_timeout_s=connect_ms / 1000)
+    timeout_s = _connect_timeout_s(plan)
+    return BedrockEngine(plan.name, _as(plan, BedrockBackend), connect_timeout_s=timeout_s)
 
 
 # ---- anthropic: the Messages API (its own wire format) ----------------------------------
@@ -329,38 +334,20 @@ def _anthropic_engine(plan: BackendPlan) -> Engine:
     from modelyard.backends.anthropic.engine import AnthropicEngine
     from modelyard.backends.anthropic.upstream import DEFAULT_BASE_URL
 
-    backend = _as(plan, HostedBackend)
-    endpoint = ProviderEndpoint(
-        plan.name,
-        normalise_base_url(backend.base_url or DEFAULT_BASE_URL),  # ".../v1" either way
-        api_key=backend.api_key or "",
-        models=tuple(backend.models),
-        timeout_s=backend.timeout_ms / 1000,
-        max_concurrency=backend.max_concurrency,
-        max_queue=backend.max_queue,
-        current_key=plan.secret("api_key"),
+    base_url = normalise_base_url(_as(plan, HostedBackend).base_url or DEFAULT_BASE_URL)
+    return AnthropicEngine(
+        _hosted_endpoint(plan, base_url), connect_timeout_s=_connect_timeout_s(plan)
     )
-    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
-    return AnthropicEngine(endpoint, connect_timeout_s=connect_ms / 1000)
 
 
 # ---- elevenlabs: text to speech (its own wire format, streamed audio) --------------------
 def _elevenlabs_engine(plan: BackendPlan) -> Engine:
     from modelyard.backends.elevenlabs.engine import DEFAULT_BASE_URL, ElevenLabsEngine
 
-    backend = _as(plan, HostedBackend)
-    endpoint = ProviderEndpoint(
-        plan.name,
-        normalise_base_url(backend.base_url or DEFAULT_BASE_URL),  # ".../v1" either way
-        api_key=backend.api_key or "",
-        models=tuple(backend.models),
-        timeout_s=backend.timeout_ms / 1000,
-        max_concurrency=backend.max_concurrency,
-        max_queue=backend.max_queue,
-        current_key=plan.secret("api_key"),
+    base_url = normalise_base_url(_as(plan, HostedBackend).base_url or DEFAULT_BASE_URL)
+    return ElevenLabsEngine(
+        _hosted_endpoint(plan, base_url), connect_timeout_s=_connect_timeout_s(plan)
     )
-    connect_ms = plan.settings.config.gateway.timeouts.connect_timeout_ms
-    return ElevenLabsEngine(endpoint, connect_timeout_s=connect_ms / 1000)
 
 
 _COMPAT_ROLE = "backend-openai-compat"
@@ -405,6 +392,11 @@ def kind_of(backend: Backend) -> BackendKind:
 
 
 B = TypeVar("B")
+
+
+def _connect_timeout_s(plan: BackendPlan) -> float:
+    """A provider call's connect timeout (`gateway.timeouts.connect_timeout_ms`)."""
+    return plan.settings.config.gateway.timeouts.connect_timeout_ms / 1000
 
 
 def _as(plan: BackendPlan, cls: type[B]) -> B:
