@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from modelyard.backends.openai_compat.params import GENERIC
 from modelyard.backends.openai_compat.providers import ProviderEndpoint, normalise_base_url
 from modelyard.config import (
     Backend,
@@ -224,10 +225,11 @@ def provider_endpoint(
     """The OpenAI-wire upstream of an `openai_compat` entry or an OpenAI-wire hosted one;
     `current_key` gives its key as it is now (rotated on SIGHUP: `BackendPlan.secret`)."""
     if isinstance(backend, OpenAICompatBackend):
-        base_url = normalise_base_url(backend.endpoint)
+        base_url, dialect = normalise_base_url(backend.endpoint), GENERIC
     else:
         assert isinstance(backend, HostedBackend)
         base_url = (backend.base_url or OPENAI_WIRE_HOSTS[backend.kind]).rstrip("/")
+        dialect = backend.kind  # an `openai-eu: {kind: openai}` entry speaks OpenAI's
     return ProviderEndpoint(
         name,
         base_url,
@@ -237,6 +239,7 @@ def provider_endpoint(
         max_concurrency=backend.max_concurrency,
         max_queue=backend.max_queue,
         current_key=current_key,
+        dialect=dialect,
     )
 
 

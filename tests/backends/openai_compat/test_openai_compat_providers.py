@@ -40,7 +40,7 @@ def test_no_keys_no_providers() -> None:
 )
 def test_a_known_provider_is_enabled_by_its_key(key: str, name: str, base_url: str) -> None:
     [provider] = providers_from_env({key: "sk-secret"})
-    assert provider == ProviderEndpoint(name, base_url, api_key="sk-secret")
+    assert provider == ProviderEndpoint(name, base_url, api_key="sk-secret", dialect=name)
     assert provider.models == ()  # ask the upstream's /models at start
     assert provider.timeout_s == 120.0
     assert provider.extra_headers == {}
@@ -57,7 +57,9 @@ def test_a_malformed_custom_url_is_an_error_naming_it() -> None:
 
 def test_custom_provider_needs_no_key_and_its_url_is_normalised() -> None:
     [custom] = providers_from_env({"CUSTOM_AI_PROVIDER_URL": "http://127.0.0.1:8080/"})
-    assert custom == ProviderEndpoint("custom", "http://127.0.0.1:8080/v1", api_key="")
+    assert custom == ProviderEndpoint(
+        "custom", "http://127.0.0.1:8080/v1", api_key="", dialect="openai_compat"
+    )
 
 
 def test_custom_provider_takes_its_own_key() -> None:
@@ -122,3 +124,21 @@ def test_without_a_mapping_the_process_environment_is_read(
 def test_normalise_base_url(url: str, expected: str) -> None:
     assert normalise_base_url(url) == expected
     assert normalise_base_url(expected) == expected  # idempotent
+
+
+def test_the_dialect_is_the_entrys_kind_whatever_its_name() -> None:
+    from modelyard.assembly.kinds import provider_endpoint
+    from modelyard.backends.openai_compat.params import dialect_of
+    from modelyard.config import parse_config
+
+    config = parse_config(
+        "model_system:\n  backends:\n"
+        "    openai-eu: {kind: openai, api_key: '${EU}'}\n"
+        "    openai: {kind: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}\n",
+        env={"EU": "sk-1"},
+    )
+    eu = provider_endpoint("openai-eu", config.backends["openai-eu"])
+    local = provider_endpoint("openai", config.backends["openai"])
+    assert (eu.dialect, local.dialect) == ("openai", "openai_compat")
+    assert "top_k" in dialect_of(eu.dialect).unsupported  # OpenAI's API has no top_k
+    assert "top_k" not in dialect_of(local.dialect).unsupported  # a generic server may

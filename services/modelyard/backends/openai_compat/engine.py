@@ -239,7 +239,8 @@ class OpenAICompatEngine:
         """The request body, and the parameters left out as the provider cannot honour
         them (`params.sampling_fields`: refused unless ``drop_unsupported_params``)."""
         provider = self._provider.name
-        fields, dropped = sampling_fields(params, dialect_of(provider), provider, name)
+        dialect = dialect_of(self._provider.dialect or provider)
+        fields, dropped = sampling_fields(params, dialect, provider, name)
         messages = chat_messages(model_input, image_url_content)
         add_tool_turns(messages, model_input)
         if params.continue_final_message:

@@ -1,9 +1,9 @@
 """What the OpenAI wire's chat body makes of `GenerationParams`, provider by provider.
 
-The OpenAI wire is one format with dialects. Which one an upstream speaks is
-told by the backend's name (`dialect_of`): the hosted kinds' entries are named
-after their kind (``openai``, ``mistral``, ``openrouter``: `config.backends`),
-anything else is a generic OpenAI-compatible server (llama_cpp.server, vLLM,
+The OpenAI wire is one format with dialects. Which one an upstream speaks is its
+`ProviderEndpoint.dialect` (`dialect_of`): a hosted entry's kind (``openai``,
+``mistral``, ``openrouter``), whatever the entry is called; an `openai_compat`
+entry is a generic OpenAI-compatible server (llama_cpp.server, vLLM,
 llama.cpp's llama-server, LM Studio...). Checked against each reference:
 
 ==================  ==========================  ================================  ===========
@@ -86,9 +86,10 @@ DIALECTS = {
 }
 
 
-def dialect_of(provider: str) -> WireDialect:
-    """The dialect of the backend called `provider` (a generic server's when not hosted)."""
-    return DIALECTS.get(provider) or DIALECTS[GENERIC]
+def dialect_of(dialect: str) -> WireDialect:
+    """The named dialect (`ProviderEndpoint.dialect`, else the backend's name): a generic
+    server's when it is none of the hosted ones."""
+    return DIALECTS.get(dialect) or DIALECTS[GENERIC]
 
 
 def sampling_fields(

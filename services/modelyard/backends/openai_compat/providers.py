@@ -28,6 +28,9 @@ class ProviderEndpoint:
     # The key as it is now (`modelyard.security.secrets.ProviderKey.value`): asked on
     # every request, so a key rotated by SIGHUP is sent from the next request on.
     current_key: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    # Which OpenAI-wire dialect it speaks (`params.DIALECTS`): the hosted kind ("openai",
+    # "mistral", "openrouter") or "openai_compat" (generic); "" reads it from `name`.
+    dialect: str = ""
 
     def key(self) -> str:
         """The key to send now: the rotated one when there is one, else `api_key`."""
