@@ -5,8 +5,22 @@
 # protoc with M mappings instead. protoc is the one bundled in grpcio-tools (the
 # project venv); the two Go plugins come from the Go module proxy at pinned versions.
 #
-#   clients/go/generate.sh            (from anywhere; PYTHON overrides the interpreter)
+# The stubs are committed (a Go module cannot run generators for its users).
+# With --check nothing is written: the stubs are generated into a temporary
+# directory and compared with the committed ones; it fails, naming the files,
+# when they differ. The `protoc` version line in each file's header is left
+# out of the comparison: it is grpcio-tools' bundled protoc, which scripts/setup
+# does not pin, and it changes nothing else.
+#
+#   clients/go/generate.sh [--check]  (from anywhere; PYTHON overrides the interpreter)
 set -euo pipefail
+
+CHECK=0
+case "${1:-}" in
+  "") ;;
+  --check) CHECK=1 ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 
 PROTOC_GEN_GO_VERSION=v1.36.12      # keep equal to google.golang.org/protobuf in go.mod
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
@@ -34,12 +48,27 @@ for p in "${protos[@]}"; do
   grpc_opts+=(--go-grpc_opt="M$rel=$GO_PKG;modelyardv1")
 done
 
-rm -f "$HERE"/modelyard/v1/*.pb.go
-mkdir -p "$HERE/modelyard/v1"
+DEST="$HERE"
+if [[ $CHECK == 1 ]]; then
+  DEST="$(mktemp -d)"
+  trap 'rm -rf "$DEST"' EXIT
+fi
+rm -f "$DEST"/modelyard/v1/*.pb.go
+mkdir -p "$DEST/modelyard/v1"
 PATH="$PLUGIN_BIN:$PATH" "$PYTHON" -m grpc_tools.protoc \
   -I proto -I "$WKT_INCLUDE" \
-  --go_out="$HERE" "${go_opts[@]}" \
-  --go-grpc_out="$HERE" "${grpc_opts[@]}" \
+  --go_out="$DEST" "${go_opts[@]}" \
+  --go-grpc_out="$DEST" "${grpc_opts[@]}" \
   "${protos[@]}"
 
-echo "generated $(ls "$HERE"/modelyard/v1/*.pb.go | wc -l) files in $HERE/modelyard/v1"
+if [[ $CHECK == 0 ]]; then
+  echo "generated $(ls "$HERE"/modelyard/v1/*.pb.go | wc -l) files in $HERE/modelyard/v1"
+  exit 0
+fi
+# -r also reports a stub that only one side has (a .proto added or removed).
+if ! diff -r -u -I '^// [-[:space:]]*protoc  *v' "$HERE/modelyard/v1" "$DEST/modelyard/v1" >&2; then
+  echo "generate.sh: the committed Go stubs in $HERE/modelyard/v1 differ from what proto/ generates" \
+    "(above: committed, then generated): run clients/go/generate.sh and commit the .pb.go files" >&2
+  exit 1
+fi
+echo "the Go stubs in $HERE/modelyard/v1 match proto/"
