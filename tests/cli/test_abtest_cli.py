@@ -20,6 +20,7 @@ from conftest import StackFactory
 
 from modelyard import cli
 from modelyard.assembly import Stack
+from modelyard.commands import abtest
 from modelyard.config import ModelyardConfig, parse_config
 from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
 
@@ -184,7 +185,7 @@ def test_bad_arm_syntax_is_a_usage_error_before_any_call(
 
 
 def test_an_arm_keeps_a_model_id_with_a_colon_whole() -> None:
-    arm = cli._arm("big=ollama/llama3:8b:0.25")
+    arm = abtest.arm("big=ollama/llama3:8b:0.25")
     assert (arm.name, arm.model_id, arm.weight) == ("big", "ollama/llama3:8b", 0.25)
 
 
@@ -304,7 +305,7 @@ async def test_watch_follows_the_test_until_its_budget_is_spent(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "ABTEST_POLL_S", 0.05)
+    monkeypatch.setattr(abtest, "ABTEST_POLL_S", 0.05)
     stack = await _stack(make_stack, upstream)
     argv = ["abtest", "start", ALIAS, *ARMS, "--max-requests", "4", "--watch"]
     command = asyncio.create_task(_cli(*argv, "--address", stack.address))
@@ -335,7 +336,7 @@ async def test_watch_ends_with_the_winner_swapped_in(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "ABTEST_POLL_S", 0.05)
+    monkeypatch.setattr(abtest, "ABTEST_POLL_S", 0.05)
     stack = await _stack(make_stack, upstream)
     flags = ["--min-samples", "5", "--promote-winner", "--watch"]
     command = asyncio.create_task(

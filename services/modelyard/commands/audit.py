@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from modelyard.commands.client_options import add_address, add_json, print_json
 from modelyard.config.durations import parse_duration
 
 ADMIN_KEY_ENV = "MODELYARD_ADMIN_KEY"
@@ -21,7 +23,8 @@ ADMIN_KEY_ENV = "MODELYARD_ADMIN_KEY"
 def register(sub: Any) -> None:
     """Add ``audit`` to the CLI's subparsers."""
     audit = sub.add_parser("audit", help="who called what, when, at what cost (newest first)")
-    audit.add_argument("--address", default=os.environ.get("MODELYARD_ADDRESS", "127.0.0.1:50051"))
+    add_address(audit)
+    add_json(audit)
     audit.add_argument(
         "--api-key",
         dest="admin_key",
@@ -62,9 +65,17 @@ def run_audit(args: argparse.Namespace) -> int:
         reply = audit_pb2_grpc.AuditServiceStub(channel).QueryAudit(
             request, metadata=metadata, timeout=30
         )
-    for entry in reply.entries:
-        print(line_of(entry))
-    if reply.more:
+    if args.json:
+        print_json(reply.entries)
+    else:
+        for entry in reply.entries:
+            print(line_of(entry))
+    if reply.more and args.json:  # stdout stays one JSON document
+        print(
+            f"modelyard: more than {args.limit}; narrow the filters or raise --limit",
+            file=sys.stderr,
+        )
+    elif reply.more:
         print(f"(more than {args.limit}; narrow the filters or raise --limit)")
     return 0
 

@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from modelyard.commands.client_options import add_address, add_json, print_json
 from modelyard.config.durations import parse_duration
 from modelyard.security.principal import SCOPES
 
@@ -49,6 +50,7 @@ def register(sub: Any) -> None:
 
     listing = keys_sub.add_parser("list", help="every key (never a secret)")
     _common(listing)
+    add_json(listing)
     listing.add_argument("--all", action="store_true", help="revoked keys too")
     listing.set_defaults(run=run_list)
 
@@ -66,7 +68,7 @@ def register(sub: Any) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     # The CLI adds --api-key (and the TLS flags) to every command with --address.
-    parser.add_argument("--address", default=os.environ.get("MODELYARD_ADDRESS", "127.0.0.1:50051"))
+    add_address(parser)
 
 
 def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
@@ -115,6 +117,9 @@ def run_list(args: argparse.Namespace) -> int:
     from modelyard.v1 import keys_pb2
 
     answer = _call(args, "ListKeys", keys_pb2.ListKeysRequest(include_revoked=args.all))
+    if args.json:
+        print_json(answer.keys)
+        return 0
     for key in answer.keys:
         _print_key(key)
     return 0
