@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -104,6 +105,26 @@ def takes_tools(engine: object) -> bool:
     attribute ``takes_tools = True``); an engine without it is refused them by the host
     (`BackendHost.infer_stream`) rather than dropping them silently."""
     return bool(getattr(engine, "takes_tools", False))
+
+
+def call_arguments(call: common_pb2.ToolCall, field: str, provider: str) -> dict[str, Any]:
+    """A tool call's ``arguments_json`` as the JSON object every wire sends it as ("" is no
+    arguments); `InvalidRequest` naming `field` (and `provider`) when it is not JSON or not
+    an object."""
+    if not call.arguments_json:
+        return {}
+    try:
+        arguments = json.loads(call.arguments_json)
+    except ValueError as exc:
+        raise InvalidRequest(f"{field} is not JSON ({exc})", field=field) from None
+    if not isinstance(arguments, dict):
+        kind = type(arguments).__name__
+        raise InvalidRequest(
+            f"{field} is a JSON {kind}, and must be a JSON object: {provider} takes a call's "
+            f"input as a JSON object, not {kind}",
+            field=field,
+        )
+    return arguments
 
 
 def uses_tools(model_input: common_pb2.Input, params: common_pb2.GenerationParams) -> bool:

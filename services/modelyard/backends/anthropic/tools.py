@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelyard.backends.engine import text_content
+from modelyard.backends.engine import call_arguments, text_content
 from modelyard.backends.openai_compat.tools import ToolCallFragments
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
@@ -70,16 +70,7 @@ def tool_use_blocks(message: common_pb2.ChatMessage, where: str) -> list[dict[st
     blocks = []
     for j, call in enumerate(message.tool_calls):
         field = f"{where}.tool_calls[{j}].arguments_json"
-        try:
-            arguments = json.loads(call.arguments_json) if call.arguments_json else {}
-        except ValueError as exc:
-            raise InvalidRequest(f"{field} is not JSON ({exc})", field=field) from None
-        if not isinstance(arguments, dict):
-            raise InvalidRequest(
-                f"{field}: {API} takes a call's input as a JSON object, not "
-                f"{type(arguments).__name__}",
-                field=field,
-            )
+        arguments = call_arguments(call, field, API)
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
     return blocks
 

@@ -34,6 +34,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from modelyard.backends.engine import call_arguments
 from modelyard.backends.speech.unsupported_params import dropped_params
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
@@ -103,7 +104,13 @@ def tool_use_blocks(message: common_pb2.ChatMessage, where: str) -> list[dict[st
     for j, call in enumerate(message.tool_calls):
         field = f"{where}.tool_calls[{j}].arguments_json"
         blocks.append(
-            {"toolUse": {"toolUseId": call.id, "name": call.name, "input": _arguments(call, field)}}
+            {
+                "toolUse": {
+                    "toolUseId": call.id,
+                    "name": call.name,
+                    "input": call_arguments(call, field, "Bedrock"),
+                }
+            }
         )
     return blocks
 
@@ -123,21 +130,6 @@ def tool_result_block(
             field=field,
         )
     return {"toolResult": {"toolUseId": call_id, "content": [{"text": text}]}}
-
-
-def _arguments(call: common_pb2.ToolCall, field: str) -> dict[str, Any]:
-    if not call.arguments_json:
-        return {}
-    try:
-        args = json.loads(call.arguments_json)
-    except ValueError as exc:
-        raise InvalidRequest(f"{field} is not JSON ({exc})", field=field) from None
-    if not isinstance(args, dict):
-        raise InvalidRequest(
-            f"{field} must be a JSON object (a call's arguments), not a JSON {type(args).__name__}",
-            field=field,
-        )
-    return args
 
 
 def tool_use_start_problem(start: Any) -> str | None:

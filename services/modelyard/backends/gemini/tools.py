@@ -44,7 +44,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from modelyard.backends.engine import text_content
+from modelyard.backends.engine import call_arguments, text_content
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
 
@@ -79,25 +79,9 @@ def function_call_parts(message: common_pb2.ChatMessage, field: str) -> list[dic
     """An assistant message's calls as ``functionCall`` parts."""
     parts = []
     for j, call in enumerate(message.tool_calls):
-        args = call_arguments(call, f"{field}.tool_calls[{j}].arguments_json")
+        args = call_arguments(call, f"{field}.tool_calls[{j}].arguments_json", "Gemini")
         parts.append({"functionCall": {"name": call.name, "args": args}})
     return parts
-
-
-def call_arguments(call: common_pb2.ToolCall, field: str) -> dict[str, Any]:
-    """A call's ``arguments_json`` as the JSON object it must be ("" is no arguments)."""
-    if not call.arguments_json:
-        return {}
-    try:
-        args = json.loads(call.arguments_json)
-    except ValueError as exc:
-        raise InvalidRequest(f"{field} is not JSON ({exc})", field=field) from None
-    if not isinstance(args, dict):
-        raise InvalidRequest(
-            f"{field} must be a JSON object (a call's arguments), not a JSON {type(args).__name__}",
-            field=field,
-        )
-    return args
 
 
 def function_response_part(

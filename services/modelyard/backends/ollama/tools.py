@@ -30,6 +30,7 @@ from typing import Any
 
 import ollama
 
+from modelyard.backends.engine import call_arguments
 from modelyard.backends.openai_compat.tools import tool_fields
 from modelyard.errors import InvalidRequest
 from modelyard.v1 import common_pb2
@@ -59,8 +60,10 @@ def add_tool_turns(messages: list[dict[str, Any]], model_input: common_pb2.Input
                 {
                     "function": {
                         "name": call.name,
-                        "arguments": _arguments(
-                            call, f"input.chat.messages[{i}].tool_calls[{j}].arguments_json"
+                        "arguments": call_arguments(
+                            call,
+                            f"input.chat.messages[{i}].tool_calls[{j}].arguments_json",
+                            "Ollama",
                         ),
                     }
                 }
@@ -77,22 +80,6 @@ def add_tool_turns(messages: list[dict[str, Any]], model_input: common_pb2.Input
                     field=f"input.chat.messages[{i}].tool_call_id",
                 )
             out["tool_name"] = name
-
-
-def _arguments(call: common_pb2.ToolCall, field: str) -> dict[str, Any]:
-    if not call.arguments_json:
-        return {}
-    try:
-        arguments = json.loads(call.arguments_json)
-    except ValueError as exc:
-        raise InvalidRequest(f"{field} is not JSON: {exc}", field=field) from None
-    if not isinstance(arguments, dict):
-        raise InvalidRequest(
-            f"{field} is a JSON {type(arguments).__name__}: Ollama takes a call's "
-            "arguments as an object",
-            field=field,
-        )
-    return arguments
 
 
 class ToolCalls:
