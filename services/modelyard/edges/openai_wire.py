@@ -13,7 +13,9 @@ describes them (openai-openapi, 2025). Errors: `error_body` and `http_status`.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from typing import Any
 
@@ -471,9 +473,6 @@ class ChunkWriter:
 
 
 def embeddings_json(answer: gateway_pb2.EmbedResponse, encoding: str) -> dict[str, Any]:
-    import base64
-    import struct
-
     data = []
     for i, embedding in enumerate(answer.embeddings):
         values: Any = list(embedding.values)
