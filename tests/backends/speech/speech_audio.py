@@ -33,6 +33,18 @@ def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
 
 
+def missed(words: tuple[str, ...], text: str) -> list[str]:
+    """The `words` not heard in `text`, when more than one was missed.
+
+    Piper's voice draws fresh noise on every synthesis (the VITS graph samples it), so the
+    tiny Whisper model sometimes mishears one word of a run ("turn left" as "turn lucked");
+    one miss is speech recognition, two are a wrong or cut transcript.
+    """
+    found = words_of(text)
+    gone = [w for w in words if w not in found]
+    return gone if len(gone) > 1 else []
+
+
 def make_wav(samples: npt.NDArray[np.int16], rate: int, channels: int = 1) -> bytes:
     """A 16-bit WAV of `samples` (interleaved when `channels` > 1)."""
     buffer = io.BytesIO()

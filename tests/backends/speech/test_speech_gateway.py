@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from backends.speech.speech_audio import SENTENCE, WORDS, make_wav, words_of
+from backends.speech.speech_audio import SENTENCE, WORDS, make_wav, missed
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
@@ -110,7 +110,7 @@ async def test_piper_speaks_and_whisper_hears_it_back_each_chosen_by_selection(
 
     # Whisper, unary: the words, and the segments whole, in order, within the audio.
     assert heard.model_id == WHISPER
-    assert [w for w in WORDS if w not in words_of(heard.text)] == [], heard.text
+    assert missed(WORDS, heard.text) == [], heard.text
     segments = list(heard.output.segments)
     _check_segments(segments, seconds)
     assert "".join(s.text for s in segments) == heard.text
@@ -124,8 +124,7 @@ async def test_piper_speaks_and_whisper_hears_it_back_each_chosen_by_selection(
     assert streamed == list(heard_again.output.segments)  # greedy: the same transcript
     transcript = "".join(c.text for c in heard_chunks)
     assert "".join(s.text for s in streamed) == transcript
-    found = words_of(transcript)
-    assert [w for w in ("left", "bridge", "walk", "harbor") if w not in found] == [], transcript
+    assert missed(("left", "bridge", "walk", "harbor"), transcript) == [], transcript
     assert heard_chunks[-1].usage.audio_seconds == pytest.approx(pcm_seconds)
 
     # Text with no speech parameter is answered, not spoken.

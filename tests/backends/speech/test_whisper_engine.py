@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytest_asyncio
-from backends.speech.speech_audio import WORDS, make_wav, pcm16, words_of
+from backends.speech.speech_audio import WORDS, make_wav, missed, pcm16, words_of
 
 from modelyard.backends.engine import Piece
 from modelyard.backends.speech.transcription import (
@@ -62,14 +62,13 @@ async def _transcribe(
 async def test_the_spoken_sentence_comes_back_as_its_words(heard: list[Piece]) -> None:
     pieces = heard
     transcript = "".join(p.text for p in pieces)
-    found = words_of(transcript)
-    assert [w for w in WORDS if w not in found] == [], transcript
+    assert missed(WORDS, transcript) == [], transcript
     assert transcript == transcript.lstrip()
     last = pieces[-1]
     assert (last.text, last.finish_reason) == ("", common_pb2.FINISH_REASON_STOP)
     assert all(p.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED for p in pieces[:-1])
     assert last.input_tokens == 0  # audio has no input tokens: its seconds are counted
-    assert last.output_tokens > len(found)  # every word a token or more, timestamps too
+    assert last.output_tokens > len(words_of(transcript))  # a token a word or more, timestamps too
 
 
 async def test_each_segment_is_one_piece_carrying_its_timestamps(
@@ -112,8 +111,7 @@ async def test_stereo_at_44_1_khz_is_heard_as_well(
     quieter = (resampled // 2).astype(np.int16)
     stereo = np.column_stack([resampled, quieter]).reshape(-1)
     pieces = await _transcribe(engine, make_wav(stereo, 44100, channels=2))
-    found = words_of("".join(p.text for p in pieces))
-    assert [w for w in WORDS if w not in found] == []
+    assert missed(WORDS, "".join(p.text for p in pieces)) == []
 
 
 async def test_max_tokens_cuts_the_transcript_and_finishes_length(

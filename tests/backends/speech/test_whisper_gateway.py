@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from backends.speech.speech_audio import WORDS, words_of
+from backends.speech.speech_audio import WORDS, missed
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
@@ -39,7 +39,7 @@ async def test_audio_without_a_model_is_transcribed_by_whisper(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await gateway.Generate(text_request, timeout=30)
     assert response.model_id == MODEL and not response.cached
-    assert [w for w in WORDS if w not in words_of(response.text)] == [], response.text
+    assert missed(WORDS, response.text) == [], response.text
     assert response.finish_reason == common_pb2.FINISH_REASON_STOP
     assert response.usage.output_tokens > len(WORDS)
     assert chunks[0].model_id == MODEL
