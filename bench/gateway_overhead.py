@@ -48,7 +48,7 @@ import grpc  # noqa: E402
 from fake_openai_upstream import MODEL, PIECES, UpstreamProcess  # noqa: E402
 from overhead_report import EDGE, Measured, load_average, render_table, update_docs  # noqa: E402
 
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
 EXPECTED = "".join(PIECES)
 PROMPT = "Say hello."

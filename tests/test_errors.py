@@ -10,8 +10,8 @@ import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-import modelyard.errors
-from modelyard.errors import (
+import modelyard_client.errors
+from modelyard_client.errors import (
     RETRY_AFTER_MS_KEY,
     STATUS_DETAILS_KEY,
     BackendUnavailable,
@@ -55,7 +55,7 @@ def test_every_reason_names_exactly_its_class() -> None:
 
 
 def test_the_module_docstring_table_is_the_registry() -> None:
-    doc = modelyard.errors.__doc__ or ""
+    doc = modelyard_client.errors.__doc__ or ""
     rows = re.findall(r"^([A-Z]\w+)\s+([A-Z_]+)\s+([A-Z_]+)\b", doc, re.MULTILINE)
     assert {name: (code, reason) for name, code, reason in rows} == {
         cls.__name__: (cls.code.name, cls.reason) for cls in registered_classes()

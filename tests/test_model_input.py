@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.validation import check_against_model
 from modelyard.model_input import estimate_input_tokens, input_modality
 from modelyard.selector.task_analysis import analyse
-from modelyard.v1 import common_pb2, gateway_pb2, selector_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, gateway_pb2, selector_pb2
 
 C = common_pb2
 

@@ -6,12 +6,12 @@ from typing import TypeAlias
 
 import pytest
 
-from modelyard.errors import BackendUnavailable
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.core import _check_servable
 from modelyard.selector.candidates import candidate_of
 from modelyard.servable import servable, servable_health
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2
 
 C = common_pb2
 Health: TypeAlias = C.HealthStatus.ValueType

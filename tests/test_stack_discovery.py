@@ -14,7 +14,7 @@ from conftest import StackFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.config import parse_config
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
 def _tiny_gguf(path: Path) -> None:

@@ -20,7 +20,7 @@
 //! traffic_split           assign_arm
 //!   error                 SplitError
 //! clock, rng, num         shared leaves
-//! py                      the PyO3 layer; py/errors maps each error enum to modelyard.errors
+//! py                      the PyO3 layer; py/errors maps each error enum to modelyard_client.errors
 //! ```
 //!
 //! Every algorithm module owns its error enum in its `error.rs`, re-exported

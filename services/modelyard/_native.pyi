@@ -2,8 +2,8 @@
 model selection, load balancing among deployments, A/B traffic split.
 
 Every `now` is monotonic seconds; pass `None` to use the process-wide monotonic
-clock. Bad arguments raise `modelyard.errors.InvalidRequest`; a pool with no
-usable deployment raises `modelyard.errors.BackendUnavailable`.
+clock. Bad arguments raise `modelyard_client.errors.InvalidRequest`; a pool with no
+usable deployment raises `modelyard_client.errors.BackendUnavailable`.
 """
 
 from collections.abc import Sequence

@@ -51,10 +51,10 @@ PROVIDER_KIND_CHARS: Final = 63
 PROVIDER_ENDPOINT_CHARS: Final = 2_048
 
 # ---- what consumers accept ----------------------------------------------------
-# Equal to the registry server's message limit: whatever it sent, a consumer reads.
-RECEIVE_BYTES: Final = 64 * 1024 * 1024
-# For every channel that reads catalog entries (catalog view, announce, CLI, client).
-CHANNEL_OPTIONS: Final = (("grpc.max_receive_message_length", RECEIVE_BYTES),)
+# Equal to the registry server's message limit: whatever it sent, a consumer reads. Every
+# channel that reads catalog entries (catalog view, announce, CLI, client) takes
+# `modelyard_client.channel.CHANNEL_OPTIONS` (`RECEIVE_BYTES`): the client package holds
+# the bound, so a client on its own reads whatever the server sends.
 
 
 def context_window(value: Any) -> int:

@@ -27,13 +27,13 @@ from modelyard.commands.client_options import (
 from modelyard.config import ConfigError
 from modelyard.config.unbuilt import notices
 from modelyard.discovery.gguf_files import stop_reader_pool
-from modelyard.errors import ModelyardError
-from modelyard.scrub import scrub_logging
 from modelyard.security.client_channel import add_client_tls_flags, channel_for
 from modelyard.telemetry import configure_tracing
+from modelyard_client.errors import ModelyardError
+from modelyard_client.scrub import scrub_logging
 
 if TYPE_CHECKING:
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
 # Exit status of a start-up mistake (a bad flag, variable or file), as argparse uses.
 STARTUP_MISTAKE = 2
@@ -306,10 +306,10 @@ async def _run(settings: Settings) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from modelyard import remote
-    from modelyard.catalog_limits import CHANNEL_OPTIONS
     from modelyard.enum_values import value_name
-    from modelyard.v1 import common_pb2
+    from modelyard_client import remote
+    from modelyard_client.channel import CHANNEL_OPTIONS
+    from modelyard_client.v1 import common_pb2
 
     with channel_for(args, CHANNEL_OPTIONS) as channel:
         entries = remote.list_models(channel, timeout_s=10)
@@ -326,7 +326,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     prompt: remote.Prompt = [("user", args.prompt)] if args.chat else args.prompt
     request = remote.generate_request(args.model, prompt, args.max_tokens, args.temperature)
@@ -342,7 +342,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _routes(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     with channel_for(args) as channel:
         routes = remote.list_routes(channel, timeout_s=10)
@@ -357,8 +357,8 @@ def _routes(args: argparse.Namespace) -> int:
 
 
 def _swap(args: argparse.Namespace) -> int:
-    from modelyard import remote
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client import remote
+    from modelyard_client.v1 import hotswap_pb2
 
     request = hotswap_pb2.SwapRequest(
         alias=args.alias,
@@ -397,7 +397,7 @@ def _swap(args: argparse.Namespace) -> int:
 
 
 def _swap_status(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     with channel_for(args) as channel:
         status = remote.get_swap(channel, args.swap_id, timeout_s=10)
@@ -411,7 +411,7 @@ def _swap_status(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     with channel_for(args) as channel:
         print(_swap_line(remote.rollback(channel, args.swap_id, timeout_s=10)))
@@ -419,7 +419,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _fallbacks(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     alias, model = ("", args.target) if "/" in args.target else (args.target, "")
     with channel_for(args) as channel:
@@ -453,7 +453,7 @@ def _route_line(route: hotswap_pb2.Route) -> str:
 
 def _phase(phase: int) -> str:
     from modelyard.enum_values import value_name
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
     return value_name(hotswap_pb2.SwapStatus.Phase.DESCRIPTOR, phase).removeprefix("PHASE_").lower()
 
@@ -465,7 +465,7 @@ def _warm(status: hotswap_pb2.SwapStatus) -> str:
 def _swap_line(status: hotswap_pb2.SwapStatus) -> str:
     """``swap ID: alias 'a' x → y, done (warm 12 ms)``, then ``: why`` when the swap says;
     a canary swap in its canary phase adds its share (``, canary 25 %``)."""
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
     line = (
         f"swap {status.swap_id}: alias '{status.alias}' {status.from_model_id or '(none)'} → "
@@ -485,7 +485,7 @@ def _watch_lines(before: hotswap_pb2.SwapStatus, after: hotswap_pb2.SwapStatus) 
     """What `swap` prints for one status of its watch: the phase change, and for a canary
     swap each share it moves to (``canary 25 %``) and each step decided, in the order they
     happened: into CANARY, the steps (each before the share it led to), out of CANARY."""
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
     canary = hotswap_pb2.SwapStatus.PHASE_CANARY
     moved = after.phase != before.phase

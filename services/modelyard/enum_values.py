@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from modelyard.errors import InvalidRequest
+from modelyard_client.errors import InvalidRequest
 
 
 def is_known(enum: EnumDescriptor, value: int) -> bool:

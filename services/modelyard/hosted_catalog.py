@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import CatalogFileError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import CatalogFileError
+from modelyard_client.v1 import common_pb2
 
 DATA_FILE = Path(__file__).parent / "discovery" / "data" / "api_models.yaml"
 

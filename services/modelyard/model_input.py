@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 # Roughly four bytes of English text per token for common BPE tokenizers. An
 # estimate only: it reserves budget and sizes a task; the real count settles it.

@@ -91,7 +91,7 @@ class BaseProvider(abc.ABC):
     network work in `initialize`; override `__init__` only to check options
     (keep its signature and call ``super().__init__`` first): an exception there
     stops modelyard before it starts, naming the backend. Raising an
-    exception from `modelyard.errors` (`RateLimited`, `InvalidRequest`, ...)
+    exception from `modelyard_client.errors` (`RateLimited`, `InvalidRequest`, ...)
     chooses the status the caller gets; any other exception reaches the caller
     as a `ProviderError` naming the plug-in.
     """

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from modelyard.catalog_ids import catalog_id_problem, name_problem
 from modelyard.enum_values import check_known, value_name
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import hotswap_pb2, selector_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import hotswap_pb2, selector_pb2
 
 _TASK_TYPES = selector_pb2.TaskType.DESCRIPTOR
 # Task types by the names the configuration uses: "chat", "code", "speech_to_text".

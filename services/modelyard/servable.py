@@ -7,7 +7,7 @@ unavailable never are.
 
 from __future__ import annotations
 
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 SERVABLE_HEALTH = frozenset(
     {

@@ -16,7 +16,7 @@ from support.fake_ollama import FakeOllama
 from modelyard.assembly import Settings, Stack
 from modelyard.assembly.plan import discovery_for, plan_backends
 from modelyard.config import parse_config
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
 def _tiny_gguf(path: Path) -> None:

@@ -17,7 +17,7 @@ from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QU
 from modelyard.backends.loaded_models import MIB
 from modelyard.backends.local.llama_engine import LlamaEngine
 from modelyard.config import LocalBackend, OllamaBackend, parse_config
-from modelyard.v1 import registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import registry_pb2, registry_pb2_grpc
 
 YAML = """
 model_system:

@@ -23,10 +23,21 @@ from modelyard.assembly.plugins import PluginEngine, plugin_engine
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.config import ConfigError, PluginBackend, parse_config
 from modelyard.config.backends import KINDS
-from modelyard.errors import BackendUnavailable, InvalidRequest, ProviderError, StreamTruncated
 from modelyard.model_input import estimate_input_tokens
 from modelyard.plugins import BaseProvider, Finish, GenerationParams, Message, installed_plugins
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import (
+    BackendUnavailable,
+    InvalidRequest,
+    ProviderError,
+    StreamTruncated,
+)
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "modelyard-echo-provider"
 ECHO_POINT = "'echo' (modelyard_echo_provider:EchoProvider from modelyard-echo-provider 0.1.0)"

@@ -8,7 +8,7 @@ import pytest
 
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, resolve_settings
 from modelyard.config import ConfigError
-from modelyard.errors import InvalidRequest
+from modelyard_client.errors import InvalidRequest
 
 FILE = """
 model_system:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelyard.backends.admission import Admission, gateway_admission
-from modelyard.errors import Overloaded
+from modelyard_client.errors import Overloaded
 
 
 class Clock:

@@ -11,7 +11,13 @@ from support.scripted_engine import ScriptedEngine
 from modelyard.assembly import Stack
 from modelyard.backends.answer_stream import piece_to_chunk, whole_answer
 from modelyard.backends.engine import Piece
-from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import (
+    backend_pb2,
+    backend_pb2_grpc,
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 C = common_pb2
 DONE = Piece("!", C.FINISH_REASON_LENGTH, input_tokens=4, output_tokens=3)

@@ -8,8 +8,8 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.backends.host import BackendHost
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import registry_pb2, registry_pb2_grpc
 
 
 async def test_an_entry_the_registry_refuses_is_left_out_and_the_others_announced(

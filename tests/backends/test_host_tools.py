@@ -9,8 +9,8 @@ from support.scripted_engine import ScriptedEngine
 from modelyard.backends.engine import takes_tools, uses_tools
 from modelyard.backends.host import BackendHost
 from modelyard.backends.openai_compat.engine import OpenAICompatEngine
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 
 def _chat() -> common_pb2.Input:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from modelyard.backends.loaded_models import MIB, LoadedModels
-from modelyard.errors import MemoryBudgetExceeded, ModelNotFound
+from modelyard_client.errors import MemoryBudgetExceeded, ModelNotFound
 
 
 class FakeModels:

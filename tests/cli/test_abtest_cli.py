@@ -22,7 +22,7 @@ from modelyard import cli
 from modelyard.assembly import Stack
 from modelyard.commands import abtest
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 ROLES = ("registry", "hotswap", "gateway", "backend-openai-compat")
 A, B = "custom/model-a", "custom/model-b"

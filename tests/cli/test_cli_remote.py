@@ -1,34 +1,15 @@
-"""`modelyard models` and `generate` call a server through `modelyard.remote`, not the client."""
+"""`modelyard models` and `generate` call a server through `modelyard_client.remote`."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
-import modelyard
 from modelyard import cli
-
-
-def test_no_module_of_modelyard_imports_the_client() -> None:
-    importers = []
-    for path in Path(modelyard.__file__).parent.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            if any(n.split(".")[0] == "modelyard_client" for n in names):
-                importers.append(path.name)
-    assert importers == []
 
 
 async def test_models_lists_the_catalog(

@@ -17,11 +17,12 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
-from modelyard import cli, remote
+from modelyard import cli
 from modelyard.assembly import Stack
 from modelyard.config import default_config
 from modelyard.config.schema import CanaryConfig, HotSwapConfig, ModelyardConfig
-from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc, selector_pb2
+from modelyard_client import remote
+from modelyard_client.v1 import hotswap_pb2, hotswap_pb2_grpc, selector_pb2
 
 ALIAS = "chat-default"
 

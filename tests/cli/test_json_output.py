@@ -20,7 +20,7 @@ from conftest import StackFactory, free_port
 
 from modelyard.assembly import Stack
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 ROLES = ("registry", "hotswap", "gateway", "backend-openai-compat")
 A, B = "custom/model-a", "custom/model-b"

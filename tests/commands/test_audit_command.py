@@ -10,7 +10,7 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.cli import main
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 def _request(model: str) -> gateway_pb2.GenerateRequest:

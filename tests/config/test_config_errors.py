@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.config import ConfigError, ConfigFileUnreadable, load_config, parse_config
-from modelyard.errors import InvalidRequest
+from modelyard_client.errors import InvalidRequest
 
 
 def problems(text: str, env: Mapping[str, str] | None = None) -> list[str]:

@@ -31,7 +31,7 @@ from backends.openai_compat.openai_fake import FakeUpstream
 from deployments.serve_process import ServeProcess, start_all
 from support.redis_server import RedisServer, redis_server_binary
 
-from modelyard.v1 import (
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

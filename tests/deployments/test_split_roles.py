@@ -23,7 +23,7 @@ import pytest
 from backends.openai_compat.openai_fake import FakeUpstream
 from deployments.serve_process import ServeProcess, start_all
 
-from modelyard.v1 import (
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from modelyard.discovery import ApiProvidersSource, enabled_from_env
-from modelyard.errors import CatalogFileError
 from modelyard.hosted_catalog import load_catalog
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import CatalogFileError
+from modelyard_client.v1 import common_pb2 as C
 
 PROVIDERS = {
     "openai", "anthropic", "mistral", "gemini", "vertex",

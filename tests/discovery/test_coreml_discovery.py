@@ -12,8 +12,8 @@ from discovery.coreml_models import feature_extractor, image_classifier
 from modelyard.backends.coreml.model_files import infer_capabilities
 from modelyard.backends.coreml.runtime import coremltools
 from modelyard.discovery import CoreMLDirectorySource
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2 as C
 
 LINUX_REASON = "CoreML prediction needs macOS; this host is Linux"
 

@@ -13,8 +13,8 @@ from conftest import GEMMA_ID
 from modelyard.backends.local.model_files import model_id_for
 from modelyard.discovery import GGUFDirectorySource
 from modelyard.discovery.gguf_files import gguf_entry
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2 as C
 
 
 def write_gguf(

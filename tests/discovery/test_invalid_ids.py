@@ -11,7 +11,7 @@ import numpy as np
 from modelyard.backends.local.model_files import scan_models_dir
 from modelyard.discovery import GGUFDirectorySource
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.v1 import common_pb2 as C
 
 # Each makes an id the rule refuses: "local/..", "local/.", "local/" and 256 characters.
 ODD_NAMES = ("...gguf", "..gguf", "---.gguf", "m" * 250 + ".gguf")

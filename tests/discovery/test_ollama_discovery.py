@@ -9,8 +9,8 @@ from conftest import free_port
 from support.fake_ollama import FakeOllama
 
 from modelyard.discovery import OllamaSource
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2 as C
 
 
 @pytest.fixture

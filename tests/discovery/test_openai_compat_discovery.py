@@ -12,8 +12,8 @@ from conftest import free_port
 
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.discovery import OpenAICompatSource
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2 as C
 
 OPENAI_STYLE = [
     {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},

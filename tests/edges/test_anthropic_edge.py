@@ -12,8 +12,8 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly.stack import Stack
-from modelyard.errors import BackendUnavailable, RateLimited
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable, RateLimited
+from modelyard_client.v1 import common_pb2
 
 MODEL = "scripted/echo"
 

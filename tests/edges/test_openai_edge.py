@@ -16,9 +16,9 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly.stack import Stack
 from modelyard.config import parse_config
-from modelyard.errors import BackendUnavailable, RateLimited
 from modelyard.security.audit import AuditQuery
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable, RateLimited
+from modelyard_client.v1 import common_pb2
 
 MODEL = "scripted/echo"
 

@@ -15,7 +15,7 @@ from support.scripted_engine import ScriptedEngine
 from modelyard.assembly.stack import Stack
 from modelyard.backends.engine import Piece
 from modelyard.config import parse_config
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 CONFIG = """
 model_system:

@@ -16,7 +16,7 @@ from conftest import StackFactory
 from google.rpc import error_details_pb2
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.errors import (
+from modelyard_client.errors import (
     MESSAGE_LIMIT_BYTES,
     METADATA_LIMIT_BYTES,
     STATUS_DETAILS_KEY,
@@ -37,7 +37,7 @@ from modelyard.errors import (
     error_from_rpc,
     to_status,
 )
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 HUGE_BODY = "upstream 'acme' answered HTTP 500: <html>" + "x" * 100_000
 

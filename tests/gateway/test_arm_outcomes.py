@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from modelyard.gateway.arm_outcomes import ArmOutcomes, call_cost_usd
-from modelyard.v1 import common_pb2, hotswap_pb2
+from modelyard_client.v1 import common_pb2, hotswap_pb2
 
 LOGGER = "modelyard.gateway.arm_outcomes"
 

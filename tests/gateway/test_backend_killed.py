@@ -26,8 +26,8 @@ from backends.openai_compat.openai_fake import FakeUpstream
 from conftest import StackFactory, free_port
 
 from modelyard.config import parse_config
-from modelyard.errors import ModelNotFound
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import ModelNotFound
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 PIECES = 40  # 40 pieces 25 ms apart: a stream of about a second
 

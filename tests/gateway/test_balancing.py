@@ -12,9 +12,20 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
-from modelyard.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, StreamTruncated
 from modelyard.gateway.balancing import Balancer, CircuitPolicy
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidRequest,
+    StreamTruncated,
+)
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 # The native pool's default (`DeploymentPool(consecutive_failures=5)`), which the gateway keeps.
 FAILURES_TO_EJECT = 5

@@ -9,7 +9,7 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 def _item(model: str, text: str = "hi") -> gateway_pb2.GenerateRequest:

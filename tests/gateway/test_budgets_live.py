@@ -27,13 +27,13 @@ from ratelimit import conftest as ratelimit_fixtures
 from modelyard.assembly import Stack
 from modelyard.assembly.settings import limiter_settings
 from modelyard.config import parse_config
-from modelyard.errors import BudgetExceeded, error_from_rpc
 from modelyard.ratelimit.config import REDIS_TIMEOUT_ENV
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Scope
 from modelyard.ratelimit.redis_store import DEFAULT_KEY_PREFIX
 from modelyard.ratelimit.spend import SpendBudget, nano_usd
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, keys_pb2, keys_pb2_grpc
+from modelyard_client.errors import BudgetExceeded, error_from_rpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc, keys_pb2, keys_pb2_grpc
 
 redis_server = ratelimit_fixtures.redis_server
 redis_url = ratelimit_fixtures.redis_url

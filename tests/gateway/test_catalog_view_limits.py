@@ -12,13 +12,13 @@ import grpc
 import pytest
 from conftest import StackFactory
 
-from modelyard.errors import BackendUnavailable, ModelyardError, RequestTooLarge
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
 from modelyard.server.runtime import RunningServer, bind, start_server
 from modelyard.server.unimplemented import with_unimplemented
-from modelyard.v1 import common_pb2, gateway_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import BackendUnavailable, ModelyardError, RequestTooLarge
+from modelyard_client.v1 import common_pb2, gateway_pb2, registry_pb2, registry_pb2_grpc
 
 Change = registry_pb2.ModelChange
 STALE = "the gateway's copy of the catalog has been stale for "

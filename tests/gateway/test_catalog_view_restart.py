@@ -16,7 +16,7 @@ from modelyard.assembly import Settings, start_stack
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.store import CatalogStore
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
 async def _until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 
 import grpc
 
-from modelyard.errors import BackendUnavailable, ModelyardError, WatcherFellBehind
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.server.runtime import RunningServer, bind, start_server
 from modelyard.server.unimplemented import with_unimplemented
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import BackendUnavailable, ModelyardError, WatcherFellBehind
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 Change = registry_pb2.ModelChange
 Step = Change | ModelyardError

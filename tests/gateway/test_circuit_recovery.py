@@ -21,7 +21,7 @@ from backends.openai_compat.openai_fake import FakeUpstream
 from conftest import StackFactory
 
 from modelyard.config import parse_config
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 PRIMARY, FALLBACK = "custom/model-a", "custom/model-b"
 FAILURES_TO_OPEN = 5  # CircuitPolicy's default, which this keeps

@@ -24,13 +24,13 @@ from modelyard.assembly import Stack
 from modelyard.backends.content_parts import MAX_IMAGE_URL_CHARS, read_image
 from modelyard.config import parse_config
 from modelyard.config.security import InputLimitsConfig
-from modelyard.errors import ContentBlocked, InvalidRequest, RequestTooLarge
 from modelyard.gateway.guardrails import Guardrails
 from modelyard.gateway.redaction import Redaction
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.model_input import TOKENS_PER_IMAGE, estimate_input_tokens
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import ContentBlocked, InvalidRequest, RequestTooLarge
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 VISION, TEXT_ONLY = "custom/seer", "custom/plain"
 SETTINGS = GatewaySettings()

@@ -17,13 +17,19 @@ from support.scripted_engine import ScriptedEngine
 from modelyard.assembly import Stack
 from modelyard.config import default_config
 from modelyard.config.schema import HotSwapConfig
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.conversations import (
     Conversations,
     ConversationStore,
     message_tokens,
 )
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    hotswap_pb2,
+    hotswap_pb2_grpc,
+)
 
 Message = common_pb2.ChatMessage
 Status = hotswap_pb2.SwapStatus

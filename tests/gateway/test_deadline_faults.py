@@ -23,14 +23,14 @@ from backends.openai_compat.openai_fake import MODEL, FakeUpstream, chunk, reque
 from conftest import StackFactory
 
 from modelyard.config import parse_config
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     FirstTokenTimeout,
     ModelyardError,
     StreamTruncated,
     error_from_rpc,
 )
-from modelyard.v1 import gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2_grpc
 
 PAUSE_S = 5.0  # the fake's silence: far beyond every deadline under test
 

@@ -19,7 +19,7 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.config import parse_config
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 T = TypeVar("T")
 

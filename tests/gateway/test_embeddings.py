@@ -19,14 +19,15 @@ from support.scripted_engine import ScriptedEngine
 from modelyard.assembly import Stack
 from modelyard.backends.engine import Embeddings
 from modelyard.config import HotSwapConfig, ModelyardConfig, parse_config
-from modelyard.errors import (
+from modelyard_client import GatewayClient
+from modelyard_client.errors import (
     FailedPrecondition,
     InvalidRequest,
     ModelyardError,
     ProviderAuthFailed,
     error_from_rpc,
 )
-from modelyard.v1 import (
+from modelyard_client.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     common_pb2,
@@ -35,7 +36,6 @@ from modelyard.v1 import (
     keys_pb2,
     keys_pb2_grpc,
 )
-from modelyard_client import GatewayClient
 
 EMBED = "scripted/embed"  # the embedding model
 CHAT = "scripted/echo"  # a chat model of the same engine

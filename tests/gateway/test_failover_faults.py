@@ -36,16 +36,16 @@ from support.grpc_trailers import retry_delay_s
 
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
-from modelyard.errors import (
+from modelyard.ratelimit.local import LocalBucketStore
+from modelyard.ratelimit.plan import Bucket, Scope
+from modelyard_client.errors import (
     AllModelsFailed,
     Attempt,
     ContentRejected,
     ContextLengthExceeded,
     error_from_rpc,
 )
-from modelyard.ratelimit.local import LocalBucketStore
-from modelyard.ratelimit.plan import Bucket, Scope
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 A, B, C = "custom/model-a", "custom/model-b", "custom/model-c"

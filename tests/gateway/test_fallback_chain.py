@@ -12,14 +12,14 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.errors import (
+from modelyard_client.errors import (
     AllModelsFailed,
     Attempt,
     BackendUnavailable,
     ModelNotFound,
     error_from_rpc,
 )
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 def _request(model: str, *fallbacks: str) -> gateway_pb2.GenerateRequest:

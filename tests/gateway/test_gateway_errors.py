@@ -13,11 +13,11 @@ from support.grpc_trailers import trailers
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
-from modelyard.errors import RETRY_AFTER_MS_KEY, BackendUnavailable, ModelNotFound
 from modelyard.model_input import estimate_input_tokens
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Bucket, Scope
-from modelyard.v1 import (
+from modelyard_client.errors import RETRY_AFTER_MS_KEY, BackendUnavailable, ModelNotFound
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

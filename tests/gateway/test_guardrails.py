@@ -8,15 +8,15 @@ import pytest
 
 from modelyard.config import parse_config
 from modelyard.config.security import GuardrailsConfig
-from modelyard.errors import (
+from modelyard.gateway.guardrails import AnswerCheck, Guardrails
+from modelyard_client.errors import (
     ConfigError,
     ContentBlocked,
     InvalidRequest,
     OutputSchemaMismatch,
     RequestTooLarge,
 )
-from modelyard.gateway.guardrails import AnswerCheck, Guardrails
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 RULES = """
       deny_rules:

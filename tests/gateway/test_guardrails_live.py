@@ -18,14 +18,14 @@ from conftest import StackFactory
 
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
-from modelyard.errors import (
+from modelyard_client.errors import (
     ContentBlocked,
     InvalidRequest,
     ModelyardError,
     OutputSchemaMismatch,
     error_from_rpc,
 )
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 MODEL = "custom/model-a"

@@ -8,8 +8,8 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from modelyard.errors import BackendUnavailable, StreamTruncated
 from modelyard.gateway.hedging import race
+from modelyard_client.errors import BackendUnavailable, StreamTruncated
 
 
 class Attempt:

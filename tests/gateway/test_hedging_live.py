@@ -15,7 +15,7 @@ from conftest import StackFactory
 
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 A, B = "custom/model-a", "custom/model-b"
 SLOW_S = 2.0

@@ -11,7 +11,7 @@ from modelyard.assembly.selection import selection_settings
 from modelyard.config import default_config
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Selector
-from modelyard.v1 import (
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

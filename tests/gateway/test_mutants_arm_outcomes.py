@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from modelyard.gateway.arm_outcomes import ArmOutcomes
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.v1 import hotswap_pb2
 
 LOGGER = "modelyard.gateway.arm_outcomes"
 

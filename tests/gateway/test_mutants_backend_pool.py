@@ -21,11 +21,11 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard._native import DeploymentPool
 from modelyard.backends.host import BackendHost
-from modelyard.errors import DeadlineExceeded, ModelyardError, RequestTooLarge
 from modelyard.gateway import balancing
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer, Lease
-from modelyard.v1 import backend_pb2, common_pb2
+from modelyard_client.errors import DeadlineExceeded, ModelyardError, RequestTooLarge
+from modelyard_client.v1 import backend_pb2, common_pb2
 
 MIB = 1024 * 1024
 

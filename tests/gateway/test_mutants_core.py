@@ -22,12 +22,6 @@ from support.scripted_engine import ScriptedEngine
 
 import modelyard.gateway.core as core_module
 from modelyard.backends.host import BackendHost
-from modelyard.errors import (
-    BackendUnavailable,
-    FailedPrecondition,
-    InvalidRequest,
-    ModelyardError,
-)
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
@@ -39,7 +33,13 @@ from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Bucket, Demand, QuotaConfig, demands_for
 from modelyard.server.runtime import RunningServer, bind, start_server
 from modelyard.server.unimplemented import with_unimplemented
-from modelyard.v1 import (
+from modelyard_client.errors import (
+    BackendUnavailable,
+    FailedPrecondition,
+    InvalidRequest,
+    ModelyardError,
+)
+from modelyard_client.v1 import (
     backend_pb2,
     common_pb2,
     gateway_pb2,

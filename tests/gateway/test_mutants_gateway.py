@@ -14,9 +14,14 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.errors import AllModelsFailed, BackendUnavailable, ModelyardError, error_from_rpc
 from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import (
+    AllModelsFailed,
+    BackendUnavailable,
+    ModelyardError,
+    error_from_rpc,
+)
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 @dataclass

@@ -12,13 +12,13 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.backends.host import BackendHost
-from modelyard.errors import BackendUnavailable
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.hedging import Won, race
 from modelyard.gateway.settings import GatewaySettings
-from modelyard.v1 import common_pb2, gateway_pb2, registry_pb2
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2, gateway_pb2, registry_pb2
 
 Change = registry_pb2.ModelChange
 

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 BIG = 5 * 1024 * 1024  # above gRPC's 4 MiB receive default
 

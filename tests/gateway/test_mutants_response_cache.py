@@ -22,7 +22,6 @@ from support.redis_server import RedisServer
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.backends.host import BackendHost
-from modelyard.errors import DeadlineExceeded
 from modelyard.gateway import response_cache
 from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
@@ -37,7 +36,8 @@ from modelyard.gateway.response_cache import (
     ResponseCache,
 )
 from modelyard.gateway.route_view import RouteView
-from modelyard.v1 import common_pb2, gateway_pb2, hotswap_pb2, registry_pb2
+from modelyard_client.errors import DeadlineExceeded
+from modelyard_client.v1 import common_pb2, gateway_pb2, hotswap_pb2, registry_pb2
 
 redis_server = ratelimit_fixtures.redis_server
 redis_url = ratelimit_fixtures.redis_url

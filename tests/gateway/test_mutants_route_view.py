@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from modelyard.gateway.route_view import RouteView
-from modelyard.v1 import hotswap_pb2, selector_pb2
+from modelyard_client.v1 import hotswap_pb2, selector_pb2
 
 RouteChange = hotswap_pb2.RouteChange
 CODE, CHAT = selector_pb2.TASK_TYPE_CODE, selector_pb2.TASK_TYPE_CHAT

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.errors import InvalidRequest, RequestTooLarge
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.model_input import input_size_bytes
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest, RequestTooLarge
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 SETTINGS = GatewaySettings()
 

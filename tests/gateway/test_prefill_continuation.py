@@ -21,8 +21,8 @@ from conftest import StackFactory
 
 from modelyard.assembly import Stack
 from modelyard.config import ConfigError, parse_config
-from modelyard.errors import StreamTruncated, error_from_rpc
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import StreamTruncated, error_from_rpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 A, B = "custom/model-a", "custom/model-b"
 PIECES = [f"t{i} " for i in range(60)]  # one token each

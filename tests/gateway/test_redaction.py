@@ -7,9 +7,9 @@ from collections.abc import AsyncGenerator, Sequence
 import pytest
 
 from modelyard.config import parse_config
-from modelyard.errors import ConfigError
 from modelyard.gateway.redaction import Placeholders, Redaction
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import ConfigError
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 
 def _redaction(yaml: str = "{enabled: true}") -> Redaction:

@@ -26,7 +26,7 @@ from ratelimit import conftest as ratelimit_fixtures
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
 from modelyard.gateway.response_cache import MemoryAnswerStore
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 redis_server = ratelimit_fixtures.redis_server  # the session's redis-server
 redis_url = ratelimit_fixtures.redis_url  # emptied for each test

@@ -10,8 +10,8 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
-from modelyard import remote
-from modelyard.errors import (
+from modelyard_client import GatewayClient, remote
+from modelyard_client.errors import (
     AllModelsFailed,
     Attempt,
     BackendUnavailable,
@@ -23,8 +23,7 @@ from modelyard.errors import (
     RateLimited,
     RefusedLimit,
 )
-from modelyard.v1 import common_pb2, gateway_pb2
-from modelyard_client import GatewayClient
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 
 def _request(model: str, *fallbacks: str, max_tokens: int = 8) -> gateway_pb2.GenerateRequest:
@@ -34,7 +33,7 @@ def _request(model: str, *fallbacks: str, max_tokens: int = 8) -> gateway_pb2.Ge
 
 
 async def _refusal(address: str, request: gateway_pb2.GenerateRequest) -> ModelyardError:
-    """The error `modelyard.remote.generate` (what `GatewayClient.generate` runs) raises."""
+    """The error `modelyard_client.remote.generate` (what `GatewayClient.generate` runs) raises."""
 
     def call() -> ModelyardError:
         with grpc.insecure_channel(address) as channel:

@@ -17,11 +17,11 @@ from google.protobuf.message import Message
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.config.security import InputLimitsConfig
-from modelyard.errors import InvalidRequest, RequestTooLarge, error_from_rpc
 from modelyard.gateway.request_limits import LIMITS, check_bounds
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_request
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import InvalidRequest, RequestTooLarge, error_from_rpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 Mutate = Callable[[gateway_pb2.GenerateRequest], object]
 

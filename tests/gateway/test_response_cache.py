@@ -15,7 +15,6 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.backends.engine import Piece
 from modelyard.backends.host import BackendHost
-from modelyard.errors import BackendUnavailable, InvalidRequest, ModelNotFound
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
@@ -27,7 +26,8 @@ from modelyard.gateway.response_cache import (
     ResponseCache,
 )
 from modelyard.gateway.route_view import RouteView
-from modelyard.v1 import common_pb2, gateway_pb2, hotswap_pb2, registry_pb2
+from modelyard_client.errors import BackendUnavailable, InvalidRequest, ModelNotFound
+from modelyard_client.v1 import common_pb2, gateway_pb2, hotswap_pb2, registry_pb2
 
 A, B = "scripted/a", "scripted/b"
 ENDPOINT = "127.0.0.1:1"  # never dialled: the pool calls the host in this process

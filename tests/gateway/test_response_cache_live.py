@@ -23,7 +23,7 @@ from support.redis_server import RedisServer
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
 from modelyard.gateway.response_cache import RedisAnswerStore
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 own_redis = ratelimit_fixtures.own_redis  # a redis-server this test may stop
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.errors import (
+from modelyard.gateway.retries import (
+    MIN_RETRIES_PER_WINDOW,
+    CallTries,
+    RetryBudget,
+    RetryBudgets,
+    RetryRules,
+    Step,
+    step_after,
+)
+from modelyard_client.errors import (
     AllModelsFailed,
     BackendUnavailable,
     ContentRejected,
@@ -24,15 +33,6 @@ from modelyard.errors import (
     RefusedLimit,
     StreamStalled,
     StreamTruncated,
-)
-from modelyard.gateway.retries import (
-    MIN_RETRIES_PER_WINDOW,
-    CallTries,
-    RetryBudget,
-    RetryBudgets,
-    RetryRules,
-    Step,
-    step_after,
 )
 
 MODEL = "openai/gpt-4o"

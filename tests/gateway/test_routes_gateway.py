@@ -20,7 +20,13 @@ from support.scripted_engine import ScriptedEngine
 from modelyard.assembly import Stack
 from modelyard.config import default_config
 from modelyard.config.schema import HotSwapConfig, ModelyardConfig
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, hotswap_pb2, hotswap_pb2_grpc, selector_pb2
+from modelyard_client.v1 import (
+    gateway_pb2,
+    gateway_pb2_grpc,
+    hotswap_pb2,
+    hotswap_pb2_grpc,
+    selector_pb2,
+)
 
 CODE = selector_pb2.TASK_TYPE_CODE
 

@@ -30,7 +30,7 @@ from modelyard.gateway.route_view import RouteView, SplitPlan
 from modelyard.hotswap.servicer import HotSwapServicer
 from modelyard.ratelimit.config import LimiterConfig
 from modelyard.ratelimit.plan import QuotaConfig, Rates
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, hotswap_pb2
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc, hotswap_pb2
 
 ROLES = ("registry", "hotswap", "gateway", "backend-openai-compat")
 A, B = "custom/model-a", "custom/model-b"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from modelyard.errors import BackendUnavailable
 from modelyard.gateway.core import _check_servable
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2
 
 
 def test_an_unknown_stored_health_is_unavailable_naming_the_value() -> None:

@@ -15,7 +15,7 @@ import pytest
 from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     DeadlineExceeded,
     ModelyardError,
@@ -24,7 +24,7 @@ from modelyard.errors import (
     StreamTruncated,
     error_from_rpc,
 )
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 def _request(model: str, *fallbacks: str) -> gateway_pb2.GenerateRequest:

@@ -13,7 +13,6 @@ from support.scripted_engine import ScriptedEngine
 from modelyard.backends.engine import Piece
 from modelyard.backends.host import BackendHost
 from modelyard.config import parse_config
-from modelyard.errors import DeadlineExceeded, FirstTokenTimeout, StreamStalled
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.stream_deadlines import (
@@ -22,7 +21,8 @@ from modelyard.gateway.stream_deadlines import (
     PieceTimer,
     StreamDeadlines,
 )
-from modelyard.v1 import backend_pb2, common_pb2
+from modelyard_client.errors import DeadlineExceeded, FirstTokenTimeout, StreamStalled
+from modelyard_client.v1 import backend_pb2, common_pb2
 
 _CONFIG = """
 model_system:

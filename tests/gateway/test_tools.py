@@ -8,12 +8,12 @@ import json
 import pytest
 
 from modelyard.config.security import GuardrailsConfig
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.guardrails import Guardrails
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_request
 from modelyard.selector.task_analysis import analyse
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 OBJECT = json.dumps({"type": "object", "properties": {"city": {"type": "string"}}})
 

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 Mutate = Callable[[gateway_pb2.GenerateRequest], object]
 

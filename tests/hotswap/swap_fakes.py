@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
-from modelyard.errors import ModelNotFound
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 Capability: TypeAlias = common_pb2.Capability.ValueType
 

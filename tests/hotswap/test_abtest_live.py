@@ -18,7 +18,7 @@ from conftest import StackFactory
 
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc, hotswap_pb2, hotswap_pb2_grpc
 
 ROLES = ("registry", "hotswap", "gateway", "backend-openai-compat")
 A, B = "custom/model-a", "custom/model-b"

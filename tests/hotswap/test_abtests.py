@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from hotswap.swap_fakes import InstantAnswers, SmallCatalog
 
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound, NotFound
 from modelyard.hotswap import abtests as abtests_module
 from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
-from modelyard.v1 import common_pb2, hotswap_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest, ModelNotFound, NotFound
+from modelyard_client.v1 import common_pb2, hotswap_pb2
 
 A, B, C, EMBED = "up/a", "up/b", "up/c", "up/embed"
 Outcome = hotswap_pb2.ArmOutcome

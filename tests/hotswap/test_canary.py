@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from hotswap.swap_fakes import InstantAnswers, SmallCatalog
 
-from modelyard.errors import FailedPrecondition
 from modelyard.hotswap.arm_stats import ArmStats
 from modelyard.hotswap.canary import CanaryPolicy, CanaryStep, judge
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.errors import FailedPrecondition
+from modelyard_client.v1 import hotswap_pb2
 
 Status = hotswap_pb2.SwapStatus
 A, B = "up/a", "up/b"

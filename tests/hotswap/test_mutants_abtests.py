@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from hotswap.swap_fakes import InstantAnswers, SmallCatalog
 
-from modelyard.errors import FailedPrecondition, ModelNotFound
 from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
-from modelyard.v1 import common_pb2, hotswap_pb2
+from modelyard_client.errors import FailedPrecondition, ModelNotFound
+from modelyard_client.v1 import common_pb2, hotswap_pb2
 
 A, B = "up/a", "up/b"
 Outcome = hotswap_pb2.ArmOutcome

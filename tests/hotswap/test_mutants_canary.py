@@ -19,7 +19,7 @@ import pytest
 from modelyard.hotswap import canary
 from modelyard.hotswap.arm_stats import ArmStats
 from modelyard.hotswap.canary import CanaryPolicy, CanaryStep, judge, split_for
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.v1 import hotswap_pb2
 
 A, B = "up/a", "up/b"
 POLICY = CanaryPolicy()  # 5 points of errors; p95 50 % and 20 ms slower

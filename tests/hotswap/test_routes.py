@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.errors import FailedPrecondition, InvalidRequest, NotFound
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.route_keys import TASK_TYPES, describe, route_key
-from modelyard.v1 import hotswap_pb2, selector_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest, NotFound
+from modelyard_client.v1 import hotswap_pb2, selector_pb2
 
 Change = hotswap_pb2.RouteChange
 CODE = selector_pb2.TASK_TYPE_CODE

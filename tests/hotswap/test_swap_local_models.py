@@ -18,7 +18,13 @@ import pytest
 from conftest import StackFactory
 
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    hotswap_pb2,
+    hotswap_pb2_grpc,
+)
 
 pytestmark = pytest.mark.slow  # the real llama.cpp engine and model weights
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from hotswap.swap_fakes import SmallCatalog
 
-from modelyard.errors import MemoryBudgetExceeded, StreamTruncated
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Swaps, SwapSettings
-from modelyard.v1 import common_pb2, hotswap_pb2
+from modelyard_client.errors import MemoryBudgetExceeded, StreamTruncated
+from modelyard_client.v1 import common_pb2, hotswap_pb2
 
 Status = hotswap_pb2.SwapStatus
 A, B = "local/a", "local/b"

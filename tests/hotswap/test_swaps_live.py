@@ -19,7 +19,13 @@ from conftest import StackFactory
 
 from modelyard.assembly import Stack
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    hotswap_pb2,
+    hotswap_pb2_grpc,
+)
 
 ROLES = ("registry", "hotswap", "gateway", "backend-openai-compat")
 A, B = "custom/model-a", "custom/model-b"

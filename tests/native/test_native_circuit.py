@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelyard._native import STRATEGIES, DeploymentPool
-from modelyard.errors import BackendUnavailable, InvalidRequest
+from modelyard_client.errors import BackendUnavailable, InvalidRequest
 
 
 def pool(n: int, **options: Any) -> DeploymentPool:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelyard._native import STRATEGIES, DeploymentPool
-from modelyard.errors import BackendUnavailable, InvalidRequest
+from modelyard_client.errors import BackendUnavailable, InvalidRequest
 
 
 def pool(n: int = 4, **options: Any) -> DeploymentPool:

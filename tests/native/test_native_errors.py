@@ -1,4 +1,4 @@
-"""Every error of the native core arrives as its exact class of `modelyard.errors`.
+"""Every error of the native core arrives as its exact class of `modelyard_client.errors`.
 
 One case per variant of each Rust error enum (native/src/*/error.rs) plus the
 PyO3 layer's own int-range check; `native/src/py/errors.rs` is what maps them.
@@ -23,7 +23,7 @@ from modelyard._native import (
     Weights,
     assign_arm,
 )
-from modelyard.errors import BackendUnavailable, InvalidRequest, ModelyardError
+from modelyard_client.errors import BackendUnavailable, InvalidRequest, ModelyardError
 
 ONE_DEPLOYMENT = [("host0:50051", "eu", 1.0)]
 
@@ -164,7 +164,7 @@ def test_importing_the_native_module_imports_neither_errors_nor_grpc() -> None:
     # The exception classes are imported when the first one is raised.
     probe = (
         "import sys, modelyard._native; "
-        "print(sorted({'grpc', 'modelyard.errors'} & set(sys.modules)))"
+        "print(sorted({'grpc', 'modelyard_client.errors'} & set(sys.modules)))"
     )
     found = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from modelyard._native import Candidate, CandidateSet, Constraints, Selection, Weights
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2 as common
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2 as common
 
 
 def mask(*values: int) -> int:

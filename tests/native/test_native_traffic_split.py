@@ -11,7 +11,7 @@ import native_reference as ref
 import pytest
 
 from modelyard._native import assign_arm
-from modelyard.errors import InvalidRequest
+from modelyard_client.errors import InvalidRequest
 
 
 def test_assignment_is_pinned() -> None:

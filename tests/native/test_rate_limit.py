@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from modelyard._native import TokenBucket
-from modelyard.errors import InvalidRequest, ModelyardError
+from modelyard_client.errors import InvalidRequest, ModelyardError
 
 
 def test_bucket_admits_up_to_capacity_then_says_how_long_to_wait() -> None:

@@ -16,10 +16,10 @@ from support.redis_server import RedisServer
 
 from modelyard.assembly import Stack
 from modelyard.backends.engine import Engine
-from modelyard.errors import RETRY_AFTER_MS_KEY
 from modelyard.gateway.limits import ModelLimits
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import RETRY_AFTER_MS_KEY
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from modelyard.assembly import Settings, start_stack
 from modelyard.backends.engine import Piece
 from modelyard.model_input import estimate_input_tokens
 from modelyard.ratelimit.config import LimiterConfig
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 class FullUseEngine(ScriptedEngine):

@@ -13,7 +13,6 @@ import pytest
 
 from modelyard.assembly.settings import limiter_settings
 from modelyard.config import parse_config
-from modelyard.errors import BudgetExceeded, ConfigError, QuotaExceeded
 from modelyard.gateway.limits import ModelLimits
 from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
 from modelyard.ratelimit.local import LocalBucketStore
@@ -21,7 +20,8 @@ from modelyard.ratelimit.plan import Scope
 from modelyard.ratelimit.redis_store import DEFAULT_KEY_PREFIX, RedisBucketStore
 from modelyard.ratelimit.spend import SpendBudget, SpendConfig, SpendLimits, Window
 from modelyard.security.principal import OPEN, Principal, running_as
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BudgetExceeded, ConfigError, QuotaExceeded
+from modelyard_client.v1 import common_pb2
 
 # $0.01 a request and $1 per million input and $2 per million output tokens.
 PRICES = common_pb2.CostProfile(

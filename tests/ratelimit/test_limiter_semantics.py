@@ -10,7 +10,6 @@ from typing import Protocol
 import pytest
 import redis.asyncio as aioredis
 
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.limits import ModelLimits, Reservation
 from modelyard.ratelimit import (
     LimiterConfig,
@@ -25,7 +24,8 @@ from modelyard.ratelimit.plan import Bucket, Demand, Scope
 from modelyard.ratelimit.redis_store import DEFAULT_KEY_PREFIX, redacted
 from modelyard.ratelimit.spend import Charge, Crossing
 from modelyard.ratelimit.store import BucketStore, Outcome
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 
 def model(

@@ -14,11 +14,11 @@ import time
 import pytest
 from support.redis_server import RedisServer
 
-from modelyard.errors import InvalidRequest, RateLimiterUnavailable
 from modelyard.ratelimit.config import LimiterConfig, parse_provider_rates, parse_rates
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Bucket, Demand, Rates, Scope
 from modelyard.ratelimit.redis_store import RedisBucketStore
+from modelyard_client.errors import InvalidRequest, RateLimiterUnavailable
 
 # A port nothing listens on: every call is an outage, answered at once.
 UNREACHABLE = "redis://127.0.0.1:9/0"

@@ -19,12 +19,12 @@ import pytest
 import redis
 from support.redis_server import RedisServer
 
-from modelyard.errors import InvalidRequest
 from modelyard.ratelimit import local, redis_store
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Bucket, Demand, Scope, Shortfall
 from modelyard.ratelimit.redis_store import RedisBucketStore, redacted
+from modelyard_client.errors import InvalidRequest
 
 LOGGER = "modelyard.ratelimit.redis_store"
 PREFIX = "test-mutants:"

@@ -16,7 +16,7 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.gateway.limits import ModelLimits
 from modelyard.ratelimit import FailurePolicy, LimiterConfig, RedisBucketStore
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 # Generous against a loaded machine; a hang would last the whole call deadline (30 s).
 ANSWER_WITHIN_S = 8.0

@@ -21,7 +21,7 @@ import pytest
 import redis
 from support.redis_server import RedisServer
 
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 REPLICAS = 3
 RPM = 100

@@ -9,9 +9,9 @@ import pytest
 from ratelimit.conftest import GenerateCall, StartGateway
 from support.scripted_engine import ScriptedEngine
 
-from modelyard.errors import RATE_LIMIT_SCOPES_KEY
 from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import RATE_LIMIT_SCOPES_KEY
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 
 def _config(redis_url: str, quotas: QuotaConfig | None = None) -> LimiterConfig:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from modelyard.errors import BudgetExceeded, InvalidRequest
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Bucket, Demand, Scope
 from modelyard.ratelimit.redis_store import DEFAULT_KEY_PREFIX, RedisBucketStore
@@ -25,6 +24,7 @@ from modelyard.ratelimit.spend import (
 )
 from modelyard.ratelimit.store import BucketStore
 from modelyard.security.principal import Principal
+from modelyard_client.errors import BudgetExceeded, InvalidRequest
 
 NOON = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 TEAM = Scope.team("research")

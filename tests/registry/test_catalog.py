@@ -11,18 +11,18 @@ import grpc
 import pytest
 
 from modelyard.catalog_limits import HEALTH_REASON_CHARS
-from modelyard.errors import (
+from modelyard.registry import catalog as catalog_module
+from modelyard.registry import store
+from modelyard.registry.catalog import Catalog
+from modelyard.registry.store import CatalogStore
+from modelyard_client.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidRequest,
     ModelNotFound,
     WatcherFellBehind,
 )
-from modelyard.registry import catalog as catalog_module
-from modelyard.registry import store
-from modelyard.registry.catalog import Catalog
-from modelyard.registry.store import CatalogStore
-from modelyard.v1 import common_pb2, registry_pb2
+from modelyard_client.v1 import common_pb2, registry_pb2
 
 Change = registry_pb2.ModelChange
 

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.errors import BackendUnavailable, NotFound
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop, SourceBinding
 from modelyard.registry.discovery_sync import apply_snapshot
 from modelyard.registry.store import CatalogStore
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable, NotFound
+from modelyard_client.v1 import common_pb2
 
 DEPLOY = common_pb2.Deployment(backend="ollama", endpoint="127.0.0.1:7001")
 

@@ -8,7 +8,7 @@ from modelyard.discovery.source import SourceSnapshot
 from modelyard.registry.catalog import Catalog, with_defaults
 from modelyard.registry.discovery_sync import apply_snapshot
 from modelyard.registry.store import CatalogStore
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 C = common_pb2
 

@@ -12,10 +12,11 @@ import pytest
 from conftest import StackFactory
 
 from modelyard import catalog_limits as limits
-from modelyard.errors import InvalidRequest, error_from_rpc
 from modelyard.registry.validation import check_entry
 from modelyard.server.runtime import MAX_MESSAGE_BYTES
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.channel import CHANNEL_OPTIONS, RECEIVE_BYTES
+from modelyard_client.errors import InvalidRequest, error_from_rpc
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 C = common_pb2
 Grow = Callable[[C.ModelEntry, int], object]
@@ -133,8 +134,8 @@ def test_an_entry_is_far_under_what_every_consumer_receives() -> None:
     # gRPC's default receive limit (4 MiB) included: a channel left at it still reads one.
     assert 16 * limits.ENTRY_BYTES <= 4 * 1024 * 1024
     # What the registry's server may send (an entry stored before these bounds), they read.
-    assert limits.RECEIVE_BYTES == MAX_MESSAGE_BYTES
-    assert dict(limits.CHANNEL_OPTIONS) == {"grpc.max_receive_message_length": MAX_MESSAGE_BYTES}
+    assert RECEIVE_BYTES == MAX_MESSAGE_BYTES
+    assert dict(CHANNEL_OPTIONS) == {"grpc.max_receive_message_length": MAX_MESSAGE_BYTES}
 
 
 async def test_the_registry_refuses_an_entry_no_gateway_could_read(
@@ -205,4 +206,4 @@ def test_the_proto_states_the_entry_and_receive_bounds() -> None:
     comment = PROTO.read_text().partition("message ModelEntry {")[0].rpartition("}")[2]
     words = re.sub(r"\s*//\s*", " ", comment)
     assert f"{limits.ENTRY_BYTES:,} bytes encoded" in words
-    assert f"messages up to {limits.RECEIVE_BYTES // 2**20} MiB" in words
+    assert f"messages up to {RECEIVE_BYTES // 2**20} MiB" in words

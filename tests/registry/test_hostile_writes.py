@@ -10,8 +10,8 @@ import grpc
 import pytest
 from conftest import StackFactory
 
-from modelyard.errors import InvalidRequest, error_from_rpc
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import InvalidRequest, error_from_rpc
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 C = common_pb2
 R = registry_pb2

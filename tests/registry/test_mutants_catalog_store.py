@@ -18,7 +18,6 @@ from typing import Any, cast
 import pytest
 
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.errors import InvalidRequest, ModelNotFound
 from modelyard.registry import catalog as catalog_module
 from modelyard.registry.catalog import Catalog, with_defaults
 from modelyard.registry.discovery_loop import DiscoveryLoop, SourceBinding
@@ -26,7 +25,8 @@ from modelyard.registry.discovery_sync import apply_snapshot
 from modelyard.registry.servicer import Ctx, Registry, RegistryServicer
 from modelyard.registry.store import CatalogStore
 from modelyard.registry.versions import ModelVersions
-from modelyard.v1 import common_pb2, registry_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.v1 import common_pb2, registry_pb2
 
 C = common_pb2
 Change = registry_pb2.ModelChange

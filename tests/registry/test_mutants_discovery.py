@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.errors import BackendUnavailable, NotFound
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop, SourceBinding
 from modelyard.registry.discovery_sync import (
@@ -22,7 +21,8 @@ from modelyard.registry.discovery_sync import (
     mark_source_unreachable,
 )
 from modelyard.registry.store import CatalogStore
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable, NotFound
+from modelyard_client.v1 import common_pb2
 
 C = common_pb2
 DEPLOY = C.Deployment(backend="ollama", endpoint="127.0.0.1:7001")

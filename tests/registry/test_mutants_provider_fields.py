@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.errors import InvalidRequest
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.providers import Providers
 from modelyard.registry.store import CatalogStore
 from modelyard.registry.validation import check_model_id
 from modelyard.registry.versions import ModelVersions
-from modelyard.v1 import common_pb2, registry_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, registry_pb2
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from typing import Any, cast
 import pytest
 
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.errors import BackendUnavailable, FailedPrecondition, InvalidRequest
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop, SourceBinding
 from modelyard.registry.providers import Providers
 from modelyard.registry.servicer import Ctx, Registry, RegistryServicer
 from modelyard.registry.store import CatalogStore
-from modelyard.v1 import common_pb2, registry_pb2
+from modelyard_client.errors import BackendUnavailable, FailedPrecondition, InvalidRequest
+from modelyard_client.v1 import common_pb2, registry_pb2
 
 C = common_pb2
 NO_CONTEXT = cast(Ctx, None)

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from conftest import StackFactory
 
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
 async def test_register_list_get_watch_over_grpc(make_stack: StackFactory) -> None:

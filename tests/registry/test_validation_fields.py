@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from modelyard.errors import InvalidRequest
 from modelyard.registry.validation import check_entry
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 C = common_pb2
 

@@ -9,12 +9,12 @@ import grpc
 import pytest
 from conftest import StackFactory
 
-from modelyard.errors import InvalidRequest, ModelNotFound, NotFound
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.providers import Providers
 from modelyard.registry.store import CatalogStore
 from modelyard.registry.versions import ModelVersions
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import InvalidRequest, ModelNotFound, NotFound
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 
 def _entry(model_id: str, version: str = "", **fields: Any) -> common_pb2.ModelEntry:

@@ -17,8 +17,8 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.errors import PermissionDenied, error_from_rpc
-from modelyard.v1 import (
+from modelyard_client.errors import PermissionDenied, error_from_rpc
+from modelyard_client.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     common_pb2,

@@ -15,7 +15,6 @@ import pytest
 
 from modelyard.config import parse_config
 from modelyard.config.security import AuthConfig
-from modelyard.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from modelyard.security.auth_mode import (
     BOOTSTRAP_ADMIN,
     SERVICE,
@@ -27,6 +26,7 @@ from modelyard.security.auth_mode import (
 from modelyard.security.authn import REFUSED, Authenticator
 from modelyard.security.keys import KeyDigester, KeySpec, KeyStore
 from modelyard.security.principal import ADMIN, BACKEND, GENERATE
+from modelyard_client.errors import InvalidRequest, PermissionDenied, Unauthenticated
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 ADMIN_KEY = "admin-key-for-tests-0001"
@@ -227,10 +227,9 @@ def test_the_secrets_never_show_in_the_config_repr() -> None:
 
 def test_the_service_key_travels_in_the_header_the_server_reads_first() -> None:
     from modelyard.ratelimit import caller
-    from modelyard.security import service_key
+    from modelyard_client.channel import API_KEY_HEADER
 
-    assert service_key.API_KEY_HEADER == caller.API_KEY_HEADER
-    both = [("authorization", "Bearer other"), (service_key.API_KEY_HEADER, "mine")]
+    both = [("authorization", "Bearer other"), (API_KEY_HEADER, "mine")]
     assert caller.api_key_from_metadata(both) == "mine"
 
 

@@ -21,9 +21,9 @@ from conftest import StackFactory
 
 from modelyard.assembly import Stack
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.errors import ModelyardError, error_from_rpc
 from modelyard.security.authn import REFUSED
-from modelyard.v1 import (
+from modelyard_client.errors import ModelyardError, error_from_rpc
+from modelyard_client.v1 import (
     backend_pb2,
     backend_pb2_grpc,
     common_pb2,

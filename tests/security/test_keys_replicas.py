@@ -20,7 +20,7 @@ import grpc
 import pytest
 from support.redis_server import RedisServer
 
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc, keys_pb2, keys_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc, keys_pb2, keys_pb2_grpc
 
 REPLICAS = 3
 ADMIN_KEY = "admin-key-for-the-replica-tests"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.errors import InvalidRequest, NotFound
 from modelyard.security.keys import (
     KEY_PREFIX,
     SECRET_FILE,
@@ -22,6 +21,7 @@ from modelyard.security.keys import (
     server_secret,
 )
 from modelyard.security.principal import ADMIN, GENERATE
+from modelyard_client.errors import InvalidRequest, NotFound
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 

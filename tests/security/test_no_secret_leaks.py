@@ -58,8 +58,8 @@ from support.redis_server import RedisServer, redis_server_binary
 
 from modelyard.assembly.settings import limiter_settings
 from modelyard.config import parse_config
-from modelyard.scrub import scrub_logging
-from modelyard.v1 import (
+from modelyard_client.scrub import scrub_logging
+from modelyard_client.v1 import (
     backend_pb2,
     backend_pb2_grpc,
     gateway_pb2,

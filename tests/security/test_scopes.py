@@ -7,8 +7,7 @@ import pkgutil
 
 import pytest
 
-import modelyard.v1
-from modelyard.errors import PermissionDenied
+import modelyard_client.v1
 from modelyard.security.principal import ADMIN, BACKEND, GENERATE, OPEN, Principal
 from modelyard.security.scopes import (
     RPC_SCOPES,
@@ -17,15 +16,16 @@ from modelyard.security.scopes import (
     may_use_model,
     usable_models,
 )
+from modelyard_client.errors import PermissionDenied
 
 
 def _contract_rpcs() -> set[str]:
     """Every RPC of every service in proto/modelyard/v1, from the generated descriptors."""
     found = set()
-    for info in pkgutil.iter_modules(modelyard.v1.__path__):
+    for info in pkgutil.iter_modules(modelyard_client.v1.__path__):
         if not info.name.endswith("_pb2"):
             continue
-        module = importlib.import_module(f"modelyard.v1.{info.name}")
+        module = importlib.import_module(f"modelyard_client.v1.{info.name}")
         for service in module.DESCRIPTOR.services_by_name.values():
             found |= {f"{service.full_name}/{m.name}" for m in service.methods}
     return found

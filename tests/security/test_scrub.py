@@ -1,4 +1,4 @@
-"""`modelyard.scrub`: which credentials are replaced, what is left alone, and where it applies
+"""`modelyard_client.scrub`: which credentials are replaced, what is left alone, where it applies
 (the wire's choke point `to_status` / `cap_message`, the log filter)."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from urllib.parse import quote
 import pytest
 from google.rpc import error_details_pb2
 
-from modelyard.errors import AllModelsFailed, Attempt, InvalidRequest, cap_message, to_status
-from modelyard.scrub import (
+from modelyard.security.keys import new_secret
+from modelyard_client.errors import AllModelsFailed, Attempt, InvalidRequest, cap_message, to_status
+from modelyard_client.scrub import (
     MARKER,
     MIN_SECRET_LENGTH,
     ScrubbingFilter,
@@ -24,7 +25,6 @@ from modelyard.scrub import (
     scrub_logging,
     upstream_text,
 )
-from modelyard.security.keys import new_secret
 
 
 def _fresh_secret() -> str:

@@ -21,9 +21,9 @@ from support.grpc_trailers import trailers
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.config import parse_config
-from modelyard.errors import ProviderError
-from modelyard.scrub import MARKER, register_secret
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import ProviderError
+from modelyard_client.scrub import MARKER, register_secret
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 

@@ -11,8 +11,8 @@ import pytest
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.config import ConfigError, parse_config
 from modelyard.config.secrets_file import read_secrets_file
-from modelyard.scrub import MARKER, scrub
 from modelyard.security.secrets import ProviderKeys, configured_secrets
+from modelyard_client.scrub import MARKER, scrub
 
 
 def _key() -> str:

@@ -22,7 +22,7 @@ from security.echo_upstream import EchoUpstream
 
 from modelyard.config import parse_config
 from modelyard.server.runtime import on_reload_signal
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 

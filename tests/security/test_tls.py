@@ -17,7 +17,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelyard.config import parse_config
 from modelyard.config.security import TlsConfig
-from modelyard.errors import ConfigError
 from modelyard.security.channels import InternalChannels
 from modelyard.security.dev_certs import (
     CLIENT_NAME,
@@ -29,8 +28,10 @@ from modelyard.security.dev_certs import (
     make_ca,
     write_dev_certs,
 )
-from modelyard.security.tls import ClientFiles, peer_common_name, server_credentials
+from modelyard.security.tls import peer_common_name, server_credentials
 from modelyard.server.runtime import RunningServer, ServiceBinding, start_server
+from modelyard_client.errors import ConfigError
+from modelyard_client.tls_files import ClientFiles
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 

@@ -25,7 +25,6 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.cli import STARTUP_MISTAKE, main
 from modelyard.config import parse_config
-from modelyard.errors import ModelNotFound, ModelyardError
 from modelyard.security.dev_certs import (
     CLIENT_NAME,
     DevCerts,
@@ -36,6 +35,7 @@ from modelyard.security.dev_certs import (
     write_dev_certs,
 )
 from modelyard_client import GatewayClient
+from modelyard_client.errors import ModelNotFound, ModelyardError
 
 START_TIMEOUT_S = 60.0  # a process's start, on a loaded two-core machine
 

@@ -10,11 +10,11 @@ import pytest
 
 from modelyard.assembly.selection import selection_settings
 from modelyard.config import parse_config
-from modelyard.errors import NoSuitableModel
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Selector
 from modelyard.selector.task_analysis import analyse
-from modelyard.v1 import common_pb2, selector_pb2
+from modelyard_client.errors import NoSuitableModel
+from modelyard_client.v1 import common_pb2, selector_pb2
 
 C = common_pb2
 BACKEND = "  backends:\n    p: {kind: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}\n"

@@ -12,8 +12,8 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.config import parse_config
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import (
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

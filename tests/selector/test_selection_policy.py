@@ -9,7 +9,7 @@ from modelyard.config import parse_config
 from modelyard.config.schema import DEFAULT_WEIGHTS
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Policy, Selector
-from modelyard.v1 import common_pb2, selector_pb2
+from modelyard_client.v1 import common_pb2, selector_pb2
 
 C = common_pb2
 BACKEND = "  backends:\n    p: {kind: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}\n"

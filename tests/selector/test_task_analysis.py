@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelyard.selector.task_analysis import analyse
-from modelyard.v1 import common_pb2, selector_pb2
+from modelyard_client.v1 import common_pb2, selector_pb2
 
 C = common_pb2
 S = selector_pb2

@@ -12,8 +12,14 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
-from modelyard.errors import InvalidRequest, error_from_rpc
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, selector_pb2, selector_pb2_grpc
+from modelyard_client.errors import InvalidRequest, error_from_rpc
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    selector_pb2,
+    selector_pb2_grpc,
+)
 
 C = common_pb2
 # Past the 64-bit native mask (64, 255, 256, 2^31-1) and below any bit (-1).

@@ -18,7 +18,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from modelyard.errors import (
+from modelyard.server.runtime import ServiceBinding, start_server
+from modelyard_client import GatewayClient
+from modelyard_client.errors import (
     DOMAIN,
     AllModelsFailed,
     AlreadyExists,
@@ -65,9 +67,7 @@ from modelyard.errors import (
     error_from_rpc,
     registered_classes,
 )
-from modelyard.server.runtime import ServiceBinding, start_server
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
-from modelyard_client import GatewayClient
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 GENERATE = "modelyard.v1.GatewayService/Generate"
 

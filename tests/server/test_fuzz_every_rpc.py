@@ -44,10 +44,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from support.scripted_engine import ScriptedEngine
 
-import modelyard.v1
-from modelyard.errors import DOMAIN
+import modelyard_client.v1
 from modelyard.server import undecodable
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import DOMAIN
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 SEED = int(os.environ.get("MODELYARD_FUZZ_SEED") or 20_261_201)
 VARIANTS_PER_RPC = 160  # about 7,000 messages over the contract's 45 RPCs (CPU-bound: 2 cores)
@@ -64,9 +64,11 @@ MAX_LOG_LINES = 5
 
 def _contract() -> list[ModuleType]:
     """Every generated message module of the contract (``modelyard.v1.*_pb2``)."""
-    names = sorted(m.name for m in pkgutil.iter_modules(modelyard.v1.__path__))
+    names = sorted(m.name for m in pkgutil.iter_modules(modelyard_client.v1.__path__))
     return [
-        importlib.import_module(f"modelyard.v1.{name}") for name in names if name.endswith("_pb2")
+        importlib.import_module(f"modelyard_client.v1.{name}")
+        for name in names
+        if name.endswith("_pb2")
     ]
 
 

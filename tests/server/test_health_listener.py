@@ -14,7 +14,7 @@ from modelyard.config.security import TlsConfig
 from modelyard.security.dev_certs import write_dev_certs
 from modelyard.security.tls import server_credentials
 from modelyard.server.runtime import start_server
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 H = health_pb2.HealthCheckResponse
 

@@ -14,9 +14,9 @@ from conftest import StackFactory
 from support.endless_engine import EndlessEngine
 
 from modelyard.config import parse_config
-from modelyard.errors import SlowReaderCut
 from modelyard.server.slow_readers import write_all
-from modelyard.v1 import audit_pb2, audit_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import SlowReaderCut
+from modelyard_client.v1 import audit_pb2, audit_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 
 
 async def test_a_client_that_cancels_a_blocked_stream_ends_its_backend_call_at_once(

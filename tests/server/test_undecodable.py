@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from modelyard.server.runtime import bind, start_server
 from modelyard.server.undecodable import UndecodableRequests
 from modelyard.server.unimplemented import with_unimplemented
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 GENERATE = "/modelyard.v1.GatewayService/Generate"
 GENERATE_STREAM = "/modelyard.v1.GatewayService/GenerateStream"

@@ -11,7 +11,7 @@ import pytest
 
 from modelyard.server.runtime import bind, start_server
 from modelyard.server.unimplemented import with_unimplemented
-from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 
 class NothingBuilt(hotswap_pb2_grpc.HotSwapServiceServicer):

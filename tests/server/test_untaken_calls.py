@@ -21,7 +21,7 @@ import grpc
 import pytest
 
 from modelyard.server.runtime import MAX_UNTAKEN_CALLS, RunningServer, ServiceBinding, start_server
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 CALLS = 2500
 

@@ -6,7 +6,7 @@ import base64
 import struct
 import zlib
 
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

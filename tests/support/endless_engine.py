@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from modelyard.backends.engine import Piece
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 from support.scripted_engine import ScriptedEngine
 
 PIECE = "x" * 1024

@@ -8,7 +8,7 @@ from typing import cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from modelyard.errors import STATUS_DETAILS_KEY
+from modelyard_client.errors import STATUS_DETAILS_KEY
 
 
 def trailers(err: grpc.aio.AioRpcError) -> dict[str, str | bytes]:

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from modelyard.backends.engine import EngineHealth, Piece
-from modelyard.errors import ModelNotFound, ModelyardError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelNotFound, ModelyardError
+from modelyard_client.v1 import common_pb2
 
 
 class ScriptedEngine:

@@ -1,4 +1,4 @@
-//! Each core error enum turned into its class of `modelyard.errors`.
+//! Each core error enum turned into its class of `modelyard_client.errors`.
 //!
 //! One `From` impl per enum, matching every variant by name (no `_` arm), so a
 //! new variant does not compile until someone decides which class it raises;
@@ -13,8 +13,8 @@ use crate::scoring::ScoringError;
 use crate::token_bucket::BucketError;
 use crate::traffic_split::SplitError;
 
-pyo3::import_exception!(modelyard.errors, InvalidRequest);
-pyo3::import_exception!(modelyard.errors, BackendUnavailable);
+pyo3::import_exception!(modelyard_client.errors, InvalidRequest);
+pyo3::import_exception!(modelyard_client.errors, BackendUnavailable);
 
 /// The caller passed a bad value.
 pub(super) fn invalid_request(message: impl std::fmt::Display) -> PyErr {

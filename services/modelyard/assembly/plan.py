@@ -22,7 +22,7 @@ from modelyard.config import Backend, OllamaBackend
 from modelyard.discovery.api_providers import ApiProvidersSource, HostedBackendKey
 from modelyard.registry.discovery_loop import SourceBinding
 from modelyard.security.secrets import ProviderKeys
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,6 @@ from typing import Any
 from modelyard.backends.engine import EngineHealth, Piece, chat_messages
 from modelyard.catalog_ids import catalog_id
 from modelyard.config import PluginBackend
-from modelyard.errors import (
-    BackendUnavailable,
-    InvalidRequest,
-    ModelNotFound,
-    ModelyardError,
-    ProviderError,
-    StreamTruncated,
-)
 from modelyard.model_input import BYTES_PER_TOKEN, estimate_input_tokens
 from modelyard.plugins import (
     ENTRY_POINT_GROUP,
@@ -39,8 +31,16 @@ from modelyard.plugins import (
     Message,
     installed_plugins,
 )
-from modelyard.scrub import upstream_text
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import (
+    BackendUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+    ModelyardError,
+    ProviderError,
+    StreamTruncated,
+)
+from modelyard_client.scrub import upstream_text
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

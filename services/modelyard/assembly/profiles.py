@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from modelyard.assembly.plan import BackendPlan
 from modelyard.catalog_ids import catalog_id
 from modelyard.config import ModelProfile
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 def apply_profiles(entries: Iterable[common_pb2.ModelEntry], plans: Iterable[BackendPlan]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from modelyard.config import SelectionConfig
 from modelyard.config.schema import SelectionPolicy
 from modelyard.selector.selection import Policy, SelectionSettings
-from modelyard.v1 import selector_pb2
+from modelyard_client.v1 import selector_pb2
 
 
 def _policy(section: SelectionPolicy) -> Policy:

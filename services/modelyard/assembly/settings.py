@@ -20,7 +20,6 @@ from typing import Any
 
 from modelyard.config import ModelyardConfig, RateLimit, default_config, load_config
 from modelyard.config.schema import LogLevel
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.balancing import STRATEGIES
 from modelyard.gateway.deadline import DEFAULT_DEADLINE_S
 from modelyard.ratelimit import LimiterConfig, QuotaConfig, Rates
@@ -33,6 +32,7 @@ from modelyard.ratelimit.config import (
     team_rates,
 )
 from modelyard.security.auth_mode import auth_from_env
+from modelyard_client.errors import InvalidRequest
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DRAIN_NOTICE_ENV = "MODELYARD_DRAIN_NOTICE_S"

@@ -27,7 +27,6 @@ from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import BackendServicer
 from modelyard.edges.http_edge import EdgeCalls, RunningEdge, start_edge
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer, CircuitPolicy
@@ -62,7 +61,8 @@ from modelyard.selector.selection import Selector
 from modelyard.selector.servicer import SelectorServicer
 from modelyard.server.runtime import RunningServer, ServiceBinding, bind, start_server
 from modelyard.server.unimplemented import with_unimplemented
-from modelyard.v1 import backend_pb2, common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import backend_pb2, common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
-from modelyard.errors import Overloaded
+from modelyard_client.errors import Overloaded
 
 log = logging.getLogger(__name__)
 

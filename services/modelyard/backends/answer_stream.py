@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from modelyard.backends.engine import Piece
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2
 
 
 def piece_to_chunk(piece: Piece) -> backend_pb2.InferChunk:

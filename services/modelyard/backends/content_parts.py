@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from modelyard.backends.engine import Piece
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 # The types every vision provider here takes (OpenAI, Anthropic, Bedrock Converse,
 # Cohere); Gemini takes all but GIF (its engine refuses that one).

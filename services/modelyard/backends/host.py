@@ -28,8 +28,9 @@ from modelyard.backends.engine import (
     takes_tools,
     uses_tools,
 )
-from modelyard.catalog_limits import CHANNEL_OPTIONS
-from modelyard.errors import (
+from modelyard.telemetry import metadata_with_trace
+from modelyard_client.channel import CHANNEL_OPTIONS
+from modelyard_client.errors import (
     FailedPrecondition,
     InvalidRequest,
     ModelNotFound,
@@ -38,8 +39,7 @@ from modelyard.errors import (
     error_from_rpc,
     remote_errors,
 )
-from modelyard.telemetry import metadata_with_trace
-from modelyard.v1 import backend_pb2, common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import backend_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 

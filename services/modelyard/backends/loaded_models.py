@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from modelyard.errors import MemoryBudgetExceeded
+from modelyard_client.errors import MemoryBudgetExceeded
 
 log = logging.getLogger(__name__)
 

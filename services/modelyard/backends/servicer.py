@@ -11,7 +11,7 @@ import grpc
 from modelyard.backends.answer_stream import chunk_output, piece_to_chunk, whole_answer
 from modelyard.backends.engine import Piece
 from modelyard.backends.host import BackendHost
-from modelyard.v1 import backend_pb2, backend_pb2_grpc
+from modelyard_client.v1 import backend_pb2, backend_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
 
 from modelyard.backends.engine import Piece
-from modelyard.errors import FailedPrecondition, ModelyardError
+from modelyard_client.errors import FailedPrecondition, ModelyardError
 
 _DONE = object()
 

@@ -22,13 +22,13 @@ from modelyard.commands.client_options import (
     print_error,
     print_json,
 )
-from modelyard.errors import ModelyardError
 from modelyard.security.client_channel import channel_for
+from modelyard_client.errors import ModelyardError
 
 if TYPE_CHECKING:
     import grpc
 
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
 # How often `abtest start --watch` asks for the test's figures, in seconds.
 ABTEST_POLL_S = 1.0
@@ -135,7 +135,7 @@ _STICKY = ("request", "conversation", "api-key", "user")
 def arm(text: str) -> hotswap_pb2.ABArm:
     """``NAME=MODEL:WEIGHT``, e.g. ``control=local/gemma:0.5``; the weight follows the last
     colon, so a catalog id with a colon in it (``ollama/llama3:8b``) stays whole."""
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
     name, equals, rest = text.partition("=")
     model, colon, weight_text = rest.rpartition(":")
@@ -151,8 +151,8 @@ def arm(text: str) -> hotswap_pb2.ABArm:
 
 
 def _abtest_start(args: argparse.Namespace) -> int:
-    from modelyard import remote
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client import remote
+    from modelyard_client.v1 import hotswap_pb2
 
     request = hotswap_pb2.StartABTestRequest(
         alias=args.alias,
@@ -198,7 +198,7 @@ def _abtest_start(args: argparse.Namespace) -> int:
 def _follow(channel: grpc.Channel, test: hotswap_pb2.ABTest) -> hotswap_pb2.ABTest:
     """Poll the test about every ABTEST_POLL_S, printing its figures each time they change,
     until it has ended; the test as it ended."""
-    from modelyard import remote
+    from modelyard_client import remote
 
     shown = _figures_line(test)
     while test.running:
@@ -212,7 +212,7 @@ def _follow(channel: grpc.Channel, test: hotswap_pb2.ABTest) -> hotswap_pb2.ABTe
 
 
 def _abtest_status(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     with channel_for(args) as channel:
         if args.test_id:
@@ -229,7 +229,7 @@ def _abtest_status(args: argparse.Namespace) -> int:
 
 
 def _abtest_stop(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     with channel_for(args) as channel:
         test = remote.stop_ab_test(channel, args.test_id, args.promote_winner, timeout_s=10)
@@ -239,7 +239,7 @@ def _abtest_stop(args: argparse.Namespace) -> int:
 
 
 def _feedback(args: argparse.Namespace) -> int:
-    from modelyard import remote
+    from modelyard_client import remote
 
     with channel_for(args) as channel:
         # The service waits up to a second for the call's report to arrive first.
@@ -294,7 +294,7 @@ def _figures_line(test: hotswap_pb2.ABTest) -> str:
 
 def _results(test: hotswap_pb2.ABTest) -> list[hotswap_pb2.ABArmResult]:
     """Each arm's result in the arms' order (an arm with none yet: zeros)."""
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
     by_name = {r.name: r for r in test.results}
     return [
@@ -315,7 +315,7 @@ def _table(rows: list[list[str]]) -> list[str]:
 def _abtest_detail(test: hotswap_pb2.ABTest) -> list[str]:
     """`abtest status ID`: the test's line, its settings, a row per arm, the winner."""
     from modelyard.enum_values import value_name
-    from modelyard.v1 import hotswap_pb2
+    from modelyard_client.v1 import hotswap_pb2
 
     sticky = value_name(hotswap_pb2.StickyBy.DESCRIPTOR, test.sticky_by)
     settings = [

@@ -45,9 +45,9 @@ def register(sub: Any) -> None:
 def run_audit(args: argparse.Namespace) -> int:
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from modelyard.errors import remote_errors
     from modelyard.security.client_channel import channel_for
-    from modelyard.v1 import audit_pb2, audit_pb2_grpc
+    from modelyard_client.errors import remote_errors
+    from modelyard_client.v1 import audit_pb2, audit_pb2_grpc
 
     if args.limit < 1:
         raise SystemExit("modelyard audit: --limit must be at least 1")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from modelyard.commands.client_options import add_address, print_error
-from modelyard.errors import ModelyardError
+from modelyard_client.errors import ModelyardError
 
 RESET = "/reset"
 EXIT = "/exit"
@@ -97,7 +97,7 @@ def _turn(
 ) -> tuple[str | None, bool]:
     """Stream one answer to `out`: its whole text (None when it failed or was stopped),
     and False when it failed."""
-    from modelyard import remote
+    from modelyard_client import remote
 
     request = remote.generate_request(args.model, messages, args.max_tokens, args.temperature)
     pieces: list[str] = []

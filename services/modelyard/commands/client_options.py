@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from modelyard.assembly.settings import DEFAULT_ADDRESS
-from modelyard.errors import ModelyardError
+from modelyard_client.errors import ModelyardError
 
 ADDRESS_ENV = "MODELYARD_ADDRESS"
 # Exit status of a call the server refused as a mistake in the request (`swap`,

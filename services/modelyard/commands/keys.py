@@ -73,9 +73,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
     """`method` of the KeyService with the admin key; a refusal raised as its error class."""
-    from modelyard.errors import remote_errors
     from modelyard.security.client_channel import channel_for
-    from modelyard.v1 import keys_pb2_grpc
+    from modelyard_client.errors import remote_errors
+    from modelyard_client.v1 import keys_pb2_grpc
 
     if not getattr(args, "api_key", None):  # the bootstrap key, for the first keys
         args.api_key = os.environ.get(ADMIN_KEY_ENV)
@@ -94,7 +94,7 @@ def _seconds(text: str | None, flag: str) -> float:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from modelyard.v1 import keys_pb2
+    from modelyard_client.v1 import keys_pb2
 
     request = keys_pb2.CreateKeyRequest(
         owner=args.owner,
@@ -114,7 +114,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from modelyard.v1 import keys_pb2
+    from modelyard_client.v1 import keys_pb2
 
     answer = _call(args, "ListKeys", keys_pb2.ListKeysRequest(include_revoked=args.all))
     if args.json:
@@ -126,7 +126,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    from modelyard.v1 import keys_pb2
+    from modelyard_client.v1 import keys_pb2
 
     grace = _seconds(args.grace, "--grace")
     issued = _call(args, "RotateKey", keys_pb2.RotateKeyRequest(id=args.key_id, grace_s=grace))
@@ -136,7 +136,7 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    from modelyard.v1 import keys_pb2
+    from modelyard_client.v1 import keys_pb2
 
     _print_key(_call(args, "RevokeKey", keys_pb2.RevokeKeyRequest(id=args.key_id)))
     return 0

@@ -1,6 +1,6 @@
 """What goes wrong in a configuration file, said with the key path it went wrong at.
 
-The error classes and `ConfigProblem` live in `modelyard.errors` with every other
+The error classes and `ConfigProblem` live in `modelyard_client.errors` with every other
 error; they are re-exported here, beside the spelling help.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from modelyard.errors import ConfigError, ConfigFileUnreadable, ConfigProblem
+from modelyard_client.errors import ConfigError, ConfigFileUnreadable, ConfigProblem
 
 __all__ = ["ConfigError", "ConfigFileUnreadable", "ConfigProblem", "suggestion"]
 

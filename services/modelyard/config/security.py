@@ -66,7 +66,7 @@ class SecretsConfig:
     value comes from `file` when the file holds it, else from the environment
     (`modelyard.config.secrets_file`). SIGHUP re-reads both, and every engine
     uses the new value from its next call. Every value read is scrubbed from
-    errors, logs and spans (`modelyard.scrub`).
+    errors, logs and spans (`modelyard_client.scrub`).
     """
 
     # NAME=value lines or a YAML mapping of variable names to values, mounted by the operator.

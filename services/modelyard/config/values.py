@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from modelyard.config.convert import Duration, Range
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 # Positive durations written with a unit (``30s``), read as seconds.
 Seconds = Annotated[float, Duration(), Range(min=0, above=True)]

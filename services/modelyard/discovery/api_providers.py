@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from modelyard.catalog_ids import catalog_id
 from modelyard.discovery.source import SourceSnapshot
 from modelyard.hosted_catalog import ApiCatalog, load_catalog
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 def enabled_from_env(

@@ -21,8 +21,8 @@ from typing import Any
 
 from modelyard.backends.local.model_files import model_id_for, read_models_dir
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import pydantic
 
 from modelyard.backends.ollama.model_entry import ollama_entry
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.errors import BackendUnavailable
-from modelyard.scrub import upstream_text
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.scrub import upstream_text
 
 log = logging.getLogger(__name__)
 

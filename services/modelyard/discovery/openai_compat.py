@@ -20,8 +20,8 @@ from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import list_models
 from modelyard.catalog_ids import catalog_id
 from modelyard.discovery.source import SourceSnapshot, context_window
-from modelyard.errors import BackendUnavailable, ModelyardError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable, ModelyardError
+from modelyard_client.v1 import common_pb2
 
 C = common_pb2
 _MODALITIES = {"text": C.MODALITY_TEXT, "image": C.MODALITY_IMAGE, "audio": C.MODALITY_AUDIO}

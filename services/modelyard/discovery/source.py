@@ -7,7 +7,7 @@ from typing import Protocol
 
 from modelyard.catalog_ids import catalog_id_problem, version_problem
 from modelyard.catalog_limits import context_window as context_window  # sources take it here
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class DiscoverySource(Protocol):
         """One pass over the source.
 
         Never raises for a problem with one item (that goes into `errors`);
-        raises `modelyard.errors.BackendUnavailable`, naming the source and the
+        raises `modelyard_client.errors.BackendUnavailable`, naming the source and the
         cause, when the source as a whole cannot be reached or read.
         """
         ...

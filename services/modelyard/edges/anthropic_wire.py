@@ -16,8 +16,8 @@ import json
 from typing import Any
 
 from modelyard.edges.openai_wire import http_status
-from modelyard.errors import InvalidRequest, ModelyardError
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest, ModelyardError
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 _F = common_pb2
 STOP_REASONS = {

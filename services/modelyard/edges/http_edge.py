@@ -61,20 +61,20 @@ from modelyard.edges.openai_wire import (
     parse_json,
     text_completion,
 )
-from modelyard.errors import (
-    FailedPrecondition,
-    InvalidRequest,
-    ModelNotFound,
-    ModelyardError,
-    RequestTooLarge,
-)
 from modelyard.gateway.core import GatewayCore
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.security.audit import AuditLog, note_caller, note_request
 from modelyard.security.authn import Authenticator
 from modelyard.security.principal import OPEN, running_as
 from modelyard.server.interceptor import CallGate
-from modelyard.v1 import gateway_pb2
+from modelyard_client.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    ModelNotFound,
+    ModelyardError,
+    RequestTooLarge,
+)
+from modelyard_client.v1 import gateway_pb2
 
 log = logging.getLogger(__name__)
 

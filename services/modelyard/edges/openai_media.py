@@ -15,8 +15,8 @@ import base64
 import time
 from typing import Any
 
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 # OpenAI's response formats the contract's audio_format carries; the rest are refused.
 SPEECH_FORMATS = ("mp3", "wav", "pcm")

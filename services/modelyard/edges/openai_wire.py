@@ -21,8 +21,8 @@ from typing import Any
 
 import grpc
 
-from modelyard.errors import InvalidRequest, ModelyardError, RequestTooLarge
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest, ModelyardError, RequestTooLarge
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 _F = common_pb2
 FINISH = {

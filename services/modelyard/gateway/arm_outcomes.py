@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from modelyard.catalog_limits import CHANNEL_OPTIONS
 from modelyard.security.channels import PLAINTEXT, InternalChannels
-from modelyard.v1 import common_pb2, hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.channel import CHANNEL_OPTIONS
+from modelyard_client.v1 import common_pb2, hotswap_pb2, hotswap_pb2_grpc
 
 log = logging.getLogger(__name__)
 

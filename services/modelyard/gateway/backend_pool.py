@@ -17,15 +17,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from modelyard.backends.answer_stream import piece_to_chunk
 from modelyard.backends.host import BackendHost
-from modelyard.errors import (
-    BackendUnavailable,
-    DeadlineExceeded,
-    FirstTokenTimeout,
-    ModelyardError,
-    StreamStalled,
-    cap_message,
-    error_from_rpc,
-)
 from modelyard.gateway.stream_deadlines import (
     PieceDeadlines,
     PieceTimeExpired,
@@ -34,7 +25,16 @@ from modelyard.gateway.stream_deadlines import (
 )
 from modelyard.security.channels import PLAINTEXT, InternalChannels
 from modelyard.telemetry import current_span, metadata_with_trace
-from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2
+from modelyard_client.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    FirstTokenTimeout,
+    ModelyardError,
+    StreamStalled,
+    cap_message,
+    error_from_rpc,
+)
+from modelyard_client.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
 
 class BackendPool:

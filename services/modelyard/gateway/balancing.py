@@ -22,7 +22,7 @@ from modelyard._native import STRATEGIES as STRATEGIES
 from modelyard._native import DeploymentPool
 from modelyard.config.schema import CircuitConfig
 from modelyard.servable import servable_health
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 @dataclass

@@ -10,12 +10,12 @@ import asyncio
 from collections.abc import Sequence
 
 from modelyard.config.security import InputLimitsConfig
-from modelyard.errors import InvalidRequest, ModelyardError, cap_message
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.guarded import GuardedGateway
 from modelyard.gateway.request_limits import check_bounds
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest, ModelyardError, cap_message
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 # Items of one batch run at most this many at a time.
 BATCH_CONCURRENCY = 8

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterable
 
 import grpc
 
-from modelyard.errors import ModelNotFound
 from modelyard.gateway.watched_copy import REMOVED, SYNCED, UPSERTED, WatchedCopy
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import ModelNotFound
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 Change = registry_pb2.ModelChange
 _KINDS = {Change.KIND_UPSERTED: UPSERTED, Change.KIND_REMOVED: REMOVED, Change.KIND_SYNCED: SYNCED}

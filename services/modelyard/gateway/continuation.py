@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelyard.errors import ModelNotFound, ModelyardError, StreamTruncated
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.model_input import estimate_input_tokens
 from modelyard.servable import servable_health
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import ModelNotFound, ModelyardError, StreamTruncated
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelyard.errors import InvalidRequest
 from modelyard.model_input import BYTES_PER_TOKEN
 from modelyard.sqlite_files import open_database, write_transaction
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (

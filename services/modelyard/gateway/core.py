@@ -25,17 +25,6 @@ from contextlib import aclosing
 from modelyard.backends.admission import Admission, gateway_admission
 from modelyard.backends.answer_stream import chunk_output, whole_answer
 from modelyard.enum_values import value_name
-from modelyard.errors import (
-    AllModelsFailed,
-    Attempt,
-    BackendUnavailable,
-    ContextLengthExceeded,
-    DeadlineExceeded,
-    FailedPrecondition,
-    ModelNotFound,
-    ModelyardError,
-    StreamTruncated,
-)
 from modelyard.gateway.arm_outcomes import ArmCall, ArmOutcomes, call_cost_usd
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
@@ -57,7 +46,18 @@ from modelyard.security.scopes import check_model, may_use_model, usable_models
 from modelyard.selector.selection import Selector
 from modelyard.selector.task_analysis import analyse
 from modelyard.servable import servable_health
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
+from modelyard_client.errors import (
+    AllModelsFailed,
+    Attempt,
+    BackendUnavailable,
+    ContextLengthExceeded,
+    DeadlineExceeded,
+    FailedPrecondition,
+    ModelNotFound,
+    ModelyardError,
+    StreamTruncated,
+)
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from modelyard.errors import DeadlineExceeded
+from modelyard_client.errors import DeadlineExceeded
 
 # Long enough for the default 256 tokens at the ~5 tokens/s of a 7B model on a
 # laptop CPU, or a long hosted answer; short enough that a caller that set no

@@ -28,13 +28,6 @@ import time
 import uuid
 
 from modelyard.config.security import InputLimitsConfig
-from modelyard.errors import (
-    BackendUnavailable,
-    DeadlineExceeded,
-    InvalidRequest,
-    ModelyardError,
-    RequestTooLarge,
-)
 from modelyard.gateway.arm_outcomes import call_cost_usd
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.deadline import CallDeadline
@@ -42,7 +35,14 @@ from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.retries import CallTries, Step, step_after
 from modelyard.model_input import estimate_input_tokens, input_size_bytes
 from modelyard.security.audit import note_served
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2
+from modelyard_client.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidRequest,
+    ModelyardError,
+    RequestTooLarge,
+)
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2
 
 # OpenAI's text-embedding-3-large makes 3,072; no model known makes more than 16,384.
 MAX_DIMENSIONS = 65_536

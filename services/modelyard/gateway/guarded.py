@@ -31,7 +31,7 @@ from modelyard.gateway.guardrails import Guardrails
 from modelyard.gateway.redaction import Chunks, Placeholders, Redaction
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_request
-from modelyard.v1 import gateway_pb2
+from modelyard_client.v1 import gateway_pb2
 
 
 class Answers(Protocol):

@@ -39,9 +39,14 @@ import jsonschema.exceptions
 import jsonschema.validators
 
 from modelyard.config.security import DenyRule, GuardrailsConfig
-from modelyard.errors import ContentBlocked, InvalidRequest, OutputSchemaMismatch, RequestTooLarge
 from modelyard.gateway.redaction import input_texts, rewrite_texts
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import (
+    ContentBlocked,
+    InvalidRequest,
+    OutputSchemaMismatch,
+    RequestTooLarge,
+)
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 Chunks = AsyncGenerator[gateway_pb2.GenerateChunk, None]
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from modelyard.errors import TooManyStreams
 from modelyard.ratelimit.plan import ANONYMOUS, Scope
 from modelyard.security.principal import current_principal
+from modelyard_client.errors import TooManyStreams
 
 
 class OpenStreams:

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from modelyard.errors import QuotaExceeded, QuotaNeverFits
 from modelyard.gateway.arm_outcomes import call_cost_usd
 from modelyard.model_input import BYTES_PER_TOKEN
 from modelyard.ratelimit.config import LimiterConfig
@@ -40,7 +39,8 @@ from modelyard.ratelimit.spend import (
 )
 from modelyard.ratelimit.store import BucketStore
 from modelyard.security.principal import current_principal
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import QuotaExceeded, QuotaNeverFits
+from modelyard_client.v1 import common_pb2
 
 Clock = Callable[[], datetime]
 

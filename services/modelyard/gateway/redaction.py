@@ -35,7 +35,7 @@ from google.protobuf import struct_pb2
 
 from modelyard.config.security import RedactionConfig
 from modelyard.security.pii import PiiDetectors
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 Chunks = AsyncGenerator[gateway_pb2.GenerateChunk, None]
 

@@ -29,7 +29,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from modelyard.config.security import InputLimitsConfig
-from modelyard.errors import InvalidRequest
+from modelyard_client.errors import InvalidRequest
 
 
 @dataclass(frozen=True)

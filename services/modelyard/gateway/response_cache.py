@@ -61,12 +61,12 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from modelyard.errors import ModelNotFound
 from modelyard.gateway.core import GatewayCore, response_of
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.validation import check_request
 from modelyard.ratelimit.redis_store import redacted
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2
+from modelyard_client.errors import ModelNotFound
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
 

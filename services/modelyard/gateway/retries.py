@@ -56,7 +56,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     DeadlineExceeded,

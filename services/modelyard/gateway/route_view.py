@@ -27,7 +27,7 @@ from modelyard.gateway.watched_copy import (
     WatchedCopy,
 )
 from modelyard.route_keys import alias_key, model_key, task_key
-from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from modelyard.gateway.guarded import SecurityStages
 from modelyard.gateway.input_limits import OpenStreams
 from modelyard.gateway.response_cache import CachedGateway, ResponseCache
 from modelyard.ratelimit.caller import api_key_from_metadata
-from modelyard.v1 import gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

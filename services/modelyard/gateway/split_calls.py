@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Mapping
 
-from modelyard.errors import BackendUnavailable, ModelNotFound
 from modelyard.gateway.arm_outcomes import ArmCall, ArmOutcomes
 from modelyard.gateway.route_view import SplitPlan
-from modelyard.v1 import gateway_pb2, hotswap_pb2
+from modelyard_client.errors import BackendUnavailable, ModelNotFound
+from modelyard_client.v1 import gateway_pb2, hotswap_pb2
 
 # Refusals before the backend call that are the arm's model's doing (unknown, not
 # servable, no usable deployment): they count against the arm. Any other refusal

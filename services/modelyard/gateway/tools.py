@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from modelyard.errors import InvalidRequest
 from modelyard.gateway.guardrails import schema_validator
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 TOOL_CHOICES = ("", "auto", "none", "required")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from modelyard.backends.content_parts import check_message_parts, first_image_field
-from modelyard.errors import ContextLengthExceeded, InvalidRequest, RequestTooLarge
 from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.tools import check_tools, check_tools_for_model
 from modelyard.model_input import input_modality, input_size_bytes
-from modelyard.v1 import common_pb2, gateway_pb2
+from modelyard_client.errors import ContextLengthExceeded, InvalidRequest, RequestTooLarge
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 
 def check_request(request: gateway_pb2.GenerateRequest, settings: GatewaySettings) -> None:

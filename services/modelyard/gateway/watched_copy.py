@@ -33,9 +33,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import grpc
 
-from modelyard.catalog_limits import CHANNEL_OPTIONS
-from modelyard.errors import BackendUnavailable, FailedPrecondition, error_from_rpc
 from modelyard.security.channels import PLAINTEXT, InternalChannels
+from modelyard_client.channel import CHANNEL_OPTIONS
+from modelyard_client.errors import BackendUnavailable, FailedPrecondition, error_from_rpc
 
 log = logging.getLogger(__name__)
 

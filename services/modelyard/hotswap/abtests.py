@@ -27,14 +27,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from modelyard.catalog_ids import name_problem
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound, NotFound
 from modelyard.hotswap.arm_stats import LOWER_IS_BETTER, METRICS, ArmStats, metric_value
 from modelyard.hotswap.routes import RouteTable, current_split
 from modelyard.hotswap.sequential import MeanComparison
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Catalog, Swaps, check_capabilities
 from modelyard.route_keys import route_key
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest, ModelNotFound, NotFound
+from modelyard_client.v1 import hotswap_pb2
 
 log = logging.getLogger(__name__)
 

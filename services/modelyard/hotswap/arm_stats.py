@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from modelyard.hotswap.sequential import RunningMean
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.v1 import hotswap_pb2
 
 SAMPLE_LIMIT = 4096
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from modelyard.hotswap.arm_stats import ArmStats
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.v1 import hotswap_pb2
 
 # One-sided 95 %: the new version's extra errors are not chance.
 Z_95 = 1.6449

@@ -11,11 +11,11 @@ and try them, in order, after the request's own `fallback_models`.
 from __future__ import annotations
 
 from modelyard.catalog_ids import name_problem
-from modelyard.errors import InvalidRequest, ModelNotFound, NotFound
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.swaps import Catalog
 from modelyard.route_keys import route_key
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound, NotFound
+from modelyard_client.v1 import hotswap_pb2
 
 # As many as a request's own `fallback_models` may name.
 MAX_FALLBACKS = 8

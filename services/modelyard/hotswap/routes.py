@@ -15,10 +15,10 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping
 
 from modelyard.catalog_ids import catalog_id_problem
-from modelyard.errors import FailedPrecondition, InvalidRequest, NotFound, WatcherFellBehind
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.route_keys import describe, route_key
-from modelyard.v1 import hotswap_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest, NotFound, WatcherFellBehind
+from modelyard_client.v1 import hotswap_pb2
 
 Change = hotswap_pb2.RouteChange
 # A watcher this far behind is cut off and told to resume (a table has tens of routes:

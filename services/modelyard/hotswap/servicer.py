@@ -15,12 +15,12 @@ from typing import Any
 
 import grpc
 
-from modelyard.errors import InvalidRequest
 from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.fallbacks import set_fallbacks
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.swaps import Catalog, Swaps
-from modelyard.v1 import hotswap_pb2, hotswap_pb2_grpc
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import hotswap_pb2, hotswap_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 # A gateway sends at most 500 a batch; this bounds what one call can make the service do.

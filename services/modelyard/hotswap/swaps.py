@@ -34,20 +34,20 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from modelyard.errors import (
-    FailedPrecondition,
-    InvalidRequest,
-    MemoryBudgetExceeded,
-    ModelyardError,
-    NotFound,
-)
 from modelyard.hotswap.arm_stats import ArmStats
 from modelyard.hotswap.canary import CanaryPolicy, CanaryStep, split_for
 from modelyard.hotswap.routes import RouteTable, current_split
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.route_keys import describe, route_key
 from modelyard.servable import servable
-from modelyard.v1 import common_pb2, hotswap_pb2
+from modelyard_client.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    MemoryBudgetExceeded,
+    ModelyardError,
+    NotFound,
+)
+from modelyard_client.v1 import common_pb2, hotswap_pb2
 
 log = logging.getLogger(__name__)
 

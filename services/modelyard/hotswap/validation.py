@@ -16,11 +16,11 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from modelyard.errors import DeadlineExceeded, StreamTruncated
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.servable import servable_health
-from modelyard.v1 import backend_pb2, common_pb2
+from modelyard_client.errors import DeadlineExceeded, StreamTruncated
+from modelyard_client.v1 import backend_pb2, common_pb2
 
 # Enough for "OK" and a little more; a validation checks that the model answers.
 VALIDATION_MAX_TOKENS = 16

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-API_KEY_HEADER = "x-api-key"
+from modelyard_client.channel import API_KEY_HEADER
+
 AUTHORIZATION_HEADER = "authorization"
 
 

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modelyard.config.security import BudgetsConfig
-from modelyard.errors import InvalidRequest
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import QuotaConfig, Rates
 from modelyard.ratelimit.redis_store import (
@@ -30,6 +29,7 @@ from modelyard.ratelimit.redis_store import (
 )
 from modelyard.ratelimit.spend import SpendConfig, SpendLimits
 from modelyard.ratelimit.store import BucketStore
+from modelyard_client.errors import InvalidRequest
 
 REDIS_URL_ENV = "MODELYARD_REDIS_URL"
 FAILURE_POLICY_ENV = "MODELYARD_RATE_LIMIT_FAILURE_POLICY"

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelyard.errors import InvalidRequest, RefusedLimit
 from modelyard.security.principal import OPEN, Principal
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, RefusedLimit
+from modelyard_client.v1 import common_pb2
 
 ScopeKind = Literal["key", "team", "model", "provider"]
 Unit = Literal["requests", "tokens"]

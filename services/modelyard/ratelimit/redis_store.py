@@ -31,11 +31,11 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from modelyard.errors import InvalidRequest, RateLimiterUnavailable
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Demand, Shortfall
 from modelyard.ratelimit.spend import Charge, Crossing, Overspend, crossings
 from modelyard.ratelimit.store import Outcome
+from modelyard_client.errors import InvalidRequest, RateLimiterUnavailable
 
 log = logging.getLogger(__name__)
 

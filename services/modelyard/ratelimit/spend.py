@@ -39,9 +39,9 @@ from typing import Literal
 
 from opentelemetry import trace
 
-from modelyard.errors import BudgetExceeded, InvalidRequest
 from modelyard.ratelimit.plan import Scope, authenticated
 from modelyard.security.principal import Principal
+from modelyard_client.errors import BudgetExceeded, InvalidRequest
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,15 @@ from collections.abc import AsyncGenerator, Iterable
 
 from modelyard.catalog_limits import HEALTH_REASON_CHARS
 from modelyard.enum_values import check_all_known, check_known
-from modelyard.errors import AlreadyExists, FailedPrecondition, ModelNotFound, WatcherFellBehind
 from modelyard.registry.store import CatalogStore
 from modelyard.registry.validation import check_entry, check_model_id
-from modelyard.v1 import common_pb2, registry_pb2
+from modelyard_client.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    ModelNotFound,
+    WatcherFellBehind,
+)
+from modelyard_client.v1 import common_pb2, registry_pb2
 
 Change = registry_pb2.ModelChange
 # A watcher that falls this far behind is cut off and told to resume (after the

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from modelyard.discovery.source import DiscoverySource
-from modelyard.errors import ModelyardError, NotFound
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_sync import SyncResult, apply_snapshot, mark_source_unreachable
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelyardError, NotFound
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

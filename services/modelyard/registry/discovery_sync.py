@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from modelyard.discovery.source import SourceSnapshot
-from modelyard.errors import ModelyardError
 from modelyard.registry.catalog import Catalog, bounded_reason, with_defaults
 from modelyard.registry.validation import check_entry
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelyardError
+from modelyard_client.v1 import common_pb2
 
 SOURCE_KEY = "source"
 

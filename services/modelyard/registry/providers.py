@@ -8,10 +8,10 @@ the provider is added again.
 from __future__ import annotations
 
 from modelyard.catalog_limits import PROVIDER_ENDPOINT_CHARS, PROVIDER_KIND_CHARS
-from modelyard.errors import InvalidRequest, NotFound
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.validation import check_provider_name, check_text
-from modelyard.v1 import common_pb2, registry_pb2
+from modelyard_client.errors import InvalidRequest, NotFound
+from modelyard_client.v1 import common_pb2, registry_pb2
 
 
 def _removed_reason(name: str) -> str:

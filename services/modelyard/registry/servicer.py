@@ -10,12 +10,12 @@ from typing import Any
 
 import grpc
 
-from modelyard.errors import FailedPrecondition, InvalidRequest
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.providers import Providers
 from modelyard.registry.versions import ModelVersions
-from modelyard.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import FailedPrecondition, InvalidRequest
+from modelyard_client.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modelyard.sqlite_files import open_database, write_transaction
-from modelyard.v1 import common_pb2, registry_pb2
+from modelyard_client.v1 import common_pb2, registry_pb2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (

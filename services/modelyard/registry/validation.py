@@ -25,8 +25,8 @@ from modelyard.catalog_ids import (
     version_problem,
 )
 from modelyard.enum_values import check_all_known, check_known
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 _ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]+):\d{1,5}$")
 _CAPABILITY = common_pb2.Capability.DESCRIPTOR

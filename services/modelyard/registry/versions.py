@@ -7,10 +7,10 @@ so a pin can move back to an older one at any time.
 
 from __future__ import annotations
 
-from modelyard.errors import InvalidRequest, ModelNotFound
 from modelyard.registry.catalog import Catalog, with_defaults
 from modelyard.registry.validation import check_entry, check_model_id, check_version
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 
 class ModelVersions:

@@ -44,9 +44,9 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
-from modelyard.errors import ModelyardError
 from modelyard.security.principal import Principal
 from modelyard.sqlite_files import open_database, write_transaction
+from modelyard_client.errors import ModelyardError
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from modelyard.errors import InvalidRequest
 from modelyard.security.audit import MAX_QUERY_ROWS, AuditLog, AuditQuery, AuditRow
-from modelyard.v1 import audit_pb2, audit_pb2_grpc
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import audit_pb2, audit_pb2_grpc
 
 # Filters are compared with stored names: none longer than the gateway lets a request hold.
 _FILTER_CHARS = 256

@@ -17,10 +17,10 @@ from typing import Any
 
 from modelyard.config import ModelyardConfig
 from modelyard.config.security import AuthConfig
-from modelyard.errors import InvalidRequest
 from modelyard.security.authn import Authenticator
 from modelyard.security.keys import KeyDigester, KeyStore, server_secret
 from modelyard.security.principal import ADMIN, BACKEND, Principal
+from modelyard_client.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 

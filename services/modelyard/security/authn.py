@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from modelyard.errors import Unauthenticated
 from modelyard.security.keys import KeyDigester, KeyStore
 from modelyard.security.principal import Principal
 from modelyard.security.scopes import check_rpc
+from modelyard_client.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,13 @@ a call site that opened its own channel would be the one hole.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
 from modelyard.config.security import TlsConfig
-from modelyard.security.service_key import service_key_interceptors
 from modelyard.security.tls import internal_client_files
-
-ChannelOptions = Sequence[tuple[str, Any]]
+from modelyard_client.channel import ChannelOptions, async_channel
 
 
 @dataclass(frozen=True)
@@ -28,7 +24,8 @@ class InternalChannels:
 
     # None: plaintext (security.tls.mode plaintext).
     credentials: grpc.ChannelCredentials | None = None
-    # With keys required, what each call presents (`service_key.py`); None: nothing.
+    # With keys required, the service key each call presents as ``x-api-key`` (the BACKEND
+    # scope; a call that sets its own key keeps it); None: nothing.
     service_key: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -39,11 +36,8 @@ class InternalChannels:
 
     def open(self, address: str, options: ChannelOptions = ()) -> grpc.aio.Channel:
         """A channel to the service at `address` ("registry:50051"), secured as configured."""
-        keyed = service_key_interceptors(self.service_key) if self.service_key else None
-        if self.credentials is None:
-            return grpc.aio.insecure_channel(address, options=options, interceptors=keyed)
-        return grpc.aio.secure_channel(
-            address, self.credentials, options=options, interceptors=keyed
+        return async_channel(
+            address, options=options, api_key=self.service_key, credentials=self.credentials
         )
 
 

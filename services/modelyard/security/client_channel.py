@@ -1,9 +1,8 @@
-"""How a client (the CLI's client commands, `modelyard_client`) opens its channel: plaintext,
-TLS, or mTLS with its certificate.
+"""The `modelyard` command's client flags: plaintext, TLS, or mTLS with its certificate.
 
-`client_channel(address, files)` is the one place; the CLI gives every
-command that takes ``--address`` the ``--tls-ca``, ``--tls-cert`` and ``--tls-key``
-flags (`add_client_tls_flags`), each defaulting to its environment variable,
+The channel itself is the client package's (`modelyard_client.channel.blocking_channel`);
+the CLI gives every command that takes ``--address`` the ``--tls-ca``, ``--tls-cert``
+and ``--tls-key`` flags (`add_client_tls_flags`), each defaulting to its environment variable,
 so a shell that exported the lines `modelyard certs dev` printed needs no
 flags.
 """
@@ -18,29 +17,13 @@ from typing import Any
 
 import grpc
 
-from modelyard.security.service_key import with_api_key
-from modelyard.security.tls import ClientFiles
+from modelyard_client.channel import CHANNEL_OPTIONS, blocking_channel
+from modelyard_client.tls_files import ClientFiles
 
 CA_ENV = "MODELYARD_TLS_CA"
 CERT_ENV = "MODELYARD_TLS_CERT"
 KEY_ENV = "MODELYARD_TLS_KEY"
 API_KEY_ENV = "MODELYARD_API_KEY"
-
-
-def client_channel(
-    address: str,
-    files: ClientFiles | None = None,
-    options: Sequence[tuple[str, Any]] = (),
-    api_key: str | None = None,
-) -> grpc.Channel:
-    """A blocking channel to `address`; TLS when `files` gives any file (read now: a
-    `ConfigError` names a missing or broken one before any call); every call presents
-    `api_key` (``x-api-key``) when given."""
-    if files is None or not files.given:
-        channel = grpc.insecure_channel(address, options=options)
-    else:
-        channel = grpc.secure_channel(address, files.credentials(), options=options)
-    return with_api_key(channel, api_key) if api_key else channel
 
 
 def add_client_tls_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +75,9 @@ def files_from_args(args: argparse.Namespace) -> ClientFiles:
     )
 
 
-def channel_for(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
-    """The channel of a client command: to ``--address``, with its TLS flags."""
+def channel_for(
+    args: argparse.Namespace, options: Sequence[tuple[str, Any]] = CHANNEL_OPTIONS
+) -> grpc.Channel:
+    """The channel of a client command: to ``--address``, with its TLS flags and key."""
     api_key = getattr(args, "api_key", None)
-    return client_channel(args.address, files_from_args(args), options, api_key)
+    return blocking_channel(args.address, files_from_args(args), options, api_key)

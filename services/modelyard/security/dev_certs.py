@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from modelyard.errors import InvalidRequest
+from modelyard_client.errors import InvalidRequest
 
 # The names the services reach each other by in docker-compose.yml.
 COMPOSE_SERVICES = (

@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from modelyard.errors import InvalidRequest, NotFound
 from modelyard.security.principal import GENERATE, SCOPES, Principal
 from modelyard.sqlite_files import open_database, write_transaction
+from modelyard_client.errors import InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
 

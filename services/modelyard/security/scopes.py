@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from modelyard.errors import PermissionDenied
 from modelyard.security.principal import ADMIN, BACKEND, GENERATE, Principal
+from modelyard_client.errors import PermissionDenied
 
 _G, _A, _B = (GENERATE,), (ADMIN,), (BACKEND,)
 _GB = (GENERATE, BACKEND)

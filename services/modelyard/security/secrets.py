@@ -10,7 +10,7 @@ holds a `ProviderKey`, which it asks for the value on each call, so a rotated
 key is used from the next call on while calls in flight finish with the old.
 
 Every value read, the old ones of a rotation included, is registered with the
-scrubber (`modelyard.scrub.register_secret`), so no error, log or span shows
+scrubber (`modelyard_client.scrub.register_secret`), so no error, log or span shows
 it. A reload that cannot read the file keeps every key as it was and logs why;
 a variable that has disappeared keeps its last value (a key is never blanked
 by a half-written file), which is logged too.
@@ -31,8 +31,8 @@ from typing import Any
 from modelyard.config import ModelyardConfig
 from modelyard.config.convert import Secret
 from modelyard.config.secrets_file import read_secrets_file
-from modelyard.errors import ConfigError
-from modelyard.scrub import register_secret
+from modelyard_client.errors import ConfigError
+from modelyard_client.scrub import register_secret
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from modelyard.errors import InvalidRequest
 from modelyard.security.authn import Authenticator
 from modelyard.security.keys import ApiKeyRecord, KeySpec, KeyStore
 from modelyard.security.principal import GENERATE, current_principal
-from modelyard.v1 import keys_pb2, keys_pb2_grpc
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import keys_pb2, keys_pb2_grpc
 
 log = logging.getLogger(__name__)
 

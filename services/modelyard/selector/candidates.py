@@ -9,10 +9,10 @@ from google.protobuf.descriptor import EnumDescriptor
 
 from modelyard._native import Candidate, CandidateSet
 from modelyard.enum_values import unknown_value
-from modelyard.errors import ModelyardError
 from modelyard.model_input import BYTES_PER_TOKEN
 from modelyard.servable import servable
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelyardError
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

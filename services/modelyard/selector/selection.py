@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelyard._native import Constraints, Selection, Weights
-from modelyard.errors import InvalidRequest, ModelNotFound, NoSuitableModel
 from modelyard.selector.candidates import CandidatePool, mask
 from modelyard.selector.task_analysis import analyse
 from modelyard.servable import servable
-from modelyard.v1 import common_pb2, selector_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound, NoSuitableModel
+from modelyard_client.v1 import common_pb2, selector_pb2
 
 CRITERIA = ("performance", "cost", "reliability", "capabilities")
 

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from modelyard.selector.selection import Selector
-from modelyard.v1 import selector_pb2, selector_pb2_grpc
+from modelyard_client.v1 import selector_pb2, selector_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

@@ -30,7 +30,7 @@ import re
 
 from modelyard.enum_values import check_all_known, check_known
 from modelyard.model_input import estimate_input_tokens, input_modality
-from modelyard.v1 import common_pb2, selector_pb2
+from modelyard_client.v1 import common_pb2, selector_pb2
 
 _CODE = re.compile(
     r"```|\bdef \w+\(|\bfunction \w*\(|\bclass \w+[:({]|#include\s*<|\bSELECT\b.+\bFROM\b"

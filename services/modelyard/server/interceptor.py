@@ -4,7 +4,7 @@ Every modelyard RPC passes through here once. It continues the caller's W3C
 trace (``traceparent`` in gRPC metadata) with a SERVER span, and maps the
 project's exception hierarchy to gRPC statuses: a `ModelyardError` becomes its
 own code and message with a ``google.rpc.Status`` in the
-``grpc-status-details-bin`` trailer (`modelyard.errors.to_status`: its reason,
+``grpc-status-details-bin`` trailer (`modelyard_client.errors.to_status`: its reason,
 attributes, retry delay, field violations), a `NotImplementedError` (what the
 generated base servicer raises) becomes `Unimplemented` naming the RPC, anything
 else becomes INTERNAL with no detail leaked to the caller. It parses each request
@@ -33,7 +33,6 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
-from modelyard.errors import BackendUnavailable, ModelyardError, Unimplemented, to_status
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.security.audit import AuditLog, note_caller, note_request
 from modelyard.security.authn import Authenticator
@@ -41,6 +40,7 @@ from modelyard.security.principal import OPEN, Principal, running_as
 from modelyard.server.slow_readers import write_all
 from modelyard.server.undecodable import Deserializer, UndecodableRequests
 from modelyard.telemetry import context_from_metadata, tracer, tracing_enabled
+from modelyard_client.errors import BackendUnavailable, ModelyardError, Unimplemented, to_status
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from modelyard.errors import SlowReaderCut
+from modelyard_client.errors import SlowReaderCut
 
 
 async def write_all(items: AsyncIterator[Any], context: Any, timeout_s: float | None) -> None:

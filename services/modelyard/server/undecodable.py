@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext
 
-from modelyard.errors import InvalidRequest
+from modelyard_client.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 

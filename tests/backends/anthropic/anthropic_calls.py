@@ -7,7 +7,7 @@ from support.fake_anthropic import API_KEY, FakeAnthropic
 from modelyard.backends.anthropic.engine import AnthropicEngine
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 BACKEND = "claude"
 MODEL = "claude/claude-haiku-4-5"  # the catalog id of the fake's first model

@@ -9,7 +9,7 @@ from backends.anthropic.anthropic_calls import collect, endpoint_of
 from support.fake_anthropic import FakeAnthropic, message_events
 
 from modelyard.backends.anthropic.engine import AnthropicEngine
-from modelyard.errors import Overloaded
+from modelyard_client.errors import Overloaded
 
 
 async def test_a_call_beyond_the_slot_and_queue_is_overloaded_and_unsent(

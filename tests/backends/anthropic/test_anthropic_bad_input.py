@@ -7,8 +7,8 @@ from backends.anthropic.anthropic_calls import chat_input, collect, params, text
 from support.fake_anthropic import FakeAnthropic
 
 from modelyard.backends.anthropic.engine import AnthropicEngine
-from modelyard.errors import InvalidRequest, ModelNotFound
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 
 @pytest.mark.parametrize(

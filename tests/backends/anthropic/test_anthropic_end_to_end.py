@@ -10,7 +10,7 @@ from conftest import StackFactory
 from support.fake_anthropic import API_KEY, FakeAnthropic
 
 from modelyard.config import parse_config
-from modelyard.v1 import (
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

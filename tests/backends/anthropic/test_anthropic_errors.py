@@ -10,7 +10,7 @@ from support.fake_anthropic import FakeAnthropic
 
 from modelyard.backends.anthropic.engine import AnthropicEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContentRejected,
     ContextLengthExceeded,

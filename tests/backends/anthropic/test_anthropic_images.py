@@ -9,8 +9,8 @@ from support.chat_images import GIF, PNG_B64, image_chat
 from support.fake_anthropic import FakeAnthropic
 
 from modelyard.backends.anthropic.engine import AnthropicEngine
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 
 async def test_an_image_part_is_a_base64_image_block_in_its_place(

@@ -8,8 +8,8 @@ from support.fake_anthropic import FakeAnthropic
 
 from modelyard.backends.anthropic import upstream
 from modelyard.backends.anthropic.engine import AnthropicEngine
-from modelyard.errors import ModelNotFound
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 
 async def test_configured_models_are_served_without_asking_the_api(

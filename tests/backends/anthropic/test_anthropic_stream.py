@@ -7,7 +7,7 @@ from backends.anthropic.anthropic_calls import collect
 from support.fake_anthropic import FakeAnthropic, error_event, message_events, text_delta
 
 from modelyard.backends.anthropic.engine import AnthropicEngine
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContentRejected,
     ProviderError,
@@ -15,7 +15,7 @@ from modelyard.errors import (
     RateLimited,
     StreamTruncated,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 async def test_text_streams_and_the_last_piece_carries_finish_and_usage(

@@ -21,8 +21,8 @@ from support.fake_anthropic import API_KEY, FakeAnthropic, _sse, tool_use_events
 
 from modelyard.backends.anthropic.engine import AnthropicEngine
 from modelyard.config import parse_config
-from modelyard.errors import InvalidRequest, ProviderProtocolError, error_from_rpc
-from modelyard.v1 import (
+from modelyard_client.errors import InvalidRequest, ProviderProtocolError, error_from_rpc
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

@@ -13,7 +13,7 @@ from backends.anthropic.anthropic_calls import (
 from support.fake_anthropic import API_KEY, FakeAnthropic
 
 from modelyard.backends.anthropic.engine import AnthropicEngine
-from modelyard.errors import ProviderAuthFailed
+from modelyard_client.errors import ProviderAuthFailed
 
 
 async def test_text_is_one_user_turn_with_the_required_headers(

@@ -6,7 +6,7 @@ from support.fake_bedrock import MODELS
 
 from modelyard.backends.bedrock.engine import BedrockEngine
 from modelyard.backends.engine import Piece
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 NOVA, CLAUDE = MODELS
 NOVA_ID = f"bedrock/{NOVA}"

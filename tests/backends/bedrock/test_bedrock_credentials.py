@@ -9,7 +9,7 @@ from botocore.credentials import RefreshableCredentials
 from support.fake_bedrock import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 
 from modelyard.backends.bedrock.signing import RequestSigner
-from modelyard.scrub import MARKER, scrub
+from modelyard_client.scrub import MARKER, scrub
 
 
 def _metadata(n: int, expires_in: datetime.timedelta) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from support.fake_bedrock import (
 from modelyard.backends.bedrock.engine import BedrockEngine
 from modelyard.backends.bedrock.failures import MODEL_NOT_READY_RETRY_S
 from modelyard.config import BedrockBackend
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContentRejected,
     ContextLengthExceeded,
@@ -32,7 +32,7 @@ from modelyard.errors import (
     RateLimited,
     StreamTruncated,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 # ---- HTTP errors ----------------------------------------------------------------------

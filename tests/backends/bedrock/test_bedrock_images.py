@@ -11,8 +11,8 @@ from support.chat_images import PNG_B64, WEBP, image_chat
 from support.fake_bedrock import FakeBedrock
 
 from modelyard.backends.bedrock.engine import BedrockEngine
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 
 async def test_an_image_part_is_an_image_block_with_its_format_and_bytes(

@@ -11,7 +11,7 @@ from conftest import StackFactory
 from support.fake_bedrock import REGION, FakeBedrock, text_stream
 
 from modelyard.config import parse_config
-from modelyard.v1 import (
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

@@ -29,8 +29,8 @@ from support.fake_bedrock import (
 
 from modelyard.backends.bedrock.engine import BedrockEngine
 from modelyard.config import BedrockBackend, parse_config
-from modelyard.errors import InvalidRequest, ProviderProtocolError
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import InvalidRequest, ProviderProtocolError
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 WEATHER_SCHEMA = {
     "type": "object",

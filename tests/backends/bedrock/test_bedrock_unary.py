@@ -11,8 +11,8 @@ from support.fake_bedrock import REGION, FakeBedrock, converse_output
 from modelyard.backends.bedrock.engine import BedrockEngine
 from modelyard.backends.engine import Piece
 from modelyard.config import BedrockBackend, parse_config
-from modelyard.errors import ConfigError, ContentRejected, ProviderProtocolError, RateLimited
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ConfigError, ContentRejected, ProviderProtocolError, RateLimited
+from modelyard_client.v1 import common_pb2
 
 
 @pytest.fixture

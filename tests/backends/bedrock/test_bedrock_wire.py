@@ -20,7 +20,7 @@ from support.fake_bedrock import (
 
 from modelyard.backends.bedrock.engine import BedrockEngine, default_endpoint
 from modelyard.config import BedrockBackend
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 async def test_text_input_becomes_one_user_message_with_the_inference_config(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard.backends.engine import Piece
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 MODEL = "cohere/command-a-03-2025"  # the catalog id of the fake's model
 KEY = "co-test-key"  # the key the fake accepts

@@ -14,7 +14,7 @@ from support.fake_cohere import FakeCohere, embed_vector
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.config import parse_config
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     InvalidRequest,
     ModelNotFound,
@@ -23,7 +23,7 @@ from modelyard.errors import (
     RateLimited,
     error_from_rpc,
 )
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 EMBED = "cohere/embed-v4.0"
 STACK_KEY = "co-embeddings-stack-key"

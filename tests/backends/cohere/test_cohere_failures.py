@@ -16,7 +16,7 @@ from support.fake_cohere import (
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,

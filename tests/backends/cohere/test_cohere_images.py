@@ -10,8 +10,8 @@ from support.fake_cohere import FakeCohere
 
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard.backends.cohere.request import MAX_IMAGES
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 
 async def test_an_image_part_is_an_image_url_item_with_a_data_url(

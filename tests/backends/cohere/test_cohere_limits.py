@@ -11,7 +11,7 @@ from support.fake_cohere import FakeCohere
 from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.errors import BackendUnavailable, Overloaded
+from modelyard_client.errors import BackendUnavailable, Overloaded
 
 
 def _engine(

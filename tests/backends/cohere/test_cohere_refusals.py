@@ -7,8 +7,8 @@ from backends.cohere.calls import collect
 from support.fake_cohere import FakeCohere
 
 from modelyard.backends.cohere.engine import CohereEngine
-from modelyard.errors import InvalidRequest, ModelNotFound
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 
 def _chat(role: str = "user", name: str = "") -> common_pb2.Input:

@@ -11,7 +11,7 @@ from conftest import StackFactory
 from support.fake_cohere import FakeCohere, message_end, stream_events
 
 from modelyard.config import parse_config
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 

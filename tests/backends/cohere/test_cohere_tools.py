@@ -21,8 +21,8 @@ from support.fake_cohere import FakeCohere, message_end, sse, stream_events, too
 from modelyard.backends.cohere.chat_stream import CohereChatStream
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard.config import parse_config
-from modelyard.errors import InvalidRequest, ProviderProtocolError, error_from_rpc
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import InvalidRequest, ProviderProtocolError, error_from_rpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 WEATHER = {
     "type": "object",

@@ -16,7 +16,7 @@ from support.fake_cohere import (
 
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 async def test_text_input_and_every_param_go_out_in_cohere_names(

@@ -14,8 +14,8 @@ from PIL import Image
 
 from modelyard.backends.coreml.engine import CoreMLEngine
 from modelyard.backends.host import BackendHost
-from modelyard.errors import FailedPrecondition, ModelNotFound
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import FailedPrecondition, ModelNotFound
+from modelyard_client.v1 import common_pb2 as C
 
 LINUX_REASON = "CoreML prediction needs macOS; this host is Linux"
 ONLY_MACOS = pytest.mark.skipif(

@@ -14,8 +14,8 @@ from google.protobuf.struct_pb2 import Struct
 from PIL import Image
 
 from modelyard.backends.coreml.features import model_features, outputs_json
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2 as C
 
 ARRAY = {"type": "array", "x-coreml-type": "multiArray", "x-dtype": "float32", "x-shape": [1, 8]}
 IMAGE = {

@@ -7,7 +7,7 @@ import wave
 
 from modelyard.backends.elevenlabs.engine import ElevenLabsEngine
 from modelyard.backends.engine import Piece
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 NAME = "eleven_multilingual_v2"
 MODEL = f"elevenlabs/{NAME}"  # its catalog id

@@ -18,7 +18,7 @@ from modelyard.backends.elevenlabs import speech_stream
 from modelyard.backends.elevenlabs.engine import ElevenLabsEngine
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,

@@ -8,8 +8,8 @@ from support.fake_elevenlabs import FakeElevenLabs
 
 from modelyard.backends.elevenlabs.engine import ElevenLabsEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.errors import ContextLengthExceeded, InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ContextLengthExceeded, InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 
 async def _refused(

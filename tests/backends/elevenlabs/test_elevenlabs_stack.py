@@ -14,7 +14,7 @@ from support.fake_elevenlabs import QUOTA_EXCEEDED, FakeElevenLabs, detail
 from support.grpc_trailers import retry_delay_s
 
 from modelyard.config import parse_config
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 

@@ -20,7 +20,7 @@ from support.fake_elevenlabs import SECONDS_PER_CHARACTER, FakeElevenLabs
 
 from modelyard.backends.elevenlabs.engine import ElevenLabsEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 async def test_the_request_carries_key_voice_format_text_and_model(

@@ -16,7 +16,7 @@ from modelyard.backends.gemini import (
     gemini_models_url,
     vertex_models_url,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 STUDIO_ID = f"gemini/{MODEL}"
 VERTEX_ID = f"vertex/{MODEL}"

@@ -21,7 +21,13 @@ from support.fake_gemini import (
 )
 
 from modelyard.config import parse_config
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 # gemini-2.5-flash in api_models.yaml: USD 0.30 per million input tokens, 2.50 per million out.

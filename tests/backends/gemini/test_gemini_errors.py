@@ -8,7 +8,7 @@ from backends.gemini.gemini_engines import collect, studio_engine
 from support.fake_gemini import API_KEY, FakeGemini, google_error, response, retry_info
 
 from modelyard.backends.gemini import GeminiEngine
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,

@@ -11,8 +11,8 @@ from support.chat_images import GIF, JPEG, PNG_B64, image_chat
 from support.fake_gemini import FakeGemini, response
 
 from modelyard.backends.gemini import GeminiEngine
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 JPEG_B64 = base64.b64encode(JPEG).decode("ascii")
 DONE = [response("A black pixel.", finish="STOP", usage=(260, 4))]

@@ -10,8 +10,8 @@ from backends.gemini.gemini_engines import STUDIO_ID, collect, studio_engine, te
 from support.fake_gemini import API_KEY, MODEL, FakeGemini, response
 
 from modelyard.backends.gemini import GeminiEngine, gemini_models_url
-from modelyard.errors import InvalidRequest, ModelNotFound
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 DONE = [response("ok", finish="STOP", usage=(3, 1))]
 

@@ -8,7 +8,7 @@ from backends.gemini.gemini_engines import collect
 from support.fake_gemini import FakeGemini, google_error, response, retry_info
 
 from modelyard.backends.gemini import GeminiEngine
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContentRejected,
     ProviderError,
@@ -17,7 +17,7 @@ from modelyard.errors import (
     RateLimited,
     StreamTruncated,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 HIGH_HARASSMENT = {
     "category": "HARM_CATEGORY_HARASSMENT",

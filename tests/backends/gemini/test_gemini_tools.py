@@ -18,8 +18,8 @@ from support.fake_gemini import API_KEY, MODEL, FakeGemini, google_error, respon
 
 from modelyard.backends.gemini import GeminiEngine
 from modelyard.config import parse_config
-from modelyard.errors import InvalidRequest, ProviderProtocolError
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import InvalidRequest, ProviderProtocolError
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 WEATHER_SCHEMA = {
     "type": "object",

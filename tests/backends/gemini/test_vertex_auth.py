@@ -26,8 +26,8 @@ from support.fake_gemini import (
 )
 
 from modelyard.backends.gemini import GeminiEngine, vertex_models_url
-from modelyard.errors import BackendUnavailable, ModelNotFound, ProviderAuthFailed
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable, ModelNotFound, ProviderAuthFailed
+from modelyard_client.v1 import common_pb2
 
 DONE = [response("Bonjour", finish="STOP", usage=(5, 1))]
 VERTEX_PATH = f"/v1/projects/{PROJECT}/locations/{REGION}/publishers/google/models/{MODEL}"

@@ -13,8 +13,14 @@ from support.chat_images import image_chat
 
 from modelyard.backends.local.llama_engine import LlamaEngine
 from modelyard.backends.local.model_files import model_id_for, scan_models_dir
-from modelyard.errors import InvalidRequest, ModelNotFound
-from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.v1 import (
+    backend_pb2,
+    backend_pb2_grpc,
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 
 def _text(prompt: str) -> common_pb2.Input:

@@ -16,8 +16,14 @@ import pytest
 from conftest import StackFactory
 
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.errors import MemoryBudgetExceeded, error_from_rpc
-from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import MemoryBudgetExceeded, error_from_rpc
+from modelyard_client.v1 import (
+    backend_pb2,
+    backend_pb2_grpc,
+    common_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 pytestmark = pytest.mark.slow  # the real llama.cpp engine and model weights
 

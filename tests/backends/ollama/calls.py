@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modelyard.backends.engine import Piece
 from modelyard.backends.ollama.engine import OllamaEngine
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 MODEL = "ollama/gemma3:270m"  # the catalog id of the fake's first model
 

@@ -11,8 +11,8 @@ from support.fake_ollama import FakeOllama, Reply, embed_vector
 
 from modelyard.backends.ollama.engine import OllamaEngine
 from modelyard.config import parse_config
-from modelyard.errors import BackendUnavailable, ModelNotFound, ModelyardError, RateLimited
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import BackendUnavailable, ModelNotFound, ModelyardError, RateLimited
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 NOMIC = "ollama/nomic-embed-text:latest"
 

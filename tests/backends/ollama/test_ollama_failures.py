@@ -15,7 +15,7 @@ from support.fake_ollama import FakeOllama, Reply
 from modelyard.backends.engine import Piece
 from modelyard.backends.ollama.engine import OllamaEngine
 from modelyard.backends.ollama.failures import from_response_error
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
@@ -29,7 +29,7 @@ from modelyard.errors import (
     RateLimited,
     StreamTruncated,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 async def test_a_model_not_pulled_is_model_not_found_with_the_daemons_words(

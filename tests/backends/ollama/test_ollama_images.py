@@ -9,8 +9,8 @@ from support.chat_images import PNG_B64, image_chat
 from support.fake_ollama import FakeOllama
 
 from modelyard.backends.ollama.engine import OllamaEngine
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 LLAVA = "ollama/llava:7b"  # the fake's vision model
 

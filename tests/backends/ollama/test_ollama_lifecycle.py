@@ -9,8 +9,8 @@ from support.fake_ollama import FakeOllama
 
 from modelyard.backends.ollama import engine as engine_module
 from modelyard.backends.ollama.engine import OllamaEngine
-from modelyard.errors import ModelNotFound
-from modelyard.v1 import common_pb2 as C
+from modelyard_client.errors import ModelNotFound
+from modelyard_client.v1 import common_pb2 as C
 
 
 async def test_load_sends_a_chat_without_messages_with_the_keep_alive(

@@ -10,7 +10,13 @@ from support.fake_ollama import FakeOllama, Reply
 
 from modelyard.backends.ollama.engine import OllamaEngine
 from modelyard.config import parse_config
-from modelyard.v1 import backend_pb2, backend_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import (
+    backend_pb2,
+    backend_pb2_grpc,
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 
 async def test_the_gateway_streams_and_answers_through_the_native_engine(

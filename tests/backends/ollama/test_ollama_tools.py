@@ -16,8 +16,8 @@ from support.fake_ollama import FakeOllama, Reply
 
 from modelyard.backends.ollama.engine import OllamaEngine
 from modelyard.config import parse_config
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 TOOLS_MODEL = "ollama/qwen3:8b"  # the fake's model with the "tools" capability
 WEATHER = {

@@ -12,7 +12,7 @@ from support.fake_ollama import FakeOllama, Reply
 
 from modelyard.backends.engine import Piece
 from modelyard.backends.ollama.engine import OllamaEngine
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 async def test_text_input_is_one_user_message_with_every_param_in_options(

@@ -11,7 +11,7 @@ from backends.openai_compat.openai_fake import STACK_ROLES, Clients, FakeUpstrea
 from conftest import StackFactory
 
 from modelyard.config import default_config
-from modelyard.v1 import backend_pb2_grpc, gateway_pb2_grpc, registry_pb2_grpc
+from modelyard_client.v1 import backend_pb2_grpc, gateway_pb2_grpc, registry_pb2_grpc
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from modelyard.assembly import Stack
-from modelyard.v1 import (
+from modelyard_client.v1 import (
     backend_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,

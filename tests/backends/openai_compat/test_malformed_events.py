@@ -16,7 +16,7 @@ import pytest
 from backends.openai_compat.openai_fake import FakeUpstream, StackFor, chunk, request
 
 from modelyard.backends.openai_compat.chat_stream import ChatStream
-from modelyard.errors import ProviderError, ProviderProtocolError, error_from_rpc
+from modelyard_client.errors import ProviderError, ProviderProtocolError, error_from_rpc
 
 
 async def _body(*parts: bytes) -> AsyncIterator[bytes]:

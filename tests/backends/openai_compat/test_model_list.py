@@ -13,7 +13,7 @@ from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import list_models
 from modelyard.discovery import OpenAICompatSource
-from modelyard.errors import BackendUnavailable, ProviderAuthFailed, ProviderError
+from modelyard_client.errors import BackendUnavailable, ProviderAuthFailed, ProviderError
 
 ANSWER = {"object": "list", "data": [{"id": "b-model"}, {"object": "model"}, {"id": "a-model"}]}
 

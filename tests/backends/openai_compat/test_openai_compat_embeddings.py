@@ -21,7 +21,7 @@ from modelyard.assembly import Stack
 from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.config import parse_config
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     InvalidRequest,
     ModelNotFound,
@@ -31,7 +31,13 @@ from modelyard.errors import (
     RateLimited,
     error_from_rpc,
 )
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 EMBED = "custom/text-embedding-3-small"
 

@@ -25,7 +25,7 @@ from backends.openai_compat.openai_fake import (
 )
 from support.grpc_trailers import trailers
 
-from modelyard.errors import (
+from modelyard_client.errors import (
     RETRY_AFTER_MS_KEY,
     ProviderAccessDenied,
     ProviderAuthFailed,
@@ -33,7 +33,7 @@ from modelyard.errors import (
     error_from_rpc,
     error_from_status,
 )
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
 
 
 async def _stream_until_error(

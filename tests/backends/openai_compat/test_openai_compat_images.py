@@ -14,7 +14,7 @@ from backends.openai_compat.openai_fake import (
 )
 from support.chat_images import PNG_B64, image_chat
 
-from modelyard.v1 import backend_pb2, common_pb2
+from modelyard_client.v1 import backend_pb2, common_pb2
 
 HTTPS = "https://example.com/cat.jpg"
 

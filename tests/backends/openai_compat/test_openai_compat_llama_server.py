@@ -15,7 +15,7 @@ import grpc
 import pytest
 from backends.openai_compat.openai_fake import Clients, StackFor
 
-from modelyard.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2, registry_pb2
 
 pytestmark = pytest.mark.slow
 

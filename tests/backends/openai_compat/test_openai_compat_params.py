@@ -19,8 +19,8 @@ from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.config import parse_config
-from modelyard.errors import InvalidRequest, ProviderProtocolError
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.errors import InvalidRequest, ProviderProtocolError
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 SCHEMA = {
     "title": "Person",

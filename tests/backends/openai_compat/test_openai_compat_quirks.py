@@ -22,7 +22,7 @@ from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import error_detail
 from modelyard.config import parse_config
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContentRejected,
     InvalidRequest,
@@ -30,7 +30,7 @@ from modelyard.errors import (
     ProviderAccessDenied,
     RateLimited,
 )
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 
 @pytest.fixture

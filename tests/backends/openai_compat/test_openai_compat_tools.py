@@ -26,8 +26,8 @@ from backends.openai_compat.openai_fake import (
 from conftest import StackFactory
 
 from modelyard.config import parse_config
-from modelyard.errors import error_from_rpc
-from modelyard.v1 import (
+from modelyard_client.errors import error_from_rpc
+from modelyard_client.v1 import (
     backend_pb2_grpc,
     common_pb2,
     gateway_pb2,

@@ -17,7 +17,7 @@ from backends.openai_compat.openai_fake import (
     usage_chunk,
 )
 
-from modelyard.v1 import common_pb2, gateway_pb2, registry_pb2
+from modelyard_client.v1 import common_pb2, gateway_pb2, registry_pb2
 
 
 async def _stream(

@@ -28,8 +28,14 @@ from modelyard.backends.openai_compat.media import IMAGES, SPEECH, TRANSCRIPTION
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.config import parse_config
 from modelyard.discovery.openai_compat import OpenAICompatSource
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import (
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+)
 
 C = common_pb2
 NO_PARAMS = common_pb2.GenerationParams()

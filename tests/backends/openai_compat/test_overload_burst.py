@@ -28,8 +28,8 @@ from support.grpc_trailers import retry_delay_s
 
 from modelyard.backends.openai_compat.engine import OpenAICompatEngine
 from modelyard.config import ModelyardConfig, parse_config
-from modelyard.errors import Overloaded, error_from_rpc
-from modelyard.v1 import common_pb2, gateway_pb2_grpc
+from modelyard_client.errors import Overloaded, error_from_rpc
+from modelyard_client.v1 import common_pb2, gateway_pb2_grpc
 
 CALLS = 2000
 MAX_CONCURRENCY = 32

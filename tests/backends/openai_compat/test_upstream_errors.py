@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from modelyard.backends.openai_compat.upstream import error_detail, refusal_for, retry_after_s
-from modelyard.errors import ContentRejected, ContextLengthExceeded
+from modelyard_client.errors import ContentRejected, ContextLengthExceeded
 
 
 def test_retry_after_ms_wins_over_retry_after() -> None:

@@ -14,7 +14,12 @@ from backends.openai_compat.openai_fake import FakeUpstream, StackFor, openai_er
 from support.grpc_trailers import retry_delay_s, trailers
 
 from modelyard.backends.openai_compat.upstream import retry_after_s
-from modelyard.errors import RETRY_AFTER_MS_KEY, BackendUnavailable, RateLimited, error_from_rpc
+from modelyard_client.errors import (
+    RETRY_AFTER_MS_KEY,
+    BackendUnavailable,
+    RateLimited,
+    error_from_rpc,
+)
 
 SENT = "Wed, 21 Oct 2015 07:28:00 GMT"  # the upstream's Date header
 SENT_TS = 1445412480.0  # SENT as a POSIX timestamp

@@ -14,8 +14,8 @@ from modelyard.backends.speech.piper_engine import PiperEngine
 from modelyard.config import ConfigError, parse_config
 from modelyard.config.backends import PiperBackend
 from modelyard.config.unbuilt import not_implemented
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 FULL = """
 model_system:

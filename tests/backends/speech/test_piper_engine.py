@@ -23,8 +23,8 @@ from backends.speech.speech_audio import SENTENCE
 from modelyard.backends.engine import Piece
 from modelyard.backends.speech import piper_voices
 from modelyard.backends.speech.piper_engine import PiperEngine
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound, Overloaded
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest, ModelNotFound, Overloaded
+from modelyard_client.v1 import common_pb2
 
 MODEL = "piper/en_US-joe-medium"
 RATE = 22050

@@ -15,8 +15,8 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
-from modelyard.errors import InvalidRequest, error_from_rpc
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, selector_pb2
+from modelyard_client.errors import InvalidRequest, error_from_rpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, selector_pb2
 
 CONFIG = """
 model_system:

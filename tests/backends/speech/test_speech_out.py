@@ -18,8 +18,8 @@ from modelyard.backends.speech.speech_out import (
     speech_request,
     wav_file,
 )
-from modelyard.errors import ContextLengthExceeded, InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ContextLengthExceeded, InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 MODEL = "piper/en_US-joe-medium"
 

@@ -12,8 +12,8 @@ from modelyard.backends.speech.transcription import (
     transcribe_options,
     transcript_pieces,
 )
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 SEGMENTS = (
     TranscriptSegment(0.0, 2.0, " Hello there.", (50364, 1, 2, 3, 50464)),

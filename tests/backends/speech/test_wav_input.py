@@ -8,8 +8,8 @@ from backends.speech.speech_audio import make_wav
 
 from modelyard.backends.speech.wav_input import read_wav, samples_for_model
 from modelyard.backends.speech.whisper_engine import WhisperEngine
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 MODEL = "whisper/whisper-tiny.en"
 TONE = (np.sin(np.arange(8000) / 5) * 8000).astype(np.int16)  # half a second at 16 kHz

@@ -14,7 +14,7 @@ from modelyard.backends.speech.whisper_engine import WhisperEngine
 from modelyard.config import ConfigError, parse_config
 from modelyard.config.backends import WhisperBackend
 from modelyard.config.unbuilt import not_implemented
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 FULL = """
 model_system:

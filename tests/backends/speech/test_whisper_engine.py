@@ -25,8 +25,8 @@ from modelyard.backends.speech.transcription import (
 from modelyard.backends.speech.wav_input import read_wav, samples_for_model
 from modelyard.backends.speech.whisper_engine import WhisperEngine
 from modelyard.backends.speech.whisper_models import packaged_model
-from modelyard.errors import InvalidRequest, ModelNotFound, Overloaded
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound, Overloaded
+from modelyard_client.v1 import common_pb2
 
 MODEL = "whisper/whisper-tiny.en"
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -9,7 +9,7 @@ from conftest import StackFactory
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.config import parse_config
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 CONFIG = "model_system: {backends: {speech: {kind: whisper, beam_size: 1}}}"
 MODEL = "speech/whisper-tiny.en"

@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 W = np.array(
     [[1.0, -2.0, 0.5], [0.0, 1.0, 2.0], [3.0, 0.0, -1.0], [-1.5, 2.5, 1.0]], dtype=np.float32

@@ -28,8 +28,8 @@ from modelyard.backends.tensor import image_classifier
 from modelyard.backends.tensor.engine import TensorEngine
 from modelyard.backends.tensor.image_classifier import ClassifierSettings
 from modelyard.backends.tensor.onnx_models import OnnxModelsDir
-from modelyard.errors import InvalidRequest, ModelNotFound, Overloaded
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound, Overloaded
+from modelyard_client.v1 import common_pb2
 
 C = common_pb2
 PARAMS = C.GenerationParams(max_tokens=256)  # what the gateway always sends

@@ -25,8 +25,8 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly import Stack
 from modelyard.config import parse_config
-from modelyard.errors import InvalidRequest, RequestTooLarge, error_from_rpc
-from modelyard.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, selector_pb2
+from modelyard_client.errors import InvalidRequest, RequestTooLarge, error_from_rpc
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, selector_pb2
 
 C = common_pb2
 ROLES = ("registry", "selector", "gateway", "backend-local")

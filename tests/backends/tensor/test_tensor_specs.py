@@ -13,8 +13,8 @@ from modelyard.backends.tensor.tensor_specs import (
     output_tensors,
     spec_of,
 )
-from modelyard.errors import FailedPrecondition, InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 X = TensorSpec("x", "float32", ("batch", 4))
 PAIR = (TensorSpec("a", "int64", ("n",)), TensorSpec("b", "int64", ("n",)))

@@ -44,8 +44,8 @@ from modelyard.backends.anthropic.tools import (
 )
 from modelyard.backends.content_parts import ChatImage, message_items
 from modelyard.backends.engine import text_content
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 API = "Anthropic's Messages API"
 TEMPERATURE_MAX = 1.0  # the API's range is 0 to 1, OpenAI's 0 to 2

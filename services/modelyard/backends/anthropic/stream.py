@@ -44,9 +44,9 @@ from modelyard.backends.anthropic.tools import ToolUseBlocks, block_problem
 from modelyard.backends.anthropic.upstream import error_for
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.sse import SseParser
-from modelyard.errors import ModelyardError, ProviderProtocolError, StreamTruncated
-from modelyard.scrub import upstream_text
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelyardError, ProviderProtocolError, StreamTruncated
+from modelyard_client.scrub import upstream_text
+from modelyard_client.v1 import common_pb2
 
 # https://platform.claude.com/docs/en/build-with-claude/handling-stop-reasons; any other
 # (``pause_turn`` comes only with server tools, which are never sent) is a STOP.

@@ -35,8 +35,8 @@ from typing import Any
 
 from modelyard.backends.engine import call_arguments, text_content
 from modelyard.backends.openai_compat.tools import ToolCallFragments
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 API = "Anthropic's Messages API"
 NO_ARGUMENTS = {"type": "object", "properties": {}}

@@ -28,7 +28,7 @@ other   other                  by status: 422 InvalidRequest, 5xx
 
 Both refusals keep the error type as `ProviderRefusal.provider_code`. What the
 upstream said is kept in the message, scrubbed of credentials and capped
-(`modelyard.scrub.upstream_text`). ``GET /v1/models`` is listed page by page
+(`modelyard_client.scrub.upstream_text`). ``GET /v1/models`` is listed page by page
 (``limit``, ``after_id``, ``has_more``: https://docs.anthropic.com/en/api/models-list).
 """
 
@@ -47,7 +47,7 @@ from modelyard.backends.openai_compat.upstream import (
     retry_after_s,
     unreachable,
 )
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContentRejected,
     ContextLengthExceeded,
@@ -59,7 +59,7 @@ from modelyard.errors import (
     ProviderError,
     RateLimited,
 )
-from modelyard.scrub import upstream_text
+from modelyard_client.scrub import upstream_text
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"

@@ -27,9 +27,9 @@ from typing import Any
 from modelyard.backends.bedrock.converse_tools import answer_tool_calls, tool_use_problem
 from modelyard.backends.bedrock.stop_reasons import finish_reason
 from modelyard.backends.engine import Piece
-from modelyard.errors import ProviderProtocolError
-from modelyard.scrub import upstream_text
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ProviderProtocolError
+from modelyard_client.scrub import upstream_text
+from modelyard_client.v1 import common_pb2
 
 
 def converse_piece(backend: str, model_id: str, body: bytes) -> Piece:

@@ -47,8 +47,8 @@ from modelyard.backends.bedrock.converse_tools import (
 )
 from modelyard.backends.content_parts import ContentItem, message_items
 from modelyard.backends.engine import text_content
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 # Model ids (bare, cross-region inference profiles ``us.``/``eu.``/``global.``..., ARNs).
 _ANTHROPIC = re.compile(r"(?:^|[./])anthropic\.")

@@ -42,9 +42,14 @@ from modelyard.backends.bedrock.converse_tools import ToolUseBlocks, tool_use_st
 from modelyard.backends.bedrock.failures import failure
 from modelyard.backends.bedrock.stop_reasons import finish_reason
 from modelyard.backends.engine import Piece
-from modelyard.errors import ModelyardError, ProviderError, ProviderProtocolError, StreamTruncated
-from modelyard.scrub import upstream_text
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import (
+    ModelyardError,
+    ProviderError,
+    ProviderProtocolError,
+    StreamTruncated,
+)
+from modelyard_client.scrub import upstream_text
+from modelyard_client.v1 import common_pb2
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 

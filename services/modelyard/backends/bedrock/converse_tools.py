@@ -36,8 +36,8 @@ from typing import Any
 
 from modelyard.backends.engine import call_arguments
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 _NO_ARGUMENTS = {"type": "object", "properties": {}}
 _WHERE = "Bedrock's Converse API (provider bedrock)"

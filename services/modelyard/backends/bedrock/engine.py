@@ -48,7 +48,8 @@ from modelyard.backends.content_parts import image_count, with_images
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.openai_compat.upstream import describe
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import (
+from modelyard.hosted_catalog import load_catalog
+from modelyard_client.errors import (
     BackendUnavailable,
     CatalogFileError,
     ModelNotFound,
@@ -56,9 +57,8 @@ from modelyard.errors import (
     ProviderProtocolError,
     StreamTruncated,
 )
-from modelyard.hosted_catalog import load_catalog
-from modelyard.scrub import scrub
-from modelyard.v1 import common_pb2
+from modelyard_client.scrub import scrub
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

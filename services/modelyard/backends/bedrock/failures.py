@@ -37,7 +37,7 @@ ValidationException              400     ContextLengthExceeded when it says the
 ===============================  ======  ======================================
 
 Credential failures name this gateway's AWS credentials, never the caller's.
-The upstream's text passes through `modelyard.scrub.upstream_text`.
+The upstream's text passes through `modelyard_client.scrub.upstream_text`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Any
 import aiohttp
 
 from modelyard.backends.openai_compat.upstream import DEFAULT_RATE_LIMIT_RETRY_S, retry_after_s
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
@@ -62,7 +62,7 @@ from modelyard.errors import (
     RateLimited,
     StreamTruncated,
 )
-from modelyard.scrub import upstream_text
+from modelyard_client.scrub import upstream_text
 
 # A model still loading (an imported or provisioned model's cold start) says nothing of
 # when to come back; the AWS SDKs retry it five times with backoff.

@@ -13,7 +13,7 @@ they are then, by botocore's own `SigV4Auth` for the signing name
 ``bedrock`` and the configured region.
 
 The secret key and session token never reach a log or an error: they are
-registered with `modelyard.scrub` as soon as they are read, and the errors
+registered with `modelyard_client.scrub` as soon as they are read, and the errors
 here name the chain's sources, never a value.
 """
 
@@ -28,8 +28,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from modelyard.errors import ProviderAuthFailed
-from modelyard.scrub import register_secret, upstream_text
+from modelyard_client.errors import ProviderAuthFailed
+from modelyard_client.scrub import register_secret, upstream_text
 
 SIGNING_NAME = "bedrock"  # the service's signing name (bedrock-runtime's endpoint prefix differs)
 

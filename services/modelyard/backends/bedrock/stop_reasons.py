@@ -11,8 +11,8 @@ model failing: `ProviderError`. A reason added later still ends the answer.
 
 from __future__ import annotations
 
-from modelyard.errors import ContentRejected, ProviderError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ContentRejected, ProviderError
+from modelyard_client.v1 import common_pb2
 
 FINISH_REASONS: dict[str, common_pb2.FinishReason.ValueType] = {
     "end_turn": common_pb2.FINISH_REASON_STOP,

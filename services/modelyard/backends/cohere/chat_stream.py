@@ -40,14 +40,14 @@ from typing import Any
 from modelyard.backends.cohere.tools import TOOL_EVENTS, ToolCallEvents, tool_event_problem
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.sse import SseParser
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ModelyardError,
     ProviderProtocolError,
     StreamTruncated,
 )
-from modelyard.scrub import upstream_text
-from modelyard.v1 import common_pb2
+from modelyard_client.scrub import upstream_text
+from modelyard_client.v1 import common_pb2
 
 FINISH_REASONS: dict[str, common_pb2.FinishReason.ValueType] = {
     "COMPLETE": common_pb2.FINISH_REASON_STOP,

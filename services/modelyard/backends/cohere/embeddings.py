@@ -28,9 +28,9 @@ from modelyard.backends.cohere.upstream import raise_for_status
 from modelyard.backends.engine import Embeddings
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import unreachable
-from modelyard.errors import InvalidRequest, ProviderProtocolError
 from modelyard.hosted_catalog import load_catalog
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ProviderProtocolError
+from modelyard_client.v1 import common_pb2
 
 TEXTS_PER_CALL = 96  # Cohere's bound on `texts`
 OUTPUT_DIMENSIONS = (256, 512, 1024, 1536)  # what `output_dimension` takes

@@ -43,10 +43,10 @@ from modelyard.backends.engine import Embeddings, EngineHealth, Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import describe, unreachable
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import CatalogFileError, ModelNotFound, StreamTruncated
 from modelyard.hosted_catalog import load_catalog
-from modelyard.scrub import scrub
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import CatalogFileError, ModelNotFound, StreamTruncated
+from modelyard_client.scrub import scrub
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

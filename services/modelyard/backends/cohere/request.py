@@ -25,8 +25,8 @@ from typing import Any
 
 from modelyard.backends.cohere.tools import assistant_calls, tool_fields, tool_result
 from modelyard.backends.content_parts import image_count, image_url_content
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 ROLES = ("system", "user", "assistant", "tool")
 # Cohere's documented bounds (Chat v2 reference, request body).

@@ -35,8 +35,8 @@ from typing import Any
 
 from modelyard.backends.engine import text_content
 from modelyard.backends.openai_compat import tools as openai_tools
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 CHOICES = {"required": "REQUIRED", "none": "NONE"}
 TOOL_EVENTS = ("tool-plan-delta", "tool-call-start", "tool-call-delta", "tool-call-end")

@@ -25,7 +25,7 @@ any other              ProviderError
 Cohere documents no content-policy error status: a content refusal comes as
 the stream's finish reason (`chat_stream`). Cohere's bodies have no error
 code, so a refusal's `provider_code` is empty. The message is Cohere's own,
-scrubbed of credentials and capped (`modelyard.scrub.upstream_text`); a 401,
+scrubbed of credentials and capped (`modelyard_client.scrub.upstream_text`); a 401,
 402 or 403 says it is about the gateway's key for Cohere, not the caller's.
 """
 
@@ -37,7 +37,7 @@ import aiohttp
 
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import DEFAULT_RATE_LIMIT_RETRY_S, retry_after_s
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
@@ -47,7 +47,7 @@ from modelyard.errors import (
     ProviderError,
     RateLimited,
 )
-from modelyard.scrub import upstream_text
+from modelyard_client.scrub import upstream_text
 
 # Cohere's 400 messages for a prompt over the window start with this; one about
 # max_tokens over the model's output limit starts with it too, and is no refusal of the prompt.

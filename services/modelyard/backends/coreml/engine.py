@@ -23,8 +23,13 @@ from modelyard.backends.coreml.features import model_features, outputs_json
 from modelyard.backends.coreml.model_files import CoreMLModelsDir
 from modelyard.backends.coreml.runtime import coremltools, unsupported_reason
 from modelyard.backends.engine import EngineHealth, Piece
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelNotFound, ModelyardError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    ModelNotFound,
+    ModelyardError,
+)
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

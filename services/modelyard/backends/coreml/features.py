@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from google.protobuf.json_format import MessageToDict
 
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 _DTYPES: dict[str, Any] = {
     "float32": np.float32,

@@ -40,8 +40,8 @@ from typing import Any
 
 from modelyard.backends.speech.speech_out import text_to_speak
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import ContextLengthExceeded, InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ContextLengthExceeded, InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 PROVIDER = "ElevenLabs"
 ENGINE = "ElevenLabs, text to speech"  # what the model is, in a refusal

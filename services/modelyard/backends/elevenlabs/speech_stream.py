@@ -27,8 +27,8 @@ from collections.abc import AsyncGenerator, AsyncIterable
 from modelyard.backends.elevenlabs.request import MP3, PCM, WAV, SpeechRequest
 from modelyard.backends.engine import Piece
 from modelyard.backends.speech.speech_out import PCM_MIME, SAMPLE_BYTES, WAV_MIME, wav_file
-from modelyard.errors import InvalidRequest, ProviderProtocolError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ProviderProtocolError
+from modelyard_client.v1 import common_pb2
 
 MP3_MIME = "audio/mpeg"
 MAX_WAV_BYTES = 48 * 1024 * 1024  # about 17 minutes at 24 kHz: under gRPC's 64 MiB

@@ -30,7 +30,7 @@ any other                      ProviderError
 
 A refusal keeps the ``status`` code as `ProviderRefusal.provider_code`. What
 ElevenLabs said is kept in the message, scrubbed of credentials and capped
-(`modelyard.scrub.upstream_text`). The rate-limit bodies are those a
+(`modelyard_client.scrub.upstream_text`). The rate-limit bodies are those a
 third-party guide quotes (they carry a ``status`` and may lack a message).
 """
 
@@ -43,7 +43,7 @@ import aiohttp
 
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import DEFAULT_RATE_LIMIT_RETRY_S, retry_after_s
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
@@ -53,7 +53,7 @@ from modelyard.errors import (
     ProviderError,
     RateLimited,
 )
-from modelyard.scrub import upstream_text
+from modelyard_client.scrub import upstream_text
 
 KEY_HEADER = "xi-api-key"
 ACCOUNT_REFUSALS = frozenset({"quota_exceeded", "missing_permissions"})

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelyard.errors import BackendUnavailable, ProviderAuthFailed
-from modelyard.scrub import upstream_text
+from modelyard_client.errors import BackendUnavailable, ProviderAuthFailed
+from modelyard_client.scrub import upstream_text
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 

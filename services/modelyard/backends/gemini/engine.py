@@ -31,10 +31,10 @@ from modelyard.backends.gemini.stream import GenerateStream
 from modelyard.backends.gemini.upstream import raise_for_status, unreachable
 from modelyard.backends.openai_compat.upstream import describe
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import CatalogFileError, ModelNotFound, ModelyardError, StreamTruncated
 from modelyard.hosted_catalog import load_catalog
-from modelyard.scrub import scrub
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import CatalogFileError, ModelNotFound, ModelyardError, StreamTruncated
+from modelyard_client.scrub import scrub
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

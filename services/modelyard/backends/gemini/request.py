@@ -40,8 +40,8 @@ from modelyard.backends.gemini.tools import (
     function_response_part,
     tool_fields,
 )
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 MAX_STOP_SEQUENCES = 5  # GenerationConfig.stopSequences: "up to 5 character sequences"
 _INT32 = 2**31

@@ -47,7 +47,7 @@ from modelyard.backends.engine import Piece
 from modelyard.backends.gemini.tools import answer_call, function_call_problem
 from modelyard.backends.gemini.upstream import GoogleError, Upstream, error_for
 from modelyard.backends.openai_compat.sse import SseParser
-from modelyard.errors import (
+from modelyard_client.errors import (
     ContentRejected,
     ModelyardError,
     ProviderError,
@@ -55,8 +55,8 @@ from modelyard.errors import (
     ProviderRefusal,
     StreamTruncated,
 )
-from modelyard.scrub import upstream_text
-from modelyard.v1 import common_pb2
+from modelyard_client.scrub import upstream_text
+from modelyard_client.v1 import common_pb2
 
 USAGE_GRACE_S = 1.0
 

@@ -45,8 +45,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from modelyard.backends.engine import call_arguments, text_content
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 

@@ -31,7 +31,7 @@ any other                             ProviderError
 A 401 or 403 is about the credential the gateway holds for the provider (the
 Gemini API key, or Vertex's service-account credentials), never the caller's,
 and the message says which. The upstream's message is scrubbed of credentials
-and capped (`modelyard.scrub.upstream_text`) before it goes into an error.
+and capped (`modelyard_client.scrub.upstream_text`) before it goes into an error.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from modelyard.backends.openai_compat.upstream import (
     describe,
     retry_after_s,
 )
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
@@ -60,7 +60,7 @@ from modelyard.errors import (
     ProviderError,
     RateLimited,
 )
-from modelyard.scrub import scrub, upstream_text
+from modelyard_client.scrub import scrub, upstream_text
 
 # "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."
 _CONTEXT_TOO_LONG = re.compile(r"input token count.*exceeds the maximum", re.IGNORECASE)

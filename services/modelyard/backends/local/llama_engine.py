@@ -26,8 +26,8 @@ from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
 from modelyard.backends.local.gguf_memory import estimated_memory_bytes
 from modelyard.backends.local.model_files import scan_models_dir
 from modelyard.backends.threaded_stream import pieces_from_thread
-from modelyard.errors import InvalidRequest, ModelNotFound
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

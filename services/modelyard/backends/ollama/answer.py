@@ -23,8 +23,8 @@ import ollama
 
 from modelyard.backends.engine import FINISH_REASONS, Piece
 from modelyard.backends.ollama.tools import ToolCalls
-from modelyard.errors import ProviderProtocolError, StreamTruncated
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ProviderProtocolError, StreamTruncated
+from modelyard_client.v1 import common_pb2
 
 # done_reason of the answers to a load and an unload, which generate nothing.
 LIFECYCLE_REASONS = frozenset({"load", "unload"})

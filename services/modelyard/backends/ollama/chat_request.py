@@ -32,8 +32,8 @@ from modelyard.backends.content_parts import ChatImage, message_items
 from modelyard.backends.engine import chat_messages
 from modelyard.backends.ollama.tools import HONOURED_CHOICES, add_tool_turns, offered_tools
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 
 @dataclass(frozen=True)

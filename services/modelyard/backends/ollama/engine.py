@@ -54,13 +54,13 @@ from modelyard.backends.ollama.failures import (
 )
 from modelyard.backends.ollama.model_entry import ollama_entry
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import (
+from modelyard_client.errors import (
     ModelNotFound,
     ModelyardError,
     ProviderProtocolError,
     StreamTruncated,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ status) and drops the response headers, so the engine's HTTP client maps a
 failed status in a response hook instead (`raise_for_status`), where
 ``Retry-After`` is still there; `from_response_error` maps what the client
 raises itself, with the same table (`http_failure`). Upstream text is
-scrubbed and capped (`modelyard.scrub.upstream_text`).
+scrubbed and capped (`modelyard_client.scrub.upstream_text`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from modelyard.backends.openai_compat.upstream import (
     retry_after_s,
 )
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
@@ -60,7 +60,7 @@ from modelyard.errors import (
     ProviderProtocolError,
     RateLimited,
 )
-from modelyard.scrub import scrub, upstream_text
+from modelyard_client.scrub import scrub, upstream_text
 
 # The daemon never answered: refused (the client's own ConnectionError), reset, timed out.
 TRANSPORT_ERRORS = (ConnectionError, httpx.TransportError)

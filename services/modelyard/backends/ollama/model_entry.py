@@ -17,7 +17,7 @@ import ollama
 
 from modelyard.catalog_ids import catalog_id
 from modelyard.catalog_limits import context_window
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 _C = common_pb2
 # Ollama's `capabilities` strings (types/model/capability.go) and what each means here.

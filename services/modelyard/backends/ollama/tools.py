@@ -32,8 +32,8 @@ import ollama
 
 from modelyard.backends.engine import call_arguments
 from modelyard.backends.openai_compat.tools import tool_fields
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 # tool_choice values that need nothing Ollama lacks ("none": no tools offered).
 HONOURED_CHOICES = frozenset({"", "auto", "none"})

@@ -34,9 +34,14 @@ from modelyard.backends.engine import FINISH_REASONS, Piece
 from modelyard.backends.openai_compat.sse import SseParser
 from modelyard.backends.openai_compat.tools import ToolCallFragments, tool_call_deltas_problem
 from modelyard.backends.openai_compat.upstream import refusal_for
-from modelyard.errors import ModelyardError, ProviderError, ProviderProtocolError, StreamTruncated
-from modelyard.scrub import upstream_text
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import (
+    ModelyardError,
+    ProviderError,
+    ProviderProtocolError,
+    StreamTruncated,
+)
+from modelyard_client.scrub import upstream_text
+from modelyard_client.v1 import common_pb2
 
 # After the finish reason, how long the usage chunk may take before the answer is
 # finalised without it (and with the counted text events as its output tokens).

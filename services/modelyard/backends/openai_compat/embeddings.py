@@ -32,7 +32,7 @@ import aiohttp
 from modelyard.backends.engine import Embeddings
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import raise_for_status, unreachable
-from modelyard.errors import ProviderProtocolError
+from modelyard_client.errors import ProviderProtocolError
 
 
 def is_embedding_model(name: str) -> bool:

@@ -58,15 +58,15 @@ from modelyard.backends.openai_compat.upstream import (
     unreachable,
 )
 from modelyard.catalog_ids import catalog_id
-from modelyard.errors import (
+from modelyard_client.errors import (
     InvalidRequest,
     ModelNotFound,
     ModelyardError,
     ProviderProtocolError,
     StreamTruncated,
 )
-from modelyard.scrub import scrub
-from modelyard.v1 import common_pb2
+from modelyard_client.scrub import scrub
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -42,13 +42,13 @@ from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.media import MediaCall, token_count, usage_of
 from modelyard.backends.openai_compat.upstream import describe
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
     ProviderProtocolError,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 ENGINE = "OpenAI image generation"
 UNSUPPORTED = (

@@ -26,7 +26,7 @@ import aiohttp
 from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import raise_for_status, unreachable
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 C = common_pb2
 IMAGES, SPEECH, TRANSCRIPTION = "images", "speech", "transcription"

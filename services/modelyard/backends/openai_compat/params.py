@@ -53,8 +53,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 GENERIC = "openai_compat"
 # OpenAI's rule for `json_schema.name`.

@@ -47,13 +47,13 @@ from modelyard.backends.openai_compat.media import MediaCall
 from modelyard.backends.openai_compat.upstream import describe
 from modelyard.backends.speech.speech_out import PCM_MIME, WAV_MIME, text_to_speak, wav_file
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContextLengthExceeded,
     InvalidRequest,
     StreamTruncated,
 )
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 ENGINE = "OpenAI text to speech"
 UNSUPPORTED = (

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 
 def tool_fields(params: common_pb2.GenerationParams) -> dict[str, Any]:

@@ -44,8 +44,8 @@ from modelyard.backends.engine import Piece
 from modelyard.backends.openai_compat.media import MediaCall, token_count, usage_of
 from modelyard.backends.openai_compat.upstream import describe
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import BackendUnavailable, InvalidRequest, ProviderProtocolError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable, InvalidRequest, ProviderProtocolError
+from modelyard_client.v1 import common_pb2
 
 ENGINE = "OpenAI speech to text"
 UNSUPPORTED = (

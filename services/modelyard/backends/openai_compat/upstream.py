@@ -53,7 +53,7 @@ routing; a ``metadata.raw`` (the model's provider's own error) and its
 (`modelyard.gateway.retries`) act on these classes.
 
 What the upstream said is kept in the error's message, scrubbed of
-credentials and cut at 512 bytes first (`modelyard.scrub.upstream_text`): an
+credentials and cut at 512 bytes first (`modelyard_client.scrub.upstream_text`): an
 upstream that echoes the request's ``Authorization`` header shows the caller
 ``Bearer [REDACTED]``, never the provider key.
 
@@ -79,7 +79,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
-from modelyard.errors import (
+from modelyard_client.errors import (
     BackendUnavailable,
     ContentRejected,
     ContextLengthExceeded,
@@ -91,7 +91,7 @@ from modelyard.errors import (
     ProviderRefusal,
     RateLimited,
 )
-from modelyard.scrub import scrub, upstream_text
+from modelyard_client.scrub import scrub, upstream_text
 
 # A 429 that does not say when to come back.
 DEFAULT_RATE_LIMIT_RETRY_S = 1.0
@@ -151,7 +151,7 @@ class HttpAnswer(Protocol):
 
 async def raise_for_status(provider: ProviderEndpoint, resp: HttpAnswer, *, model: str) -> None:
     """Raise the error an HTTP failure means, with the upstream's own message in it,
-    scrubbed of credentials and capped (`modelyard.scrub.upstream_text`): an upstream
+    scrubbed of credentials and capped (`modelyard_client.scrub.upstream_text`): an upstream
     that echoes the request's ``Authorization`` header leaks no key."""
     text = (await resp.text())[:8192]
     detail, code = error_detail(text)

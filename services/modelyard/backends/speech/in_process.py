@@ -17,8 +17,8 @@ from typing import Generic, TypeVar
 
 from modelyard.backends.admission import Admission
 from modelyard.backends.loaded_models import LoadedModels, ModelOpener, default_budget_bytes
-from modelyard.errors import ModelNotFound
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ModelNotFound
+from modelyard_client.v1 import common_pb2
 
 M = TypeVar("M")
 ColdStartReport = Callable[[str, float], None]

@@ -34,8 +34,8 @@ from modelyard.backends.speech.speech_out import (
     speech_request,
 )
 from modelyard.backends.threaded_stream import pieces_from_thread
-from modelyard.errors import FailedPrecondition, ModelyardError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition, ModelyardError
+from modelyard_client.v1 import common_pb2
 
 if TYPE_CHECKING:
     from piper import PiperVoice

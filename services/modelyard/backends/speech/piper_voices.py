@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.catalog_ids import catalog_id, split_catalog_id
-from modelyard.errors import FailedPrecondition
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

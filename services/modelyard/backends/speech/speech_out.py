@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from modelyard.backends.engine import Piece
 from modelyard.backends.speech.piper_voices import PiperVoiceFiles
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.errors import ContextLengthExceeded, InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import ContextLengthExceeded, InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 ENGINE = "piper, text to speech"
 # Piper draws no tokens: its variation is the voice's noise scales (no temperature, top_p

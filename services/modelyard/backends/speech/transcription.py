@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from modelyard.backends.engine import Piece
 from modelyard.backends.speech.unsupported_params import dropped_params
-from modelyard.v1 import common_pb2
+from modelyard_client.v1 import common_pb2
 
 # What Whisper has no use for (its temperature it takes); `voice` and `audio_format` are
 # text to speech's.

@@ -34,8 +34,8 @@ from modelyard.backends.speech.transcription import (
 from modelyard.backends.speech.wav_input import WavAudio, read_wav, samples_for_model
 from modelyard.backends.speech.whisper_models import find_models, model_entry
 from modelyard.backends.threaded_stream import pieces_from_thread
-from modelyard.errors import InvalidRequest, ModelyardError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import InvalidRequest, ModelyardError
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

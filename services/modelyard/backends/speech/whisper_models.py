@@ -15,8 +15,8 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from modelyard.catalog_ids import catalog_id, split_catalog_id
-from modelyard.errors import FailedPrecondition
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from modelyard.backends.tensor.onnx_models import (
     open_session,
 )
 from modelyard.backends.tensor.tensor_specs import Array, input_feeds, output_tensors
-from modelyard.errors import FailedPrecondition, InvalidRequest, ModelyardError
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest, ModelyardError
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ import numpy.typing as npt
 
 from modelyard.backends.content_parts import read_image
 from modelyard.backends.tensor.tensor_specs import TensorSpec
-from modelyard.errors import FailedPrecondition, InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 # torchvision's ImageNet statistics, what most exported classifiers were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

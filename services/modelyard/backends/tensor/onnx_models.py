@@ -35,8 +35,8 @@ from modelyard.backends.tensor.image_classifier import (
 )
 from modelyard.backends.tensor.tensor_specs import TensorSpec, schema_of, spec_of
 from modelyard.catalog_ids import catalog_id_problem, split_catalog_id
-from modelyard.errors import BackendUnavailable
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import BackendUnavailable
+from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 

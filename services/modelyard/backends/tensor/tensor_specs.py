@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from modelyard.errors import FailedPrecondition, InvalidRequest
-from modelyard.v1 import common_pb2
+from modelyard_client.errors import FailedPrecondition, InvalidRequest
+from modelyard_client.v1 import common_pb2
 
 # onnxruntime's element types that `Tensor.data` carries, by the dtype names the wire uses
 # (numpy's). Others (string, bfloat16, the float8 kinds) cannot be sent or answered here.

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Self
 
 import grpc
 
-from modelyard.errors._details import (
+from modelyard_client.errors._details import (
     Attempt,
     ConfigProblem,
     ErrorDetails,
@@ -26,7 +26,7 @@ from modelyard.errors._details import (
     limits_from_json,
     limits_json,
 )
-from modelyard.errors._limits import METADATA_LIMIT_BYTES, shorten
+from modelyard_client.errors._limits import METADATA_LIMIT_BYTES, shorten
 
 # Trailing-metadata key that carries a rate limit's retry delay in milliseconds
 # (for plain clients; ours read google.rpc.RetryInfo).

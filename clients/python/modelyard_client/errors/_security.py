@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import grpc
 
-from modelyard.errors._details import ErrorDetails
-from modelyard.errors._hierarchy import InvalidRequest, ModelyardError, RateLimited
+from modelyard_client.errors._details import ErrorDetails
+from modelyard_client.errors._hierarchy import InvalidRequest, ModelyardError, RateLimited
 
 
 class Unauthenticated(ModelyardError):

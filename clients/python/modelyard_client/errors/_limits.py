@@ -10,13 +10,13 @@ even when every character of the message is outside ASCII: a message of
 1 KiB (3 KiB percent-encoded, 1 KiB again in the Status), field violations of
 1 KiB and ErrorInfo metadata of 2 KiB.
 
-What crosses is scrubbed of credentials first (`modelyard.scrub`): the
+What crosses is scrubbed of credentials first (`modelyard_client.scrub`): the
 message here, metadata and field violations in `to_status`.
 """
 
 from __future__ import annotations
 
-from modelyard.scrub import scrub
+from modelyard_client.scrub import scrub
 
 # UTF-8 bytes of an error's message on the wire (the status message, a batch item's).
 MESSAGE_LIMIT_BYTES = 1024
@@ -45,7 +45,7 @@ def shorten(text: str, limit_bytes: int) -> str:
 
 def cap_message(message: str) -> str:
     """An error message as it crosses the wire: scrubbed of credentials
-    (`modelyard.scrub.scrub`), then at most `MESSAGE_LIMIT_BYTES`."""
+    (`modelyard_client.scrub.scrub`), then at most `MESSAGE_LIMIT_BYTES`."""
     return shorten(scrub(message), MESSAGE_LIMIT_BYTES)
 
 

@@ -1,11 +1,12 @@
-"""Blocking calls to a running modelyard server, for the `modelyard` command and the client.
+"""Blocking calls to a running modelyard server: the client's, and the `modelyard` command's.
 
 The generated stubs plus what every caller wants: the request a prompt becomes,
 and a failed call raised as the error the server raised (`remote_errors`,
 which rebuilds the exact class). `modelyard_client.GatewayClient` is built on
-these; the runtime package never imports the client. The hot-swap calls
-(routes, swaps, A/B tests, feedback) serve `modelyard routes`, `swap`,
-`swap-status`, `rollback`, `abtest` and `feedback`.
+these, and the server's `modelyard` command calls them too (the server depends on
+this package, never the other way). The hot-swap calls (routes, swaps, A/B tests,
+feedback) serve `modelyard routes`, `swap`, `swap-status`, `rollback`, `abtest` and
+`feedback`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Generator, Iterator
 
 import grpc
 
-from modelyard.errors import remote_errors
-from modelyard.v1 import (
+from modelyard_client.errors import remote_errors
+from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,

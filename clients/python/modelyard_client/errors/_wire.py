@@ -11,11 +11,11 @@ from typing import cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from modelyard.errors._details import (
+from modelyard_client.errors._details import (
     ErrorDetails,
     FieldViolation,
 )
-from modelyard.errors._hierarchy import (
+from modelyard_client.errors._hierarchy import (
     RETRY_AFTER_MS_KEY,
     AlreadyExists,
     BackendUnavailable,
@@ -31,7 +31,7 @@ from modelyard.errors._hierarchy import (
     Unimplemented,
     class_for_reason,
 )
-from modelyard.errors._limits import (
+from modelyard_client.errors._limits import (
     METADATA_LIMIT_BYTES,
     VIOLATION_DESCRIPTION_LIMIT_BYTES,
     VIOLATION_FIELD_LIMIT_BYTES,
@@ -40,7 +40,7 @@ from modelyard.errors._limits import (
     shorten,
     utf8_size,
 )
-from modelyard.scrub import scrub
+from modelyard_client.scrub import scrub
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def to_status(err: ModelyardError) -> status_pb2.Status:
     The one place an error's size is bounded for the wire (`_limits`): the
     message is cut at 1 KiB saying how much was left out, field violations
     and metadata are kept within their own bounds. Every text is scrubbed of
-    credentials first (`modelyard.scrub.scrub`).
+    credentials first (`modelyard_client.scrub.scrub`).
     """
     wire = err.wire_details()
     status = status_pb2.Status(code=err.code.value[0], message=cap_message(err.message))

@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from modelyard.errors._limits import shorten, utf8_size
+from modelyard_client.errors._limits import shorten, utf8_size
 
 if TYPE_CHECKING:
-    from modelyard.errors._hierarchy import ModelyardError
+    from modelyard_client.errors._hierarchy import ModelyardError
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ErrorDetails:
     """What a status carries beyond its code and message, as plain data.
 
     `metadata` becomes ``ErrorInfo.metadata``, `retry_after_s` a ``RetryInfo``
-    and `field_violations` a ``BadRequest`` (see `modelyard.errors`).
+    and `field_violations` a ``BadRequest`` (see `modelyard_client.errors`).
     """
 
     metadata: Mapping[str, str] = field(default_factory=dict)

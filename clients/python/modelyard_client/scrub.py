@@ -1,7 +1,7 @@
 """Credentials out of every text that leaves a modelyard process: one function, `scrub`.
 
 Whatever a caller, a log, a span or a metric receives passes through `scrub`
-first: the wire (`modelyard.errors.cap_message`, applied by `to_status` to a
+first: the wire (`modelyard_client.errors.cap_message`, applied by `to_status` to a
 status's message, metadata and field violations, and to a batch item's
 error), span statuses (the server interceptor, the gateway's backend calls),
 log records (`ScrubbingFilter`, installed on the handlers wherever logging is

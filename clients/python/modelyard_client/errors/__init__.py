@@ -23,7 +23,7 @@ What the status carries:
   (key path and message).
 
 What it may say: every text crosses scrubbed of credentials first (the
-configured keys, bearer tokens, key-shaped strings: `modelyard.scrub`), the
+configured keys, bearer tokens, key-shaped strings: `modelyard_client.scrub`), the
 message in `cap_message`, metadata and field violations in `to_status`.
 
 How big it may be (`_limits.py`; gRPC refuses received metadata over 8 KiB at
@@ -102,14 +102,14 @@ DEADLINE_EXCEEDED and UNIMPLEMENTED the class of that code in the table, any
 other code `ModelyardError`.
 """
 
-from modelyard.errors._details import (
+from modelyard_client.errors._details import (
     Attempt,
     ConfigProblem,
     ErrorDetails,
     FieldViolation,
     RefusedLimit,
 )
-from modelyard.errors._hierarchy import (
+from modelyard_client.errors._hierarchy import (
     RATE_LIMIT_SCOPES_KEY,
     RETRY_AFTER_MS_KEY,
     AllModelsFailed,
@@ -147,8 +147,8 @@ from modelyard.errors._hierarchy import (
     class_for_reason,
     registered_classes,
 )
-from modelyard.errors._limits import MESSAGE_LIMIT_BYTES, METADATA_LIMIT_BYTES, cap_message
-from modelyard.errors._security import (
+from modelyard_client.errors._limits import MESSAGE_LIMIT_BYTES, METADATA_LIMIT_BYTES, cap_message
+from modelyard_client.errors._security import (
     BudgetExceeded,
     ContentBlocked,
     OutputSchemaMismatch,
@@ -157,7 +157,7 @@ from modelyard.errors._security import (
     TooManyStreams,
     Unauthenticated,
 )
-from modelyard.errors._wire import (
+from modelyard_client.errors._wire import (
     DOMAIN,
     STATUS_DETAILS_KEY,
     error_from_details,

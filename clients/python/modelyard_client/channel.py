@@ -1,26 +1,64 @@
-"""The service key on internal calls: what one modelyard service presents to another.
+"""How a client opens its channel to a modelyard server: plaintext, TLS or mTLS, with its key.
 
-With keys required, each call on an internal channel (`channels.InternalChannels`,
-the one place such channels are opened) carries the service key (BACKEND scope)
-as ``x-api-key``, unless the call sets its own.
+`blocking_channel` and `async_channel` are the one place (the `modelyard` command's
+client commands and the server's own internal channels open theirs here too): TLS
+when `ClientFiles` gives any file, read now, so a `ConfigError` names a missing or
+broken one before any call; every call presents the API key as ``x-api-key`` unless
+the call sets its own; catalog entries arrive whole (`CHANNEL_OPTIONS`).
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import grpc
 
-# The header `modelyard.ratelimit.caller.api_key_from_metadata` reads first (not imported
-# from there: ratelimit reads the principal, so security must not import ratelimit; a
-# test holds the two equal).
-API_KEY_HEADER = "x-api-key"
+from modelyard_client.tls_files import ClientFiles
+
+# The header the server reads a caller's key from first (``authorization: Bearer`` too).
+API_KEY_HEADER: Final = "x-api-key"
+# The registry server's message limit: whatever it sent (a `ListModels` of whole catalog
+# entries), a client reads. The server's `modelyard.catalog_limits` states the same bound.
+RECEIVE_BYTES: Final = 64 * 1024 * 1024
+CHANNEL_OPTIONS: Final = (("grpc.max_receive_message_length", RECEIVE_BYTES),)
+
+ChannelOptions = Sequence[tuple[str, Any]]
 
 
-def service_key_interceptors(key: str) -> list[Any]:
-    """Client interceptors that put `key` on every unary and server-streaming call."""
+def blocking_channel(
+    address: str,
+    files: ClientFiles | None = None,
+    options: ChannelOptions = CHANNEL_OPTIONS,
+    api_key: str | None = None,
+) -> grpc.Channel:
+    """A blocking channel to `address` ("127.0.0.1:50051")."""
+    if files is None or not files.given:
+        channel = grpc.insecure_channel(address, options=options)
+    else:
+        channel = grpc.secure_channel(address, files.credentials(), options=options)
+    return grpc.intercept_channel(channel, _BlockingKey(api_key)) if api_key else channel
+
+
+def async_channel(
+    address: str,
+    files: ClientFiles | None = None,
+    options: ChannelOptions = CHANNEL_OPTIONS,
+    api_key: str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> grpc.aio.Channel:
+    """An asyncio channel to `address`; `credentials` already read stand for `files`."""
+    if credentials is None and files is not None and files.given:
+        credentials = files.credentials()
+    keyed = api_key_interceptors(api_key) if api_key else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=keyed)
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=keyed)
+
+
+def api_key_interceptors(key: str) -> list[Any]:
+    """asyncio client interceptors that put `key` on every unary and server-streaming call."""
     return [_UnaryKey(key), _StreamKey(key)]
 
 
@@ -51,12 +89,6 @@ class _StreamKey(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-ar
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         return await continuation(_with_key(details, self._key), request)
-
-
-def with_api_key(channel: grpc.Channel, key: str) -> grpc.Channel:
-    """A blocking `channel` whose every call presents `key` as ``x-api-key`` (the CLI's and
-    `modelyard_client`'s calls), unless the call sets its own."""
-    return grpc.intercept_channel(channel, _BlockingKey(key))
 
 
 class _Details(

@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of proto/modelyard/v1 (scripts/genproto.py). DO NOT EDIT."""
