@@ -19,10 +19,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.postgres_server import PostgresServer, postgres_bin_dir
 
 from modelyard.assembly import Settings, Stack, start_stack
 from modelyard.backends.engine import Engine
 from modelyard.config import default_config
+from modelyard.storage import DatabaseUrl
 
 GEMMA_ID = "local/gemma-3-270m-q4_k_m"
 
@@ -49,6 +51,44 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def gemma_path(models_dir: Path) -> Path:
     return models_dir / "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (tests/support/postgres_server.py)."""
+    if postgres_bin_dir() is None:
+        pytest.skip("needs PostgreSQL's server binaries (scripts/setup installs them)")
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> DatabaseUrl:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return DatabaseUrl.parse(postgres_server.fresh_database())
+
+
+# What `store_place` yields: where a store named by its file name keeps its tables.
+StorePlace = Callable[[str], Path | DatabaseUrl]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_place(request: pytest.FixtureRequest, tmp_path: Path) -> StorePlace:
+    """The same store test on both engines: `place("r.sqlite3")` is that file under
+    tmp_path, or a fresh PostgreSQL database (the same one for the same name)."""
+    if request.param == "sqlite":
+        return lambda name: tmp_path / name
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    made: dict[str, DatabaseUrl] = {}
+
+    def place(name: str) -> DatabaseUrl:
+        if name not in made:
+            made[name] = DatabaseUrl.parse(server.fresh_database())
+        return made[name]
+
+    return place
 
 
 # What `make_stack` yields: keyword arguments are `Settings` fields (and `engines`).

@@ -5,8 +5,9 @@ running stack.
 The package is built and installed from a copy of its folder into a target folder
 (pip, no index, no dependencies); a second folder holds links to exactly the files of
 its dependencies' distributions as installed here. An interpreter started with
-``-S`` (no site-packages) and only those two folders on its path then calls the stack
-with the sync and async clients and gets the server's errors as their own classes.
+``-I -S`` (no site-packages, no PYTHONPATH) and only those two folders on its path then
+calls the stack with the sync and async clients and gets the server's errors as their
+own classes.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ async def test_the_client_alone_calls_a_running_stack(
         f"runpy.run_path({str(RUN)!r}, "
         "run_name='__main__')"
     )
-    run = await _run([sys.executable, "-S", "-c", code])
+    run = await _run([sys.executable, "-I", "-S", "-c", code])  # no site, no PYTHON* variables
     found = json.loads(run)
 
     assert found["server_importable"] is False

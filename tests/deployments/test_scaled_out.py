@@ -1,17 +1,18 @@
-"""Scaled out on one machine: three gateway processes share one Redis and one catalog.
+"""Scaled out on one machine: three gateway processes share one Redis, one catalog and
+one PostgreSQL.
 
 Processes, each `modelyard serve ROLE` on a free 127.0.0.1 port and stopped by
-its PID: a real redis-server, one registry + hot-swap process, one
-backend-openai-compat against the fake OpenAI upstream (tests/backends/
-openai_compat/openai_fake.py, OpenAI's chat-completions wire format), and three
-gateways following the registry and the hot-swap service. A client round-robins
-over the gateways and shows that the rate limit and the response cache are
-shared through Redis, and that a catalog change and a route change reach every
-gateway within a second.
-
-PostgreSQL is not built yet: the registry and the hot-swap service keep their
-tables in their data directory (one process holds them); this deployment shares
-them over gRPC watches, not through a database.
+its PID: a real redis-server, a real PostgreSQL (tests/support/postgres_server.py),
+one registry + hot-swap process, one backend-openai-compat against the fake
+OpenAI upstream (tests/backends/openai_compat/openai_fake.py, OpenAI's
+chat-completions wire format), and three gateways following the registry and
+the hot-swap service. The registry, the hot-swap service and the gateways keep
+their tables on the PostgreSQL server (`server.database_url`), not in their
+data directories. A client round-robins over the gateways and shows that the
+rate limit and the response cache are shared through Redis, that a catalog
+change and a route change reach every gateway within a second (over the gRPC
+watches, and stored in PostgreSQL), and that a conversation begun through one
+gateway goes on through the others (its turns shared through PostgreSQL).
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import psycopg
 import pytest
 import redis
 from backends.openai_compat.openai_fake import FakeUpstream
 from deployments.serve_process import ServeProcess, start_all
 from support.redis_server import RedisServer, redis_server_binary
 
+from modelyard.storage import DatabaseUrl
 from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
@@ -63,6 +67,7 @@ class Deployment:
     control: ServeProcess  # registry + hot-swap
     gateways: list[ServeProcess]
     redis_url: str
+    database: DatabaseUrl  # the registry's, hot-swap's and gateways' tables
 
     def flush_redis(self) -> None:
         """Forget every rate-limit bucket and cached answer (the startup probes made some)."""
@@ -93,12 +98,15 @@ async def _generate(
 
 @pytest.fixture
 async def deployment(
-    upstream: FakeUpstream, redis_server: RedisServer, tmp_path: Path
+    upstream: FakeUpstream, redis_server: RedisServer, postgres_url: DatabaseUrl, tmp_path: Path
 ) -> AsyncIterator[Deployment]:
+    server = f"  server: {{database_url: '{postgres_url.url}'}}\n"
+    control_config = tmp_path / "control.yaml"
+    control_config.write_text(f"model_system:\n{server}")
     shared = tmp_path / "gateway.yaml"
     # fail_closed: an over-admission must not hide behind fail_open.
     shared.write_text(
-        "model_system:\n"
+        f"model_system:\n{server}"
         f"  rate_limits: {{per_key: {{requests_per_minute: {RPM}}},"
         f" redis_url: '{redis_server.url}', on_redis_failure: fail_closed}}\n"
         f"  gateway: {{cache: {{enabled: true, redis_url: '{redis_server.url}'}}}}\n"
@@ -108,7 +116,9 @@ async def deployment(
         "model_system:\n"
         f"  backends:\n    custom: {{kind: openai_compat, endpoint: '{upstream.url}'}}\n"
     )
-    control = ServeProcess("control", ["registry", "hotswap"], tmp_path)
+    control = ServeProcess(
+        "control", ["registry", "hotswap", "--config", str(control_config)], tmp_path
+    )
     started = [control]
     try:
         await start_all(control)
@@ -135,7 +145,7 @@ async def deployment(
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{gateway.name}: {answer.details()}: {gateway.tail()}")
                 await asyncio.sleep(0.1)
-        made = Deployment(control, gateways, redis_server.url)
+        made = Deployment(control, gateways, redis_server.url, postgres_url)
         made.flush_redis()
         upstream.bodies.clear()
         yield made
@@ -244,3 +254,73 @@ async def test_a_catalog_change_and_a_route_change_reach_every_gateway_within_a_
                     break
         took = await _each_gateway_within(deployment, _request("drill"), True, time.monotonic())
         assert max(took) <= PROPAGATION_S, took
+
+
+def _in_database(database: DatabaseUrl, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database.url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_the_registry_and_hot_swap_tables_are_on_postgresql(
+    deployment: Deployment,
+) -> None:
+    models = _in_database(deployment.database, "SELECT id FROM registry.models ORDER BY id")
+    assert (A,) in models and (B,) in models
+    async with grpc.aio.insecure_channel(deployment.control.address) as channel:
+        await hotswap_pb2_grpc.HotSwapServiceStub(channel).Swap(
+            hotswap_pb2.SwapRequest(alias="stored", target_model_id=A, grace_period_ms=1),
+            timeout=10,
+        )
+    deadline = time.monotonic() + 30
+    while A not in _stored_routes(deployment.database).values():
+        assert time.monotonic() < deadline, "the route never reached PostgreSQL"
+        await asyncio.sleep(0.05)
+    assert [k for k in _stored_routes(deployment.database) if "stored" in k]
+    assert _sqlite_stores(deployment) == set()
+
+
+def _stored_routes(database: DatabaseUrl) -> dict[str, str]:
+    """The hot-swap service's routes as PostgreSQL holds them: key -> model id."""
+    rows = _in_database(database, "SELECT key, route FROM hotswap.routes")
+    return {str(key): hotswap_pb2.Route.FromString(blob).model_id for key, blob in rows}
+
+
+def _sqlite_stores(deployment: Deployment) -> set[str]:
+    """Any registry, hot-swap or conversation SQLite file in a process's data directory."""
+    found = set()
+    for process in (deployment.control, *deployment.gateways):
+        data = Path(process.args[process.args.index("--data-dir") + 1])
+        found |= {p.name for p in data.glob("*.sqlite3")} if data.exists() else set()
+    return found & {"registry.sqlite3", "hotswap.sqlite3", "conversations.sqlite3"}
+
+
+async def test_a_conversation_begun_through_one_gateway_goes_on_through_the_others(
+    deployment: Deployment, upstream: FakeUpstream
+) -> None:
+    def turn(text: str) -> gateway_pb2.GenerateRequest:
+        request = _request(A, text)
+        request.conversation_id = "shared-conversation"
+        return request
+
+    answers = []
+    for gateway, text in zip(
+        deployment.gateways, ["my name is Ada", "what is my name?", "and again?"], strict=True
+    ):
+        answer = await _generate(gateway.address, turn(text))
+        assert isinstance(answer, gateway_pb2.GenerateResponse), answer
+        answers.append(answer)
+    assert [a.history_turns for a in answers] == [0, 1, 2]
+    # what the third gateway sent upstream: both earlier turns, each answer as it came back
+    sent = [(m["role"], m["content"]) for m in upstream.bodies[-1]["messages"]]
+    assert sent == [
+        ("user", "my name is Ada"),
+        ("assistant", answers[0].text),
+        ("user", "what is my name?"),
+        ("assistant", answers[1].text),
+        ("user", "and again?"),
+    ]
+    turns = _in_database(
+        deployment.database,
+        "SELECT count(*) FROM conversations.turns WHERE conversation_id = 'shared-conversation'",
+    )
+    assert turns == [(3,)]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from pathlib import Path
 
 import pytest
+from conftest import StorePlace
 
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
@@ -18,16 +18,16 @@ Change = hotswap_pb2.RouteChange
 CODE = selector_pb2.TASK_TYPE_CODE
 
 
-def _table(tmp_path: Path) -> RouteTable:
-    return RouteTable(HotSwapStore(tmp_path / "hotswap.sqlite3"))
+def _table(place: StorePlace) -> RouteTable:
+    return RouteTable(HotSwapStore(place("hotswap.sqlite3")))
 
 
 async def _next(changes: AsyncGenerator[Change, None]) -> Change:
     return await asyncio.wait_for(anext(changes), timeout=5)
 
 
-def test_a_route_is_stored_read_back_and_survives_a_restart(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+def test_a_route_is_stored_read_back_and_survives_a_restart(store_place: StorePlace) -> None:
+    table = _table(store_place)
     first = table.set_route("chat-default", 0, "local/gemma")
     assert (first.alias, first.model_id, first.revision) == ("chat-default", "local/gemma", 1)
     assert first.updated_at.seconds > 0
@@ -38,7 +38,7 @@ def test_a_route_is_stored_read_back_and_survives_a_restart(tmp_path: Path) -> N
     table_id = table.table_id
     table.close()
 
-    again = _table(tmp_path)
+    again = _table(store_place)
     assert again.table_id == table_id
     assert again.revision == 3
     assert again.get("chat-default") == moved
@@ -47,22 +47,22 @@ def test_a_route_is_stored_read_back_and_survives_a_restart(tmp_path: Path) -> N
     assert [r.alias or describe(r) for r in again.routes()] == ["chat-default", "task type code"]
 
 
-def test_pointing_a_route_where_it_points_makes_no_revision(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+def test_pointing_a_route_where_it_points_makes_no_revision(store_place: StorePlace) -> None:
+    table = _table(store_place)
     table.set_route("a", 0, "local/x")
     assert table.set_route("a", 0, "local/x").revision == 1
     assert table.revision == 1
 
 
-def test_the_configuration_seeds_only_routes_the_table_lacks(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+def test_the_configuration_seeds_only_routes_the_table_lacks(store_place: StorePlace) -> None:
+    table = _table(store_place)
     assert table.seed({"chat-default": "local/a"}, {CODE: "local/coder"}) == [
         "alias:chat-default",
         "task:TASK_TYPE_CODE",
     ]
     table.set_route("chat-default", 0, "local/b")  # a swap moved it
     table.close()
-    again = _table(tmp_path)
+    again = _table(store_place)
     assert again.seed({"chat-default": "local/a", "new": "local/n"}, {CODE: "local/other"}) == [
         "alias:new"
     ]
@@ -108,8 +108,10 @@ def test_an_unknown_task_type_is_refused() -> None:
     assert info.value.field == "task_type"
 
 
-def test_a_route_to_a_bad_model_id_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+def test_a_route_to_a_bad_model_id_is_refused_and_nothing_is_stored(
+    store_place: StorePlace,
+) -> None:
+    table = _table(store_place)
     table.set_route("a", 0, "local/x")
     with pytest.raises(InvalidRequest) as info:
         table.set_route("a", 0, "no-slash")
@@ -119,8 +121,8 @@ def test_a_route_to_a_bad_model_id_is_refused_and_nothing_is_stored(tmp_path: Pa
     assert table.revision == 1
 
 
-def test_a_missing_route_is_not_found_naming_it(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+def test_a_missing_route_is_not_found_naming_it(store_place: StorePlace) -> None:
+    table = _table(store_place)
     with pytest.raises(NotFound) as info:
         table.get("nope")
     assert info.value.message == "no route for alias 'nope'"
@@ -129,8 +131,10 @@ def test_a_missing_route_is_not_found_naming_it(tmp_path: Path) -> None:
     assert info.value.message == "no route for task type code"
 
 
-async def test_a_watch_sends_every_route_then_synced_then_live_changes(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+async def test_a_watch_sends_every_route_then_synced_then_live_changes(
+    store_place: StorePlace,
+) -> None:
+    table = _table(store_place)
     table.set_route("a", 0, "local/x")
     table.set_route("b", 0, "local/y")
     changes = table.watch(0)
@@ -153,8 +157,8 @@ async def test_a_watch_sends_every_route_then_synced_then_live_changes(tmp_path:
         await changes.aclose()
 
 
-async def test_a_resumed_watch_sends_only_what_changed_since(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+async def test_a_resumed_watch_sends_only_what_changed_since(store_place: StorePlace) -> None:
+    table = _table(store_place)
     table.set_route("a", 0, "local/x")
     table.set_route("b", 0, "local/y")
     table.set_route("a", 0, "local/z")  # a is now at revision 3, b at 2
@@ -167,8 +171,8 @@ async def test_a_resumed_watch_sends_only_what_changed_since(tmp_path: Path) -> 
         await changes.aclose()
 
 
-async def test_a_resume_in_another_table_or_ahead_of_it_is_refused(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+async def test_a_resume_in_another_table_or_ahead_of_it_is_refused(store_place: StorePlace) -> None:
+    table = _table(store_place)
     table.set_route("a", 0, "local/x")
     with pytest.raises(FailedPrecondition) as info:
         await anext(table.watch(1, "another"))
@@ -183,8 +187,10 @@ async def test_a_resume_in_another_table_or_ahead_of_it_is_refused(tmp_path: Pat
     )
 
 
-async def test_ending_the_watches_ends_each_stream_after_what_it_holds(tmp_path: Path) -> None:
-    table = _table(tmp_path)
+async def test_ending_the_watches_ends_each_stream_after_what_it_holds(
+    store_place: StorePlace,
+) -> None:
+    table = _table(store_place)
     changes = table.watch(0)
     assert (await _next(changes)).kind == Change.KIND_SYNCED
     table.set_route("a", 0, "local/x")

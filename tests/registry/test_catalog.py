@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from conftest import StorePlace
 
 from modelyard.catalog_limits import HEALTH_REASON_CHARS
 from modelyard.registry import catalog as catalog_module
@@ -33,27 +33,28 @@ def entry(model_id: str, **fields: Any) -> common_pb2.ModelEntry:
     return e
 
 
-def open_catalog(path: Path) -> Catalog:
-    return Catalog(CatalogStore(path / "registry.sqlite3"))
+def open_catalog(place: StorePlace, name: str = "registry.sqlite3") -> Catalog:
+    """The catalog `name` names, on the engine `store_place` stands for."""
+    return Catalog(CatalogStore(place(name)))
 
 
-def test_register_get_and_survive_restart(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+def test_register_get_and_survive_restart(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     stored = catalog.register(entry("local/a", context_window=2048), upsert=False)
     assert stored.revision == 1 and stored.name == "a"
     assert stored.health == common_pb2.HEALTH_STATUS_HEALTHY
     catalog.register(entry("openai/b"), upsert=False)
     catalog.close()
 
-    reopened = open_catalog(tmp_path)
+    reopened = open_catalog(store_place)
     assert reopened.get("local/a").context_window == 2048
     assert [e.id for e in reopened.list()] == ["local/a", "openai/b"]
     assert reopened.revision == 2
     assert reopened.register(entry("local/c"), upsert=False).revision == 3
 
 
-def test_duplicate_needs_upsert_and_keeps_the_original(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+def test_duplicate_needs_upsert_and_keeps_the_original(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     catalog.register(entry("local/a", context_window=1), upsert=False)
     with pytest.raises(AlreadyExists, match="'local/a' is already registered"):
         catalog.register(entry("local/a", context_window=2), upsert=False)
@@ -80,9 +81,9 @@ def test_duplicate_needs_upsert_and_keeps_the_original(tmp_path: Path) -> None:
     ],
 )
 def test_bad_entries_are_refused_and_nothing_stored_is_lost(
-    tmp_path: Path, bad: common_pb2.ModelEntry, message: str
+    store_place: StorePlace, bad: common_pb2.ModelEntry, message: str
 ) -> None:
-    catalog = open_catalog(tmp_path)
+    catalog = open_catalog(store_place)
     catalog.register(entry("x/y", context_window=7), upsert=False)
     with pytest.raises(InvalidRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
         catalog.register(bad, upsert=True)
@@ -90,16 +91,16 @@ def test_bad_entries_are_refused_and_nothing_stored_is_lost(
     assert catalog.revision == 1
 
 
-def test_bad_endpoint_is_named(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+def test_bad_endpoint_is_named(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     bad = common_pb2.ModelEntry(id="x/y", provider="x")
     bad.deployments.add(backend="local", endpoint="nowhere")
     with pytest.raises(InvalidRequest, match=r"deployments\[0\].endpoint 'nowhere'"):
         catalog.register(bad, upsert=False)
 
 
-def test_unregister_and_unknown(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+def test_unregister_and_unknown(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     catalog.register(entry("local/a"), upsert=False)
     catalog.unregister("local/a")
     with pytest.raises(ModelNotFound, match="'local/a'"):
@@ -108,8 +109,8 @@ def test_unregister_and_unknown(tmp_path: Path) -> None:
         catalog.unregister("local/a")
 
 
-def test_list_filters(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+def test_list_filters(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     catalog.register(entry("local/a", capabilities=[common_pb2.CAPABILITY_CHAT]), upsert=False)
     catalog.register(
         entry("openai/b", capabilities=[common_pb2.CAPABILITY_CHAT, common_pb2.CAPABILITY_VISION]),
@@ -126,8 +127,8 @@ async def _take(stream: AsyncIterator[Change], n: int) -> list[Change]:
     return [await asyncio.wait_for(anext(stream), 2) for _ in range(n)]
 
 
-async def test_watch_snapshot_then_live(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+async def test_watch_snapshot_then_live(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     catalog.register(entry("local/a"), upsert=False)
     stream = catalog.watch(0)
     snapshot = await _take(stream, 2)
@@ -146,8 +147,10 @@ async def test_watch_snapshot_then_live(tmp_path: Path) -> None:
     await stream.aclose()
 
 
-async def test_watch_resumes_across_a_restart_without_missing_changes(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+async def test_watch_resumes_across_a_restart_without_missing_changes(
+    store_place: StorePlace,
+) -> None:
+    catalog = open_catalog(store_place)
     catalog.register(entry("local/a"), upsert=False)
     stream = catalog.watch(0)
     seen = await _take(stream, 2)
@@ -156,7 +159,7 @@ async def test_watch_resumes_across_a_restart_without_missing_changes(tmp_path: 
     catalog.close()
 
     # Changes while the watcher was away, in a new registry process.
-    restarted = open_catalog(tmp_path)
+    restarted = open_catalog(store_place)
     restarted.register(entry("local/b"), upsert=False)
     restarted.unregister("local/a")
     resumed = restarted.watch(last)
@@ -169,8 +172,8 @@ async def test_watch_resumes_across_a_restart_without_missing_changes(tmp_path: 
     await resumed.aclose()
 
 
-async def test_watch_from_the_future_is_refused(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+async def test_watch_from_the_future_is_refused(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     with pytest.raises(FailedPrecondition, match="ahead of the registry"):
         await anext(catalog.watch(99))
 
@@ -181,20 +184,20 @@ def _commits(catalog: Catalog, count: int) -> None:
 
 
 def test_the_change_log_keeps_the_latest_change_log_limit_changes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_place: StorePlace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store, "CHANGE_LOG_LIMIT", 3)
-    catalog = open_catalog(tmp_path)
+    catalog = open_catalog(store_place)
     _commits(catalog, 5)
     assert [c.revision for c in catalog.store.changes_after(0)] == [3, 4, 5]
     assert (catalog.store.oldest_revision(), catalog.revision) == (3, 5)
 
 
 async def test_a_watcher_resuming_just_before_the_oldest_kept_change_misses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_place: StorePlace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store, "CHANGE_LOG_LIMIT", 3)
-    catalog = open_catalog(tmp_path)
+    catalog = open_catalog(store_place)
     _commits(catalog, 5)
     resumed = catalog.watch(2)  # change 2 is pruned, but 3 onwards is all it needs
     changes = await _take(resumed, 4)
@@ -208,10 +211,10 @@ async def test_a_watcher_resuming_just_before_the_oldest_kept_change_misses_noth
 
 
 async def test_a_watcher_older_than_the_change_log_is_told_to_resync(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_place: StorePlace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store, "CHANGE_LOG_LIMIT", 3)
-    catalog = open_catalog(tmp_path)
+    catalog = open_catalog(store_place)
     _commits(catalog, 5)
     with pytest.raises(WatcherFellBehind) as refused:
         await anext(catalog.watch(1))  # change 2 is gone: resuming would skip it
@@ -231,10 +234,10 @@ async def _until_cut_off(stream: AsyncIterator[Change]) -> tuple[list[int], str]
 
 
 async def test_a_watcher_whose_queue_overflows_gets_what_it_holds_then_where_to_resume(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_place: StorePlace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(catalog_module, "WATCH_QUEUE_LIMIT", 3)
-    catalog = open_catalog(tmp_path)
+    catalog = open_catalog(store_place)
     catalog.register(entry("local/a"), upsert=False)
     slow = catalog.watch(0)
     assert [c.kind for c in await _take(slow, 2)] == [Change.KIND_UPSERTED, Change.KIND_SYNCED]
@@ -251,10 +254,10 @@ async def test_a_watcher_whose_queue_overflows_gets_what_it_holds_then_where_to_
 
 
 async def test_a_watch_ended_by_a_stopping_registry_delivers_its_full_queue_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_place: StorePlace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(catalog_module, "WATCH_QUEUE_LIMIT", 3)
-    catalog = open_catalog(tmp_path)
+    catalog = open_catalog(store_place)
     slow = catalog.watch(0)
     assert (await _take(slow, 1))[0].kind == Change.KIND_SYNCED
     _commits(catalog, 3)  # revisions 1-3 fill the watcher's queue
@@ -263,8 +266,10 @@ async def test_a_watch_ended_by_a_stopping_registry_delivers_its_full_queue_firs
     assert [change.revision async for change in slow] == [1, 2, 3]
 
 
-async def test_a_resume_point_counts_only_in_the_catalog_it_came_from(tmp_path: Path) -> None:
-    old = open_catalog(tmp_path / "old")
+async def test_a_resume_point_counts_only_in_the_catalog_it_came_from(
+    store_place: StorePlace,
+) -> None:
+    old = open_catalog(store_place, "old/registry.sqlite3")
     _commits(old, 2)
     first = old.watch(0)
     synced = (await _take(first, 3))[-1]
@@ -275,13 +280,15 @@ async def test_a_resume_point_counts_only_in_the_catalog_it_came_from(tmp_path: 
     )
     await first.aclose()
     old.close()
-    reopened = open_catalog(tmp_path / "old")  # the same file: the same catalog
+    reopened = open_catalog(store_place, "old/registry.sqlite3")  # the same file: the same catalog
     assert reopened.catalog_id == synced.catalog_id
     resumed = reopened.watch(2, synced.catalog_id)
     assert [(c.kind, c.revision) for c in await _take(resumed, 1)] == [(Change.KIND_SYNCED, 2)]
     await resumed.aclose()
 
-    new = open_catalog(tmp_path / "new")  # started over: revision 2 there is another change
+    new = open_catalog(
+        store_place, "new/registry.sqlite3"
+    )  # started over: revision 2 there is another change
     _commits(new, 2)
     with pytest.raises(FailedPrecondition) as refused:
         await anext(new.watch(2, synced.catalog_id))
@@ -292,9 +299,9 @@ async def test_a_resume_point_counts_only_in_the_catalog_it_came_from(tmp_path: 
 
 
 def test_a_health_reason_of_exactly_the_limit_is_kept_whole_and_one_more_is_cut(
-    tmp_path: Path,
+    store_place: StorePlace,
 ) -> None:
-    catalog = open_catalog(tmp_path)
+    catalog = open_catalog(store_place)
     catalog.register(entry("openai/a"), upsert=False)
     exact = "r" * HEALTH_REASON_CHARS
     kept = catalog.update_health("openai/a", common_pb2.HEALTH_STATUS_DEGRADED, exact)
@@ -303,8 +310,8 @@ def test_a_health_reason_of_exactly_the_limit_is_kept_whole_and_one_more_is_cut(
     assert cut.health_reason == "r" * (HEALTH_REASON_CHARS - 1) + "…"
 
 
-def test_an_unknown_health_value_is_refused_naming_the_model(tmp_path: Path) -> None:
-    catalog = open_catalog(tmp_path)
+def test_an_unknown_health_value_is_refused_naming_the_model(store_place: StorePlace) -> None:
+    catalog = open_catalog(store_place)
     catalog.register(entry("openai/a"), upsert=False)
     with pytest.raises(InvalidRequest) as info:
         catalog.update_health("openai/a", 99, "?")  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from conftest import StorePlace
 
 from modelyard.discovery.source import SourceSnapshot
 from modelyard.registry import catalog as catalog_module
@@ -25,12 +26,14 @@ from modelyard.registry.discovery_sync import apply_snapshot
 from modelyard.registry.servicer import Ctx, Registry, RegistryServicer
 from modelyard.registry.store import CatalogStore
 from modelyard.registry.versions import ModelVersions
+from modelyard.storage import DatabaseUrl
 from modelyard_client.errors import InvalidRequest, ModelNotFound
 from modelyard_client.v1 import common_pb2, registry_pb2
 
 C = common_pb2
 Change = registry_pb2.ModelChange
 NO_CONTEXT = cast(Ctx, None)
+Where = Path | DatabaseUrl  # the catalog's SQLite file or PostgreSQL database
 
 
 def _entry(model_id: str, endpoint: str = "127.0.0.1:7001", **fields: Any) -> C.ModelEntry:
@@ -39,13 +42,14 @@ def _entry(model_id: str, endpoint: str = "127.0.0.1:7001", **fields: Any) -> C.
     return entry
 
 
-def _open(path: Path) -> Catalog:
-    return Catalog(CatalogStore(path))
+def _open(where: Where) -> Catalog:
+    return Catalog(CatalogStore(where))
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "r.sqlite3"
+def where(store_place: StorePlace) -> Path | DatabaseUrl:
+    """The catalog's SQLite file or PostgreSQL database: each test runs on both."""
+    return store_place("r.sqlite3")
 
 
 async def _take(stream: AsyncIterator[Change], n: int) -> list[Change]:
@@ -55,15 +59,15 @@ async def _take(stream: AsyncIterator[Change], n: int) -> list[Change]:
 # ---- catalog reads ------------------------------------------------------------
 
 
-def test_an_unknown_model_is_not_in_the_registry(path: Path) -> None:
+def test_an_unknown_model_is_not_in_the_registry(where: Where) -> None:
     with pytest.raises(ModelNotFound) as caught:
-        _open(path).get("local/nope")
+        _open(where).get("local/nope")
     assert str(caught.value) == "model 'local/nope' is not in the registry"
     assert caught.value.model_id == "local/nope"
 
 
-def test_asking_for_a_capability_no_model_has_finds_nothing(path: Path) -> None:
-    catalog = _open(path)
+def test_asking_for_a_capability_no_model_has_finds_nothing(where: Where) -> None:
+    catalog = _open(where)
     catalog.register(_entry("local/a", capabilities=[C.CAPABILITY_CHAT]), upsert=False)
     assert catalog.list(capabilities=[C.CAPABILITY_VISION]) == []
     assert [e.id for e in catalog.list(capabilities=[C.CAPABILITY_CHAT])] == ["local/a"]
@@ -76,11 +80,11 @@ def test_an_id_without_a_slash_is_named_by_the_whole_id() -> None:
 
 
 def test_an_entry_changed_by_a_caller_after_it_was_handed_out_can_still_be_replaced(
-    path: Path,
+    where: Where,
 ) -> None:
     # The catalog hands out the entry object it holds: a capability added to it
     # afterwards was never indexed, and replacing the entry must still work.
-    catalog = _open(path)
+    catalog = _open(where)
     catalog.register(_entry("local/a", capabilities=[C.CAPABILITY_CHAT]), upsert=False)
     catalog.get("local/a").capabilities.append(C.CAPABILITY_VISION)
     replaced = catalog.register(
@@ -94,8 +98,10 @@ def test_an_entry_changed_by_a_caller_after_it_was_handed_out_can_still_be_repla
 # ---- catalog writes -----------------------------------------------------------
 
 
-def test_an_upsert_replaces_the_deployments_unless_asked_to_merge(path: Path) -> None:
-    catalog = _open(path)
+def test_an_upsert_replaces_the_deployments_unless_asked_to_merge(
+    where: Where,
+) -> None:
+    catalog = _open(where)
     catalog.register(_entry("local/a", endpoint="127.0.0.1:7001"), upsert=False)
     replaced = catalog.register(_entry("local/a", endpoint="127.0.0.1:7002"), upsert=True)
     assert [d.endpoint for d in replaced.deployments] == ["127.0.0.1:7002"]
@@ -106,9 +112,9 @@ def test_an_upsert_replaces_the_deployments_unless_asked_to_merge(path: Path) ->
 
 
 async def test_a_removal_names_the_model_and_its_provider_live_and_in_the_log(
-    path: Path,
+    where: Where,
 ) -> None:
-    catalog = _open(path)
+    catalog = _open(where)
     catalog.register(_entry("local/a"), upsert=False)
     watch = catalog.watch(1)
     assert [c.kind for c in await _take(watch, 1)] == [Change.KIND_SYNCED]
@@ -121,20 +127,20 @@ async def test_a_removal_names_the_model_and_its_provider_live_and_in_the_log(
         assert (change.model.id, change.model.provider) == ("local/a", "local")
 
 
-def test_revisions_stored_with_each_entry_survive_a_restart(path: Path) -> None:
-    catalog = _open(path)
+def test_revisions_stored_with_each_entry_survive_a_restart(where: Where) -> None:
+    catalog = _open(where)
     for name in ("a", "b", "c"):
         catalog.register(_entry(f"local/{name}"), upsert=False)
     catalog.close()
-    reopened = _open(path)
+    reopened = _open(where)
     assert [reopened.get(f"local/{n}").revision for n in ("a", "b", "c")] == [1, 2, 3]
     logged = reopened.store.changes_after(0)
     assert [(c.revision, c.model.revision) for c in logged] == [(1, 1), (2, 2), (3, 3)]
     assert reopened.register(_entry("local/d"), upsert=False).revision == 4
 
 
-def test_an_empty_change_log_has_no_oldest_revision(path: Path) -> None:
-    store = CatalogStore(path)
+def test_an_empty_change_log_has_no_oldest_revision(where: Where) -> None:
+    store = CatalogStore(where)
     assert (store.revision(), store.oldest_revision()) == (0, 0)
 
 
@@ -152,13 +158,13 @@ class _OvertakenStore(CatalogStore):
 
 
 async def test_an_entry_overtaken_by_another_writer_carries_the_revision_it_was_given(
-    path: Path,
+    where: Where,
 ) -> None:
-    store = _OvertakenStore(path)
+    store = _OvertakenStore(where)
     mine = Catalog(store)
     watch = mine.watch(0)
     assert [c.kind for c in await _take(watch, 1)] == [Change.KIND_SYNCED]
-    store.other = _open(path)
+    store.other = _open(where)
     stored = mine.register(_entry("local/mine"), upsert=False)
     assert stored.revision == 2  # 1 went to the other writer
     assert mine.get("local/mine").revision == 2
@@ -167,7 +173,8 @@ async def test_an_entry_overtaken_by_another_writer_carries_the_revision_it_was_
     await watch.aclose()
 
 
-def test_a_write_that_fails_part_way_leaves_nothing_behind(path: Path) -> None:
+def test_a_write_that_fails_part_way_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite3"  # PostgreSQL's case: tests/storage/test_postgres_stores.py
     catalog = _open(path)
     # Another connection to the file: the change is logged, then storing the model fails.
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
@@ -183,8 +190,8 @@ def test_a_write_that_fails_part_way_leaves_nothing_behind(path: Path) -> None:
     assert catalog.register(_entry("local/good"), upsert=False).revision == 1
 
 
-def test_negative_zero_is_a_cost_of_zero(path: Path) -> None:
-    catalog = _open(path)
+def test_negative_zero_is_a_cost_of_zero(where: Where) -> None:
+    catalog = _open(where)
     stored = catalog.register(
         _entry("local/a", cost=C.CostProfile(usd_per_request=-0.0)), upsert=False
     )
@@ -201,8 +208,8 @@ def test_negative_zero_is_a_cost_of_zero(path: Path) -> None:
 # ---- watching -----------------------------------------------------------------
 
 
-async def test_a_snapshot_carries_each_entrys_revision(path: Path) -> None:
-    catalog = _open(path)
+async def test_a_snapshot_carries_each_entrys_revision(where: Where) -> None:
+    catalog = _open(where)
     catalog.register(_entry("local/b"), upsert=False)
     catalog.register(_entry("local/a"), upsert=False)
     watch = catalog.watch(0)
@@ -215,8 +222,8 @@ async def test_a_snapshot_carries_each_entrys_revision(path: Path) -> None:
     ]
 
 
-async def test_an_ended_watch_leaves_nothing_subscribed(path: Path) -> None:
-    catalog = _open(path)
+async def test_an_ended_watch_leaves_nothing_subscribed(where: Where) -> None:
+    catalog = _open(where)
     watch = catalog.watch(0)
     await _take(watch, 1)
     assert len(catalog._watchers) == 1
@@ -226,10 +233,10 @@ async def test_an_ended_watch_leaves_nothing_subscribed(path: Path) -> None:
 
 
 async def test_a_watcher_cut_off_is_unsubscribed_at_once(
-    path: Path, monkeypatch: pytest.MonkeyPatch
+    where: Where, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(catalog_module, "WATCH_QUEUE_LIMIT", 2)
-    catalog = _open(path)
+    catalog = _open(where)
     slow = catalog.watch(0)
     await _take(slow, 1)
     for name in ("a", "b", "c"):  # one more than the queue holds: cut off
@@ -242,8 +249,10 @@ async def test_a_watcher_cut_off_is_unsubscribed_at_once(
 # ---- versions -----------------------------------------------------------------
 
 
-def test_an_older_version_registered_again_waits_behind_the_moved_pin(path: Path) -> None:
-    catalog = _open(path)
+def test_an_older_version_registered_again_waits_behind_the_moved_pin(
+    where: Where,
+) -> None:
+    catalog = _open(where)
     versions = ModelVersions(catalog)
     versions.register(_entry("local/a", version="1"), make_current=False)
     versions.pin("local/a", "1")
@@ -256,8 +265,10 @@ def test_an_older_version_registered_again_waits_behind_the_moved_pin(path: Path
     assert [(e.version, e.name) for e in versions.list("local/a")] == [("1", "again"), ("2", "a")]
 
 
-def test_unpinning_a_model_that_was_never_pinned_serves_its_latest(path: Path) -> None:
-    catalog = _open(path)
+def test_unpinning_a_model_that_was_never_pinned_serves_its_latest(
+    where: Where,
+) -> None:
+    catalog = _open(where)
     versions = ModelVersions(catalog)
     versions.register(_entry("local/a", version="1"), make_current=False)
     versions.register(_entry("local/a", version="2"), make_current=False)
@@ -265,8 +276,8 @@ def test_unpinning_a_model_that_was_never_pinned_serves_its_latest(path: Path) -
     assert catalog.store.pins() == {}
 
 
-def test_a_model_registered_without_a_version_has_no_versions(path: Path) -> None:
-    catalog = _open(path)
+def test_a_model_registered_without_a_version_has_no_versions(where: Where) -> None:
+    catalog = _open(where)
     catalog.register(_entry("local/a"), upsert=False)
     assert ModelVersions(catalog).list("local/a") == []
 
@@ -274,8 +285,8 @@ def test_a_model_registered_without_a_version_has_no_versions(path: Path) -> Non
 # ---- the servicer and discovery ------------------------------------------------
 
 
-async def test_update_performance_takes_negative_zero_as_zero(path: Path) -> None:
-    catalog = _open(path)
+async def test_update_performance_takes_negative_zero_as_zero(where: Where) -> None:
+    catalog = _open(where)
     catalog.register(_entry("local/a"), upsert=False)
     request = registry_pb2.UpdatePerformanceRequest(id="local/a")
     request.performance.latency_ms_p50 = -0.0
@@ -296,8 +307,8 @@ class _CountingSource:
         return SourceSnapshot(self.name, entries)
 
 
-async def test_discover_naming_a_provider_runs_only_its_source(path: Path) -> None:
-    catalog = _open(path)
+async def test_discover_naming_a_provider_runs_only_its_source(where: Where) -> None:
+    catalog = _open(where)
     one, two = _CountingSource("one", "one/a"), _CountingSource("two", "two/a")
     deploy = C.Deployment(backend="local", endpoint="127.0.0.1:7001")
     loop = DiscoveryLoop(catalog, [SourceBinding(one, [deploy]), SourceBinding(two, [deploy])], 60)
@@ -308,8 +319,10 @@ async def test_discover_naming_a_provider_runs_only_its_source(path: Path) -> No
     assert [e.id for e in catalog.list()] == ["two/a"]
 
 
-def test_every_model_a_source_no_longer_finds_is_counted_as_removed(path: Path) -> None:
-    catalog = _open(path)
+def test_every_model_a_source_no_longer_finds_is_counted_as_removed(
+    where: Where,
+) -> None:
+    catalog = _open(where)
     deploy = [C.Deployment(backend="local", endpoint="127.0.0.1:7001")]
     found = tuple(C.ModelEntry(id=f"src/{n}", provider="src") for n in ("a", "b", "c"))
     apply_snapshot(catalog, SourceSnapshot("src", found), deploy)

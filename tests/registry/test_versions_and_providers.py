@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from conftest import StackFactory
+from conftest import StackFactory, StorePlace
 
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.providers import Providers
@@ -22,13 +21,15 @@ def _entry(model_id: str, version: str = "", **fields: Any) -> common_pb2.ModelE
     return common_pb2.ModelEntry(id=model_id, provider=provider, version=version, **fields)
 
 
-def _open(path: Path) -> tuple[Catalog, ModelVersions, Providers]:
-    catalog = Catalog(CatalogStore(path / "r.sqlite3"))
+def _open(place: StorePlace) -> tuple[Catalog, ModelVersions, Providers]:
+    catalog = Catalog(CatalogStore(place("r.sqlite3")))
     return catalog, ModelVersions(catalog), Providers(catalog)
 
 
-def test_new_versions_become_current_unless_pinned_and_survive_restart(tmp_path: Path) -> None:
-    catalog, versions, _ = _open(tmp_path)
+def test_new_versions_become_current_unless_pinned_and_survive_restart(
+    store_place: StorePlace,
+) -> None:
+    catalog, versions, _ = _open(store_place)
     versions.register(_entry("custom/m", "1", context_window=1000), make_current=False)
     assert catalog.get("custom/m").version == "1"  # the first version is current
     versions.register(_entry("custom/m", "2", context_window=2000), make_current=False)
@@ -40,7 +41,7 @@ def test_new_versions_become_current_unless_pinned_and_survive_restart(tmp_path:
     assert versions.get("custom/m", "2").context_window == 2000
     catalog.close()
 
-    catalog, versions, _ = _open(tmp_path)
+    catalog, versions, _ = _open(store_place)
     assert catalog.get("custom/m").version == "1"
     versions.register(_entry("custom/m", "4"), make_current=False)
     assert catalog.get("custom/m").version == "1"  # the pin survived the restart
@@ -50,8 +51,8 @@ def test_new_versions_become_current_unless_pinned_and_survive_restart(tmp_path:
     assert catalog.get("custom/m").version == "5"
 
 
-def test_make_current_moves_a_pin(tmp_path: Path) -> None:
-    catalog, versions, _ = _open(tmp_path)
+def test_make_current_moves_a_pin(store_place: StorePlace) -> None:
+    catalog, versions, _ = _open(store_place)
     versions.register(_entry("custom/m", "1"), make_current=False)
     versions.pin("custom/m", "1")
     versions.register(_entry("custom/m", "2"), make_current=True)
@@ -60,8 +61,8 @@ def test_make_current_moves_a_pin(tmp_path: Path) -> None:
     assert catalog.get("custom/m").version == "2"  # pinned to 2 now
 
 
-def test_version_errors(tmp_path: Path) -> None:
-    catalog, versions, _ = _open(tmp_path)
+def test_version_errors(store_place: StorePlace) -> None:
+    catalog, versions, _ = _open(store_place)
     with pytest.raises(InvalidRequest, match="version must not be empty"):
         versions.register(_entry("custom/m"), make_current=True)
     versions.register(_entry("custom/m", "1"), make_current=True)
@@ -72,8 +73,8 @@ def test_version_errors(tmp_path: Path) -> None:
     assert catalog.get("custom/m").version == "1"
 
 
-def test_fine_tuned_and_custom_models_register_like_any_other(tmp_path: Path) -> None:
-    catalog, versions, _ = _open(tmp_path)
+def test_fine_tuned_and_custom_models_register_like_any_other(store_place: StorePlace) -> None:
+    catalog, versions, _ = _open(store_place)
     tuned = _entry("openai/ft:gpt-4o-mini:acme:support:abc123", "2026-11-01")
     tuned.metadata["base_model"] = "openai/gpt-4o-mini"
     versions.register(tuned, make_current=True)
@@ -82,8 +83,8 @@ def test_fine_tuned_and_custom_models_register_like_any_other(tmp_path: Path) ->
     assert {e.id for e in catalog.list()} == {tuned.id, gguf.id}
 
 
-def test_removed_provider_models_become_unavailable_not_forgotten(tmp_path: Path) -> None:
-    catalog, _, providers = _open(tmp_path)
+def test_removed_provider_models_become_unavailable_not_forgotten(store_place: StorePlace) -> None:
+    catalog, _, providers = _open(store_place)
     providers.add(registry_pb2.Provider(name="ollama", kind="ollama", endpoint="http://x:11434"))
     catalog.register(_entry("ollama/gemma3:4b"), upsert=False)
     catalog.register(_entry("local/g"), upsert=False)
@@ -96,15 +97,15 @@ def test_removed_provider_models_become_unavailable_not_forgotten(tmp_path: Path
         providers.remove("ollama")
     catalog.close()
 
-    catalog, _, providers = _open(tmp_path)
+    catalog, _, providers = _open(store_place)
     assert providers.list() == []
     providers.add(registry_pb2.Provider(name="ollama", kind="ollama"))
     assert catalog.get("ollama/gemma3:4b").health == common_pb2.HEALTH_STATUS_HEALTHY
     assert [p.name for p in providers.list()] == ["ollama"]
 
 
-def test_capability_index_follows_changes(tmp_path: Path) -> None:
-    catalog, _, _ = _open(tmp_path)
+def test_capability_index_follows_changes(store_place: StorePlace) -> None:
+    catalog, _, _ = _open(store_place)
     vision, tools = common_pb2.CAPABILITY_VISION, common_pb2.CAPABILITY_TOOLS
     catalog.register(_entry("a/x", capabilities=[vision, tools]), upsert=False)
     catalog.register(_entry("a/y", capabilities=[vision]), upsert=False)
@@ -116,8 +117,8 @@ def test_capability_index_follows_changes(tmp_path: Path) -> None:
     assert catalog.list(capabilities=[vision]) == []
 
 
-def test_unchanged_writes_do_not_bump_the_revision(tmp_path: Path) -> None:
-    catalog, _, _ = _open(tmp_path)
+def test_unchanged_writes_do_not_bump_the_revision(store_place: StorePlace) -> None:
+    catalog, _, _ = _open(store_place)
     catalog.register(_entry("a/x", context_window=5), upsert=False)
     catalog.register(_entry("a/x", context_window=5), upsert=True)
     assert catalog.revision == 1

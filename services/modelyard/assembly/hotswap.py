@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def route_table(settings: Settings) -> RouteTable:
-    """The route table in the data directory, seeded with the routes the configuration names."""
-    routes = RouteTable(HotSwapStore(settings.data_dir / "hotswap.sqlite3"))
+    """The route table (the data directory's, or on PostgreSQL), seeded with the routes the
+    configuration names."""
+    routes = RouteTable(HotSwapStore(settings.store_at("hotswap.sqlite3")))
     config = settings.config.hot_swap
     tasks = {TASK_TYPES[name]: model for name, model in config.task_routes.items()}
     for key in routes.seed(config.routes, tasks):

@@ -32,6 +32,7 @@ from modelyard.ratelimit.config import (
     team_rates,
 )
 from modelyard.security.auth_mode import auth_from_env
+from modelyard.storage import DATABASE_URL_ENV, DatabaseUrl
 from modelyard_client.errors import InvalidRequest
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -73,6 +74,9 @@ class Settings:
     health_listen: str | None = None
     roles: tuple[str, ...] = ROLES
     data_dir: Path = field(default_factory=lambda: default_data_dir({}))
+    # The PostgreSQL server holding the registry's, hot-swap's and gateway's tables
+    # (MODELYARD_DATABASE_URL, server.database_url); None: SQLite files in data_dir.
+    database_url: DatabaseUrl | None = None
     # --models-dir / MODELYARD_MODELS_DIR; see `models_dir_for` for the whole rule.
     models_dir: Path | None = None
     grace_s: float = 30.0
@@ -116,6 +120,11 @@ class Settings:
                 f"MODELYARD_BALANCING: '{self.balancing}' is not one of {', '.join(STRATEGIES)}"
             )
 
+    def store_at(self, file_name: str) -> Path | DatabaseUrl:
+        """Where a store keeps its tables: the PostgreSQL server when one is set, else
+        `file_name` (SQLite) in the data directory."""
+        return self.database_url or self.data_dir / file_name
+
     def models_dir_for(self, own: Path | None) -> Path:
         """The one models-directory rule, for engines and discovery alike: the backend's
         own `models_dir` key, else the server's (flag, env, `server.models_dir`), else
@@ -156,6 +165,7 @@ def resolve_settings(
     server = config.server
     models_dir = pick("models_dir", "MODELYARD_MODELS_DIR", None, "")
     data_dir = pick("data_dir", "MODELYARD_DATA_DIR", server.data_dir, "")
+    database_url = str(pick("database_url", DATABASE_URL_ENV, server.database_url, ""))
     return Settings(
         config=config,
         listen=str(pick("listen", "MODELYARD_ADDRESS", server.listen, DEFAULT_ADDRESS)),
@@ -165,6 +175,7 @@ def resolve_settings(
         ),
         roles=tuple(flags.get("roles") or ROLES),
         data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
+        database_url=DatabaseUrl.parse(database_url) if database_url.strip() else None,
         models_dir=Path(models_dir) if models_dir else None,
         grace_s=float(pick("grace", None, server.grace_period, 30.0)),
         drain_notice_s=_seconds(

@@ -171,7 +171,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     if "hotswap" in roles:
         routes = route_table(settings)
     if "registry" in roles:
-        catalog = Catalog(CatalogStore(settings.data_dir / "registry.sqlite3"))
+        catalog = Catalog(CatalogStore(settings.store_at("registry.sqlite3")))
         registry = Registry(catalog)
         bindings.append(bind(with_unimplemented(RegistryServicer, registry)))
     if {"selector", "gateway", "hotswap"} & set(roles):
@@ -194,7 +194,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 route_view = RouteView()
                 outcomes = ArmOutcomes()  # to the service the routes come from
             conversations = Conversations(
-                ConversationStore(settings.data_dir / "conversations.sqlite3")
+                ConversationStore(settings.store_at("conversations.sqlite3"))
             )
             core = GatewayCore(
                 live,

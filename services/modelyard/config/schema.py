@@ -28,6 +28,7 @@ from modelyard.config.values import (
     SecondsOrZero,
 )
 from modelyard.route_keys import TASK_TYPES
+from modelyard.storage.url import database_url_problem
 
 Algorithm = Literal["multi_criteria", "round_robin", "least_latency", "lowest_cost", "random"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -38,6 +39,10 @@ ModelRef = Annotated[str, NonEmpty()]  # "provider/model", e.g. "ollama/gemma3:4
 class ServerConfig:
     listen: Annotated[str, NonEmpty()] = "127.0.0.1:50051"
     data_dir: Path | None = None  # default: $MODELYARD_DATA_DIR or ~/.local/share/modelyard
+    # The registry's, hot-swap's and gateway's tables on PostgreSQL
+    # (postgresql://USER:PASSWORD@HOST:PORT/DATABASE; $MODELYARD_DATABASE_URL wins);
+    # default: SQLite files in data_dir.
+    database_url: str | None = None
     models_dir: Path | None = None  # default: DATA_DIR/models
     grace_period: Seconds = 30.0
     # How long a stopping server still accepts connections, NOT_SERVING, before
@@ -52,6 +57,8 @@ class ServerConfig:
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             yield "listen", f"'{self.listen}' is not host:port (e.g. 127.0.0.1:50051)"
+        if self.database_url is not None and (problem := database_url_problem(self.database_url)):
+            yield "database_url", problem
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,10 +1,11 @@
 """Conversations: a request naming a `conversation_id` continues what was said before.
 
-The gateway keeps each conversation's history (SQLite, `conversations.sqlite3`
-in the data directory): its system message, if one was given, and its turns,
-each the caller's messages of one request with the answer that came back. A
-request naming the conversation is sent its system message and as many of
-the latest turns as fit in the chosen model's context window (with the
+The gateway keeps each conversation's history (`modelyard.storage`:
+`conversations.sqlite3` in the data directory, or the ``conversations`` schema
+on the PostgreSQL server `MODELYARD_DATABASE_URL` names): its system message,
+if one was given, and its turns, each the caller's messages of one request
+with the answer that came back. A request naming the conversation is sent its
+system message and as many of the latest turns as fit in the chosen model's context window (with the
 request's own input and its `max_tokens`), oldest turns left out first; the
 answer says how many turns it carried and how many it left out. The history
 is messages, not any model's prompt text: each backend lays it out in its own
@@ -13,9 +14,9 @@ model, with all it said. A turn is stored only once its answer finished;
 a failed or cut answer adds nothing.
 
 Only text and chat input take part: an image, audio or tensors request
-naming a conversation is refused. The store is the gateway's own: replicas
-behind a balancer that should share conversations need a shared database
-(PostgreSQL, not built yet).
+naming a conversation is refused. On SQLite the store is the gateway's own;
+gateway replicas on one PostgreSQL share every conversation, so a
+conversation begun through one continues through any other.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelyard.model_input import BYTES_PER_TOKEN
-from modelyard.sqlite_files import open_database, write_transaction
+from modelyard.storage import DatabaseUrl, StoreSchema, open_store
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2, gateway_pb2
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     system TEXT NOT NULL
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS turns (
     PRIMARY KEY (conversation_id, seq)
 );
 """
+SCHEMA = StoreSchema("conversations", (_TABLES,))
 
 Message = common_pb2.ChatMessage
 # What one message costs beyond its text (role, separators) in a chat template.
@@ -68,16 +70,15 @@ def message_tokens(messages: Sequence[Message]) -> int:
 class ConversationStore:
     """The conversations on disk. Each write is one transaction."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = open_database(path, _SCHEMA)
+    def __init__(self, where: Path | DatabaseUrl) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server."""
+        self._db = open_store(where, SCHEMA)
 
     def close(self) -> None:
         self._db.close()
 
     def system(self, conversation_id: str) -> str:
-        row = self._db.execute(
-            "SELECT system FROM conversations WHERE id = ?", (conversation_id,)
-        ).fetchone()
+        row = self._db.fetchone("SELECT system FROM conversations WHERE id = ?", (conversation_id,))
         return str(row[0]) if row else ""
 
     def turns(self, conversation_id: str) -> list[list[Message]]:
@@ -91,10 +92,10 @@ class ConversationStore:
         self, conversation_id: str, system: str | None, messages: Sequence[Message]
     ) -> None:
         encoded = json.dumps([{"role": m.role, "content": m.content} for m in messages])
-        with write_transaction(self._db):
+        with self._db.write():
             self._db.execute(
-                "INSERT INTO conversations (id, system) VALUES (?, ?) ON CONFLICT (id) DO "
-                "UPDATE SET system = CASE WHEN ? THEN excluded.system ELSE system END",
+                "INSERT INTO conversations (id, system) VALUES (?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET system = CASE WHEN ? THEN excluded.system ELSE conversations.system END",
                 (conversation_id, system or "", system is not None),
             )
             self._db.execute(

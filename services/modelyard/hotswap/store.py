@@ -1,11 +1,15 @@
-"""SQLite persistence of the hot-swap service: its route table and its swaps.
+"""Persistence of the hot-swap service: its route table, swaps and A/B tests
+(`modelyard.storage`: an SQLite file, or the ``hotswap`` schema on PostgreSQL).
 
 A route is stored as its serialized `Route` message (the proto is the schema)
 under its key, an alias or a task type. Revisions count every write to one
-table file, named by a random id made with it: a new file counts from 1 again,
-and its id tells a watcher so. A route table holds tens of routes, not
-millions: a watcher resuming is sent every route changed since its revision,
-read from the table itself, so no separate change log is kept.
+table (a file, or a PostgreSQL database), named by a random id made with it: a
+new one counts from 1 again, and its id tells a watcher so. The counter is
+advanced inside the write's transaction (``UPDATE ... RETURNING``, under the
+store's write lock), so writers in several processes never share a revision.
+A route table holds tens of routes, not millions: a watcher resuming is sent
+every route changed since its revision, read from the table itself, so no
+separate change log is kept.
 
 An A/B test is stored as its `ABTest` when it starts, as its figures
 change (at most once per batch of outcomes) and when it ends.
@@ -20,10 +24,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelyard.sqlite_files import open_database, write_transaction
+from modelyard.storage import DatabaseUrl, StoreSchema, open_store
 from modelyard_client.v1 import hotswap_pb2
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS routes (
     key TEXT PRIMARY KEY,
     revision INTEGER NOT NULL,
@@ -44,25 +48,29 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+SCHEMA = StoreSchema("hotswap", (_TABLES,))
 
 
 class HotSwapStore:
     """The route table on disk. Each write is one transaction: all of it or none."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = open_database(path, _SCHEMA)
+    def __init__(self, where: Path | DatabaseUrl) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server."""
+        self._db = open_store(where, SCHEMA)
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('table_id', ?)", (uuid.uuid4().hex,)
         )
         self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', '0')")
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'table_id'").fetchone()
+        row = self._db.fetchone("SELECT value FROM meta WHERE key = 'table_id'")
+        assert row is not None
         self.table_id: str = row[0]
 
     def close(self) -> None:
         self._db.close()
 
     def revision(self) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        row = self._db.fetchone("SELECT value FROM meta WHERE key = 'revision'")
+        assert row is not None
         return int(row[0])
 
     def load_all(self) -> Iterator[tuple[str, hotswap_pb2.Route]]:
@@ -82,7 +90,7 @@ class HotSwapStore:
 
     def put_swap(self, swap: hotswap_pb2.SwapStatus) -> None:
         """Store a swap's status (a new swap after every other, an old one in its place)."""
-        with write_transaction(self._db):
+        with self._db.write():
             self._put_swap(swap)
 
     def load_swaps(self) -> Iterator[hotswap_pb2.SwapStatus]:
@@ -92,7 +100,7 @@ class HotSwapStore:
 
     def put_test(self, test: hotswap_pb2.ABTest) -> None:
         """Store an A/B test (a new one after every other, an old one in its place)."""
-        with write_transaction(self._db):
+        with self._db.write():
             self._upsert("ab_tests", "id", "test", test.id, test.SerializeToString())
 
     def load_tests(self) -> Iterator[hotswap_pb2.ABTest]:
@@ -118,11 +126,13 @@ class HotSwapStore:
     ) -> hotswap_pb2.Route:
         stored = hotswap_pb2.Route()
         stored.CopyFrom(route)
-        with write_transaction(self._db):
-            stored.revision = self.revision() + 1
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'revision'", (str(stored.revision),)
+        with self._db.write():
+            row = self._db.fetchone(
+                "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+                "WHERE key = 'revision' RETURNING value"
             )
+            assert row is not None
+            stored.revision = int(row[0])
             self._db.execute(
                 "INSERT INTO routes (key, revision, route) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET revision = excluded.revision, "

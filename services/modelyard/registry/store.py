@@ -1,10 +1,15 @@
-"""SQLite persistence of the catalog and its change log.
+"""Persistence of the catalog and its change log (`modelyard.storage`: an SQLite file,
+or the ``registry`` schema on PostgreSQL).
 
 Entries are stored as serialized `ModelEntry` messages (the proto is the
 schema); the change log keeps every upsert and removal with its revision so a
 watcher can resume from the last revision it saw, across registry restarts.
-Revisions count within one catalog file, named by a random id made with it: a
-new file counts from 1 again, and its id tells a watcher so.
+Revisions count within one catalog (a file, or a PostgreSQL database), named by
+a random id made with it: a new one counts from 1 again, and its id tells a
+watcher so. A revision is the change log's counter (AUTOINCREMENT, an identity
+on PostgreSQL), handed out inside the write's transaction under the store's
+write lock, so writers in several processes never share one and commit in
+order.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelyard.sqlite_files import open_database, write_transaction
+from modelyard.storage import DatabaseUrl, StoreSchema, open_store
 from modelyard_client.v1 import common_pb2, registry_pb2
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS models (
     id TEXT PRIMARY KEY,
     entry BLOB NOT NULL
@@ -47,6 +52,7 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+SCHEMA = StoreSchema("registry", (_TABLES,))
 
 # Oldest changes are pruned past this many; a watcher further behind gets a snapshot.
 CHANGE_LOG_LIMIT = 10_000
@@ -55,12 +61,14 @@ CHANGE_LOG_LIMIT = 10_000
 class CatalogStore:
     """The catalog on disk. Each write is one transaction: all of it or none."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = open_database(path, _SCHEMA)
+    def __init__(self, where: Path | DatabaseUrl) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server."""
+        self._db = open_store(where, SCHEMA)
         self._db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('catalog_id', ?)", (uuid.uuid4().hex,)
         )
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'catalog_id'").fetchone()
+        row = self._db.fetchone("SELECT value FROM meta WHERE key = 'catalog_id'")
+        assert row is not None
         self.catalog_id: str = row[0]
 
     def close(self) -> None:
@@ -71,33 +79,44 @@ class CatalogStore:
             yield common_pb2.ModelEntry.FromString(blob)
 
     def revision(self) -> int:
-        row = self._db.execute("SELECT MAX(revision) FROM changes").fetchone()
-        return int(row[0] or 0)
+        row = self._db.fetchone("SELECT MAX(revision) FROM changes")
+        return int(row[0] or 0) if row else 0
 
     def oldest_revision(self) -> int:
-        row = self._db.execute("SELECT MIN(revision) FROM changes").fetchone()
-        return int(row[0] or 0)
+        row = self._db.fetchone("SELECT MIN(revision) FROM changes")
+        return int(row[0] or 0) if row else 0
 
     def next_revision(self) -> int:
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
-        return int(row[0]) + 1 if row else 1
+        """The revision the next change will likely get (another writer may take it first:
+        `write_change` returns the one it got)."""
+        return self._db.last_counter("changes", "revision") + 1
 
     def write_change(
         self, kind: registry_pb2.ModelChange.Kind.ValueType, entry: common_pb2.ModelEntry
     ) -> int:
         """Apply one upsert or removal and log it; returns its revision.
 
-        An upserted entry with a version is also kept as that version.
+        An upserted entry with a version is also kept as that version. Every copy stored
+        carries the revision it got (`entry` itself is not changed).
         """
         blob = entry.SerializeToString()
-        with write_transaction(self._db):
-            if kind != registry_pb2.ModelChange.KIND_REMOVED and entry.version:
-                self._put_version(entry, blob)
-            cur = self._db.execute(
-                "INSERT INTO changes (kind, model_id, entry) VALUES (?, ?, ?)",
+        with self._db.write():
+            row = self._db.fetchone(
+                "INSERT INTO changes (kind, model_id, entry) VALUES (?, ?, ?) RETURNING revision",
                 (int(kind), entry.id, blob),
             )
-            revision = int(cur.lastrowid or 0)
+            assert row is not None
+            revision = int(row[0])
+            if revision != entry.revision:  # another writer took the one it expected
+                stored = common_pb2.ModelEntry()
+                stored.CopyFrom(entry)
+                stored.revision = revision
+                blob = stored.SerializeToString()
+                self._db.execute(
+                    "UPDATE changes SET entry = ? WHERE revision = ?", (blob, revision)
+                )
+            if kind != registry_pb2.ModelChange.KIND_REMOVED and entry.version:
+                self._put_version(entry, blob)
             if kind == registry_pb2.ModelChange.KIND_REMOVED:
                 self._db.execute("DELETE FROM models WHERE id = ?", (entry.id,))
             else:
@@ -115,7 +134,7 @@ class CatalogStore:
         rows = self._db.execute(
             "SELECT revision, kind, entry FROM changes WHERE revision > ? ORDER BY revision",
             (revision,),
-        ).fetchall()
+        )
         return [
             registry_pb2.ModelChange(
                 kind=kind, revision=rev, model=common_pb2.ModelEntry.FromString(blob)
@@ -127,7 +146,7 @@ class CatalogStore:
 
     def write_version(self, entry: common_pb2.ModelEntry) -> None:
         """Keep a version without making it current."""
-        with write_transaction(self._db):
+        with self._db.write():
             self._put_version(entry, entry.SerializeToString())
 
     def _put_version(self, entry: common_pb2.ModelEntry, blob: bytes) -> None:
@@ -142,11 +161,11 @@ class CatalogStore:
         """Every kept version of a model, oldest registration first."""
         rows = self._db.execute(
             "SELECT entry FROM versions WHERE model_id = ? ORDER BY seq", (model_id,)
-        ).fetchall()
+        )
         return [common_pb2.ModelEntry.FromString(blob) for (blob,) in rows]
 
     def set_pin(self, model_id: str, version: str) -> None:
-        with write_transaction(self._db):
+        with self._db.write():
             if version:
                 self._db.execute(
                     "INSERT INTO pins (model_id, version) VALUES (?, ?) "
@@ -157,10 +176,10 @@ class CatalogStore:
                 self._db.execute("DELETE FROM pins WHERE model_id = ?", (model_id,))
 
     def pins(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT model_id, version FROM pins").fetchall())
+        return {str(m): str(v) for m, v in self._db.execute("SELECT model_id, version FROM pins")}
 
     def save_provider(self, provider: registry_pb2.Provider) -> None:
-        with write_transaction(self._db):
+        with self._db.write():
             self._db.execute(
                 "INSERT INTO providers (name, provider) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET provider = excluded.provider",
@@ -168,9 +187,9 @@ class CatalogStore:
             )
 
     def delete_provider(self, name: str) -> None:
-        with write_transaction(self._db):
+        with self._db.write():
             self._db.execute("DELETE FROM providers WHERE name = ?", (name,))
 
     def providers(self) -> list[registry_pb2.Provider]:
-        rows = self._db.execute("SELECT provider FROM providers ORDER BY name").fetchall()
+        rows = self._db.execute("SELECT provider FROM providers ORDER BY name")
         return [registry_pb2.Provider.FromString(blob) for (blob,) in rows]

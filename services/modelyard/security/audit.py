@@ -19,7 +19,8 @@ waits for the disk. A write that fails keeps its rows for the next one. At
 most `max_pending` rows wait: past that the oldest are dropped, counted and
 logged, rather than the calls slowed.
 
-`AuditStore` is SQLite under the data directory. Triggers refuse every UPDATE
+`AuditStore` is SQLite under the data directory, even when `MODELYARD_DATABASE_URL`
+puts the other stores on PostgreSQL (`modelyard.storage`). Triggers refuse every UPDATE
 and every DELETE. The one deletion is the store's own retention (`prune`):
 rows older than the retention, removed in one transaction that lifts the
 DELETE trigger and puts it back before it commits, so no other connection

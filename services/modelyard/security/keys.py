@@ -10,6 +10,10 @@ sharing the store share it.
 Every write bumps one revision counter in the same transaction; each server
 polls it (`modelyard.security.authn.Authenticator`) and reloads the keys when
 it moves, so a revocation reaches every replica sharing the store.
+
+The store is SQLite (`modelyard.sqlite_files`) even when `MODELYARD_DATABASE_URL`
+puts the registry, hot-swap and conversation stores on PostgreSQL
+(`modelyard.storage`): replicas share the file (`security.auth.store`).
 """
 
 from __future__ import annotations
