@@ -1,7 +1,7 @@
 /**
  * errorFromStatus on statuses built here with the generated google.rpc
  * messages, and the class table against the Python one (the docstring of
- * services/modelyard/errors/__init__.py), so a reason added there fails here
+ * clients/python/modelyard_client/errors/__init__.py), so a reason added there fails here
  * until this client knows it.
  */
 import assert from "node:assert/strict";
@@ -136,8 +136,8 @@ describe("errorFromStatus", () => {
 });
 
 describe("the class table", () => {
-  it("has every class of modelyard.errors with its code and reason", () => {
-    const doc = readFileSync(join(ROOT, "services", "modelyard", "errors", "__init__.py"), "utf8");
+  it("has every class of modelyard_client.errors with its code and reason", () => {
+    const doc = readFileSync(join(ROOT, "clients", "python", "modelyard_client", "errors", "__init__.py"), "utf8");
     const rows = [...doc.matchAll(/^([A-Z]\w+)\s+([A-Z_]+)\s+([A-Z_]+)\b.*$/gm)].map(([, name, code, reason]) => ({
       name,
       code,
