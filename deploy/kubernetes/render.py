@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 OUT = Path(__file__).resolve().parent / "modelyard.yaml"
-GRPC, HEALTH, HTTP = 50051, 50052, 8080
+GRPC, HEALTH, HTTP, METRICS = 50051, 50052, 8080, 9464
 ROLES: dict[str, dict[str, Any]] = {
     "registry": {"state": True},
     "selector": {},
@@ -54,9 +54,14 @@ def deployment(role: str, spec: dict[str, Any]) -> dict[str, Any]:
     name = f"modelyard-{role}"
     args = ["serve", role, "--listen", f"0.0.0.0:{GRPC}", "--health-listen", f"0.0.0.0:{HEALTH}"]
     args += ["--config", "/etc/modelyard/config.yaml", "--data-dir", "/data", "--grace", "30"]
+    args += ["--metrics-listen", f"0.0.0.0:{METRICS}"]  # Prometheus: GET /metrics
     if role.startswith("backend-"):
         args += ["--advertise", f"{name}:{GRPC}"]
-    ports = [{"name": "grpc", "containerPort": GRPC}, {"name": "health", "containerPort": HEALTH}]
+    ports = [
+        {"name": "grpc", "containerPort": GRPC},
+        {"name": "health", "containerPort": HEALTH},
+        {"name": "metrics", "containerPort": METRICS},
+    ]
     if spec.get("http"):
         args += ["--http-listen", f"0.0.0.0:{HTTP}"]
         ports.append({"name": "http", "containerPort": HTTP})
@@ -119,7 +124,15 @@ def deployment(role: str, spec: dict[str, Any]) -> dict[str, Any]:
             "strategy": {"type": "Recreate"} if spec.get("state") else {"type": "RollingUpdate"},
             "selector": {"matchLabels": _labels(role)},
             "template": {
-                "metadata": {"labels": _labels(role)},
+                "metadata": {
+                    "labels": _labels(role),
+                    # Prometheus' Kubernetes service discovery reads these by convention.
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(METRICS),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
                 "spec": {
                     "terminationGracePeriodSeconds": 40,
                     "containers": [container],

@@ -1,6 +1,7 @@
 """The `modelyard` command: up, serve, models, generate, routes, swap, swap-status, rollback,
-fallbacks, config check; and chat, abtest (start, status, stop), feedback, certs, keys and
-audit (`modelyard.commands`). Every client command takes --address; every listing --json."""
+fallbacks, config check; and chat, abtest (start, status, stop), feedback, certs, keys, audit,
+usage and stats (`modelyard.commands`). Every client command takes --address; every listing
+--json."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
-from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS
+from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_ADDRESS
 from modelyard.commands import COMMANDS
 from modelyard.commands.client_options import (
     REFUSAL_CODES,
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
             "--http-listen",
             help="host:port of the OpenAI-compatible HTTP API, or 'off' (env "
             f"MODELYARD_HTTP_ADDRESS; default {DEFAULT_HTTP_ADDRESS} for `up`, off for `serve`)",
+        )
+        p.add_argument(
+            "--metrics-listen",
+            help="host:port of the Prometheus scrape endpoint (/metrics), or 'off' (env "
+            f"MODELYARD_METRICS_ADDRESS; default {DEFAULT_METRICS_ADDRESS}: give each process "
+            "on one host its own)",
         )
         p.add_argument(
             "--data-dir", type=Path, help="where the catalog lives (env MODELYARD_DATA_DIR)"
@@ -240,9 +247,11 @@ def _serve(args: argparse.Namespace) -> int:
             "log_level",
             "http_listen",
             "health_listen",
+            "metrics_listen",
         )
     }
     flags["http_default"] = args.command == "up"  # `up` serves the HTTP edge unless told off
+    flags["metrics_default"] = True  # every process serves /metrics unless told off
     if args.command == "serve":
         flags.update(
             roles=tuple(args.roles),
@@ -288,6 +297,8 @@ async def _run(settings: Settings) -> None:
     )
     if stack.edge is not None:
         print(f"modelyard: OpenAI-compatible HTTP API at {stack.edge.base_url}", flush=True)
+    if stack.metrics_listener is not None:
+        print(f"modelyard: metrics at {stack.metrics_listener.url}", flush=True)
     for entry in models:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:

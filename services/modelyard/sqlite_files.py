@@ -1,8 +1,8 @@
 """How modelyard opens an SQLite file: one rule for every store kept in SQLite.
 
-The registry, hot-swap and conversation stores open theirs through
+The registry, hot-swap, conversation and audit stores open theirs through
 `modelyard.storage` (which may put them on PostgreSQL instead); the key store
-and the audit log call it directly.
+calls it directly.
 
 Autocommit mode (each write is one `write_transaction`: ``BEGIN IMMEDIATE`` …
 ``COMMIT``, rolled back when it raises),

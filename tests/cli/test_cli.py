@@ -44,6 +44,7 @@ def running_up(
     env.update(
         MODELYARD_ADDRESS=address,
         MODELYARD_HTTP_ADDRESS=f"127.0.0.1:{free_port()}",
+        MODELYARD_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
         MODELYARD_DATA_DIR=str(tmp_path_factory.mktemp("data")),
         MODELYARD_MODELS_DIR=str(models_dir),
     )
@@ -83,6 +84,7 @@ def running_up(
         assert f"on {address}" in output and GEMMA_ID in output
         http = env["MODELYARD_HTTP_ADDRESS"]
         assert f"OpenAI-compatible HTTP API at http://{http}/v1" in output
+        assert f"metrics at http://{env['MODELYARD_METRICS_ADDRESS']}/metrics" in output
 
 
 def test_the_http_edge_serves_gemma_to_the_openai_sdk(

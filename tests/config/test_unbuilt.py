@@ -15,7 +15,7 @@ UNBUILT = """
 model_system:
   registry: {discovery_interval: 10s, cache_ttl: 1h}
   hot_swap: {enabled: true, grace_period_ms: 100, rollback_on_failure: true}
-  monitoring: {}
+  monitoring: {metrics_interval: 5s, alert_thresholds: {}}
   selection:
     algorithm: round_robin
     fallback: [local/a]
@@ -35,7 +35,7 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
     assert list(not_implemented(config)) == [
         "backends.local.model_profiles.a.max_output_tokens",
         "backends.local.models",
-        "monitoring",
+        "monitoring.alert_thresholds",
         "registry.cache_ttl",
         "selection.algorithm",
         "selection.constraints.min_context_window",
@@ -45,22 +45,24 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
 def test_keys_that_act_are_not_named() -> None:
     config = parse_config(
         "model_system:\n  selection: {algorithm: multi_criteria}\n"
+        "  monitoring: {metrics_interval: 2s}\n"
         "  backends:\n    openai: {api_key: '${K}', models: [gpt-4o-mini]}\n",
         env={"K": "sk"},
     )
-    assert notices(config) == []  # multi_criteria runs; an OpenAI model list restricts
+    # multi_criteria runs; the live figures go to the registry; an OpenAI model list restricts
+    assert notices(config) == []
 
 
 def test_config_check_prints_each_notice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("model_system:\n  monitoring: {metrics_interval: 5s}\n")
+    path.write_text("model_system:\n  monitoring: {alert_thresholds: {error_rate: 0.1}}\n")
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert (
-        "  accepted, not implemented yet: monitoring.metrics_interval "
-        "(metrics and alerts are not built)\n"
+        "  accepted, not implemented yet: monitoring.alert_thresholds.error_rate "
+        "(alerts are not built)\n"
     ) in out
 
 

@@ -25,6 +25,7 @@ class ServeProcess:
         self.log = workdir / f"{name}.stderr"
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"  # its --metrics-listen
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -32,6 +33,7 @@ class ServeProcess:
         with self.log.open("wb") as stderr:
             self.proc = await asyncio.create_subprocess_exec(
                 *[modelyard, "serve", *self.args, "--listen", self.address],
+                *["--metrics-listen", self.metrics_url.removeprefix("http://").split("/")[0]],
                 *["--grace", "1", "--drain-notice", "0", "--log-level", "WARNING"],
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,

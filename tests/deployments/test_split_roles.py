@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from backends.openai_compat.openai_fake import FakeUpstream
@@ -182,3 +183,14 @@ async def test_five_roles_in_five_processes_generate_watch_and_swap(
                     break
         models.cancel()
         routes.cancel()
+    # Every process serves /metrics; the gateway's counts the streams it answered.
+    for process in (split.registry, split.selector, split.hotswap, split.backend, split.gateway):
+        async with aiohttp.ClientSession() as session, session.get(process.metrics_url) as answer:
+            assert answer.status == 200, process.name
+            text = await answer.text()
+        assert "modelyard_requests_total" in text, process.name
+    ok_streams = (
+        'modelyard_requests_total{rpc_method="modelyard.v1.GatewayService/GenerateStream",'
+        'rpc_response_status_code="OK"}'
+    )
+    assert ok_streams in text

@@ -96,6 +96,8 @@ model_system:
             str(remote_config),
             "--data-dir",
             str(tmp_path / "remote-data"),
+            "--metrics-listen",
+            "off",
             "--log-level",
             "WARNING",
         ],

@@ -118,6 +118,8 @@ ROOTS = (
     gateway_pb2.BatchGenerateRequest.DESCRIPTOR,
     gateway_pb2.CompareRequest.DESCRIPTOR,
     gateway_pb2.EmbedRequest.DESCRIPTOR,
+    gateway_pb2.GetModelMetricsRequest.DESCRIPTOR,
+    gateway_pb2.GetProviderMetricsRequest.DESCRIPTOR,
 )
 
 

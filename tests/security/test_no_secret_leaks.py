@@ -28,10 +28,11 @@ the key where last-4 is the convention):
 - every answer the client got: messages, items, trailing metadata (the
   serialized status too).
 
-Metrics: modelyard exports none yet (`monitoring` is listed in
-`config/unbuilt.py`); the performance figures the gateway reports to the
-registry live in its SQLite file, scanned here. PostgreSQL: modelyard does not
-use it yet, so there is nothing to scan; a store added there must join this test.
+Metrics: the gateway's live figures (`gateway/performance.py`, GetModelMetrics)
+are numbers kept in memory, keyed by model id and endpoint; what it writes to
+the registry's performance profiles lives in its SQLite file, scanned here.
+PostgreSQL: modelyard does not use it yet, so there is nothing to scan; a store
+added there must join this test.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ CONTROL_PLANE = [
     "modelyard.v1.KeyService/RotateKey",
     "modelyard.v1.KeyService/RevokeKey",
     "modelyard.v1.AuditService/QueryAudit",
+    "modelyard.v1.AuditService/QueryUsage",
 ]
 
 

@@ -116,6 +116,7 @@ class Role:
         with self.log.open("wb") as stderr:
             self.proc = await asyncio.create_subprocess_exec(
                 *[modelyard, "serve", *self.args, "--listen", self.address],
+                *["--metrics-listen", "off"],
                 *["--grace", "1", "--drain-notice", "0", "--log-level", "WARNING"],
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,

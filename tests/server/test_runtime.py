@@ -182,6 +182,8 @@ def test_sigterm_goes_not_serving_refuses_calls_for_the_notice_then_exits(tmp_pa
             "5",
             "--drain-notice",
             "1.5",
+            "--metrics-listen",
+            "off",
         ],
         env=env,
         stdout=subprocess.PIPE,

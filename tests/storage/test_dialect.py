@@ -44,10 +44,13 @@ def test_what_both_engines_spell_alike_is_left_alone() -> None:
 def test_every_stores_schema_splits_into_create_statements() -> None:
     for schema in (REGISTRY, HOTSWAP, CONVERSATIONS):
         (script,) = schema.migrations
+        assert isinstance(script, str)  # these stores' schemas translate whole
         found = statements(script)
         assert found and all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in found)
         assert all("AUTOINCREMENT" not in postgres_sql(s) for s in found)
-    assert [s.split()[5] for s in statements(REGISTRY.migrations[0])] == [
+    registry_schema = REGISTRY.migrations[0]
+    assert isinstance(registry_schema, str)
+    assert [s.split()[5] for s in statements(registry_schema)] == [
         "models",
         "changes",
         "versions",

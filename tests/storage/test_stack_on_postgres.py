@@ -35,7 +35,7 @@ from modelyard_client.v1 import (
 )
 
 Status = hotswap_pb2.SwapStatus
-QUIET = ("--listen", "127.0.0.1:0", "--log-level", "ERROR")
+QUIET = ("--listen", "127.0.0.1:0", "--log-level", "ERROR", "--metrics-listen", "off")
 
 
 async def _start(data_dir: Path, url: DatabaseUrl, engine: ScriptedEngine, port: int) -> Stack:

@@ -12,6 +12,7 @@ from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.store import HotSwapStore
 from modelyard.hotswap.swaps import Catalog, Swaps, SwapSettings
 from modelyard.hotswap.validation import BackendValidator
+from modelyard.meters.instruments import Instrument
 from modelyard.route_keys import TASK_TYPES
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,11 @@ def route_table(settings: Settings) -> RouteTable:
 
 
 def swap_engine(
-    settings: Settings, routes: RouteTable, catalog: Catalog, backends: BackendPool
+    settings: Settings,
+    routes: RouteTable,
+    catalog: Catalog,
+    backends: BackendPool,
+    phases: Instrument | None = None,
 ) -> Swaps:
     """Swaps over `routes`, validating targets through `backends`, with the file's defaults."""
     config = settings.config.hot_swap
@@ -50,7 +55,9 @@ def swap_engine(
         when_budget_short=config.when_budget_short,
     )
     validator = BackendValidator(backends)
-    return Swaps(routes, routes.store, catalog, validator, defaults, loader=validator)
+    return Swaps(
+        routes, routes.store, catalog, validator, defaults, loader=validator, phases=phases
+    )
 
 
 def ab_tests(settings: Settings, routes: RouteTable, catalog: Catalog, swaps: Swaps) -> ABTests:

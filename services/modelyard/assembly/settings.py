@@ -47,6 +47,9 @@ HTTP_ADDRESS_ENV = "MODELYARD_HTTP_ADDRESS"
 # The OpenAI-compatible HTTP edge of `modelyard up` (`--http-listen`, MODELYARD_HTTP_ADDRESS;
 # "off" turns it off).
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
+# The Prometheus scrape endpoint (`modelyard.meters`): `up` and `serve` serve it unless told off.
+METRICS_ADDRESS_ENV = "MODELYARD_METRICS_ADDRESS"
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 LOG_LEVELS = typing.get_args(LogLevel)
 ROLES = (
     "registry",
@@ -72,6 +75,9 @@ class Settings:
     # A plaintext listener serving grpc.health.v1 alone (Kubernetes' gRPC probes when the
     # services talk mTLS); None: none.
     health_listen: str | None = None
+    # Where ``GET /metrics`` answers in Prometheus' text format (`modelyard.meters`); None:
+    # no listener (embedders, tests). The instruments record either way.
+    metrics_listen: str | None = None
     roles: tuple[str, ...] = ROLES
     data_dir: Path = field(default_factory=lambda: default_data_dir({}))
     # The PostgreSQL server holding the registry's, hot-swap's and gateway's tables
@@ -170,8 +176,17 @@ def resolve_settings(
         config=config,
         listen=str(pick("listen", "MODELYARD_ADDRESS", server.listen, DEFAULT_ADDRESS)),
         health_listen=str(pick("health_listen", "MODELYARD_HEALTH_ADDRESS", None, "")) or None,
-        http_listen=_http_listen(
-            pick("http_listen", HTTP_ADDRESS_ENV, None, ""), bool(flags.get("http_default"))
+        http_listen=_optional_listen(
+            pick("http_listen", HTTP_ADDRESS_ENV, None, ""),
+            DEFAULT_HTTP_ADDRESS if flags.get("http_default") else None,
+            "http_listen",
+            HTTP_ADDRESS_ENV,
+        ),
+        metrics_listen=_optional_listen(
+            pick("metrics_listen", METRICS_ADDRESS_ENV, None, ""),
+            DEFAULT_METRICS_ADDRESS if flags.get("metrics_default") else None,
+            "metrics_listen",
+            METRICS_ADDRESS_ENV,
         ),
         roles=tuple(flags.get("roles") or ROLES),
         data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
@@ -238,19 +253,19 @@ def limiter_settings(config: ModelyardConfig, env: Mapping[str, str]) -> Limiter
     )
 
 
-def _http_listen(given: object, on_by_default: bool) -> str | None:
-    """The HTTP edge's address: the one given ("off": none), else `DEFAULT_HTTP_ADDRESS`
-    when this command serves one by default (`modelyard up`), else none."""
+def _optional_listen(given: object, default: str | None, name: str, env: str) -> str | None:
+    """A listener's address (the HTTP edge's, the metrics'): the one given ("off": none),
+    else `default` (what this command serves unless told off; None: nothing)."""
     text = str(given or "").strip()
     if text.lower() == "off":
         return None
     if not text:
-        return DEFAULT_HTTP_ADDRESS if on_by_default else None
+        return default
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
+        flag = "--" + name.replace("_", "-")
         raise InvalidRequest(
-            f"--http-listen / {HTTP_ADDRESS_ENV}: '{text}' is not host:port "
-            "(e.g. 127.0.0.1:8080), or 'off'",
-            field="http_listen",
+            f"{flag} / {env}: '{text}' is not host:port (e.g. 127.0.0.1:8080), or 'off'",
+            field=name,
         )
     return text

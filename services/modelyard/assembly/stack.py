@@ -35,6 +35,7 @@ from modelyard.gateway.conversations import Conversations, ConversationStore
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.guarded import SecurityStages
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.performance_reports import PerformanceReports
 from modelyard.gateway.response_cache import ResponseCache
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.servicer import GatewayServicer
@@ -44,6 +45,10 @@ from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
 from modelyard.hotswap.swaps import Swaps
+from modelyard.meters import Meters
+from modelyard.meters.gateway_calls import GatewayCallMeter
+from modelyard.meters.otlp import OtlpMetrics
+from modelyard.meters.prometheus import MetricsListener, start_metrics_listener
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.servicer import Registry, RegistryServicer
@@ -91,7 +96,10 @@ class Stack:
     authenticator: Authenticator | None = None  # keys required, or the KeyService's store
     secrets: ProviderKeys | None = None  # provider keys; `reload_secrets` re-reads them
     audit: AuditLog | None = None  # security.audit: a row per call, written in batches
+    meters: Meters = field(default_factory=Meters)  # every instrument of this process
+    metrics_listener: MetricsListener | None = None  # GET /metrics, at settings.metrics_listen
     edge: RunningEdge | None = None  # the OpenAI-compatible HTTP edge, when served
+    performance: PerformanceReports | None = None  # the gateway's live figures to the registry
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def reload_secrets(self) -> bool:
@@ -123,6 +131,8 @@ class Stack:
         await self.server.drain(grace_s, notice_s)  # the edge's gate closes with it
         if self.edge:
             await self.edge.stop()
+        if self.metrics_listener:  # scraped to the end of the drain
+            await self.metrics_listener.stop()
         if self.outcomes:
             await self.outcomes.close()  # what the drained calls added
         if self.host:
@@ -161,6 +171,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     if required:
         channels = dataclasses.replace(channels, service_key=auth.service_key)
     bindings: list[ServiceBinding] = []
+    meters = Meters()  # recorded always; served at settings.metrics_listen, sent by OTLP
     audit = audit_log(settings)
     if audit is not None:
         bindings.append(bind(AuditServicer(audit)))
@@ -217,14 +228,15 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                     deterministic_only=cache.deterministic_only,
                 )
             stages = SecurityStages.from_config(settings.config.security)  # guardrails, PII
-            gateway = with_unimplemented(GatewayServicer, core, response_cache, stages)
+            meter = gateway_call_meter(meters, live, route_view)
+            gateway = with_unimplemented(GatewayServicer, core, response_cache, stages, meter)
             bindings.append(bind(gateway))
             assert authenticator is not None and authenticator.store is not None
             bindings.append(bind(KeyServicer(authenticator.store, authenticator)))
     swaps = tests = None
     if routes is not None:
         assert view is not None and pool is not None
-        swaps = swap_engine(settings, routes, view, pool)
+        swaps = swap_engine(settings, routes, view, pool, meters.swap_phases)
         tests = ab_tests(settings, routes, view, swaps)
         bindings.append(bind(with_unimplemented(HotSwapServicer, routes, swaps, tests, view)))
     secrets = ProviderKeys.for_config(settings.config)
@@ -244,6 +256,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         audit=audit,
         slow_reader_timeout_s=settings.config.security.input_limits.slow_reader_timeout,
         health_address=settings.health_listen,
+        requests=meters.requests,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
     # How this process calls itself: by a name its certificate holds, not 0.0.0.0.
@@ -267,9 +280,11 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         authenticator=authenticator,
         secrets=secrets,
         audit=audit,
+        meters=meters,
     )
     if audit is not None:  # rows written every flush_interval, old ones pruned hourly
         stack.tasks.append(asyncio.create_task(audit.run()))
+    await _start_metrics(stack, settings)
     if gateway is not None and settings.http_listen:
         aliases = route_view.aliases if route_view is not None else list
         keys = authenticator if required else None
@@ -300,6 +315,11 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             following = view.follow(registry_address, channels=channels)
             stack.tasks.append(asyncio.create_task(following))
             await asyncio.wait_for(view.synced.wait(), timeout=30)
+            if gateway is not None:  # its figures, every monitoring.metrics_interval
+                interval = settings.config.monitoring.metrics_interval
+                reports = PerformanceReports(gateway.core.performance, view, interval)
+                stack.performance = reports
+                stack.tasks.append(asyncio.create_task(reports.run(registry_address, channels)))
         if route_view is not None:
             hotswap_address = own if routes is not None else settings.hotswap_address
             assert hotswap_address
@@ -312,6 +332,43 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         await stack.stop(0)
         raise
     return stack
+
+
+def gateway_call_meter(
+    meters: Meters, catalog: CatalogView, routes: RouteView | None
+) -> GatewayCallMeter:
+    """What records each gateway answer: the provider of the answering model from the live
+    catalog, a requested name known when the catalog or the routes hold it."""
+
+    def provider_of(model_id: str) -> str:
+        entry = catalog.find(model_id)
+        return entry.provider if entry is not None else ""
+
+    def known(name: str) -> bool:
+        return catalog.find(name) is not None or (
+            routes is not None and routes.for_alias(name) is not None
+        )
+
+    return GatewayCallMeter(meters, provider_of, known)
+
+
+async def _start_metrics(stack: Stack, settings: Settings) -> None:
+    """The scrape endpoint at settings.metrics_listen, and OTLP export when the environment
+    asks for it (`modelyard.meters.otlp`)."""
+    if settings.metrics_listen:
+        try:
+            stack.metrics_listener = await start_metrics_listener(
+                stack.meters, settings.metrics_listen
+            )
+        except OSError as exc:
+            await stack.stop(0)
+            raise OSError(
+                f"the metrics endpoint cannot listen on {settings.metrics_listen}: {exc} "
+                "(--metrics-listen / MODELYARD_METRICS_ADDRESS: another address, or 'off')"
+            ) from exc
+    otlp = OtlpMetrics.from_env(stack.meters, "modelyard")
+    if otlp is not None:
+        stack.tasks.append(asyncio.create_task(otlp.run()))
 
 
 async def _start_backends(

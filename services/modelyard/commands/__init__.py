@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from modelyard.commands import abtest, audit, certs, chat, keys
+from modelyard.commands import abtest, audit, certs, chat, keys, stats, usage
 
-COMMANDS: tuple[ModuleType, ...] = (chat, abtest, certs, keys, audit)
+COMMANDS: tuple[ModuleType, ...] = (chat, abtest, certs, keys, audit, usage, stats)

@@ -286,12 +286,14 @@ class AuditConfig:
 
     Who (the key's id; "open" when authentication is off), what (the RPC, the
     model asked for and the model that served), when, tokens, cost, outcome and
-    latency; never a prompt or an answer. SQLite with triggers that refuse UPDATE
-    and DELETE; rows are written in batches off the request path.
+    latency, time to the first piece and model attempts; never a prompt or an
+    answer. The same rows are the usage records (`modelyard usage`). Triggers
+    refuse UPDATE and DELETE; rows are written in batches off the request path.
     """
 
     enabled: bool = True
-    # The database; default DATA_DIR/audit.sqlite3.
+    # An SQLite file of its own; default: where the other stores are (the
+    # ``audit`` schema of server.database_url, else DATA_DIR/audit.sqlite3).
     path: Path | None = None
     # Rows older than this are pruned by the store itself (the only deletion,
     # by age, at start and hourly); absent: kept for ever.

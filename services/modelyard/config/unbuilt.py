@@ -39,7 +39,8 @@ def _not_multi_criteria(config: ModelyardConfig, path: list[str]) -> bool:
 # (key path with `*` for one segment, when it counts, what will build it).
 _POLICY = ("selection", "selection.agents.*.policy")
 UNBUILT: tuple[tuple[str, Applies, str], ...] = (
-    ("monitoring", _always, "metrics and alerts are not built"),
+    ("monitoring.health_check_interval", _always, "active health checks are not built"),
+    ("monitoring.alert_thresholds", _always, "alerts are not built"),
     ("registry.health_check_interval", _always, "active health checks are not built"),
     ("registry.cache_ttl", _always, "the registry keeps no cache; responses: gateway.cache.ttl"),
     *((f"{p}.algorithm", _not_multi_criteria, "only multi_criteria runs") for p in _POLICY),

@@ -28,6 +28,10 @@ class CatalogView(WatchedCopy[common_pb2.ModelEntry]):
         except KeyError:
             raise ModelNotFound(model_id) from None
 
+    def find(self, model_id: str) -> common_pb2.ModelEntry | None:
+        """The entry of `model_id`; None when the catalog does not hold it."""
+        return self._items.get(model_id)
+
     def models(self) -> list[common_pb2.ModelEntry]:
         return list(self._items.values())
 

@@ -34,13 +34,14 @@ from modelyard.gateway.conversations import Conversations
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.hedging import race
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.performance import PerformanceTracker
 from modelyard.gateway.retries import CallTries, RetryBudgets, Step, step_after
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.split_calls import arm_attempt, split_arm
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.model_input import estimate_input_tokens
-from modelyard.security.audit import note_served
+from modelyard.security.audit import note_attempt, note_first_piece, note_served
 from modelyard.security.principal import current_principal
 from modelyard.security.scopes import check_model, may_use_model, usable_models
 from modelyard.selector.selection import Selector
@@ -53,6 +54,7 @@ from modelyard_client.errors import (
     ContextLengthExceeded,
     DeadlineExceeded,
     FailedPrecondition,
+    InvalidRequest,
     ModelNotFound,
     ModelyardError,
     StreamTruncated,
@@ -75,6 +77,7 @@ class GatewayCore:
         routes: RouteView | None = None,
         conversations: Conversations | None = None,
         outcomes: ArmOutcomes | None = None,
+        performance: PerformanceTracker | None = None,
     ) -> None:
         self.catalog = catalog
         self.routes = routes
@@ -89,6 +92,8 @@ class GatewayCore:
         self.retry_budgets = RetryBudgets(self.settings.retries)
         # Every model attempt holds a slot; a call finding none is refused (Overloaded).
         self.in_flight = in_flight or gateway_admission()
+        # Each attempt's latency, first piece, tokens/s, outcome and cost (`performance.py`).
+        self.performance = performance or PerformanceTracker()
 
     def deadline(self, time_remaining: float | None) -> CallDeadline:
         """The deadline of a call starting now whose client left `time_remaining` (None: none)."""
@@ -452,12 +457,16 @@ class GatewayCore:
         used_usd = 0.0  # what the answer cost, once it finished
         first = True
         finished = False
+        failed = False  # ended in an error of the model's (not a refusal of the request)
+        clock = self.performance.clock
+        started, first_at, output_tokens = clock(), 0.0, 0
         healthy_call = True  # the deployment's fault or not, for outlier ejection
         refund = False  # failed before the backend answered anything: nothing was spent
         if arm is not None:
             arm.sent_to_backend(model.cost)
         if tries is not None:
             tries.sending(model.id)
+        note_attempt()
         backend_stream = self.backends.infer_stream(deployment, backend_request, timeout)
         try:
             async for chunk in backend_stream:
@@ -465,13 +474,14 @@ class GatewayCore:
                 if chunk.HasField("output"):  # speech, segments, images, tensors
                     out.output.CopyFrom(chunk.output)
                 if first:
+                    note_first_piece()
                     if prefill is None:  # a continuation's answer had its first chunk
                         out.model_id = model.id
                         out.request_id = request_id
                         if context is not None:
                             out.history_turns = context.history_turns
                             out.trimmed_turns = context.trimmed_turns
-                    first = False
+                    first, first_at = False, clock()
                 if context is not None:
                     answer.append(chunk.text)
                 if chunk.finish_reason:
@@ -486,6 +496,7 @@ class GatewayCore:
                         out.dropped_params.extend(chunk.dropped_params)
                     # Some upstreams report no input count: keep our estimate then.
                     used = (chunk.usage.input_tokens or input_tokens) + chunk.usage.output_tokens
+                    output_tokens = chunk.usage.output_tokens
                     # What it cost, once: settled against the budgets, noted in the audit row.
                     used_usd = call_cost_usd(chunk.usage, model.cost, input_tokens)
                     out.usage.cost_usd = used_usd  # every answer says what it cost
@@ -503,16 +514,28 @@ class GatewayCore:
                     f"for '{model.id}' without a finish reason: the answer is truncated"
                 )
         except DeadlineExceeded as exc:
-            healthy_call = False
+            healthy_call, failed = False, True
             raise deadline.exceeded(exc) from exc
         except (BackendUnavailable, StreamTruncated) as exc:
-            healthy_call = False
+            healthy_call, failed = False, True
             refund = first and not isinstance(exc, StreamTruncated)
             raise
-        except ModelyardError:
+        except ModelyardError as exc:
             refund = first  # an error answer (a refusal, a rate limit) before any piece
+            failed = not isinstance(exc, InvalidRequest)
             raise
         finally:
+            if finished or failed:  # not one this gateway closed, nor a refused request
+                self.performance.record(
+                    model.id,
+                    model.provider,
+                    deployment.endpoint,
+                    started,
+                    first_at,
+                    output_tokens,
+                    not failed,
+                    used_usd,
+                )
             await backend_stream.aclose()  # cancels the backend call if we stop early
             lease.finish(healthy_call)
             # An attempt the backend failed before answering anything cost nothing

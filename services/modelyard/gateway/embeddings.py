@@ -34,7 +34,7 @@ from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.retries import CallTries, Step, step_after
 from modelyard.model_input import estimate_input_tokens, input_size_bytes
-from modelyard.security.audit import note_served
+from modelyard.security.audit import note_attempt, note_served
 from modelyard_client.errors import (
     BackendUnavailable,
     DeadlineExceeded,
@@ -170,6 +170,7 @@ async def _attempt(
     try:
         async with core.in_flight.slot():
             tries.sending(model.id)
+            note_attempt()
             answer = await core.backends.embed(lease.deployment, request, timeout)
         usage = answer.usage
         usage.cost_usd = call_cost_usd(usage, model.cost, estimate)  # every answer says it

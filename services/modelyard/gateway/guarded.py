@@ -31,6 +31,7 @@ from modelyard.gateway.guardrails import Guardrails
 from modelyard.gateway.redaction import Chunks, Placeholders, Redaction
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_request
+from modelyard.meters.gateway_calls import GatewayCallMeter
 from modelyard_client.v1 import gateway_pb2
 
 
@@ -59,17 +60,26 @@ class SecurityStages:
     def from_config(cls, config: SecurityConfig) -> SecurityStages:
         return cls(Guardrails(config.guardrails), Redaction.from_config(config.redaction))
 
-    def around(self, answers: Answers, core: GatewayCore) -> GuardedGateway:
-        return GuardedGateway(answers, core, self)
+    def around(
+        self, answers: Answers, core: GatewayCore, meter: GatewayCallMeter | None = None
+    ) -> GuardedGateway:
+        return GuardedGateway(answers, core, self, meter)
 
 
 class GuardedGateway:
     """`answers` behind the security stages (see the module doc)."""
 
-    def __init__(self, answers: Answers, core: GatewayCore, stages: SecurityStages) -> None:
+    def __init__(
+        self,
+        answers: Answers,
+        core: GatewayCore,
+        stages: SecurityStages,
+        meter: GatewayCallMeter | None = None,
+    ) -> None:
         self.answers = answers
         self.core = core
         self.stages = stages
+        self.meter = meter  # the GenAI server instruments, recorded as each answer ends
 
     @property
     def settings(self) -> GatewaySettings:
@@ -98,7 +108,25 @@ class GuardedGateway:
     ) -> Chunks:
         """The answer's chunks. The input stages run now, when called: bad input raises
         here, before any chunk is asked for. With nothing to restore or check in the
-        answer (the default), the chunks are the inner stage's own, no layer between."""
+        answer (the default), the chunks are the inner stage's own, no layer between but
+        the meter's, which records the answer as it ends (a refusal here too)."""
+        if self.meter is None:
+            return self._stages(request, deadline, api_key, streamed)
+        started = time.perf_counter()
+        try:
+            chunks = self._stages(request, deadline, api_key, streamed)
+        except BaseException as exc:
+            self.meter.refused(request, exc, started)
+            raise
+        return self.meter.measured(chunks, request, started)  # outermost: the caller's view
+
+    def _stages(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        deadline: CallDeadline | None,
+        api_key: str | None,
+        streamed: bool,
+    ) -> Chunks:
         check_request(request, self.core.settings)  # bounds first: the guardrails quote fields
         request = self.stages.guardrails.check_input(request)
         check = self.stages.guardrails.answer_check(request)

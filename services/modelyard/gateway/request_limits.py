@@ -106,6 +106,9 @@ LIMITS: Mapping[str, Bound] = {
     "modelyard.v1.EmbedRequest.model": Bound(chars=MODEL_ID_CHARS),
     "modelyard.v1.EmbedRequest.inputs": Bound(entries=MAX_EMBED_INPUTS),
     "modelyard.v1.EmbedRequest.request_id": Bound(chars=CALLER_ID_CHARS),
+    # The live figures (`metrics.py`)
+    "modelyard.v1.GetModelMetricsRequest.model": Bound(chars=MODEL_ID_CHARS),
+    "modelyard.v1.GetProviderMetricsRequest.provider": Bound(chars=128),
     # common.proto: GenerationParams. OpenAI takes 4 stop sequences; llama.cpp any.
     "modelyard.v1.GenerationParams.stop": Bound(entries=16, chars=256),
     "modelyard.v1.GenerationParams.response_schema_json": Bound(chars=65_536),

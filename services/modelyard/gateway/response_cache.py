@@ -64,6 +64,7 @@ from redis.backoff import NoBackoff
 from modelyard.gateway.core import GatewayCore, response_of
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.validation import check_request
+from modelyard.meters.instruments import Instrument
 from modelyard.ratelimit.redis_store import redacted
 from modelyard_client.errors import ModelNotFound
 from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2
@@ -352,12 +353,20 @@ def deterministic(params: common_pb2.GenerationParams) -> bool:
     return (params.HasField("temperature") and params.temperature == 0) or params.HasField("seed")
 
 
+_HIT = (("modelyard.cache.result", "hit"),)
+_MISS = (("modelyard.cache.result", "miss"),)
+
+
 class CachedGateway:
     """`GatewayCore`'s `generate` and `generate_stream`, through a `ResponseCache`."""
 
-    def __init__(self, core: GatewayCore, cache: ResponseCache) -> None:
+    def __init__(
+        self, core: GatewayCore, cache: ResponseCache, lookups: Instrument | None = None
+    ) -> None:
+        """`lookups`: each lookup counted there by result (``modelyard.cache.lookups``)."""
         self.core = core
         self.cache = cache
+        self._lookups = lookups
 
     async def generate(
         self,
@@ -385,6 +394,8 @@ class CachedGateway:
         key = self.cache.key(request, self.core)
         if key is not None:
             answer = await self.cache.store.get(key.digest)
+            if self._lookups is not None:
+                self._lookups.add(1, _HIT if answer is not None else _MISS)
             if answer is not None:
                 for chunk in answer.chunks(request.request_id or uuid.uuid4().hex):
                     yield chunk

@@ -13,7 +13,9 @@ from modelyard.gateway.batch import compare, generate_batch
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.guarded import SecurityStages
 from modelyard.gateway.input_limits import OpenStreams
+from modelyard.gateway.metrics import model_metrics, provider_metrics
 from modelyard.gateway.response_cache import CachedGateway, ResponseCache
+from modelyard.meters.gateway_calls import GatewayCallMeter
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -26,12 +28,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         core: GatewayCore,
         cache: ResponseCache | None = None,
         stages: SecurityStages | None = None,
+        meter: GatewayCallMeter | None = None,
     ) -> None:
         self._core = core
         stages = stages or SecurityStages()
         # Without a cache (the default) Generate and GenerateStream call the core itself;
-        # every call passes the security stages first and last (`guarded.py`).
-        self._answers = stages.around(core if cache is None else CachedGateway(core, cache), core)
+        # every call passes the security stages first and last (`guarded.py`); `meter`
+        # records each answer (`modelyard.meters.gateway_calls`).
+        lookups = meter.meters.cache_lookups if meter is not None else None
+        answers = core if cache is None else CachedGateway(core, cache, lookups)
+        self._answers = stages.around(answers, core, meter)
         self._items = stages.around(core, core)  # batch items and Compare, as ever uncached
         self._streams = OpenStreams(core.settings.input_limits.max_streams_per_key)
 
@@ -108,3 +114,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.EmbedResponse:
         api_key = api_key_from_metadata(context.invocation_metadata())
         return await self.embed(request, api_key, context.time_remaining())
+
+    async def GetModelMetrics(
+        self, request: gateway_pb2.GetModelMetricsRequest, context: Ctx
+    ) -> gateway_pb2.GetModelMetricsResponse:
+        return model_metrics(self._core.performance, self._core.catalog, request)
+
+    async def GetProviderMetrics(
+        self, request: gateway_pb2.GetProviderMetricsRequest, context: Ctx
+    ) -> gateway_pb2.GetProviderMetricsResponse:
+        return provider_metrics(self._core.performance, self._core.catalog, request)

@@ -38,6 +38,7 @@ from modelyard.hotswap.arm_stats import ArmStats
 from modelyard.hotswap.canary import CanaryPolicy, CanaryStep, split_for
 from modelyard.hotswap.routes import RouteTable, current_split
 from modelyard.hotswap.store import HotSwapStore
+from modelyard.meters.instruments import Instrument
 from modelyard.route_keys import describe, route_key
 from modelyard.servable import servable
 from modelyard_client.errors import (
@@ -52,6 +53,7 @@ from modelyard_client.v1 import common_pb2, hotswap_pb2
 log = logging.getLogger(__name__)
 
 Status = hotswap_pb2.SwapStatus
+_NONE = Status()  # a swap not seen before: phase UNSPECIFIED
 ENDED = frozenset({Status.PHASE_DONE, Status.PHASE_FAILED, Status.PHASE_ROLLED_BACK})
 SWITCHED = frozenset({Status.PHASE_SWITCHED, Status.PHASE_DRAINING, Status.PHASE_DONE})
 MAX_PROMPTS = 16
@@ -108,7 +110,10 @@ class Swaps:
         validator: Validator,
         settings: SwapSettings | None = None,
         loader: Loader | None = None,
+        phases: Instrument | None = None,
     ) -> None:
+        """`phases`: each phase a swap enters counted there (``modelyard.swap.phases``)."""
+        self._phases = phases
         self._routes = routes
         self._store = store
         self._catalog = catalog
@@ -240,7 +245,7 @@ class Swaps:
         )
         status.started_at.GetCurrentTime()
         self._store.put_swap(status)
-        self._swaps[status.swap_id] = status
+        self._publish(status)  # no watcher yet: kept, and its phase counted
         self._active[key] = status.swap_id
         grace_s = request.grace_period_ms / 1000 or self.settings.grace_period_s
         timeout_s = request.validation_timeout_ms / 1000 or self.settings.validation_timeout_s
@@ -473,6 +478,11 @@ class Swaps:
         return status
 
     def _publish(self, status: Status) -> None:
+        if (
+            self._phases is not None
+            and self._swaps.get(status.swap_id, _NONE).phase != status.phase
+        ):
+            self._phases.add(1, (("modelyard.swap.phase", phase_name(status.phase)),))
         self._swaps[status.swap_id] = status
         for queue in self._watchers.get(status.swap_id, ()):
             queue.put_nowait(status)

@@ -19,12 +19,19 @@ waits for the disk. A write that fails keeps its rows for the next one. At
 most `max_pending` rows wait: past that the oldest are dropped, counted and
 logged, rather than the calls slowed.
 
-`AuditStore` is SQLite under the data directory, even when `MODELYARD_DATABASE_URL`
-puts the other stores on PostgreSQL (`modelyard.storage`). Triggers refuse every UPDATE
-and every DELETE. The one deletion is the store's own retention (`prune`):
-rows older than the retention, removed in one transaction that lifts the
-DELETE trigger and puts it back before it commits, so no other connection
+`AuditStore` keeps the rows through `modelyard.storage`: DATA_DIR/audit.sqlite3,
+or the ``audit`` schema on the PostgreSQL server `MODELYARD_DATABASE_URL` names,
+which gateway replicas then share (`usage.py` sums the rows: the audit row is the
+usage record). On both engines triggers refuse every UPDATE and every DELETE (on
+PostgreSQL every TRUNCATE too). The one deletion is the store's own retention
+(`prune`): rows older than the retention, removed in one transaction that lifts
+the DELETE trigger and puts it back before it commits, so no other connection
 ever sees the log without it.
+
+Each row also says when the first piece of an answer came (`note_first_piece`)
+and how many model attempts were sent to a backend (`note_attempt`): the
+gateway calls them where it already knows, a context variable read and an
+attribute write each; with the log off, the read alone.
 """
 
 from __future__ import annotations
@@ -34,7 +41,6 @@ import collections
 import functools
 import itertools
 import logging
-import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -46,7 +52,8 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from modelyard.security.principal import Principal
-from modelyard.sqlite_files import open_database, write_transaction
+from modelyard.storage import DatabaseUrl, StoreSchema, open_store
+from modelyard.storage.dialect import PerEngine
 from modelyard_client.errors import ModelyardError
 
 log = logging.getLogger(__name__)
@@ -57,7 +64,7 @@ PRUNE_EVERY_S = 3600.0
 # Longest text a row keeps of a model name list (a Compare's 64 models).
 _MODELS_CHARS = 2048
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -74,19 +81,51 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE INDEX IF NOT EXISTS audit_key_at ON audit (key_id, at);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: UPDATE is refused'); END;
 """
-_NO_DELETE = """
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: DELETE is refused'); END;
+_SQLITE_NO_DELETE = """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: DELETE is refused'); END"""
+# Version 1 is the file as it was before migrations were kept: it opens unchanged.
+_APPEND_ONLY = PerEngine(
+    shared=_TABLE,
+    sqlite=(
+        """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: UPDATE is refused'); END""",
+        _SQLITE_NO_DELETE,
+    ),
+    postgresql=(
+        """CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING MESSAGE = 'the audit log is append-only: ' || TG_OP || ' is refused';
+END $$""",
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+        "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+        "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+        "CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()",
+    ),
+)
+_FIRST_PIECE_AND_ATTEMPTS = """
+ALTER TABLE audit ADD COLUMN ttft_ms REAL NOT NULL DEFAULT 0;
+ALTER TABLE audit ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 """
+SCHEMA = StoreSchema("audit", (_APPEND_ONLY, _FIRST_PIECE_AND_ATTEMPTS))
+# Retention's deletion: the DELETE trigger lifted, and put back, inside its transaction.
+_LIFT_NO_DELETE = PerEngine(
+    sqlite=("DROP TRIGGER audit_no_delete",),
+    postgresql=("ALTER TABLE audit DISABLE TRIGGER audit_no_delete",),
+)
+_RESTORE_NO_DELETE = PerEngine(
+    sqlite=(_SQLITE_NO_DELETE,),
+    postgresql=("ALTER TABLE audit ENABLE TRIGGER audit_no_delete",),
+)
 _COLUMNS = (
     "at, key_id, rpc, model_requested, model_served, tokens_in, tokens_out, "
-    "cost_usd, code, reason, latency_ms"
+    "cost_usd, code, reason, latency_ms, ttft_ms, attempts"
 )
-_ROW_PLACES = "(?,?,?,?,?,?,?,?,?,?,?)"  # one per column
-# Rows one INSERT holds: 11 values each, well within SQLite's 32,766 variables.
+_ROW_PLACES = "(?,?,?,?,?,?,?,?,?,?,?,?,?)"  # one per column
+# Rows one INSERT holds: 13 values each, well within SQLite's 32,766 variables
+# (and PostgreSQL's 65,535).
 _ROWS_PER_INSERT = 1000
 
 
@@ -96,6 +135,7 @@ class AuditRecord:
 
     rpc: str  # "modelyard.v1.GatewayService/Generate"
     at: float  # epoch seconds, when the call started
+    started: float = 0.0  # `time.perf_counter` then: what latency and ttft count from
     key_id: str = ""
     model_requested: str = ""
     model_served: str = ""
@@ -105,6 +145,8 @@ class AuditRecord:
     code: str = "OK"
     reason: str = ""
     latency_ms: float = 0.0
+    ttft_ms: float = 0.0  # 0: no first piece (yet)
+    attempts: int = 0
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -119,6 +161,8 @@ class AuditRecord:
             self.code,
             self.reason,
             self.latency_ms,
+            self.ttft_ms,
+            self.attempts,
         )
 
 
@@ -138,6 +182,8 @@ class AuditRow:
     code: str
     reason: str
     latency_ms: float
+    ttft_ms: float
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +200,16 @@ class AuditQuery:
 
 
 class AuditStore:
-    """The SQLite file: append, query, prune by age; nothing else can change a row."""
+    """The audit table: append, query, prune by age; nothing else can change a row."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = open_database(path, _SCHEMA + _NO_DELETE)
-        self._lock = threading.Lock()  # the writer thread and the queries share it
+    def __init__(self, where: Path | DatabaseUrl) -> None:
+        """`where`: the SQLite file, or the PostgreSQL server (its ``audit`` schema)."""
+        self.where = where
+        self._db = open_store(where, SCHEMA)
+
+    @property
+    def engine(self) -> str:
+        return self._db.engine
 
     def append(self, rows: list[tuple[Any, ...]]) -> None:
         """Write `rows` (`AuditRecord.row`) in one transaction.
@@ -171,13 +221,12 @@ class AuditStore:
         """
         if not rows:
             return
-        with self._lock:
-            if len(rows) <= _ROWS_PER_INSERT:
-                self._insert(rows)
-                return
-            with write_transaction(self._db):
-                for start in range(0, len(rows), _ROWS_PER_INSERT):
-                    self._insert(rows[start : start + _ROWS_PER_INSERT])
+        if len(rows) <= _ROWS_PER_INSERT:
+            self._insert(rows)
+            return
+        with self._db.write():
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                self._insert(rows[start : start + _ROWS_PER_INSERT])
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
         values = ",".join(itertools.repeat(_ROW_PLACES, len(rows)))
@@ -188,54 +237,65 @@ class AuditStore:
 
     def query(self, query: AuditQuery) -> tuple[list[AuditRow], bool]:
         """The rows `query` selects, newest first, and whether more matched than its limit."""
-        where: list[str] = []
-        args: list[Any] = []
-        if query.key_id:
-            where.append("key_id = ?")
-            args.append(query.key_id)
+        where, args = row_filter(query.key_id, query.model, query.since, query.until)
         if query.rpc:
             where.append("(rpc = ? OR rpc LIKE ?)" if "/" in query.rpc else "rpc LIKE ?")
             args.extend((query.rpc, query.rpc) if "/" in query.rpc else (f"%/{query.rpc}",))
-        if query.model:
-            # A batch's or a Compare's names are comma-separated: match one of them.
-            where.append(
-                "(',' || model_requested || ',' || model_served || ',') LIKE ? ESCAPE '\\'"
-            )
-            args.append(f"%,{_like_literal(query.model)},%")
         if query.outcome:
             where.append("(code = ? OR reason = ?)")
             args.extend((query.outcome.upper(), query.outcome.upper()))
-        if query.since is not None:
-            where.append("at >= ?")
-            args.append(query.since)
-        if query.until is not None:
-            where.append("at < ?")
-            args.append(query.until)
         limit = max(1, min(query.limit or DEFAULT_QUERY_ROWS, MAX_QUERY_ROWS))
         sql = f"SELECT seq, {_COLUMNS} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
-        with self._lock:
-            found = self._db.execute(sql, (*args, limit + 1)).fetchall()
+        found = self._db.execute(sql, (*args, limit + 1))
         return [AuditRow(*r) for r in found[:limit]], len(found) > limit
+
+    def read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The rows one SELECT of the audit table returns (`usage.py`'s sums)."""
+        return self._db.execute(sql, args)
 
     def prune(self, older_than: float) -> int:
         """Remove the rows from before `older_than` (epoch seconds); how many went.
 
         The retention's deletion, the only one: the DELETE trigger is lifted and
-        put back inside the transaction, which holds the database's write lock
-        throughout, so no other writer ever meets the log without it.
+        put back inside the transaction, which holds the store's write lock (and,
+        on PostgreSQL, the table's: ALTER TABLE) throughout, so no other
+        connection ever meets the log without it.
         """
-        with self._lock, write_transaction(self._db):
-            self._db.execute("DROP TRIGGER audit_no_delete")
-            gone = self._db.execute("DELETE FROM audit WHERE at < ?", (older_than,)).rowcount
-            self._db.execute(_NO_DELETE)
-        return int(gone)
+        with self._db.write():
+            self._db.execute_own(_LIFT_NO_DELETE)
+            counted = self._db.fetchone("SELECT COUNT(*) FROM audit WHERE at < ?", (older_than,))
+            self._db.execute("DELETE FROM audit WHERE at < ?", (older_than,))
+            self._db.execute_own(_RESTORE_NO_DELETE)
+        return int(counted[0]) if counted else 0
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
+
+
+def row_filter(
+    key_id: str, model: str, since: float | None, until: float | None
+) -> tuple[list[str], list[Any]]:
+    """The WHERE terms (joined by AND) and their arguments selecting rows of `key_id`,
+    naming `model` (asked for or served), that started in [`since`, `until`)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if key_id:
+        where.append("key_id = ?")
+        args.append(key_id)
+    if model:
+        # A batch's or a Compare's names are comma-separated: match one of them.
+        where.append("(',' || model_requested || ',' || model_served || ',') LIKE ? ESCAPE '\\'")
+        args.append(f"%,{_like_literal(model)},%")
+    if since is not None:
+        where.append("at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("at < ?")
+        args.append(until)
+    return where, args
 
 
 def _like_literal(text: str) -> str:
@@ -319,12 +379,11 @@ class AuditedCall:
     """One call's audit context (`AuditLog.call`): a class, not a generator, since
     every call of the server pays for it."""
 
-    __slots__ = ("_log", "_record", "_started", "_token")
+    __slots__ = ("_log", "_record", "_token")
 
     def __init__(self, audit: AuditLog, rpc: str) -> None:
         self._log = audit
-        self._record = AuditRecord(rpc=rpc, at=time.time())
-        self._started = time.perf_counter()
+        self._record = AuditRecord(rpc=rpc, at=time.time(), started=time.perf_counter())
 
     def __enter__(self) -> AuditRecord:
         self._token = _current.set(self._record)
@@ -338,7 +397,7 @@ class AuditedCall:
     ) -> None:
         _current.reset(self._token)
         record = self._record
-        record.latency_ms = (time.perf_counter() - self._started) * 1000
+        record.latency_ms = (time.perf_counter() - record.started) * 1000
         record.code, record.reason = outcome_of(exc)
         self._log.append(record)
 
@@ -388,6 +447,20 @@ def note_served(model_id: str, tokens_in: int, tokens_out: int, cost_usd: float)
     record.tokens_in += tokens_in
     record.tokens_out += tokens_out
     record.cost_usd += cost_usd
+
+
+def note_attempt() -> None:
+    """A model attempt is being sent to a backend (a retry, a fallback, a hedge: each one)."""
+    record = _current.get()
+    if record is not None:
+        record.attempts += 1
+
+
+def note_first_piece() -> None:
+    """A backend's answer sent its first piece: the call's first one sets its ttft."""
+    record = _current.get()
+    if record is not None and not record.ttft_ms:
+        record.ttft_ms = (time.perf_counter() - record.started) * 1000
 
 
 # The fields that name a model (or an alias) in the contract's requests; a registry

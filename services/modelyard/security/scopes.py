@@ -6,7 +6,8 @@ one missing): a call is let in when its principal has one of the RPC's scopes
 refused while authentication is on: a new RPC is closed until it is given a
 row here.
 
-- GENERATE: the data plane and reads (the catalog, routes, swaps' status).
+- GENERATE: the data plane and reads (the catalog, routes, swaps' status, the live
+  figures).
 - ADMIN: everything that changes what serves whom: registry writes, providers,
   health and performance, discovery, backend Load/Unload, swaps, A/B tests,
   fallbacks, keys.
@@ -37,6 +38,8 @@ RPC_SCOPES: Mapping[str, tuple[str, ...]] = {
     "modelyard.v1.GatewayService/BatchGenerate": _G,
     "modelyard.v1.GatewayService/Compare": _G,
     "modelyard.v1.GatewayService/Embed": _G,
+    "modelyard.v1.GatewayService/GetModelMetrics": _G,  # reads, as the catalog's
+    "modelyard.v1.GatewayService/GetProviderMetrics": _G,
     "modelyard.v1.SelectorService/Select": _G,
     # the registry
     "modelyard.v1.RegistryService/RegisterModel": _AB,  # a backend announcing itself
@@ -84,6 +87,7 @@ RPC_SCOPES: Mapping[str, tuple[str, ...]] = {
     "modelyard.v1.KeyService/RevokeKey": _A,
     # the audit log: who did what is the admins' to read
     "modelyard.v1.AuditService/QueryAudit": _A,
+    "modelyard.v1.AuditService/QueryUsage": _A,
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractContextManager, aclosing, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -33,6 +33,7 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
+from modelyard.meters.instruments import Attributes, Instrument
 from modelyard.ratelimit.caller import api_key_from_metadata
 from modelyard.security.audit import AuditLog, note_caller, note_request
 from modelyard.security.authn import Authenticator
@@ -83,15 +84,18 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         authenticator: Authenticator | None = None,
         audit: AuditLog | None = None,
         slow_reader_timeout_s: float | None = None,
+        requests: Instrument | None = None,
     ) -> None:
         """`authenticator` None: keys not required, every call runs as `OPEN`.
         `audit`: every call gets its row there (`modelyard.security.audit`).
-        `slow_reader_timeout_s`: a stream write waiting longer is cut (`slow_readers.py`)."""
+        `slow_reader_timeout_s`: a stream write waiting longer is cut (`slow_readers.py`).
+        `requests`: every call counted there by RPC and status (``modelyard.requests``)."""
         self._gate = gate
         self._undecodable = undecodable or UndecodableRequests()
         self._authenticator = authenticator
         self._audit = audit
         self._slow_reader_timeout_s = slow_reader_timeout_s
+        self._requests = requests
         self._rpcs: dict[tuple[str, Any], _Rpc] = {}  # built once per method and handler
 
     async def intercept_service(
@@ -113,6 +117,7 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
                 self._authenticator,
                 self._audit,
                 self._slow_reader_timeout_s,
+                self._requests,
             )
             self._rpcs[method, handler] = rpc
         # No request deserializer: the behaviour gets the bytes and parses them
@@ -161,6 +166,25 @@ class _Rpc:
     authenticator: Authenticator | None
     audit: AuditLog | None = None
     slow_reader_timeout_s: float | None = None  # security.input_limits.slow_reader_timeout
+    requests: Instrument | None = None  # modelyard.requests
+    # The attributes of each status this RPC ended with, made once.
+    _counted: dict[str, Attributes] = field(default_factory=dict)
+
+    def count(self, exc: BaseException | None, context: Ctx) -> None:
+        """The call in ``modelyard.requests``, by its status's name ("OK", "NOT_FOUND") and,
+        for a modelyard error, its reason as ``error.type`` (rate-limit refusals are
+        ``RATE_LIMITED``, ``QUOTA_EXCEEDED``, ``BUDGET_EXCEEDED``)."""
+        if self.requests is None:
+            return
+        status = _status_name(exc, context)
+        reason = exc.reason if isinstance(exc, ModelyardError) else ""
+        attributes = self._counted.get(status + reason)
+        if attributes is None:
+            attributes = (("rpc.method", self.name), ("rpc.response.status_code", status))
+            if reason:  # RATE_LIMITED, QUOTA_EXCEEDED, BUDGET_EXCEEDED, MODEL_NOT_FOUND, ...
+                attributes = (*attributes, ("error.type", reason))
+            self._counted[status + reason] = attributes
+        self.requests.add(1, attributes)
 
     def audited(self) -> AbstractContextManager[Any]:
         """The call's audit record, appended when the call ends (refused ones too)."""
@@ -181,9 +205,24 @@ class _Rpc:
         return request
 
 
+def _status_name(exc: BaseException | None, context: Ctx) -> str:
+    """The status a call ends with, by name, as `_abort_for` sets it."""
+    if exc is None:
+        return "OK"
+    if isinstance(exc, ModelyardError):
+        return exc.code.name
+    if isinstance(exc, AbortError):  # the behaviour aborted with its own status
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    if isinstance(exc, GeneratorExit) or not isinstance(exc, Exception):
+        return "CANCELLED"
+    return "UNIMPLEMENTED" if isinstance(exc, NotImplementedError) else "INTERNAL"
+
+
 def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
     async def wrapped(raw: bytes, context: Ctx) -> Any:
         span = _start_span(rpc.name, context)
+        failed: BaseException | None = None
         try:
             rpc.gate.check()
             with (
@@ -193,10 +232,12 @@ def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
             ):
                 return await behavior(rpc.parse(raw, context), context)
         except BaseException as exc:
+            failed = exc
             await _abort_for(exc, rpc.name, context, span)
             raise  # unreachable: _abort_for always raises
         finally:
             span.end()
+            rpc.count(failed, context)
 
     return wrapped
 
@@ -206,6 +247,7 @@ def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> UnaryBehavior:
     # stops reading is cut from inside the call, its generators closed in its context.
     async def wrapped(raw: bytes, context: Ctx) -> None:
         span = _start_span(rpc.name, context)
+        failed: BaseException | None = None
         try:
             rpc.gate.check()
             with (
@@ -216,10 +258,12 @@ def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> UnaryBehavior:
                 async with aclosing(behavior(rpc.parse(raw, context), context)) as items:
                     await write_all(items, context, rpc.slow_reader_timeout_s)
         except BaseException as exc:
+            failed = exc
             await _abort_for(exc, rpc.name, context, span)
             raise
         finally:
             span.end()
+            rpc.count(failed, context)
 
     return wrapped
 

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from modelyard.meters.instruments import Instrument
 from modelyard.security.audit import AuditLog
 from modelyard.security.authn import Authenticator
 from modelyard.server.interceptor import CallGate, ModelyardServerInterceptor
@@ -156,6 +157,7 @@ async def start_server(
     audit: AuditLog | None = None,
     slow_reader_timeout_s: float | None = None,
     health_address: str | None = None,
+    requests: Instrument | None = None,
 ) -> RunningServer:
     """Start a grpc.aio server on `address` ("127.0.0.1:0" picks a free port).
 
@@ -167,6 +169,7 @@ async def start_server(
     `health_address`: also serve ``grpc.health.v1`` alone there, plaintext and
     unauthenticated, with the same statuses — for probes that speak neither TLS nor
     keys (the kubelet's native gRPC probes); nothing else is reachable on it.
+    `requests`: every modelyard call counted by RPC and status (``modelyard.requests``).
     """
     bindings = list(bindings)
     calls = CallGate()
@@ -177,6 +180,7 @@ async def start_server(
                 authenticator=authenticator,
                 audit=audit,
                 slow_reader_timeout_s=slow_reader_timeout_s,
+                requests=requests,
             )
         ],
         options=[

@@ -1,4 +1,4 @@
-"""Where the registry, the hot-swap service and the gateway keep their tables.
+"""Where the registry, the hot-swap service, the gateway and the audit log keep their tables.
 
 One interface (`Database`) over two engines: an SQLite file under the data
 directory (the embedded default) or a PostgreSQL server that several

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from modelyard.storage.dialect import PerEngine, statements
+
 Row = tuple[Any, ...]
 Params = Sequence[object]
 
@@ -39,6 +41,14 @@ class Database(ABC):
         rows = self.execute(sql, params)
         return rows[0] if rows else None
 
+    def execute_own(self, sql: PerEngine) -> None:
+        """`sql`'s shared script, then this engine's own statements, run as written."""
+        with self._lock:
+            for statement in statements(sql.shared):
+                self._run(statement, ())
+            for statement in sql.own(self.engine):
+                self._run_as_written(statement)
+
     @contextmanager
     def write(self) -> Iterator[None]:
         """One write transaction, the store's write lock taken first; a block that raises
@@ -56,6 +66,10 @@ class Database(ABC):
 
     @abstractmethod
     def _run(self, sql: str, params: Params) -> list[Row]: ...
+
+    @abstractmethod
+    def _run_as_written(self, sql: str) -> None:
+        """Run one statement in this engine's own SQL: untranslated, no parameters."""
 
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[None]:

@@ -12,12 +12,15 @@ PostgreSQL spells differently:
 - ``?`` -> ``%s`` (and a literal ``%`` -> ``%%``), psycopg's parameters.
 
 Everything else the stores use (``ON CONFLICT (...) DO UPDATE SET x = excluded.x``,
-``RETURNING``, ``COALESCE``, ``CASE``) is the same in both.
+``RETURNING``, ``COALESCE``, ``CASE``) is the same in both. What has no translation
+(a trigger: SQLite's ``RAISE(ABORT, ...)`` body, PostgreSQL's trigger function) a
+store writes once per engine, as `PerEngine` statements run as written.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 _REWRITES = (
@@ -48,3 +51,24 @@ def statements(script: str) -> list[str]:
     """A schema script's statements (split at ``;``: the stores' scripts hold no
     ``;`` inside a statement)."""
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+@dataclass(frozen=True)
+class PerEngine:
+    """SQL that `postgres_sql` cannot translate, written once per engine (a trigger).
+
+    `shared`: a script in SQLite's SQL, translated as any (`statements`); then the
+    engine's own statements, each run as written, untranslated and without
+    parameters (one statement each: a trigger's body may hold ``;``)."""
+
+    shared: str = ""
+    sqlite: tuple[str, ...] = ()
+    postgresql: tuple[str, ...] = ()
+
+    def own(self, engine: str) -> tuple[str, ...]:
+        """The statements of `engine` ("sqlite" or "postgresql")."""
+        if engine == "sqlite":
+            return self.sqlite
+        if engine == "postgresql":
+            return self.postgresql
+        raise ValueError(f"no SQL for the engine {engine!r}")

@@ -1,6 +1,7 @@
 """Each store's schema as ordered migrations, applied on open, recorded in the database.
 
-A store's `StoreSchema.migrations` are SQLite SQL scripts, the first the
+A store's `StoreSchema.migrations` are SQLite SQL scripts (or, where the
+dialect has no translation, `PerEngine` statements), the first the
 tables as they were before migrations were kept (``CREATE TABLE IF NOT
 EXISTS``: a file made then opens unchanged, its rows kept, and is recorded at
 version 1). Later changes are appended, never edited. `migrate` applies the
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from modelyard.storage.database import Database
-from modelyard.storage.dialect import statements
+from modelyard.storage.dialect import PerEngine, statements
 from modelyard_client.errors import FailedPrecondition
 
 _LEDGER = """
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 @dataclass(frozen=True)
 class StoreSchema:
     name: str  # the store: its PostgreSQL schema and write lock ("registry", "hotswap", ...)
-    migrations: tuple[str, ...]  # version n is migrations[n - 1]
+    migrations: tuple[str | PerEngine, ...]  # version n is migrations[n - 1]
 
 
 def migrate(db: Database, schema: StoreSchema) -> list[int]:
@@ -49,8 +50,11 @@ def migrate(db: Database, schema: StoreSchema) -> list[int]:
         for version, script in enumerate(schema.migrations, start=1):
             if version in done:
                 continue
-            for statement in statements(script):
-                db.execute(statement)
+            if isinstance(script, PerEngine):
+                db.execute_own(script)
+            else:
+                for statement in statements(script):
+                    db.execute(statement)
             db.execute(
                 "INSERT INTO schema_migrations (version, applied_at_unix_s) VALUES (?, ?)",
                 (version, time.time()),

@@ -1,7 +1,7 @@
 """A store's namespace on a PostgreSQL server (psycopg 3, synchronous).
 
 Each store keeps its tables in its own PostgreSQL schema (``registry``,
-``hotswap``, ``conversations``), so the stores' table names (each has a
+``hotswap``, ``conversations``, ``audit``), so the stores' table names (each has a
 ``meta``) never meet; one database holds them all. The connection is in
 autocommit mode; `write` is a transaction whose first statement takes the
 store's advisory lock (`pg_advisory_xact_lock`, released at its end), the
@@ -86,6 +86,9 @@ class PostgresDatabase(Database):
     def _run(self, sql: str, params: Params) -> list[Row]:
         cursor = self._connection().execute(postgres_sql(sql), tuple(params))
         return cursor.fetchall() if cursor.description is not None else []
+
+    def _run_as_written(self, sql: str) -> None:
+        self._connection().execute(sql)  # no parameters: no placeholders, `%` as written
 
     def _transaction(self) -> AbstractContextManager[None]:
         return self._locked_transaction()

@@ -28,5 +28,8 @@ class SqliteDatabase(Database):
     def _run(self, sql: str, params: Params) -> list[Row]:
         return self._db.execute(sql, tuple(params)).fetchall()
 
+    def _run_as_written(self, sql: str) -> None:
+        self._db.execute(sql)
+
     def _transaction(self) -> AbstractContextManager[None]:
         return write_transaction(self._db)

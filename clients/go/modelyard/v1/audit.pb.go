@@ -22,6 +22,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How QueryUsage groups the entries it sums.
+type UsageGrouping int32
+
+const (
+	UsageGrouping_USAGE_GROUPING_UNSPECIFIED UsageGrouping = 0 // by model
+	UsageGrouping_USAGE_GROUPING_KEY         UsageGrouping = 1 // the caller's key id ("" when refused before a key was known)
+	// The model that served, else (refused, not found) the one asked for; a Compare's
+	// or a batch's models comma-separated, as one group.
+	UsageGrouping_USAGE_GROUPING_MODEL UsageGrouping = 2
+	UsageGrouping_USAGE_GROUPING_DAY   UsageGrouping = 3 // the UTC day the call started: "2026-12-02"
+	UsageGrouping_USAGE_GROUPING_HOUR  UsageGrouping = 4 // the UTC hour the call started: "2026-12-02T03:00Z"
+)
+
+// Enum value maps for UsageGrouping.
+var (
+	UsageGrouping_name = map[int32]string{
+		0: "USAGE_GROUPING_UNSPECIFIED",
+		1: "USAGE_GROUPING_KEY",
+		2: "USAGE_GROUPING_MODEL",
+		3: "USAGE_GROUPING_DAY",
+		4: "USAGE_GROUPING_HOUR",
+	}
+	UsageGrouping_value = map[string]int32{
+		"USAGE_GROUPING_UNSPECIFIED": 0,
+		"USAGE_GROUPING_KEY":         1,
+		"USAGE_GROUPING_MODEL":       2,
+		"USAGE_GROUPING_DAY":         3,
+		"USAGE_GROUPING_HOUR":        4,
+	}
+)
+
+func (x UsageGrouping) Enum() *UsageGrouping {
+	p := new(UsageGrouping)
+	*p = x
+	return p
+}
+
+func (x UsageGrouping) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UsageGrouping) Descriptor() protoreflect.EnumDescriptor {
+	return file_modelyard_v1_audit_proto_enumTypes[0].Descriptor()
+}
+
+func (UsageGrouping) Type() protoreflect.EnumType {
+	return &file_modelyard_v1_audit_proto_enumTypes[0]
+}
+
+func (x UsageGrouping) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UsageGrouping.Descriptor instead.
+func (UsageGrouping) EnumDescriptor() ([]byte, []int) {
+	return file_modelyard_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
 type QueryAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"` // the caller's key id ("open": authentication off)
@@ -132,8 +190,14 @@ type AuditEntry struct {
 	Code           string  `protobuf:"bytes,10,opt,name=code,proto3" json:"code,omitempty"`     // the status code's name: "OK", "NOT_FOUND", "CANCELLED"
 	Reason         string  `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"` // the error's reason ("MODEL_NOT_FOUND"); "" for OK
 	LatencyMs      float64 `protobuf:"fixed64,12,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// From the call's start to the first piece of an answer the gateway received
+	// from a backend (a stream's first chunk); 0 when none came.
+	TtftMs float64 `protobuf:"fixed64,13,opt,name=ttft_ms,json=ttftMs,proto3" json:"ttft_ms,omitempty"`
+	// Model attempts sent to a backend: 1 for a plain call, each retry, fallback,
+	// hedge and continuation one more; 0 when refused before any was sent.
+	Attempts      uint32 `protobuf:"varint,14,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuditEntry) Reset() {
@@ -250,6 +314,20 @@ func (x *AuditEntry) GetLatencyMs() float64 {
 	return 0
 }
 
+func (x *AuditEntry) GetTtftMs() float64 {
+	if x != nil {
+		return x.TtftMs
+	}
+	return 0
+}
+
+func (x *AuditEntry) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
 type QueryAuditResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entries       []*AuditEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
@@ -302,6 +380,261 @@ func (x *QueryAuditResponse) GetMore() bool {
 	return false
 }
 
+type QueryUsageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`                                        // only this key's calls; at most 256 characters
+	Model         string                 `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`                                                     // only calls that asked for or got this model; at most 256 characters
+	Since         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`                                                     // unset: from the first entry kept
+	Until         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`                                                     // unset: until now; after `since`
+	GroupBy       UsageGrouping          `protobuf:"varint,5,opt,name=group_by,json=groupBy,proto3,enum=modelyard.v1.UsageGrouping" json:"group_by,omitempty"` // a value this server does not know is refused
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryUsageRequest) Reset() {
+	*x = QueryUsageRequest{}
+	mi := &file_modelyard_v1_audit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryUsageRequest) ProtoMessage() {}
+
+func (x *QueryUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_audit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryUsageRequest.ProtoReflect.Descriptor instead.
+func (*QueryUsageRequest) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_audit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *QueryUsageRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *QueryUsageRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *QueryUsageRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *QueryUsageRequest) GetGroupBy() UsageGrouping {
+	if x != nil {
+		return x.GroupBy
+	}
+	return UsageGrouping_USAGE_GROUPING_UNSPECIFIED
+}
+
+type UsageGroup struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Group     string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`        // the key id, the model, the day or the hour; "" for the total
+	Requests  uint64                 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"` // calls
+	Errors    uint64                 `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`     // calls that did not end OK
+	TokensIn  uint64                 `protobuf:"varint,4,opt,name=tokens_in,json=tokensIn,proto3" json:"tokens_in,omitempty"`
+	TokensOut uint64                 `protobuf:"varint,5,opt,name=tokens_out,json=tokensOut,proto3" json:"tokens_out,omitempty"`
+	CostUsd   float64                `protobuf:"fixed64,6,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`
+	// Nearest-rank percentiles of the calls' latency, exact over the matching entries.
+	LatencyP50Ms  float64 `protobuf:"fixed64,7,opt,name=latency_p50_ms,json=latencyP50Ms,proto3" json:"latency_p50_ms,omitempty"`
+	LatencyP95Ms  float64 `protobuf:"fixed64,8,opt,name=latency_p95_ms,json=latencyP95Ms,proto3" json:"latency_p95_ms,omitempty"`
+	MeanTtftMs    float64 `protobuf:"fixed64,9,opt,name=mean_ttft_ms,json=meanTtftMs,proto3" json:"mean_ttft_ms,omitempty"` // over the calls that had a first piece; 0: none had
+	Attempts      uint64  `protobuf:"varint,10,opt,name=attempts,proto3" json:"attempts,omitempty"`                         // model attempts, summed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageGroup) Reset() {
+	*x = UsageGroup{}
+	mi := &file_modelyard_v1_audit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageGroup) ProtoMessage() {}
+
+func (x *UsageGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_audit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageGroup.ProtoReflect.Descriptor instead.
+func (*UsageGroup) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UsageGroup) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *UsageGroup) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetTokensIn() uint64 {
+	if x != nil {
+		return x.TokensIn
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetTokensOut() uint64 {
+	if x != nil {
+		return x.TokensOut
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetCostUsd() float64 {
+	if x != nil {
+		return x.CostUsd
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetLatencyP50Ms() float64 {
+	if x != nil {
+		return x.LatencyP50Ms
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetLatencyP95Ms() float64 {
+	if x != nil {
+		return x.LatencyP95Ms
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetMeanTtftMs() float64 {
+	if x != nil {
+		return x.MeanTtftMs
+	}
+	return 0
+}
+
+func (x *UsageGroup) GetAttempts() uint64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+type QueryUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In order of `group`: keys and models by name, days and hours oldest first;
+	// at most 10,000 (see `more`).
+	Groups        []*UsageGroup `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	Total         *UsageGroup   `protobuf:"bytes,2,opt,name=total,proto3" json:"total,omitempty"` // every matching entry, including groups left out
+	More          bool          `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`  // more than 10,000 groups matched: narrow the filters
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueryUsageResponse) Reset() {
+	*x = QueryUsageResponse{}
+	mi := &file_modelyard_v1_audit_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueryUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueryUsageResponse) ProtoMessage() {}
+
+func (x *QueryUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_audit_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueryUsageResponse.ProtoReflect.Descriptor instead.
+func (*QueryUsageResponse) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_audit_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QueryUsageResponse) GetGroups() []*UsageGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *QueryUsageResponse) GetTotal() *UsageGroup {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+func (x *QueryUsageResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 var File_modelyard_v1_audit_proto protoreflect.FileDescriptor
 
 const file_modelyard_v1_audit_proto_rawDesc = "" +
@@ -314,7 +647,7 @@ const file_modelyard_v1_audit_proto_rawDesc = "" +
 	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x120\n" +
 	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x14\n" +
-	"\x05limit\x18\a \x01(\rR\x05limit\"\xe1\x02\n" +
+	"\x05limit\x18\a \x01(\rR\x05limit\"\x96\x03\n" +
 	"\n" +
 	"AuditEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
@@ -331,13 +664,48 @@ const file_modelyard_v1_audit_proto_rawDesc = "" +
 	" \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\v \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
-	"latency_ms\x18\f \x01(\x01R\tlatencyMs\"\\\n" +
+	"latency_ms\x18\f \x01(\x01R\tlatencyMs\x12\x17\n" +
+	"\attft_ms\x18\r \x01(\x01R\x06ttftMs\x12\x1a\n" +
+	"\battempts\x18\x0e \x01(\rR\battempts\"\\\n" +
 	"\x12QueryAuditResponse\x122\n" +
 	"\aentries\x18\x01 \x03(\v2\x18.modelyard.v1.AuditEntryR\aentries\x12\x12\n" +
-	"\x04more\x18\x02 \x01(\bR\x04more2_\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xdc\x01\n" +
+	"\x11QueryUsageRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x126\n" +
+	"\bgroup_by\x18\x05 \x01(\x0e2\x1b.modelyard.v1.UsageGroupingR\agroupBy\"\xb7\x02\n" +
+	"\n" +
+	"UsageGroup\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12\x1b\n" +
+	"\ttokens_in\x18\x04 \x01(\x04R\btokensIn\x12\x1d\n" +
+	"\n" +
+	"tokens_out\x18\x05 \x01(\x04R\ttokensOut\x12\x19\n" +
+	"\bcost_usd\x18\x06 \x01(\x01R\acostUsd\x12$\n" +
+	"\x0elatency_p50_ms\x18\a \x01(\x01R\flatencyP50Ms\x12$\n" +
+	"\x0elatency_p95_ms\x18\b \x01(\x01R\flatencyP95Ms\x12 \n" +
+	"\fmean_ttft_ms\x18\t \x01(\x01R\n" +
+	"meanTtftMs\x12\x1a\n" +
+	"\battempts\x18\n" +
+	" \x01(\x04R\battempts\"\x8a\x01\n" +
+	"\x12QueryUsageResponse\x120\n" +
+	"\x06groups\x18\x01 \x03(\v2\x18.modelyard.v1.UsageGroupR\x06groups\x12.\n" +
+	"\x05total\x18\x02 \x01(\v2\x18.modelyard.v1.UsageGroupR\x05total\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more*\x92\x01\n" +
+	"\rUsageGrouping\x12\x1e\n" +
+	"\x1aUSAGE_GROUPING_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12USAGE_GROUPING_KEY\x10\x01\x12\x18\n" +
+	"\x14USAGE_GROUPING_MODEL\x10\x02\x12\x16\n" +
+	"\x12USAGE_GROUPING_DAY\x10\x03\x12\x17\n" +
+	"\x13USAGE_GROUPING_HOUR\x10\x042\xb0\x01\n" +
 	"\fAuditService\x12O\n" +
 	"\n" +
-	"QueryAudit\x12\x1f.modelyard.v1.QueryAuditRequest\x1a .modelyard.v1.QueryAuditResponseb\x06proto3"
+	"QueryAudit\x12\x1f.modelyard.v1.QueryAuditRequest\x1a .modelyard.v1.QueryAuditResponse\x12O\n" +
+	"\n" +
+	"QueryUsage\x12\x1f.modelyard.v1.QueryUsageRequest\x1a .modelyard.v1.QueryUsageResponseb\x06proto3"
 
 var (
 	file_modelyard_v1_audit_proto_rawDescOnce sync.Once
@@ -351,25 +719,37 @@ func file_modelyard_v1_audit_proto_rawDescGZIP() []byte {
 	return file_modelyard_v1_audit_proto_rawDescData
 }
 
-var file_modelyard_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_modelyard_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_modelyard_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_modelyard_v1_audit_proto_goTypes = []any{
-	(*QueryAuditRequest)(nil),     // 0: modelyard.v1.QueryAuditRequest
-	(*AuditEntry)(nil),            // 1: modelyard.v1.AuditEntry
-	(*QueryAuditResponse)(nil),    // 2: modelyard.v1.QueryAuditResponse
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(UsageGrouping)(0),            // 0: modelyard.v1.UsageGrouping
+	(*QueryAuditRequest)(nil),     // 1: modelyard.v1.QueryAuditRequest
+	(*AuditEntry)(nil),            // 2: modelyard.v1.AuditEntry
+	(*QueryAuditResponse)(nil),    // 3: modelyard.v1.QueryAuditResponse
+	(*QueryUsageRequest)(nil),     // 4: modelyard.v1.QueryUsageRequest
+	(*UsageGroup)(nil),            // 5: modelyard.v1.UsageGroup
+	(*QueryUsageResponse)(nil),    // 6: modelyard.v1.QueryUsageResponse
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_modelyard_v1_audit_proto_depIdxs = []int32{
-	3, // 0: modelyard.v1.QueryAuditRequest.since:type_name -> google.protobuf.Timestamp
-	3, // 1: modelyard.v1.QueryAuditRequest.until:type_name -> google.protobuf.Timestamp
-	3, // 2: modelyard.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
-	1, // 3: modelyard.v1.QueryAuditResponse.entries:type_name -> modelyard.v1.AuditEntry
-	0, // 4: modelyard.v1.AuditService.QueryAudit:input_type -> modelyard.v1.QueryAuditRequest
-	2, // 5: modelyard.v1.AuditService.QueryAudit:output_type -> modelyard.v1.QueryAuditResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7,  // 0: modelyard.v1.QueryAuditRequest.since:type_name -> google.protobuf.Timestamp
+	7,  // 1: modelyard.v1.QueryAuditRequest.until:type_name -> google.protobuf.Timestamp
+	7,  // 2: modelyard.v1.AuditEntry.at:type_name -> google.protobuf.Timestamp
+	2,  // 3: modelyard.v1.QueryAuditResponse.entries:type_name -> modelyard.v1.AuditEntry
+	7,  // 4: modelyard.v1.QueryUsageRequest.since:type_name -> google.protobuf.Timestamp
+	7,  // 5: modelyard.v1.QueryUsageRequest.until:type_name -> google.protobuf.Timestamp
+	0,  // 6: modelyard.v1.QueryUsageRequest.group_by:type_name -> modelyard.v1.UsageGrouping
+	5,  // 7: modelyard.v1.QueryUsageResponse.groups:type_name -> modelyard.v1.UsageGroup
+	5,  // 8: modelyard.v1.QueryUsageResponse.total:type_name -> modelyard.v1.UsageGroup
+	1,  // 9: modelyard.v1.AuditService.QueryAudit:input_type -> modelyard.v1.QueryAuditRequest
+	4,  // 10: modelyard.v1.AuditService.QueryUsage:input_type -> modelyard.v1.QueryUsageRequest
+	3,  // 11: modelyard.v1.AuditService.QueryAudit:output_type -> modelyard.v1.QueryAuditResponse
+	6,  // 12: modelyard.v1.AuditService.QueryUsage:output_type -> modelyard.v1.QueryUsageResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_modelyard_v1_audit_proto_init() }
@@ -382,13 +762,14 @@ func file_modelyard_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_modelyard_v1_audit_proto_rawDesc), len(file_modelyard_v1_audit_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_modelyard_v1_audit_proto_goTypes,
 		DependencyIndexes: file_modelyard_v1_audit_proto_depIdxs,
+		EnumInfos:         file_modelyard_v1_audit_proto_enumTypes,
 		MessageInfos:      file_modelyard_v1_audit_proto_msgTypes,
 	}.Build()
 	File_modelyard_v1_audit_proto = out.File

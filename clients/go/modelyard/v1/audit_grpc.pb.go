@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	AuditService_QueryAudit_FullMethodName = "/modelyard.v1.AuditService/QueryAudit"
+	AuditService_QueryUsage_FullMethodName = "/modelyard.v1.AuditService/QueryUsage"
 )
 
 // AuditServiceClient is the client API for AuditService service.
@@ -27,12 +28,17 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // The append-only audit log: one entry per modelyard call, data plane and
-// control plane alike, on the server that answered it. Needs the ADMIN scope.
+// control plane alike, on the server that answered it (every gateway replica's,
+// when they share one PostgreSQL). Needs the ADMIN scope.
 // Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
 // answer, never an error's message (it may quote either).
 type AuditServiceClient interface {
 	// The newest entries first, filtered by every field set.
 	QueryAudit(ctx context.Context, in *QueryAuditRequest, opts ...grpc.CallOption) (*QueryAuditResponse, error)
+	// Usage: the data plane's entries (GatewayService: Generate, GenerateStream,
+	// BatchGenerate, Compare, Embed; the HTTP API's calls are recorded as these)
+	// summed per key, model, UTC day or UTC hour, with the grand total.
+	QueryUsage(ctx context.Context, in *QueryUsageRequest, opts ...grpc.CallOption) (*QueryUsageResponse, error)
 }
 
 type auditServiceClient struct {
@@ -53,17 +59,32 @@ func (c *auditServiceClient) QueryAudit(ctx context.Context, in *QueryAuditReque
 	return out, nil
 }
 
+func (c *auditServiceClient) QueryUsage(ctx context.Context, in *QueryUsageRequest, opts ...grpc.CallOption) (*QueryUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueryUsageResponse)
+	err := c.cc.Invoke(ctx, AuditService_QueryUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServiceServer is the server API for AuditService service.
 // All implementations must embed UnimplementedAuditServiceServer
 // for forward compatibility.
 //
 // The append-only audit log: one entry per modelyard call, data plane and
-// control plane alike, on the server that answered it. Needs the ADMIN scope.
+// control plane alike, on the server that answered it (every gateway replica's,
+// when they share one PostgreSQL). Needs the ADMIN scope.
 // Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
 // answer, never an error's message (it may quote either).
 type AuditServiceServer interface {
 	// The newest entries first, filtered by every field set.
 	QueryAudit(context.Context, *QueryAuditRequest) (*QueryAuditResponse, error)
+	// Usage: the data plane's entries (GatewayService: Generate, GenerateStream,
+	// BatchGenerate, Compare, Embed; the HTTP API's calls are recorded as these)
+	// summed per key, model, UTC day or UTC hour, with the grand total.
+	QueryUsage(context.Context, *QueryUsageRequest) (*QueryUsageResponse, error)
 	mustEmbedUnimplementedAuditServiceServer()
 }
 
@@ -76,6 +97,9 @@ type UnimplementedAuditServiceServer struct{}
 
 func (UnimplementedAuditServiceServer) QueryAudit(context.Context, *QueryAuditRequest) (*QueryAuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryAudit not implemented")
+}
+func (UnimplementedAuditServiceServer) QueryUsage(context.Context, *QueryUsageRequest) (*QueryUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method QueryUsage not implemented")
 }
 func (UnimplementedAuditServiceServer) mustEmbedUnimplementedAuditServiceServer() {}
 func (UnimplementedAuditServiceServer) testEmbeddedByValue()                      {}
@@ -116,6 +140,24 @@ func _AuditService_QueryAudit_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuditService_QueryUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueryUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServiceServer).QueryUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuditService_QueryUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServiceServer).QueryUsage(ctx, req.(*QueryUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuditService_ServiceDesc is the grpc.ServiceDesc for AuditService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -126,6 +168,10 @@ var AuditService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "QueryAudit",
 			Handler:    _AuditService_QueryAudit_Handler,
+		},
+		{
+			MethodName: "QueryUsage",
+			Handler:    _AuditService_QueryUsage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -910,6 +910,506 @@ func (x *EmbedResponse) GetLatencyMs() float64 {
 	return 0
 }
 
+// The figures of one rolling window of model attempts (a fallback, a retry and
+// a hedge are attempts of their own). An empty window: zeros.
+type WindowFigures struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Requests  uint64                 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`                     // attempts that ended in the window
+	Errors    uint64                 `protobuf:"varint,2,opt,name=errors,proto3" json:"errors,omitempty"`                         // of them, those that failed or were cut short
+	ErrorRate float64                `protobuf:"fixed64,3,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"` // errors / requests
+	// Start of the attempt to its end, of the attempts that succeeded.
+	LatencyMsP50 float64 `protobuf:"fixed64,4,opt,name=latency_ms_p50,json=latencyMsP50,proto3" json:"latency_ms_p50,omitempty"`
+	LatencyMsP95 float64 `protobuf:"fixed64,5,opt,name=latency_ms_p95,json=latencyMsP95,proto3" json:"latency_ms_p95,omitempty"`
+	LatencyMsP99 float64 `protobuf:"fixed64,6,opt,name=latency_ms_p99,json=latencyMsP99,proto3" json:"latency_ms_p99,omitempty"`
+	// Start of the attempt to its first piece, of the attempts that succeeded.
+	TtftMsP50 float64 `protobuf:"fixed64,7,opt,name=ttft_ms_p50,json=ttftMsP50,proto3" json:"ttft_ms_p50,omitempty"`
+	TtftMsP95 float64 `protobuf:"fixed64,8,opt,name=ttft_ms_p95,json=ttftMsP95,proto3" json:"ttft_ms_p95,omitempty"`
+	// Output tokens after the first piece over the time after it, summed over
+	// the attempts that succeeded with at least two output tokens.
+	TokensPerSecond   float64 `protobuf:"fixed64,9,opt,name=tokens_per_second,json=tokensPerSecond,proto3" json:"tokens_per_second,omitempty"`
+	RequestsPerSecond float64 `protobuf:"fixed64,10,opt,name=requests_per_second,json=requestsPerSecond,proto3" json:"requests_per_second,omitempty"`   // requests / window_s
+	CostPerRequestUsd float64 `protobuf:"fixed64,11,opt,name=cost_per_request_usd,json=costPerRequestUsd,proto3" json:"cost_per_request_usd,omitempty"` // mean cost of the attempts that succeeded
+	// The window's length: its full length, or the time since the gateway
+	// started when that is shorter.
+	WindowS       float64 `protobuf:"fixed64,12,opt,name=window_s,json=windowS,proto3" json:"window_s,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowFigures) Reset() {
+	*x = WindowFigures{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowFigures) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowFigures) ProtoMessage() {}
+
+func (x *WindowFigures) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowFigures.ProtoReflect.Descriptor instead.
+func (*WindowFigures) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WindowFigures) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetLatencyMsP50() float64 {
+	if x != nil {
+		return x.LatencyMsP50
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetLatencyMsP95() float64 {
+	if x != nil {
+		return x.LatencyMsP95
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetLatencyMsP99() float64 {
+	if x != nil {
+		return x.LatencyMsP99
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetTtftMsP50() float64 {
+	if x != nil {
+		return x.TtftMsP50
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetTtftMsP95() float64 {
+	if x != nil {
+		return x.TtftMsP95
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetTokensPerSecond() float64 {
+	if x != nil {
+		return x.TokensPerSecond
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetRequestsPerSecond() float64 {
+	if x != nil {
+		return x.RequestsPerSecond
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetCostPerRequestUsd() float64 {
+	if x != nil {
+		return x.CostPerRequestUsd
+	}
+	return 0
+}
+
+func (x *WindowFigures) GetWindowS() float64 {
+	if x != nil {
+		return x.WindowS
+	}
+	return 0
+}
+
+type DeploymentMetrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"` // the deployment's address
+	Figures       *WindowFigures         `protobuf:"bytes,2,opt,name=figures,proto3" json:"figures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentMetrics) Reset() {
+	*x = DeploymentMetrics{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentMetrics) ProtoMessage() {}
+
+func (x *DeploymentMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentMetrics.ProtoReflect.Descriptor instead.
+func (*DeploymentMetrics) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DeploymentMetrics) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *DeploymentMetrics) GetFigures() *WindowFigures {
+	if x != nil {
+		return x.Figures
+	}
+	return nil
+}
+
+type ModelMetrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ModelId       string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	Provider      string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	Figures       *WindowFigures         `protobuf:"bytes,3,opt,name=figures,proto3" json:"figures,omitempty"`
+	Deployments   []*DeploymentMetrics   `protobuf:"bytes,4,rep,name=deployments,proto3" json:"deployments,omitempty"` // by endpoint
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelMetrics) Reset() {
+	*x = ModelMetrics{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelMetrics) ProtoMessage() {}
+
+func (x *ModelMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelMetrics.ProtoReflect.Descriptor instead.
+func (*ModelMetrics) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ModelMetrics) GetModelId() string {
+	if x != nil {
+		return x.ModelId
+	}
+	return ""
+}
+
+func (x *ModelMetrics) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *ModelMetrics) GetFigures() *WindowFigures {
+	if x != nil {
+		return x.Figures
+	}
+	return nil
+}
+
+func (x *ModelMetrics) GetDeployments() []*DeploymentMetrics {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+type GetModelMetricsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A catalog id; empty: every model with attempts in the window, or in the
+	// catalog. At most 256 characters.
+	Model         string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetModelMetricsRequest) Reset() {
+	*x = GetModelMetricsRequest{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetModelMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetModelMetricsRequest) ProtoMessage() {}
+
+func (x *GetModelMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetModelMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetModelMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetModelMetricsRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+type GetModelMetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Models        []*ModelMetrics        `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetModelMetricsResponse) Reset() {
+	*x = GetModelMetricsResponse{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetModelMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetModelMetricsResponse) ProtoMessage() {}
+
+func (x *GetModelMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetModelMetricsResponse.ProtoReflect.Descriptor instead.
+func (*GetModelMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetModelMetricsResponse) GetModels() []*ModelMetrics {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+type GetProviderMetricsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A provider (a catalog entry's `provider`); empty: every provider. At most
+	// 128 characters.
+	Provider      string `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProviderMetricsRequest) Reset() {
+	*x = GetProviderMetricsRequest{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProviderMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProviderMetricsRequest) ProtoMessage() {}
+
+func (x *GetProviderMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProviderMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetProviderMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetProviderMetricsRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+type ProviderMetrics struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provider      string                 `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	Figures       *WindowFigures         `protobuf:"bytes,2,opt,name=figures,proto3" json:"figures,omitempty"`
+	ModelIds      []string               `protobuf:"bytes,3,rep,name=model_ids,json=modelIds,proto3" json:"model_ids,omitempty"` // the models whose attempts these figures count
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProviderMetrics) Reset() {
+	*x = ProviderMetrics{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProviderMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProviderMetrics) ProtoMessage() {}
+
+func (x *ProviderMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProviderMetrics.ProtoReflect.Descriptor instead.
+func (*ProviderMetrics) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ProviderMetrics) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *ProviderMetrics) GetFigures() *WindowFigures {
+	if x != nil {
+		return x.Figures
+	}
+	return nil
+}
+
+func (x *ProviderMetrics) GetModelIds() []string {
+	if x != nil {
+		return x.ModelIds
+	}
+	return nil
+}
+
+type GetProviderMetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Providers     []*ProviderMetrics     `protobuf:"bytes,1,rep,name=providers,proto3" json:"providers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProviderMetricsResponse) Reset() {
+	*x = GetProviderMetricsResponse{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProviderMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProviderMetricsResponse) ProtoMessage() {}
+
+func (x *GetProviderMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProviderMetricsResponse.ProtoReflect.Descriptor instead.
+func (*GetProviderMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetProviderMetricsResponse) GetProviders() []*ProviderMetrics {
+	if x != nil {
+		return x.Providers
+	}
+	return nil
+}
+
 var File_modelyard_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_modelyard_v1_gateway_proto_rawDesc = "" +
@@ -995,13 +1495,50 @@ const file_modelyard_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1d\n" +
 	"\n" +
-	"latency_ms\x18\x05 \x01(\x01R\tlatencyMs2\x8f\x03\n" +
+	"latency_ms\x18\x05 \x01(\x01R\tlatencyMs\"\xbc\x03\n" +
+	"\rWindowFigures\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x02 \x01(\x04R\x06errors\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x03 \x01(\x01R\terrorRate\x12$\n" +
+	"\x0elatency_ms_p50\x18\x04 \x01(\x01R\flatencyMsP50\x12$\n" +
+	"\x0elatency_ms_p95\x18\x05 \x01(\x01R\flatencyMsP95\x12$\n" +
+	"\x0elatency_ms_p99\x18\x06 \x01(\x01R\flatencyMsP99\x12\x1e\n" +
+	"\vttft_ms_p50\x18\a \x01(\x01R\tttftMsP50\x12\x1e\n" +
+	"\vttft_ms_p95\x18\b \x01(\x01R\tttftMsP95\x12*\n" +
+	"\x11tokens_per_second\x18\t \x01(\x01R\x0ftokensPerSecond\x12.\n" +
+	"\x13requests_per_second\x18\n" +
+	" \x01(\x01R\x11requestsPerSecond\x12/\n" +
+	"\x14cost_per_request_usd\x18\v \x01(\x01R\x11costPerRequestUsd\x12\x19\n" +
+	"\bwindow_s\x18\f \x01(\x01R\awindowS\"f\n" +
+	"\x11DeploymentMetrics\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x125\n" +
+	"\afigures\x18\x02 \x01(\v2\x1b.modelyard.v1.WindowFiguresR\afigures\"\xbf\x01\n" +
+	"\fModelMetrics\x12\x19\n" +
+	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x125\n" +
+	"\afigures\x18\x03 \x01(\v2\x1b.modelyard.v1.WindowFiguresR\afigures\x12A\n" +
+	"\vdeployments\x18\x04 \x03(\v2\x1f.modelyard.v1.DeploymentMetricsR\vdeployments\".\n" +
+	"\x16GetModelMetricsRequest\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\"M\n" +
+	"\x17GetModelMetricsResponse\x122\n" +
+	"\x06models\x18\x01 \x03(\v2\x1a.modelyard.v1.ModelMetricsR\x06models\"7\n" +
+	"\x19GetProviderMetricsRequest\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\"\x81\x01\n" +
+	"\x0fProviderMetrics\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\x125\n" +
+	"\afigures\x18\x02 \x01(\v2\x1b.modelyard.v1.WindowFiguresR\afigures\x12\x1b\n" +
+	"\tmodel_ids\x18\x03 \x03(\tR\bmodelIds\"Y\n" +
+	"\x1aGetProviderMetricsResponse\x12;\n" +
+	"\tproviders\x18\x01 \x03(\v2\x1d.modelyard.v1.ProviderMetricsR\tproviders2\xd8\x04\n" +
 	"\x0eGatewayService\x12I\n" +
 	"\bGenerate\x12\x1d.modelyard.v1.GenerateRequest\x1a\x1e.modelyard.v1.GenerateResponse\x12N\n" +
 	"\x0eGenerateStream\x12\x1d.modelyard.v1.GenerateRequest\x1a\x1b.modelyard.v1.GenerateChunk0\x01\x12X\n" +
 	"\rBatchGenerate\x12\".modelyard.v1.BatchGenerateRequest\x1a#.modelyard.v1.BatchGenerateResponse\x12F\n" +
 	"\aCompare\x12\x1c.modelyard.v1.CompareRequest\x1a\x1d.modelyard.v1.CompareResponse\x12@\n" +
-	"\x05Embed\x12\x1a.modelyard.v1.EmbedRequest\x1a\x1b.modelyard.v1.EmbedResponseb\x06proto3"
+	"\x05Embed\x12\x1a.modelyard.v1.EmbedRequest\x1a\x1b.modelyard.v1.EmbedResponse\x12^\n" +
+	"\x0fGetModelMetrics\x12$.modelyard.v1.GetModelMetricsRequest\x1a%.modelyard.v1.GetModelMetricsResponse\x12g\n" +
+	"\x12GetProviderMetrics\x12'.modelyard.v1.GetProviderMetricsRequest\x1a(.modelyard.v1.GetProviderMetricsResponseb\x06proto3"
 
 var (
 	file_modelyard_v1_gateway_proto_rawDescOnce sync.Once
@@ -1015,66 +1552,84 @@ func file_modelyard_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_modelyard_v1_gateway_proto_rawDescData
 }
 
-var file_modelyard_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_modelyard_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_modelyard_v1_gateway_proto_goTypes = []any{
-	(*GenerateRequest)(nil),       // 0: modelyard.v1.GenerateRequest
-	(*GenerateResponse)(nil),      // 1: modelyard.v1.GenerateResponse
-	(*GenerateChunk)(nil),         // 2: modelyard.v1.GenerateChunk
-	(*BatchGenerateRequest)(nil),  // 3: modelyard.v1.BatchGenerateRequest
-	(*BatchItemResult)(nil),       // 4: modelyard.v1.BatchItemResult
-	(*ItemError)(nil),             // 5: modelyard.v1.ItemError
-	(*BatchGenerateResponse)(nil), // 6: modelyard.v1.BatchGenerateResponse
-	(*CompareRequest)(nil),        // 7: modelyard.v1.CompareRequest
-	(*CompareResponse)(nil),       // 8: modelyard.v1.CompareResponse
-	(*EmbedRequest)(nil),          // 9: modelyard.v1.EmbedRequest
-	(*EmbedResponse)(nil),         // 10: modelyard.v1.EmbedResponse
-	(*Input)(nil),                 // 11: modelyard.v1.Input
-	(*GenerationParams)(nil),      // 12: modelyard.v1.GenerationParams
-	(*Task)(nil),                  // 13: modelyard.v1.Task
-	(*Constraints)(nil),           // 14: modelyard.v1.Constraints
-	(FinishReason)(0),             // 15: modelyard.v1.FinishReason
-	(*Usage)(nil),                 // 16: modelyard.v1.Usage
-	(*ToolCall)(nil),              // 17: modelyard.v1.ToolCall
-	(*Output)(nil),                // 18: modelyard.v1.Output
-	(*Embedding)(nil),             // 19: modelyard.v1.Embedding
+	(*GenerateRequest)(nil),            // 0: modelyard.v1.GenerateRequest
+	(*GenerateResponse)(nil),           // 1: modelyard.v1.GenerateResponse
+	(*GenerateChunk)(nil),              // 2: modelyard.v1.GenerateChunk
+	(*BatchGenerateRequest)(nil),       // 3: modelyard.v1.BatchGenerateRequest
+	(*BatchItemResult)(nil),            // 4: modelyard.v1.BatchItemResult
+	(*ItemError)(nil),                  // 5: modelyard.v1.ItemError
+	(*BatchGenerateResponse)(nil),      // 6: modelyard.v1.BatchGenerateResponse
+	(*CompareRequest)(nil),             // 7: modelyard.v1.CompareRequest
+	(*CompareResponse)(nil),            // 8: modelyard.v1.CompareResponse
+	(*EmbedRequest)(nil),               // 9: modelyard.v1.EmbedRequest
+	(*EmbedResponse)(nil),              // 10: modelyard.v1.EmbedResponse
+	(*WindowFigures)(nil),              // 11: modelyard.v1.WindowFigures
+	(*DeploymentMetrics)(nil),          // 12: modelyard.v1.DeploymentMetrics
+	(*ModelMetrics)(nil),               // 13: modelyard.v1.ModelMetrics
+	(*GetModelMetricsRequest)(nil),     // 14: modelyard.v1.GetModelMetricsRequest
+	(*GetModelMetricsResponse)(nil),    // 15: modelyard.v1.GetModelMetricsResponse
+	(*GetProviderMetricsRequest)(nil),  // 16: modelyard.v1.GetProviderMetricsRequest
+	(*ProviderMetrics)(nil),            // 17: modelyard.v1.ProviderMetrics
+	(*GetProviderMetricsResponse)(nil), // 18: modelyard.v1.GetProviderMetricsResponse
+	(*Input)(nil),                      // 19: modelyard.v1.Input
+	(*GenerationParams)(nil),           // 20: modelyard.v1.GenerationParams
+	(*Task)(nil),                       // 21: modelyard.v1.Task
+	(*Constraints)(nil),                // 22: modelyard.v1.Constraints
+	(FinishReason)(0),                  // 23: modelyard.v1.FinishReason
+	(*Usage)(nil),                      // 24: modelyard.v1.Usage
+	(*ToolCall)(nil),                   // 25: modelyard.v1.ToolCall
+	(*Output)(nil),                     // 26: modelyard.v1.Output
+	(*Embedding)(nil),                  // 27: modelyard.v1.Embedding
 }
 var file_modelyard_v1_gateway_proto_depIdxs = []int32{
-	11, // 0: modelyard.v1.GenerateRequest.input:type_name -> modelyard.v1.Input
-	12, // 1: modelyard.v1.GenerateRequest.params:type_name -> modelyard.v1.GenerationParams
-	13, // 2: modelyard.v1.GenerateRequest.task:type_name -> modelyard.v1.Task
-	14, // 3: modelyard.v1.GenerateRequest.constraints:type_name -> modelyard.v1.Constraints
-	15, // 4: modelyard.v1.GenerateResponse.finish_reason:type_name -> modelyard.v1.FinishReason
-	16, // 5: modelyard.v1.GenerateResponse.usage:type_name -> modelyard.v1.Usage
-	17, // 6: modelyard.v1.GenerateResponse.tool_calls:type_name -> modelyard.v1.ToolCall
-	18, // 7: modelyard.v1.GenerateResponse.output:type_name -> modelyard.v1.Output
-	15, // 8: modelyard.v1.GenerateChunk.finish_reason:type_name -> modelyard.v1.FinishReason
-	16, // 9: modelyard.v1.GenerateChunk.usage:type_name -> modelyard.v1.Usage
-	17, // 10: modelyard.v1.GenerateChunk.tool_calls:type_name -> modelyard.v1.ToolCall
-	18, // 11: modelyard.v1.GenerateChunk.output:type_name -> modelyard.v1.Output
+	19, // 0: modelyard.v1.GenerateRequest.input:type_name -> modelyard.v1.Input
+	20, // 1: modelyard.v1.GenerateRequest.params:type_name -> modelyard.v1.GenerationParams
+	21, // 2: modelyard.v1.GenerateRequest.task:type_name -> modelyard.v1.Task
+	22, // 3: modelyard.v1.GenerateRequest.constraints:type_name -> modelyard.v1.Constraints
+	23, // 4: modelyard.v1.GenerateResponse.finish_reason:type_name -> modelyard.v1.FinishReason
+	24, // 5: modelyard.v1.GenerateResponse.usage:type_name -> modelyard.v1.Usage
+	25, // 6: modelyard.v1.GenerateResponse.tool_calls:type_name -> modelyard.v1.ToolCall
+	26, // 7: modelyard.v1.GenerateResponse.output:type_name -> modelyard.v1.Output
+	23, // 8: modelyard.v1.GenerateChunk.finish_reason:type_name -> modelyard.v1.FinishReason
+	24, // 9: modelyard.v1.GenerateChunk.usage:type_name -> modelyard.v1.Usage
+	25, // 10: modelyard.v1.GenerateChunk.tool_calls:type_name -> modelyard.v1.ToolCall
+	26, // 11: modelyard.v1.GenerateChunk.output:type_name -> modelyard.v1.Output
 	0,  // 12: modelyard.v1.BatchGenerateRequest.requests:type_name -> modelyard.v1.GenerateRequest
 	1,  // 13: modelyard.v1.BatchItemResult.response:type_name -> modelyard.v1.GenerateResponse
 	5,  // 14: modelyard.v1.BatchItemResult.error:type_name -> modelyard.v1.ItemError
 	4,  // 15: modelyard.v1.BatchGenerateResponse.results:type_name -> modelyard.v1.BatchItemResult
-	11, // 16: modelyard.v1.CompareRequest.input:type_name -> modelyard.v1.Input
-	12, // 17: modelyard.v1.CompareRequest.params:type_name -> modelyard.v1.GenerationParams
+	19, // 16: modelyard.v1.CompareRequest.input:type_name -> modelyard.v1.Input
+	20, // 17: modelyard.v1.CompareRequest.params:type_name -> modelyard.v1.GenerationParams
 	4,  // 18: modelyard.v1.CompareResponse.results:type_name -> modelyard.v1.BatchItemResult
-	19, // 19: modelyard.v1.EmbedResponse.embeddings:type_name -> modelyard.v1.Embedding
-	16, // 20: modelyard.v1.EmbedResponse.usage:type_name -> modelyard.v1.Usage
-	0,  // 21: modelyard.v1.GatewayService.Generate:input_type -> modelyard.v1.GenerateRequest
-	0,  // 22: modelyard.v1.GatewayService.GenerateStream:input_type -> modelyard.v1.GenerateRequest
-	3,  // 23: modelyard.v1.GatewayService.BatchGenerate:input_type -> modelyard.v1.BatchGenerateRequest
-	7,  // 24: modelyard.v1.GatewayService.Compare:input_type -> modelyard.v1.CompareRequest
-	9,  // 25: modelyard.v1.GatewayService.Embed:input_type -> modelyard.v1.EmbedRequest
-	1,  // 26: modelyard.v1.GatewayService.Generate:output_type -> modelyard.v1.GenerateResponse
-	2,  // 27: modelyard.v1.GatewayService.GenerateStream:output_type -> modelyard.v1.GenerateChunk
-	6,  // 28: modelyard.v1.GatewayService.BatchGenerate:output_type -> modelyard.v1.BatchGenerateResponse
-	8,  // 29: modelyard.v1.GatewayService.Compare:output_type -> modelyard.v1.CompareResponse
-	10, // 30: modelyard.v1.GatewayService.Embed:output_type -> modelyard.v1.EmbedResponse
-	26, // [26:31] is the sub-list for method output_type
-	21, // [21:26] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	27, // 19: modelyard.v1.EmbedResponse.embeddings:type_name -> modelyard.v1.Embedding
+	24, // 20: modelyard.v1.EmbedResponse.usage:type_name -> modelyard.v1.Usage
+	11, // 21: modelyard.v1.DeploymentMetrics.figures:type_name -> modelyard.v1.WindowFigures
+	11, // 22: modelyard.v1.ModelMetrics.figures:type_name -> modelyard.v1.WindowFigures
+	12, // 23: modelyard.v1.ModelMetrics.deployments:type_name -> modelyard.v1.DeploymentMetrics
+	13, // 24: modelyard.v1.GetModelMetricsResponse.models:type_name -> modelyard.v1.ModelMetrics
+	11, // 25: modelyard.v1.ProviderMetrics.figures:type_name -> modelyard.v1.WindowFigures
+	17, // 26: modelyard.v1.GetProviderMetricsResponse.providers:type_name -> modelyard.v1.ProviderMetrics
+	0,  // 27: modelyard.v1.GatewayService.Generate:input_type -> modelyard.v1.GenerateRequest
+	0,  // 28: modelyard.v1.GatewayService.GenerateStream:input_type -> modelyard.v1.GenerateRequest
+	3,  // 29: modelyard.v1.GatewayService.BatchGenerate:input_type -> modelyard.v1.BatchGenerateRequest
+	7,  // 30: modelyard.v1.GatewayService.Compare:input_type -> modelyard.v1.CompareRequest
+	9,  // 31: modelyard.v1.GatewayService.Embed:input_type -> modelyard.v1.EmbedRequest
+	14, // 32: modelyard.v1.GatewayService.GetModelMetrics:input_type -> modelyard.v1.GetModelMetricsRequest
+	16, // 33: modelyard.v1.GatewayService.GetProviderMetrics:input_type -> modelyard.v1.GetProviderMetricsRequest
+	1,  // 34: modelyard.v1.GatewayService.Generate:output_type -> modelyard.v1.GenerateResponse
+	2,  // 35: modelyard.v1.GatewayService.GenerateStream:output_type -> modelyard.v1.GenerateChunk
+	6,  // 36: modelyard.v1.GatewayService.BatchGenerate:output_type -> modelyard.v1.BatchGenerateResponse
+	8,  // 37: modelyard.v1.GatewayService.Compare:output_type -> modelyard.v1.CompareResponse
+	10, // 38: modelyard.v1.GatewayService.Embed:output_type -> modelyard.v1.EmbedResponse
+	15, // 39: modelyard.v1.GatewayService.GetModelMetrics:output_type -> modelyard.v1.GetModelMetricsResponse
+	18, // 40: modelyard.v1.GatewayService.GetProviderMetrics:output_type -> modelyard.v1.GetProviderMetricsResponse
+	34, // [34:41] is the sub-list for method output_type
+	27, // [27:34] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_modelyard_v1_gateway_proto_init() }
@@ -1094,7 +1649,7 @@ func file_modelyard_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_modelyard_v1_gateway_proto_rawDesc), len(file_modelyard_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GatewayService_Generate_FullMethodName       = "/modelyard.v1.GatewayService/Generate"
-	GatewayService_GenerateStream_FullMethodName = "/modelyard.v1.GatewayService/GenerateStream"
-	GatewayService_BatchGenerate_FullMethodName  = "/modelyard.v1.GatewayService/BatchGenerate"
-	GatewayService_Compare_FullMethodName        = "/modelyard.v1.GatewayService/Compare"
-	GatewayService_Embed_FullMethodName          = "/modelyard.v1.GatewayService/Embed"
+	GatewayService_Generate_FullMethodName           = "/modelyard.v1.GatewayService/Generate"
+	GatewayService_GenerateStream_FullMethodName     = "/modelyard.v1.GatewayService/GenerateStream"
+	GatewayService_BatchGenerate_FullMethodName      = "/modelyard.v1.GatewayService/BatchGenerate"
+	GatewayService_Compare_FullMethodName            = "/modelyard.v1.GatewayService/Compare"
+	GatewayService_Embed_FullMethodName              = "/modelyard.v1.GatewayService/Embed"
+	GatewayService_GetModelMetrics_FullMethodName    = "/modelyard.v1.GatewayService/GetModelMetrics"
+	GatewayService_GetProviderMetrics_FullMethodName = "/modelyard.v1.GatewayService/GetProviderMetrics"
 )
 
 // GatewayServiceClient is the client API for GatewayService service.
@@ -39,6 +41,12 @@ type GatewayServiceClient interface {
 	Compare(ctx context.Context, in *CompareRequest, opts ...grpc.CallOption) (*CompareResponse, error)
 	// Vectors for texts, from a model with CAPABILITY_EMBEDDING.
 	Embed(ctx context.Context, in *EmbedRequest, opts ...grpc.CallOption) (*EmbedResponse, error)
+	// This gateway's live figures of each model and deployment over its rolling
+	// window (the last 60 s, at most 4,096 attempts each): what it writes to the
+	// registry's performance profiles every `monitoring.metrics_interval`.
+	GetModelMetrics(ctx context.Context, in *GetModelMetricsRequest, opts ...grpc.CallOption) (*GetModelMetricsResponse, error)
+	// The same figures summed over the models of each provider.
+	GetProviderMetrics(ctx context.Context, in *GetProviderMetricsRequest, opts ...grpc.CallOption) (*GetProviderMetricsResponse, error)
 }
 
 type gatewayServiceClient struct {
@@ -108,6 +116,26 @@ func (c *gatewayServiceClient) Embed(ctx context.Context, in *EmbedRequest, opts
 	return out, nil
 }
 
+func (c *gatewayServiceClient) GetModelMetrics(ctx context.Context, in *GetModelMetricsRequest, opts ...grpc.CallOption) (*GetModelMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetModelMetricsResponse)
+	err := c.cc.Invoke(ctx, GatewayService_GetModelMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayServiceClient) GetProviderMetrics(ctx context.Context, in *GetProviderMetricsRequest, opts ...grpc.CallOption) (*GetProviderMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetProviderMetricsResponse)
+	err := c.cc.Invoke(ctx, GatewayService_GetProviderMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServiceServer is the server API for GatewayService service.
 // All implementations must embed UnimplementedGatewayServiceServer
 // for forward compatibility.
@@ -121,6 +149,12 @@ type GatewayServiceServer interface {
 	Compare(context.Context, *CompareRequest) (*CompareResponse, error)
 	// Vectors for texts, from a model with CAPABILITY_EMBEDDING.
 	Embed(context.Context, *EmbedRequest) (*EmbedResponse, error)
+	// This gateway's live figures of each model and deployment over its rolling
+	// window (the last 60 s, at most 4,096 attempts each): what it writes to the
+	// registry's performance profiles every `monitoring.metrics_interval`.
+	GetModelMetrics(context.Context, *GetModelMetricsRequest) (*GetModelMetricsResponse, error)
+	// The same figures summed over the models of each provider.
+	GetProviderMetrics(context.Context, *GetProviderMetricsRequest) (*GetProviderMetricsResponse, error)
 	mustEmbedUnimplementedGatewayServiceServer()
 }
 
@@ -145,6 +179,12 @@ func (UnimplementedGatewayServiceServer) Compare(context.Context, *CompareReques
 }
 func (UnimplementedGatewayServiceServer) Embed(context.Context, *EmbedRequest) (*EmbedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Embed not implemented")
+}
+func (UnimplementedGatewayServiceServer) GetModelMetrics(context.Context, *GetModelMetricsRequest) (*GetModelMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetModelMetrics not implemented")
+}
+func (UnimplementedGatewayServiceServer) GetProviderMetrics(context.Context, *GetProviderMetricsRequest) (*GetProviderMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetProviderMetrics not implemented")
 }
 func (UnimplementedGatewayServiceServer) mustEmbedUnimplementedGatewayServiceServer() {}
 func (UnimplementedGatewayServiceServer) testEmbeddedByValue()                        {}
@@ -250,6 +290,42 @@ func _GatewayService_Embed_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatewayService_GetModelMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetModelMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServiceServer).GetModelMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatewayService_GetModelMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServiceServer).GetModelMetrics(ctx, req.(*GetModelMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatewayService_GetProviderMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetProviderMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServiceServer).GetProviderMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatewayService_GetProviderMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServiceServer).GetProviderMetrics(ctx, req.(*GetProviderMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatewayService_ServiceDesc is the grpc.ServiceDesc for GatewayService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,6 +348,14 @@ var GatewayService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Embed",
 			Handler:    _GatewayService_Embed_Handler,
+		},
+		{
+			MethodName: "GetModelMetrics",
+			Handler:    _GatewayService_GetModelMetrics_Handler,
+		},
+		{
+			MethodName: "GetProviderMetrics",
+			Handler:    _GatewayService_GetProviderMetrics_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

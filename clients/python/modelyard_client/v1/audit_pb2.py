@@ -25,19 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelyard/v1/audit.proto\x12\x0cmodelyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x01\n\x11QueryAuditRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03rpc\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x07 \x01(\r\"\xf8\x01\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x05 \x01(\t\x12\x14\n\x0cmodel_served\x18\x06 \x01(\t\x12\x11\n\ttokens_in\x18\x07 \x01(\x04\x12\x12\n\ntokens_out\x18\x08 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x0c\n\x04\x63ode\x18\n \x01(\t\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\"M\n\x12QueryAuditResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.modelyard.v1.AuditEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\x32_\n\x0c\x41uditService\x12O\n\nQueryAudit\x12\x1f.modelyard.v1.QueryAuditRequest\x1a .modelyard.v1.QueryAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18modelyard/v1/audit.proto\x12\x0cmodelyard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x01\n\x11QueryAuditRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0b\n\x03rpc\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x07 \x01(\r\"\x9b\x02\n\nAuditEntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x05 \x01(\t\x12\x14\n\x0cmodel_served\x18\x06 \x01(\t\x12\x11\n\ttokens_in\x18\x07 \x01(\x04\x12\x12\n\ntokens_out\x18\x08 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\t \x01(\x01\x12\x0c\n\x04\x63ode\x18\n \x01(\t\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12\x12\n\nlatency_ms\x18\x0c \x01(\x01\x12\x0f\n\x07ttft_ms\x18\r \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\r\"M\n\x12QueryAuditResponse\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.modelyard.v1.AuditEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\xb7\x01\n\x11QueryUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08group_by\x18\x05 \x01(\x0e\x32\x1b.modelyard.v1.UsageGrouping\"\xce\x01\n\nUsageGroup\x12\r\n\x05group\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x11\n\ttokens_in\x18\x04 \x01(\x04\x12\x12\n\ntokens_out\x18\x05 \x01(\x04\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x07 \x01(\x01\x12\x16\n\x0elatency_p95_ms\x18\x08 \x01(\x01\x12\x14\n\x0cmean_ttft_ms\x18\t \x01(\x01\x12\x10\n\x08\x61ttempts\x18\n \x01(\x04\"u\n\x12QueryUsageResponse\x12(\n\x06groups\x18\x01 \x03(\x0b\x32\x18.modelyard.v1.UsageGroup\x12\'\n\x05total\x18\x02 \x01(\x0b\x32\x18.modelyard.v1.UsageGroup\x12\x0c\n\x04more\x18\x03 \x01(\x08*\x92\x01\n\rUsageGrouping\x12\x1e\n\x1aUSAGE_GROUPING_UNSPECIFIED\x10\x00\x12\x16\n\x12USAGE_GROUPING_KEY\x10\x01\x12\x18\n\x14USAGE_GROUPING_MODEL\x10\x02\x12\x16\n\x12USAGE_GROUPING_DAY\x10\x03\x12\x17\n\x13USAGE_GROUPING_HOUR\x10\x04\x32\xb0\x01\n\x0c\x41uditService\x12O\n\nQueryAudit\x12\x1f.modelyard.v1.QueryAuditRequest\x1a .modelyard.v1.QueryAuditResponse\x12O\n\nQueryUsage\x12\x1f.modelyard.v1.QueryUsageRequest\x1a .modelyard.v1.QueryUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'modelyard_client.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_USAGEGROUPING']._serialized_start=1139
+  _globals['_USAGEGROUPING']._serialized_end=1285
   _globals['_QUERYAUDITREQUEST']._serialized_start=76
   _globals['_QUERYAUDITREQUEST']._serialized_end=257
   _globals['_AUDITENTRY']._serialized_start=260
-  _globals['_AUDITENTRY']._serialized_end=508
-  _globals['_QUERYAUDITRESPONSE']._serialized_start=510
-  _globals['_QUERYAUDITRESPONSE']._serialized_end=587
-  _globals['_AUDITSERVICE']._serialized_start=589
-  _globals['_AUDITSERVICE']._serialized_end=684
+  _globals['_AUDITENTRY']._serialized_end=543
+  _globals['_QUERYAUDITRESPONSE']._serialized_start=545
+  _globals['_QUERYAUDITRESPONSE']._serialized_end=622
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=625
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=808
+  _globals['_USAGEGROUP']._serialized_start=811
+  _globals['_USAGEGROUP']._serialized_end=1017
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=1019
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=1136
+  _globals['_AUDITSERVICE']._serialized_start=1288
+  _globals['_AUDITSERVICE']._serialized_end=1464
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _UsageGrouping:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UsageGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGrouping.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    USAGE_GROUPING_UNSPECIFIED: _UsageGrouping.ValueType  # 0
+    """by model"""
+    USAGE_GROUPING_KEY: _UsageGrouping.ValueType  # 1
+    """the caller's key id ("" when refused before a key was known)"""
+    USAGE_GROUPING_MODEL: _UsageGrouping.ValueType  # 2
+    """The model that served, else (refused, not found) the one asked for; a Compare's
+    or a batch's models comma-separated, as one group.
+    """
+    USAGE_GROUPING_DAY: _UsageGrouping.ValueType  # 3
+    """the UTC day the call started: "2026-12-02" """
+    USAGE_GROUPING_HOUR: _UsageGrouping.ValueType  # 4
+    """the UTC hour the call started: "2026-12-02T03:00Z" """
+
+class UsageGrouping(_UsageGrouping, metaclass=_UsageGroupingEnumTypeWrapper):
+    """How QueryUsage groups the entries it sums."""
+
+USAGE_GROUPING_UNSPECIFIED: UsageGrouping.ValueType  # 0
+"""by model"""
+USAGE_GROUPING_KEY: UsageGrouping.ValueType  # 1
+"""the caller's key id ("" when refused before a key was known)"""
+USAGE_GROUPING_MODEL: UsageGrouping.ValueType  # 2
+"""The model that served, else (refused, not found) the one asked for; a Compare's
+or a batch's models comma-separated, as one group.
+"""
+USAGE_GROUPING_DAY: UsageGrouping.ValueType  # 3
+"""the UTC day the call started: "2026-12-02" """
+USAGE_GROUPING_HOUR: UsageGrouping.ValueType  # 4
+"""the UTC hour the call started: "2026-12-02T03:00Z" """
+Global___UsageGrouping: _TypeAlias = UsageGrouping  # noqa: Y015
 
 @_typing.final
 class QueryAuditRequest(_message.Message):
@@ -83,6 +120,8 @@ class AuditEntry(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
+    TTFT_MS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """the entry's place in the log: gaps never happen but by retention"""
     key_id: _builtins.str
@@ -102,6 +141,14 @@ class AuditEntry(_message.Message):
     reason: _builtins.str
     """the error's reason ("MODEL_NOT_FOUND"); "" for OK"""
     latency_ms: _builtins.float
+    ttft_ms: _builtins.float
+    """From the call's start to the first piece of an answer the gateway received
+    from a backend (a stream's first chunk); 0 when none came.
+    """
+    attempts: _builtins.int
+    """Model attempts sent to a backend: 1 for a plain call, each retry, fallback,
+    hedge and continuation one more; 0 when refused before any was sent.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """when the call started"""
@@ -121,10 +168,12 @@ class AuditEntry(_message.Message):
         code: _builtins.str = ...,
         reason: _builtins.str = ...,
         latency_ms: _builtins.float = ...,
+        ttft_ms: _builtins.float = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "code", b"code", "cost_usd", b"cost_usd", "key_id", b"key_id", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_served", b"model_served", "reason", b"reason", "rpc", b"rpc", "seq", b"seq", "tokens_in", b"tokens_in", "tokens_out", b"tokens_out"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "attempts", b"attempts", "code", b"code", "cost_usd", b"cost_usd", "key_id", b"key_id", "latency_ms", b"latency_ms", "model_requested", b"model_requested", "model_served", b"model_served", "reason", b"reason", "rpc", b"rpc", "seq", b"seq", "tokens_in", b"tokens_in", "tokens_out", b"tokens_out", "ttft_ms", b"ttft_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -153,3 +202,129 @@ class QueryAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryAuditResponse: _TypeAlias = QueryAuditResponse  # noqa: Y015
+
+@_typing.final
+class QueryUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """only this key's calls; at most 256 characters"""
+    model: _builtins.str
+    """only calls that asked for or got this model; at most 256 characters"""
+    group_by: Global___UsageGrouping.ValueType
+    """a value this server does not know is refused"""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """unset: from the first entry kept"""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """unset: until now; after `since`"""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        group_by: Global___UsageGrouping.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_by", b"group_by", "key_id", b"key_id", "model", b"model", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryUsageRequest: _TypeAlias = QueryUsageRequest  # noqa: Y015
+
+@_typing.final
+class UsageGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    TOKENS_IN_FIELD_NUMBER: _builtins.int
+    TOKENS_OUT_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P95_MS_FIELD_NUMBER: _builtins.int
+    MEAN_TTFT_MS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """the key id, the model, the day or the hour; "" for the total"""
+    requests: _builtins.int
+    """calls"""
+    errors: _builtins.int
+    """calls that did not end OK"""
+    tokens_in: _builtins.int
+    tokens_out: _builtins.int
+    cost_usd: _builtins.float
+    latency_p50_ms: _builtins.float
+    """Nearest-rank percentiles of the calls' latency, exact over the matching entries."""
+    latency_p95_ms: _builtins.float
+    mean_ttft_ms: _builtins.float
+    """over the calls that had a first piece; 0: none had"""
+    attempts: _builtins.int
+    """model attempts, summed"""
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        tokens_in: _builtins.int = ...,
+        tokens_out: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+        latency_p50_ms: _builtins.float = ...,
+        latency_p95_ms: _builtins.float = ...,
+        mean_ttft_ms: _builtins.float = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cost_usd", b"cost_usd", "errors", b"errors", "group", b"group", "latency_p50_ms", b"latency_p50_ms", "latency_p95_ms", b"latency_p95_ms", "mean_ttft_ms", b"mean_ttft_ms", "requests", b"requests", "tokens_in", b"tokens_in", "tokens_out", b"tokens_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageGroup: _TypeAlias = UsageGroup  # noqa: Y015
+
+@_typing.final
+class QueryUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """more than 10,000 groups matched: narrow the filters"""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageGroup]:
+        """In order of `group`: keys and models by name, days and hours oldest first;
+        at most 10,000 (see `more`).
+        """
+
+    @_builtins.property
+    def total(self) -> Global___UsageGroup:
+        """every matching entry, including groups left out"""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___UsageGroup] | None = ...,
+        total: Global___UsageGroup | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "more", b"more", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryUsageResponse: _TypeAlias = QueryUsageResponse  # noqa: Y015

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class AuditServiceStub:
     """The append-only audit log: one entry per modelyard call, data plane and
-    control plane alike, on the server that answered it. Needs the ADMIN scope.
+    control plane alike, on the server that answered it (every gateway replica's,
+    when they share one PostgreSQL). Needs the ADMIN scope.
     Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
     answer, never an error's message (it may quote either).
     """
@@ -43,17 +44,32 @@ class AuditServiceStub:
                 request_serializer=modelyard_dot_v1_dot_audit__pb2.QueryAuditRequest.SerializeToString,
                 response_deserializer=modelyard_dot_v1_dot_audit__pb2.QueryAuditResponse.FromString,
                 _registered_method=True)
+        self.QueryUsage = channel.unary_unary(
+                '/modelyard.v1.AuditService/QueryUsage',
+                request_serializer=modelyard_dot_v1_dot_audit__pb2.QueryUsageRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_audit__pb2.QueryUsageResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
     """The append-only audit log: one entry per modelyard call, data plane and
-    control plane alike, on the server that answered it. Needs the ADMIN scope.
+    control plane alike, on the server that answered it (every gateway replica's,
+    when they share one PostgreSQL). Needs the ADMIN scope.
     Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
     answer, never an error's message (it may quote either).
     """
 
     def QueryAudit(self, request, context):
         """The newest entries first, filtered by every field set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryUsage(self, request, context):
+        """Usage: the data plane's entries (GatewayService: Generate, GenerateStream,
+        BatchGenerate, Compare, Embed; the HTTP API's calls are recorded as these)
+        summed per key, model, UTC day or UTC hour, with the grand total.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -67,6 +83,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     request_deserializer=modelyard_dot_v1_dot_audit__pb2.QueryAuditRequest.FromString,
                     response_serializer=modelyard_dot_v1_dot_audit__pb2.QueryAuditResponse.SerializeToString,
             ),
+            'QueryUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUsage,
+                    request_deserializer=modelyard_dot_v1_dot_audit__pb2.QueryUsageRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_audit__pb2.QueryUsageResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'modelyard.v1.AuditService', rpc_method_handlers)
@@ -77,7 +98,8 @@ def add_AuditServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
     """The append-only audit log: one entry per modelyard call, data plane and
-    control plane alike, on the server that answered it. Needs the ADMIN scope.
+    control plane alike, on the server that answered it (every gateway replica's,
+    when they share one PostgreSQL). Needs the ADMIN scope.
     Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
     answer, never an error's message (it may quote either).
     """
@@ -99,6 +121,33 @@ class AuditService:
             '/modelyard.v1.AuditService/QueryAudit',
             modelyard_dot_v1_dot_audit__pb2.QueryAuditRequest.SerializeToString,
             modelyard_dot_v1_dot_audit__pb2.QueryAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.AuditService/QueryUsage',
+            modelyard_dot_v1_dot_audit__pb2.QueryUsageRequest.SerializeToString,
+            modelyard_dot_v1_dot_audit__pb2.QueryUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

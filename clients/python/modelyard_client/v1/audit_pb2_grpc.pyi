@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class AuditServiceStub:
     """The append-only audit log: one entry per modelyard call, data plane and
-    control plane alike, on the server that answered it. Needs the ADMIN scope.
+    control plane alike, on the server that answered it (every gateway replica's,
+    when they share one PostgreSQL). Needs the ADMIN scope.
     Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
     answer, never an error's message (it may quote either).
     """
@@ -39,11 +40,17 @@ class AuditServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     QueryAudit: _grpc.UnaryUnaryMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]
     """The newest entries first, filtered by every field set."""
+    QueryUsage: _grpc.UnaryUnaryMultiCallable[_audit_pb2.QueryUsageRequest, _audit_pb2.QueryUsageResponse]
+    """Usage: the data plane's entries (GatewayService: Generate, GenerateStream,
+    BatchGenerate, Compare, Embed; the HTTP API's calls are recorded as these)
+    summed per key, model, UTC day or UTC hour, with the grand total.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
     """The append-only audit log: one entry per modelyard call, data plane and
-    control plane alike, on the server that answered it. Needs the ADMIN scope.
+    control plane alike, on the server that answered it (every gateway replica's,
+    when they share one PostgreSQL). Needs the ADMIN scope.
     Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
     answer, never an error's message (it may quote either).
     """
@@ -51,10 +58,16 @@ class AuditServiceAsyncStub(AuditServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     QueryAudit: _aio.UnaryUnaryMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]  # type: ignore[assignment]
     """The newest entries first, filtered by every field set."""
+    QueryUsage: _aio.UnaryUnaryMultiCallable[_audit_pb2.QueryUsageRequest, _audit_pb2.QueryUsageResponse]  # type: ignore[assignment]
+    """Usage: the data plane's entries (GatewayService: Generate, GenerateStream,
+    BatchGenerate, Compare, Embed; the HTTP API's calls are recorded as these)
+    summed per key, model, UTC day or UTC hour, with the grand total.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The append-only audit log: one entry per modelyard call, data plane and
-    control plane alike, on the server that answered it. Needs the ADMIN scope.
+    control plane alike, on the server that answered it (every gateway replica's,
+    when they share one PostgreSQL). Needs the ADMIN scope.
     Entries hold who, what, when, tokens, cost and outcome: never a prompt or an
     answer, never an error's message (it may quote either).
     """
@@ -66,5 +79,16 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.QueryAuditResponse, _abc.Awaitable[_audit_pb2.QueryAuditResponse]]:
         """The newest entries first, filtered by every field set."""
+
+    @_abc_1.abstractmethod
+    def QueryUsage(
+        self,
+        request: _audit_pb2.QueryUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.QueryUsageResponse, _abc.Awaitable[_audit_pb2.QueryUsageResponse]]:
+        """Usage: the data plane's entries (GatewayService: Generate, GenerateStream,
+        BatchGenerate, Compare, Embed; the HTTP API's calls are recorded as these)
+        summed per key, model, UTC day or UTC hour, with the grand total.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

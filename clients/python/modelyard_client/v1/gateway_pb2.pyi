@@ -463,3 +463,241 @@ class EmbedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmbedResponse: _TypeAlias = EmbedResponse  # noqa: Y015
+
+@_typing.final
+class WindowFigures(_message.Message):
+    """The figures of one rolling window of model attempts (a fallback, a retry and
+    a hedge are attempts of their own). An empty window: zeros.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_P50_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_P95_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_P99_FIELD_NUMBER: _builtins.int
+    TTFT_MS_P50_FIELD_NUMBER: _builtins.int
+    TTFT_MS_P95_FIELD_NUMBER: _builtins.int
+    TOKENS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    COST_PER_REQUEST_USD_FIELD_NUMBER: _builtins.int
+    WINDOW_S_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """attempts that ended in the window"""
+    errors: _builtins.int
+    """of them, those that failed or were cut short"""
+    error_rate: _builtins.float
+    """errors / requests"""
+    latency_ms_p50: _builtins.float
+    """Start of the attempt to its end, of the attempts that succeeded."""
+    latency_ms_p95: _builtins.float
+    latency_ms_p99: _builtins.float
+    ttft_ms_p50: _builtins.float
+    """Start of the attempt to its first piece, of the attempts that succeeded."""
+    ttft_ms_p95: _builtins.float
+    tokens_per_second: _builtins.float
+    """Output tokens after the first piece over the time after it, summed over
+    the attempts that succeeded with at least two output tokens.
+    """
+    requests_per_second: _builtins.float
+    """requests / window_s"""
+    cost_per_request_usd: _builtins.float
+    """mean cost of the attempts that succeeded"""
+    window_s: _builtins.float
+    """The window's length: its full length, or the time since the gateway
+    started when that is shorter.
+    """
+    def __init__(
+        self,
+        *,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        error_rate: _builtins.float = ...,
+        latency_ms_p50: _builtins.float = ...,
+        latency_ms_p95: _builtins.float = ...,
+        latency_ms_p99: _builtins.float = ...,
+        ttft_ms_p50: _builtins.float = ...,
+        ttft_ms_p95: _builtins.float = ...,
+        tokens_per_second: _builtins.float = ...,
+        requests_per_second: _builtins.float = ...,
+        cost_per_request_usd: _builtins.float = ...,
+        window_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_per_request_usd", b"cost_per_request_usd", "error_rate", b"error_rate", "errors", b"errors", "latency_ms_p50", b"latency_ms_p50", "latency_ms_p95", b"latency_ms_p95", "latency_ms_p99", b"latency_ms_p99", "requests", b"requests", "requests_per_second", b"requests_per_second", "tokens_per_second", b"tokens_per_second", "ttft_ms_p50", b"ttft_ms_p50", "ttft_ms_p95", b"ttft_ms_p95", "window_s", b"window_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WindowFigures: _TypeAlias = WindowFigures  # noqa: Y015
+
+@_typing.final
+class DeploymentMetrics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """the deployment's address"""
+    @_builtins.property
+    def figures(self) -> Global___WindowFigures: ...
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        figures: Global___WindowFigures | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "figures", b"figures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentMetrics: _TypeAlias = DeploymentMetrics  # noqa: Y015
+
+@_typing.final
+class ModelMetrics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    provider: _builtins.str
+    @_builtins.property
+    def figures(self) -> Global___WindowFigures: ...
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentMetrics]:
+        """by endpoint"""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        figures: Global___WindowFigures | None = ...,
+        deployments: _abc.Iterable[Global___DeploymentMetrics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "figures", b"figures", "model_id", b"model_id", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelMetrics: _TypeAlias = ModelMetrics  # noqa: Y015
+
+@_typing.final
+class GetModelMetricsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """A catalog id; empty: every model with attempts in the window, or in the
+    catalog. At most 256 characters.
+    """
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelMetricsRequest: _TypeAlias = GetModelMetricsRequest  # noqa: Y015
+
+@_typing.final
+class GetModelMetricsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelMetrics]: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelMetrics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelMetricsResponse: _TypeAlias = GetModelMetricsResponse  # noqa: Y015
+
+@_typing.final
+class GetProviderMetricsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """A provider (a catalog entry's `provider`); empty: every provider. At most
+    128 characters.
+    """
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderMetricsRequest: _TypeAlias = GetProviderMetricsRequest  # noqa: Y015
+
+@_typing.final
+class ProviderMetrics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    FIGURES_FIELD_NUMBER: _builtins.int
+    MODEL_IDS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    @_builtins.property
+    def figures(self) -> Global___WindowFigures: ...
+    @_builtins.property
+    def model_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the models whose attempts these figures count"""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        figures: Global___WindowFigures | None = ...,
+        model_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["figures", b"figures", "model_ids", b"model_ids", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderMetrics: _TypeAlias = ProviderMetrics  # noqa: Y015
+
+@_typing.final
+class GetProviderMetricsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderMetrics]: ...
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[Global___ProviderMetrics] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderMetricsResponse: _TypeAlias = GetProviderMetricsResponse  # noqa: Y015

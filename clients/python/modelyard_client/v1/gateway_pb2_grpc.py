@@ -60,6 +60,16 @@ class GatewayServiceStub:
                 request_serializer=modelyard_dot_v1_dot_gateway__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=modelyard_dot_v1_dot_gateway__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.GetModelMetrics = channel.unary_unary(
+                '/modelyard.v1.GatewayService/GetModelMetrics',
+                request_serializer=modelyard_dot_v1_dot_gateway__pb2.GetModelMetricsRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_gateway__pb2.GetModelMetricsResponse.FromString,
+                _registered_method=True)
+        self.GetProviderMetrics = channel.unary_unary(
+                '/modelyard.v1.GatewayService/GetProviderMetrics',
+                request_serializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -98,6 +108,22 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelMetrics(self, request, context):
+        """This gateway's live figures of each model and deployment over its rolling
+        window (the last 60 s, at most 4,096 attempts each): what it writes to the
+        registry's performance profiles every `monitoring.metrics_interval`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProviderMetrics(self, request, context):
+        """The same figures summed over the models of each provider.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +151,16 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=modelyard_dot_v1_dot_gateway__pb2.EmbedRequest.FromString,
                     response_serializer=modelyard_dot_v1_dot_gateway__pb2.EmbedResponse.SerializeToString,
+            ),
+            'GetModelMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelMetrics,
+                    request_deserializer=modelyard_dot_v1_dot_gateway__pb2.GetModelMetricsRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_gateway__pb2.GetModelMetricsResponse.SerializeToString,
+            ),
+            'GetProviderMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderMetrics,
+                    request_deserializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +299,60 @@ class GatewayService:
             '/modelyard.v1.GatewayService/Embed',
             modelyard_dot_v1_dot_gateway__pb2.EmbedRequest.SerializeToString,
             modelyard_dot_v1_dot_gateway__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.GatewayService/GetModelMetrics',
+            modelyard_dot_v1_dot_gateway__pb2.GetModelMetricsRequest.SerializeToString,
+            modelyard_dot_v1_dot_gateway__pb2.GetModelMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.GatewayService/GetProviderMetrics',
+            modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsRequest.SerializeToString,
+            modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,13 @@ class GatewayServiceStub:
     """Run one input on several models at once."""
     Embed: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.EmbedRequest, _gateway_pb2.EmbedResponse]
     """Vectors for texts, from a model with CAPABILITY_EMBEDDING."""
+    GetModelMetrics: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetModelMetricsRequest, _gateway_pb2.GetModelMetricsResponse]
+    """This gateway's live figures of each model and deployment over its rolling
+    window (the last 60 s, at most 4,096 attempts each): what it writes to the
+    registry's performance profiles every `monitoring.metrics_interval`.
+    """
+    GetProviderMetrics: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetProviderMetricsRequest, _gateway_pb2.GetProviderMetricsResponse]
+    """The same figures summed over the models of each provider."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -53,6 +60,13 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Run one input on several models at once."""
     Embed: _aio.UnaryUnaryMultiCallable[_gateway_pb2.EmbedRequest, _gateway_pb2.EmbedResponse]  # type: ignore[assignment]
     """Vectors for texts, from a model with CAPABILITY_EMBEDDING."""
+    GetModelMetrics: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetModelMetricsRequest, _gateway_pb2.GetModelMetricsResponse]  # type: ignore[assignment]
+    """This gateway's live figures of each model and deployment over its rolling
+    window (the last 60 s, at most 4,096 attempts each): what it writes to the
+    registry's performance profiles every `monitoring.metrics_interval`.
+    """
+    GetProviderMetrics: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetProviderMetricsRequest, _gateway_pb2.GetProviderMetricsResponse]  # type: ignore[assignment]
+    """The same figures summed over the models of each provider."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The front door."""
@@ -93,5 +107,24 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.EmbedResponse, _abc.Awaitable[_gateway_pb2.EmbedResponse]]:
         """Vectors for texts, from a model with CAPABILITY_EMBEDDING."""
+
+    @_abc_1.abstractmethod
+    def GetModelMetrics(
+        self,
+        request: _gateway_pb2.GetModelMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetModelMetricsResponse, _abc.Awaitable[_gateway_pb2.GetModelMetricsResponse]]:
+        """This gateway's live figures of each model and deployment over its rolling
+        window (the last 60 s, at most 4,096 attempts each): what it writes to the
+        registry's performance profiles every `monitoring.metrics_interval`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProviderMetrics(
+        self,
+        request: _gateway_pb2.GetProviderMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetProviderMetricsResponse, _abc.Awaitable[_gateway_pb2.GetProviderMetricsResponse]]:
+        """The same figures summed over the models of each provider."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,139 @@
+"""What one gateway answer records: the GenAI server instruments, tokens and cost.
+
+Each Generate and GenerateStream (over gRPC or an HTTP edge: both pass
+`GuardedGateway.generate_stream`) records, when it ends:
+
+- ``gen_ai.server.request.duration`` (s): from the call to its last chunk, with
+  ``error.type`` (the error's reason, "cancelled" when the caller left) when it failed;
+- ``gen_ai.server.time_to_first_token`` (s), successful answers: to the first chunk that
+  carries text, tool calls or output;
+- ``gen_ai.server.time_per_output_token`` (s), successful answers of two tokens or more:
+  the time after the first token over the output tokens after it;
+- ``gen_ai.client.token.usage`` ({token}), ``gen_ai.token.type`` input and output: the
+  answer's usage, what the caller is billed for;
+- ``modelyard.cost`` (USD): the answer's cost as the gateway priced it.
+
+Attributes: ``gen_ai.operation.name`` ("chat" for chat input, "text_completion" for text,
+"generate_content" for audio, images or tensors), ``gen_ai.provider.name`` (the answering
+model's provider, the conventions' well-known names where one applies: ``aws.bedrock``,
+``gcp.gemini``, ``gcp.vertex_ai``, ``mistral_ai``), ``gen_ai.request.model`` (the model or
+alias asked for, when the catalog or the routes know it; a name neither knows is
+``_OTHER``, so a caller cannot grow the series), ``gen_ai.response.model``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Callable
+
+from modelyard.meters.instruments import Attributes, Meters
+from modelyard_client.errors import ModelyardError
+from modelyard_client.v1 import gateway_pb2
+
+# The conventions' well-known gen_ai.provider.name values, by modelyard provider name.
+PROVIDER_NAMES = {
+    "bedrock": "aws.bedrock",
+    "gemini": "gcp.gemini",
+    "vertex": "gcp.vertex_ai",
+    "mistral": "mistral_ai",
+}
+_OPERATIONS = {"chat": "chat", "text": "text_completion"}
+OTHER = "_OTHER"
+
+Chunks = AsyncGenerator[gateway_pb2.GenerateChunk, None]
+# The provider of a catalog id ("" when the catalog does not know it).
+ProviderOf = Callable[[str], str]
+# Whether a requested name is a catalog id or an alias.
+KnownName = Callable[[str], bool]
+
+
+def _error_type(exc: BaseException) -> str:
+    """``error.type``: the error's reason; a class outside the hierarchy (a bug) by its
+    name; "cancelled" when the caller left (a cancelled task, a closed stream)."""
+    if isinstance(exc, ModelyardError):
+        return exc.reason
+    if isinstance(exc, Exception):
+        return type(exc).__name__
+    return "cancelled"
+
+
+class GatewayCallMeter:
+    """Measures the answers of one gateway."""
+
+    def __init__(self, meters: Meters, provider_of: ProviderOf, known: KnownName) -> None:
+        self.meters = meters
+        self._m = meters
+        self._provider_of = provider_of
+        self._known = known
+
+    def refused(
+        self, request: gateway_pb2.GenerateRequest, exc: BaseException, started: float
+    ) -> None:
+        """A call refused before its first chunk was asked for (bad input, a guardrail)."""
+        self._record(request, "", started, 0.0, None, _error_type(exc))
+
+    async def measured(
+        self, chunks: Chunks, request: gateway_pb2.GenerateRequest, started: float
+    ) -> Chunks:
+        """`chunks`, unchanged, timed from `started`; recorded when the stream ends, however
+        it ends."""
+        first = 0.0
+        model = ""
+        last: gateway_pb2.GenerateChunk | None = None
+        error = ""
+        try:
+            async for chunk in chunks:
+                if chunk.model_id:
+                    model = chunk.model_id
+                if not first and (chunk.text or chunk.tool_calls or chunk.HasField("output")):
+                    first = time.perf_counter()
+                last = chunk
+                yield chunk
+        except BaseException as exc:
+            error = _error_type(exc)
+            raise
+        finally:
+            await chunks.aclose()
+            self._record(request, model, started, first, last, error)
+
+    def _record(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        model: str,
+        started: float,
+        first: float,
+        last: gateway_pb2.GenerateChunk | None,
+        error: str,
+    ) -> None:
+        ended = time.perf_counter()
+        base = self._attributes(request, model)
+        m = self._m
+        if error:
+            m.server_request_duration.record(ended - started, (*base, ("error.type", error)))
+            return
+        m.server_request_duration.record(ended - started, base)
+        if first:
+            m.server_time_to_first_token.record(first - started, base)
+        usage = last.usage if last is not None and last.HasField("usage") else None
+        if usage is None:
+            return
+        if usage.output_tokens > 1 and first:
+            per_token = (ended - first) / (usage.output_tokens - 1)
+            m.server_time_per_output_token.record(per_token, base)
+        m.client_token_usage.record(usage.input_tokens, (*base, ("gen_ai.token.type", "input")))
+        m.client_token_usage.record(usage.output_tokens, (*base, ("gen_ai.token.type", "output")))
+        if usage.cost_usd:
+            m.cost.add(usage.cost_usd, base)
+
+    def _attributes(self, request: gateway_pb2.GenerateRequest, model: str) -> Attributes:
+        kind = request.input.WhichOneof("kind") or ""
+        provider = self._provider_of(model) if model else ""
+        asked = request.model
+        if asked and not self._known(asked):
+            asked = OTHER
+        return (
+            ("gen_ai.operation.name", _OPERATIONS.get(kind, "generate_content")),
+            ("gen_ai.provider.name", PROVIDER_NAMES.get(provider, provider) or OTHER),
+            ("gen_ai.request.model", asked),
+            ("gen_ai.response.model", model),
+        )
