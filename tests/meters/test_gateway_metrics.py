@@ -15,6 +15,7 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.meters import Meters
 from modelyard.meters.prometheus import prometheus_name
+from modelyard_client.errors import BackendUnavailable
 from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 GENERATE = "modelyard.v1.GatewayService/Generate"
@@ -148,3 +149,31 @@ async def test_a_cancelled_stream_is_recorded_as_cancelled(make_stack: StackFact
         _value(samples, "gen_ai_server_request_duration_seconds_count", error_type="cancelled") == 1
     )
     assert _value(samples, "gen_ai_server_time_to_first_token_seconds_count") == 0
+
+
+async def test_each_attempt_is_a_client_operation_with_its_error(
+    make_stack: StackFactory,
+) -> None:
+    broken = ScriptedEngine(("scripted/broken",), fail_with=BackendUnavailable("upstream down"))
+    stack = await make_stack([broken, ScriptedEngine()], metrics_listen="127.0.0.1:0")
+    assert stack.metrics_listener is not None
+    request = _request("scripted/broken")
+    request.fallback_models.append("scripted/echo")
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        answer = await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request)
+    assert answer.model_id == "scripted/echo"
+    samples = _samples(await _scrape(stack.metrics_listener.url))
+    attempts = "gen_ai_client_operation_duration_seconds_count"
+    assert _value(samples, attempts) == 2  # the failed attempt and its fallback
+    failed = _value(
+        samples, attempts, gen_ai_request_model="scripted/broken", error_type="BACKEND_UNAVAILABLE"
+    )
+    assert failed == 1
+    assert _value(samples, attempts, gen_ai_response_model="scripted/echo") == 1
+    # The call itself: one answer, by the model that gave it.
+    served = _value(
+        samples,
+        "gen_ai_server_request_duration_seconds_count",
+        gen_ai_response_model="scripted/echo",
+    )
+    assert served == 1

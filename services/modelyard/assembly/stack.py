@@ -46,7 +46,7 @@ from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
 from modelyard.hotswap.swaps import Swaps
 from modelyard.meters import Meters
-from modelyard.meters.gateway_calls import GatewayCallMeter
+from modelyard.meters.gateway_calls import AttemptMeter, GatewayCallMeter
 from modelyard.meters.otlp import OtlpMetrics
 from modelyard.meters.prometheus import MetricsListener, start_metrics_listener
 from modelyard.registry.catalog import Catalog
@@ -218,6 +218,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 routes=route_view,
                 conversations=conversations,
                 outcomes=outcomes,
+                attempts=AttemptMeter(meters),
             )
             cache = settings.config.gateway.cache
             if cache.enabled:

@@ -40,6 +40,7 @@ from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.split_calls import arm_attempt, split_arm
 from modelyard.gateway.validation import check_against_model, check_request
+from modelyard.meters.gateway_calls import AttemptMeter
 from modelyard.model_input import estimate_input_tokens
 from modelyard.security.audit import note_attempt, note_first_piece, note_served
 from modelyard.security.principal import current_principal
@@ -78,6 +79,7 @@ class GatewayCore:
         conversations: Conversations | None = None,
         outcomes: ArmOutcomes | None = None,
         performance: PerformanceTracker | None = None,
+        attempts: AttemptMeter | None = None,
     ) -> None:
         self.catalog = catalog
         self.routes = routes
@@ -94,6 +96,8 @@ class GatewayCore:
         self.in_flight = in_flight or gateway_admission()
         # Each attempt's latency, first piece, tokens/s, outcome and cost (`performance.py`).
         self.performance = performance or PerformanceTracker()
+        # Each attempt in gen_ai.client.operation.duration (`modelyard.meters`); None: not.
+        self.attempts = attempts
 
     def deadline(self, time_remaining: float | None) -> CallDeadline:
         """The deadline of a call starting now whose client left `time_remaining` (None: none)."""
@@ -458,6 +462,7 @@ class GatewayCore:
         first = True
         finished = False
         failed = False  # ended in an error of the model's (not a refusal of the request)
+        error_type = ""  # its reason, when it failed
         clock = self.performance.clock
         started, first_at, output_tokens = clock(), 0.0, 0
         healthy_call = True  # the deployment's fault or not, for outlier ejection
@@ -514,15 +519,15 @@ class GatewayCore:
                     f"for '{model.id}' without a finish reason: the answer is truncated"
                 )
         except DeadlineExceeded as exc:
-            healthy_call, failed = False, True
+            healthy_call, failed, error_type = False, True, exc.reason
             raise deadline.exceeded(exc) from exc
         except (BackendUnavailable, StreamTruncated) as exc:
-            healthy_call, failed = False, True
+            healthy_call, failed, error_type = False, True, exc.reason
             refund = first and not isinstance(exc, StreamTruncated)
             raise
         except ModelyardError as exc:
             refund = first  # an error answer (a refusal, a rate limit) before any piece
-            failed = not isinstance(exc, InvalidRequest)
+            failed, error_type = not isinstance(exc, InvalidRequest), exc.reason
             raise
         finally:
             if finished or failed:  # not one this gateway closed, nor a refused request
@@ -536,6 +541,9 @@ class GatewayCore:
                     not failed,
                     used_usd,
                 )
+                if self.attempts is not None:
+                    kind = request.input.WhichOneof("kind") or ""
+                    self.attempts.record(kind, model, clock() - started, error_type)
             await backend_stream.aclose()  # cancels the backend call if we stop early
             lease.finish(healthy_call)
             # An attempt the backend failed before answering anything cost nothing

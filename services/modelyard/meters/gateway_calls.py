@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable
 
 from modelyard.meters.instruments import Attributes, Meters
 from modelyard_client.errors import ModelyardError
-from modelyard_client.v1 import gateway_pb2
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 # The conventions' well-known gen_ai.provider.name values, by modelyard provider name.
 PROVIDER_NAMES = {
@@ -137,3 +137,33 @@ class GatewayCallMeter:
             ("gen_ai.request.model", asked),
             ("gen_ai.response.model", model),
         )
+
+
+class AttemptMeter:
+    """``gen_ai.client.operation.duration`` (s): each model attempt the gateway makes (a
+    retry, a fallback, a hedge and a continuation are attempts of their own), as the
+    live figures count them (`gateway/performance.py`), from its send to its last piece,
+    with ``error.type`` (the reason) when it failed; the gateway is the client here, its
+    backends the servers. Attributes as the answers', the request model the attempt's."""
+
+    def __init__(self, meters: Meters) -> None:
+        self._duration = meters.client_operation_duration
+        self._attributes: dict[tuple[str, str, str, str], Attributes] = {}
+
+    def record(
+        self, kind: str, model: common_pb2.ModelEntry, seconds: float, error_type: str
+    ) -> None:
+        key = (kind, model.id, model.provider, error_type)
+        attributes = self._attributes.get(key)
+        if attributes is None:
+            attributes = (
+                ("gen_ai.operation.name", _OPERATIONS.get(kind, "generate_content")),
+                ("gen_ai.provider.name", PROVIDER_NAMES.get(model.provider, model.provider)),
+                ("gen_ai.request.model", model.id),
+                ("gen_ai.response.model", model.id),
+            )
+            if error_type:
+                attributes = (*attributes, ("error.type", error_type))
+            if len(self._attributes) < 10_000:  # models x providers x reasons: bounded anyway
+                self._attributes[key] = attributes
+        self._duration.record(seconds, attributes)

@@ -97,6 +97,9 @@ class Meters:
             "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.",
             TOKEN_BOUNDS,
         )  # fmt: skip
+        self.client_operation_duration = Instrument(
+            "gen_ai.client.operation.duration", "s", "GenAI operation duration.", DURATION_BOUNDS
+        )
         self.server_request_duration = Instrument(
             "gen_ai.server.request.duration", "s",
             "Generative AI server request duration such as time-to-last byte or last output "
