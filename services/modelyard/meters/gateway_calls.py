@@ -18,13 +18,17 @@ Attributes: ``gen_ai.operation.name`` ("chat" for chat input, "text_completion" 
 model's provider, the conventions' well-known names where one applies: ``aws.bedrock``,
 ``gcp.gemini``, ``gcp.vertex_ai``, ``mistral_ai``), ``gen_ai.request.model`` (the model or
 alias asked for, when the catalog or the routes know it; a name neither knows is
-``_OTHER``, so a caller cannot grow the series), ``gen_ai.response.model``.
+``_OTHER``, so a caller cannot grow the series), ``gen_ai.response.model``. With
+tracing on, the call's SERVER span gets the same attributes, ``error.type`` and
+``gen_ai.usage.input_tokens`` / ``output_tokens``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable
+
+from opentelemetry import trace
 
 from modelyard.meters.instruments import Attributes, Meters
 from modelyard_client.errors import ModelyardError
@@ -45,6 +49,21 @@ Chunks = AsyncGenerator[gateway_pb2.GenerateChunk, None]
 ProviderOf = Callable[[str], str]
 # Whether a requested name is a catalog id or an alias.
 KnownName = Callable[[str], bool]
+
+
+def _on_span(
+    span: trace.Span,
+    base: Attributes,
+    last: gateway_pb2.GenerateChunk | None,
+    error: str,
+) -> None:
+    """The same attributes on the call's span, with the usage the conventions name."""
+    span.set_attributes(dict(base))
+    if error:
+        span.set_attribute("error.type", error)
+    elif last is not None and last.HasField("usage"):
+        span.set_attribute("gen_ai.usage.input_tokens", last.usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", last.usage.output_tokens)
 
 
 def _error_type(exc: BaseException) -> str:
@@ -107,6 +126,9 @@ class GatewayCallMeter:
     ) -> None:
         ended = time.perf_counter()
         base = self._attributes(request, model)
+        span = trace.get_current_span()  # the call's SERVER span, when tracing is on
+        if span.is_recording():
+            _on_span(span, base, last, error)
         m = self._m
         if error:
             m.server_request_duration.record(ended - started, (*base, ("error.type", error)))
