@@ -22,7 +22,7 @@ from conftest import StackFactory
 from modelyard.assembly import Stack
 from modelyard.config import ModelyardConfig, parse_config
 from modelyard.security.authn import REFUSED
-from modelyard_client.errors import ModelyardError, error_from_rpc
+from modelyard_client.errors import InvalidRequest, ModelyardError, error_from_rpc
 from modelyard_client.v1 import (
     backend_pb2,
     backend_pb2_grpc,
@@ -322,6 +322,23 @@ async def test_a_wrong_create_names_its_field(channel: grpc.aio.Channel) -> None
     err = await _failure(create)
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "unknown scope(s) ['root']" in err.message
+
+
+async def test_an_expiry_no_timestamp_holds_is_refused_and_the_listing_stays_readable(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = keys_pb2_grpc.KeyServiceStub(channel)
+    admin = _key(ADMIN_KEY)
+    for seconds in (1e308, 3.2e9, -1.0):  # past 100 years, or before now
+        err = await _failure(
+            stub.CreateKey(
+                keys_pb2.CreateKeyRequest(owner="ana", expires_in_s=seconds), metadata=admin
+            )
+        )
+        assert isinstance(err, InvalidRequest) and err.field == "expires_in_s", err
+    await _create(channel, expires_in_s=3.1e9)  # just under 100 years: a date it holds
+    listed = await stub.ListKeys(keys_pb2.ListKeysRequest(), metadata=admin)
+    assert [k.owner for k in listed.keys] == ["ana"]
 
 
 async def test_a_loopback_stack_without_keys_required_stays_open_and_makes_keys_ahead(

@@ -180,7 +180,7 @@ type CreateKeyRequest struct {
 	Team   string                 `protobuf:"bytes,2,opt,name=team,proto3" json:"team,omitempty"`     // at most 256 characters
 	Scopes []string               `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"` // empty: ["generate"]
 	Models []string               `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"` // at most 256 entries
-	// Seconds from now until it stops working; 0: never.
+	// Seconds from now until it stops working, at most 3,155,760,000 (100 years); 0: never.
 	ExpiresInS        float64 `protobuf:"fixed64,5,opt,name=expires_in_s,json=expiresInS,proto3" json:"expires_in_s,omitempty"`
 	RequestsPerMinute float64 `protobuf:"fixed64,6,opt,name=requests_per_minute,json=requestsPerMinute,proto3" json:"requests_per_minute,omitempty"`
 	TokensPerMinute   float64 `protobuf:"fixed64,7,opt,name=tokens_per_minute,json=tokensPerMinute,proto3" json:"tokens_per_minute,omitempty"`

@@ -114,7 +114,7 @@ class CreateKeyRequest(_message.Message):
     team: _builtins.str
     """at most 256 characters"""
     expires_in_s: _builtins.float
-    """Seconds from now until it stops working; 0: never."""
+    """Seconds from now until it stops working, at most 3,155,760,000 (100 years); 0: never."""
     requests_per_minute: _builtins.float
     tokens_per_minute: _builtins.float
     daily_budget_usd: _builtins.float
