@@ -59,7 +59,16 @@ def current_span(
     only for a span that is made."""
     if not tracing_enabled():
         return _NO_SPAN
-    return tracer().start_as_current_span(name, kind=kind, attributes=attributes())
+    # Not the library's own error handling: it records the exception's raw message (an
+    # upstream may echo a credential in it) and sets it as the status over the scrubbed,
+    # capped one the caller sets; every caller sets the status of the errors it raises.
+    return tracer().start_as_current_span(
+        name,
+        kind=kind,
+        attributes=attributes(),
+        record_exception=False,
+        set_status_on_exception=False,
+    )
 
 
 def configure_tracing(default_service_name: str) -> TracerProvider | None:

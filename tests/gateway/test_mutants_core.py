@@ -22,19 +22,23 @@ from support.scripted_engine import ScriptedEngine
 
 import modelyard.gateway.core as core_module
 from modelyard.backends.host import BackendHost
+from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_request
 from modelyard.model_input import estimate_input_tokens
 from modelyard.ratelimit.local import LocalBucketStore
-from modelyard.ratelimit.plan import Bucket, Demand, QuotaConfig, demands_for
+from modelyard.ratelimit.plan import Bucket, Demand, QuotaConfig, Rates, demands_for
 from modelyard.server.runtime import RunningServer, bind, start_server
 from modelyard.server.unimplemented import with_unimplemented
 from modelyard_client.errors import (
+    AllModelsFailed,
     BackendUnavailable,
+    ContextLengthExceeded,
     FailedPrecondition,
     InvalidRequest,
     ModelyardError,
@@ -44,6 +48,7 @@ from modelyard_client.v1 import (
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
+    hotswap_pb2,
     registry_pb2,
     registry_pb2_grpc,
 )
@@ -401,3 +406,121 @@ async def test_a_view_that_never_synced_names_no_catalog_when_it_resumes() -> No
         await server.server.stop(0)
     assert registry.watches == [(7, "")]
     assert view.catalog_id == "c1"
+
+
+# --- After a context-length refusal ----------------------------------------------------
+
+
+async def test_a_fallback_the_catalog_lacks_is_tried_not_skipped_as_too_small() -> None:
+    """A model of unknown window is not passed over after a context-length refusal: tried,
+    it is not found, and the chain fails naming both attempts as they went."""
+    refusal = ContextLengthExceeded("the prompt does not fit 4096 tokens")
+    core, _ = await _core(ScriptedEngine(fail_with=refusal))
+    request = _request()
+    request.fallback_models.append("scripted/missing")
+    error = await _failure(core, request)
+    assert type(error) is AllModelsFailed
+    assert [(a.model_id, a.code, a.message) for a in error.attempts] == [
+        ("scripted/echo", "INVALID_ARGUMENT", "the prompt does not fit 4096 tokens"),
+        ("scripted/missing", "NOT_FOUND", "model 'scripted/missing' is not in the catalog"),
+    ]
+
+
+# --- GatewayCore.generate: the whole answer of the stream, with the call's own arguments -
+
+
+async def test_a_whole_answer_is_bounded_by_the_deadline_given_not_the_default() -> None:
+    engine = ScriptedEngine(pieces=("late",), delay_s=0.6)
+    host = BackendHost([engine])
+    await host.start()
+    pool = BackendPool()
+    pool.add_in_process(ENDPOINT, host)
+    view = CatalogView()
+    _upsert(view, _entry(engine))
+    core = GatewayCore(view, pool, settings=GatewaySettings(default_deadline_s=0.2))
+    reply = await core.generate(_request(), core.deadline(CLIENT_DEADLINE_S))
+    assert (reply.model_id, reply.text) == (MODEL, "late")
+
+
+async def test_a_whole_answer_draws_on_the_callers_key() -> None:
+    engine = ScriptedEngine(pieces=("x",))
+    entry = _entry(engine)
+    quotas = QuotaConfig(per_key=Rates(requests_per_minute=6))
+    store = LocalBucketStore()
+    core, _ = await _core(engine, entry, ModelLimits(quotas, store))
+    reply = await core.generate(_request(), None, "key-1")
+    assert reply.text == "x"
+
+    def requests_level(api_key: str | None) -> float:
+        (bucket,) = [
+            d.bucket
+            for d in demands_for(entry, api_key, 1, quotas)
+            if d.bucket.unit == "requests" and d.bucket.scope.kind == "key"
+        ]
+        return store.level(bucket)
+
+    assert requests_level(None) == 6.0  # the anonymous callers' budget, never drawn on
+    assert 5.0 <= requests_level("key-1") < 5.5  # one request, and 0.1 a second refilled
+
+
+async def test_a_whole_answer_through_a_split_reports_no_time_to_the_first_piece() -> None:
+    """The caller of `generate` reads no piece as it comes: its arm's outcome has no ttft,
+    though each piece here took 50 ms."""
+    engine = ScriptedEngine(pieces=("a", "b", "c"), delay_s=0.05)
+    split = hotswap_pb2.Split(
+        id="ab-1",
+        kind=hotswap_pb2.Split.KIND_AB_TEST,
+        arms=[
+            hotswap_pb2.ABArm(name="a", model_id=MODEL, weight=0.5),
+            hotswap_pb2.ABArm(name="b", model_id=MODEL, weight=0.5),
+        ],
+    )
+    routes = RouteView()
+    RouteChange = hotswap_pb2.RouteChange
+    routes.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=0))
+    route = hotswap_pb2.Route(alias="chat", model_id=MODEL, split=split)
+    routes.apply(RouteChange(kind=RouteChange.KIND_UPSERTED, route=route, revision=1))
+    host = BackendHost([engine])
+    await host.start()
+    pool = BackendPool()
+    pool.add_in_process(ENDPOINT, host)
+    view = CatalogView()
+    _upsert(view, _entry(engine))
+    outcomes = ArmOutcomes()
+    core = GatewayCore(view, pool, routes=routes, outcomes=outcomes)
+    reply = await core.generate(_request(model="chat"))
+    assert (reply.model_id, reply.text) == (MODEL, "abc")
+    sent: list[hotswap_pb2.OutcomeBatch] = []
+
+    async def send(batch: hotswap_pb2.OutcomeBatch) -> None:
+        sent.append(batch)
+
+    outcomes.start_sending(send)
+    await outcomes.close()  # sends what is waiting
+    (outcome,) = [o for batch in sent for o in batch.outcomes]
+    assert (outcome.split_id, outcome.failed, outcome.ttft_ms) == ("ab-1", False, 0.0)
+    assert outcome.latency_ms >= 150
+
+
+async def test_a_prompt_too_long_for_every_window_fails_with_the_first_refusal() -> None:
+    """The fallback's window is no larger than the refusing model's: it is passed over, and
+    the call fails with the refusal itself, not the gateway's note on the model passed over."""
+    refusal = ContextLengthExceeded("the prompt does not fit 4096 tokens")
+    engine = ScriptedEngine((MODEL, "scripted/same"), fail_with=refusal)
+    host = BackendHost([engine])
+    await host.start()
+    pool = BackendPool()
+    pool.add_in_process(ENDPOINT, host)
+    view = CatalogView()
+    for revision, entry in enumerate(engine.models(), 1):
+        entry.deployments.add(
+            backend="scripted", endpoint=ENDPOINT, health=common_pb2.HEALTH_STATUS_HEALTHY
+        )
+        entry.health = common_pb2.HEALTH_STATUS_HEALTHY
+        _upsert(view, entry, revision)
+    core = GatewayCore(view, pool)
+    request = _request()
+    request.fallback_models.append("scripted/same")
+    error = await _failure(core, request)
+    assert (type(error), error.message) == (ContextLengthExceeded, refusal.message)
+    assert [model_id for model_id, _, _ in engine.calls] == [MODEL]  # the other passed over

@@ -152,7 +152,13 @@ _NOTHING = nullcontext()  # reusable: the context of a call with no span, or no 
 
 
 def _current(span: Span) -> AbstractContextManager[Any]:
-    return _NOTHING if span is INVALID_SPAN else trace.use_span(span, end_on_exit=False)
+    if span is INVALID_SPAN:
+        return _NOTHING
+    # `_abort_for` sets the status, scrubbed; the library's own would record the raw
+    # exception message (an upstream may echo a credential in it).
+    return trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
