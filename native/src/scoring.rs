@@ -11,7 +11,9 @@
 //! - reliability: the candidate's own reliability, already a share.
 //! - capabilities: capabilities beyond the required ones, relative to the eligible
 //!   candidate with the most (headroom for a later turn needing tools or vision);
-//!   1 for all when none has extras.
+//!   1 for all when none has extras. When any eligible candidate has a quality (an
+//!   evaluation suite's score), the mean of that and its quality, an unevaluated
+//!   candidate's quality a neutral 0.5.
 //!
 //! The total is the weighted sum. Ties go to the lower estimated cost, then the
 //! lower `model_id`, then the lower index, so a selection is deterministic.
@@ -63,6 +65,7 @@ struct Extremes {
     min_cost: f64,
     max_cost: f64,
     max_extra_capabilities: u32,
+    any_quality: bool,
 }
 
 impl CandidateSet {
@@ -99,6 +102,7 @@ impl CandidateSet {
             min_cost: f64::INFINITY,
             max_cost: f64::NEG_INFINITY,
             max_extra_capabilities: 0,
+            any_quality: false,
         };
         for c in &self.candidates {
             let cost = c.estimated_cost_usd(constraints);
@@ -113,6 +117,7 @@ impl CandidateSet {
                 ext.max_extra_capabilities = ext
                     .max_extra_capabilities
                     .max(extra_capabilities(c, constraints));
+                ext.any_quality |= c.quality > 0.0;
             }
             scores.push(CandidateScore {
                 estimated_cost_usd: cost,
@@ -181,10 +186,16 @@ fn criteria(c: &Candidate, cost: f64, constraints: &Constraints, ext: &Extremes)
     } else {
         UNKNOWN
     };
-    let capabilities = if ext.max_extra_capabilities == 0 {
+    let extras = if ext.max_extra_capabilities == 0 {
         1.0
     } else {
         f64::from(extra_capabilities(c, constraints)) / f64::from(ext.max_extra_capabilities)
+    };
+    let capabilities = if ext.any_quality {
+        let quality = if c.quality > 0.0 { c.quality } else { UNKNOWN };
+        (extras + quality) / 2.0
+    } else {
+        extras
     };
     Criteria {
         performance: ((latency + throughput) / 2.0).clamp(0.0, 1.0),
@@ -228,6 +239,41 @@ mod tests {
 
     fn equal() -> Weights {
         Weights::new(1.0, 1.0, 1.0, 1.0).unwrap()
+    }
+
+    #[test]
+    fn an_evaluated_quality_moves_the_capabilities_criterion() {
+        let weights = Weights::new(0.0, 0.0, 0.0, 1.0).unwrap();
+        let plain = |id: &str| Candidate::new(id);
+        // No quality anywhere: the criterion is the extras alone (1 for all), the id decides.
+        let set = CandidateSet::new(vec![plain("a/first"), plain("b/second")]).unwrap();
+        let picked = set.select(&Constraints::default(), &weights).chosen;
+        assert_eq!(picked, Some(0));
+        // b evaluated well, a not at all: b leads, a scores the neutral 0.5 for quality.
+        let good = Candidate {
+            quality: 0.9,
+            ..plain("b/second")
+        };
+        let set = CandidateSet::new(vec![plain("a/first"), good]).unwrap();
+        let selection = set.select(&Constraints::default(), &weights);
+        assert_eq!(selection.chosen, Some(1));
+        assert_eq!(selection.scores[0].criteria.capabilities, 0.75);
+        assert_eq!(selection.scores[1].criteria.capabilities, 0.95);
+        // Evaluated badly: below the unevaluated one.
+        let poor = Candidate {
+            quality: 0.2,
+            ..plain("b/second")
+        };
+        let set = CandidateSet::new(vec![plain("a/first"), poor]).unwrap();
+        assert_eq!(
+            set.select(&Constraints::default(), &weights).chosen,
+            Some(0)
+        );
+        let out_of_range = Candidate {
+            quality: 1.5,
+            ..plain("c/over")
+        };
+        assert!(CandidateSet::new(vec![out_of_range]).is_err());
     }
 
     #[test]

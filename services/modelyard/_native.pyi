@@ -52,7 +52,8 @@ class Candidate:
     `modelyard.v1.Capability` / `Modality` enum. 0 means unknown for
     `context_window`, `latency_ms` (p50), `tokens_per_second` and `memory_bytes`;
     an unknown metric passes its hard constraint and scores a neutral 0.5.
-    Float metrics must be finite and >= 0 and `reliability` within [0, 1], else
+    Float metrics must be finite and >= 0 and `reliability` and `quality` (an
+    evaluation suite's score; 0: never evaluated) within [0, 1], else
     InvalidRequest naming the model and the field.
     """
 
@@ -69,6 +70,7 @@ class Candidate:
         usd_per_output_token: float = 0.0,
         usd_per_request: float = 0.0,
         reliability: float = 1.0,
+        quality: float = 0.0,
         memory_bytes: int = 0,
         backend: str = "",
         region: str = "",
@@ -94,6 +96,8 @@ class Candidate:
     def usd_per_request(self) -> float: ...
     @property
     def reliability(self) -> float: ...
+    @property
+    def quality(self) -> float: ...
     @property
     def memory_bytes(self) -> int: ...
     @property

@@ -33,6 +33,7 @@ NAME_CHARS: Final = 255
 PROVIDER_CHARS: Final = 63
 SCHEMA_JSON_CHARS: Final = 65_536  # each of input_schema_json, output_schema_json
 HEALTH_REASON_CHARS: Final = 1_024  # longer reasons given to UpdateHealth are cut
+QUALITY_SUITE_CHARS: Final = 128  # the name of the evaluation suite behind `quality`
 METADATA_ENTRIES: Final = 64
 METADATA_KEY_CHARS: Final = 128
 # A file path, or a GGUF file's `general.license`, which some files hold in full.

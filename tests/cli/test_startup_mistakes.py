@@ -46,11 +46,11 @@ def test_unbuilt_keys_are_named_at_start(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("model_system:\n  monitoring: {alert_thresholds: {error_rate: 0.1}}\n")
+    path.write_text("model_system:\n  registry: {cache_ttl: 60s}\n")
     # The gateway without a registry stops right after the notices: nothing is served.
     assert main(["serve", "gateway", "--config", str(path), "--listen", "127.0.0.1:0"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[0] == (
-        "modelyard: accepted, not implemented yet: monitoring.alert_thresholds.error_rate "
-        "(alerts are not built)"
+        "modelyard: accepted, not implemented yet: registry.cache_ttl "
+        "(the registry keeps no cache; responses: gateway.cache.ttl)"
     )

@@ -35,7 +35,6 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
     assert list(not_implemented(config)) == [
         "backends.local.model_profiles.a.max_output_tokens",
         "backends.local.models",
-        "monitoring.alert_thresholds",
         "registry.cache_ttl",
         "selection.algorithm",
         "selection.constraints.min_context_window",
@@ -45,11 +44,13 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
 def test_keys_that_act_are_not_named() -> None:
     config = parse_config(
         "model_system:\n  selection: {algorithm: multi_criteria}\n"
-        "  monitoring: {metrics_interval: 2s}\n"
+        "  monitoring: {metrics_interval: 2s, alert_thresholds: {cost_per_hour_usd: 5},\n"
+        "               alert_webhook: {url: 'https://hooks.example.com/x'}}\n"
         "  backends:\n    openai: {api_key: '${K}', models: [gpt-4o-mini]}\n",
         env={"K": "sk"},
     )
-    # multi_criteria runs; the live figures go to the registry; an OpenAI model list restricts
+    # multi_criteria runs; the live figures go to the registry and the alerts' rules; an
+    # OpenAI model list restricts
     assert notices(config) == []
 
 
@@ -57,12 +58,12 @@ def test_config_check_prints_each_notice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("model_system:\n  monitoring: {alert_thresholds: {error_rate: 0.1}}\n")
+    path.write_text("model_system:\n  registry: {cache_ttl: 1h}\n")
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert (
-        "  accepted, not implemented yet: monitoring.alert_thresholds.error_rate "
-        "(alerts are not built)\n"
+        "  accepted, not implemented yet: registry.cache_ttl "
+        "(the registry keeps no cache; responses: gateway.cache.ttl)\n"
     ) in out
 
 

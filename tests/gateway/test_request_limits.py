@@ -120,6 +120,7 @@ ROOTS = (
     gateway_pb2.EmbedRequest.DESCRIPTOR,
     gateway_pb2.GetModelMetricsRequest.DESCRIPTOR,
     gateway_pb2.GetProviderMetricsRequest.DESCRIPTOR,
+    gateway_pb2.EvaluateModelRequest.DESCRIPTOR,
 )
 
 

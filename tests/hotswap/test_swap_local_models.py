@@ -47,6 +47,9 @@ model_system:
   hot_swap: {{grace_period_ms: 100, validation_timeout_ms: 120000,
               when_budget_short: {when_short}, routes: {{chat-default: {A}}}}}
   backends: {{local: {{max_loaded: {max_loaded}}}}}
+  # A cold load and its first token took over the default 30 s on this two-core
+  # machine under a full suite beside other work: the drill is the swap, not the speed.
+  gateway: {{timeouts: {{first_token_timeout_ms: 120000}}}}
 """
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -170,9 +171,15 @@ async def test_run_forever_runs_a_pass_every_interval(catalog: Catalog) -> None:
 
     source.discover = discover  # type: ignore[method-assign]  # counting the passes
     loop = DiscoveryLoop(catalog, [SourceBinding(source, [DEPLOY])], interval_s=0.01)
+    started = time.monotonic()
     task = asyncio.create_task(loop.run_forever())
-    await asyncio.sleep(0.2)
+    while calls < 3:  # it goes on: a pass, then another every interval
+        assert time.monotonic() - started < 10, f"only {calls} passes in 10 s"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    elapsed = time.monotonic() - started
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert 3 <= calls <= 25
+    # ...and waits its interval between them: no more passes than intervals went by.
+    assert calls <= elapsed / 0.01 + 2

@@ -25,7 +25,7 @@ impl PyCandidate {
         model_id, *, capabilities = 0, modalities = 0, context_window = 0,
         latency_ms = 0.0, tokens_per_second = 0.0, usd_per_input_token = 0.0,
         usd_per_output_token = 0.0, usd_per_request = 0.0, reliability = 1.0,
-        memory_bytes = 0, backend = "", region = "", healthy = true,
+        quality = 0.0, memory_bytes = 0, backend = "", region = "", healthy = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -39,6 +39,7 @@ impl PyCandidate {
         usd_per_output_token: f64,
         usd_per_request: f64,
         reliability: f64,
+        quality: f64,
         memory_bytes: i128,
         backend: &str,
         region: &str,
@@ -54,6 +55,7 @@ impl PyCandidate {
             usd_per_output_token,
             usd_per_request,
             reliability,
+            quality,
             memory_bytes: unsigned("memory_bytes", memory_bytes)?,
             backend: backend.to_owned(),
             region: region.to_owned(),
@@ -104,6 +106,10 @@ impl PyCandidate {
     #[getter]
     fn reliability(&self) -> f64 {
         self.inner.reliability
+    }
+    #[getter]
+    fn quality(&self) -> f64 {
+        self.inner.quality
     }
     #[getter]
     fn memory_bytes(&self) -> u64 {

@@ -29,6 +29,8 @@ pub struct Candidate {
     pub usd_per_output_token: f64,
     pub usd_per_request: f64,
     pub reliability: f64,
+    /// An evaluation suite's score, within [0, 1]; 0: never evaluated.
+    pub quality: f64,
     pub memory_bytes: u64,
     pub backend: String,
     pub region: String,
@@ -49,6 +51,7 @@ impl Candidate {
             usd_per_output_token: 0.0,
             usd_per_request: 0.0,
             reliability: 1.0,
+            quality: 0.0,
             memory_bytes: 0,
             backend: String::new(),
             region: String::new(),
@@ -72,6 +75,9 @@ impl Candidate {
         }
         if !share(self.reliability) {
             return Err(self.invalid("reliability", SHARE, self.reliability));
+        }
+        if !share(self.quality) {
+            return Err(self.invalid("quality", SHARE, self.quality));
         }
         Ok(())
     }

@@ -39,6 +39,7 @@ fn candidate() -> impl Strategy<Value = Candidate> {
                 usd_per_output_token: output,
                 usd_per_request: request,
                 reliability,
+                quality: 0.0,
                 memory_bytes,
                 backend: backend.to_string(),
                 region: String::new(),

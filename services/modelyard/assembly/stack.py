@@ -27,6 +27,8 @@ from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import BackendServicer
 from modelyard.edges.http_edge import EdgeCalls, RunningEdge, start_edge
+from modelyard.evaluation.quality import RegistryQuality
+from modelyard.gateway.alerts import AlertRules, Alerts
 from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer, CircuitPolicy
@@ -34,13 +36,16 @@ from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.conversations import Conversations, ConversationStore
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.guarded import SecurityStages
+from modelyard.gateway.health_monitor import HealthMonitor
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.performance import PerformanceTracker
 from modelyard.gateway.performance_reports import PerformanceReports
 from modelyard.gateway.response_cache import ResponseCache
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.servicer import GatewayServicer
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.stream_deadlines import StreamDeadlines
+from modelyard.gateway.webhook import Webhook
 from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
@@ -97,9 +102,12 @@ class Stack:
     secrets: ProviderKeys | None = None  # provider keys; `reload_secrets` re-reads them
     audit: AuditLog | None = None  # security.audit: a row per call, written in batches
     meters: Meters = field(default_factory=Meters)  # every instrument of this process
+    quality: RegistryQuality | None = None  # where EvaluateModel stores qualities
     metrics_listener: MetricsListener | None = None  # GET /metrics, at settings.metrics_listen
     edge: RunningEdge | None = None  # the OpenAI-compatible HTTP edge, when served
     performance: PerformanceReports | None = None  # the gateway's live figures to the registry
+    health: HealthMonitor | None = None  # the gateway's checks of its deployments
+    alerts: Alerts | None = None  # monitoring.alert_thresholds over those figures
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def reload_secrets(self) -> bool:
@@ -133,6 +141,8 @@ class Stack:
             await self.edge.stop()
         if self.metrics_listener:  # scraped to the end of the drain
             await self.metrics_listener.stop()
+        if self.quality:
+            await self.quality.close()
         if self.outcomes:
             await self.outcomes.close()  # what the drained calls added
         if self.host:
@@ -321,6 +331,26 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 reports = PerformanceReports(gateway.core.performance, view, interval)
                 stack.performance = reports
                 stack.tasks.append(asyncio.create_task(reports.run(registry_address, channels)))
+                # EvaluateModel's scores, stored as each model's quality.
+                stack.quality = gateway.store_quality = RegistryQuality(registry_address, channels)
+                # Each deployment checked every monitoring.health_check_interval.
+                monitoring = settings.config.monitoring
+                core = gateway.core
+                stack.health = HealthMonitor(
+                    view,
+                    core.backends,
+                    core.performance,
+                    core.balancer,
+                    monitoring.health_check_interval,
+                    monitoring.recovery,
+                    meters.recoveries,
+                )
+                stack.tasks.append(
+                    asyncio.create_task(stack.health.run(registry_address, channels))
+                )
+                assert limits is not None
+                stack.alerts = alerts_for(settings, gateway.core.performance, limits, meters)
+                stack.tasks.append(asyncio.create_task(stack.alerts.run()))
         if route_view is not None:
             hotswap_address = own if routes is not None else settings.hotswap_address
             assert hotswap_address
@@ -351,6 +381,25 @@ def gateway_call_meter(
         )
 
     return GatewayCallMeter(meters, provider_of, known)
+
+
+def alerts_for(
+    settings: Settings, tracker: PerformanceTracker, limits: ModelLimits, meters: Meters
+) -> Alerts:
+    """The gateway's alerts: its figures' and budgets' rules, to the webhook when one is set."""
+    monitoring = settings.config.monitoring
+    rules = AlertRules(
+        monitoring.alert_thresholds,
+        tracker,
+        limits.alerts,
+        limits.spend.alert_at,
+        lambda: limits.clock(),  # read at each evaluation: tests move the limiter's clock
+    )
+    hook = monitoring.alert_webhook
+    sink = None
+    if hook is not None:
+        sink = Webhook(hook.url, hook.timeout, hook.max_attempts, meter=meters.alerts)
+    return Alerts(rules, monitoring.metrics_interval, sink, meter=meters.alerts)
 
 
 async def _start_metrics(stack: Stack, settings: Settings) -> None:

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from modelyard.commands import abtest, audit, certs, chat, keys, stats, usage
+from modelyard.commands import abtest, audit, certs, chat, evaluate, keys, stats, usage
 
-COMMANDS: tuple[ModuleType, ...] = (chat, abtest, certs, keys, audit, usage, stats)
+COMMANDS: tuple[ModuleType, ...] = (chat, abtest, certs, keys, audit, usage, stats, evaluate)

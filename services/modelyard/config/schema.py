@@ -274,15 +274,42 @@ class HotSwapConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class AlertThresholds:
-    error_rate: Fraction = 0.05
+    """What breaks a model's window (the gateway's last 60s of its attempts), evaluated
+    every metrics_interval (`modelyard.gateway.alerts`)."""
+
+    error_rate: Fraction = 0.05  # failed share of attempts above this fires
     latency_p95_ms: Millis = 2_000
+    # The window's answers' cost at its pace, US dollars per hour; 0 or absent: off.
+    cost_per_hour_usd: Annotated[float, Range(min=0)] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertWebhook:
+    """Where alerts are posted, a Slack-compatible JSON body (`modelyard.gateway.webhook`)."""
+
+    # A secret (Slack's hook URLs are): its path and query are scrubbed from every log;
+    # give it from the environment, e.g. "${ALERT_WEBHOOK_URL}".
+    url: Annotated[str, Url(), NonEmpty()] = field(repr=False)
+    timeout: Seconds = 5.0  # one post
+    max_attempts: Count = 5  # tries of one message, with exponential backoff between
 
 
 @dataclass(frozen=True, kw_only=True)
 class MonitoringConfig:
     metrics_interval: Seconds = 5.0
+    # How often the gateway checks each deployment (gateway/health_monitor.py).
     health_check_interval: Seconds = 30.0
+    # What runs, in order, when a deployment fails its checks twice in a row:
+    # "eject" (no call goes to it until a check passes), "reload" (its backend
+    # unloads and loads the model again). Empty: only its health is set.
+    recovery: tuple[Literal["eject", "reload"], ...] = ("eject",)
     alert_thresholds: AlertThresholds = field(default_factory=AlertThresholds)
+    alert_webhook: AlertWebhook | None = None  # absent: alerts are logged only
+
+    def violations(self) -> Iterator[tuple[str, str]]:
+        for i, action in enumerate(self.recovery):
+            if action in self.recovery[:i]:
+                yield f"recovery[{i}]", f"'{action}' is named twice"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,9 +39,11 @@ def _not_multi_criteria(config: ModelyardConfig, path: list[str]) -> bool:
 # (key path with `*` for one segment, when it counts, what will build it).
 _POLICY = ("selection", "selection.agents.*.policy")
 UNBUILT: tuple[tuple[str, Applies, str], ...] = (
-    ("monitoring.health_check_interval", _always, "active health checks are not built"),
-    ("monitoring.alert_thresholds", _always, "alerts are not built"),
-    ("registry.health_check_interval", _always, "active health checks are not built"),
+    (
+        "registry.health_check_interval",
+        _always,
+        "the registry checks no health itself; the gateway's: monitoring.health_check_interval",
+    ),
     ("registry.cache_ttl", _always, "the registry keeps no cache; responses: gateway.cache.ttl"),
     *((f"{p}.algorithm", _not_multi_criteria, "only multi_criteria runs") for p in _POLICY),
     *(

@@ -73,6 +73,23 @@ class BackendPool:
         self._channels.clear()
         self._stubs.clear()
 
+    async def health(
+        self, deployment: common_pb2.Deployment, timeout_s: float = 5.0
+    ) -> backend_pb2.BackendHealthResponse:
+        """The backend's own health (`BackendService.Health`): its engines' worst status
+        with their reasons, and the models it holds; nothing is generated."""
+        host = self._in_process.get(deployment.endpoint)
+        if host is not None:
+            status, reason = host.health()
+            return backend_pb2.BackendHealthResponse(
+                backend=host.name, status=status, reason=reason, loaded_models=host.loaded_models()
+            )
+        request = backend_pb2.BackendHealthRequest()
+        try:
+            return await self._stub(deployment.endpoint).Health(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, deployment) from None
+
     async def load(
         self,
         deployment: common_pb2.Deployment,

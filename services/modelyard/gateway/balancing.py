@@ -10,6 +10,8 @@ request: when it fails, the gateway's fallback chain still serves it). The
 probe's success closes the circuit; its failure doubles the time out, at most
 `max_ejection_s`. While every deployment of a model is out, `lease` raises
 BackendUnavailable and the gateway tries the request's next fallback model.
+A deployment the health monitor ejected (`hold_out`) is out the same way until
+it is let in, its catalog health notwithstanding.
 """
 
 from __future__ import annotations
@@ -83,6 +85,16 @@ class Balancer:
         self.region = region
         self.circuit = circuit or CircuitPolicy()
         self._pools: dict[str, tuple[tuple[tuple[str, str], ...], DeploymentPool]] = {}
+        # (model id, endpoint) held out whatever their catalog health (the health monitor's
+        # `eject`), until let in.
+        self._held_out: set[tuple[str, str]] = set()
+
+    def hold_out(self, model_id: str, endpoint: str) -> None:
+        """Send no call of `model_id` to the deployment at `endpoint` until `let_in`."""
+        self._held_out.add((model_id, endpoint))
+
+    def let_in(self, model_id: str, endpoint: str) -> None:
+        self._held_out.discard((model_id, endpoint))
 
     def lease(self, model: common_pb2.ModelEntry) -> Lease:
         """A deployment of `model` to call; raises BackendUnavailable when none is usable."""
@@ -102,8 +114,11 @@ class Balancer:
             )
             known = self._pools[model.id] = (shape, pool)
         pool = known[1]
+        held = self._held_out
         for i, d in enumerate(deployments):
-            pool.set_healthy(i, servable_health(d.health))
+            pool.set_healthy(
+                i, servable_health(d.health) and not (held and (model.id, d.endpoint) in held)
+            )
         index = pool.pick(self.strategy, self.region)
         pool.start(index)
         return Lease(pool, index, deployments[index], time.perf_counter())

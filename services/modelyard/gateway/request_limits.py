@@ -109,6 +109,17 @@ LIMITS: Mapping[str, Bound] = {
     # The live figures (`metrics.py`)
     "modelyard.v1.GetModelMetricsRequest.model": Bound(chars=MODEL_ID_CHARS),
     "modelyard.v1.GetProviderMetricsRequest.provider": Bound(chars=128),
+    # Evaluation (`modelyard.evaluation`)
+    "modelyard.v1.EvaluateModelRequest.models": Bound(entries=16, chars=MODEL_ID_CHARS),
+    "modelyard.v1.EvaluateModelRequest.suite": Bound(chars=128),
+    "modelyard.v1.EvaluationSuite.name": Bound(chars=128),
+    "modelyard.v1.EvaluationSuite.cases": Bound(entries=256),
+    "modelyard.v1.EvaluationSuite.judge_model": Bound(chars=MODEL_ID_CHARS),
+    "modelyard.v1.EvaluationCase.id": Bound(chars=128),
+    "modelyard.v1.EvaluationCase.prompt": Bound(chars=65_536),
+    "modelyard.v1.EvaluationCase.system": Bound(chars=65_536),
+    "modelyard.v1.EvaluationCase.scorer": Bound(chars=16),
+    "modelyard.v1.EvaluationCase.expected": Bound(chars=65_536),
     # common.proto: GenerationParams. OpenAI takes 4 stop sequences; llama.cpp any.
     "modelyard.v1.GenerationParams.stop": Bound(entries=16, chars=256),
     "modelyard.v1.GenerationParams.response_schema_json": Bound(chars=65_536),

@@ -9,14 +9,17 @@ from typing import Any
 
 import grpc
 
+from modelyard.evaluation.service import StoreQuality, evaluate_models
 from modelyard.gateway.batch import compare, generate_batch
 from modelyard.gateway.core import GatewayCore
 from modelyard.gateway.guarded import SecurityStages
 from modelyard.gateway.input_limits import OpenStreams
 from modelyard.gateway.metrics import model_metrics, provider_metrics
+from modelyard.gateway.request_limits import check_bounds
 from modelyard.gateway.response_cache import CachedGateway, ResponseCache
 from modelyard.meters.gateway_calls import GatewayCallMeter
 from modelyard.ratelimit.caller import api_key_from_metadata
+from modelyard_client.errors import ModelNotFound
 from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -40,6 +43,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._answers = stages.around(answers, core, meter)
         self._items = stages.around(core, core)  # batch items and Compare, as ever uncached
         self._streams = OpenStreams(core.settings.input_limits.max_streams_per_key)
+        # Where EvaluateModel stores each model's quality (the registry's UpdateQuality),
+        # set by the assembly once the registry's address is known; None: not stored.
+        self.store_quality: StoreQuality | None = None
 
     # ---- the calls, free of their transport: gRPC here, the HTTP edges (`modelyard.edges`)
 
@@ -119,6 +125,28 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.GetModelMetricsRequest, context: Ctx
     ) -> gateway_pb2.GetModelMetricsResponse:
         return model_metrics(self._core.performance, self._core.catalog, request)
+
+    async def EvaluateModel(
+        self, request: gateway_pb2.EvaluateModelRequest, context: Ctx
+    ) -> gateway_pb2.EvaluateModelResponse:
+        """A suite on models through this gateway's call path, as the caller (`evaluation`)."""
+        check_bounds(request)  # every field within its bound, before any case runs
+        api_key = api_key_from_metadata(context.invocation_metadata())
+
+        def ask(case: gateway_pb2.GenerateRequest) -> Awaitable[gateway_pb2.GenerateResponse]:
+            return self.answer(case, api_key, None)
+
+        return await evaluate_models(request, ask, self._catalog_id, self.store_quality)
+
+    def _catalog_id(self, name: str) -> str:
+        """The catalog id `name` means now: itself, or the model its alias's route serves."""
+        core = self._core
+        if core.catalog.find(name) is not None:
+            return name
+        route = core.routes.for_alias(name) if core.routes is not None else None
+        if route is not None and route.model_id:
+            return route.model_id
+        raise ModelNotFound(name)
 
     async def GetProviderMetrics(
         self, request: gateway_pb2.GetProviderMetricsRequest, context: Ctx

@@ -130,6 +130,17 @@ class Meters:
             "Swaps entering each phase (preparing, warming, validating, canary, switched, "
             "draining, done, rolled_back, failed).",
         )  # fmt: skip
+        self.recoveries = Instrument(
+            "modelyard.recoveries", "{recovery}",
+            "Recovery actions the health monitor ran on a tripped deployment, by action "
+            "(eject, reload) and outcome (ok, failed).",
+        )  # fmt: skip
+
+        self.alerts = Instrument(
+            "modelyard.alerts", "{message}",
+            "Alert messages, by rule, state (firing, resolved) and delivery (logged: no "
+            "webhook; delivered; dropped).",
+        )  # fmt: skip
 
     def instruments(self) -> list[Instrument]:
         return [v for v in vars(self).values() if isinstance(v, Instrument)]

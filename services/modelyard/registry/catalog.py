@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Iterable
 from modelyard.catalog_limits import HEALTH_REASON_CHARS
 from modelyard.enum_values import check_all_known, check_known
 from modelyard.registry.store import CatalogStore
-from modelyard.registry.validation import check_entry, check_model_id
+from modelyard.registry.validation import check_entry, check_model_id, check_quality
 from modelyard_client.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -158,6 +158,8 @@ class Catalog:
             )
         stored = with_defaults(entry)
         current = self._entries.get(entry.id)
+        if current is not None and current.HasField("quality") and not entry.HasField("quality"):
+            stored.quality.CopyFrom(current.quality)  # the registry's measure, not the backend's
         if merge_deployments and current is not None:
             mine = {d.endpoint for d in stored.deployments}
             others = [d for d in current.deployments if d.endpoint not in mine]
@@ -178,6 +180,16 @@ class Catalog:
         entry = self.get(model_id)
         removed = common_pb2.ModelEntry(id=entry.id, provider=entry.provider)
         return self._commit(Change.KIND_REMOVED, removed).revision
+
+    def update_quality(
+        self, model_id: str, quality: common_pb2.ModelQuality
+    ) -> common_pb2.ModelEntry:
+        """Set a model's evaluated quality (checked: a share, a bounded suite name)."""
+        check_quality(model_id, quality)
+        updated = common_pb2.ModelEntry()
+        updated.CopyFrom(self.get(model_id))
+        updated.quality.CopyFrom(quality)
+        return self._commit(Change.KIND_UPSERTED, updated)
 
     def update_health(
         self, model_id: str, health: common_pb2.HealthStatus.ValueType, reason: str

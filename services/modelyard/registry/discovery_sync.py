@@ -103,4 +103,6 @@ def _merge(
             merged.limits.CopyFrom(existing.limits)
         if not merged.HasField("performance") and existing.HasField("performance"):
             merged.performance.CopyFrom(existing.performance)
+        if not merged.HasField("quality") and existing.HasField("quality"):
+            merged.quality.CopyFrom(existing.quality)
     return merged

@@ -102,6 +102,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         entry.performance.CopyFrom(perf)
         return self._r.catalog.put(entry)
 
+    async def UpdateQuality(
+        self, request: registry_pb2.UpdateQualityRequest, context: Ctx
+    ) -> common_pb2.ModelEntry:
+        return self._r.catalog.update_quality(request.id, request.quality)
+
     async def WatchModels(
         self, request: registry_pb2.WatchModelsRequest, context: Ctx
     ) -> AsyncIterator[registry_pb2.ModelChange]:

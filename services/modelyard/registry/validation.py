@@ -116,6 +116,7 @@ def check_entry(entry: common_pb2.ModelEntry) -> None:
             f"{subject}: performance.error_rate must be between 0 and 1",
             field="performance.error_rate",
         )
+    check_quality(entry.id, entry.quality)
     _check_metadata(subject, entry)
     _check_deployments(subject, entry)
     size = entry.ByteSize()
@@ -196,6 +197,19 @@ def _check_deployments(subject: str, entry: common_pb2.ModelEntry) -> None:
                 field=f"{where}.endpoint",
             )
         check_known(_HEALTH, dep.health, f"{where}.health", subject)
+
+
+def check_quality(model_id: str, quality: common_pb2.ModelQuality) -> None:
+    """An evaluated quality: its score a share, its suite's name bounded and printable."""
+    subject = f"model '{model_id}'"
+    if not (math.isfinite(quality.score) and 0 <= quality.score <= 1):
+        raise InvalidRequest(
+            f"{subject}: quality.score must be between 0 and 1, got {quality.score}",
+            field="quality.score",
+        )
+    check_text(
+        subject, "quality.suite", quality.suite, limits.QUALITY_SUITE_CHARS, chars="printable"
+    )
 
 
 def _check_non_negative(model_id: str, prefix: str, message: Message) -> None:

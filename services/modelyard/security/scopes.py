@@ -40,6 +40,8 @@ RPC_SCOPES: Mapping[str, tuple[str, ...]] = {
     "modelyard.v1.GatewayService/Embed": _G,
     "modelyard.v1.GatewayService/GetModelMetrics": _G,  # reads, as the catalog's
     "modelyard.v1.GatewayService/GetProviderMetrics": _G,
+    # writes each model's quality to the registry: what serves whom changes
+    "modelyard.v1.GatewayService/EvaluateModel": _A,
     "modelyard.v1.SelectorService/Select": _G,
     # the registry
     "modelyard.v1.RegistryService/RegisterModel": _AB,  # a backend announcing itself
@@ -48,6 +50,7 @@ RPC_SCOPES: Mapping[str, tuple[str, ...]] = {
     "modelyard.v1.RegistryService/PinModelVersion": _A,
     "modelyard.v1.RegistryService/UpdateHealth": _A,
     "modelyard.v1.RegistryService/UpdatePerformance": _AB,  # a backend's cold start
+    "modelyard.v1.RegistryService/UpdateQuality": _AB,  # a gateway's evaluation
     "modelyard.v1.RegistryService/AddProvider": _A,
     "modelyard.v1.RegistryService/RemoveProvider": _A,
     "modelyard.v1.RegistryService/Discover": _A,

@@ -52,6 +52,7 @@ def candidate_of(entry: common_pb2.ModelEntry) -> Candidate:
         usd_per_output_token=cost.usd_per_output_token,
         usd_per_request=cost.usd_per_request,
         reliability=1.0 - perf.error_rate,
+        quality=entry.quality.score,
         memory_bytes=entry.resources.memory_bytes,
         backend=first.backend,
         region=first.region,

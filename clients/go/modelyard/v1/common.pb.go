@@ -1874,9 +1874,12 @@ type ModelEntry struct {
 	Limits           *RateLimits           `protobuf:"bytes,17,opt,name=limits,proto3" json:"limits,omitempty"`
 	// File path, family, quantization...: at most 64 keys, each 1-128 printable
 	// characters without whitespace; each value at most 16,384 characters.
-	Metadata      map[string]string      `protobuf:"bytes,18,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	Revision      uint64                 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"` // registry revision of the last change
+	Metadata  map[string]string      `protobuf:"bytes,18,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	Revision  uint64                 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"` // registry revision of the last change
+	// What an evaluation suite measured (`GatewayService.EvaluateModel`); unset: never
+	// evaluated. Kept when the model's backend registers it again.
+	Quality       *ModelQuality `protobuf:"bytes,21,opt,name=quality,proto3" json:"quality,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2051,6 +2054,82 @@ func (x *ModelEntry) GetRevision() uint64 {
 	return 0
 }
 
+func (x *ModelEntry) GetQuality() *ModelQuality {
+	if x != nil {
+		return x.Quality
+	}
+	return nil
+}
+
+// A model's score on an evaluation suite; the selector's capabilities criterion reads it.
+type ModelQuality struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Score         float64                `protobuf:"fixed64,1,opt,name=score,proto3" json:"score,omitempty"` // 0..1: the mean of the suite's case scores
+	Suite         string                 `protobuf:"bytes,2,opt,name=suite,proto3" json:"suite,omitempty"`   // the suite's name; at most 128 characters
+	Cases         uint32                 `protobuf:"varint,3,opt,name=cases,proto3" json:"cases,omitempty"`  // the cases it ran
+	EvaluatedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelQuality) Reset() {
+	*x = ModelQuality{}
+	mi := &file_modelyard_v1_common_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelQuality) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelQuality) ProtoMessage() {}
+
+func (x *ModelQuality) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_common_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelQuality.ProtoReflect.Descriptor instead.
+func (*ModelQuality) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_common_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ModelQuality) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *ModelQuality) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *ModelQuality) GetCases() uint32 {
+	if x != nil {
+		return x.Cases
+	}
+	return 0
+}
+
+func (x *ModelQuality) GetEvaluatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EvaluatedAt
+	}
+	return nil
+}
+
 var File_modelyard_v1_common_proto protoreflect.FileDescriptor
 
 const file_modelyard_v1_common_proto_rawDesc = "" +
@@ -2177,7 +2256,7 @@ const file_modelyard_v1_common_proto_rawDesc = "" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x122\n" +
-	"\x06health\x18\x04 \x01(\x0e2\x1a.modelyard.v1.HealthStatusR\x06health\"\x81\b\n" +
+	"\x06health\x18\x04 \x01(\x0e2\x1a.modelyard.v1.HealthStatusR\x06health\"\xb7\b\n" +
 	"\n" +
 	"ModelEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2201,10 +2280,16 @@ const file_modelyard_v1_common_proto_rawDesc = "" +
 	"\bmetadata\x18\x12 \x03(\v2&.modelyard.v1.ModelEntry.MetadataEntryR\bmetadata\x129\n" +
 	"\n" +
 	"updated_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1a\n" +
-	"\brevision\x18\x14 \x01(\x04R\brevision\x1a;\n" +
+	"\brevision\x18\x14 \x01(\x04R\brevision\x124\n" +
+	"\aquality\x18\x15 \x01(\v2\x1a.modelyard.v1.ModelQualityR\aquality\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd2\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
+	"\fModelQuality\x12\x14\n" +
+	"\x05score\x18\x01 \x01(\x01R\x05score\x12\x14\n" +
+	"\x05suite\x18\x02 \x01(\tR\x05suite\x12\x14\n" +
+	"\x05cases\x18\x03 \x01(\rR\x05cases\x12=\n" +
+	"\fevaluated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt*\xd2\x03\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x1e\n" +
@@ -2257,7 +2342,7 @@ func file_modelyard_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_modelyard_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_modelyard_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_modelyard_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_modelyard_v1_common_proto_goTypes = []any{
 	(Capability)(0),               // 0: modelyard.v1.Capability
 	(Modality)(0),                 // 1: modelyard.v1.Modality
@@ -2284,9 +2369,10 @@ var file_modelyard_v1_common_proto_goTypes = []any{
 	(*RateLimits)(nil),            // 22: modelyard.v1.RateLimits
 	(*Deployment)(nil),            // 23: modelyard.v1.Deployment
 	(*ModelEntry)(nil),            // 24: modelyard.v1.ModelEntry
-	nil,                           // 25: modelyard.v1.ModelEntry.MetadataEntry
-	(*structpb.Struct)(nil),       // 26: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*ModelQuality)(nil),          // 25: modelyard.v1.ModelQuality
+	nil,                           // 26: modelyard.v1.ModelEntry.MetadataEntry
+	(*structpb.Struct)(nil),       // 27: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_modelyard_v1_common_proto_depIdxs = []int32{
 	7,  // 0: modelyard.v1.ChatMessage.tool_calls:type_name -> modelyard.v1.ToolCall
@@ -2297,7 +2383,7 @@ var file_modelyard_v1_common_proto_depIdxs = []int32{
 	8,  // 5: modelyard.v1.Input.chat:type_name -> modelyard.v1.ChatMessages
 	9,  // 6: modelyard.v1.Input.image:type_name -> modelyard.v1.Image
 	10, // 7: modelyard.v1.Input.audio:type_name -> modelyard.v1.Audio
-	26, // 8: modelyard.v1.Input.structured:type_name -> google.protobuf.Struct
+	27, // 8: modelyard.v1.Input.structured:type_name -> google.protobuf.Struct
 	12, // 9: modelyard.v1.Input.tensors:type_name -> modelyard.v1.Tensors
 	6,  // 10: modelyard.v1.GenerationParams.tools:type_name -> modelyard.v1.ToolDefinition
 	10, // 11: modelyard.v1.Output.audio:type_name -> modelyard.v1.Audio
@@ -2314,13 +2400,15 @@ var file_modelyard_v1_common_proto_depIdxs = []int32{
 	2,  // 22: modelyard.v1.ModelEntry.health:type_name -> modelyard.v1.HealthStatus
 	23, // 23: modelyard.v1.ModelEntry.deployments:type_name -> modelyard.v1.Deployment
 	22, // 24: modelyard.v1.ModelEntry.limits:type_name -> modelyard.v1.RateLimits
-	25, // 25: modelyard.v1.ModelEntry.metadata:type_name -> modelyard.v1.ModelEntry.MetadataEntry
-	27, // 26: modelyard.v1.ModelEntry.updated_at:type_name -> google.protobuf.Timestamp
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	26, // 25: modelyard.v1.ModelEntry.metadata:type_name -> modelyard.v1.ModelEntry.MetadataEntry
+	28, // 26: modelyard.v1.ModelEntry.updated_at:type_name -> google.protobuf.Timestamp
+	25, // 27: modelyard.v1.ModelEntry.quality:type_name -> modelyard.v1.ModelQuality
+	28, // 28: modelyard.v1.ModelQuality.evaluated_at:type_name -> google.protobuf.Timestamp
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_modelyard_v1_common_proto_init() }
@@ -2351,7 +2439,7 @@ func file_modelyard_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_modelyard_v1_common_proto_rawDesc), len(file_modelyard_v1_common_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

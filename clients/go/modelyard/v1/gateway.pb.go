@@ -1410,6 +1410,463 @@ func (x *GetProviderMetricsResponse) GetProviders() []*ProviderMetrics {
 	return nil
 }
 
+type EvaluateModelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Catalog ids or aliases, at least one: at most 16 entries, each at most 256 characters.
+	Models []string `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
+	// A suite shipped with modelyard ("basics"), at most 128 characters; or `inline`.
+	Suite         string           `protobuf:"bytes,2,opt,name=suite,proto3" json:"suite,omitempty"`
+	Inline        *EvaluationSuite `protobuf:"bytes,3,opt,name=inline,proto3" json:"inline,omitempty"`
+	Concurrency   uint32           `protobuf:"varint,4,opt,name=concurrency,proto3" json:"concurrency,omitempty"`     // cases in flight at once: 0 means 4; at most 16
+	DryRun        bool             `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"` // score only: store nothing in the registry
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateModelRequest) Reset() {
+	*x = EvaluateModelRequest{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateModelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateModelRequest) ProtoMessage() {}
+
+func (x *EvaluateModelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateModelRequest.ProtoReflect.Descriptor instead.
+func (*EvaluateModelRequest) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EvaluateModelRequest) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *EvaluateModelRequest) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *EvaluateModelRequest) GetInline() *EvaluationSuite {
+	if x != nil {
+		return x.Inline
+	}
+	return nil
+}
+
+func (x *EvaluateModelRequest) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *EvaluateModelRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type EvaluationSuite struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`   // at most 128 characters
+	Cases []*EvaluationCase      `protobuf:"bytes,2,rep,name=cases,proto3" json:"cases,omitempty"` // at least one; at most 256 entries
+	// The model that grades the `judge` cases (a catalog id or alias); at most 256 characters.
+	JudgeModel    string `protobuf:"bytes,3,opt,name=judge_model,json=judgeModel,proto3" json:"judge_model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluationSuite) Reset() {
+	*x = EvaluationSuite{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluationSuite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluationSuite) ProtoMessage() {}
+
+func (x *EvaluationSuite) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluationSuite.ProtoReflect.Descriptor instead.
+func (*EvaluationSuite) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *EvaluationSuite) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EvaluationSuite) GetCases() []*EvaluationCase {
+	if x != nil {
+		return x.Cases
+	}
+	return nil
+}
+
+func (x *EvaluationSuite) GetJudgeModel() string {
+	if x != nil {
+		return x.JudgeModel
+	}
+	return ""
+}
+
+// One prompt and how its answer is scored (0..1).
+type EvaluationCase struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`         // at most 128 characters; unique in the suite
+	Prompt string                 `protobuf:"bytes,2,opt,name=prompt,proto3" json:"prompt,omitempty"` // the user message; at most 65,536 characters
+	System string                 `protobuf:"bytes,3,opt,name=system,proto3" json:"system,omitempty"` // a system message, if any; at most 65,536 characters
+	// "exact", "contains", "regex", "json_schema", "numeric", "latency" or "judge";
+	// at most 16 characters.
+	Scorer string `protobuf:"bytes,4,opt,name=scorer,proto3" json:"scorer,omitempty"`
+	// The expected text (exact, contains), the pattern (regex), the JSON schema
+	// (json_schema), the number (numeric) or the judge's criterion (judge); at most
+	// 65,536 characters.
+	Expected        string  `protobuf:"bytes,5,opt,name=expected,proto3" json:"expected,omitempty"`
+	Tolerance       float64 `protobuf:"fixed64,6,opt,name=tolerance,proto3" json:"tolerance,omitempty"`                                      // numeric: how far the answer's first number may be
+	LatencyBudgetMs float64 `protobuf:"fixed64,7,opt,name=latency_budget_ms,json=latencyBudgetMs,proto3" json:"latency_budget_ms,omitempty"` // latency: at most this long (the answer's text unscored)
+	MaxTokens       uint32  `protobuf:"varint,8,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`                      // 0: 64
+	Weight          float64 `protobuf:"fixed64,9,opt,name=weight,proto3" json:"weight,omitempty"`                                            // in the mean; 0 means 1
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *EvaluationCase) Reset() {
+	*x = EvaluationCase{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluationCase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluationCase) ProtoMessage() {}
+
+func (x *EvaluationCase) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluationCase.ProtoReflect.Descriptor instead.
+func (*EvaluationCase) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *EvaluationCase) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *EvaluationCase) GetPrompt() string {
+	if x != nil {
+		return x.Prompt
+	}
+	return ""
+}
+
+func (x *EvaluationCase) GetSystem() string {
+	if x != nil {
+		return x.System
+	}
+	return ""
+}
+
+func (x *EvaluationCase) GetScorer() string {
+	if x != nil {
+		return x.Scorer
+	}
+	return ""
+}
+
+func (x *EvaluationCase) GetExpected() string {
+	if x != nil {
+		return x.Expected
+	}
+	return ""
+}
+
+func (x *EvaluationCase) GetTolerance() float64 {
+	if x != nil {
+		return x.Tolerance
+	}
+	return 0
+}
+
+func (x *EvaluationCase) GetLatencyBudgetMs() float64 {
+	if x != nil {
+		return x.LatencyBudgetMs
+	}
+	return 0
+}
+
+func (x *EvaluationCase) GetMaxTokens() uint32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+func (x *EvaluationCase) GetWeight() float64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type CaseResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CaseId        string                 `protobuf:"bytes,1,opt,name=case_id,json=caseId,proto3" json:"case_id,omitempty"`
+	Score         float64                `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"` // 0..1
+	Answer        string                 `protobuf:"bytes,3,opt,name=answer,proto3" json:"answer,omitempty"` // the model's answer, cut at 1,024 characters
+	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"` // why it scored so ("no match for pattern ...")
+	LatencyMs     float64                `protobuf:"fixed64,5,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	Error         string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"` // the call's error reason, when it failed (score 0)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaseResult) Reset() {
+	*x = CaseResult{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaseResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaseResult) ProtoMessage() {}
+
+func (x *CaseResult) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaseResult.ProtoReflect.Descriptor instead.
+func (*CaseResult) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CaseResult) GetCaseId() string {
+	if x != nil {
+		return x.CaseId
+	}
+	return ""
+}
+
+func (x *CaseResult) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *CaseResult) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+func (x *CaseResult) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *CaseResult) GetLatencyMs() float64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *CaseResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ModelEvaluation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ModelId       string                 `protobuf:"bytes,1,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	Score         float64                `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"` // the weighted mean of the cases' scores
+	Cases         []*CaseResult          `protobuf:"bytes,3,rep,name=cases,proto3" json:"cases,omitempty"`
+	Stored        bool                   `protobuf:"varint,4,opt,name=stored,proto3" json:"stored,omitempty"` // written to the registry as the model's quality
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelEvaluation) Reset() {
+	*x = ModelEvaluation{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelEvaluation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelEvaluation) ProtoMessage() {}
+
+func (x *ModelEvaluation) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelEvaluation.ProtoReflect.Descriptor instead.
+func (*ModelEvaluation) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ModelEvaluation) GetModelId() string {
+	if x != nil {
+		return x.ModelId
+	}
+	return ""
+}
+
+func (x *ModelEvaluation) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *ModelEvaluation) GetCases() []*CaseResult {
+	if x != nil {
+		return x.Cases
+	}
+	return nil
+}
+
+func (x *ModelEvaluation) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+type EvaluateModelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Suite         string                 `protobuf:"bytes,1,opt,name=suite,proto3" json:"suite,omitempty"`
+	Models        []*ModelEvaluation     `protobuf:"bytes,2,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvaluateModelResponse) Reset() {
+	*x = EvaluateModelResponse{}
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvaluateModelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvaluateModelResponse) ProtoMessage() {}
+
+func (x *EvaluateModelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_gateway_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvaluateModelResponse.ProtoReflect.Descriptor instead.
+func (*EvaluateModelResponse) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_gateway_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *EvaluateModelResponse) GetSuite() string {
+	if x != nil {
+		return x.Suite
+	}
+	return ""
+}
+
+func (x *EvaluateModelResponse) GetModels() []*ModelEvaluation {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
 var File_modelyard_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_modelyard_v1_gateway_proto_rawDesc = "" +
@@ -1530,7 +1987,46 @@ const file_modelyard_v1_gateway_proto_rawDesc = "" +
 	"\afigures\x18\x02 \x01(\v2\x1b.modelyard.v1.WindowFiguresR\afigures\x12\x1b\n" +
 	"\tmodel_ids\x18\x03 \x03(\tR\bmodelIds\"Y\n" +
 	"\x1aGetProviderMetricsResponse\x12;\n" +
-	"\tproviders\x18\x01 \x03(\v2\x1d.modelyard.v1.ProviderMetricsR\tproviders2\xd8\x04\n" +
+	"\tproviders\x18\x01 \x03(\v2\x1d.modelyard.v1.ProviderMetricsR\tproviders\"\xb6\x01\n" +
+	"\x14EvaluateModelRequest\x12\x16\n" +
+	"\x06models\x18\x01 \x03(\tR\x06models\x12\x14\n" +
+	"\x05suite\x18\x02 \x01(\tR\x05suite\x125\n" +
+	"\x06inline\x18\x03 \x01(\v2\x1d.modelyard.v1.EvaluationSuiteR\x06inline\x12 \n" +
+	"\vconcurrency\x18\x04 \x01(\rR\vconcurrency\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\"z\n" +
+	"\x0fEvaluationSuite\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
+	"\x05cases\x18\x02 \x03(\v2\x1c.modelyard.v1.EvaluationCaseR\x05cases\x12\x1f\n" +
+	"\vjudge_model\x18\x03 \x01(\tR\n" +
+	"judgeModel\"\x85\x02\n" +
+	"\x0eEvaluationCase\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06prompt\x18\x02 \x01(\tR\x06prompt\x12\x16\n" +
+	"\x06system\x18\x03 \x01(\tR\x06system\x12\x16\n" +
+	"\x06scorer\x18\x04 \x01(\tR\x06scorer\x12\x1a\n" +
+	"\bexpected\x18\x05 \x01(\tR\bexpected\x12\x1c\n" +
+	"\ttolerance\x18\x06 \x01(\x01R\ttolerance\x12*\n" +
+	"\x11latency_budget_ms\x18\a \x01(\x01R\x0flatencyBudgetMs\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\b \x01(\rR\tmaxTokens\x12\x16\n" +
+	"\x06weight\x18\t \x01(\x01R\x06weight\"\xa0\x01\n" +
+	"\n" +
+	"CaseResult\x12\x17\n" +
+	"\acase_id\x18\x01 \x01(\tR\x06caseId\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\x12\x16\n" +
+	"\x06answer\x18\x03 \x01(\tR\x06answer\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x05 \x01(\x01R\tlatencyMs\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\x8a\x01\n" +
+	"\x0fModelEvaluation\x12\x19\n" +
+	"\bmodel_id\x18\x01 \x01(\tR\amodelId\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\x12.\n" +
+	"\x05cases\x18\x03 \x03(\v2\x18.modelyard.v1.CaseResultR\x05cases\x12\x16\n" +
+	"\x06stored\x18\x04 \x01(\bR\x06stored\"d\n" +
+	"\x15EvaluateModelResponse\x12\x14\n" +
+	"\x05suite\x18\x01 \x01(\tR\x05suite\x125\n" +
+	"\x06models\x18\x02 \x03(\v2\x1d.modelyard.v1.ModelEvaluationR\x06models2\xb2\x05\n" +
 	"\x0eGatewayService\x12I\n" +
 	"\bGenerate\x12\x1d.modelyard.v1.GenerateRequest\x1a\x1e.modelyard.v1.GenerateResponse\x12N\n" +
 	"\x0eGenerateStream\x12\x1d.modelyard.v1.GenerateRequest\x1a\x1b.modelyard.v1.GenerateChunk0\x01\x12X\n" +
@@ -1538,7 +2034,8 @@ const file_modelyard_v1_gateway_proto_rawDesc = "" +
 	"\aCompare\x12\x1c.modelyard.v1.CompareRequest\x1a\x1d.modelyard.v1.CompareResponse\x12@\n" +
 	"\x05Embed\x12\x1a.modelyard.v1.EmbedRequest\x1a\x1b.modelyard.v1.EmbedResponse\x12^\n" +
 	"\x0fGetModelMetrics\x12$.modelyard.v1.GetModelMetricsRequest\x1a%.modelyard.v1.GetModelMetricsResponse\x12g\n" +
-	"\x12GetProviderMetrics\x12'.modelyard.v1.GetProviderMetricsRequest\x1a(.modelyard.v1.GetProviderMetricsResponseb\x06proto3"
+	"\x12GetProviderMetrics\x12'.modelyard.v1.GetProviderMetricsRequest\x1a(.modelyard.v1.GetProviderMetricsResponse\x12X\n" +
+	"\rEvaluateModel\x12\".modelyard.v1.EvaluateModelRequest\x1a#.modelyard.v1.EvaluateModelResponseb\x06proto3"
 
 var (
 	file_modelyard_v1_gateway_proto_rawDescOnce sync.Once
@@ -1552,7 +2049,7 @@ func file_modelyard_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_modelyard_v1_gateway_proto_rawDescData
 }
 
-var file_modelyard_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_modelyard_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_modelyard_v1_gateway_proto_goTypes = []any{
 	(*GenerateRequest)(nil),            // 0: modelyard.v1.GenerateRequest
 	(*GenerateResponse)(nil),           // 1: modelyard.v1.GenerateResponse
@@ -1573,63 +2070,75 @@ var file_modelyard_v1_gateway_proto_goTypes = []any{
 	(*GetProviderMetricsRequest)(nil),  // 16: modelyard.v1.GetProviderMetricsRequest
 	(*ProviderMetrics)(nil),            // 17: modelyard.v1.ProviderMetrics
 	(*GetProviderMetricsResponse)(nil), // 18: modelyard.v1.GetProviderMetricsResponse
-	(*Input)(nil),                      // 19: modelyard.v1.Input
-	(*GenerationParams)(nil),           // 20: modelyard.v1.GenerationParams
-	(*Task)(nil),                       // 21: modelyard.v1.Task
-	(*Constraints)(nil),                // 22: modelyard.v1.Constraints
-	(FinishReason)(0),                  // 23: modelyard.v1.FinishReason
-	(*Usage)(nil),                      // 24: modelyard.v1.Usage
-	(*ToolCall)(nil),                   // 25: modelyard.v1.ToolCall
-	(*Output)(nil),                     // 26: modelyard.v1.Output
-	(*Embedding)(nil),                  // 27: modelyard.v1.Embedding
+	(*EvaluateModelRequest)(nil),       // 19: modelyard.v1.EvaluateModelRequest
+	(*EvaluationSuite)(nil),            // 20: modelyard.v1.EvaluationSuite
+	(*EvaluationCase)(nil),             // 21: modelyard.v1.EvaluationCase
+	(*CaseResult)(nil),                 // 22: modelyard.v1.CaseResult
+	(*ModelEvaluation)(nil),            // 23: modelyard.v1.ModelEvaluation
+	(*EvaluateModelResponse)(nil),      // 24: modelyard.v1.EvaluateModelResponse
+	(*Input)(nil),                      // 25: modelyard.v1.Input
+	(*GenerationParams)(nil),           // 26: modelyard.v1.GenerationParams
+	(*Task)(nil),                       // 27: modelyard.v1.Task
+	(*Constraints)(nil),                // 28: modelyard.v1.Constraints
+	(FinishReason)(0),                  // 29: modelyard.v1.FinishReason
+	(*Usage)(nil),                      // 30: modelyard.v1.Usage
+	(*ToolCall)(nil),                   // 31: modelyard.v1.ToolCall
+	(*Output)(nil),                     // 32: modelyard.v1.Output
+	(*Embedding)(nil),                  // 33: modelyard.v1.Embedding
 }
 var file_modelyard_v1_gateway_proto_depIdxs = []int32{
-	19, // 0: modelyard.v1.GenerateRequest.input:type_name -> modelyard.v1.Input
-	20, // 1: modelyard.v1.GenerateRequest.params:type_name -> modelyard.v1.GenerationParams
-	21, // 2: modelyard.v1.GenerateRequest.task:type_name -> modelyard.v1.Task
-	22, // 3: modelyard.v1.GenerateRequest.constraints:type_name -> modelyard.v1.Constraints
-	23, // 4: modelyard.v1.GenerateResponse.finish_reason:type_name -> modelyard.v1.FinishReason
-	24, // 5: modelyard.v1.GenerateResponse.usage:type_name -> modelyard.v1.Usage
-	25, // 6: modelyard.v1.GenerateResponse.tool_calls:type_name -> modelyard.v1.ToolCall
-	26, // 7: modelyard.v1.GenerateResponse.output:type_name -> modelyard.v1.Output
-	23, // 8: modelyard.v1.GenerateChunk.finish_reason:type_name -> modelyard.v1.FinishReason
-	24, // 9: modelyard.v1.GenerateChunk.usage:type_name -> modelyard.v1.Usage
-	25, // 10: modelyard.v1.GenerateChunk.tool_calls:type_name -> modelyard.v1.ToolCall
-	26, // 11: modelyard.v1.GenerateChunk.output:type_name -> modelyard.v1.Output
+	25, // 0: modelyard.v1.GenerateRequest.input:type_name -> modelyard.v1.Input
+	26, // 1: modelyard.v1.GenerateRequest.params:type_name -> modelyard.v1.GenerationParams
+	27, // 2: modelyard.v1.GenerateRequest.task:type_name -> modelyard.v1.Task
+	28, // 3: modelyard.v1.GenerateRequest.constraints:type_name -> modelyard.v1.Constraints
+	29, // 4: modelyard.v1.GenerateResponse.finish_reason:type_name -> modelyard.v1.FinishReason
+	30, // 5: modelyard.v1.GenerateResponse.usage:type_name -> modelyard.v1.Usage
+	31, // 6: modelyard.v1.GenerateResponse.tool_calls:type_name -> modelyard.v1.ToolCall
+	32, // 7: modelyard.v1.GenerateResponse.output:type_name -> modelyard.v1.Output
+	29, // 8: modelyard.v1.GenerateChunk.finish_reason:type_name -> modelyard.v1.FinishReason
+	30, // 9: modelyard.v1.GenerateChunk.usage:type_name -> modelyard.v1.Usage
+	31, // 10: modelyard.v1.GenerateChunk.tool_calls:type_name -> modelyard.v1.ToolCall
+	32, // 11: modelyard.v1.GenerateChunk.output:type_name -> modelyard.v1.Output
 	0,  // 12: modelyard.v1.BatchGenerateRequest.requests:type_name -> modelyard.v1.GenerateRequest
 	1,  // 13: modelyard.v1.BatchItemResult.response:type_name -> modelyard.v1.GenerateResponse
 	5,  // 14: modelyard.v1.BatchItemResult.error:type_name -> modelyard.v1.ItemError
 	4,  // 15: modelyard.v1.BatchGenerateResponse.results:type_name -> modelyard.v1.BatchItemResult
-	19, // 16: modelyard.v1.CompareRequest.input:type_name -> modelyard.v1.Input
-	20, // 17: modelyard.v1.CompareRequest.params:type_name -> modelyard.v1.GenerationParams
+	25, // 16: modelyard.v1.CompareRequest.input:type_name -> modelyard.v1.Input
+	26, // 17: modelyard.v1.CompareRequest.params:type_name -> modelyard.v1.GenerationParams
 	4,  // 18: modelyard.v1.CompareResponse.results:type_name -> modelyard.v1.BatchItemResult
-	27, // 19: modelyard.v1.EmbedResponse.embeddings:type_name -> modelyard.v1.Embedding
-	24, // 20: modelyard.v1.EmbedResponse.usage:type_name -> modelyard.v1.Usage
+	33, // 19: modelyard.v1.EmbedResponse.embeddings:type_name -> modelyard.v1.Embedding
+	30, // 20: modelyard.v1.EmbedResponse.usage:type_name -> modelyard.v1.Usage
 	11, // 21: modelyard.v1.DeploymentMetrics.figures:type_name -> modelyard.v1.WindowFigures
 	11, // 22: modelyard.v1.ModelMetrics.figures:type_name -> modelyard.v1.WindowFigures
 	12, // 23: modelyard.v1.ModelMetrics.deployments:type_name -> modelyard.v1.DeploymentMetrics
 	13, // 24: modelyard.v1.GetModelMetricsResponse.models:type_name -> modelyard.v1.ModelMetrics
 	11, // 25: modelyard.v1.ProviderMetrics.figures:type_name -> modelyard.v1.WindowFigures
 	17, // 26: modelyard.v1.GetProviderMetricsResponse.providers:type_name -> modelyard.v1.ProviderMetrics
-	0,  // 27: modelyard.v1.GatewayService.Generate:input_type -> modelyard.v1.GenerateRequest
-	0,  // 28: modelyard.v1.GatewayService.GenerateStream:input_type -> modelyard.v1.GenerateRequest
-	3,  // 29: modelyard.v1.GatewayService.BatchGenerate:input_type -> modelyard.v1.BatchGenerateRequest
-	7,  // 30: modelyard.v1.GatewayService.Compare:input_type -> modelyard.v1.CompareRequest
-	9,  // 31: modelyard.v1.GatewayService.Embed:input_type -> modelyard.v1.EmbedRequest
-	14, // 32: modelyard.v1.GatewayService.GetModelMetrics:input_type -> modelyard.v1.GetModelMetricsRequest
-	16, // 33: modelyard.v1.GatewayService.GetProviderMetrics:input_type -> modelyard.v1.GetProviderMetricsRequest
-	1,  // 34: modelyard.v1.GatewayService.Generate:output_type -> modelyard.v1.GenerateResponse
-	2,  // 35: modelyard.v1.GatewayService.GenerateStream:output_type -> modelyard.v1.GenerateChunk
-	6,  // 36: modelyard.v1.GatewayService.BatchGenerate:output_type -> modelyard.v1.BatchGenerateResponse
-	8,  // 37: modelyard.v1.GatewayService.Compare:output_type -> modelyard.v1.CompareResponse
-	10, // 38: modelyard.v1.GatewayService.Embed:output_type -> modelyard.v1.EmbedResponse
-	15, // 39: modelyard.v1.GatewayService.GetModelMetrics:output_type -> modelyard.v1.GetModelMetricsResponse
-	18, // 40: modelyard.v1.GatewayService.GetProviderMetrics:output_type -> modelyard.v1.GetProviderMetricsResponse
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	20, // 27: modelyard.v1.EvaluateModelRequest.inline:type_name -> modelyard.v1.EvaluationSuite
+	21, // 28: modelyard.v1.EvaluationSuite.cases:type_name -> modelyard.v1.EvaluationCase
+	22, // 29: modelyard.v1.ModelEvaluation.cases:type_name -> modelyard.v1.CaseResult
+	23, // 30: modelyard.v1.EvaluateModelResponse.models:type_name -> modelyard.v1.ModelEvaluation
+	0,  // 31: modelyard.v1.GatewayService.Generate:input_type -> modelyard.v1.GenerateRequest
+	0,  // 32: modelyard.v1.GatewayService.GenerateStream:input_type -> modelyard.v1.GenerateRequest
+	3,  // 33: modelyard.v1.GatewayService.BatchGenerate:input_type -> modelyard.v1.BatchGenerateRequest
+	7,  // 34: modelyard.v1.GatewayService.Compare:input_type -> modelyard.v1.CompareRequest
+	9,  // 35: modelyard.v1.GatewayService.Embed:input_type -> modelyard.v1.EmbedRequest
+	14, // 36: modelyard.v1.GatewayService.GetModelMetrics:input_type -> modelyard.v1.GetModelMetricsRequest
+	16, // 37: modelyard.v1.GatewayService.GetProviderMetrics:input_type -> modelyard.v1.GetProviderMetricsRequest
+	19, // 38: modelyard.v1.GatewayService.EvaluateModel:input_type -> modelyard.v1.EvaluateModelRequest
+	1,  // 39: modelyard.v1.GatewayService.Generate:output_type -> modelyard.v1.GenerateResponse
+	2,  // 40: modelyard.v1.GatewayService.GenerateStream:output_type -> modelyard.v1.GenerateChunk
+	6,  // 41: modelyard.v1.GatewayService.BatchGenerate:output_type -> modelyard.v1.BatchGenerateResponse
+	8,  // 42: modelyard.v1.GatewayService.Compare:output_type -> modelyard.v1.CompareResponse
+	10, // 43: modelyard.v1.GatewayService.Embed:output_type -> modelyard.v1.EmbedResponse
+	15, // 44: modelyard.v1.GatewayService.GetModelMetrics:output_type -> modelyard.v1.GetModelMetricsResponse
+	18, // 45: modelyard.v1.GatewayService.GetProviderMetrics:output_type -> modelyard.v1.GetProviderMetricsResponse
+	24, // 46: modelyard.v1.GatewayService.EvaluateModel:output_type -> modelyard.v1.EvaluateModelResponse
+	39, // [39:47] is the sub-list for method output_type
+	31, // [31:39] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_modelyard_v1_gateway_proto_init() }
@@ -1649,7 +2158,7 @@ func file_modelyard_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_modelyard_v1_gateway_proto_rawDesc), len(file_modelyard_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

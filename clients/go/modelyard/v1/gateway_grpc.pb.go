@@ -26,6 +26,7 @@ const (
 	GatewayService_Embed_FullMethodName              = "/modelyard.v1.GatewayService/Embed"
 	GatewayService_GetModelMetrics_FullMethodName    = "/modelyard.v1.GatewayService/GetModelMetrics"
 	GatewayService_GetProviderMetrics_FullMethodName = "/modelyard.v1.GatewayService/GetProviderMetrics"
+	GatewayService_EvaluateModel_FullMethodName      = "/modelyard.v1.GatewayService/EvaluateModel"
 )
 
 // GatewayServiceClient is the client API for GatewayService service.
@@ -47,6 +48,11 @@ type GatewayServiceClient interface {
 	GetModelMetrics(ctx context.Context, in *GetModelMetricsRequest, opts ...grpc.CallOption) (*GetModelMetricsResponse, error)
 	// The same figures summed over the models of each provider.
 	GetProviderMetrics(ctx context.Context, in *GetProviderMetricsRequest, opts ...grpc.CallOption) (*GetProviderMetricsResponse, error)
+	// Run an evaluation suite on models (ADMIN): every case on every model, at most
+	// `concurrency` at a time, through the gateway's own call path; each model's mean
+	// case score is stored as its quality in the registry (unless `dry_run`), where the
+	// selector's capabilities criterion reads it.
+	EvaluateModel(ctx context.Context, in *EvaluateModelRequest, opts ...grpc.CallOption) (*EvaluateModelResponse, error)
 }
 
 type gatewayServiceClient struct {
@@ -136,6 +142,16 @@ func (c *gatewayServiceClient) GetProviderMetrics(ctx context.Context, in *GetPr
 	return out, nil
 }
 
+func (c *gatewayServiceClient) EvaluateModel(ctx context.Context, in *EvaluateModelRequest, opts ...grpc.CallOption) (*EvaluateModelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EvaluateModelResponse)
+	err := c.cc.Invoke(ctx, GatewayService_EvaluateModel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServiceServer is the server API for GatewayService service.
 // All implementations must embed UnimplementedGatewayServiceServer
 // for forward compatibility.
@@ -155,6 +171,11 @@ type GatewayServiceServer interface {
 	GetModelMetrics(context.Context, *GetModelMetricsRequest) (*GetModelMetricsResponse, error)
 	// The same figures summed over the models of each provider.
 	GetProviderMetrics(context.Context, *GetProviderMetricsRequest) (*GetProviderMetricsResponse, error)
+	// Run an evaluation suite on models (ADMIN): every case on every model, at most
+	// `concurrency` at a time, through the gateway's own call path; each model's mean
+	// case score is stored as its quality in the registry (unless `dry_run`), where the
+	// selector's capabilities criterion reads it.
+	EvaluateModel(context.Context, *EvaluateModelRequest) (*EvaluateModelResponse, error)
 	mustEmbedUnimplementedGatewayServiceServer()
 }
 
@@ -185,6 +206,9 @@ func (UnimplementedGatewayServiceServer) GetModelMetrics(context.Context, *GetMo
 }
 func (UnimplementedGatewayServiceServer) GetProviderMetrics(context.Context, *GetProviderMetricsRequest) (*GetProviderMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetProviderMetrics not implemented")
+}
+func (UnimplementedGatewayServiceServer) EvaluateModel(context.Context, *EvaluateModelRequest) (*EvaluateModelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EvaluateModel not implemented")
 }
 func (UnimplementedGatewayServiceServer) mustEmbedUnimplementedGatewayServiceServer() {}
 func (UnimplementedGatewayServiceServer) testEmbeddedByValue()                        {}
@@ -326,6 +350,24 @@ func _GatewayService_GetProviderMetrics_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatewayService_EvaluateModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvaluateModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServiceServer).EvaluateModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatewayService_EvaluateModel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServiceServer).EvaluateModel(ctx, req.(*EvaluateModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatewayService_ServiceDesc is the grpc.ServiceDesc for GatewayService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -356,6 +398,10 @@ var GatewayService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetProviderMetrics",
 			Handler:    _GatewayService_GetProviderMetrics_Handler,
+		},
+		{
+			MethodName: "EvaluateModel",
+			Handler:    _GatewayService_EvaluateModel_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -71,7 +71,7 @@ func (x ModelChange_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ModelChange_Kind.Descriptor instead.
 func (ModelChange_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{12, 0}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type RegisterModelRequest struct {
@@ -657,6 +657,58 @@ func (x *UpdatePerformanceRequest) GetPerformance() *PerformanceProfile {
 	return nil
 }
 
+type UpdateQualityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Quality       *ModelQuality          `protobuf:"bytes,2,opt,name=quality,proto3" json:"quality,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateQualityRequest) Reset() {
+	*x = UpdateQualityRequest{}
+	mi := &file_modelyard_v1_registry_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateQualityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateQualityRequest) ProtoMessage() {}
+
+func (x *UpdateQualityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_registry_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateQualityRequest.ProtoReflect.Descriptor instead.
+func (*UpdateQualityRequest) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UpdateQualityRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateQualityRequest) GetQuality() *ModelQuality {
+	if x != nil {
+		return x.Quality
+	}
+	return nil
+}
+
 type WatchModelsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resume point: the last revision the watcher saw (0: send a full snapshot).
@@ -672,7 +724,7 @@ type WatchModelsRequest struct {
 
 func (x *WatchModelsRequest) Reset() {
 	*x = WatchModelsRequest{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[11]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +736,7 @@ func (x *WatchModelsRequest) String() string {
 func (*WatchModelsRequest) ProtoMessage() {}
 
 func (x *WatchModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[11]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +749,7 @@ func (x *WatchModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchModelsRequest.ProtoReflect.Descriptor instead.
 func (*WatchModelsRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchModelsRequest) GetAfterRevision() uint64 {
@@ -726,7 +778,7 @@ type ModelChange struct {
 
 func (x *ModelChange) Reset() {
 	*x = ModelChange{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[12]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +790,7 @@ func (x *ModelChange) String() string {
 func (*ModelChange) ProtoMessage() {}
 
 func (x *ModelChange) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[12]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +803,7 @@ func (x *ModelChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelChange.ProtoReflect.Descriptor instead.
 func (*ModelChange) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ModelChange) GetKind() ModelChange_Kind {
@@ -794,7 +846,7 @@ type Provider struct {
 
 func (x *Provider) Reset() {
 	*x = Provider{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[13]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +858,7 @@ func (x *Provider) String() string {
 func (*Provider) ProtoMessage() {}
 
 func (x *Provider) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[13]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +871,7 @@ func (x *Provider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Provider.ProtoReflect.Descriptor instead.
 func (*Provider) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Provider) GetName() string {
@@ -859,7 +911,7 @@ type AddProviderRequest struct {
 
 func (x *AddProviderRequest) Reset() {
 	*x = AddProviderRequest{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[14]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +923,7 @@ func (x *AddProviderRequest) String() string {
 func (*AddProviderRequest) ProtoMessage() {}
 
 func (x *AddProviderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[14]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +936,7 @@ func (x *AddProviderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddProviderRequest.ProtoReflect.Descriptor instead.
 func (*AddProviderRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddProviderRequest) GetProvider() *Provider {
@@ -903,7 +955,7 @@ type RemoveProviderRequest struct {
 
 func (x *RemoveProviderRequest) Reset() {
 	*x = RemoveProviderRequest{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[15]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +967,7 @@ func (x *RemoveProviderRequest) String() string {
 func (*RemoveProviderRequest) ProtoMessage() {}
 
 func (x *RemoveProviderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[15]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +980,7 @@ func (x *RemoveProviderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveProviderRequest.ProtoReflect.Descriptor instead.
 func (*RemoveProviderRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveProviderRequest) GetName() string {
@@ -947,7 +999,7 @@ type RemoveProviderResponse struct {
 
 func (x *RemoveProviderResponse) Reset() {
 	*x = RemoveProviderResponse{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[16]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1011,7 @@ func (x *RemoveProviderResponse) String() string {
 func (*RemoveProviderResponse) ProtoMessage() {}
 
 func (x *RemoveProviderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[16]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1024,7 @@ func (x *RemoveProviderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveProviderResponse.ProtoReflect.Descriptor instead.
 func (*RemoveProviderResponse) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveProviderResponse) GetModelsMadeUnavailable() uint32 {
@@ -990,7 +1042,7 @@ type ListProvidersRequest struct {
 
 func (x *ListProvidersRequest) Reset() {
 	*x = ListProvidersRequest{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[17]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1054,7 @@ func (x *ListProvidersRequest) String() string {
 func (*ListProvidersRequest) ProtoMessage() {}
 
 func (x *ListProvidersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[17]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1067,7 @@ func (x *ListProvidersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProvidersRequest.ProtoReflect.Descriptor instead.
 func (*ListProvidersRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 type ListProvidersResponse struct {
@@ -1027,7 +1079,7 @@ type ListProvidersResponse struct {
 
 func (x *ListProvidersResponse) Reset() {
 	*x = ListProvidersResponse{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[18]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1091,7 @@ func (x *ListProvidersResponse) String() string {
 func (*ListProvidersResponse) ProtoMessage() {}
 
 func (x *ListProvidersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[18]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1104,7 @@ func (x *ListProvidersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProvidersResponse.ProtoReflect.Descriptor instead.
 func (*ListProvidersResponse) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListProvidersResponse) GetProviders() []*Provider {
@@ -1071,7 +1123,7 @@ type DiscoverRequest struct {
 
 func (x *DiscoverRequest) Reset() {
 	*x = DiscoverRequest{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[19]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1135,7 @@ func (x *DiscoverRequest) String() string {
 func (*DiscoverRequest) ProtoMessage() {}
 
 func (x *DiscoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[19]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1148,7 @@ func (x *DiscoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoverRequest.ProtoReflect.Descriptor instead.
 func (*DiscoverRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DiscoverRequest) GetProvider() string {
@@ -1118,7 +1170,7 @@ type DiscoverResponse struct {
 
 func (x *DiscoverResponse) Reset() {
 	*x = DiscoverResponse{}
-	mi := &file_modelyard_v1_registry_proto_msgTypes[20]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1182,7 @@ func (x *DiscoverResponse) String() string {
 func (*DiscoverResponse) ProtoMessage() {}
 
 func (x *DiscoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_registry_proto_msgTypes[20]
+	mi := &file_modelyard_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1195,7 @@ func (x *DiscoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoverResponse.ProtoReflect.Descriptor instead.
 func (*DiscoverResponse) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_modelyard_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DiscoverResponse) GetAdded() uint32 {
@@ -1212,7 +1264,10 @@ const file_modelyard_v1_registry_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"n\n" +
 	"\x18UpdatePerformanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12B\n" +
-	"\vperformance\x18\x02 \x01(\v2 .modelyard.v1.PerformanceProfileR\vperformance\"Z\n" +
+	"\vperformance\x18\x02 \x01(\v2 .modelyard.v1.PerformanceProfileR\vperformance\"\\\n" +
+	"\x14UpdateQualityRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
+	"\aquality\x18\x02 \x01(\v2\x1a.modelyard.v1.ModelQualityR\aquality\"Z\n" +
 	"\x12WatchModelsRequest\x12%\n" +
 	"\x0eafter_revision\x18\x01 \x01(\x04R\rafterRevision\x12\x1d\n" +
 	"\n" +
@@ -1248,7 +1303,7 @@ const file_modelyard_v1_registry_proto_rawDesc = "" +
 	"\x05added\x18\x01 \x01(\rR\x05added\x12\x18\n" +
 	"\aupdated\x18\x02 \x01(\rR\aupdated\x12\x18\n" +
 	"\aremoved\x18\x03 \x01(\rR\aremoved\x12\x16\n" +
-	"\x06errors\x18\x04 \x03(\tR\x06errors2\xa2\t\n" +
+	"\x06errors\x18\x04 \x03(\tR\x06errors2\xf1\t\n" +
 	"\x0fRegistryService\x12M\n" +
 	"\rRegisterModel\x12\".modelyard.v1.RegisterModelRequest\x1a\x18.modelyard.v1.ModelEntry\x12[\n" +
 	"\x14RegisterModelVersion\x12).modelyard.v1.RegisterModelVersionRequest\x1a\x18.modelyard.v1.ModelEntry\x12^\n" +
@@ -1259,7 +1314,8 @@ const file_modelyard_v1_registry_proto_rawDesc = "" +
 	"\x11ListModelVersions\x12&.modelyard.v1.ListModelVersionsRequest\x1a .modelyard.v1.ListModelsResponse\x12Q\n" +
 	"\x0fPinModelVersion\x12$.modelyard.v1.PinModelVersionRequest\x1a\x18.modelyard.v1.ModelEntry\x12K\n" +
 	"\fUpdateHealth\x12!.modelyard.v1.UpdateHealthRequest\x1a\x18.modelyard.v1.ModelEntry\x12U\n" +
-	"\x11UpdatePerformance\x12&.modelyard.v1.UpdatePerformanceRequest\x1a\x18.modelyard.v1.ModelEntry\x12L\n" +
+	"\x11UpdatePerformance\x12&.modelyard.v1.UpdatePerformanceRequest\x1a\x18.modelyard.v1.ModelEntry\x12M\n" +
+	"\rUpdateQuality\x12\".modelyard.v1.UpdateQualityRequest\x1a\x18.modelyard.v1.ModelEntry\x12L\n" +
 	"\vWatchModels\x12 .modelyard.v1.WatchModelsRequest\x1a\x19.modelyard.v1.ModelChange0\x01\x12G\n" +
 	"\vAddProvider\x12 .modelyard.v1.AddProviderRequest\x1a\x16.modelyard.v1.Provider\x12[\n" +
 	"\x0eRemoveProvider\x12#.modelyard.v1.RemoveProviderRequest\x1a$.modelyard.v1.RemoveProviderResponse\x12X\n" +
@@ -1279,7 +1335,7 @@ func file_modelyard_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_modelyard_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_modelyard_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_modelyard_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_modelyard_v1_registry_proto_goTypes = []any{
 	(ModelChange_Kind)(0),               // 0: modelyard.v1.ModelChange.Kind
 	(*RegisterModelRequest)(nil),        // 1: modelyard.v1.RegisterModelRequest
@@ -1293,65 +1349,70 @@ var file_modelyard_v1_registry_proto_goTypes = []any{
 	(*PinModelVersionRequest)(nil),      // 9: modelyard.v1.PinModelVersionRequest
 	(*UpdateHealthRequest)(nil),         // 10: modelyard.v1.UpdateHealthRequest
 	(*UpdatePerformanceRequest)(nil),    // 11: modelyard.v1.UpdatePerformanceRequest
-	(*WatchModelsRequest)(nil),          // 12: modelyard.v1.WatchModelsRequest
-	(*ModelChange)(nil),                 // 13: modelyard.v1.ModelChange
-	(*Provider)(nil),                    // 14: modelyard.v1.Provider
-	(*AddProviderRequest)(nil),          // 15: modelyard.v1.AddProviderRequest
-	(*RemoveProviderRequest)(nil),       // 16: modelyard.v1.RemoveProviderRequest
-	(*RemoveProviderResponse)(nil),      // 17: modelyard.v1.RemoveProviderResponse
-	(*ListProvidersRequest)(nil),        // 18: modelyard.v1.ListProvidersRequest
-	(*ListProvidersResponse)(nil),       // 19: modelyard.v1.ListProvidersResponse
-	(*DiscoverRequest)(nil),             // 20: modelyard.v1.DiscoverRequest
-	(*DiscoverResponse)(nil),            // 21: modelyard.v1.DiscoverResponse
-	(*ModelEntry)(nil),                  // 22: modelyard.v1.ModelEntry
-	(Capability)(0),                     // 23: modelyard.v1.Capability
-	(HealthStatus)(0),                   // 24: modelyard.v1.HealthStatus
-	(*PerformanceProfile)(nil),          // 25: modelyard.v1.PerformanceProfile
+	(*UpdateQualityRequest)(nil),        // 12: modelyard.v1.UpdateQualityRequest
+	(*WatchModelsRequest)(nil),          // 13: modelyard.v1.WatchModelsRequest
+	(*ModelChange)(nil),                 // 14: modelyard.v1.ModelChange
+	(*Provider)(nil),                    // 15: modelyard.v1.Provider
+	(*AddProviderRequest)(nil),          // 16: modelyard.v1.AddProviderRequest
+	(*RemoveProviderRequest)(nil),       // 17: modelyard.v1.RemoveProviderRequest
+	(*RemoveProviderResponse)(nil),      // 18: modelyard.v1.RemoveProviderResponse
+	(*ListProvidersRequest)(nil),        // 19: modelyard.v1.ListProvidersRequest
+	(*ListProvidersResponse)(nil),       // 20: modelyard.v1.ListProvidersResponse
+	(*DiscoverRequest)(nil),             // 21: modelyard.v1.DiscoverRequest
+	(*DiscoverResponse)(nil),            // 22: modelyard.v1.DiscoverResponse
+	(*ModelEntry)(nil),                  // 23: modelyard.v1.ModelEntry
+	(Capability)(0),                     // 24: modelyard.v1.Capability
+	(HealthStatus)(0),                   // 25: modelyard.v1.HealthStatus
+	(*PerformanceProfile)(nil),          // 26: modelyard.v1.PerformanceProfile
+	(*ModelQuality)(nil),                // 27: modelyard.v1.ModelQuality
 }
 var file_modelyard_v1_registry_proto_depIdxs = []int32{
-	22, // 0: modelyard.v1.RegisterModelRequest.model:type_name -> modelyard.v1.ModelEntry
-	22, // 1: modelyard.v1.RegisterModelVersionRequest.model:type_name -> modelyard.v1.ModelEntry
-	23, // 2: modelyard.v1.ListModelsRequest.capabilities:type_name -> modelyard.v1.Capability
-	22, // 3: modelyard.v1.ListModelsResponse.models:type_name -> modelyard.v1.ModelEntry
-	24, // 4: modelyard.v1.UpdateHealthRequest.health:type_name -> modelyard.v1.HealthStatus
-	25, // 5: modelyard.v1.UpdatePerformanceRequest.performance:type_name -> modelyard.v1.PerformanceProfile
-	0,  // 6: modelyard.v1.ModelChange.kind:type_name -> modelyard.v1.ModelChange.Kind
-	22, // 7: modelyard.v1.ModelChange.model:type_name -> modelyard.v1.ModelEntry
-	14, // 8: modelyard.v1.AddProviderRequest.provider:type_name -> modelyard.v1.Provider
-	14, // 9: modelyard.v1.ListProvidersResponse.providers:type_name -> modelyard.v1.Provider
-	1,  // 10: modelyard.v1.RegistryService.RegisterModel:input_type -> modelyard.v1.RegisterModelRequest
-	2,  // 11: modelyard.v1.RegistryService.RegisterModelVersion:input_type -> modelyard.v1.RegisterModelVersionRequest
-	3,  // 12: modelyard.v1.RegistryService.UnregisterModel:input_type -> modelyard.v1.UnregisterModelRequest
-	5,  // 13: modelyard.v1.RegistryService.GetModel:input_type -> modelyard.v1.GetModelRequest
-	6,  // 14: modelyard.v1.RegistryService.ListModels:input_type -> modelyard.v1.ListModelsRequest
-	8,  // 15: modelyard.v1.RegistryService.ListModelVersions:input_type -> modelyard.v1.ListModelVersionsRequest
-	9,  // 16: modelyard.v1.RegistryService.PinModelVersion:input_type -> modelyard.v1.PinModelVersionRequest
-	10, // 17: modelyard.v1.RegistryService.UpdateHealth:input_type -> modelyard.v1.UpdateHealthRequest
-	11, // 18: modelyard.v1.RegistryService.UpdatePerformance:input_type -> modelyard.v1.UpdatePerformanceRequest
-	12, // 19: modelyard.v1.RegistryService.WatchModels:input_type -> modelyard.v1.WatchModelsRequest
-	15, // 20: modelyard.v1.RegistryService.AddProvider:input_type -> modelyard.v1.AddProviderRequest
-	16, // 21: modelyard.v1.RegistryService.RemoveProvider:input_type -> modelyard.v1.RemoveProviderRequest
-	18, // 22: modelyard.v1.RegistryService.ListProviders:input_type -> modelyard.v1.ListProvidersRequest
-	20, // 23: modelyard.v1.RegistryService.Discover:input_type -> modelyard.v1.DiscoverRequest
-	22, // 24: modelyard.v1.RegistryService.RegisterModel:output_type -> modelyard.v1.ModelEntry
-	22, // 25: modelyard.v1.RegistryService.RegisterModelVersion:output_type -> modelyard.v1.ModelEntry
-	4,  // 26: modelyard.v1.RegistryService.UnregisterModel:output_type -> modelyard.v1.UnregisterModelResponse
-	22, // 27: modelyard.v1.RegistryService.GetModel:output_type -> modelyard.v1.ModelEntry
-	7,  // 28: modelyard.v1.RegistryService.ListModels:output_type -> modelyard.v1.ListModelsResponse
-	7,  // 29: modelyard.v1.RegistryService.ListModelVersions:output_type -> modelyard.v1.ListModelsResponse
-	22, // 30: modelyard.v1.RegistryService.PinModelVersion:output_type -> modelyard.v1.ModelEntry
-	22, // 31: modelyard.v1.RegistryService.UpdateHealth:output_type -> modelyard.v1.ModelEntry
-	22, // 32: modelyard.v1.RegistryService.UpdatePerformance:output_type -> modelyard.v1.ModelEntry
-	13, // 33: modelyard.v1.RegistryService.WatchModels:output_type -> modelyard.v1.ModelChange
-	14, // 34: modelyard.v1.RegistryService.AddProvider:output_type -> modelyard.v1.Provider
-	17, // 35: modelyard.v1.RegistryService.RemoveProvider:output_type -> modelyard.v1.RemoveProviderResponse
-	19, // 36: modelyard.v1.RegistryService.ListProviders:output_type -> modelyard.v1.ListProvidersResponse
-	21, // 37: modelyard.v1.RegistryService.Discover:output_type -> modelyard.v1.DiscoverResponse
-	24, // [24:38] is the sub-list for method output_type
-	10, // [10:24] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	23, // 0: modelyard.v1.RegisterModelRequest.model:type_name -> modelyard.v1.ModelEntry
+	23, // 1: modelyard.v1.RegisterModelVersionRequest.model:type_name -> modelyard.v1.ModelEntry
+	24, // 2: modelyard.v1.ListModelsRequest.capabilities:type_name -> modelyard.v1.Capability
+	23, // 3: modelyard.v1.ListModelsResponse.models:type_name -> modelyard.v1.ModelEntry
+	25, // 4: modelyard.v1.UpdateHealthRequest.health:type_name -> modelyard.v1.HealthStatus
+	26, // 5: modelyard.v1.UpdatePerformanceRequest.performance:type_name -> modelyard.v1.PerformanceProfile
+	27, // 6: modelyard.v1.UpdateQualityRequest.quality:type_name -> modelyard.v1.ModelQuality
+	0,  // 7: modelyard.v1.ModelChange.kind:type_name -> modelyard.v1.ModelChange.Kind
+	23, // 8: modelyard.v1.ModelChange.model:type_name -> modelyard.v1.ModelEntry
+	15, // 9: modelyard.v1.AddProviderRequest.provider:type_name -> modelyard.v1.Provider
+	15, // 10: modelyard.v1.ListProvidersResponse.providers:type_name -> modelyard.v1.Provider
+	1,  // 11: modelyard.v1.RegistryService.RegisterModel:input_type -> modelyard.v1.RegisterModelRequest
+	2,  // 12: modelyard.v1.RegistryService.RegisterModelVersion:input_type -> modelyard.v1.RegisterModelVersionRequest
+	3,  // 13: modelyard.v1.RegistryService.UnregisterModel:input_type -> modelyard.v1.UnregisterModelRequest
+	5,  // 14: modelyard.v1.RegistryService.GetModel:input_type -> modelyard.v1.GetModelRequest
+	6,  // 15: modelyard.v1.RegistryService.ListModels:input_type -> modelyard.v1.ListModelsRequest
+	8,  // 16: modelyard.v1.RegistryService.ListModelVersions:input_type -> modelyard.v1.ListModelVersionsRequest
+	9,  // 17: modelyard.v1.RegistryService.PinModelVersion:input_type -> modelyard.v1.PinModelVersionRequest
+	10, // 18: modelyard.v1.RegistryService.UpdateHealth:input_type -> modelyard.v1.UpdateHealthRequest
+	11, // 19: modelyard.v1.RegistryService.UpdatePerformance:input_type -> modelyard.v1.UpdatePerformanceRequest
+	12, // 20: modelyard.v1.RegistryService.UpdateQuality:input_type -> modelyard.v1.UpdateQualityRequest
+	13, // 21: modelyard.v1.RegistryService.WatchModels:input_type -> modelyard.v1.WatchModelsRequest
+	16, // 22: modelyard.v1.RegistryService.AddProvider:input_type -> modelyard.v1.AddProviderRequest
+	17, // 23: modelyard.v1.RegistryService.RemoveProvider:input_type -> modelyard.v1.RemoveProviderRequest
+	19, // 24: modelyard.v1.RegistryService.ListProviders:input_type -> modelyard.v1.ListProvidersRequest
+	21, // 25: modelyard.v1.RegistryService.Discover:input_type -> modelyard.v1.DiscoverRequest
+	23, // 26: modelyard.v1.RegistryService.RegisterModel:output_type -> modelyard.v1.ModelEntry
+	23, // 27: modelyard.v1.RegistryService.RegisterModelVersion:output_type -> modelyard.v1.ModelEntry
+	4,  // 28: modelyard.v1.RegistryService.UnregisterModel:output_type -> modelyard.v1.UnregisterModelResponse
+	23, // 29: modelyard.v1.RegistryService.GetModel:output_type -> modelyard.v1.ModelEntry
+	7,  // 30: modelyard.v1.RegistryService.ListModels:output_type -> modelyard.v1.ListModelsResponse
+	7,  // 31: modelyard.v1.RegistryService.ListModelVersions:output_type -> modelyard.v1.ListModelsResponse
+	23, // 32: modelyard.v1.RegistryService.PinModelVersion:output_type -> modelyard.v1.ModelEntry
+	23, // 33: modelyard.v1.RegistryService.UpdateHealth:output_type -> modelyard.v1.ModelEntry
+	23, // 34: modelyard.v1.RegistryService.UpdatePerformance:output_type -> modelyard.v1.ModelEntry
+	23, // 35: modelyard.v1.RegistryService.UpdateQuality:output_type -> modelyard.v1.ModelEntry
+	14, // 36: modelyard.v1.RegistryService.WatchModels:output_type -> modelyard.v1.ModelChange
+	15, // 37: modelyard.v1.RegistryService.AddProvider:output_type -> modelyard.v1.Provider
+	18, // 38: modelyard.v1.RegistryService.RemoveProvider:output_type -> modelyard.v1.RemoveProviderResponse
+	20, // 39: modelyard.v1.RegistryService.ListProviders:output_type -> modelyard.v1.ListProvidersResponse
+	22, // 40: modelyard.v1.RegistryService.Discover:output_type -> modelyard.v1.DiscoverResponse
+	26, // [26:41] is the sub-list for method output_type
+	11, // [11:26] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_modelyard_v1_registry_proto_init() }
@@ -1366,7 +1427,7 @@ func file_modelyard_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_modelyard_v1_registry_proto_rawDesc), len(file_modelyard_v1_registry_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

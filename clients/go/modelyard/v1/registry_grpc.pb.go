@@ -28,6 +28,7 @@ const (
 	RegistryService_PinModelVersion_FullMethodName      = "/modelyard.v1.RegistryService/PinModelVersion"
 	RegistryService_UpdateHealth_FullMethodName         = "/modelyard.v1.RegistryService/UpdateHealth"
 	RegistryService_UpdatePerformance_FullMethodName    = "/modelyard.v1.RegistryService/UpdatePerformance"
+	RegistryService_UpdateQuality_FullMethodName        = "/modelyard.v1.RegistryService/UpdateQuality"
 	RegistryService_WatchModels_FullMethodName          = "/modelyard.v1.RegistryService/WatchModels"
 	RegistryService_AddProvider_FullMethodName          = "/modelyard.v1.RegistryService/AddProvider"
 	RegistryService_RemoveProvider_FullMethodName       = "/modelyard.v1.RegistryService/RemoveProvider"
@@ -50,6 +51,8 @@ type RegistryServiceClient interface {
 	PinModelVersion(ctx context.Context, in *PinModelVersionRequest, opts ...grpc.CallOption) (*ModelEntry, error)
 	UpdateHealth(ctx context.Context, in *UpdateHealthRequest, opts ...grpc.CallOption) (*ModelEntry, error)
 	UpdatePerformance(ctx context.Context, in *UpdatePerformanceRequest, opts ...grpc.CallOption) (*ModelEntry, error)
+	// Set a model's evaluated quality (score 0..1, a suite name of at most 128 characters).
+	UpdateQuality(ctx context.Context, in *UpdateQualityRequest, opts ...grpc.CallOption) (*ModelEntry, error)
 	// Every change after `after_revision`, then live changes, forever.
 	WatchModels(ctx context.Context, in *WatchModelsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ModelChange], error)
 	AddProvider(ctx context.Context, in *AddProviderRequest, opts ...grpc.CallOption) (*Provider, error)
@@ -156,6 +159,16 @@ func (c *registryServiceClient) UpdatePerformance(ctx context.Context, in *Updat
 	return out, nil
 }
 
+func (c *registryServiceClient) UpdateQuality(ctx context.Context, in *UpdateQualityRequest, opts ...grpc.CallOption) (*ModelEntry, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ModelEntry)
+	err := c.cc.Invoke(ctx, RegistryService_UpdateQuality_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *registryServiceClient) WatchModels(ctx context.Context, in *WatchModelsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ModelChange], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &RegistryService_ServiceDesc.Streams[0], RegistryService_WatchModels_FullMethodName, cOpts...)
@@ -230,6 +243,8 @@ type RegistryServiceServer interface {
 	PinModelVersion(context.Context, *PinModelVersionRequest) (*ModelEntry, error)
 	UpdateHealth(context.Context, *UpdateHealthRequest) (*ModelEntry, error)
 	UpdatePerformance(context.Context, *UpdatePerformanceRequest) (*ModelEntry, error)
+	// Set a model's evaluated quality (score 0..1, a suite name of at most 128 characters).
+	UpdateQuality(context.Context, *UpdateQualityRequest) (*ModelEntry, error)
 	// Every change after `after_revision`, then live changes, forever.
 	WatchModels(*WatchModelsRequest, grpc.ServerStreamingServer[ModelChange]) error
 	AddProvider(context.Context, *AddProviderRequest) (*Provider, error)
@@ -272,6 +287,9 @@ func (UnimplementedRegistryServiceServer) UpdateHealth(context.Context, *UpdateH
 }
 func (UnimplementedRegistryServiceServer) UpdatePerformance(context.Context, *UpdatePerformanceRequest) (*ModelEntry, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdatePerformance not implemented")
+}
+func (UnimplementedRegistryServiceServer) UpdateQuality(context.Context, *UpdateQualityRequest) (*ModelEntry, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateQuality not implemented")
 }
 func (UnimplementedRegistryServiceServer) WatchModels(*WatchModelsRequest, grpc.ServerStreamingServer[ModelChange]) error {
 	return status.Error(codes.Unimplemented, "method WatchModels not implemented")
@@ -471,6 +489,24 @@ func _RegistryService_UpdatePerformance_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_UpdateQuality_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateQualityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).UpdateQuality(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_UpdateQuality_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).UpdateQuality(ctx, req.(*UpdateQualityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RegistryService_WatchModels_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchModelsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -596,6 +632,10 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdatePerformance",
 			Handler:    _RegistryService_UpdatePerformance_Handler,
+		},
+		{
+			MethodName: "UpdateQuality",
+			Handler:    _RegistryService_UpdateQuality_Handler,
 		},
 		{
 			MethodName: "AddProvider",

@@ -945,6 +945,7 @@ class ModelEntry(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique catalog id, "<backend>/<model name>": the backend 1-63 characters of
     a-z 0-9 . _ -, the model name printable characters without whitespace, '\\'
@@ -999,6 +1000,12 @@ class ModelEntry(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def quality(self) -> Global___ModelQuality:
+        """What an evaluation suite measured (`GatewayService.EvaluateModel`); unset: never
+        evaluated. Kept when the model's backend registers it again.
+        """
+
     def __init__(
         self,
         *,
@@ -1022,11 +1029,46 @@ class ModelEntry(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
+        quality: Global___ModelQuality | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "limits", b"limits", "performance", b"performance", "resources", b"resources", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "limits", b"limits", "performance", b"performance", "quality", b"quality", "resources", b"resources", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "context_window", b"context_window", "cost", b"cost", "deployments", b"deployments", "health", b"health", "health_reason", b"health_reason", "id", b"id", "input_modalities", b"input_modalities", "input_schema_json", b"input_schema_json", "limits", b"limits", "metadata", b"metadata", "name", b"name", "output_modalities", b"output_modalities", "output_schema_json", b"output_schema_json", "performance", b"performance", "provider", b"provider", "resources", b"resources", "revision", b"revision", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "context_window", b"context_window", "cost", b"cost", "deployments", b"deployments", "health", b"health", "health_reason", b"health_reason", "id", b"id", "input_modalities", b"input_modalities", "input_schema_json", b"input_schema_json", "limits", b"limits", "metadata", b"metadata", "name", b"name", "output_modalities", b"output_modalities", "output_schema_json", b"output_schema_json", "performance", b"performance", "provider", b"provider", "quality", b"quality", "resources", b"resources", "revision", b"revision", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelEntry: _TypeAlias = ModelEntry  # noqa: Y015
+
+@_typing.final
+class ModelQuality(_message.Message):
+    """A model's score on an evaluation suite; the selector's capabilities criterion reads it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    SUITE_FIELD_NUMBER: _builtins.int
+    CASES_FIELD_NUMBER: _builtins.int
+    EVALUATED_AT_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    """0..1: the mean of the suite's case scores"""
+    suite: _builtins.str
+    """the suite's name; at most 128 characters"""
+    cases: _builtins.int
+    """the cases it ran"""
+    @_builtins.property
+    def evaluated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        score: _builtins.float = ...,
+        suite: _builtins.str = ...,
+        cases: _builtins.int = ...,
+        evaluated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluated_at", b"evaluated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases", b"cases", "evaluated_at", b"evaluated_at", "score", b"score", "suite", b"suite"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelQuality: _TypeAlias = ModelQuality  # noqa: Y015

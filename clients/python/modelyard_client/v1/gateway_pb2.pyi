@@ -701,3 +701,222 @@ class GetProviderMetricsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProviderMetricsResponse: _TypeAlias = GetProviderMetricsResponse  # noqa: Y015
+
+@_typing.final
+class EvaluateModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    SUITE_FIELD_NUMBER: _builtins.int
+    INLINE_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    suite: _builtins.str
+    """A suite shipped with modelyard ("basics"), at most 128 characters; or `inline`."""
+    concurrency: _builtins.int
+    """cases in flight at once: 0 means 4; at most 16"""
+    dry_run: _builtins.bool
+    """score only: store nothing in the registry"""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Catalog ids or aliases, at least one: at most 16 entries, each at most 256 characters."""
+
+    @_builtins.property
+    def inline(self) -> Global___EvaluationSuite: ...
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        suite: _builtins.str = ...,
+        inline: Global___EvaluationSuite | None = ...,
+        concurrency: _builtins.int = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inline", b"inline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "dry_run", b"dry_run", "inline", b"inline", "models", b"models", "suite", b"suite"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateModelRequest: _TypeAlias = EvaluateModelRequest  # noqa: Y015
+
+@_typing.final
+class EvaluationSuite(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CASES_FIELD_NUMBER: _builtins.int
+    JUDGE_MODEL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """at most 128 characters"""
+    judge_model: _builtins.str
+    """The model that grades the `judge` cases (a catalog id or alias); at most 256 characters."""
+    @_builtins.property
+    def cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvaluationCase]:
+        """at least one; at most 256 entries"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cases: _abc.Iterable[Global___EvaluationCase] | None = ...,
+        judge_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases", b"cases", "judge_model", b"judge_model", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationSuite: _TypeAlias = EvaluationSuite  # noqa: Y015
+
+@_typing.final
+class EvaluationCase(_message.Message):
+    """One prompt and how its answer is scored (0..1)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PROMPT_FIELD_NUMBER: _builtins.int
+    SYSTEM_FIELD_NUMBER: _builtins.int
+    SCORER_FIELD_NUMBER: _builtins.int
+    EXPECTED_FIELD_NUMBER: _builtins.int
+    TOLERANCE_FIELD_NUMBER: _builtins.int
+    LATENCY_BUDGET_MS_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """at most 128 characters; unique in the suite"""
+    prompt: _builtins.str
+    """the user message; at most 65,536 characters"""
+    system: _builtins.str
+    """a system message, if any; at most 65,536 characters"""
+    scorer: _builtins.str
+    """"exact", "contains", "regex", "json_schema", "numeric", "latency" or "judge";
+    at most 16 characters.
+    """
+    expected: _builtins.str
+    """The expected text (exact, contains), the pattern (regex), the JSON schema
+    (json_schema), the number (numeric) or the judge's criterion (judge); at most
+    65,536 characters.
+    """
+    tolerance: _builtins.float
+    """numeric: how far the answer's first number may be"""
+    latency_budget_ms: _builtins.float
+    """latency: at most this long (the answer's text unscored)"""
+    max_tokens: _builtins.int
+    """0: 64"""
+    weight: _builtins.float
+    """in the mean; 0 means 1"""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        prompt: _builtins.str = ...,
+        system: _builtins.str = ...,
+        scorer: _builtins.str = ...,
+        expected: _builtins.str = ...,
+        tolerance: _builtins.float = ...,
+        latency_budget_ms: _builtins.float = ...,
+        max_tokens: _builtins.int = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected", b"expected", "id", b"id", "latency_budget_ms", b"latency_budget_ms", "max_tokens", b"max_tokens", "prompt", b"prompt", "scorer", b"scorer", "system", b"system", "tolerance", b"tolerance", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationCase: _TypeAlias = EvaluationCase  # noqa: Y015
+
+@_typing.final
+class CaseResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    score: _builtins.float
+    """0..1"""
+    answer: _builtins.str
+    """the model's answer, cut at 1,024 characters"""
+    detail: _builtins.str
+    """why it scored so ("no match for pattern ...")"""
+    latency_ms: _builtins.float
+    error: _builtins.str
+    """the call's error reason, when it failed (score 0)"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        answer: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        latency_ms: _builtins.float = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "case_id", b"case_id", "detail", b"detail", "error", b"error", "latency_ms", b"latency_ms", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseResult: _TypeAlias = CaseResult  # noqa: Y015
+
+@_typing.final
+class ModelEvaluation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    CASES_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    score: _builtins.float
+    """the weighted mean of the cases' scores"""
+    stored: _builtins.bool
+    """written to the registry as the model's quality"""
+    @_builtins.property
+    def cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseResult]: ...
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        cases: _abc.Iterable[Global___CaseResult] | None = ...,
+        stored: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases", b"cases", "model_id", b"model_id", "score", b"score", "stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelEvaluation: _TypeAlias = ModelEvaluation  # noqa: Y015
+
+@_typing.final
+class EvaluateModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUITE_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    suite: _builtins.str
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelEvaluation]: ...
+    def __init__(
+        self,
+        *,
+        suite: _builtins.str = ...,
+        models: _abc.Iterable[Global___ModelEvaluation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "suite", b"suite"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateModelResponse: _TypeAlias = EvaluateModelResponse  # noqa: Y015

@@ -70,6 +70,11 @@ class GatewayServiceStub:
                 request_serializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsRequest.SerializeToString,
                 response_deserializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsResponse.FromString,
                 _registered_method=True)
+        self.EvaluateModel = channel.unary_unary(
+                '/modelyard.v1.GatewayService/EvaluateModel',
+                request_serializer=modelyard_dot_v1_dot_gateway__pb2.EvaluateModelRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_gateway__pb2.EvaluateModelResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -124,6 +129,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateModel(self, request, context):
+        """Run an evaluation suite on models (ADMIN): every case on every model, at most
+        `concurrency` at a time, through the gateway's own call path; each model's mean
+        case score is stored as its quality in the registry (unless `dry_run`), where the
+        selector's capabilities criterion reads it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +176,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetProviderMetrics,
                     request_deserializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsRequest.FromString,
                     response_serializer=modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsResponse.SerializeToString,
+            ),
+            'EvaluateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateModel,
+                    request_deserializer=modelyard_dot_v1_dot_gateway__pb2.EvaluateModelRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_gateway__pb2.EvaluateModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +373,33 @@ class GatewayService:
             '/modelyard.v1.GatewayService/GetProviderMetrics',
             modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsRequest.SerializeToString,
             modelyard_dot_v1_dot_gateway__pb2.GetProviderMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.GatewayService/EvaluateModel',
+            modelyard_dot_v1_dot_gateway__pb2.EvaluateModelRequest.SerializeToString,
+            modelyard_dot_v1_dot_gateway__pb2.EvaluateModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,12 @@ class GatewayServiceStub:
     """
     GetProviderMetrics: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetProviderMetricsRequest, _gateway_pb2.GetProviderMetricsResponse]
     """The same figures summed over the models of each provider."""
+    EvaluateModel: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.EvaluateModelRequest, _gateway_pb2.EvaluateModelResponse]
+    """Run an evaluation suite on models (ADMIN): every case on every model, at most
+    `concurrency` at a time, through the gateway's own call path; each model's mean
+    case score is stored as its quality in the registry (unless `dry_run`), where the
+    selector's capabilities criterion reads it.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -67,6 +73,12 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """
     GetProviderMetrics: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetProviderMetricsRequest, _gateway_pb2.GetProviderMetricsResponse]  # type: ignore[assignment]
     """The same figures summed over the models of each provider."""
+    EvaluateModel: _aio.UnaryUnaryMultiCallable[_gateway_pb2.EvaluateModelRequest, _gateway_pb2.EvaluateModelResponse]  # type: ignore[assignment]
+    """Run an evaluation suite on models (ADMIN): every case on every model, at most
+    `concurrency` at a time, through the gateway's own call path; each model's mean
+    case score is stored as its quality in the registry (unless `dry_run`), where the
+    selector's capabilities criterion reads it.
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """The front door."""
@@ -126,5 +138,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetProviderMetricsResponse, _abc.Awaitable[_gateway_pb2.GetProviderMetricsResponse]]:
         """The same figures summed over the models of each provider."""
+
+    @_abc_1.abstractmethod
+    def EvaluateModel(
+        self,
+        request: _gateway_pb2.EvaluateModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.EvaluateModelResponse, _abc.Awaitable[_gateway_pb2.EvaluateModelResponse]]:
+        """Run an evaluation suite on models (ADMIN): every case on every model, at most
+        `concurrency` at a time, through the gateway's own call path; each model's mean
+        case score is stored as its quality in the registry (unless `dry_run`), where the
+        selector's capabilities criterion reads it.
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

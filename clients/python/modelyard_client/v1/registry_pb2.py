@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from modelyard_client.v1 import common_pb2 as modelyard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmodelyard/v1/registry.proto\x12\x0cmodelyard.v1\x1a\x19modelyard/v1/common.proto\"j\n\x14RegisterModelRequest\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x0e\n\x06upsert\x18\x02 \x01(\x08\x12\x19\n\x11merge_deployments\x18\x03 \x01(\x08\"\\\n\x1bRegisterModelVersionRequest\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x14\n\x0cmake_current\x18\x02 \x01(\x08\"$\n\x16UnregisterModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"+\n\x17UnregisterModelResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\".\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x83\x01\n\x11ListModelsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0e\x32\x18.modelyard.v1.Capability\x12\x1b\n\x13include_unavailable\x18\x04 \x01(\x08\"P\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x10\n\x08revision\x18\x02 \x01(\x04\"&\n\x18ListModelVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x16PinModelVersionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"]\n\x13UpdateHealthRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x06health\x18\x02 \x01(\x0e\x32\x1a.modelyard.v1.HealthStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"]\n\x18UpdatePerformanceRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x35\n\x0bperformance\x18\x02 \x01(\x0b\x32 .modelyard.v1.PerformanceProfile\"@\n\x12WatchModelsRequest\x12\x16\n\x0e\x61\x66ter_revision\x18\x01 \x01(\x04\x12\x12\n\ncatalog_id\x18\x02 \x01(\t\"\xde\x01\n\x0bModelChange\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.modelyard.v1.ModelChange.Kind\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\'\n\x05model\x18\x03 \x01(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x12\n\ncatalog_id\x18\x04 \x01(\t\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_UPSERTED\x10\x01\x12\x10\n\x0cKIND_REMOVED\x10\x02\x12\x0f\n\x0bKIND_SYNCED\x10\x03\"I\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\">\n\x12\x41\x64\x64ProviderRequest\x12(\n\x08provider\x18\x01 \x01(\x0b\x32\x16.modelyard.v1.Provider\"%\n\x15RemoveProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x16RemoveProviderResponse\x12\x1f\n\x17models_made_unavailable\x18\x01 \x01(\r\"\x16\n\x14ListProvidersRequest\"B\n\x15ListProvidersResponse\x12)\n\tproviders\x18\x01 \x03(\x0b\x32\x16.modelyard.v1.Provider\"#\n\x0f\x44iscoverRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"S\n\x10\x44iscoverResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x0f\n\x07updated\x18\x02 \x01(\r\x12\x0f\n\x07removed\x18\x03 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x04 \x03(\t2\xa2\t\n\x0fRegistryService\x12M\n\rRegisterModel\x12\".modelyard.v1.RegisterModelRequest\x1a\x18.modelyard.v1.ModelEntry\x12[\n\x14RegisterModelVersion\x12).modelyard.v1.RegisterModelVersionRequest\x1a\x18.modelyard.v1.ModelEntry\x12^\n\x0fUnregisterModel\x12$.modelyard.v1.UnregisterModelRequest\x1a%.modelyard.v1.UnregisterModelResponse\x12\x43\n\x08GetModel\x12\x1d.modelyard.v1.GetModelRequest\x1a\x18.modelyard.v1.ModelEntry\x12O\n\nListModels\x12\x1f.modelyard.v1.ListModelsRequest\x1a .modelyard.v1.ListModelsResponse\x12]\n\x11ListModelVersions\x12&.modelyard.v1.ListModelVersionsRequest\x1a .modelyard.v1.ListModelsResponse\x12Q\n\x0fPinModelVersion\x12$.modelyard.v1.PinModelVersionRequest\x1a\x18.modelyard.v1.ModelEntry\x12K\n\x0cUpdateHealth\x12!.modelyard.v1.UpdateHealthRequest\x1a\x18.modelyard.v1.ModelEntry\x12U\n\x11UpdatePerformance\x12&.modelyard.v1.UpdatePerformanceRequest\x1a\x18.modelyard.v1.ModelEntry\x12L\n\x0bWatchModels\x12 .modelyard.v1.WatchModelsRequest\x1a\x19.modelyard.v1.ModelChange0\x01\x12G\n\x0b\x41\x64\x64Provider\x12 .modelyard.v1.AddProviderRequest\x1a\x16.modelyard.v1.Provider\x12[\n\x0eRemoveProvider\x12#.modelyard.v1.RemoveProviderRequest\x1a$.modelyard.v1.RemoveProviderResponse\x12X\n\rListProviders\x12\".modelyard.v1.ListProvidersRequest\x1a#.modelyard.v1.ListProvidersResponse\x12I\n\x08\x44iscover\x12\x1d.modelyard.v1.DiscoverRequest\x1a\x1e.modelyard.v1.DiscoverResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmodelyard/v1/registry.proto\x12\x0cmodelyard.v1\x1a\x19modelyard/v1/common.proto\"j\n\x14RegisterModelRequest\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x0e\n\x06upsert\x18\x02 \x01(\x08\x12\x19\n\x11merge_deployments\x18\x03 \x01(\x08\"\\\n\x1bRegisterModelVersionRequest\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x14\n\x0cmake_current\x18\x02 \x01(\x08\"$\n\x16UnregisterModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\"+\n\x17UnregisterModelResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\".\n\x0fGetModelRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x83\x01\n\x11ListModelsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0e\x32\x18.modelyard.v1.Capability\x12\x1b\n\x13include_unavailable\x18\x04 \x01(\x08\"P\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x10\n\x08revision\x18\x02 \x01(\x04\"&\n\x18ListModelVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x16PinModelVersionRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"]\n\x13UpdateHealthRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x06health\x18\x02 \x01(\x0e\x32\x1a.modelyard.v1.HealthStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"]\n\x18UpdatePerformanceRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x35\n\x0bperformance\x18\x02 \x01(\x0b\x32 .modelyard.v1.PerformanceProfile\"O\n\x14UpdateQualityRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x07quality\x18\x02 \x01(\x0b\x32\x1a.modelyard.v1.ModelQuality\"@\n\x12WatchModelsRequest\x12\x16\n\x0e\x61\x66ter_revision\x18\x01 \x01(\x04\x12\x12\n\ncatalog_id\x18\x02 \x01(\t\"\xde\x01\n\x0bModelChange\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.modelyard.v1.ModelChange.Kind\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\'\n\x05model\x18\x03 \x01(\x0b\x32\x18.modelyard.v1.ModelEntry\x12\x12\n\ncatalog_id\x18\x04 \x01(\t\"R\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x11\n\rKIND_UPSERTED\x10\x01\x12\x10\n\x0cKIND_REMOVED\x10\x02\x12\x0f\n\x0bKIND_SYNCED\x10\x03\"I\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\">\n\x12\x41\x64\x64ProviderRequest\x12(\n\x08provider\x18\x01 \x01(\x0b\x32\x16.modelyard.v1.Provider\"%\n\x15RemoveProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x16RemoveProviderResponse\x12\x1f\n\x17models_made_unavailable\x18\x01 \x01(\r\"\x16\n\x14ListProvidersRequest\"B\n\x15ListProvidersResponse\x12)\n\tproviders\x18\x01 \x03(\x0b\x32\x16.modelyard.v1.Provider\"#\n\x0f\x44iscoverRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"S\n\x10\x44iscoverResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x0f\n\x07updated\x18\x02 \x01(\r\x12\x0f\n\x07removed\x18\x03 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x04 \x03(\t2\xf1\t\n\x0fRegistryService\x12M\n\rRegisterModel\x12\".modelyard.v1.RegisterModelRequest\x1a\x18.modelyard.v1.ModelEntry\x12[\n\x14RegisterModelVersion\x12).modelyard.v1.RegisterModelVersionRequest\x1a\x18.modelyard.v1.ModelEntry\x12^\n\x0fUnregisterModel\x12$.modelyard.v1.UnregisterModelRequest\x1a%.modelyard.v1.UnregisterModelResponse\x12\x43\n\x08GetModel\x12\x1d.modelyard.v1.GetModelRequest\x1a\x18.modelyard.v1.ModelEntry\x12O\n\nListModels\x12\x1f.modelyard.v1.ListModelsRequest\x1a .modelyard.v1.ListModelsResponse\x12]\n\x11ListModelVersions\x12&.modelyard.v1.ListModelVersionsRequest\x1a .modelyard.v1.ListModelsResponse\x12Q\n\x0fPinModelVersion\x12$.modelyard.v1.PinModelVersionRequest\x1a\x18.modelyard.v1.ModelEntry\x12K\n\x0cUpdateHealth\x12!.modelyard.v1.UpdateHealthRequest\x1a\x18.modelyard.v1.ModelEntry\x12U\n\x11UpdatePerformance\x12&.modelyard.v1.UpdatePerformanceRequest\x1a\x18.modelyard.v1.ModelEntry\x12M\n\rUpdateQuality\x12\".modelyard.v1.UpdateQualityRequest\x1a\x18.modelyard.v1.ModelEntry\x12L\n\x0bWatchModels\x12 .modelyard.v1.WatchModelsRequest\x1a\x19.modelyard.v1.ModelChange0\x01\x12G\n\x0b\x41\x64\x64Provider\x12 .modelyard.v1.AddProviderRequest\x1a\x16.modelyard.v1.Provider\x12[\n\x0eRemoveProvider\x12#.modelyard.v1.RemoveProviderRequest\x1a$.modelyard.v1.RemoveProviderResponse\x12X\n\rListProviders\x12\".modelyard.v1.ListProvidersRequest\x1a#.modelyard.v1.ListProvidersResponse\x12I\n\x08\x44iscover\x12\x1d.modelyard.v1.DiscoverRequest\x1a\x1e.modelyard.v1.DiscoverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,28 +54,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEHEALTHREQUEST']._serialized_end=809
   _globals['_UPDATEPERFORMANCEREQUEST']._serialized_start=811
   _globals['_UPDATEPERFORMANCEREQUEST']._serialized_end=904
-  _globals['_WATCHMODELSREQUEST']._serialized_start=906
-  _globals['_WATCHMODELSREQUEST']._serialized_end=970
-  _globals['_MODELCHANGE']._serialized_start=973
-  _globals['_MODELCHANGE']._serialized_end=1195
-  _globals['_MODELCHANGE_KIND']._serialized_start=1113
-  _globals['_MODELCHANGE_KIND']._serialized_end=1195
-  _globals['_PROVIDER']._serialized_start=1197
-  _globals['_PROVIDER']._serialized_end=1270
-  _globals['_ADDPROVIDERREQUEST']._serialized_start=1272
-  _globals['_ADDPROVIDERREQUEST']._serialized_end=1334
-  _globals['_REMOVEPROVIDERREQUEST']._serialized_start=1336
-  _globals['_REMOVEPROVIDERREQUEST']._serialized_end=1373
-  _globals['_REMOVEPROVIDERRESPONSE']._serialized_start=1375
-  _globals['_REMOVEPROVIDERRESPONSE']._serialized_end=1432
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1434
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1456
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1458
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1524
-  _globals['_DISCOVERREQUEST']._serialized_start=1526
-  _globals['_DISCOVERREQUEST']._serialized_end=1561
-  _globals['_DISCOVERRESPONSE']._serialized_start=1563
-  _globals['_DISCOVERRESPONSE']._serialized_end=1646
-  _globals['_REGISTRYSERVICE']._serialized_start=1649
-  _globals['_REGISTRYSERVICE']._serialized_end=2835
+  _globals['_UPDATEQUALITYREQUEST']._serialized_start=906
+  _globals['_UPDATEQUALITYREQUEST']._serialized_end=985
+  _globals['_WATCHMODELSREQUEST']._serialized_start=987
+  _globals['_WATCHMODELSREQUEST']._serialized_end=1051
+  _globals['_MODELCHANGE']._serialized_start=1054
+  _globals['_MODELCHANGE']._serialized_end=1276
+  _globals['_MODELCHANGE_KIND']._serialized_start=1194
+  _globals['_MODELCHANGE_KIND']._serialized_end=1276
+  _globals['_PROVIDER']._serialized_start=1278
+  _globals['_PROVIDER']._serialized_end=1351
+  _globals['_ADDPROVIDERREQUEST']._serialized_start=1353
+  _globals['_ADDPROVIDERREQUEST']._serialized_end=1415
+  _globals['_REMOVEPROVIDERREQUEST']._serialized_start=1417
+  _globals['_REMOVEPROVIDERREQUEST']._serialized_end=1454
+  _globals['_REMOVEPROVIDERRESPONSE']._serialized_start=1456
+  _globals['_REMOVEPROVIDERRESPONSE']._serialized_end=1513
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1515
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1537
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1539
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1605
+  _globals['_DISCOVERREQUEST']._serialized_start=1607
+  _globals['_DISCOVERREQUEST']._serialized_end=1642
+  _globals['_DISCOVERRESPONSE']._serialized_start=1644
+  _globals['_DISCOVERRESPONSE']._serialized_end=1727
+  _globals['_REGISTRYSERVICE']._serialized_start=1730
+  _globals['_REGISTRYSERVICE']._serialized_end=2995
 # @@protoc_insertion_point(module_scope)

@@ -283,6 +283,29 @@ class UpdatePerformanceRequest(_message.Message):
 Global___UpdatePerformanceRequest: _TypeAlias = UpdatePerformanceRequest  # noqa: Y015
 
 @_typing.final
+class UpdateQualityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    @_builtins.property
+    def quality(self) -> _common_pb2.ModelQuality: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        quality: _common_pb2.ModelQuality | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quality", b"quality"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "quality", b"quality"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQualityRequest: _TypeAlias = UpdateQualityRequest  # noqa: Y015
+
+@_typing.final
 class WatchModelsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

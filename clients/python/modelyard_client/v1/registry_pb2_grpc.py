@@ -81,6 +81,11 @@ class RegistryServiceStub:
                 request_serializer=modelyard_dot_v1_dot_registry__pb2.UpdatePerformanceRequest.SerializeToString,
                 response_deserializer=modelyard_dot_v1_dot_common__pb2.ModelEntry.FromString,
                 _registered_method=True)
+        self.UpdateQuality = channel.unary_unary(
+                '/modelyard.v1.RegistryService/UpdateQuality',
+                request_serializer=modelyard_dot_v1_dot_registry__pb2.UpdateQualityRequest.SerializeToString,
+                response_deserializer=modelyard_dot_v1_dot_common__pb2.ModelEntry.FromString,
+                _registered_method=True)
         self.WatchModels = channel.unary_stream(
                 '/modelyard.v1.RegistryService/WatchModels',
                 request_serializer=modelyard_dot_v1_dot_registry__pb2.WatchModelsRequest.SerializeToString,
@@ -166,6 +171,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateQuality(self, request, context):
+        """Set a model's evaluated quality (score 0..1, a suite name of at most 128 characters).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchModels(self, request, context):
         """Every change after `after_revision`, then live changes, forever.
         """
@@ -243,6 +255,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
             'UpdatePerformance': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdatePerformance,
                     request_deserializer=modelyard_dot_v1_dot_registry__pb2.UpdatePerformanceRequest.FromString,
+                    response_serializer=modelyard_dot_v1_dot_common__pb2.ModelEntry.SerializeToString,
+            ),
+            'UpdateQuality': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQuality,
+                    request_deserializer=modelyard_dot_v1_dot_registry__pb2.UpdateQualityRequest.FromString,
                     response_serializer=modelyard_dot_v1_dot_common__pb2.ModelEntry.SerializeToString,
             ),
             'WatchModels': grpc.unary_stream_rpc_method_handler(
@@ -514,6 +531,33 @@ class RegistryService:
             target,
             '/modelyard.v1.RegistryService/UpdatePerformance',
             modelyard_dot_v1_dot_registry__pb2.UpdatePerformanceRequest.SerializeToString,
+            modelyard_dot_v1_dot_common__pb2.ModelEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelyard.v1.RegistryService/UpdateQuality',
+            modelyard_dot_v1_dot_registry__pb2.UpdateQualityRequest.SerializeToString,
             modelyard_dot_v1_dot_common__pb2.ModelEntry.FromString,
             options,
             channel_credentials,

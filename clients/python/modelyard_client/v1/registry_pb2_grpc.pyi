@@ -43,6 +43,8 @@ class RegistryServiceStub:
     PinModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.PinModelVersionRequest, _common_pb2.ModelEntry]
     UpdateHealth: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateHealthRequest, _common_pb2.ModelEntry]
     UpdatePerformance: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdatePerformanceRequest, _common_pb2.ModelEntry]
+    UpdateQuality: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateQualityRequest, _common_pb2.ModelEntry]
+    """Set a model's evaluated quality (score 0..1, a suite name of at most 128 characters)."""
     WatchModels: _grpc.UnaryStreamMultiCallable[_registry_pb2.WatchModelsRequest, _registry_pb2.ModelChange]
     """Every change after `after_revision`, then live changes, forever."""
     AddProvider: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AddProviderRequest, _registry_pb2.Provider]
@@ -64,6 +66,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     PinModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.PinModelVersionRequest, _common_pb2.ModelEntry]  # type: ignore[assignment]
     UpdateHealth: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateHealthRequest, _common_pb2.ModelEntry]  # type: ignore[assignment]
     UpdatePerformance: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdatePerformanceRequest, _common_pb2.ModelEntry]  # type: ignore[assignment]
+    UpdateQuality: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateQualityRequest, _common_pb2.ModelEntry]  # type: ignore[assignment]
+    """Set a model's evaluated quality (score 0..1, a suite name of at most 128 characters)."""
     WatchModels: _aio.UnaryStreamMultiCallable[_registry_pb2.WatchModelsRequest, _registry_pb2.ModelChange]  # type: ignore[assignment]
     """Every change after `after_revision`, then live changes, forever."""
     AddProvider: _aio.UnaryUnaryMultiCallable[_registry_pb2.AddProviderRequest, _registry_pb2.Provider]  # type: ignore[assignment]
@@ -136,6 +140,14 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.UpdatePerformanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.ModelEntry, _abc.Awaitable[_common_pb2.ModelEntry]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateQuality(
+        self,
+        request: _registry_pb2.UpdateQualityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.ModelEntry, _abc.Awaitable[_common_pb2.ModelEntry]]:
+        """Set a model's evaluated quality (score 0..1, a suite name of at most 128 characters)."""
 
     @_abc_1.abstractmethod
     def WatchModels(
