@@ -89,6 +89,9 @@ class GatewayProcess:
         self.http_address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
         env[HTTP_ADDRESS_ENV] = self.http_address  # an older checkout ignores it
+        # Metrics recorded and served as `modelyard serve` does by default, on a free port
+        # so sides side by side do not meet on 9464 (an older checkout ignores it).
+        env["MODELYARD_METRICS_ADDRESS"] = "127.0.0.1:0"
         paths = [str(root / "services"), str(root / "clients" / "python")]
         env.update(
             CUSTOM_AI_PROVIDER_URL=upstream_url,
