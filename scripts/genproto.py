@@ -1,19 +1,15 @@
 """Generate the Python gRPC stubs (with typed .pyi) from proto/ into the client package.
 
 The stubs belong to `modelyard_client` (clients/python/modelyard_client/v1/), which the
-server depends on, so the client installs with nothing of the server's. They are
-committed, as the Go client's are: the client installs from its own folder with no
-generator. protoc names a generated module after its proto file (``modelyard.v1``);
-each import of one stub by another is rewritten to the package that holds them
-(``modelyard_client.v1``), nothing else: the proto package, the services' method
-paths and the serialized descriptors stay ``modelyard.v1``, the wire contract.
+server depends on, so the client installs with nothing of the server's. They are build
+output, never committed: scripts/setup runs this before it installs the client (a clone
+installing the client alone runs it first too). protoc names a generated module after
+its proto file (``modelyard.v1``); each import of one stub by another is rewritten to the
+package that holds them (``modelyard_client.v1``), nothing else: the proto package, the
+services' method paths and the serialized descriptors stay ``modelyard.v1``, the wire
+contract.
 
-With --check nothing is written: the stubs are generated into a temporary directory
-and compared with the committed ones; it fails, naming the files, when they differ.
-The generators are pinned in scripts/setup (grpcio-tools, mypy-protobuf) so a fresh
-machine makes the same bytes.
-
-    scripts/genproto.py [--check]
+    scripts/genproto.py
 """
 
 from __future__ import annotations
@@ -67,32 +63,10 @@ def generate(out: Path) -> int:
     return 0
 
 
-def _contents(folder: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in folder.glob("*.py*") if p.is_file()}
-
-
 def main(argv: list[str]) -> int:
-    if argv not in ([], ["--check"]):
-        print("usage: scripts/genproto.py [--check]", file=sys.stderr)
+    if argv:
+        print("usage: scripts/genproto.py", file=sys.stderr)
         return 2
-    if argv == ["--check"]:
-        with tempfile.TemporaryDirectory() as fresh:
-            code = generate(Path(fresh))
-            if code:
-                return code
-            made, committed = _contents(Path(fresh)), _contents(PACKAGE)
-        differ = sorted(
-            n for n in made.keys() | committed.keys() if made.get(n) != committed.get(n)
-        )
-        if differ:
-            print(
-                f"the committed Python stubs in {PACKAGE.relative_to(ROOT)} differ from what "
-                f"proto/ generates: {', '.join(differ)}; run scripts/genproto.py and commit them",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"the committed Python stubs match proto/ ({len(made)} files)")
-        return 0
     for stale in PACKAGE.glob("*.py*"):
         stale.unlink()
     code = generate(PACKAGE)

@@ -58,10 +58,6 @@ class Instrument:
         self.series: dict[Attributes, Series] = {}
         self.start_ns = time.time_ns()
 
-    @property
-    def is_histogram(self) -> bool:
-        return self.bounds is not None
-
     def _series(self, attributes: Attributes) -> Series:
         series = self.series.get(attributes)
         if series is None:
