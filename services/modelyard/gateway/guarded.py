@@ -31,7 +31,7 @@ from modelyard.gateway.guardrails import Guardrails
 from modelyard.gateway.redaction import Chunks, Placeholders, Redaction
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_request
-from modelyard.meters.gateway_calls import GatewayCallMeter
+from modelyard.meters.gateway_calls import AnswerMeasure, GatewayCallMeter
 from modelyard_client.v1 import gateway_pb2
 
 
@@ -110,15 +110,47 @@ class GuardedGateway:
         here, before any chunk is asked for. With nothing to restore or check in the
         answer (the default), the chunks are the inner stage's own, no layer between but
         the meter's, which records the answer as it ends (a refusal here too)."""
+        chunks, measure = self.opened(request, deadline, api_key, streamed=streamed)
+        if measure is None:
+            return chunks
+        return self.meter_chunks(chunks, measure)  # outermost: the caller's view
+
+    def opened(
+        self,
+        request: gateway_pb2.GenerateRequest,
+        deadline: CallDeadline | None = None,
+        api_key: str | None = None,
+        *,
+        streamed: bool = True,
+    ) -> tuple[Chunks, AnswerMeasure | None]:
+        """`generate_stream`'s chunks unmeasured, with the measure its reader keeps as it
+        passes them on (None without a meter): for a reader with a loop of its own
+        (`GatewayServicer.stream`), which spares every chunk a generator layer. A refusal
+        of the input stages is recorded here."""
         if self.meter is None:
-            return self._stages(request, deadline, api_key, streamed)
-        started = time.perf_counter()
+            return self._stages(request, deadline, api_key, streamed), None
+        measure = self.meter.measure(request, time.perf_counter())
         try:
             chunks = self._stages(request, deadline, api_key, streamed)
         except BaseException as exc:
-            self.meter.refused(request, exc, started)
+            measure.ended(exc)
             raise
-        return self.meter.measured(chunks, request, started)  # outermost: the caller's view
+        return chunks, measure
+
+    @staticmethod
+    async def meter_chunks(chunks: Chunks, measure: AnswerMeasure) -> Chunks:
+        """`chunks`, unchanged, measured by `measure` as they pass and when they end."""
+        error: BaseException | None = None
+        try:
+            async for chunk in chunks:
+                measure.seen(chunk)
+                yield chunk
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await chunks.aclose()
+            measure.ended(error)
 
     def _stages(
         self,

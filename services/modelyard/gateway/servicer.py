@@ -67,10 +67,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         """A GenerateStream, counted in the key's open streams while it runs."""
         deadline = self._core.deadline(time_remaining)
         with self._streams.holding(api_key):  # TooManyStreams before anything is done
-            chunks = self._answers.generate_stream(request, deadline, api_key)
-            async with aclosing(chunks):
-                async for chunk in chunks:
-                    yield chunk
+            # Measured here, in the loop that passes the chunks on (no layer of its own).
+            chunks, measure = self._answers.opened(request, deadline, api_key)
+            if measure is None:
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        yield chunk
+                return
+            error: BaseException | None = None
+            try:
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        measure.seen(chunk)
+                        yield chunk
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                measure.ended(error)
 
     def embed(
         self,

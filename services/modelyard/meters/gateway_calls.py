@@ -1,7 +1,8 @@
 """What one gateway answer records: the GenAI server instruments, tokens and cost.
 
 Each Generate and GenerateStream (over gRPC or an HTTP edge: both pass
-`GuardedGateway.generate_stream`) records, when it ends:
+`GuardedGateway`, measured by the loop that passes its chunks on: `GatewayServicer.stream`
+for streams, `GuardedGateway.meter_chunks` otherwise) records, when it ends:
 
 - ``gen_ai.server.request.duration`` (s): from the call to its last chunk, with
   ``error.type`` (the error's reason, "cancelled" when the caller left) when it failed;
@@ -26,11 +27,12 @@ tracing on, the call's SERVER span gets the same attributes, ``error.type`` and
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
+from typing import NamedTuple
 
 from opentelemetry import trace
 
-from modelyard.meters.instruments import Attributes, Meters
+from modelyard.meters.instruments import MAX_SERIES, Attributes, Meters, Series
 from modelyard_client.errors import ModelyardError
 from modelyard_client.v1 import common_pb2, gateway_pb2
 
@@ -44,7 +46,6 @@ PROVIDER_NAMES = {
 _OPERATIONS = {"chat": "chat", "text": "text_completion"}
 OTHER = "_OTHER"
 
-Chunks = AsyncGenerator[gateway_pb2.GenerateChunk, None]
 # The provider of a catalog id ("" when the catalog does not know it).
 ProviderOf = Callable[[str], str]
 # Whether a requested name is a catalog id or an alias.
@@ -81,39 +82,37 @@ class GatewayCallMeter:
 
     def __init__(self, meters: Meters, provider_of: ProviderOf, known: KnownName) -> None:
         self.meters = meters
-        self._m = meters
         self._provider_of = provider_of
         self._known = known
+        # Each attribute set's series in the five instruments, looked up once.
+        self._answers: dict[Attributes, _AnswerSeries] = {}
 
     def refused(
         self, request: gateway_pb2.GenerateRequest, exc: BaseException, started: float
     ) -> None:
         """A call refused before its first chunk was asked for (bad input, a guardrail)."""
-        self._record(request, "", started, 0.0, None, _error_type(exc))
+        AnswerMeasure(self, request, started).ended(exc)
 
-    async def measured(
-        self, chunks: Chunks, request: gateway_pb2.GenerateRequest, started: float
-    ) -> Chunks:
-        """`chunks`, unchanged, timed from `started`; recorded when the stream ends, however
-        it ends."""
-        first = 0.0
-        model = ""
-        last: gateway_pb2.GenerateChunk | None = None
-        error = ""
-        try:
-            async for chunk in chunks:
-                if chunk.model_id:
-                    model = chunk.model_id
-                if not first and (chunk.text or chunk.tool_calls or chunk.HasField("output")):
-                    first = time.perf_counter()
-                last = chunk
-                yield chunk
-        except BaseException as exc:
-            error = _error_type(exc)
-            raise
-        finally:
-            await chunks.aclose()
-            self._record(request, model, started, first, last, error)
+    def measure(self, request: gateway_pb2.GenerateRequest, started: float) -> AnswerMeasure:
+        """One answer to measure from `started` (a `perf_counter` reading) as its reader
+        sees its chunks (`AnswerMeasure.seen`) and when it ends (`AnswerMeasure.ended`)."""
+        return AnswerMeasure(self, request, started)
+
+    def _series(self, base: Attributes) -> _AnswerSeries:
+        series = self._answers.get(base)
+        if series is None:
+            m = self.meters
+            series = _AnswerSeries(
+                m.server_request_duration.series_of(base),
+                m.server_time_to_first_token.series_of(base),
+                m.server_time_per_output_token.series_of(base),
+                m.client_token_usage.series_of((*base, ("gen_ai.token.type", "input"))),
+                m.client_token_usage.series_of((*base, ("gen_ai.token.type", "output"))),
+                m.cost.series_of(base),
+            )
+            if len(self._answers) < MAX_SERIES:  # the instruments' own bound, past it overflow
+                self._answers[base] = series
+        return series
 
     def _record(
         self,
@@ -129,23 +128,24 @@ class GatewayCallMeter:
         span = trace.get_current_span()  # the call's SERVER span, when tracing is on
         if span.is_recording():
             _on_span(span, base, last, error)
-        m = self._m
+        m = self.meters
         if error:
             m.server_request_duration.record(ended - started, (*base, ("error.type", error)))
             return
-        m.server_request_duration.record(ended - started, base)
+        series = self._series(base)
+        series.duration.observe(ended - started)
         if first:
-            m.server_time_to_first_token.record(first - started, base)
+            series.ttft.observe(first - started)
         usage = last.usage if last is not None and last.HasField("usage") else None
         if usage is None:
             return
         if usage.output_tokens > 1 and first:
-            per_token = (ended - first) / (usage.output_tokens - 1)
-            m.server_time_per_output_token.record(per_token, base)
-        m.client_token_usage.record(usage.input_tokens, (*base, ("gen_ai.token.type", "input")))
-        m.client_token_usage.record(usage.output_tokens, (*base, ("gen_ai.token.type", "output")))
+            series.tpot.observe((ended - first) / (usage.output_tokens - 1))
+        series.input_tokens.observe(usage.input_tokens)
+        series.output_tokens.observe(usage.output_tokens)
         if usage.cost_usd:
-            m.cost.add(usage.cost_usd, base)
+            series.cost.value += usage.cost_usd
+            series.cost.count += 1
 
     def _attributes(self, request: gateway_pb2.GenerateRequest, model: str) -> Attributes:
         kind = request.input.WhichOneof("kind") or ""
@@ -159,6 +159,46 @@ class GatewayCallMeter:
             ("gen_ai.request.model", asked),
             ("gen_ai.response.model", model),
         )
+
+
+class _AnswerSeries(NamedTuple):
+    """One attribute set's series in each instrument an answer records."""
+
+    duration: Series
+    ttft: Series
+    tpot: Series
+    input_tokens: Series
+    output_tokens: Series
+    cost: Series
+
+
+class AnswerMeasure:
+    """One answer being measured: its reader calls `seen` with each chunk it passes on and
+    `ended` once, with the exception the answer ended in (None: it finished), however it
+    ends; `ended` records it."""
+
+    __slots__ = ("_meter", "_request", "_started", "first", "last", "model")
+
+    def __init__(
+        self, meter: GatewayCallMeter, request: gateway_pb2.GenerateRequest, started: float
+    ) -> None:
+        self._meter = meter
+        self._request = request
+        self._started = started
+        self.first = 0.0  # when the first chunk with text, tool calls or output came
+        self.model = ""
+        self.last: gateway_pb2.GenerateChunk | None = None
+
+    def seen(self, chunk: gateway_pb2.GenerateChunk) -> None:
+        if chunk.model_id:
+            self.model = chunk.model_id
+        if not self.first and (chunk.text or chunk.tool_calls or chunk.HasField("output")):
+            self.first = time.perf_counter()
+        self.last = chunk
+
+    def ended(self, exc: BaseException | None) -> None:
+        error = "" if exc is None else _error_type(exc)
+        self._meter._record(self._request, self.model, self._started, self.first, self.last, error)
 
 
 class AttemptMeter:

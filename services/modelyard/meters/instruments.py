@@ -34,7 +34,7 @@ TTFT_BOUNDS: Final = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5
 TPOT_BOUNDS: Final = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 
-@dataclass
+@dataclass(slots=True)
 class Series:
     """One attribute set's aggregate."""
 
@@ -43,6 +43,18 @@ class Series:
     buckets: list[int] = field(default_factory=list)  # len(bounds) + 1 for a histogram
     min: float = float("inf")
     max: float = float("-inf")
+    bounds: tuple[float, ...] = ()  # a histogram's, its instrument's
+
+    def observe(self, value: float) -> None:
+        """One histogram value."""
+        self.value += value
+        self.count += 1
+        # An explicit-bucket histogram's bucket i holds bounds[i-1] < v <= bounds[i].
+        self.buckets[bisect.bisect_left(self.bounds, value)] += 1
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
 
 
 class Instrument:
@@ -58,31 +70,26 @@ class Instrument:
         self.series: dict[Attributes, Series] = {}
         self.start_ns = time.time_ns()
 
-    def _series(self, attributes: Attributes) -> Series:
+    def series_of(self, attributes: Attributes) -> Series:
+        """The series of `attributes` (the overflow series past `MAX_SERIES`); a caller
+        recording the same set often may keep it."""
         series = self.series.get(attributes)
         if series is None:
             if len(self.series) >= MAX_SERIES and attributes != OVERFLOW:
-                return self._series(OVERFLOW)
-            series = Series(buckets=[0] * (len(self.bounds) + 1) if self.bounds else [])
+                return self.series_of(OVERFLOW)
+            bounds = self.bounds or ()
+            series = Series(buckets=[0] * (len(bounds) + 1) if bounds else [], bounds=bounds)
             self.series[attributes] = series
         return series
 
     def add(self, amount: float, attributes: Attributes) -> None:
-        series = self._series(attributes)
+        series = self.series_of(attributes)
         series.value += amount
         series.count += 1
 
     def record(self, value: float, attributes: Attributes) -> None:
         assert self.bounds is not None
-        series = self._series(attributes)
-        series.value += value
-        series.count += 1
-        # An explicit-bucket histogram's bucket i holds bounds[i-1] < v <= bounds[i].
-        series.buckets[bisect.bisect_left(self.bounds, value)] += 1
-        if value < series.min:
-            series.min = value
-        if value > series.max:
-            series.max = value
+        self.series_of(attributes).observe(value)
 
 
 class Meters:

