@@ -20,6 +20,8 @@ from modelyard_client.v1 import (
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
 MODEL = "claude/claude-haiku-4-5"
+# claude-haiku-4-5's prices in discovery/data/api_models.yaml: $1 / $5 per 1M tokens.
+USD_IN, USD_OUT = 1e-6, 5e-6
 
 
 @pytest.fixture
@@ -56,6 +58,10 @@ async def test_the_configured_model_is_announced_with_its_deployment(
     entry = await registry.GetModel(registry_pb2.GetModelRequest(id=MODEL))
     assert (entry.name, entry.provider) == ("claude-haiku-4-5", "claude")
     assert [d.backend for d in entry.deployments] == ["anthropic"]
+    assert (entry.cost.usd_per_input_token, entry.cost.usd_per_output_token) == pytest.approx(
+        (USD_IN, USD_OUT)
+    )
+    assert entry.context_window == 200_000  # the catalog's: the API was not asked for models
 
 
 async def test_generate_stream_and_generate_through_the_gateway(
@@ -69,11 +75,14 @@ async def test_generate_stream_and_generate_through_the_gateway(
     last = chunks[-1]
     assert last.finish_reason == common_pb2.FINISH_REASON_STOP
     assert (last.usage.input_tokens, last.usage.output_tokens) == (12, 3)
+    # Priced from the engine's own announcement: this stack runs no discovery.
+    assert last.usage.cost_usd == pytest.approx(12 * USD_IN + 3 * USD_OUT)
 
     response = await gateway.Generate(_request(), timeout=10)
     assert (response.text, response.model_id) == ("Hello, world", MODEL)
     assert response.finish_reason == common_pb2.FINISH_REASON_STOP
     assert (response.usage.input_tokens, response.usage.output_tokens) == (12, 3)
+    assert response.usage.cost_usd == pytest.approx(12 * USD_IN + 3 * USD_OUT)
 
     assert len(fake.received) == 2
     sent = fake.received[0]

@@ -14,6 +14,8 @@ from modelyard.config import parse_config
 from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
+# command-a-03-2025's prices in discovery/data/api_models.yaml: $2.50 / $10.00 per 1M tokens.
+USD_IN, USD_OUT = 2.5e-6, 10e-6
 
 
 @pytest.fixture
@@ -55,6 +57,7 @@ async def test_generate_stream_reaches_cohere_and_streams_its_answer_back(
     assert last.model_id == MODEL
     assert last.finish_reason == common_pb2.FINISH_REASON_STOP
     assert (last.usage.input_tokens, last.usage.output_tokens) == (9, 2)
+    assert last.usage.cost_usd == pytest.approx(9 * USD_IN + 2 * USD_OUT)  # the catalog's prices
     [body] = cohere.bodies
     assert body["model"] == "command-a-03-2025"
     assert body["messages"] == [
@@ -73,6 +76,7 @@ async def test_generate_returns_the_whole_answer_with_usage(
     assert response.model_id == MODEL
     assert response.finish_reason == common_pb2.FINISH_REASON_LENGTH
     assert (response.usage.input_tokens, response.usage.output_tokens) == (7, 2)
+    assert response.usage.cost_usd == pytest.approx(7 * USD_IN + 2 * USD_OUT)
 
 
 async def test_a_cohere_refusal_reaches_the_caller_as_invalid_argument(

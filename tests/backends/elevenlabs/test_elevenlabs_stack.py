@@ -17,6 +17,8 @@ from modelyard.config import parse_config
 from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 ROLES = ("registry", "gateway", "backend-openai-compat")
+# eleven_multilingual_v2's price in discovery/data/api_models.yaml: $0.10 per 1,000 characters.
+USD_PER_CHARACTER = 0.10 / 1000
 
 
 @pytest.fixture
@@ -63,6 +65,7 @@ async def test_generate_stream_streams_pcm_pieces_with_usage_on_the_last(
     last = chunks[-1]
     assert last.finish_reason == common_pb2.FINISH_REASON_STOP
     assert last.usage.characters == len(TEXT)
+    assert last.usage.cost_usd == pytest.approx(len(TEXT) * USD_PER_CHARACTER)
     assert last.usage.audio_seconds == pytest.approx(len(elevenlabs.sent[0]) / 2 / 24000)
     assert elevenlabs.bodies == [{"text": TEXT, "model_id": NAME}]
     assert elevenlabs.headers[0]["xi-api-key"] == KEY
@@ -82,6 +85,7 @@ async def test_generate_returns_the_wav_whole_with_a_true_header(
     assert wav_frames(audio.data) == (1, 2, 24000, pcm)
     assert response.finish_reason == common_pb2.FINISH_REASON_STOP
     assert response.usage.characters == len(TEXT)
+    assert response.usage.cost_usd == pytest.approx(len(TEXT) * USD_PER_CHARACTER)
     assert response.usage.audio_seconds == pytest.approx(len(pcm) / 48000)
     assert response.text == ""
     assert response.model_id == MODEL

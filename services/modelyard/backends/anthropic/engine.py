@@ -26,6 +26,7 @@ from modelyard.backends.admission import Admission
 from modelyard.backends.anthropic.request import messages_body
 from modelyard.backends.anthropic.stream import MessageStream
 from modelyard.backends.anthropic.upstream import error_of_response, list_models, request_headers
+from modelyard.backends.catalog_prices import catalog_listing, with_catalog_figures
 from modelyard.backends.content_parts import image_count, with_images
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
@@ -37,6 +38,7 @@ from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
+CATALOG_KIND = "anthropic"  # its models' entry in the hosted catalog
 # Connections beyond the call slots, for the model list (start, load).
 CONTROL_CONNECTIONS = 4
 LIST_TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -54,6 +56,7 @@ class AnthropicEngine:
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, str] = {}  # catalog id -> the API's model id
         self._windows: dict[str, int] = {}  # catalog id -> max_input_tokens, when listed
+        self._listed: dict[str, common_pb2.ModelEntry] = {}  # the catalog's, by name
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
         name = endpoint.name
         self.admission = Admission.for_upstream(name, endpoint.max_concurrency, endpoint.max_queue)
@@ -93,6 +96,7 @@ class AnthropicEngine:
                 for m in listed
             }
         self._names = {catalog_id(self._endpoint.name, n): n for n in names}
+        self._listed = catalog_listing(CATALOG_KIND, self._endpoint.name)
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
     async def close(self) -> None:
@@ -101,24 +105,29 @@ class AnthropicEngine:
             self._session = None
 
     def models(self) -> list[common_pb2.ModelEntry]:
+        """What is served, with the catalog's prices (`catalog_prices`): the API's listed
+        context window wins over the catalog's."""
         return [
-            common_pb2.ModelEntry(
-                id=model_id,
-                name=name,
-                provider=self._endpoint.name,
-                # Every Claude model the Messages API serves calls tools.
-                capabilities=[
-                    common_pb2.CAPABILITY_CHAT,
-                    common_pb2.CAPABILITY_STREAMING,
-                    common_pb2.CAPABILITY_TOOLS,
-                ],
-                input_modalities=[common_pb2.MODALITY_TEXT],
-                output_modalities=[common_pb2.MODALITY_TEXT],
-                context_window=self._windows.get(model_id, 0),
-                metadata={"base_url": scrub(self._endpoint.base_url)},
-            )
+            with_catalog_figures(self._entry(model_id, name), self._listed.get(name))
             for model_id, name in sorted(self._names.items())
         ]
+
+    def _entry(self, model_id: str, name: str) -> common_pb2.ModelEntry:
+        return common_pb2.ModelEntry(
+            id=model_id,
+            name=name,
+            provider=self._endpoint.name,
+            # Every Claude model the Messages API serves calls tools.
+            capabilities=[
+                common_pb2.CAPABILITY_CHAT,
+                common_pb2.CAPABILITY_STREAMING,
+                common_pb2.CAPABILITY_TOOLS,
+            ],
+            input_modalities=[common_pb2.MODALITY_TEXT],
+            output_modalities=[common_pb2.MODALITY_TEXT],
+            context_window=self._windows.get(model_id, 0),
+            metadata={"base_url": scrub(self._endpoint.base_url)},
+        )
 
     def loaded_models(self) -> list[str]:
         return sorted(self._names)

@@ -30,6 +30,7 @@ from dataclasses import replace
 import aiohttp
 
 from modelyard.backends.admission import Admission
+from modelyard.backends.catalog_prices import catalog_listing, with_catalog_figures
 from modelyard.backends.cohere.chat_stream import CohereChatStream
 from modelyard.backends.cohere.embeddings import (
     catalog_embedding_models,
@@ -81,6 +82,7 @@ class CohereEngine:
         self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, str] = {}  # catalog id -> Cohere model name
+        self._listed: dict[str, common_pb2.ModelEntry] = {}  # the catalog's, by name
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
         name = provider.name
         self.admission = Admission.for_upstream(name, provider.max_concurrency, provider.max_queue)
@@ -114,6 +116,7 @@ class CohereEngine:
             log.warning("%s: %s", self._provider.name, exc.message)
             return
         self._names = {catalog_id(self._provider.name, n): n for n in names}
+        self._listed = catalog_listing(CATALOG_KIND, self._provider.name)
         self._http()
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
@@ -123,24 +126,26 @@ class CohereEngine:
             self._session = None
 
     def models(self) -> list[common_pb2.ModelEntry]:
+        """What is served, with the catalog's prices and context window (`catalog_prices`)."""
         return [
-            common_pb2.ModelEntry(
-                id=model_id,
-                name=name,
-                provider=self._provider.name,
-                capabilities=[common_pb2.CAPABILITY_EMBEDDING]
-                if is_embedding_model(name)
-                else CAPABILITIES,
-                input_modalities=[common_pb2.MODALITY_TEXT],
-                output_modalities=[
-                    common_pb2.MODALITY_TENSOR
-                    if is_embedding_model(name)
-                    else common_pb2.MODALITY_TEXT
-                ],
-                metadata={"base_url": scrub(self._provider.base_url)},
-            )
+            with_catalog_figures(self._entry(model_id, name), self._listed.get(name))
             for model_id, name in sorted(self._names.items())
         ]
+
+    def _entry(self, model_id: str, name: str) -> common_pb2.ModelEntry:
+        return common_pb2.ModelEntry(
+            id=model_id,
+            name=name,
+            provider=self._provider.name,
+            capabilities=[common_pb2.CAPABILITY_EMBEDDING]
+            if is_embedding_model(name)
+            else CAPABILITIES,
+            input_modalities=[common_pb2.MODALITY_TEXT],
+            output_modalities=[
+                common_pb2.MODALITY_TENSOR if is_embedding_model(name) else common_pb2.MODALITY_TEXT
+            ],
+            metadata={"base_url": scrub(self._provider.base_url)},
+        )
 
     def loaded_models(self) -> list[str]:
         return sorted(self._names)

@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator
 import aiohttp
 
 from modelyard.backends.admission import Admission
+from modelyard.backends.catalog_prices import catalog_listing, with_catalog_figures
 from modelyard.backends.elevenlabs.request import speech_request
 from modelyard.backends.elevenlabs.speech_stream import SpeechStream
 from modelyard.backends.elevenlabs.upstream import error_of_response, request_headers
@@ -69,6 +70,7 @@ class ElevenLabsEngine:
         self._session: aiohttp.ClientSession | None = None
         self._names: dict[str, str] = {}  # catalog id -> ElevenLabs model_id
         self._limits: dict[str, int] = {}  # catalog id -> characters per request, when known
+        self._listed: dict[str, common_pb2.ModelEntry] = {}  # the catalog's, by name
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
         name = endpoint.name
         self.admission = Admission.for_upstream(name, endpoint.max_concurrency, endpoint.max_queue)
@@ -103,6 +105,7 @@ class ElevenLabsEngine:
         self._limits = {
             model_id: limits[name] for model_id, name in self._names.items() if limits.get(name)
         }
+        self._listed = catalog_listing(CATALOG_KIND, self._endpoint.name)
         self._http()
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
@@ -112,16 +115,23 @@ class ElevenLabsEngine:
             self._session = None
 
     def models(self) -> list[common_pb2.ModelEntry]:
+        """What is served, priced per character from the catalog (`catalog_prices`)."""
         return [
-            common_pb2.ModelEntry(
-                id=model_id,
-                name=name,
-                provider=self._endpoint.name,
-                capabilities=CAPABILITIES,
-                input_modalities=[common_pb2.MODALITY_TEXT],
-                output_modalities=[common_pb2.MODALITY_AUDIO],
-                context_window=self._limits.get(model_id, 0),
-                metadata={"base_url": scrub(self._endpoint.base_url), "input_unit": "character"},
+            with_catalog_figures(
+                common_pb2.ModelEntry(
+                    id=model_id,
+                    name=name,
+                    provider=self._endpoint.name,
+                    capabilities=CAPABILITIES,
+                    input_modalities=[common_pb2.MODALITY_TEXT],
+                    output_modalities=[common_pb2.MODALITY_AUDIO],
+                    context_window=self._limits.get(model_id, 0),
+                    metadata={
+                        "base_url": scrub(self._endpoint.base_url),
+                        "input_unit": "character",
+                    },
+                ),
+                self._listed.get(name),
             )
             for model_id, name in sorted(self._names.items())
         ]
