@@ -14,7 +14,20 @@ from modelyard_client.v1 import common_pb2
 @pytest.mark.parametrize(
     ("model_input", "generation", "field", "says"),
     [
-        (text_input(), params(seed=7), "params.seed", "Anthropic's Messages API takes no seed"),
+        (
+            text_input(),
+            params(seed=7),
+            "params.seed",
+            "params.seed is not supported by model 'claude/claude-haiku-4-5' "
+            "(provider 'claude', Anthropic's Messages API)",
+        ),
+        (text_input(), params(voice="joe"), "params.voice", "(provider 'claude', Anthropic's"),
+        (
+            text_input(),
+            params(audio_format="wav"),
+            "params.audio_format",
+            "(provider 'claude', Anthropic's",
+        ),
         (
             text_input(),
             params(temperature=1.5),
@@ -102,3 +115,16 @@ async def test_a_model_of_another_backend_is_not_found_here(
     with pytest.raises(ModelNotFound):
         await collect(engine, model_id="openai/gpt-5")
     assert fake.received == []
+
+
+async def test_with_drop_unsupported_params_they_are_left_out_and_named(
+    fake: FakeAnthropic, engine: AnthropicEngine
+) -> None:
+    fake.reply("Hi", input_tokens=3, output_tokens=1)
+    generation = params(seed=7, voice="joe", temperature=0.5, drop_unsupported_params=True)
+    pieces = await collect(engine, text_input(), generation)
+    assert pieces[-1].dropped_params == ("seed", "voice")  # the proto's order
+    assert [p.dropped_params for p in pieces[:-1]] == [()] * (len(pieces) - 1)
+    [sent] = fake.received
+    assert "seed" not in sent.body and "voice" not in sent.body
+    assert sent.body["temperature"] == 0.5  # what it can honour is still sent

@@ -380,6 +380,8 @@ def _chat(*messages: tuple[str, str], name: str = "") -> common_pb2.Input:
     ("model_input", "params", "field"),
     [
         (None, common_pb2.GenerationParams(seed=7), "params.seed"),
+        (None, common_pb2.GenerationParams(voice="joe"), "params.voice"),
+        (None, common_pb2.GenerationParams(audio_format="wav"), "params.audio_format"),
         (None, common_pb2.GenerationParams(temperature=1.5), "params.temperature"),
         (None, common_pb2.GenerationParams(top_p=2.0), "params.top_p"),
         (
@@ -442,6 +444,44 @@ async def test_top_k_on_a_family_without_a_documented_field_is_refused(
         and "bedrock" in caught.value.message
     )
     assert bedrock.requests == []
+
+
+async def test_what_converse_has_no_field_for_is_dropped_and_named_when_allowed(
+    engine: BedrockEngine, bedrock: FakeBedrock
+) -> None:
+    bedrock.answer(text_stream(["Hi."]))
+    params = common_pb2.GenerationParams(
+        seed=7, voice="joe", temperature=0.5, drop_unsupported_params=True
+    )
+    pieces = await collect(engine, params=params)
+    assert pieces[-1].dropped_params == ("seed", "voice")  # the proto's order
+    [sent] = bedrock.requests
+    assert sent.body["inferenceConfig"] == {"temperature": 0.5}
+    assert set(sent.body) == {"messages", "inferenceConfig"}
+
+
+async def test_top_k_a_family_has_no_field_for_is_dropped_and_named_when_allowed(
+    bedrock: FakeBedrock,
+) -> None:
+    engine = BedrockEngine(
+        "bedrock",
+        BedrockBackend(
+            region=REGION, endpoint=bedrock.url, models=("meta.llama3-70b-instruct-v1:0",)
+        ),
+    )
+    await engine.start()
+    bedrock.models = (*bedrock.models, "meta.llama3-70b-instruct-v1:0")
+    bedrock.answer(text_stream(["Hi."]))
+    try:
+        pieces = await collect(
+            engine,
+            params=common_pb2.GenerationParams(top_k=5, seed=1, drop_unsupported_params=True),
+            model_id="bedrock/meta.llama3-70b-instruct-v1:0",
+        )
+    finally:
+        await engine.close()
+    assert pieces[-1].dropped_params == ("top_k", "seed")
+    assert "additionalModelRequestFields" not in bedrock.requests[0].body
 
 
 async def test_a_model_of_another_backend_is_not_found(engine: BedrockEngine) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from backends.cohere.calls import collect
-from support.fake_cohere import FakeCohere
+from support.fake_cohere import FakeCohere, message_end, stream_events
 
 from modelyard.backends.cohere.engine import CohereEngine
 from modelyard_client.errors import InvalidRequest, ModelNotFound
@@ -77,6 +77,20 @@ def _params(**fields: object) -> common_pb2.GenerationParams:
             "not 'narrator'",
         ),
         (
+            None,
+            _params(voice="joe"),
+            "params.voice",
+            "params.voice is not supported by model 'cohere/command-a-03-2025' "
+            "(provider 'cohere', Cohere's Chat v2 API)",
+        ),
+        (
+            None,
+            _params(audio_format="pcm"),
+            "params.audio_format",
+            "params.audio_format is not supported by model 'cohere/command-a-03-2025' "
+            "(provider 'cohere', Cohere's Chat v2 API)",
+        ),
+        (
             common_pb2.Input(image=common_pb2.Image(url="https://example.com/a.png")),
             _params(),
             "input",
@@ -115,3 +129,15 @@ async def test_a_model_the_engine_does_not_serve_is_not_found_before_any_call(
         ):
             pass
     assert cohere.bodies == []
+
+
+async def test_a_speech_parameter_is_dropped_and_named_when_allowed(
+    cohere: FakeCohere, engine: CohereEngine
+) -> None:
+    cohere.answer(stream_events(["Hi"], message_end(billed=(3, 1))))
+    pieces = await collect(
+        engine, None, _params(voice="joe", audio_format="pcm", drop_unsupported_params=True)
+    )
+    assert pieces[-1].dropped_params == ("voice", "audio_format")
+    [body] = cohere.bodies
+    assert "voice" not in body and "audio_format" not in body

@@ -214,3 +214,31 @@ def test_the_gemini_api_is_the_default_and_a_version_in_the_base_url_is_kept() -
         "http://proxy:8080/v1beta/models",
     )
     assert gemini_models_url("http://proxy:8080/v1")[1] == "http://proxy:8080/v1/models"
+
+
+@pytest.mark.parametrize("field", ["voice", "audio_format"])
+async def test_a_speech_parameter_is_refused_naming_it_the_model_and_gemini(
+    fake: FakeGemini, studio: GeminiEngine, field: str
+) -> None:
+    params = common_pb2.GenerationParams()
+    setattr(params, field, "wav")
+    with pytest.raises(InvalidRequest) as caught:
+        await collect(studio, params=params)
+    assert caught.value.field == f"params.{field}"
+    assert caught.value.message == (
+        f"params.{field} is not supported by model '{STUDIO_ID}' (provider 'gemini', Gemini)"
+    )
+    assert fake.calls == []
+
+
+async def test_with_drop_unsupported_params_a_speech_parameter_is_left_out_and_named(
+    fake: FakeGemini, studio: GeminiEngine
+) -> None:
+    fake.stream(DONE)
+    params = common_pb2.GenerationParams(
+        voice="joe", audio_format="wav", temperature=0.5, drop_unsupported_params=True
+    )
+    pieces = await collect(studio, params=params)
+    assert pieces[-1].dropped_params == ("voice", "audio_format")
+    assert fake.calls[0].body["generationConfig"] == {"temperature": 0.5}
+    assert "voice" not in json.dumps(fake.calls[0].body)

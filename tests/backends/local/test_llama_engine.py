@@ -111,7 +111,25 @@ async def test_unknown_model_and_unsupported_input(models_dir: Path) -> None:
         f"input.chat.messages[0].parts[1].image: model '{GEMMA_ID}' is a text-only GGUF "
         "model (llama.cpp); it takes no images"
     )
+    with pytest.raises(InvalidRequest) as refused:
+        await anext(engine.infer_stream(GEMMA_ID, _text("x"), _params(1, voice="joe")))
+    assert (refused.value.field, refused.value.message) == (
+        "params.voice",
+        f"params.voice is not supported by model '{GEMMA_ID}' (llama.cpp)",
+    )
     assert engine.loaded_models() == []  # refused before the model was loaded
+
+
+async def test_a_speech_parameter_is_dropped_and_named_when_allowed(models_dir: Path) -> None:
+    engine = LlamaEngine(models_dir, n_ctx=512)
+    await engine.start()
+    params = _params(2, audio_format="wav", drop_unsupported_params=True)
+    try:
+        pieces = [p async for p in engine.infer_stream(GEMMA_ID, _text("Hello"), params)]
+    finally:
+        await engine.close()
+    assert pieces[-1].dropped_params == ("audio_format",)
+    assert pieces[-1].finish_reason == common_pb2.FINISH_REASON_LENGTH
 
 
 async def test_backend_service_health_load_unload(

@@ -31,6 +31,7 @@ from modelyard.backends.content_parts import image_count, with_images
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.openai_compat.providers import ProviderEndpoint
 from modelyard.backends.openai_compat.upstream import describe, unreachable
+from modelyard.backends.speech.unsupported_params import with_dropped
 from modelyard.catalog_ids import catalog_id
 from modelyard_client.errors import ModelNotFound, ModelyardError, StreamTruncated
 from modelyard_client.scrub import scrub
@@ -166,7 +167,13 @@ class AnthropicEngine:
         model_input: common_pb2.Input,
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
-        body = messages_body(self._upstream_name(model_id), model_input, params)
+        body, dropped = messages_body(
+            self._upstream_name(model_id),
+            model_input,
+            params,
+            model_id=model_id,
+            provider=self._endpoint.name,
+        )
         images = image_count(model_input)
         url = f"{self._endpoint.base_url}/messages"
         # sock_connect, not connect: a wait for a pooled connection is not the upstream's fault.
@@ -184,7 +191,7 @@ class AnthropicEngine:
                     stream = MessageStream(self._endpoint.name, model_id)
                     async for piece in stream.pieces(resp.content.iter_any()):
                         streamed = True
-                        yield with_images(piece, images)
+                        yield with_dropped(with_images(piece, images), dropped)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):
                     # Part of the answer is out: the caller holds a truncated answer.

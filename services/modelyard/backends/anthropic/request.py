@@ -26,9 +26,12 @@ ways that matter here:
   takes JPEG, PNG, GIF and WebP, what the gateway lets through.
 
 What the API cannot take is refused here with `InvalidRequest` naming the
-field and the provider, before anything is sent: a ``seed``, a message
-``name``, tool turns out of the order the API takes (`tools.check_tool_turns`),
-an input that is neither text nor chat.
+field and the provider, before anything is sent: a message ``name``, tool
+turns out of the order the API takes (`tools.check_tool_turns`), an input that
+is neither text nor chat. A ``seed``, a ``voice`` or an ``audio_format`` (the
+API has none) is refused so too, unless ``params.drop_unsupported_params``
+lets it be left out and named in the answer's ``dropped_params``
+(`speech.unsupported_params`, the one rule).
 """
 
 from __future__ import annotations
@@ -44,18 +47,28 @@ from modelyard.backends.anthropic.tools import (
 )
 from modelyard.backends.content_parts import ChatImage, message_items
 from modelyard.backends.engine import text_content
+from modelyard.backends.speech.unsupported_params import SPEECH_PARAMS, dropped_params
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2
 
 API = "Anthropic's Messages API"
 TEMPERATURE_MAX = 1.0  # the API's range is 0 to 1, OpenAI's 0 to 2
+# GenerationParams the Messages API has no field for.
+UNSUPPORTED_PARAMS = SPEECH_PARAMS | {"seed"}
 
 
 def messages_body(
-    name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
-) -> dict[str, Any]:
-    """The JSON body that streams `model_input` from model `name`; `InvalidRequest` for what
-    the API cannot take."""
+    name: str,
+    model_input: common_pb2.Input,
+    params: common_pb2.GenerationParams,
+    *,
+    model_id: str,
+    provider: str,
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The JSON body that streams `model_input` from model `name`, and the parameters left
+    out of it; `InvalidRequest` for what the API cannot take (naming `model_id` and the
+    backend `provider` for a parameter it has no field for)."""
+    dropped = dropped_params(params, UNSUPPORTED_PARAMS, model_id, f"provider '{provider}', {API}")
     system, turns = _turns(model_input)
     if params.continue_final_message and (not turns or turns[-1]["role"] != "assistant"):
         raise InvalidRequest(
@@ -68,8 +81,6 @@ def messages_body(
             f"params.max_tokens: {API} requires max_tokens (a count above 0)",
             field="params.max_tokens",
         )
-    if params.HasField("seed"):
-        raise InvalidRequest(f"params.seed: {API} takes no seed", field="params.seed")
     body: dict[str, Any] = {
         "model": name,
         "max_tokens": params.max_tokens,
@@ -95,7 +106,7 @@ def messages_body(
     if params.response_schema_json:
         body["output_config"] = {"format": {"type": "json_schema", "schema": _schema(params)}}
     body.update(tool_fields(params))
-    return body
+    return body, dropped
 
 
 def _turns(model_input: common_pb2.Input) -> tuple[str, list[dict[str, Any]]]:

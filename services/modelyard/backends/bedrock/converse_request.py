@@ -12,10 +12,13 @@ Tools (``toolConfig``) and tool turns (``toolUse`` and ``toolResult`` blocks):
 `converse_tools`.
 
 What Converse cannot take is refused here, before any call, naming the
-parameter: ``seed`` (Converse has none), a ``name`` on a chat message, a role
-other than system/user/assistant/tool, an empty message (an assistant message
-with calls may have no text), ``top_k`` on a model family
-whose documented request fields have no top-k. ``top_k`` goes in
+parameter: a ``name`` on a chat message, a role other than
+system/user/assistant/tool, an empty message (an assistant message with calls
+may have no text). ``seed``, ``voice`` and ``audio_format`` (Converse has none
+of them) and ``top_k`` on a model family whose documented request fields have
+no top-k are refused so too, unless ``params.drop_unsupported_params`` lets
+them be left out and named in the answer's ``dropped_params``
+(`speech.unsupported_params`, the one rule). ``top_k`` goes in
 ``additionalModelRequestFields`` where the model's parameters page documents it:
 Anthropic Claude's ``top_k``
 (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages.html)
@@ -47,12 +50,17 @@ from modelyard.backends.bedrock.converse_tools import (
 )
 from modelyard.backends.content_parts import ContentItem, message_items
 from modelyard.backends.engine import text_content
+from modelyard.backends.speech.unsupported_params import SPEECH_PARAMS, dropped_params
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2
 
 # Model ids (bare, cross-region inference profiles ``us.``/``eu.``/``global.``..., ARNs).
 _ANTHROPIC = re.compile(r"(?:^|[./])anthropic\.")
 _NOVA = re.compile(r"(?:^|[./])amazon\.nova-")
+_WHERE = "provider bedrock, Bedrock's Converse API"
+# GenerationParams Converse has no field for, whatever the model.
+UNSUPPORTED_PARAMS = SPEECH_PARAMS | {"seed"}
+_FIELD_ORDER = {f.name: f.number for f in common_pb2.GenerationParams.DESCRIPTOR.fields}
 
 
 class ConverseRequest(NamedTuple):
@@ -80,20 +88,19 @@ def converse_body(
     inference = _inference_config(params)
     if inference:
         body["inferenceConfig"] = inference
-    if params.HasField("top_k"):
-        body["additionalModelRequestFields"] = _top_k_fields(model, params.top_k)
-    if params.HasField("seed"):
-        raise InvalidRequest(
-            "params.seed: Bedrock's Converse API takes no seed (provider bedrock)",
-            field="params.seed",
-        )
+    top_k = _top_k_fields(model, params) if params.HasField("top_k") else None
+    if top_k is not None:
+        body["additionalModelRequestFields"] = top_k
+    dropped = dropped_params(
+        params, UNSUPPORTED_PARAMS | ({"top_k"} if top_k is None else set()), model, _WHERE
+    )
     if params.response_schema_json:
         body["outputConfig"] = {"textFormat": _json_schema_format(params.response_schema_json)}
-    dropped = dropped_tool_choice(model, model_input, params)
-    tools = tool_config(model_input, params, dropped)
+    choice = dropped_tool_choice(model, model_input, params)
+    tools = tool_config(model_input, params, choice)
     if tools is not None:
         body["toolConfig"] = tools
-    return ConverseRequest(body, dropped)
+    return ConverseRequest(body, tuple(sorted((*dropped, *choice), key=_FIELD_ORDER.__getitem__)))
 
 
 def _turns(model_input: common_pb2.Input) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
@@ -186,14 +193,18 @@ def _unit_interval(field: str, value: float, key: str) -> float:
     return value
 
 
-def _top_k_fields(model: str, top_k: int) -> dict[str, Any]:
-    """``additionalModelRequestFields`` carrying top-k as the model family documents it."""
+def _top_k_fields(model: str, params: common_pb2.GenerationParams) -> dict[str, Any] | None:
+    """``additionalModelRequestFields`` carrying top-k as the model family documents it;
+    None for a family that documents none, when the request lets top_k be dropped."""
+    top_k = params.top_k
     if top_k < 0:
         raise InvalidRequest(f"params.top_k is {top_k}: must be >= 0", field="params.top_k")
     if _ANTHROPIC.search(model):
         return {"top_k": top_k}
     if _NOVA.search(model):
         return {"inferenceConfig": {"topK": top_k}}
+    if params.drop_unsupported_params:
+        return None
     raise InvalidRequest(
         f"params.top_k: Bedrock model '{model}' documents no top-k request field "
         "(provider bedrock; it is known for Anthropic Claude and Amazon Nova models)",

@@ -190,7 +190,9 @@ class CohereEngine:
     ) -> AsyncGenerator[Piece, None]:
         name = self._upstream_name(model_id)
         # Refusals before the call; `dropped`: what the request let be left out.
-        body, dropped = chat_body(name, model_input, params)
+        body, dropped = chat_body(
+            name, model_input, params, model_id=model_id, provider=self._provider.name
+        )
         images = image_count(model_input)
         url = f"{self._provider.base_url}/v2/chat"
         timeout = aiohttp.ClientTimeout(

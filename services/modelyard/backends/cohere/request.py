@@ -15,7 +15,10 @@ messages by ``tool_call_id``) are as `tools` says. A message's parts are its con
 bytes as a data: URL: docs.cohere.com/docs/image-inputs), at most 20 images a
 request (Command A Vision's bound). Each of those is `InvalidRequest`
 naming the field and Cohere, before any upstream call, as is a ``p``, ``k``
-or stop list outside Cohere's documented bounds.
+or stop list outside Cohere's documented bounds. A ``voice`` or an
+``audio_format`` (Chat v2 has neither) is refused so too, unless
+``params.drop_unsupported_params`` lets it be left out and named in the
+answer's ``dropped_params`` (`speech.unsupported_params`, the one rule).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from modelyard.backends.cohere.tools import assistant_calls, tool_fields, tool_result
 from modelyard.backends.content_parts import image_count, image_url_content
+from modelyard.backends.speech.unsupported_params import SPEECH_PARAMS, dropped_params
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2
 
@@ -38,11 +42,19 @@ MAX_IMAGES = 20
 
 
 def chat_body(
-    name: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
+    name: str,
+    model_input: common_pb2.Input,
+    params: common_pb2.GenerationParams,
+    *,
+    model_id: str,
+    provider: str,
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The streamed Chat v2 body for upstream model `name`, and the parameters left out
     as the request allowed (`GenerationParams` field names); `InvalidRequest` for what
-    Cohere cannot honour."""
+    Cohere cannot honour (naming `model_id` and the backend `provider`)."""
+    speech = dropped_params(
+        params, SPEECH_PARAMS, model_id, f"provider '{provider}', Cohere's Chat v2 API"
+    )
     body: dict[str, Any] = {"model": name, "messages": _messages(model_input), "stream": True}
     if params.continue_final_message:
         raise InvalidRequest(
@@ -80,7 +92,7 @@ def chat_body(
         }
     tools, dropped = tool_fields(params)
     body.update(tools)
-    return body, dropped
+    return body, (*dropped, *speech)  # tool_choice comes before voice in the proto
 
 
 def _messages(model_input: common_pb2.Input) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from modelyard.backends.gemini.request import request_body
 from modelyard.backends.gemini.stream import GenerateStream
 from modelyard.backends.gemini.upstream import raise_for_status, unreachable
 from modelyard.backends.openai_compat.upstream import describe
+from modelyard.backends.speech.unsupported_params import with_dropped
 from modelyard.catalog_ids import catalog_id
 from modelyard.hosted_catalog import load_catalog
 from modelyard_client.errors import CatalogFileError, ModelNotFound, ModelyardError, StreamTruncated
@@ -189,7 +190,7 @@ class GeminiEngine:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         name = self._upstream_name(model_id)
-        body = request_body(self._endpoint.name, model_input, params)
+        body, dropped = request_body(self._endpoint.name, model_input, params, model_id)
         images = image_count(model_input)
         url = self._endpoint.method_url(name, "streamGenerateContent") + "?alt=sse"
         streamed = False
@@ -204,7 +205,7 @@ class GeminiEngine:
                     stream = GenerateStream(self._upstream, model_id)
                     async for piece in stream.pieces(resp.content.iter_any()):
                         streamed = True
-                        yield with_images(piece, images)
+                        yield with_dropped(with_images(piece, images), dropped)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if streamed or isinstance(exc, aiohttp.ClientPayloadError):
                     raise StreamTruncated(

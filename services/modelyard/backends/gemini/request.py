@@ -25,7 +25,10 @@ parameter and the provider: a message ``name`` (Gemini turns have none), a
 role other than system/user/assistant/tool, a chat of system messages only, a
 prefill to continue (``continue_final_message``: Gemini has no documented way
 to continue a trailing model turn), more than 5 stop sequences, a seed
-outside int32, a response schema that is not a JSON object.
+outside int32, a response schema that is not a JSON object. A ``voice`` or an
+``audio_format`` (``generateContent`` has neither) is refused so too, unless
+``params.drop_unsupported_params`` lets it be left out and named in the
+answer's ``dropped_params`` (`speech.unsupported_params`, the one rule).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from modelyard.backends.gemini.tools import (
     function_response_part,
     tool_fields,
 )
+from modelyard.backends.speech.unsupported_params import SPEECH_PARAMS, dropped_params
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2
 
@@ -52,10 +56,15 @@ GEMINI_IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
 def request_body(
-    provider: str, model_input: common_pb2.Input, params: common_pb2.GenerationParams
-) -> dict[str, Any]:
-    """The JSON body for `provider` (the backend's name, for the errors)."""
+    provider: str,
+    model_input: common_pb2.Input,
+    params: common_pb2.GenerationParams,
+    model_id: str,
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The JSON body for `provider` (the backend's name, for the errors) calling `model_id`,
+    and the parameters left out of it (``drop_unsupported_params``)."""
     where = f"the '{provider}' backend (Gemini)"
+    dropped = dropped_params(params, SPEECH_PARAMS, model_id, f"provider '{provider}', Gemini")
     body: dict[str, Any] = {}
     kind = model_input.WhichOneof("kind")
     if kind == "text":
@@ -79,7 +88,7 @@ def request_body(
     config = _generation_config(params, where)
     if config:
         body["generationConfig"] = config
-    return body
+    return body, dropped
 
 
 def _turn(role: str, text: str) -> dict[str, Any]:

@@ -25,6 +25,11 @@ from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_
 from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
 from modelyard.backends.local.gguf_memory import estimated_memory_bytes
 from modelyard.backends.local.model_files import scan_models_dir
+from modelyard.backends.speech.unsupported_params import (
+    SPEECH_PARAMS,
+    dropped_params,
+    with_dropped,
+)
 from modelyard.backends.threaded_stream import pieces_from_thread
 from modelyard_client.errors import InvalidRequest, ModelNotFound
 from modelyard_client.v1 import common_pb2
@@ -220,6 +225,8 @@ class LlamaEngine:
                 "takes no images",
                 field=image,
             )
+        # No speech from a GGUF text model: refused, or left out and named when allowed.
+        dropped = dropped_params(params, SPEECH_PARAMS, model_id, "llama.cpp")
         async with self._models.lease(model_id) as loaded, loaded.lock:
             cancel = threading.Event()
             produce = _producer(loaded.llm, model_input, params, cancel, self._n_ctx)
@@ -229,7 +236,7 @@ class LlamaEngine:
                 pieces_from_thread(produce, cancel, "llama.cpp generation")
             ) as pieces:
                 async for piece in pieces:
-                    yield piece
+                    yield with_dropped(piece, dropped)
 
 
 def _sampling(params: common_pb2.GenerationParams, n_ctx: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 from modelyard.backends.content_parts import ChatImage, message_items
 from modelyard.backends.engine import chat_messages
 from modelyard.backends.ollama.tools import HONOURED_CHOICES, add_tool_turns, offered_tools
-from modelyard.backends.speech.unsupported_params import dropped_params
+from modelyard.backends.speech.unsupported_params import SPEECH_PARAMS, dropped_params
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2
 
@@ -95,11 +95,8 @@ _LACKS = "whose /api/chat has no tool_choice (the model decides: 'auto'), voice 
 def _unsupported(params: common_pb2.GenerationParams) -> frozenset[str]:
     """The parameters Ollama cannot honour (`tools.HONOURED_CHOICES` for tool_choice)."""
     if params.tool_choice in HONOURED_CHOICES:
-        return _SPEECH
-    return _SPEECH | {"tool_choice"}
-
-
-_SPEECH = frozenset({"voice", "audio_format"})
+        return SPEECH_PARAMS
+    return SPEECH_PARAMS | {"tool_choice"}
 
 
 def _text(message: common_pb2.ChatMessage, where: str) -> str:

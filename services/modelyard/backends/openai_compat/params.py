@@ -52,14 +52,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.backends.speech.unsupported_params import dropped_params
+from modelyard.backends.speech.unsupported_params import SPEECH_PARAMS, dropped_params
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2
 
 GENERIC = "openai_compat"
 # OpenAI's rule for `json_schema.name`.
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SPEECH = frozenset({"voice", "audio_format"})
 
 
 @dataclass(frozen=True)
@@ -74,15 +73,17 @@ class WireDialect:
 
 
 DIALECTS = {
-    "openai": WireDialect("OpenAI's Chat Completions API", _SPEECH | {"top_k"}),
+    "openai": WireDialect("OpenAI's Chat Completions API", SPEECH_PARAMS | {"top_k"}),
     "mistral": WireDialect(
         "Mistral's chat completions API",
-        _SPEECH | {"top_k"},
+        SPEECH_PARAMS | {"top_k"},
         seed_field="random_seed",
         asks_usage=False,
     ),
-    "openrouter": WireDialect("OpenRouter's chat completions API", _SPEECH),
-    GENERIC: WireDialect("an OpenAI-compatible chat completions API", _SPEECH, json_schema=False),
+    "openrouter": WireDialect("OpenRouter's chat completions API", SPEECH_PARAMS),
+    GENERIC: WireDialect(
+        "an OpenAI-compatible chat completions API", SPEECH_PARAMS, json_schema=False
+    ),
 }
 
 

@@ -1,11 +1,14 @@
-"""Parameters a speech model cannot honour: refused, or left out and named when allowed.
+"""Parameters a model cannot honour: refused, or left out and named when allowed.
 
-Whisper has no use for sampling beyond its temperature, and Piper for any
-sampling at all; neither takes a response schema. A request that sets one is
-refused with `InvalidRequest` naming the parameter and the model, before any
-model is loaded, unless it sets ``params.drop_unsupported_params``: then the
-engine leaves the parameter out and lists it in the last piece's
-`dropped_params` (GenerationParams field names, in the proto's order).
+The one rule every engine applies (speech first, hence the folder): Whisper has
+no use for sampling beyond its temperature, and Piper for any sampling at all;
+neither takes a response schema; no chat API speaks (`SPEECH_PARAMS`); Anthropic
+and Bedrock take no seed. A request that sets one is refused with
+`InvalidRequest` naming the parameter and the model (and the provider, in
+`engine`), before any call or load, unless it sets
+``params.drop_unsupported_params``: then the engine leaves the parameter out and
+lists it in the last piece's `dropped_params` (`with_dropped`; GenerationParams
+field names, in the proto's order).
 
 A parameter is *set* when it holds anything but its default: an ``optional``
 field present, a list with entries, a string not empty, a flag true.
@@ -14,11 +17,15 @@ field present, a list with entries, a string not empty, a flag true.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 
+from modelyard.backends.engine import Piece
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import common_pb2
 
 _FIELDS = common_pb2.GenerationParams.DESCRIPTOR.fields
+# Text to speech's parameters: no chat or completion API takes them.
+SPEECH_PARAMS = frozenset({"voice", "audio_format"})
 
 
 def dropped_params(
@@ -40,3 +47,10 @@ def dropped_params(
             f"{field} is not supported by model '{model_id}' ({engine})", field=field
         )
     return given
+
+
+def with_dropped(piece: Piece, dropped: tuple[str, ...]) -> Piece:
+    """`piece` with `dropped` as its `dropped_params` when it is the last piece."""
+    if dropped and piece.finish_reason and not piece.dropped_params:
+        return replace(piece, dropped_params=dropped)
+    return piece
