@@ -167,6 +167,10 @@ class FakeOllama:
         """The bodies of every ``/api/chat`` received."""
         return [r.body for r in self.received if r.path == "/api/chat"]
 
+    def completions(self) -> list[dict[str, Any]]:
+        """The bodies of every ``/api/generate`` received."""
+        return [r.body for r in self.received if r.path == "/api/generate"]
+
     def _find(self, name: str) -> FakeModel | None:
         wanted = name if ":" in name else f"{name}:latest"
         return next((m for m in self.models if m.name == wanted), None)

@@ -41,11 +41,17 @@ async def test_a_model_not_pulled_is_model_not_found_with_the_daemons_words(
     assert "model 'missing:7b' not found" in caught.value.message
 
 
-async def test_a_model_that_cannot_chat_is_an_invalid_request(engine: OllamaEngine) -> None:
+@pytest.mark.parametrize(
+    ("model_input", "said"),
+    [(chat_input(("user", "Hi")), "does not support chat"), (None, "does not support generate")],
+)
+async def test_a_model_that_cannot_chat_is_an_invalid_request(
+    engine: OllamaEngine, model_input: common_pb2.Input | None, said: str
+) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await collect(engine, model_id="ollama/nomic-embed-text:latest")
+        await collect(engine, model_input, model_id="ollama/nomic-embed-text:latest")
     assert type(caught.value) is InvalidRequest
-    assert "does not support chat" in caught.value.message
+    assert said in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -99,13 +105,18 @@ async def test_a_daemon_that_refuses_the_connection_is_unavailable(
         ("end", "ended the stream for 'ollama/gemma3:270m' after 2 piece(s) without its done"),
     ],
 )
+@pytest.mark.parametrize("model_input", [text_input(), chat_input(("user", "A story."))])
 async def test_a_stream_cut_in_the_middle_is_truncated_after_the_text_that_came(
-    daemon: FakeOllama, engine: OllamaEngine, cut: Literal["close", "end"], said: str
+    daemon: FakeOllama,
+    engine: OllamaEngine,
+    cut: Literal["close", "end"],
+    said: str,
+    model_input: common_pb2.Input,
 ) -> None:
     daemon.reply(Reply(texts=["Once ", "upon"], cut=cut))
     pieces: list[Piece] = []
     with pytest.raises(StreamTruncated) as caught:
-        async for piece in engine.infer_stream(MODEL, text_input(), common_pb2.GenerationParams()):
+        async for piece in engine.infer_stream(MODEL, model_input, common_pb2.GenerationParams()):
             pieces.append(piece)
     assert [p.text for p in pieces] == ["Once ", "upon"]
     assert said in caught.value.message
@@ -125,18 +136,28 @@ async def test_an_error_line_mid_stream_is_a_provider_error_scrubbed_of_credenti
 
 
 @pytest.mark.parametrize(
-    ("line", "problem"),
+    ("model_input", "line", "problem"),
     [
-        ("{not json", "not JSON"),
-        ('{"message": {"role": "assistant", "content": 5}, "done": false}', "wrong type"),
+        (chat_input(("user", "Hi")), "{not json", "not JSON"),
+        (None, "{not json", "not JSON"),
+        (
+            chat_input(("user", "Hi")),
+            '{"message": {"role": "assistant", "content": 5}, "done": false}',
+            "wrong type",
+        ),
+        (None, '{"response": 5, "done": false}', "wrong type"),
     ],
 )
 async def test_a_line_that_is_no_answer_is_a_protocol_error(
-    daemon: FakeOllama, engine: OllamaEngine, line: str, problem: str
+    daemon: FakeOllama,
+    engine: OllamaEngine,
+    model_input: common_pb2.Input | None,
+    line: str,
+    problem: str,
 ) -> None:
     daemon.reply(Reply(texts=["Hi"], raw_lines=[line]))
     with pytest.raises(ProviderProtocolError) as caught:
-        await collect(engine)
+        await collect(engine, model_input)
     assert caught.value.message.startswith(
         "ollama 'ollama' sent a malformed answer for 'ollama/gemma3:270m'"
     )
@@ -167,6 +188,13 @@ async def test_a_line_that_is_no_answer_is_a_protocol_error(
             common_pb2.GenerationParams(continue_final_message=True),
             "params.continue_final_message",
         ),
+        (text_input(""), common_pb2.GenerationParams(), "input.text"),  # it would only load
+        (
+            text_input(),
+            common_pb2.GenerationParams(continue_final_message=True),
+            "params.continue_final_message",
+        ),
+        (text_input(), common_pb2.GenerationParams(voice="joe"), "params.voice"),
     ],
 )
 async def test_input_ollama_cannot_take_is_refused_before_any_call(
@@ -202,7 +230,7 @@ async def test_calls_beyond_the_slots_and_the_queue_are_refused_at_once(
         await asyncio.wait_for(collect(engine), 5)
     assert "backends.ollama.max_concurrency=1, max_queue=0" in caught.value.message
     await first.aclose()
-    assert len(daemon.chats()) == 1  # the refused call sent nothing
+    assert len(daemon.received) == 1  # the refused call sent nothing
     assert (await collect(engine))[-1].finish_reason == common_pb2.FINISH_REASON_STOP
 
 

@@ -54,7 +54,7 @@ async def test_the_gateway_streams_and_answers_through_the_native_engine(
     assert (chunks[-1].usage.input_tokens, chunks[-1].usage.output_tokens) == (9, 2)
     assert (answer.model_id, answer.text) == (MODEL, "Amazon")
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == (9, 1)
-    bodies = daemon.chats()
+    bodies = daemon.completions()  # text input: /api/generate
     assert [b["model"] for b in bodies] == ["gemma3:270m", "gemma3:270m"]
     assert bodies[0]["options"]["num_predict"] == 16
     assert bodies[0]["keep_alive"] == 600.0  # keep_alive: 10m

@@ -1,4 +1,5 @@
-"""What the Ollama engine sends to /api/chat, and how it streams the answer back."""
+"""What the Ollama engine sends to /api/chat and /api/generate, and how it streams the answer
+back."""
 
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from modelyard.backends.ollama.engine import OllamaEngine
 from modelyard_client.v1 import common_pb2
 
 
-async def test_text_input_is_one_user_message_with_every_param_in_options(
+async def test_text_input_is_a_completion_prompt_with_every_param_in_options(
     daemon: FakeOllama, engine: OllamaEngine
 ) -> None:
     params = common_pb2.GenerationParams(
         max_tokens=42, temperature=0.5, top_p=0.25, top_k=40, seed=1234, stop=["\n\n", "END"]
     )
-    await collect(engine, text_input("Name three rivers."), params)
+    daemon.reply(Reply(texts=["Nile", ", Amazon"], prompt_eval_count=8, eval_count=2))
+    pieces = await collect(engine, text_input("Name three rivers."), params)
 
-    [body] = daemon.chats()
+    assert daemon.chats() == []
+    [body] = daemon.completions()
     assert body["model"] == "gemma3:270m"  # the daemon's name, not the catalog id
-    assert body["messages"] == [{"role": "user", "content": "Name three rivers."}]
+    assert body["prompt"] == "Name three rivers."
+    assert "messages" not in body and "tools" not in body
     assert body["options"] == {
         "num_predict": 42,
         "temperature": 0.5,
@@ -37,6 +41,25 @@ async def test_text_input_is_one_user_message_with_every_param_in_options(
     assert body["stream"] is True
     assert body["keep_alive"] == 300.0  # backends.<name>.keep_alive's default
     assert "format" not in body
+    assert [p.text for p in pieces] == ["Nile", ", Amazon", ""]  # `response`, line by line
+    last = pieces[-1]
+    assert (last.finish_reason, last.input_tokens, last.output_tokens) == (
+        common_pb2.FINISH_REASON_STOP,
+        8,
+        2,
+    )
+
+
+async def test_text_input_offered_tools_is_one_user_message_on_api_chat(
+    daemon: FakeOllama, engine: OllamaEngine
+) -> None:
+    params = common_pb2.GenerationParams()
+    params.tools.add(name="get_weather", parameters_json='{"type": "object"}')
+    await collect(engine, text_input("Weather in Paris?"), params, model_id="ollama/qwen3:8b")
+    assert daemon.completions() == []  # /api/generate has no tools
+    [body] = daemon.chats()
+    assert body["messages"] == [{"role": "user", "content": "Weather in Paris?"}]
+    assert body["tools"][0]["function"]["name"] == "get_weather"
 
 
 async def test_chat_keeps_roles_and_order_a_tool_name_is_tool_name_and_unset_params_stay_unsent(
@@ -68,6 +91,8 @@ async def test_a_response_schema_is_sent_as_the_format(
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
     params = common_pb2.GenerationParams(response_schema_json=json.dumps(schema))
     await collect(engine, text_input(), params)
+    await collect(engine, chat_input(("user", "How old?")), params)
+    assert daemon.completions()[0]["format"] == schema
     assert daemon.chats()[0]["format"] == schema
 
 
@@ -128,7 +153,7 @@ async def test_a_model_pulled_after_start_is_served_under_the_backend_name(
     assert engine.serves("ollama/pulled-later:1b")
     assert not engine.serves("other/gemma3:270m")
     await collect(engine, model_id="ollama/llava:7b")
-    assert daemon.chats()[0]["model"] == "llava:7b"
+    assert daemon.completions()[0]["model"] == "llava:7b"
 
 
 async def test_an_answer_abandoned_midway_drops_its_connection_at_once(

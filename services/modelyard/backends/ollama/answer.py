@@ -1,7 +1,8 @@
-"""Reading Ollama's streamed chat answer: NDJSON lines in, `Piece`s out.
+"""Reading Ollama's streamed answer, chat or completion: NDJSON lines in, `Piece`s out.
 
 Each line is one object (docs/api.md of ollama/ollama, "Chat Request
-(Streaming)"): ``message.content`` the next text, ``done`` false until the
+(Streaming)" and "Generate request (Streaming)"): ``message.content`` (a
+completion's ``response``) the next text, ``done`` false until the
 last line, which has ``done: true``, ``done_reason`` (``stop``, ``length``)
 and the counts: ``prompt_eval_count`` tokens in, ``eval_count`` tokens out.
 A line's ``message.tool_calls`` are calls the model made, each whole
@@ -31,7 +32,7 @@ LIFECYCLE_REASONS = frozenset({"load", "unload"})
 
 
 async def answer_pieces(
-    lines: AsyncIterator[ollama.ChatResponse],
+    lines: AsyncIterator[ollama.ChatResponse | ollama.GenerateResponse],
     *,
     where: str,
     model_id: str,
@@ -42,9 +43,12 @@ async def answer_pieces(
     texts = 0
     calls = ToolCalls()
     async for line in lines:
-        text = (line.message.content if line.message is not None else None) or ""
-        if line.message is not None and line.message.tool_calls:
-            calls.add(line.message.tool_calls)
+        if isinstance(line, ollama.GenerateResponse):
+            text = line.response or ""  # a completion: no message, no tool calls
+        else:
+            text = (line.message.content if line.message is not None else None) or ""
+            if line.message is not None and line.message.tool_calls:
+                calls.add(line.message.tool_calls)
         if not line.done:
             if text:
                 texts += 1

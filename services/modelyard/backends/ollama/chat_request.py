@@ -1,4 +1,5 @@
-"""An `Input` and its `GenerationParams` as the body of Ollama's ``POST /api/chat``.
+"""An `Input` and its `GenerationParams` as the body of Ollama's ``POST /api/chat``, or of
+``POST /api/generate`` for text input (`generate_request`).
 
 Ollama's API reference (docs/api.md of ollama/ollama, "Generate a chat
 completion"): ``messages`` with ``role`` and ``content`` (``tool_name`` on a
@@ -20,6 +21,13 @@ out and named in ``dropped_params``). Tools and tool turns: `tools`. A trailing
 assistant message is continued as it stands: Ollama
 renders it open, so the model goes on from it (ollama/ollama#6778, answered by
 its maintainers), which is what ``continue_final_message`` asks.
+
+Text input is a completion, ``POST /api/generate`` (the reference's "Generate a
+completion"): ``prompt`` the text, rendered in the model's template as the
+daemon does, and the same ``options``, ``format`` and ``keep_alive``. That
+endpoint has no tools, so text input offered tools goes to ``/api/chat`` as
+one user message (`uses_generate`). An empty prompt is refused: Ollama would
+only load the model (``done_reason: "load"``).
 """
 
 from __future__ import annotations
@@ -97,6 +105,53 @@ def _unsupported(params: common_pb2.GenerationParams) -> frozenset[str]:
     if params.tool_choice in HONOURED_CHOICES:
         return SPEECH_PARAMS
     return SPEECH_PARAMS | {"tool_choice"}
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """The arguments of one `ollama.AsyncClient.generate` call (the model name aside)."""
+
+    prompt: str
+    options: dict[str, Any] = field(default_factory=dict)
+    format: dict[str, Any] | None = None  # a JSON schema
+    keep_alive: float | None = None  # seconds
+    dropped: tuple[str, ...] = ()  # parameters left out: the last piece's dropped_params
+
+
+def uses_generate(model_input: common_pb2.Input, params: common_pb2.GenerationParams) -> bool:
+    """Whether the call is a completion on ``/api/generate``: text input, no tools."""
+    return model_input.WhichOneof("kind") == "text" and not params.tools
+
+
+def generate_request(
+    model_input: common_pb2.Input,
+    params: common_pb2.GenerationParams,
+    *,
+    keep_alive: float,
+    backend: str,
+    model: str,
+) -> GenerateRequest:
+    """The completion request of text input for `model` (its catalog id); `InvalidRequest`
+    for what Ollama cannot take, as for chat."""
+    where = f"the Ollama backend '{backend}'"
+    dropped = dropped_params(params, _unsupported(params), model, f"{where}, {_LACKS}")
+    if not model_input.text:
+        raise InvalidRequest(
+            f"input.text is empty: {where} would only load the model", field="input.text"
+        )
+    if params.continue_final_message:
+        raise InvalidRequest(
+            "params.continue_final_message is set but the input is text, not a chat ending "
+            "with an assistant message to continue",
+            field="params.continue_final_message",
+        )
+    return GenerateRequest(
+        model_input.text,
+        _options(params),
+        _schema(params.response_schema_json, where),
+        keep_alive,
+        dropped,
+    )
 
 
 def _text(message: common_pb2.ChatMessage, where: str) -> str:

@@ -1,7 +1,8 @@
 """The native Ollama engine: chat, load and unload through the official `ollama` client.
 
-Generation is ``POST /api/chat`` streamed (`chat_request` builds it, `answer`
-reads it); the model stays loaded ``keep_alive`` seconds after each call
+Generation is ``POST /api/chat`` streamed, or ``POST /api/generate`` for text
+input without tools (`chat_request` builds both, `answer` reads both); the model
+stays loaded ``keep_alive`` seconds after each call
 (``backends.<name>.keep_alive``). `load` is a chat without messages and with
 that ``keep_alive``, which Ollama answers ``done_reason: "load"`` once the
 model is in memory; `unload` the same with ``keep_alive: 0``, answered
@@ -32,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import httpx
@@ -42,7 +43,11 @@ from modelyard.backends.admission import Admission
 from modelyard.backends.content_parts import image_count, with_images
 from modelyard.backends.engine import Embeddings, EngineHealth, Piece
 from modelyard.backends.ollama.answer import answer_pieces
-from modelyard.backends.ollama.chat_request import chat_request
+from modelyard.backends.ollama.chat_request import (
+    chat_request,
+    generate_request,
+    uses_generate,
+)
 from modelyard.backends.ollama.failures import (
     MALFORMED_ANSWERS,
     TRANSPORT_ERRORS,
@@ -291,34 +296,19 @@ class OllamaEngine:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         name = self._model_name(model_id)
-        request = chat_request(
-            model_input,
-            params,
-            keep_alive=self._keep_alive_s,
-            backend=self._backend,
-            model=model_id,
-        )
+        answer = self._completion if uses_generate(model_input, params) else self._chat
+        call, dropped = answer(name, model_id, model_input, params)
         images = image_count(model_input)
         streamed = False
         async with self.admission.slot():
             try:
-                lines = await self._ollama().chat(
-                    model=name,
-                    messages=request.messages,
-                    tools=request.tools,
-                    options=request.options or None,
-                    format=request.format,
-                    keep_alive=request.keep_alive,
-                    stream=True,
-                )
+                lines = await call()
                 # Closed here, not by the garbage collector: an abandoned answer's
                 # connection is dropped at once, and the daemon stops generating.
                 async with (
                     contextlib.aclosing(_closable(lines)) as owned,
                     contextlib.aclosing(
-                        answer_pieces(
-                            owned, where=self._where, model_id=model_id, dropped=request.dropped
-                        )
+                        answer_pieces(owned, where=self._where, model_id=model_id, dropped=dropped)
                     ) as pieces,
                 ):
                     async for piece in pieces:
@@ -339,10 +329,70 @@ class OllamaEngine:
                 raise unreachable(self._where, self._endpoint, exc) from exc
         self._loaded |= {model_id}  # the daemon keeps it for keep_alive after the call
 
+    def _chat(
+        self,
+        name: str,
+        model_id: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> tuple[Callable[[], Awaitable[Lines]], tuple[str, ...]]:
+        """The ``/api/chat`` call (made once a slot is held) and the parameters dropped;
+        `InvalidRequest` now, before any slot, for what Ollama cannot take."""
+        request = chat_request(
+            model_input,
+            params,
+            keep_alive=self._keep_alive_s,
+            backend=self._backend,
+            model=model_id,
+        )
 
-def _closable(
-    lines: AsyncIterator[ollama.ChatResponse],
-) -> AsyncGenerator[ollama.ChatResponse, None]:
+        async def call() -> Lines:
+            return await self._ollama().chat(
+                model=name,
+                messages=request.messages,
+                tools=request.tools,
+                options=request.options or None,
+                format=request.format,
+                keep_alive=request.keep_alive,
+                stream=True,
+            )
+
+        return call, request.dropped
+
+    def _completion(
+        self,
+        name: str,
+        model_id: str,
+        model_input: common_pb2.Input,
+        params: common_pb2.GenerationParams,
+    ) -> tuple[Callable[[], Awaitable[Lines]], tuple[str, ...]]:
+        """The ``/api/generate`` call of text input, as `_chat`."""
+        request = generate_request(
+            model_input,
+            params,
+            keep_alive=self._keep_alive_s,
+            backend=self._backend,
+            model=model_id,
+        )
+
+        async def call() -> Lines:
+            return await self._ollama().generate(
+                model=name,
+                prompt=request.prompt,
+                options=request.options or None,
+                format=request.format,
+                keep_alive=request.keep_alive,
+                stream=True,
+            )
+
+        return call, request.dropped
+
+
+# A streamed answer's lines, chat or completion.
+Lines = AsyncIterator[ollama.ChatResponse | ollama.GenerateResponse]
+
+
+def _closable(lines: Lines) -> AsyncGenerator[ollama.ChatResponse | ollama.GenerateResponse, None]:
     """The client's answer lines as the async generator they are (typed an iterator)."""
     assert isinstance(lines, AsyncGenerator)
     return lines
