@@ -70,14 +70,21 @@ from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Selector
 from modelyard.selector.servicer import SelectorServicer
 from modelyard.server.runtime import RunningServer, ServiceBinding, bind, start_server
+from modelyard.server.service_health import (
+    Problem,
+    ServiceHealth,
+    catalog_problem,
+    engines_problem,
+)
 from modelyard.server.unimplemented import with_unimplemented
 from modelyard_client.errors import InvalidRequest
-from modelyard_client.v1 import backend_pb2, common_pb2
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 BACKEND_SERVICE = backend_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name
+GATEWAY_SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
 @dataclass
@@ -359,10 +366,38 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             assert outcomes is not None
             outcomes.start(hotswap_address, channels)
             await asyncio.wait_for(route_view.synced.wait(), timeout=30)
+        _follow_service_health(stack, settings, gateway is not None)
     except BaseException:
         await stack.stop(0)
         raise
     return stack
+
+
+def _follow_service_health(stack: Stack, settings: Settings, serves_gateway: bool) -> None:
+    """The backend's and the gateway's grpc.health.v1 statuses follow what they can serve,
+    checked every monitoring.health_check_interval (`server/service_health.py`)."""
+    checks: dict[str, Problem] = {}
+    host, view = stack.host, stack.view
+    if host is not None:
+        checks[BACKEND_SERVICE] = engines_problem(
+            # The engines that serve a model: one without any (no GGUF files) has no say.
+            lambda: [
+                (e.kind, h.status, h.reason)
+                for e in host.engines
+                if e.models()
+                for h in [e.health()]
+            ]
+        )
+    if serves_gateway and view is not None:
+        checks[GATEWAY_SERVICE] = catalog_problem(view.models)
+    if checks:
+        follower = ServiceHealth(
+            stack.server.health,
+            checks,
+            settings.config.monitoring.health_check_interval,
+            draining=lambda: not stack.server.calls.open,
+        )
+        stack.tasks.append(asyncio.create_task(follower.run()))
 
 
 def gateway_call_meter(
