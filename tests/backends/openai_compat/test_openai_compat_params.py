@@ -299,6 +299,34 @@ async def test_dropped_params_and_cached_tokens_reach_the_caller(
     assert all("top_k" not in b for b in upstream.bodies)
 
 
+async def test_a_hosted_kinds_answers_are_priced_from_the_catalog_without_discovery(
+    upstream: FakeUpstream, make_stack: StackFactory
+) -> None:
+    """The engine announces gpt-4o-mini with the catalog's $0.15 / $0.60 per 1M tokens
+    (`catalog_prices`): this stack runs no discovery source to list them."""
+    config = parse_config(
+        f"""
+model_system:
+  backends:
+    openai:
+      api_key: "${{OPENAI_API_KEY}}"
+      base_url: "{upstream.url}/v1"
+      models: [gpt-4o-mini]
+""",
+        env={"OPENAI_API_KEY": "sk-test"},
+    )
+    stack = await make_stack(roles=STACK_ROLES, config=config)
+    _answer(upstream)
+    request = _request("openai/gpt-4o-mini")
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        chunks = [c async for c in gateway.GenerateStream(request, timeout=10)]
+        answer = await gateway.Generate(request, timeout=10)
+    cost = 9 * 0.15e-6 + 2 * 0.6e-6
+    assert chunks[-1].usage.cost_usd == pytest.approx(cost)
+    assert answer.usage.cost_usd == pytest.approx(cost)
+
+
 async def test_the_gateway_refuses_top_k_for_openai_before_any_call(
     upstream: FakeUpstream, openai_gateway: gateway_pb2_grpc.GatewayServiceAsyncStub
 ) -> None:

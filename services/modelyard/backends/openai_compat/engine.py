@@ -36,6 +36,7 @@ import aiohttp
 import msgspec
 
 from modelyard.backends.admission import Admission
+from modelyard.backends.catalog_prices import catalog_listing, with_catalog_figures
 from modelyard.backends.content_parts import image_count, image_url_content, with_images
 from modelyard.backends.engine import Embeddings, EngineHealth, Piece, chat_messages
 from modelyard.backends.http1 import Http1Pool, HttpBodyCut, HttpMalformed, HttpUnreachable
@@ -90,6 +91,7 @@ class OpenAICompatEngine:
         self._pool: Http1Pool | None = None  # chat calls
         self._names: dict[str, str] = {}  # catalog id -> upstream model name
         self._media: dict[str, str] = {}  # catalog id -> media kind (`media`), chat if absent
+        self._listed: dict[str, common_pb2.ModelEntry] = {}  # the hosted catalog's, by name
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_UNSPECIFIED, "not started")
         name = provider.name
         self.admission = Admission.for_upstream(name, provider.max_concurrency, provider.max_queue)
@@ -137,6 +139,8 @@ class OpenAICompatEngine:
                 return
         self._names = {catalog_id(self._provider.name, n): n for n in names}
         self._media = {i: k for i, n in self._names.items() if (k := media_kind(n)) is not None}
+        # A hosted kind's prices (OpenAI, Mistral, OpenRouter); a generic server has none.
+        self._listed = catalog_listing(self._provider.dialect or self._provider.name, self.backend)
         self._health = EngineHealth(common_pb2.HEALTH_STATUS_HEALTHY)
 
     async def close(self) -> None:
@@ -152,7 +156,14 @@ class OpenAICompatEngine:
         return sorted(m["id"] for m in listed.models)
 
     def models(self) -> list[common_pb2.ModelEntry]:
+        """What is served, a hosted kind's with its catalog prices (`catalog_prices`)."""
         return [
+            with_catalog_figures(self._entry(model_id, name), self._listed.get(name))
+            for model_id, name in sorted(self._names.items())
+        ]
+
+    def _entry(self, model_id: str, name: str) -> common_pb2.ModelEntry:
+        return (
             self._media_entry(model_id, name, SHAPES[self._media[model_id]])
             if model_id in self._media
             else common_pb2.ModelEntry(
@@ -170,8 +181,7 @@ class OpenAICompatEngine:
                 ],
                 metadata={"base_url": scrub(self._provider.base_url)},  # no URL password
             )
-            for model_id, name in sorted(self._names.items())
-        ]
+        )
 
     def _media_entry(self, model_id: str, name: str, shape: MediaShape) -> common_pb2.ModelEntry:
         return common_pb2.ModelEntry(
