@@ -14,7 +14,7 @@ from PIL import Image
 
 from modelyard.backends.coreml.engine import CoreMLEngine
 from modelyard.backends.host import BackendHost
-from modelyard_client.errors import FailedPrecondition, ModelNotFound
+from modelyard_client.errors import FailedPrecondition, InvalidRequest, ModelNotFound
 from modelyard_client.v1 import common_pb2 as C
 
 LINUX_REASON = "CoreML prediction needs macOS; this host is Linux"
@@ -126,3 +126,16 @@ async def test_image_classification_prediction(models_dir: Path) -> None:
     out = json.loads(text)
     assert out["label"] == "cat"  # all weights +1 for cat, -1 for dog
     assert out["scores"]["cat"] > out["scores"]["dog"]
+
+
+async def test_a_sampling_parameter_is_refused_before_the_model_loads(models_dir: Path) -> None:
+    engine = CoreMLEngine(models_dir, system="Darwin")  # served terms, on any host
+    await engine.start()
+    params = C.GenerationParams(temperature=0.5)
+    with pytest.raises(InvalidRequest) as refused:
+        await anext(engine.infer_stream("coreml/relu", tensor_input([1.0] * 8), params))
+    assert (refused.value.field, refused.value.message) == (
+        "params.temperature",
+        "params.temperature is not supported by model 'coreml/relu' (CoreML)",
+    )
+    assert engine.loaded_models() == []  # refused before coremltools read the model

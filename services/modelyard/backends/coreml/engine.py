@@ -23,6 +23,7 @@ from modelyard.backends.coreml.features import model_features, outputs_json
 from modelyard.backends.coreml.model_files import CoreMLModelsDir
 from modelyard.backends.coreml.runtime import coremltools, unsupported_reason
 from modelyard.backends.engine import EngineHealth, Piece
+from modelyard.backends.speech.unsupported_params import PREDICTION_PARAMS, dropped_params
 from modelyard_client.errors import (
     FailedPrecondition,
     InvalidRequest,
@@ -141,6 +142,8 @@ class CoreMLEngine:
         params: common_pb2.GenerationParams,
     ) -> AsyncGenerator[Piece, None]:
         entry = self._entry(model_id)
+        # A prediction samples nothing: refused, or left out and named when allowed.
+        dropped = dropped_params(params, PREDICTION_PARAMS, model_id, "CoreML")
         features = model_features(model_input, json.loads(entry.input_schema_json or "{}"))
         model = await self._model(model_id)
         try:
@@ -150,4 +153,4 @@ class CoreMLEngine:
         except RuntimeError as exc:
             raise FailedPrecondition(f"CoreML prediction failed for '{model_id}': {exc}") from exc
         yield Piece(outputs_json(outputs))
-        yield Piece("", common_pb2.FINISH_REASON_STOP)
+        yield Piece("", common_pb2.FINISH_REASON_STOP, dropped_params=dropped)

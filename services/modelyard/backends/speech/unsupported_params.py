@@ -26,6 +26,18 @@ from modelyard_client.v1 import common_pb2
 _FIELDS = common_pb2.GenerationParams.DESCRIPTOR.fields
 # Text to speech's parameters: no chat or completion API takes them.
 SPEECH_PARAMS = frozenset({"voice", "audio_format"})
+# What a single prediction (a tensor or CoreML model) has no use for: every parameter but
+# max_tokens (the gateway always sends one; nothing there counts tokens) and the tools
+# (the host refuses those to an engine that takes none).
+PREDICTION_PARAMS = SPEECH_PARAMS | {
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop",
+    "seed",
+    "response_schema_json",
+    "continue_final_message",
+}
 
 
 def dropped_params(

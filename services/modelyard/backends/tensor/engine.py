@@ -30,7 +30,7 @@ from typing import Any
 from modelyard.backends.admission import DEFAULT_MAX_QUEUE
 from modelyard.backends.engine import EngineHealth, Piece
 from modelyard.backends.speech.in_process import InProcessModels
-from modelyard.backends.speech.unsupported_params import dropped_params
+from modelyard.backends.speech.unsupported_params import PREDICTION_PARAMS, dropped_params
 from modelyard.backends.tensor.onnx_models import (
     OnnxModel,
     OnnxModelsDir,
@@ -42,20 +42,6 @@ from modelyard_client.errors import FailedPrecondition, InvalidRequest, Modelyar
 from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
-
-# Every parameter but max_tokens (the gateway always sends one; nothing here counts
-# tokens) and the tools (the host refuses those to an engine that takes none).
-UNSUPPORTED_PARAMS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop",
-    "seed",
-    "response_schema_json",
-    "continue_final_message",
-    "voice",
-    "audio_format",
-)
 
 
 class _Sessions:
@@ -158,7 +144,7 @@ class TensorEngine(InProcessModels[Any]):
     ) -> AsyncGenerator[Piece, None]:
         self._check(model_id)
         model = self._opener.models[model_id]
-        dropped = dropped_params(params, UNSUPPORTED_PARAMS, model_id, "onnxruntime")
+        dropped = dropped_params(params, PREDICTION_PARAMS, model_id, "onnxruntime")
         feeds, images = await _feeds(model, model_input)
         async with self._turn(model_id) as session:
             values = await _run(session, feeds, model)
