@@ -36,6 +36,9 @@ from modelyard_client.errors import (
 )
 from modelyard_client.v1 import backend_pb2, backend_pb2_grpc, common_pb2
 
+# What calls still on a replaced channel get to end (`BackendPool.reconnect`).
+RECONNECT_GRACE_S = 5.0
+
 
 class BackendPool:
     def __init__(
@@ -66,6 +69,21 @@ class BackendPool:
             self._channels[endpoint] = channel
             stub = self._stubs[endpoint] = backend_pb2_grpc.BackendServiceStub(channel)
         return stub
+
+    async def reconnect(self, endpoint: str, grace_s: float = RECONNECT_GRACE_S) -> bool:
+        """A new channel to the backend at `endpoint` for the next call (the health
+        monitor's ``reconnect``): a channel whose backend went away waits out gRPC's
+        reconnect backoff (up to two minutes) before it tries again; a new one connects
+        at once. Calls still on the old channel get `grace_s` to end. False when there
+        is nothing to reconnect: the backend runs in this process, or no channel is open."""
+        if endpoint in self._in_process:
+            return False
+        old = self._channels.pop(endpoint, None)
+        self._stubs.pop(endpoint, None)
+        if old is None:
+            return False
+        await old.close(grace_s)
+        return True
 
     async def close(self) -> None:
         for channel in self._channels.values():
