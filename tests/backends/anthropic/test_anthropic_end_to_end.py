@@ -101,3 +101,24 @@ async def test_an_overloaded_api_fails_the_call_as_unavailable(
         await gateway.Generate(_request(), timeout=10)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "overloaded_error" in (caught.value.details() or "")
+
+
+async def test_a_seed_is_refused_naming_the_provider_or_dropped_and_listed(
+    fake: FakeAnthropic, channel: grpc.aio.Channel
+) -> None:
+    gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+    request = _request()
+    request.params.seed = 7
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.Generate(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "params.seed is not supported by model 'claude/claude-haiku-4-5' (provider " in (
+        caught.value.details() or ""
+    )
+    assert fake.received == []
+
+    fake.reply("Hello", input_tokens=12, output_tokens=1)
+    request.params.drop_unsupported_params = True
+    response = await gateway.Generate(request, timeout=10)
+    assert list(response.dropped_params) == ["seed"]
+    assert "seed" not in fake.received[0].body
