@@ -297,6 +297,7 @@ async def _run(settings: Settings) -> None:
     )
     if stack.edge is not None:
         print(f"modelyard: OpenAI-compatible HTTP API at {stack.edge.base_url}", flush=True)
+        print(f"modelyard: dashboard at {stack.edge.dashboard_url}", flush=True)
     if stack.metrics_listener is not None:
         print(f"modelyard: metrics at {stack.metrics_listener.url}", flush=True)
     for entry in models:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from grpc_health.v1 import health_pb2
 
 from modelyard.assembly.audit import audit_log
+from modelyard.assembly.dashboard import dashboard_reading
 from modelyard.assembly.hotswap import ab_tests, route_table, swap_engine
 from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, plan_backends
 from modelyard.assembly.profiles import apply_profiles
@@ -306,7 +307,9 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     if gateway is not None and settings.http_listen:
         aliases = route_view.aliases if route_view is not None else list
         keys = authenticator if required else None
-        calls = EdgeCalls(gateway, server.calls, keys, audit, aliases)
+        hotswap_at = own if routes is not None else settings.hotswap_address
+        dashboard = dashboard_reading(stack, gateway.core, hotswap_at, channels)
+        calls = EdgeCalls(gateway, server.calls, keys, audit, aliases, dashboard)
         try:
             stack.edge = await start_edge(calls, settings.http_listen)
         except OSError as exc:

@@ -15,7 +15,8 @@ Routes: ``POST /v1/chat/completions`` (SSE with ``stream: true``, usage last wit
 ``POST /v1/images/generations``, ``/v1/audio/speech`` (the audio streamed as the body)
 and ``/v1/audio/transcriptions`` (multipart), served by whichever model in the catalog
 makes that output (`openai_media.py`), and Anthropic's ``POST /v1/messages`` (its
-events when streamed; its error shape, 529 for an unavailable model).
+events when streamed; its error shape, 529 for an unavailable model), and the dashboard's
+``GET /dashboard`` and ``/dashboard/data`` (`dashboard.py`; admin keys when keys are on).
 A stream that breaks after its first chunk ends with an ``error`` event and no
 ``[DONE]``: a cut answer is never passed off as finished. A client that goes away
 cancels the call down to the backend (aiohttp cancels the handler).
@@ -41,6 +42,7 @@ from modelyard.edges.anthropic_wire import (
 )
 from modelyard.edges.anthropic_wire import error_body as anthropic_error
 from modelyard.edges.anthropic_wire import error_event as anthropic_error_event
+from modelyard.edges.dashboard import PAGE, DashboardRoutes, Reading
 from modelyard.edges.openai_media import (
     MIME_OF_FORMAT,
     image_request,
@@ -123,6 +125,7 @@ class EdgeCalls:
     authenticator: Authenticator | None  # None: keys not required (the loopback default)
     audit: AuditLog | None
     aliases: Callable[[], list[str]] = list  # the routes' aliases, for /v1/models
+    dashboard: Reading | None = None  # GET /dashboard and its data (`edges/dashboard.py`)
 
     @property
     def max_body_bytes(self) -> int:
@@ -174,6 +177,9 @@ class OpenAIEdge:
         app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model:.+}", self.get_model)
+        reading = self.calls.dashboard
+        if reading is not None:
+            DashboardRoutes(self.calls.gate, self.calls.authenticator, reading).add_to(app)
         return app
 
     # ---- the call around every request (as `server/interceptor.py` wraps a gRPC one) ----
@@ -429,6 +435,11 @@ class RunningEdge:
     def base_url(self) -> str:
         host = self.site._host or "127.0.0.1"
         return f"http://{host}:{self.port}/v1"
+
+    @property
+    def dashboard_url(self) -> str:
+        host = self.site._host or "127.0.0.1"
+        return f"http://{host}:{self.port}{PAGE}"
 
     async def stop(self) -> None:
         await self.runner.cleanup()

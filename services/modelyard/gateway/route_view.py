@@ -85,6 +85,10 @@ class RouteView(WatchedCopy[hotswap_pb2.Route]):
         prefix = alias_key("")
         return [key[len(prefix) :] for key in self._items if key.startswith(prefix)]
 
+    def routes(self) -> list[hotswap_pb2.Route]:
+        """Every route the copy holds: aliases', task types' and fallback lists."""
+        return list(self._items.values())
+
     def for_task(self, task_type: int) -> hotswap_pb2.Route | None:
         return self._items.get(task_key(task_type)) if task_type else None
 

@@ -166,6 +166,10 @@ class Swaps:
         except KeyError:
             raise NotFound(f"no swap '{swap_id}'") from None
 
+    def running(self) -> list[Status]:
+        """The swaps that have not ended, one per route at most (the dashboard's)."""
+        return [self._swaps[swap_id] for swap_id in self._active.values()]
+
     async def watch(self, swap_id: str) -> AsyncGenerator[Status, None]:
         """The swap's status now, then at every change, until it has ended."""
         status = self.get(swap_id)
