@@ -301,8 +301,9 @@ class MonitoringConfig:
     health_check_interval: Seconds = 30.0
     # What runs, in order, when a deployment fails its checks twice in a row:
     # "eject" (no call goes to it until a check passes), "reload" (its backend
-    # unloads and loads the model again). Empty: only its health is set.
-    recovery: tuple[Literal["eject", "reload"], ...] = ("eject",)
+    # unloads and loads the model again), "reconnect" (a new channel to a remote
+    # backend). Empty: only its health is set.
+    recovery: tuple[Literal["eject", "reload", "reconnect"], ...] = ("eject",)
     alert_thresholds: AlertThresholds = field(default_factory=AlertThresholds)
     alert_webhook: AlertWebhook | None = None  # absent: alerts are logged only
 

@@ -23,7 +23,10 @@ every catalog watcher sees, and `monitoring.recovery`'s actions run in order:
   probe passes, whatever its catalog health says;
 - ``reload``: the backend unloads then loads the model (`BackendService.Unload`,
   `Load`): a local model's weights are read again; an API engine's load checks
-  its upstream still offers the model.
+  its upstream still offers the model;
+- ``reconnect``: the next call to a remote backend opens a new channel
+  (`BackendPool.reconnect`), not waiting out gRPC's reconnect backoff; skipped for a
+  backend in this process.
 
 Each action's outcome is logged and counted (`modelyard.recoveries`). A tripped
 deployment whose probe passes is let back in, and its model, once no deployment
@@ -54,7 +57,7 @@ from modelyard_client.v1 import backend_pb2, common_pb2, registry_pb2, registry_
 
 log = logging.getLogger(__name__)
 
-RECOVERY_ACTIONS = ("eject", "reload")  # `monitoring.recovery` takes these, in any order
+RECOVERY_ACTIONS = ("eject", "reload", "reconnect")  # `monitoring.recovery`, in any order
 TRIP_AFTER = 2  # failed probes in a row that trip a deployment
 PASSIVE_ERROR_RATE = 0.5  # a live window failing this share of calls gets a real probe
 HEALTH_TIMEOUT_S = 5.0  # one BackendService.Health call
@@ -230,8 +233,11 @@ class HealthMonitor:
         self, action: str, model: common_pb2.ModelEntry, deployment: common_pb2.Deployment
     ) -> None:
         try:
+            skipped = False
             if action == "eject":
                 self.balancer.hold_out(model.id, deployment.endpoint)
+            elif action == "reconnect":
+                skipped = not await self.pool.reconnect(deployment.endpoint)
             else:  # reload
                 await self.pool.unload(deployment, model.id, RECOVERY_TIMEOUT_S)
                 await self.pool.load(deployment, model.id, timeout_s=RECOVERY_TIMEOUT_S)
@@ -245,8 +251,14 @@ class HealthMonitor:
                 err.message,
             )
         else:
-            outcome = "ok"
-            log.info("health: recovery %s of %s at %s done", action, model.id, deployment.endpoint)
+            outcome = "skipped" if skipped else "ok"
+            log.info(
+                "health: recovery %s of %s at %s %s",
+                action,
+                model.id,
+                deployment.endpoint,
+                "skipped: nothing to reconnect" if skipped else "done",
+            )
         if self.recoveries is not None:
             attributes = (
                 ("modelyard.recovery.action", action),

@@ -136,7 +136,7 @@ class Meters:
         self.recoveries = Instrument(
             "modelyard.recoveries", "{recovery}",
             "Recovery actions the health monitor ran on a tripped deployment, by action "
-            "(eject, reload) and outcome (ok, failed).",
+            "(eject, reload, reconnect) and outcome (ok, failed, skipped).",
         )  # fmt: skip
 
         self.alerts = Instrument(
