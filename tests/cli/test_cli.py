@@ -84,6 +84,7 @@ def running_up(
         assert f"on {address}" in output and GEMMA_ID in output
         http = env["MODELYARD_HTTP_ADDRESS"]
         assert f"OpenAI-compatible HTTP API at http://{http}/v1" in output
+        assert f"dashboard at http://{http}/dashboard" in output
         assert f"metrics at http://{env['MODELYARD_METRICS_ADDRESS']}/metrics" in output
 
 
