@@ -14,7 +14,8 @@ from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly.stack import Stack
 from modelyard.config import parse_config
-from modelyard.gateway.performance import PerformanceTracker, Sample, figures_of, nearest_rank
+from modelyard.gateway.performance import PerformanceTracker, Sample, figures_of
+from modelyard.percentiles import nearest_rank
 from modelyard_client.errors import BackendUnavailable, ProviderProtocolError, error_from_rpc
 from modelyard_client.v1 import (
     common_pb2,

@@ -20,13 +20,13 @@ Not thread-safe, and need not be: the gateway records and reads on its one event
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from modelyard.percentiles import nearest_rank
 from modelyard_client.v1 import common_pb2, gateway_pb2
 
 WINDOW_S = 60.0  # how far back the figures look
@@ -43,13 +43,6 @@ class Sample(NamedTuple):
     decode_s: float  # the first piece to the end
     ok: bool
     cost_usd: float
-
-
-def nearest_rank(ordered: Sequence[float], q: float) -> float:
-    """The `q`-th percentile (0-100) of `ordered` (sorted), nearest rank; 0.0 when empty."""
-    if not ordered:
-        return 0.0
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ Latencies are kept as a uniform sample of at most `SAMPLE_LIMIT` values
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass, field
 
 from modelyard.hotswap.sequential import RunningMean
+from modelyard.percentiles import nearest_rank
 from modelyard_client.v1 import hotswap_pb2
 
 SAMPLE_LIMIT = 4096
@@ -37,11 +37,7 @@ class Sample:
 
     def percentile(self, q: float) -> float:
         """The `q`-th percentile (0-100), nearest rank; 0.0 when empty."""
-        if not self.values:
-            return 0.0
-        ordered = sorted(self.values)
-        rank = max(1, math.ceil(q / 100 * len(ordered)))
-        return ordered[rank - 1]
+        return nearest_rank(sorted(self.values), q)
 
 
 @dataclass
