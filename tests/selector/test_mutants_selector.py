@@ -132,8 +132,8 @@ def test_the_tasks_output_budget_and_modality_reach_the_hard_constraints() -> No
         selector.select(image)
     assert str(caught.value) == (
         "no model meets the constraints "
-        "(p/large: missing capabilities: vision; does not accept image input; "
-        "p/small: missing capabilities: vision; does not accept image input)"
+        "(p/large: missing capabilities: image_classification; does not accept image input; "
+        "p/small: missing capabilities: image_classification; does not accept image input)"
     )
 
 

@@ -47,10 +47,28 @@ def _chat(*contents: str) -> C.Input:
             [C.CAPABILITY_CHAT],
         ),
         (
-            C.Input(image=C.Image(data=b"\x89PNG")),
-            S.TASK_TYPE_VISION,
+            C.Input(image=C.Image(data=b"\x89PNG")),  # a bare image: a classifier's input
+            S.TASK_TYPE_CLASSIFICATION,
             C.MODALITY_IMAGE,
-            [C.CAPABILITY_VISION],
+            [C.CAPABILITY_IMAGE_CLASSIFICATION],
+        ),
+        (
+            C.Input(
+                chat=C.ChatMessages(
+                    messages=[
+                        C.ChatMessage(
+                            role="user",
+                            parts=[
+                                C.ContentPart(text="What is in this picture?"),
+                                C.ContentPart(image=C.Image(data=b"\x89PNG")),
+                            ],
+                        )
+                    ]
+                )
+            ),
+            S.TASK_TYPE_CHAT,
+            C.MODALITY_TEXT,
+            [C.CAPABILITY_CHAT, C.CAPABILITY_VISION],  # an image part needs a vision model
         ),
         (
             C.Input(audio=C.Audio(data=b"RIFF")),
@@ -90,3 +108,18 @@ def test_explicit_fields_win() -> None:
     )
     task = analyse(explicit, _chat("```code```"), C.GenerationParams(max_tokens=99))
     assert task == explicit
+
+
+def test_a_named_vision_task_on_a_bare_image_keeps_vision() -> None:
+    task = analyse(
+        S.Task(type=S.TASK_TYPE_VISION),
+        C.Input(image=C.Image(data=b"\x89PNG")),
+        C.GenerationParams(),
+    )
+    assert list(task.required_capabilities) == [C.CAPABILITY_VISION]
+
+
+def test_code_in_a_text_part_makes_a_code_task() -> None:
+    message = C.ChatMessage(role="user", parts=[C.ContentPart(text="def f(x): return x")])
+    task = analyse(S.Task(), C.Input(chat=C.ChatMessages(messages=[message])), C.GenerationParams())
+    assert task.type == S.TASK_TYPE_CODE

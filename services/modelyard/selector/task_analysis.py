@@ -3,15 +3,17 @@
 Simple, documented rules; every field the caller set explicitly wins.
 
 - modality: from the input kind (text and chat are text).
-- task type: image → vision, audio → speech to text, tensors →
-  classification, text or chat with a `voice` or `audio_format` parameter
+- task type: image or tensors → classification (a bare image is a classifier's
+  input: a vision model takes its images inside a chat), audio → speech to
+  text, text or chat with a `voice` or `audio_format` parameter
   (only speech has them) → text to speech, code fences or code keywords →
   code, "summarize"/"tl;dr" → summarization, chat input → chat, else
   completion.
 - required capabilities: text to speech for a text-to-speech task (given or
   derived: its text is spoken, not answered), else chat for chat input, text
-  generation for text input; vision for images (image classification for
-  an image with a classification task), speech to text for audio,
+  generation for text input, with vision too when a chat message has an image
+  part; image classification for an image (vision when the caller names the
+  vision task), speech to text for audio,
   JSON output when the generation parameters carry a response schema (the
   gateway passes its request's; a Select call has none).
 - size: input tokens estimated at four bytes per token.
@@ -45,7 +47,9 @@ def _text_of(model_input: common_pb2.Input) -> str:
     if kind == "text":
         return model_input.text
     if kind == "chat":
-        return "\n".join(m.content for m in model_input.chat.messages)
+        return "\n".join(
+            m.content or "\n".join(p.text for p in m.parts) for m in model_input.chat.messages
+        )
     return ""
 
 
@@ -63,7 +67,7 @@ def analyse(
     if out.type == selector_pb2.TASK_TYPE_UNSPECIFIED:
         out.type = _task_type(kind, text, params)
     if not out.required_capabilities:
-        out.required_capabilities.extend(_capabilities(kind, out.type, params))
+        out.required_capabilities.extend(_capabilities(model_input, out.type, params))
     if not out.estimated_input_tokens:
         out.estimated_input_tokens = estimate_input_tokens(model_input)
     if not out.max_output_tokens and params.max_tokens > 0:
@@ -83,12 +87,10 @@ def check_task_enums(task: selector_pb2.Task) -> None:
 def _task_type(
     kind: str | None, text: str, params: common_pb2.GenerationParams
 ) -> selector_pb2.TaskType.ValueType:
-    if kind == "image":
-        return selector_pb2.TASK_TYPE_VISION
+    if kind in ("image", "tensors"):
+        return selector_pb2.TASK_TYPE_CLASSIFICATION
     if kind == "audio":
         return selector_pb2.TASK_TYPE_SPEECH_TO_TEXT
-    if kind == "tensors":
-        return selector_pb2.TASK_TYPE_CLASSIFICATION
     if kind in ("text", "chat") and (params.voice or params.audio_format):
         return selector_pb2.TASK_TYPE_TEXT_TO_SPEECH
     if _CODE.search(text):
@@ -101,15 +103,18 @@ def _task_type(
 
 
 def _capabilities(
-    kind: str | None,
+    model_input: common_pb2.Input,
     task_type: selector_pb2.TaskType.ValueType,
     params: common_pb2.GenerationParams,
 ) -> list[common_pb2.Capability.ValueType]:
+    kind = model_input.WhichOneof("kind")
     caps: list[common_pb2.Capability.ValueType] = []
     if task_type == selector_pb2.TASK_TYPE_TEXT_TO_SPEECH:
         caps.append(common_pb2.CAPABILITY_TEXT_TO_SPEECH)
     elif kind == "chat":
         caps.append(common_pb2.CAPABILITY_CHAT)
+        if any(p.HasField("image") for m in model_input.chat.messages for p in m.parts):
+            caps.append(common_pb2.CAPABILITY_VISION)  # the gateway refuses it to others
     elif kind == "text":
         caps.append(common_pb2.CAPABILITY_TEXT_GENERATION)
     elif kind == "image" and task_type == selector_pb2.TASK_TYPE_CLASSIFICATION:

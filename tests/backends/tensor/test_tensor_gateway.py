@@ -103,17 +103,21 @@ async def test_selection_routes_tensors_and_image_classification_here(
     stack = await _stack(make_stack, tmp_path, text_model)
     classify = _request(C.Input(image=C.Image(data=png((0, 0, 255)))))
     classify.task.type = selector_pb2.TASK_TYPE_CLASSIFICATION
-    describe = _request(C.Input(image=C.Image(data=png((0, 0, 255)))))  # a vision task
+    bare = _request(C.Input(image=C.Image(data=png((0, 0, 255)))))  # classification too
+    describe = _request(C.Input(image=C.Image(data=png((0, 0, 255)))))
+    describe.task.type = selector_pb2.TASK_TYPE_VISION  # named: a vision model's task
     async with grpc.aio.insecure_channel(stack.address) as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         tensors = await gateway.Generate(_request(tensors_input(x=X)), timeout=30)
         not_yet = await _refusal(gateway, classify)  # no classifier in the catalog yet
+        bare_not_yet = await _refusal(gateway, bare)
         text = await gateway.Generate(_request(C.Input(text="hello")), timeout=30)
         vision = await _refusal(gateway, describe)
     assert tensors.model_id == "onnx/linear"
     np.testing.assert_array_equal(array_of(tensors.output.tensors.tensors[0]), linear(X))
     assert not_yet.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "onnx/linear: missing capabilities: image_classification" in (not_yet.details() or "")
+    assert bare_not_yet.details() == not_yet.details()
     assert text.model_id == "scripted/echo"
     assert [i.WhichOneof("kind") for _, i, _ in text_model.calls] == ["text"]
     assert vision.code() == grpc.StatusCode.FAILED_PRECONDITION  # no vision model here
