@@ -277,3 +277,20 @@ async def test_with_keys_required_the_data_needs_an_admin_key(make_stack: StackF
             assert [m["id"] for m in (await admin.json())["models"]] == [A, B, FLAKY]
         async with http.get(stack.edge.dashboard_url) as page:  # the page holds no data
             assert page.status == 200
+
+
+async def test_the_page_takes_the_admin_key_from_the_url_fragment(
+    make_stack: StackFactory,
+) -> None:
+    require_chromium()
+    stack = await _stack(make_stack, AUTH)
+    assert stack.edge is not None
+    url = stack.edge.dashboard_url
+    keyed = Elements(await run_chromium(f"{url}#key={ADMIN_KEY}", "--dump-dom", budget_ms=4000))
+    assert keyed.values("data-model-id") == [A, B, FLAKY]
+    # Without it the data is refused: the page says so and shows the field for a key.
+    bare = await run_chromium(url, "--dump-dom", budget_ms=4000)
+    assert Elements(bare).values("data-model-id") == []
+    assert "401: " in bare and "an admin key is needed" in bare
+    [form] = [attrs for tag, attrs in Elements(bare).elements if attrs.get("id") == "key-form"]
+    assert "hidden" not in form

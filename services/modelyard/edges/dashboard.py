@@ -3,9 +3,9 @@ build step: `modelyard/dashboard/dashboard.html`, shipped as package data), and
 ``GET /dashboard/data``, the JSON the page polls (`modelyard.dashboard.data`).
 
 The data is guarded like the admin RPCs: with keys required, the caller's key
-(``Authorization: Bearer`` or ``x-api-key``, the page takes it from the URL fragment
-``#key=...`` or asks for it) must hold the admin scope: no key or an unknown one is 401,
-another key 403, in the OpenAI API's error shape. On the open embedded default (keys not
+(``Authorization: Bearer`` or ``x-api-key``; the page takes it from the URL fragment
+``#key=...`` or from a field it shows when refused) must hold the admin scope: no key
+or an unknown one is 401, another key 403, in the OpenAI API's error shape. On the open embedded default (keys not
 required on loopback) it is open, as every call is. The page itself holds no data and
 is served to anyone; it is refused, as every call, while the server drains.
 """
