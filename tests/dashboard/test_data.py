@@ -8,6 +8,7 @@ in-process and, from a gateway in another stack, over gRPC.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -334,3 +335,19 @@ async def test_a_running_swap_and_an_ab_test_from_the_hot_swap_service(
     remote = RemoteHotSwap(stack.address, gateway.route_view)
     assert await remote.ab_tests() == await hotswap.ab_tests()
     assert await remote.running_swaps() == []  # no canary: GetSwap is asked for none
+    # A canary swap, at its first step until its target has answered 50 calls: the remote
+    # reader finds it by the route's split and reads it with GetSwap.
+    stack.routes.set_route("canaried", 0, A)
+    canary = stack.swaps.start(
+        hotswap_pb2.SwapRequest(alias="canaried", target_model_id="scripted/c", canary=True)
+    )
+    async with asyncio.timeout(10):
+        while True:
+            route = gateway.route_view.for_alias("canaried")
+            if route is not None and route.split.id == canary.swap_id:
+                break
+            await asyncio.sleep(0.02)
+    [found] = await remote.running_swaps()
+    assert found == stack.swaps.get(canary.swap_id)
+    assert found.phase == hotswap_pb2.SwapStatus.PHASE_CANARY and found.canary_percent == 5.0
+    assert canary.swap_id in [s.swap_id for s in await hotswap.running_swaps()]
