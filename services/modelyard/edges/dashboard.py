@@ -7,7 +7,8 @@ The data is guarded like the admin RPCs: with keys required, the caller's key
 ``#key=...`` or from a field it shows when refused) must hold the admin scope: no key
 or an unknown one is 401, another key 403, in the OpenAI API's error shape. On the open embedded default (keys not
 required on loopback) it is open, as every call is. The page itself holds no data and
-is served to anyone; it is refused, as every call, while the server drains.
+is served to anyone; it is refused, as every call, while the server drains. Reads of
+the data write no audit row: an open page polls every 3 s, and it changes nothing.
 """
 
 from __future__ import annotations
