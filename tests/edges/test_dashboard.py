@@ -176,6 +176,11 @@ async def test_the_page_in_chromium_shows_the_models_charts_routes_tests_and_ale
     require_chromium()
     stack = await _stack(make_stack)
     test = await _ab_test(stack)
+    assert stack.routes is not None and stack.swaps is not None
+    stack.routes.set_route("other", 0, A)  # swapped to b, then draining for a minute
+    swap = stack.swaps.start(
+        hotswap_pb2.SwapRequest(alias="other", target_model_id=B, grace_period_ms=60_000)
+    )
     assert stack.edge is not None
     url = stack.edge.dashboard_url
     async with _traffic(stack) as statuses:
@@ -193,8 +198,9 @@ async def test_the_page_in_chromium_shows_the_models_charts_routes_tests_and_ale
         assert int(drawn["data-points"]) >= 3, chart  # each model's readings drew points
     circles = sum(1 for tag, _ in dom.elements if tag == "circle")
     assert circles == sum(int(dom.by_id(c)["data-points"]) for c in CHARTS)
-    assert dom.values("data-route") == [ALIAS]
+    assert dom.values("data-route") == [ALIAS, "other"]
     assert dom.values("data-ab-test-id") == [test.id]
+    assert dom.values("data-swap-id") == [swap.swap_id]
     assert "error_rate scripted/flaky" in dom.values("data-alert")
     assert "ab_test " + test.id in " ".join(dom.cells)  # the route's split
 
