@@ -5,10 +5,11 @@ build step: `modelyard/dashboard/dashboard.html`, shipped as package data), and
 The data is guarded like the admin RPCs: with keys required, the caller's key
 (``Authorization: Bearer`` or ``x-api-key``; the page takes it from the URL fragment
 ``#key=...`` or from a field it shows when refused) must hold the admin scope: no key
-or an unknown one is 401, another key 403, in the OpenAI API's error shape. On the open embedded default (keys not
-required on loopback) it is open, as every call is. The page itself holds no data and
-is served to anyone; it is refused, as every call, while the server drains. Reads of
-the data write no audit row: an open page polls every 3 s, and it changes nothing.
+or an unknown one is 401, another key 403, in the OpenAI API's error shape. On the open
+embedded default (keys not required on loopback) it is open, as every call is. The page
+itself holds no data and is served to anyone; it is refused, as every call, while the
+server drains. Reads of the data write no audit row: an open page polls every 3 s, and
+it changes nothing.
 """
 
 from __future__ import annotations
