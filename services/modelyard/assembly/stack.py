@@ -45,6 +45,7 @@ from modelyard.gateway.response_cache import ResponseCache
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.servicer import GatewayServicer
 from modelyard.gateway.settings import GatewaySettings
+from modelyard.gateway.standby import Standby
 from modelyard.gateway.stream_deadlines import StreamDeadlines
 from modelyard.gateway.webhook import Webhook
 from modelyard.hotswap.abtests import ABTests
@@ -266,6 +267,12 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         bindings.append(bind(BackendServicer(host)))
     if (view or host) and not (catalog or settings.registry_address):
         raise InvalidRequest("this role needs the registry's address (--registry)")
+    monitoring = settings.config.monitoring
+    if gateway is not None and route_view is None and "standby" in monitoring.recovery:
+        raise InvalidRequest(
+            "monitoring.recovery 'standby' moves routes through hot-swap, and this stack has "
+            "none: add the hotswap role or give its address (--hotswap)"
+        )
 
     server = await start_server(
         bindings,
@@ -344,8 +351,12 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 # EvaluateModel's scores, stored as each model's quality.
                 stack.quality = gateway.store_quality = RegistryQuality(registry_address, channels)
                 # Each deployment checked every monitoring.health_check_interval.
-                monitoring = settings.config.monitoring
                 core = gateway.core
+                standby = None
+                if route_view is not None and "standby" in monitoring.recovery:
+                    hotswap_at = own if routes is not None else settings.hotswap_address
+                    assert hotswap_at
+                    standby = Standby(route_view, view, hotswap_at, channels)
                 stack.health = HealthMonitor(
                     view,
                     core.backends,
@@ -354,6 +365,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                     monitoring.health_check_interval,
                     monitoring.recovery,
                     meters.recoveries,
+                    standby,
                 )
                 stack.tasks.append(
                     asyncio.create_task(stack.health.run(registry_address, channels))

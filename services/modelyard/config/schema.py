@@ -302,8 +302,10 @@ class MonitoringConfig:
     # What runs, in order, when a deployment fails its checks twice in a row:
     # "eject" (no call goes to it until a check passes), "reload" (its backend
     # unloads and loads the model again), "reconnect" (a new channel to a remote
-    # backend). Empty: only its health is set.
-    recovery: tuple[Literal["eject", "reload", "reconnect"], ...] = ("eject",)
+    # backend), "standby" (once every deployment of a model has failed, each route
+    # it serves is swapped to its first healthy fallback; needs hot-swap).
+    # Empty: only its health is set.
+    recovery: tuple[Literal["eject", "reload", "reconnect", "standby"], ...] = ("eject",)
     alert_thresholds: AlertThresholds = field(default_factory=AlertThresholds)
     alert_webhook: AlertWebhook | None = None  # absent: alerts are logged only
 

@@ -26,7 +26,12 @@ every catalog watcher sees, and `monitoring.recovery`'s actions run in order:
   its upstream still offers the model;
 - ``reconnect``: the next call to a remote backend opens a new channel
   (`BackendPool.reconnect`), not waiting out gRPC's reconnect backoff; skipped for a
-  backend in this process.
+  backend in this process;
+- ``standby``: every route whose active model it is moves to its standby, the
+  first healthy one of its fallbacks, through the hot-swap service's own `Swap`
+  (`gateway/standby.py`), once every deployment of the model is tripped; the
+  route stays there when the model comes back (the swap can be rolled back).
+  Refused at configuration time without hot-swap.
 
 Each action's outcome is logged and counted (`modelyard.recoveries`). A tripped
 deployment whose probe passes is let back in, and its model, once no deployment
@@ -47,6 +52,7 @@ from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
 from modelyard.gateway.performance import PerformanceTracker
+from modelyard.gateway.standby import Standby
 from modelyard.meters.instruments import Instrument
 from modelyard.security.channels import PLAINTEXT, InternalChannels
 from modelyard.servable import servable_health
@@ -57,13 +63,18 @@ from modelyard_client.v1 import backend_pb2, common_pb2, registry_pb2, registry_
 
 log = logging.getLogger(__name__)
 
-RECOVERY_ACTIONS = ("eject", "reload", "reconnect")  # `monitoring.recovery`, in any order
+# `monitoring.recovery`, in any order
+RECOVERY_ACTIONS = ("eject", "reload", "reconnect", "standby")
 TRIP_AFTER = 2  # failed probes in a row that trip a deployment
 PASSIVE_ERROR_RATE = 0.5  # a live window failing this share of calls gets a real probe
 HEALTH_TIMEOUT_S = 5.0  # one BackendService.Health call
 PROBE_TIMEOUT_S = 10.0  # one max_tokens=1 generation
 RECOVERY_TIMEOUT_S = 300.0  # one Unload or Load
 SEND_TIMEOUT_S = 5.0  # one UpdateHealth
+_NOTHING_TO = {
+    "reconnect": "nothing to reconnect",
+    "standby": "no route it alone serves",
+}
 
 # Writes one model's health with its reason; raising means it was not written.
 Send = Callable[[str, common_pb2.HealthStatus.ValueType, str], Awaitable[object]]
@@ -91,10 +102,14 @@ class HealthMonitor:
         interval_s: float,
         recovery: Sequence[str] = ("eject",),
         recoveries: Instrument | None = None,
+        standby: Standby | None = None,
     ) -> None:
         unknown = [a for a in recovery if a not in RECOVERY_ACTIONS]
         if unknown:
             raise ValueError(f"unknown recovery action(s) {unknown}; use {RECOVERY_ACTIONS}")
+        if "standby" in recovery and standby is None:
+            raise ValueError("recovery 'standby' moves routes through hot-swap: none here")
+        self.standby = standby
         self.catalog = catalog
         self.pool = pool
         self.tracker = tracker
@@ -129,6 +144,15 @@ class HealthMonitor:
     def tripped(self, model_id: str, endpoint: str) -> bool:
         state = self._states.get((model_id, endpoint))
         return state is not None and state.tripped
+
+    def tripped_whole(self, model_id: str) -> bool:
+        """Whether every deployment of `model_id` the catalog lists is tripped."""
+        entry = self.catalog.find(model_id)
+        return (
+            entry is not None
+            and bool(entry.deployments)
+            and all(self.tripped(model_id, d.endpoint) for d in entry.deployments)
+        )
 
     async def check(self, send: Send) -> None:
         """One round: every deployment probed, trips and recoveries acted on, the health
@@ -238,6 +262,12 @@ class HealthMonitor:
                 self.balancer.hold_out(model.id, deployment.endpoint)
             elif action == "reconnect":
                 skipped = not await self.pool.reconnect(deployment.endpoint)
+            elif action == "standby":
+                assert self.standby is not None
+                # While another deployment of the model passes, its routes stay.
+                skipped = not self.tripped_whole(model.id) or not await self.standby.move(
+                    model.id, self.tripped_whole
+                )
             else:  # reload
                 await self.pool.unload(deployment, model.id, RECOVERY_TIMEOUT_S)
                 await self.pool.load(deployment, model.id, timeout_s=RECOVERY_TIMEOUT_S)
@@ -257,7 +287,7 @@ class HealthMonitor:
                 action,
                 model.id,
                 deployment.endpoint,
-                "skipped: nothing to reconnect" if skipped else "done",
+                f"skipped: {_NOTHING_TO[action]}" if skipped else "done",
             )
         if self.recoveries is not None:
             attributes = (
