@@ -125,6 +125,11 @@ async def test_a_tripped_model_s_alias_moves_to_its_first_healthy_fallback_by_a_
     assert answer.model_id == SPARE and answer.text == "hello world"
     assert len(primary.calls) == tried  # the route's model now: no attempt on the tripped one
     assert _recoveries(stack)[("standby", "ok")] == 1
+    ejections = {a: s.value for a, s in stack.meters.ejections.series.items()}
+    cause = "modelyard.ejection.cause"
+    assert ejections == {  # the broken fallback trips too
+        (("gen_ai.request.model", model_id), (cause, "health")): 1 for model_id in (PRIMARY, BROKEN)
+    }
     # A swap like any other: recorded with its phases, and it can be rolled back.
     phases = {dict(a)["modelyard.swap.phase"] for a in stack.meters.swap_phases.series}
     assert "switched" in phases

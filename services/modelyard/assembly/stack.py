@@ -56,6 +56,7 @@ from modelyard.meters import Meters
 from modelyard.meters.gateway_calls import AttemptMeter, GatewayCallMeter
 from modelyard.meters.otlp import OtlpMetrics
 from modelyard.meters.prometheus import MetricsListener, start_metrics_listener
+from modelyard.meters.resilience import ResilienceMeter
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
 from modelyard.registry.servicer import Registry, RegistryServicer
@@ -218,7 +219,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         if "gateway" in roles:
             limits = ModelLimits.from_config(settings.limiter)
             circuit = CircuitPolicy.from_config(settings.config.gateway.circuit)
-            balancer = Balancer(settings.balancing, settings.region, circuit)
+            events = ResilienceMeter(meters)  # retries, fallbacks, hedges, ejections, splits
+            balancer = Balancer(settings.balancing, settings.region, circuit, events)
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
             if routes is not None or settings.hotswap_address:
                 route_view = RouteView()
@@ -238,6 +240,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 conversations=conversations,
                 outcomes=outcomes,
                 attempts=AttemptMeter(meters),
+                events=events,
             )
             cache = settings.config.gateway.cache
             if cache.enabled:

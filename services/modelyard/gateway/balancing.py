@@ -17,12 +17,14 @@ it is let in, its catalog health notwithstanding.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Re-exported (`as`): configs are checked against the names the native pool accepts.
 from modelyard._native import STRATEGIES as STRATEGIES
 from modelyard._native import DeploymentPool
 from modelyard.config.schema import CircuitConfig
+from modelyard.meters.resilience import ResilienceMeter
 from modelyard.servable import servable_health
 from modelyard_client.v1 import common_pb2
 
@@ -35,11 +37,19 @@ class Lease:
     index: int
     deployment: common_pb2.Deployment
     started: float
+    ejected: Callable[[], None] | None = None  # told when this call's failure opens a circuit
 
     def finish(self, ok: bool) -> None:
         pool, self.pool = self.pool, None
-        if pool is not None:
+        if pool is None:
+            return
+        if ok or self.ejected is None:
             pool.finish(self.index, (time.perf_counter() - self.started) * 1000, ok)
+            return
+        opened_until = pool.stats(self.index)[2]
+        pool.finish(self.index, (time.perf_counter() - self.started) * 1000, ok)
+        if pool.stats(self.index)[2] != opened_until:  # this failure (re)opened it
+            self.ejected()
 
 
 @dataclass(frozen=True)
@@ -78,19 +88,26 @@ class Balancer:
         strategy: str = "least_loaded",
         region: str = "",
         circuit: CircuitPolicy | None = None,
+        events: ResilienceMeter | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown balancing strategy {strategy!r}; use one of {STRATEGIES}")
         self.strategy = strategy
         self.region = region
         self.circuit = circuit or CircuitPolicy()
-        self._pools: dict[str, tuple[tuple[tuple[str, str], ...], DeploymentPool]] = {}
+        self.events = events  # ejections counted; None: not
+        # Model id -> its deployments' shape, its pool, and what a circuit opening tells.
+        self._pools: dict[
+            str, tuple[tuple[tuple[str, str], ...], DeploymentPool, Callable[[], None] | None]
+        ] = {}
         # (model id, endpoint) held out whatever their catalog health (the health monitor's
         # `eject`), until let in.
         self._held_out: set[tuple[str, str]] = set()
 
     def hold_out(self, model_id: str, endpoint: str) -> None:
         """Send no call of `model_id` to the deployment at `endpoint` until `let_in`."""
+        if self.events is not None and (model_id, endpoint) not in self._held_out:
+            self.events.ejection(model_id, "health")
         self._held_out.add((model_id, endpoint))
 
     def let_in(self, model_id: str, endpoint: str) -> None:
@@ -112,7 +129,9 @@ class Balancer:
                 probe_timeout_s=c.probe_timeout_s,
                 max_ejected_share=c.max_ejected_share,
             )
-            known = self._pools[model.id] = (shape, pool)
+            events, model_id = self.events, model.id
+            ejected = None if events is None else lambda: events.ejection(model_id, "circuit")
+            known = self._pools[model.id] = (shape, pool, ejected)
         pool = known[1]
         held = self._held_out
         for i, d in enumerate(deployments):
@@ -121,4 +140,4 @@ class Balancer:
             )
         index = pool.pick(self.strategy, self.region)
         pool.start(index)
-        return Lease(pool, index, deployments[index], time.perf_counter())
+        return Lease(pool, index, deployments[index], time.perf_counter(), known[2])

@@ -41,6 +41,7 @@ from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.split_calls import arm_attempt, split_arm
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.meters.gateway_calls import AttemptMeter
+from modelyard.meters.resilience import ResilienceMeter
 from modelyard.model_input import estimate_input_tokens
 from modelyard.security.audit import note_attempt, note_first_piece, note_served
 from modelyard.security.principal import current_principal
@@ -80,6 +81,7 @@ class GatewayCore:
         outcomes: ArmOutcomes | None = None,
         performance: PerformanceTracker | None = None,
         attempts: AttemptMeter | None = None,
+        events: ResilienceMeter | None = None,
     ) -> None:
         self.catalog = catalog
         self.routes = routes
@@ -98,6 +100,8 @@ class GatewayCore:
         self.performance = performance or PerformanceTracker()
         # Each attempt in gen_ai.client.operation.duration (`modelyard.meters`); None: not.
         self.attempts = attempts
+        # Retries, fallbacks, hedges and split assignments counted (`meters/resilience.py`).
+        self.events = events
 
     def deadline(self, time_remaining: float | None) -> CallDeadline:
         """The deadline of a call starting now whose client left `time_remaining` (None: none)."""
@@ -141,6 +145,8 @@ class GatewayCore:
         if arm is not None:
             check_model(current_principal(), request.model, arm.model_id)  # its alias, or it
             chain = [arm.model_id]
+            if self.events is not None:
+                self.events.assignment(arm.model_id, arm.split_id, arm.arm)
         else:
             chain = (
                 [self._resolve(request.model)]
@@ -189,9 +195,13 @@ class GatewayCore:
                         exc, model_id, self.settings.max_retries_of(model_id), deadline.remaining()
                     )
                     if wait is not None:
+                        if self.events is not None:
+                            self.events.retry(model_id, exc.reason)
                         await asyncio.sleep(wait)
                         continue
                 index = self._next_model(chain, index, exc, failures, errors)
+                if self.events is not None and index < len(chain):
+                    self.events.fallback(model_id, chain[index], exc.reason)
                 tries.next_model()
         raise _chain_failed(chain, failures, errors)
 
@@ -284,6 +294,8 @@ class GatewayCore:
             if not budget.allows_retry(now):
                 return None
             budget.retried(now)
+            if self.events is not None:
+                self.events.hedge(model_id, later[0])
             log.info("hedging '%s' with '%s' for request %s", model_id, later[0], request_id)
             tries = CallTries(self.retry_budgets)
             return self._stream_one(later[0], request, request_id, deadline, api_key, None, tries)

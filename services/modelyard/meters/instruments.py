@@ -138,6 +138,32 @@ class Meters:
             "Recovery actions the health monitor ran on a tripped deployment, by action "
             "(eject, reload, reconnect) and outcome (ok, failed, skipped).",
         )  # fmt: skip
+        # The resilience events, recorded where each happens (`resilience.py`).
+        self.retries = Instrument(
+            "modelyard.retries", "{retry}",
+            "Attempts the gateway made again on the same model, by the model and the "
+            "failure's error.type.",
+        )  # fmt: skip
+        self.fallbacks = Instrument(
+            "modelyard.fallbacks", "{fallback}",
+            "Calls passed on to the next model of their chain, by the model that failed, "
+            "the next one and the failure's error.type.",
+        )  # fmt: skip
+        self.hedges = Instrument(
+            "modelyard.hedges", "{hedge}",
+            "Hedge attempts sent because a model's first piece was late, by the slow model "
+            "and the hedge's.",
+        )  # fmt: skip
+        self.ejections = Instrument(
+            "modelyard.ejections", "{ejection}",
+            "Deployments taken out of rotation, by the model and cause (circuit: failures "
+            "in a row opened its circuit; health: the health monitor's eject).",
+        )  # fmt: skip
+        self.ab_assignments = Instrument(
+            "modelyard.ab.assignments", "{call}",
+            "Calls to a split alias assigned to an arm, by the split (an A/B test's or a "
+            "canary swap's id), the arm and its model.",
+        )  # fmt: skip
 
         self.alerts = Instrument(
             "modelyard.alerts", "{message}",
