@@ -64,6 +64,10 @@ class BackendPool:
                 [
                     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                    # Its own connections, not the process's shared ones: a new channel
+                    # (`reconnect`) then really connects anew, not through a subchannel
+                    # still waiting out its backoff.
+                    ("grpc.use_local_subchannel_pool", 1),
                 ],
             )
             self._channels[endpoint] = channel
