@@ -37,8 +37,12 @@ Before any scripted answer it checks what the real API checks: the
 ``x-api-key`` (401 ``authentication_error``), ``anthropic-version`` (400), a
 JSON body with ``model``, a positive ``max_tokens`` and ``messages`` (400
 ``invalid_request_error``), image blocks of the documented shape (400), tool
-definitions, tool choice and tool turns as above (400), and a model it serves
-(404 ``not_found_error``).
+definitions, tool choice and tool turns as above (400), a model it serves
+(404 ``not_found_error``), and, for a model given a window in `context_windows`,
+a prompt that fits it (400 ``invalid_request_error`` "prompt is too long: N tokens
+> M maximum", as the errors guide's 400 reads; N estimated here at 4 characters a
+token); a ``top_p`` outside 0 to 1, the Messages reference's range (400
+``invalid_request_error``).
 It records every request's body and headers so a test can assert the wire
 format the engine sent, and answers as a test scripts it: a normal stream,
 an error body with a status, a stream cut in the middle, an ``error`` event
@@ -216,6 +220,8 @@ class FakeAnthropic:
     received: list[Received] = field(default_factory=list)  # POST /v1/messages
     listed: list[dict[str, str]] = field(default_factory=list)  # GET /v1/models queries
     base_url: str = ""  # as `backends.<name>.base_url` takes it: no /v1
+    # Model -> its context window in tokens; a longer prompt is refused (see above).
+    context_windows: dict[str, int] = field(default_factory=dict)
     _events: list[Event] = field(default_factory=list)
     _cut: bool = False
     _hold: asyncio.Event | None = None
@@ -301,6 +307,15 @@ class FakeAnthropic:
             return _error(400, "invalid_request_error", problem)
         if body["model"] not in self.models:
             return _error(404, "not_found_error", f"model: {body['model']}")
+        top_p = body.get("top_p")
+        if isinstance(top_p, int | float) and not 0 <= top_p <= 1:
+            message = "top_p: Input should be less than or equal to 1"
+            return _error(400, "invalid_request_error", message)
+        window = self.context_windows.get(body["model"])
+        tokens = len(json.dumps(body["messages"])) // 4
+        if window is not None and tokens > window:
+            message = f"prompt is too long: {tokens} tokens > {window} maximum"
+            return _error(400, "invalid_request_error", message)
         if self._failure is not None:
             return _scripted(self._failure)
         resp = web.StreamResponse(

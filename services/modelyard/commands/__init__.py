@@ -10,6 +10,26 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from modelyard.commands import abtest, audit, certs, chat, evaluate, keys, stats, usage
+from modelyard.commands import (
+    abtest,
+    audit,
+    certs,
+    chat,
+    evaluate,
+    keys,
+    provider_check,
+    stats,
+    usage,
+)
 
-COMMANDS: tuple[ModuleType, ...] = (chat, abtest, certs, keys, audit, usage, stats, evaluate)
+COMMANDS: tuple[ModuleType, ...] = (
+    chat,
+    abtest,
+    certs,
+    keys,
+    audit,
+    usage,
+    stats,
+    evaluate,
+    provider_check,
+)
