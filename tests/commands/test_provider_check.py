@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from support.fake_anthropic import API_KEY, FakeAnthropic, error_event, message_events
 
 from modelyard.cli import main
@@ -140,3 +141,17 @@ async def _in_thread(
     import asyncio
 
     return await asyncio.to_thread(_run, capsys, config, name, *flags)
+
+
+def test_an_unreachable_provider_fails_its_listing_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "modelyard.yaml"
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    config.write_text(
+        f"model_system:\n  backends:\n    dead: {{kind: openai_compat, endpoint: '{endpoint}'}}\n"
+    )
+    status, lines = _run(capsys, config, "dead")
+    assert status == 1
+    assert len(lines) == 1 and lines[0].startswith("FAIL list: the engine serves no model (")
+    assert "unreachable" in lines[0]

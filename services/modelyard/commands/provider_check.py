@@ -14,9 +14,9 @@ in order, each printed as one PASS, FAIL or SKIP line with its figure or error:
 - ``unknown-model``: a model the provider has not → the typed ModelNotFound;
 - ``context-length``: a prompt longer than the model's context window (when one is
   known; at most `MAX_LONG_PROMPT_TOKENS`) → the typed ContextLengthExceeded;
-- ``bad-parameter``: ``temperature`` 5 (OpenAI's and Gemini's APIs bound it at 2,
-  Anthropic's at 1) → the typed InvalidRequest, from the engine's own check or as it
-  maps the provider's 400.
+- ``bad-parameter``: ``top_p`` 2 (the OpenAI, Anthropic and Gemini APIs bound it at
+  1) → the typed InvalidRequest, from the engine's own check or as it maps the
+  provider's 400.
 
 The exit status is 1 when a check failed (SKIP is not a failure), 2 when the
 provider cannot be built; ``--json``: the results as a list of objects.
@@ -139,7 +139,9 @@ async def _checks(engine: Engine, model: str | None, results: list[CheckResult])
 
     entries = engine.models()
     if not entries:
-        results.append(CheckResult("list", "FAIL", "the engine serves no model"))
+        reason = engine.health().reason  # an upstream it could not list, say
+        why = f"the engine serves no model ({reason})" if reason else "the engine serves no model"
+        results.append(CheckResult("list", "FAIL", why))
         return
     names = [e.id for e in entries]
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
