@@ -182,11 +182,6 @@ async def test_models_no_larger_than_the_refusing_one_are_passed_over_each_sayin
     assert [model for model, _, _ in engine.calls] == ["m/a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug found by mutant _route_task 3 (docs/testing.md): a request naming its task "
-    "type is routed without `check_task_enums`, so an unknown enum in its task is never refused",
-)
 async def test_a_routed_task_naming_an_unknown_modality_is_refused_before_any_backend_call(
     code_routed: tuple[GatewayCore, ScriptedEngine],
 ) -> None:

@@ -47,7 +47,7 @@ from modelyard.security.audit import note_attempt, note_first_piece, note_served
 from modelyard.security.principal import current_principal
 from modelyard.security.scopes import check_model, may_use_model, usable_models
 from modelyard.selector.selection import Selector
-from modelyard.selector.task_analysis import analyse
+from modelyard.selector.task_analysis import analyse, check_task_enums
 from modelyard.servable import servable_health
 from modelyard_client.errors import (
     AllModelsFailed,
@@ -395,6 +395,7 @@ class GatewayCore:
         """No model named: the route of the request's task type, else the selector's choice."""
         if self.routes is not None and self.routes.routes_tasks():
             self.routes.check_fresh()
+            check_task_enums(request.task)  # a named task type routes: its enums checked too
             task_type = request.task.type
             if not task_type:
                 task_type = analyse(request.task, request.input, request.params).type
