@@ -78,7 +78,7 @@ def test_services_reach_the_server_as_generic_handlers_only() -> None:
     (`GenericOnly`): what the generated registrars register never reaches the server,
     their generic handlers do (the reflection test above: every service still served)."""
     server = _RecordingServer()
-    handlers = GenericOnly(cast(grpc.aio.Server, server))
+    handlers = cast(grpc.aio.Server, GenericOnly(cast(grpc.aio.Server, server)))
     health_pb2_grpc.add_HealthServicer_to_server(health_pb2_grpc.HealthServicer(), handlers)
     gateway = cast(Any, gateway_pb2_grpc.GatewayServiceServicer)()  # abstract in the stubs
     bind(gateway).register(handlers)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,7 +44,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # delay; only a flood past it meets gRPC's own refusal.
 MAX_UNTAKEN_CALLS = 20_000
 
-Registrar = Callable[["GenericOnly"], None]
+Registrar = Callable[[grpc.aio.Server], None]
 
 
 @dataclass
@@ -214,7 +214,8 @@ async def start_server(
             ("grpc.server.max_pending_requests_hard_limit", MAX_UNTAKEN_CALLS),
         ],
     )
-    handlers = GenericOnly(server)
+    # The registrars see the server through `GenericOnly` (its two registration calls).
+    handlers = cast(grpc.aio.Server, GenericOnly(server))
     for binding in bindings:
         binding.register(handlers)
     health_servicer = DrainableHealth()
@@ -259,7 +260,9 @@ async def _health_only(
     health_servicer: DrainableHealth, address: str
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, GenericOnly(server))
+    health_pb2_grpc.add_HealthServicer_to_server(
+        health_servicer, cast(grpc.aio.Server, GenericOnly(server))
+    )
     try:
         port = server.add_insecure_port(address)
     except RuntimeError:
