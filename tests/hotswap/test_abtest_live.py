@@ -102,10 +102,14 @@ async def test_a_slower_arm_loses_early_and_every_call_then_goes_to_the_winner(
         assert {A, B} <= set(served)  # both arms served
         assert (ended.running, ended.winner) == (False, "a"), ended
         assert ended.confidence >= 0.95
-        assert len(served) < 300  # early: the arms' figures decided it, not the budget
         result = {r.name: r for r in ended.results}
         assert result["b"].latency_ms_p50 - result["a"].latency_ms_p50 > 15
-        assert result["a"].requests + result["b"].requests <= len(served)
+        decided_on = result["a"].requests + result["b"].requests
+        assert decided_on <= len(served)
+        # Early: the arms' figures decided it, on fewer calls than the loop's budget. Counted
+        # on the figures the verdict read, not the calls served: those go on while the
+        # outcomes' batches reach the hot-swap service (more of them on a loaded machine).
+        assert decided_on < 300, decided_on
         await _split_seen(stack, "")
         after = [await _call(gateway, 1000 + i) for i in range(20)]
     assert set(after) == {A}  # the split ended: the alias's model serves every call
