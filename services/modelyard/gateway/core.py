@@ -395,9 +395,10 @@ class GatewayCore:
         """No model named: the route of the request's task type, else the selector's choice."""
         if self.routes is not None and self.routes.routes_tasks():
             self.routes.check_fresh()
-            check_task_enums(request.task)  # a named task type routes: its enums checked too
             task_type = request.task.type
-            if not task_type:
+            if task_type:  # named: routed as it is, its enums checked (analyse checks them)
+                check_task_enums(request.task)
+            else:
                 task_type = analyse(request.task, request.input, request.params).type
             route = self.routes.for_task(task_type)
             if route is not None:
