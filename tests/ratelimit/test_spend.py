@@ -152,6 +152,25 @@ async def test_a_settlement_above_the_reservation_adds_the_difference(store: Buc
     assert await spent(store, spend) == 150
 
 
+async def test_a_counter_lives_until_a_day_after_its_reset_on_the_limiters_clock(
+    redis_url: str,
+) -> None:
+    # The limiter's clock, not Redis's, says when a window ends: a day window at noon
+    # is kept 12 h + a day from then, whatever the date on Redis's host (this test's
+    # NOON is long past there: an absolute expiry would drop the counter at once).
+    store = RedisBucketStore(redis_url, timeout_s=5)
+    try:
+        spend = budget(10.0)
+        assert spend.keep_s == 36 * 3600
+        assert (await store.reserve([], [Charge(spend, 5)])).admitted
+        await store.settle([], [Charge(spend, 7)])
+        ttl = await store._client.ttl(DEFAULT_KEY_PREFIX + spend.key)
+        assert 36 * 3600 - 5 <= ttl <= 36 * 3600
+        assert await spent(store, spend) == 12
+    finally:
+        await store.close()
+
+
 async def test_a_refund_to_a_window_not_kept_is_dropped(store: BucketStore) -> None:
     spend = budget(1.0)
     assert await store.settle([], [Charge(spend, -100)]) == ()

@@ -48,7 +48,7 @@ DEFAULT_KEY_PREFIX = "modelyard:{ratelimit}:"
 # A request's whole decision, buckets and spend counters together, is one script
 # (`_RESERVE`); its settlement another (`_SETTLE`). KEYS are the buckets (ARGV[1]
 # of them), then the spend counters. ARGV then holds (capacity, refill per
-# second, amount) per bucket, then (budget, amount, expire at, n, n alert
+# second, amount) per bucket, then (budget, amount, seconds to keep, n, n alert
 # fractions) per counter; amounts of money are integers of nano-dollars.
 #
 # A bucket is a hash of its level, when that level was measured and the capacity
@@ -56,7 +56,8 @@ DEFAULT_KEY_PREFIX = "modelyard:{ratelimit}:"
 # (limits changed), is full. It expires once it would have refilled, which
 # leaves it full as well. A counter is a hash of what is spent and held
 # ('spent') and how many alert fractions were reported ('alerted'); it expires
-# a day after its window resets.
+# a day after its window resets, on the limiter's clock (`SpendBudget.keep_s`, a
+# time to live: Redis's own clock has no say in when a window ends).
 _CROSSINGS = """
 local function crossings(key, spent, budget, a, j, found)
   local told = tonumber(redis.call('HGET', key, 'alerted') or '0')
@@ -127,7 +128,7 @@ local found = {}
 for j = nb + 1, #KEYS do
   local s = starts[j]
   local spent = redis.call('HINCRBY', KEYS[j], 'spent', ARGV[s + 1])
-  redis.call('EXPIREAT', KEYS[j], ARGV[s + 2])
+  redis.call('EXPIRE', KEYS[j], ARGV[s + 2])
   crossings(KEYS[j], spent, tonumber(ARGV[s]), s, j - nb, found)
 end
 return {1, {}, {}, found}
@@ -171,7 +172,7 @@ for j = nb + 1, #KEYS do
       redis.call('HSET', KEYS[j], 'spent', 0)
       spent = 0
     end
-    redis.call('EXPIREAT', KEYS[j], ARGV[a + 2])
+    redis.call('EXPIRE', KEYS[j], ARGV[a + 2])
     if delta > 0 then crossings(KEYS[j], spent, tonumber(ARGV[a]), a, j - nb, found) end
   end
   a = a + 4 + tonumber(ARGV[a + 3])
@@ -293,7 +294,7 @@ class RedisBucketStore:
             args += [repr(d.bucket.capacity), repr(d.bucket.refill_per_second), repr(d.amount)]
         for c in charges:
             b = c.budget
-            args += [str(b.budget_nano), str(c.nano), str(b.expire_at), str(len(b.alert_at))]
+            args += [str(b.budget_nano), str(c.nano), str(b.keep_s), str(len(b.alert_at))]
             args += [repr(f) for f in b.alert_at]
         async with asyncio.timeout(self.timeout_s):
             return await script(keys=keys, args=args)

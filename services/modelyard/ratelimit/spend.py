@@ -31,6 +31,7 @@ that crossed it reports it (`BudgetAlerts`).
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ class SpendBudget:
     starts_at: datetime
     resets_at: datetime
     alert_at: tuple[float, ...] = DEFAULT_ALERT_AT
+    # How long its counter is kept from `at`'s instant: until a day after the window
+    # resets, measured on the limiter's clock (so a store's own clock, Redis's, cannot
+    # end a window early or late), in whole seconds.
+    keep_s: int = 0
 
     @classmethod
     def at(
@@ -101,7 +106,8 @@ class SpendBudget:
         alert_at: tuple[float, ...] = DEFAULT_ALERT_AT,
     ) -> SpendBudget:
         period, start, reset = window_bounds(window, now)
-        return cls(scope, window, budget_usd, period, start, reset, alert_at)
+        keep_s = math.ceil((reset + KEEP_AFTER_RESET - now).total_seconds())
+        return cls(scope, window, budget_usd, period, start, reset, alert_at, keep_s)
 
     @property
     def key(self) -> str:
@@ -111,11 +117,6 @@ class SpendBudget:
     @property
     def budget_nano(self) -> int:
         return nano_usd(self.budget_usd)
-
-    @property
-    def expire_at(self) -> int:
-        """When the counter may go (Unix seconds): a day after the window resets."""
-        return int((self.resets_at + KEEP_AFTER_RESET).timestamp())
 
     @property
     def adjective(self) -> str:
