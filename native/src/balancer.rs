@@ -243,6 +243,24 @@ impl DeploymentPool {
         Ok(())
     }
 
+    /// Opens `i`'s closed circuit at `now`, as enough failures in a row would: for a
+    /// rule the caller keeps (the gateway's live failure rate over its window). The
+    /// same open period, probe and backoff follow, within the same cap on open
+    /// circuits. Whether it opened (false: not closed, or the cap is reached).
+    pub fn trip(&mut self, i: usize, now: f64) -> Result<bool, BalanceError> {
+        self.check(i)?;
+        check_time(now)?;
+        let policy = self.policy;
+        let cap = policy.max_ejected(self.slots.len());
+        let circuit = &mut self.slots[i].circuit;
+        if !circuit.is_closed() || self.open_circuits >= cap {
+            return Ok(false);
+        }
+        circuit.open(&policy, now);
+        self.open_circuits += 1;
+        Ok(true)
+    }
+
     /// Marks `i` healthy or not (from health checks); unhealthy ones are never picked.
     pub fn set_healthy(&mut self, i: usize, healthy: bool) -> Result<(), BalanceError> {
         self.check(i)?;

@@ -298,6 +298,11 @@ class DeploymentPool:
         can only raise it), failure count, and the circuit (opened when due; a
         probe's finish closes or reopens it)."""
 
+    def trip(self, i: int, now: float | None = None) -> bool:
+        """Open deployment `i`'s closed circuit at `now`, as enough failures in a row
+        would (same open period, probe and backoff, within `max_ejected_share`), for a
+        rule kept outside the pool; whether it opened (False: not closed, or the cap)."""
+
     def set_healthy(self, i: int, healthy: bool) -> None:
         """Mark deployment `i` healthy or not; unhealthy ones are never picked."""
 

@@ -28,6 +28,7 @@ from modelyard.assembly import Stack
 from modelyard.config import ModelyardConfig, parse_config
 from modelyard.gateway.route_view import RouteView, SplitPlan
 from modelyard.hotswap.servicer import HotSwapServicer
+from modelyard.percentiles import nearest_rank
 from modelyard.ratelimit.config import LimiterConfig
 from modelyard.ratelimit.plan import QuotaConfig, Rates
 from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc, hotswap_pb2
@@ -275,6 +276,52 @@ async def test_an_arm_whose_streams_are_cut_reports_them_failed(
             assert code == grpc.StatusCode.UNAVAILABLE
     assert {o.arm for o in reported} == {"a", "b"}
     assert grpc.StatusCode.ABORTED in codes.values()
+
+
+async def test_an_arms_outcomes_are_the_gateways_own_figures_of_its_attempts(
+    make_stack: StackFactory, upstream: FakeUpstream, reported: Outcomes
+) -> None:
+    # One measurement of each attempt: the arm outcomes the hot-swap service judges a
+    # split on are the very latencies, first pieces and costs the gateway's tracker
+    # keeps for selection, health and circuits (the same floats, not a second timing).
+    upstream.echo_model(pieces=3, piece_delay_s=0.002)
+    config = parse_config(
+        f"""
+model_system:
+  hot_swap: {{routes: {{{ALIAS}: {A}}}}}
+  backends:
+    custom:
+      kind: openai_compat
+      endpoint: "{upstream.url}"
+      model_profiles: {{model-b: {{usd_per_1m_output_tokens: 2.0, usd_per_request: 0.001}}}}
+"""
+    )
+    stack = await make_stack(roles=ROLES, config=config)
+    await _split(stack, ("a", A, 0.5), ("b", B, 0.5))
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for i in range(30):
+            async for _ in stub.GenerateStream(_request(i), timeout=10):
+                pass
+    await _reported_count(reported, 30)
+    assert stack.performance is not None
+    tracker = stack.performance.tracker
+    for arm, model in (("a", A), ("b", B)):
+        mine = [o for o in reported if o.arm == arm]
+        assert mine and not any(o.failed for o in mine)
+        figures = tracker.figures(model)
+        assert figures.requests == len(mine)
+        latencies = sorted(o.latency_ms for o in mine)
+        ttfts = sorted(o.ttft_ms for o in mine)
+        assert all(0 < t < lat for t, lat in zip(ttfts, latencies, strict=True))
+        for q, got in ((50, figures.latency_ms_p50), (95, figures.latency_ms_p95)):
+            assert got == nearest_rank(latencies, q)
+        assert figures.ttft_ms_p50 == nearest_rank(ttfts, 50)
+        assert figures.cost_per_request_usd == pytest.approx(
+            sum(o.cost_usd for o in mine) / len(mine), rel=1e-12
+        )
+    assert all(o.cost_usd > 0.001 for o in reported if o.arm == "b")  # priced: per call + tokens
+    assert all(o.cost_usd == 0 for o in reported if o.arm == "a")
 
 
 async def test_an_arm_that_fails_is_reported_failed_though_a_fallback_served_the_call(

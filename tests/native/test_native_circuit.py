@@ -110,6 +110,22 @@ def test_a_probe_that_never_finishes_times_out_into_the_next_open_period() -> No
     assert p.pick("least_loaded", now=6.0) == 0
 
 
+def test_a_trip_opens_a_closed_circuit_once_within_the_cap() -> None:
+    p = pool(2, base_ejection_s=10.0, max_ejection_s=40.0, max_ejected_share=0.5)
+    assert p.trip(0, now=100.0) is True
+    assert [p.state(0, now=t) for t in (100.0, 109.99, 110.0)] == ["open", "open", "half_open"]
+    assert p.trip(0, now=100.0) is False  # not closed: nothing to open
+    assert p.trip(1, now=100.0) is False  # half of two may be out: one is
+    assert p.state(1, now=100.0) == "closed"
+    assert p.pick("cost_optimized", now=110.0) == 0  # the probe follows, as after failures
+    call(p, 0, False, now=110.0)
+    assert p.state(0, now=129.99) == "open"  # a failed probe doubles the period
+    with pytest.raises(InvalidRequest, match="deployment index 2 is out of range"):
+        p.trip(2)
+    with pytest.raises(InvalidRequest, match="now must be a finite number, got inf"):
+        p.trip(1, now=float("inf"))
+
+
 def test_bad_circuit_arguments_raise_invalid_request() -> None:
     with pytest.raises(InvalidRequest, match="probe_timeout_s must be a finite number > 0, got 0"):
         pool(1, probe_timeout_s=0.0)

@@ -142,6 +142,63 @@ fn phase_checks_its_arguments() {
     ));
 }
 
+#[test]
+fn a_trip_opens_a_closed_circuit_once_and_the_probe_and_backoff_follow() {
+    let mut p = pool(2, 5, 10.0, 40.0, 60.0);
+    assert_eq!(p.trip(0, 100.0), Ok(true));
+    assert_eq!(p.open_circuits(), 1);
+    assert_eq!(p.phase(0, 105.0), Ok(CircuitPhase::Open));
+    assert_eq!(p.stats(0).unwrap().ejected_until, 110.0); // the base period
+    assert_eq!(p.trip(0, 105.0), Ok(false)); // open already: not again, not counted twice
+    assert_eq!(p.open_circuits(), 1);
+    assert_eq!(p.pick(Strategy::CostOptimized, "", 105.0), Ok(1));
+    // Its probe is due at the end of the period; a failed one doubles it.
+    assert_eq!(p.pick(Strategy::CostOptimized, "", 110.0), Ok(0));
+    p.start(0).unwrap();
+    p.finish(0, 5.0, false, 110.0).unwrap();
+    assert_eq!(p.stats(0).unwrap().ejected_until, 130.0);
+    assert_eq!(p.trip(0, 115.0), Ok(false));
+    // A good probe closes it, and the count of open circuits goes back.
+    assert_eq!(p.pick(Strategy::CostOptimized, "", 130.0), Ok(0));
+    p.start(0).unwrap();
+    p.finish(0, 5.0, true, 130.0).unwrap();
+    assert_eq!(p.phase(0, 130.0), Ok(CircuitPhase::Closed));
+    assert_eq!(p.open_circuits(), 0);
+    assert_eq!(p.trip(0, 131.0), Ok(true));
+    assert_eq!(p.stats(0).unwrap().ejected_until, 141.0); // from base again
+}
+
+#[test]
+fn a_trip_keeps_within_the_cap_on_open_circuits() {
+    let deployments = (0..2)
+        .map(|i| Deployment {
+            endpoint: format!("host{i}:50051"),
+            region: "eu".to_owned(),
+            usd_cost: 1.0,
+        })
+        .collect();
+    let policy = OutlierPolicy::new(5, 10.0, 40.0, 60.0, 0.5).unwrap();
+    let mut p = DeploymentPool::new(deployments, policy, 0.5, 7).unwrap();
+    assert_eq!(p.trip(0, 0.0), Ok(true));
+    assert_eq!(p.trip(1, 0.0), Ok(false)); // half of two may be out: one
+    assert_eq!(p.phase(1, 0.0), Ok(CircuitPhase::Closed));
+    assert!(!none_usable(&mut p, 1.0));
+}
+
+#[test]
+fn trip_checks_its_arguments() {
+    let mut p = pool(1, 1, 1.0, 1.0, 1.0);
+    assert!(matches!(
+        p.trip(1, 0.0),
+        Err(BalanceError::IndexOutOfRange { index: 1, len: 1 })
+    ));
+    assert!(matches!(
+        p.trip(0, f64::INFINITY),
+        Err(BalanceError::InvalidParameter { name: "now", .. })
+    ));
+    assert_eq!(p.open_circuits(), 0);
+}
+
 proptest! {
     /// A deployment that keeps failing is open for base, 2 × base, 4 × base, …
     /// at most the cap, measured from each failed probe's finish; between

@@ -110,6 +110,14 @@ impl PyDeploymentPool {
         Ok(index(&pool, i).and_then(|i| pool.finish(i, latency_ms, ok, now))?)
     }
 
+    /// Opens deployment `i`'s closed circuit now (a rule outside the pool's); whether it did.
+    #[pyo3(signature = (i, now = None))]
+    fn trip(&self, i: i64, now: Option<f64>) -> PyResult<bool> {
+        let now = now_or_clock(now);
+        let mut pool = lock(&self.pool);
+        Ok(index(&pool, i).and_then(|i| pool.trip(i, now))?)
+    }
+
     /// Marks deployment `i` healthy or not (health checks); unhealthy ones are never picked.
     fn set_healthy(&self, i: i64, healthy: bool) -> PyResult<()> {
         let mut pool = lock(&self.pool);

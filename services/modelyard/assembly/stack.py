@@ -220,7 +220,9 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             limits = ModelLimits.from_config(settings.limiter)
             circuit = CircuitPolicy.from_config(settings.config.gateway.circuit)
             events = ResilienceMeter(meters)  # retries, fallbacks, hedges, ejections, splits
-            balancer = Balancer(settings.balancing, settings.region, circuit, events)
+            # The gateway's live figures: selection, health, alerts and circuits read them.
+            tracker = PerformanceTracker()
+            balancer = Balancer(settings.balancing, settings.region, circuit, events, tracker)
             in_flight = gateway_admission(settings.config.gateway.max_in_flight)
             if routes is not None or settings.hotswap_address:
                 route_view = RouteView()
@@ -239,6 +241,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 routes=route_view,
                 conversations=conversations,
                 outcomes=outcomes,
+                performance=tracker,
                 attempts=AttemptMeter(meters),
                 events=events,
             )

@@ -116,6 +116,13 @@ class CircuitConfig:
     # At most this share of a model's deployments are out at once; 1: a model whose
     # every deployment fails is out, and its calls go to their fallbacks.
     max_ejected_share: Fraction = 1.0
+    # It opens too when, of the calls that ended in the last `window` (at least
+    # `min_requests` of them), this share or more were the deployment's fault
+    # (unreachable, timed out, cut off): a flapping deployment that never fails
+    # `consecutive_failures` times in a row. 0: this rule is off.
+    failure_rate: Fraction = 0.5
+    min_requests: Count = 20
+    window: Seconds = 10.0
 
     def violations(self) -> Iterator[tuple[str, str]]:
         if self.max_ejection < self.base_ejection:

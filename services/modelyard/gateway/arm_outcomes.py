@@ -1,8 +1,22 @@
 """What the calls a split routed did, sent to the hot-swap service in batches.
 
 Each call an A/B test or a canary swap routed to one of its arms ends in one
-`ArmOutcome` (`ArmCall` gathers it while the call runs; `GatewayCore` says
-which calls count and which failed). `ArmOutcomes.record` only appends to a
+`ArmOutcome`, built from the figures the gateway records of the arm model's
+first attempt (`GatewayCore._stream_one`: the same start, first piece, end and
+cost its `PerformanceTracker` gets, so a split's arms are judged on the very
+measurement that selection and the circuit read). Which calls count:
+
+- finished: succeeded, with its latency, its time to the first piece (streamed
+  calls only: `Generate`'s caller waits for the whole) and its cost;
+- failed: the arm's model failed the call once it was sent to its backend (a
+  backend error or refusal, a truncated or cut stream, the deadline passed),
+  fallback models or not; or it could not be sent, for the model's own doing
+  (`ARM_CANNOT_SERVE`: unknown, not servable, no usable deployment);
+- not reported: a refusal before the backend for the request's own fault
+  (invalid for the model, the caller's rate limit), and a call the caller
+  cancels before its answer finished.
+
+`ArmOutcomes.record` only appends to a
 bounded buffer; a background task sends what the buffer holds through
 `HotSwapService.ReportOutcomes` every `interval_s` (100 ms), sooner once
 `batch_size` (500) outcomes wait.
@@ -23,12 +37,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
 from modelyard.security.channels import PLAINTEXT, InternalChannels
 from modelyard_client.channel import CHANNEL_OPTIONS
+from modelyard_client.errors import BackendUnavailable, ModelNotFound
 from modelyard_client.v1 import common_pb2, hotswap_pb2, hotswap_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -43,39 +58,35 @@ LOG_EVERY_S = 10.0  # drops and failed sends: one line per this long at most
 Send = Callable[[hotswap_pb2.OutcomeBatch], Awaitable[object]]
 
 
-@dataclass(slots=True)
+# Refusals before the backend call that are the arm's model's doing (unknown, not
+# servable, no usable deployment): they count against the arm. Any other refusal
+# before it (the request's own fault, the caller's budget) is not the arm's.
+ARM_CANNOT_SERVE = (BackendUnavailable, ModelNotFound)
+
+
+@dataclass(frozen=True, slots=True)
 class ArmCall:
-    """One call a split routed to an arm, while it runs; `outcome` once it has ended."""
+    """One call a split routed to an arm; `outcome` once its attempt has ended."""
 
     split_id: str
     arm: str
     model_id: str
     request_id: str
     streamed: bool  # the caller reads pieces as they come (GenerateStream): ttft counts
-    started: float = field(default_factory=time.perf_counter)
-    first_piece_at: float = 0.0
-    # Set when the call is sent to the arm's backend, with the model's prices.
-    reached_backend: bool = False
-    cost: common_pb2.CostProfile | None = None
-
-    def sent_to_backend(self, cost: common_pb2.CostProfile) -> None:
-        self.reached_backend = True
-        self.cost = cost
 
     def outcome(
-        self, failed: bool, usage: common_pb2.Usage | None = None
+        self, failed: bool, latency_s: float = 0.0, ttft_s: float = 0.0, cost_usd: float = 0.0
     ) -> hotswap_pb2.ArmOutcome:
-        """The outcome of the call as it ends now; `usage`: the backend's, when it finished."""
-        now = time.perf_counter()
-        ttft = self.first_piece_at - self.started if self.streamed and self.first_piece_at else 0.0
+        """The outcome of the call's attempt: its start to its end and to its first piece
+        (0: none came), and what it cost, as the gateway recorded them."""
         return hotswap_pb2.ArmOutcome(
             split_id=self.split_id,
             arm=self.arm,
             request_id=self.request_id,
             failed=failed,
-            latency_ms=(now - self.started) * 1000,
-            ttft_ms=ttft * 1000,
-            cost_usd=call_cost_usd(usage, self.cost) if usage is not None else 0.0,
+            latency_ms=latency_s * 1000,
+            ttft_ms=ttft_s * 1000 if self.streamed else 0.0,
+            cost_usd=cost_usd,
         )
 
 

@@ -12,6 +12,13 @@ probe's success closes the circuit; its failure doubles the time out, at most
 BackendUnavailable and the gateway tries the request's next fallback model.
 A deployment the health monitor ejected (`hold_out`) is out the same way until
 it is let in, its catalog health notwithstanding.
+
+A circuit opens the same way, by the rule `FailureRate`, when a failure leaves
+`failure_rate` or more of the deployment's last `min_requests`-or-more attempts
+in the circuit window its fault: a flapping deployment that never fails five
+times in a row. The counts are the gateway's live figures (`PerformanceTracker`,
+which every attempt is recorded in first), read only when a call failed by the
+deployment's fault: the healthy path does nothing more.
 """
 
 from __future__ import annotations
@@ -24,9 +31,25 @@ from dataclasses import dataclass
 from modelyard._native import STRATEGIES as STRATEGIES
 from modelyard._native import DeploymentPool
 from modelyard.config.schema import CircuitConfig
+from modelyard.gateway.performance import PerformanceTracker
 from modelyard.meters.resilience import ResilienceMeter
 from modelyard.servable import servable_health
 from modelyard_client.v1 import common_pb2
+
+
+@dataclass(frozen=True)
+class FailureRate:
+    """The live rule of a deployment's circuit: it opens when `share` or more of its
+    attempts in the tracker's circuit window, `min_requests` of them at least, were
+    its fault."""
+
+    tracker: PerformanceTracker
+    share: float
+    min_requests: int
+
+    def trips(self, model_id: str, endpoint: str) -> bool:
+        attempts, faults = self.tracker.circuit_counts(model_id, endpoint)
+        return attempts >= self.min_requests and faults >= self.share * attempts
 
 
 @dataclass
@@ -37,19 +60,33 @@ class Lease:
     index: int
     deployment: common_pb2.Deployment
     started: float
-    ejected: Callable[[], None] | None = None  # told when this call's failure opens a circuit
+    model_id: str = ""
+    # Told when this call's failure opens a circuit, with the cause ("circuit": failures
+    # in a row or a failed probe; "failure_rate": `FailureRate`).
+    ejected: Callable[[str], None] | None = None
+    rate: FailureRate | None = None
 
     def finish(self, ok: bool) -> None:
+        """The call ended; `ok` False: by the deployment's fault."""
         pool, self.pool = self.pool, None
         if pool is None:
             return
-        if ok or self.ejected is None:
+        if ok:
             pool.finish(self.index, (time.perf_counter() - self.started) * 1000, ok)
             return
         opened_until = pool.stats(self.index)[2]
         pool.finish(self.index, (time.perf_counter() - self.started) * 1000, ok)
+        cause = None
         if pool.stats(self.index)[2] != opened_until:  # this failure (re)opened it
-            self.ejected()
+            cause = "circuit"
+        elif self.rate is not None and self.rate.trips(self.model_id, self.deployment.endpoint):
+            cause = "failure_rate" if pool.trip(self.index) else None
+        if cause is None:
+            return
+        if self.rate is not None:
+            self.rate.tracker.circuit_opened(self.model_id, self.deployment.endpoint)
+        if self.ejected is not None:
+            self.ejected(cause)
 
 
 @dataclass(frozen=True)
@@ -70,6 +107,10 @@ class CircuitPolicy:
     # A probe is a real call: this is the longest one may run (the default deadline).
     probe_timeout_s: float = 60.0
     max_ejected_share: float = 1.0
+    # `FailureRate`: half of 20 attempts or more in 10 s the deployment's fault; 0: off.
+    failure_rate: float = 0.5
+    min_requests: int = 20
+    window_s: float = 10.0
 
     @classmethod
     def from_config(cls, circuit: CircuitConfig) -> CircuitPolicy:
@@ -79,6 +120,9 @@ class CircuitPolicy:
             max_ejection_s=circuit.max_ejection,
             probe_timeout_s=circuit.probe_timeout,
             max_ejected_share=circuit.max_ejected_share,
+            failure_rate=circuit.failure_rate,
+            min_requests=circuit.min_requests,
+            window_s=circuit.window,
         )
 
 
@@ -89,6 +133,7 @@ class Balancer:
         region: str = "",
         circuit: CircuitPolicy | None = None,
         events: ResilienceMeter | None = None,
+        tracker: PerformanceTracker | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown balancing strategy {strategy!r}; use one of {STRATEGIES}")
@@ -96,13 +141,23 @@ class Balancer:
         self.region = region
         self.circuit = circuit or CircuitPolicy()
         self.events = events  # ejections counted; None: not
+        self.rate: FailureRate | None = None
+        if tracker is not None:
+            self.reads(tracker)
         # Model id -> its deployments' shape, its pool, and what a circuit opening tells.
         self._pools: dict[
-            str, tuple[tuple[tuple[str, str], ...], DeploymentPool, Callable[[], None] | None]
+            str, tuple[tuple[tuple[str, str], ...], DeploymentPool, Callable[[str], None] | None]
         ] = {}
         # (model id, endpoint) held out whatever their catalog health (the health monitor's
         # `eject`), until let in.
         self._held_out: set[tuple[str, str]] = set()
+
+    def reads(self, tracker: PerformanceTracker) -> None:
+        """Open circuits by `FailureRate` over `tracker`'s counts (the gateway's, which
+        records every attempt before its lease finishes); off while `failure_rate` is 0."""
+        c = self.circuit
+        tracker.circuit_window_s = c.window_s
+        self.rate = FailureRate(tracker, c.failure_rate, c.min_requests) if c.failure_rate else None
 
     def hold_out(self, model_id: str, endpoint: str) -> None:
         """Send no call of `model_id` to the deployment at `endpoint` until `let_in`."""
@@ -130,7 +185,7 @@ class Balancer:
                 max_ejected_share=c.max_ejected_share,
             )
             events, model_id = self.events, model.id
-            ejected = None if events is None else lambda: events.ejection(model_id, "circuit")
+            ejected = None if events is None else lambda cause: events.ejection(model_id, cause)
             known = self._pools[model.id] = (shape, pool, ejected)
         pool = known[1]
         held = self._held_out
@@ -140,4 +195,6 @@ class Balancer:
             )
         index = pool.pick(self.strategy, self.region)
         pool.start(index)
-        return Lease(pool, index, deployments[index], time.perf_counter(), known[2])
+        return Lease(
+            pool, index, deployments[index], time.perf_counter(), model.id, known[2], self.rate
+        )

@@ -10,7 +10,13 @@ continued by the next model of the chain that takes an assistant prefill
 
 A request naming an alias whose route carries a split (an A/B test, a canary
 swap) goes to one arm's model, drawn from its sticky key (`split_calls.split_arm`);
-its outcome is reported once it ends (`split_calls.arm_attempt`, `arm_outcomes.py`).
+its first attempt's outcome is reported once it ends (`arm_outcomes.py`).
+
+Each attempt is measured once, where it ends (`_stream_one`): its start, first
+piece, end, tokens, cost and outcome go to the performance tracker (the live
+figures selection, the health monitor, alerts and the circuit's failure-rate rule
+read), to the attempts meter, to the split's arm outcome, and its fault or not to
+the deployment's lease.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from contextlib import aclosing
 from modelyard.backends.admission import Admission, gateway_admission
 from modelyard.backends.answer_stream import chunk_output, whole_answer
 from modelyard.enum_values import value_name
-from modelyard.gateway.arm_outcomes import ArmCall, ArmOutcomes, call_cost_usd
+from modelyard.gateway.arm_outcomes import ARM_CANNOT_SERVE, ArmCall, ArmOutcomes, call_cost_usd
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer
 from modelyard.gateway.catalog_view import CatalogView
@@ -38,7 +44,7 @@ from modelyard.gateway.performance import PerformanceTracker
 from modelyard.gateway.retries import CallTries, RetryBudgets, Step, step_after
 from modelyard.gateway.route_view import RouteView
 from modelyard.gateway.settings import GatewaySettings
-from modelyard.gateway.split_calls import arm_attempt, split_arm
+from modelyard.gateway.split_calls import split_arm
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.meters.gateway_calls import AttemptMeter
 from modelyard.meters.resilience import ResilienceMeter
@@ -91,13 +97,14 @@ class GatewayCore:
         self.limits = limits or ModelLimits()
         self.settings = settings or GatewaySettings()
         self.selector = selector
+        # Each attempt's latency, first piece, tokens/s, outcome and cost (`performance.py`).
+        self.performance = performance or PerformanceTracker()
         self.balancer = balancer or Balancer()
+        self.balancer.reads(self.performance)  # its failure-rate rule reads these figures
         # Per upstream: the retries it had and may still have (`retries.py`).
         self.retry_budgets = RetryBudgets(self.settings.retries)
         # Every model attempt holds a slot; a call finding none is refused (Overloaded).
         self.in_flight = in_flight or gateway_admission()
-        # Each attempt's latency, first piece, tokens/s, outcome and cost (`performance.py`).
-        self.performance = performance or PerformanceTracker()
         # Each attempt in gen_ai.client.operation.duration (`modelyard.meters`); None: not.
         self.attempts = attempts
         # Retries, fallbacks, hedges and split assignments counted (`meters/resilience.py`).
@@ -164,7 +171,7 @@ class GatewayCore:
             try:
                 one = self._stream_one(model_id, request, request_id, deadline, api_key, arm, tries)
                 if arm is not None:  # its first attempt only: retries and fallbacks are no arm's
-                    one, arm = arm_attempt(one, arm, self.outcomes), None
+                    arm = None
                 elif self.settings.hedge_delays and model_id in self.settings.hedge_delays:
                     one = self._hedged(one, chain, index, request, request_id, deadline, api_key)
                 async with self.in_flight.slot(), aclosing(one) as chunks:
@@ -432,32 +439,38 @@ class GatewayCore:
         prefill: Prefill | None = None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         """One attempt on `model_id`; with `prefill`, a continuation (`_continued`): the
-        input ends with the answer so far, and the chunks carry no ids of their own."""
-        model = self.catalog.get(model_id)
-        max_tokens = request.params.max_tokens or self.settings.default_max_tokens
-        model_input = request.input
-        if prefill is not None:
-            max_tokens, model_input = prefill.max_tokens, prefill.after(request.input)
-        input_tokens = estimate_input_tokens(model_input)
-        check_against_model(request, model, max_tokens, input_tokens)
-        _check_servable(model)
-        context = None
-        if request.conversation_id and self.conversations is not None:
-            # The history that fits this model: each fallback model gets its own cut.
-            room = max_tokens if prefill is None else max_tokens + prefill.tokens
-            context = self.conversations.with_history(request, model, room)
-            request = context.request
-            model_input = request.input if prefill is None else prefill.after(request.input)
-            input_tokens = estimate_input_tokens(model_input)
-        answer: list[str] = [] if prefill is None else [prefill.text]  # the whole, recorded
-        reservation = await self.limits.reserve(
-            model, input_tokens + max_tokens, api_key, input_tokens=input_tokens
-        )
+        input ends with the answer so far, and the chunks carry no ids of their own.
+        `arm`: the attempt is a split's arm's, whose outcome it reports."""
         try:
-            lease = self.balancer.lease(model)
-        except BaseException:
-            await reservation.settle(0, 0.0)
+            model = self.catalog.get(model_id)
+            max_tokens = request.params.max_tokens or self.settings.default_max_tokens
+            model_input = request.input
+            if prefill is not None:
+                max_tokens, model_input = prefill.max_tokens, prefill.after(request.input)
+            input_tokens = estimate_input_tokens(model_input)
+            check_against_model(request, model, max_tokens, input_tokens)
+            _check_servable(model)
+            context = None
+            if request.conversation_id and self.conversations is not None:
+                # The history that fits this model: each fallback model gets its own cut.
+                room = max_tokens if prefill is None else max_tokens + prefill.tokens
+                context = self.conversations.with_history(request, model, room)
+                request = context.request
+                model_input = request.input if prefill is None else prefill.after(request.input)
+                input_tokens = estimate_input_tokens(model_input)
+            reservation = await self.limits.reserve(
+                model, input_tokens + max_tokens, api_key, input_tokens=input_tokens
+            )
+            try:
+                lease = self.balancer.lease(model)
+            except BaseException:
+                await reservation.settle(0, 0.0)
+                raise
+        except ARM_CANNOT_SERVE:
+            if arm is not None and self.outcomes is not None:  # the arm's model cannot serve
+                self.outcomes.record(arm.outcome(failed=True))
             raise
+        answer: list[str] = [] if prefill is None else [prefill.text]  # the whole, recorded
         deployment = lease.deployment
         params = common_pb2.GenerationParams()
         params.CopyFrom(request.params)
@@ -476,13 +489,12 @@ class GatewayCore:
         first = True
         finished = False
         failed = False  # ended in an error of the model's (not a refusal of the request)
+        refused = False  # the backend refused the request (InvalidRequest and its kin)
         error_type = ""  # its reason, when it failed
         clock = self.performance.clock
         started, first_at, output_tokens = clock(), 0.0, 0
         healthy_call = True  # the deployment's fault or not, for outlier ejection
         refund = False  # failed before the backend answered anything: nothing was spent
-        if arm is not None:
-            arm.sent_to_backend(model.cost)
         if tries is not None:
             tries.sending(model.id)
         note_attempt()
@@ -541,9 +553,15 @@ class GatewayCore:
             raise
         except ModelyardError as exc:
             refund = first  # an error answer (a refusal, a rate limit) before any piece
-            failed, error_type = not isinstance(exc, InvalidRequest), exc.reason
+            refused = isinstance(exc, InvalidRequest)
+            failed, error_type = not refused, exc.reason
+            raise
+        except Exception as exc:  # no error of the hierarchy: the gateway's INTERNAL
+            failed, error_type = True, type(exc).__name__
             raise
         finally:
+            # The attempt, measured once: every reader below gets these same figures.
+            ended = clock()
             if finished or failed:  # not one this gateway closed, nor a refused request
                 self.performance.record(
                     model.id,
@@ -554,10 +572,16 @@ class GatewayCore:
                     output_tokens,
                     not failed,
                     used_usd,
+                    not healthy_call,
+                    ended,
                 )
                 if self.attempts is not None:
                     kind = request.input.WhichOneof("kind") or ""
-                    self.attempts.record(kind, model, clock() - started, error_type)
+                    self.attempts.record(kind, model, ended - started, error_type)
+            if arm is not None and self.outcomes is not None and (finished or failed or refused):
+                ttft = first_at - started if first_at else 0.0
+                outcome = arm.outcome(failed or refused, ended - started, ttft, used_usd)
+                self.outcomes.record(outcome)
             await backend_stream.aclose()  # cancels the backend call if we stop early
             lease.finish(healthy_call)
             # An attempt the backend failed before answering anything cost nothing

@@ -15,6 +15,13 @@ fall out. Recording is O(1) (two deque appends); the percentiles (nearest rank) 
 rates are computed when the figures are read, by `GetModelMetrics`,
 `GetProviderMetrics` and the write-back to the registry (`performance_reports.py`).
 
+The same record counts, per deployment, its attempts and those that were the
+deployment's fault (unreachable, timed out, cut off) over the circuit's shorter
+window (`gateway.circuit.window`, in tenths: `FaultWindow`), which the balancer's
+failure-rate rule reads (`balancing.FailureRate`). The canary's and A/B test's
+arm outcomes are built by the gateway from the same times and cost
+(`GatewayCore._stream_one`), so every consumer sees one measurement of each attempt.
+
 Not thread-safe, and need not be: the gateway records and reads on its one event loop.
 """
 
@@ -31,6 +38,8 @@ from modelyard_client.v1 import common_pb2, gateway_pb2
 
 WINDOW_S = 60.0  # how far back the figures look
 MAX_SAMPLES = 4096  # attempts kept per model and per deployment: a busy model's last few
+CIRCUIT_WINDOW_S = 10.0  # how far back the circuit's counts look (gateway.circuit.window)
+_BUCKETS = 10  # the circuit window's buckets: an attempt leaves it within a tenth of it
 
 
 class Sample(NamedTuple):
@@ -126,13 +135,52 @@ def figures_of(samples: Collection[Sample], window_s: float) -> Figures:
     )
 
 
+class FaultWindow:
+    """One deployment's attempts, and those that were its fault, over the last `window_s`
+    seconds, counted in ten buckets (an attempt leaves the count within a tenth of the
+    window after it is `window_s` old); `clear` when its circuit opens, so the count
+    starts afresh when the deployment is back."""
+
+    __slots__ = ("_buckets", "_width")
+
+    def __init__(self, window_s: float) -> None:
+        self._width = window_s / _BUCKETS
+        self._buckets: deque[list[int]] = deque()  # [bucket index, attempts, faults]
+
+    def add(self, now: float, fault: bool) -> None:
+        index = int(now / self._width)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == index:
+            last = buckets[-1]
+            last[1] += 1
+            last[2] += fault
+            return
+        buckets.append([index, 1, int(fault)])
+        while buckets[0][0] <= index - _BUCKETS:
+            buckets.popleft()
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """The attempts and the faults among them in the window ending at `now`."""
+        oldest = int(now / self._width) - _BUCKETS + 1
+        attempts = faults = 0
+        for index, n, f in self._buckets:
+            if index >= oldest:
+                attempts += n
+                faults += f
+        return attempts, faults
+
+    def clear(self) -> None:
+        self._buckets.clear()
+
+
 class _ModelWindow:
-    __slots__ = ("deployments", "provider", "samples")
+    __slots__ = ("deployments", "faults", "provider", "samples")
 
     def __init__(self, provider: str, max_samples: int) -> None:
         self.provider = provider
         self.samples: deque[Sample] = deque(maxlen=max_samples)
         self.deployments: dict[str, deque[Sample]] = {}
+        self.faults: dict[str, FaultWindow] = {}
 
 
 class PerformanceTracker:
@@ -144,9 +192,11 @@ class PerformanceTracker:
         window_s: float = WINDOW_S,
         max_samples: int = MAX_SAMPLES,
         clock: Callable[[], float] = time.perf_counter,
+        circuit_window_s: float = CIRCUIT_WINDOW_S,
     ) -> None:
         self.window_s = window_s
         self.max_samples = max_samples
+        self.circuit_window_s = circuit_window_s
         self.clock = clock
         self._started = clock()
         self._models: dict[str, _ModelWindow] = {}
@@ -161,10 +211,13 @@ class PerformanceTracker:
         output_tokens: int,
         ok: bool,
         cost_usd: float,
+        fault: bool = False,
+        ended: float | None = None,
     ) -> None:
-        """One attempt that ended now: `started` and `first_piece_at` (0.0: no piece came)
-        on the tracker's clock."""
-        now = self.clock()
+        """One attempt that ended at `ended` (None: now): `started` and `first_piece_at`
+        (0.0: no piece came) on the tracker's clock; `fault`: it failed by the deployment's
+        fault (counted for its circuit)."""
+        now = self.clock() if ended is None else ended
         window = self._models.get(model_id)
         if window is None:
             window = self._models[model_id] = _ModelWindow(provider, self.max_samples)
@@ -183,6 +236,24 @@ class PerformanceTracker:
         if deployment is None:
             deployment = window.deployments[endpoint] = deque(maxlen=self.max_samples)
         deployment.append(sample)
+        faults = window.faults.get(endpoint)
+        if faults is None:
+            faults = window.faults[endpoint] = FaultWindow(self.circuit_window_s)
+        faults.add(now, fault)
+
+    def circuit_counts(self, model_id: str, endpoint: str) -> tuple[int, int]:
+        """The deployment's attempts and faults in the circuit window, since its circuit
+        last opened (`circuit_opened`)."""
+        window = self._models.get(model_id)
+        faults = window.faults.get(endpoint) if window is not None else None
+        return faults.counts(self.clock()) if faults is not None else (0, 0)
+
+    def circuit_opened(self, model_id: str, endpoint: str) -> None:
+        """The deployment's circuit opened: its circuit counts start afresh."""
+        window = self._models.get(model_id)
+        faults = window.faults.get(endpoint) if window is not None else None
+        if faults is not None:
+            faults.clear()
 
     # ---- reading: the window moved on since the last read, so drop what fell out first
 

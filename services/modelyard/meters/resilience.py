@@ -42,7 +42,8 @@ class ResilienceMeter:
         self._meters.hedges.add(1, attributes)
 
     def ejection(self, model_id: str, cause: str) -> None:
-        """A deployment of `model_id` is out of rotation; `cause` "circuit" or "health"."""
+        """A deployment of `model_id` is out of rotation; `cause` "circuit", "failure_rate" or
+        "health"."""
         attributes = ((MODEL, model_id), ("modelyard.ejection.cause", cause))
         self._meters.ejections.add(1, attributes)
 
