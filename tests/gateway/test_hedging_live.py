@@ -7,14 +7,18 @@ request names ``model-b`` as its fallback.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
+import pytest
 from backends.openai_compat.openai_fake import FakeUpstream
 from conftest import StackFactory
 
 from modelyard.assembly import Stack
-from modelyard.config import parse_config
+from modelyard.config import ConfigError, parse_config
+from modelyard.gateway.performance import WAIT_CACHE_S
+from modelyard.gateway.settings import GatewaySettings
 from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
 
 A, B = "custom/model-a", "custom/model-b"
@@ -76,3 +80,48 @@ async def test_without_a_hedge_delay_the_slow_model_is_waited_for(
     assert chunks[0].model_id == A
     assert took >= 0.5
     assert [body["model"] for body in upstream.bodies] == ["model-a"]
+
+
+async def test_a_percentile_hedge_waits_for_live_figures_then_follows_them(
+    make_stack: StackFactory, upstream: FakeUpstream
+) -> None:
+    # hedge_percentile 90 and no hedge_delay_ms: no hedge until 20 first-piece waits of
+    # model-a are in the window; then the delay is their 90th percentile (~30 ms here),
+    # so once model-a turns slow the next call is hedged after ~30 ms, not 2 s.
+    upstream.delays_s["model-a"] = 0.03
+    stack = await _stack(make_stack, upstream, "{hedge_percentile: 90}")
+    for _ in range(19):
+        chunks, _ = await _stream(stack)
+        assert chunks[0].model_id == A
+    assert [body["model"] for body in upstream.bodies] == ["model-a"] * 19
+    await _stream(stack)  # the 20th
+    await asyncio.sleep(WAIT_CACHE_S)  # the "not enough yet" each call found, kept for 1 s
+    assert stack.performance is not None
+    tracker = stack.performance.tracker
+    tracker_wait = tracker.first_piece_wait(A, 90)
+    assert tracker_wait is not None and 0.03 <= tracker_wait < 0.5
+    upstream.delays_s["model-a"] = SLOW_S
+    chunks, took = await _stream(stack)
+    assert chunks[0].model_id == B
+    assert took < SLOW_S / 2
+    assert [body["model"] for body in upstream.bodies][-2:] == ["model-a", "model-b"]
+
+
+def test_hedge_percentile_reaches_the_settings_and_bad_values_are_named() -> None:
+    profiles = "model_profiles: {{model-a: {{hedge_percentile: {}}}}}"
+    config = parse_config(
+        "model_system: {backends: {custom: {kind: openai_compat, endpoint: 'http://127.0.0.1:9', "
+        + profiles.format(99.5)
+        + "}}}"
+    )
+    settings = GatewaySettings.from_config(config)
+    assert dict(settings.hedge_percentiles) == {A: 99.5}
+    assert settings.hedges(A) and not settings.hedges(B)
+    for bad in (0, 100.5):
+        with pytest.raises(
+            ConfigError, match=r"model-a\.hedge_percentile: must be between 0 and 100"
+        ):
+            parse_config(
+                "model_system: {backends: {custom: {kind: openai_compat, "
+                "endpoint: 'http://127.0.0.1:9', " + profiles.format(bad) + "}}}"
+            )

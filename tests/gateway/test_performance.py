@@ -67,6 +67,35 @@ def test_the_figures_of_a_known_window_are_exact() -> None:
     assert by_endpoint["b:1"].latency_ms_p50 == 0.0  # failures have no latency figure
 
 
+def test_a_percentile_of_first_piece_waits_counts_closed_attempts_and_needs_20() -> None:
+    clock = Clock(10.0)
+    tracker = PerformanceTracker(clock=clock)
+    for i in range(15):  # first pieces after 10..150 ms
+        tracker.record(
+            "p/m", "p", "a:1", clock.now - 0.5, clock.now - 0.5 + (i + 1) / 100, 2, True, 0.0
+        )
+    tracker.record("p/m", "p", "a:1", clock.now - 1, 0.0, 0, False, 0.0)  # no piece: no wait
+    for _ in range(4):  # closed before a piece came (a hedge's loser): waited 400 ms at least
+        tracker.closed_waiting("p/m", "p", clock.now - 0.4, clock.now)
+    assert tracker.first_piece_wait("p/m", 50) is None  # 19 waits
+    clock.now += 1.0
+    tracker.closed_waiting("p/m", "p", clock.now - 0.4, clock.now)
+    waits = sorted([(i + 1) / 100 for i in range(15)] + [0.4] * 5)
+    assert tracker.first_piece_wait("p/m", 95) == pytest.approx(nearest_rank(waits, 95))
+    assert nearest_rank(waits, 95) == pytest.approx(0.4)
+    # Without the closed waits the slow starts would vanish and the delay fall to 150 ms.
+    assert nearest_rank(sorted(w for w in waits if w < 0.4), 95) == pytest.approx(0.15)
+    # Kept for a second, then computed afresh; attempts older than the window leave it.
+    for _ in range(20):
+        tracker.closed_waiting("p/m", "p", clock.now - 2.0, clock.now)
+    assert tracker.first_piece_wait("p/m", 95) == pytest.approx(0.4)
+    clock.now += 1.0
+    assert tracker.first_piece_wait("p/m", 95) == pytest.approx(2.0)
+    clock.now += tracker.window_s
+    assert tracker.first_piece_wait("p/m", 95) is None
+    assert tracker.first_piece_wait("p/unknown", 95) is None
+
+
 def test_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert [nearest_rank(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]

@@ -66,6 +66,10 @@ class ModelProfile:
     # A second attempt (the next model of the call's fallback chain) starts when
     # the first piece is later than this; the first to answer wins. Absent: none.
     hedge_delay_ms: Annotated[int, Range(min=1)] | None = None
+    # Or later than this percentile of the model's live first-piece waits (the
+    # gateway's last 60 s, once 20 attempts are in it; before that hedge_delay_ms
+    # if set, else no hedge): 95 hedges about one call in twenty.
+    hedge_percentile: Annotated[float, Range(min=0, max=100, above=True)] | None = None
 
     def violations(self) -> Iterator[tuple[str, str]]:
         p50, p95 = self.latency_p50_ms, self.latency_p95_ms

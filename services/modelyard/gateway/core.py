@@ -172,8 +172,14 @@ class GatewayCore:
                 one = self._stream_one(model_id, request, request_id, deadline, api_key, arm, tries)
                 if arm is not None:  # its first attempt only: retries and fallbacks are no arm's
                     arm = None
-                elif self.settings.hedge_delays and model_id in self.settings.hedge_delays:
-                    one = self._hedged(one, chain, index, request, request_id, deadline, api_key)
+                elif (self.settings.hedge_delays or self.settings.hedge_percentiles) and (
+                    self.settings.hedges(model_id)
+                ):
+                    delay = self._hedge_delay_s(model_id)
+                    if delay is not None:
+                        one = self._hedged(
+                            one, delay, chain, index, request, request_id, deadline, api_key
+                        )
                 async with self.in_flight.slot(), aclosing(one) as chunks:
                     async for chunk in chunks:
                         sent.append(chunk)
@@ -274,9 +280,21 @@ class GatewayCore:
                 cut = cut_short(model_id, len(sent) + chunks, len(text) + characters, failure)
             raise cut from failure
 
+    def _hedge_delay_s(self, model_id: str) -> float | None:
+        """How long an attempt on `model_id` waits for its first piece before it is hedged:
+        its `hedge_percentile` of the live waits once the tracker has enough, else its
+        `hedge_delay_ms`; None: no hedge (a percentile still without figures)."""
+        percentile = self.settings.hedge_percentiles.get(model_id)
+        if percentile is not None:
+            live = self.performance.first_piece_wait(model_id, percentile)
+            if live is not None:
+                return live
+        return self.settings.hedge_delays.get(model_id)
+
     async def _hedged(
         self,
         primary: AsyncGenerator[gateway_pb2.GenerateChunk, None],
+        delay_s: float,
         chain: list[str],
         index: int,
         request: gateway_pb2.GenerateRequest,
@@ -285,7 +303,7 @@ class GatewayCore:
         api_key: str | None,
     ) -> AsyncGenerator[gateway_pb2.GenerateChunk, None]:
         """`primary` (an attempt on `chain[index]`), hedged: when its first piece is later
-        than the model's `hedge_delay_ms`, the same request goes to the next model of the
+        than `delay_s` (`_hedge_delay_s`), the same request goes to the next model of the
         chain too, and the first to answer is the answer (`hedging.race`). A hedge is
         counted in that upstream's retry budget, and made only while the budget allows;
         the loser is closed and keeps its rate-limit reservation, as any abandoned
@@ -307,7 +325,7 @@ class GatewayCore:
             tries = CallTries(self.retry_budgets)
             return self._stream_one(later[0], request, request_id, deadline, api_key, None, tries)
 
-        won = await race(primary, self.settings.hedge_delays[model_id], start_hedge)
+        won = await race(primary, delay_s, start_hedge)
         if won is None:
             return
         async with aclosing(won.stream) as rest:
@@ -578,6 +596,8 @@ class GatewayCore:
                 if self.attempts is not None:
                     kind = request.input.WhichOneof("kind") or ""
                     self.attempts.record(kind, model, ended - started, error_type)
+            elif first and not refused:  # closed by the gateway before any piece came
+                self.performance.closed_waiting(model.id, model.provider, started, ended)
             if arm is not None and self.outcomes is not None and (finished or failed or refused):
                 ttft = first_at - started if first_at else 0.0
                 outcome = arm.outcome(failed or refused, ended - started, ttft, used_usd)

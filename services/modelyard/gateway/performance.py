@@ -15,6 +15,13 @@ fall out. Recording is O(1) (two deque appends); the percentiles (nearest rank) 
 rates are computed when the figures are read, by `GetModelMetrics`,
 `GetProviderMetrics` and the write-back to the registry (`performance_reports.py`).
 
+Each model's first-piece waits are kept too, for a hedge delay set as a
+percentile (`first_piece_wait`): the time to the first piece of every attempt
+that had one, and the wait of every attempt the gateway closed before one came
+(a hedge's loser, a caller gone). Those are lower bounds of waits the window
+would otherwise lose: without them a model's slow starts, once hedged, would
+drop out of its figures, its percentile fall, and hedges grow on themselves.
+
 The same record counts, per deployment, its attempts and those that were the
 deployment's fault (unreachable, timed out, cut off) over the circuit's shorter
 window (`gateway.circuit.window`, in tenths: `FaultWindow`), which the balancer's
@@ -40,6 +47,8 @@ WINDOW_S = 60.0  # how far back the figures look
 MAX_SAMPLES = 4096  # attempts kept per model and per deployment: a busy model's last few
 CIRCUIT_WINDOW_S = 10.0  # how far back the circuit's counts look (gateway.circuit.window)
 _BUCKETS = 10  # the circuit window's buckets: an attempt leaves it within a tenth of it
+MIN_WAITS = 20  # first-piece waits in the window before a percentile is a hedge delay
+WAIT_CACHE_S = 1.0  # a model's percentile is computed again at most this often
 
 
 class Sample(NamedTuple):
@@ -174,13 +183,16 @@ class FaultWindow:
 
 
 class _ModelWindow:
-    __slots__ = ("deployments", "faults", "provider", "samples")
+    __slots__ = ("closed", "deployments", "faults", "provider", "samples", "wait")
 
     def __init__(self, provider: str, max_samples: int) -> None:
         self.provider = provider
         self.samples: deque[Sample] = deque(maxlen=max_samples)
         self.deployments: dict[str, deque[Sample]] = {}
         self.faults: dict[str, FaultWindow] = {}
+        # (when, seconds waited) of attempts closed before their first piece.
+        self.closed: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self.wait: tuple[float, float, float] | None = None  # (at, percentile, seconds)
 
 
 class PerformanceTracker:
@@ -240,6 +252,34 @@ class PerformanceTracker:
         if faults is None:
             faults = window.faults[endpoint] = FaultWindow(self.circuit_window_s)
         faults.add(now, fault)
+
+    def closed_waiting(self, model_id: str, provider: str, started: float, ended: float) -> None:
+        """An attempt the gateway closed at `ended` before its first piece came."""
+        window = self._models.get(model_id)
+        if window is None:
+            window = self._models[model_id] = _ModelWindow(provider, self.max_samples)
+        window.closed.append((ended, ended - started))
+
+    def first_piece_wait(self, model_id: str, percentile: float) -> float | None:
+        """The `percentile` of the model's first-piece waits in the window, in seconds
+        (see the module docstring); None while fewer than `MIN_WAITS` are in it.
+        Computed at most once per `WAIT_CACHE_S`."""
+        window = self._models.get(model_id)
+        if window is None:
+            return None
+        now = self.clock()
+        cached = window.wait
+        if cached is not None and now - cached[0] < WAIT_CACHE_S and cached[1] == percentile:
+            return cached[2] if cached[2] >= 0 else None
+        oldest = now - self.window_s
+        closed = window.closed
+        while closed and closed[0][0] < oldest:
+            closed.popleft()
+        waits = [s.ttft_s for s in self._fresh(window.samples) if s.ttft_s > 0]
+        waits.extend(wait for _, wait in closed)
+        found = nearest_rank(sorted(waits), percentile) if len(waits) >= MIN_WAITS else -1.0
+        window.wait = (now, percentile, found)
+        return found if found >= 0 else None
 
     def circuit_counts(self, model_id: str, endpoint: str) -> tuple[int, int]:
         """The deployment's attempts and faults in the circuit window, since its circuit

@@ -46,6 +46,10 @@ class GatewaySettings:
     # Models whose attempt gets a hedge when its first piece is later than this
     # (their profile's `hedge_delay_ms`), by catalog id, in seconds.
     hedge_delays: Mapping[str, float] = field(default_factory=_empty)
+    # Models whose hedge delay is this percentile of their live first-piece waits
+    # (their profile's `hedge_percentile`; `hedge_delays` until the window holds
+    # enough), by catalog id.
+    hedge_percentiles: Mapping[str, float] = field(default_factory=_empty)
 
     @classmethod
     def from_config(
@@ -77,6 +81,12 @@ class GatewaySettings:
             for model, profile in backend.model_profiles.items()
             if profile.hedge_delay_ms
         }
+        hedge_percentiles = {
+            catalog_id(name, model): profile.hedge_percentile
+            for name, backend in config.backends.items()
+            for model, profile in backend.model_profiles.items()
+            if profile.hedge_percentile is not None
+        }
         agent_fallbacks = {
             agent: rule.policy.fallback
             for agent, rule in config.selection.agents.items()
@@ -89,6 +99,7 @@ class GatewaySettings:
             fallback=config.selection.fallback,
             agent_fallbacks=types.MappingProxyType(agent_fallbacks),
             hedge_delays=types.MappingProxyType(hedge_delays),
+            hedge_percentiles=types.MappingProxyType(hedge_percentiles),
             default_deadline_s=default_deadline_s,
             input_limits=config.security.input_limits,
         )
@@ -102,6 +113,10 @@ class GatewaySettings:
     def max_tokens_ceiling(self) -> int:
         """max_tokens above this is refused, whatever the model."""
         return self.input_limits.max_tokens
+
+    def hedges(self, model_id: str) -> bool:
+        """Whether `model_id`'s attempts may be hedged (a delay or a percentile set)."""
+        return model_id in self.hedge_delays or model_id in self.hedge_percentiles
 
     def max_retries_of(self, model_id: str) -> int:
         """Retries of one model after its first attempt: its backend's `max_retries`."""
