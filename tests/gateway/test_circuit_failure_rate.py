@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator
 import grpc
 import pytest
 from conftest import StackFactory
+from support.clock import Clock
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.backends.engine import Piece
@@ -29,14 +30,6 @@ from modelyard_client.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _model(deployments: int = 1) -> common_pb2.ModelEntry:
@@ -71,7 +64,7 @@ def _ejections(meters: Meters) -> dict[str, float]:
 
 def _flapping(policy: CircuitPolicy) -> tuple[Balancer, PerformanceTracker, Meters]:
     meters = Meters()
-    tracker = PerformanceTracker(clock=Clock())
+    tracker = PerformanceTracker(clock=Clock(1000.0))
     return (
         Balancer(circuit=policy, events=ResilienceMeter(meters), tracker=tracker),
         tracker,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 from conftest import StackFactory
+from support.clock import Clock
 from support.scripted_engine import ScriptedEngine
 
 from modelyard.assembly.stack import Stack
@@ -24,14 +25,6 @@ from modelyard_client.v1 import (
     registry_pb2,
     registry_pb2_grpc,
 )
-
-
-class Clock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _known_window(clock: Clock, tracker: PerformanceTracker) -> None:
