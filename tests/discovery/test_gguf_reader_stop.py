@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from multiprocessing.connection import wait
 
 from modelyard.discovery import gguf_files
 
@@ -16,7 +17,7 @@ def test_stop_reader_pool_terminates_a_read_in_progress() -> None:
     [worker] = list(pool._processes.values())
     started = time.monotonic()
     gguf_files.stop_reader_pool()
-    worker.join(timeout=10)
-    assert not worker.is_alive()
+    # ended when its sentinel is ready; join would race the pool's own thread reaping it
+    assert wait([worker.sentinel], timeout=10), "the reader is still running"
     assert time.monotonic() - started < 10
     assert gguf_files._POOL is None  # the next discovery pass starts a fresh reader

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,12 @@ def stop_reader_pool() -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         worker.terminate()
+    # Waited on by sentinel, never by join: the pool's own thread reaps the worker at the same
+    # time, and a join that loses that race reads the dead worker as alive.
+    ended = set(wait([w.sentinel for w in workers], timeout=2))
     for worker in workers:
-        worker.join(timeout=2)
-        if worker.is_alive():  # SIGTERM ignored (an inherited SIG_IGN): SIGKILL cannot be
+        if worker.sentinel not in ended:  # SIGTERM ignored (an inherited SIG_IGN): SIGKILL not
             worker.kill()
-            worker.join(timeout=2)
 
 
 def _read(path: Path, stamp: tuple[int, int], source: str) -> _Read:
