@@ -17,6 +17,9 @@
 //!   error                 BalanceError (-> strategy, for the names)
 //!   outlier               OutlierPolicy (-> error)
 //!   circuit               Circuit, CircuitPhase: one deployment's breaker (-> outlier)
+//! shared_limits           SharedLimits: buckets and spend counters in a mapped file (-> token_bucket)
+//!   error                 SharedLimitsError
+//!   region, lock          the mapping and its one lock word
 //! traffic_split           assign_arm
 //!   error                 SplitError
 //! clock, rng, num         shared leaves
@@ -34,6 +37,7 @@ mod num;
 mod py;
 pub mod rng;
 pub mod scoring;
+pub mod shared_limits;
 pub mod token_bucket;
 pub mod traffic_split;
 
@@ -43,6 +47,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::PyTokenBucket>()?;
+    m.add_class::<py::PySharedLimits>()?;
     m.add_class::<py::PyCandidate>()?;
     m.add_class::<py::PyCandidateSet>()?;
     m.add_class::<py::PyConstraints>()?;

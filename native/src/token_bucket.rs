@@ -67,6 +67,29 @@ impl TokenBucket {
         })
     }
 
+    /// A bucket resumed from a state kept elsewhere (`level` and `last` as `state` gave
+    /// them, e.g. from a shared-memory slot); a level out of [0, capacity] is clamped.
+    pub fn resume(
+        capacity: f64,
+        refill_per_sec: f64,
+        level: f64,
+        last: Option<f64>,
+    ) -> Result<Self, BucketError> {
+        let mut bucket = Self::new(capacity, refill_per_sec)?;
+        bucket.level = if level.is_nan() {
+            capacity
+        } else {
+            level.clamp(0.0, capacity)
+        };
+        bucket.last = last.filter(|t| t.is_finite());
+        Ok(bucket)
+    }
+
+    /// The level and the latest clock reading, for `resume`.
+    pub fn state(&self) -> (f64, Option<f64>) {
+        (self.level, self.last)
+    }
+
     /// Most the bucket can hold.
     pub fn capacity(&self) -> f64 {
         self.capacity
@@ -177,6 +200,20 @@ fn check_time(now: f64) -> Result<(), BucketError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_resumed_bucket_carries_on_from_its_state() {
+        let mut bucket = TokenBucket::new(10.0, 2.0).unwrap();
+        bucket.try_take(7.0, 1.0).unwrap();
+        assert_eq!(bucket.state(), (3.0, Some(1.0)));
+        let mut resumed = TokenBucket::resume(10.0, 2.0, 3.0, Some(1.0)).unwrap();
+        assert_eq!(resumed.available(2.0), Ok(5.0));
+        let clamped = TokenBucket::resume(10.0, 2.0, 12.0, None).unwrap();
+        assert_eq!(clamped.state(), (10.0, None));
+        let floored = TokenBucket::resume(10.0, 2.0, -1.0, Some(f64::NAN)).unwrap();
+        assert_eq!(floored.state(), (0.0, None));
+        assert!(TokenBucket::resume(0.0, 2.0, 1.0, None).is_err());
+    }
 
     #[test]
     fn admits_up_to_capacity_then_says_how_long_to_wait() {

@@ -17,6 +17,7 @@ __all__ = [
     "Constraints",
     "DeploymentPool",
     "Selection",
+    "SharedLimits",
     "TokenBucket",
     "Weights",
     "assign_arm",
@@ -43,6 +44,67 @@ class TokenBucket:
     def capacity(self) -> float: ...
     @property
     def refill_per_second(self) -> float: ...
+
+@final
+class SharedLimits:
+    """Token buckets and spend counters in a file every process on the host maps.
+
+    One lock word guards the table, so a request's buckets and budgets change together
+    for every process; a holder that dies is taken over. A demand is (key, amount,
+    capacity, refill per second); a charge is (key, nano-dollars, budget nano-dollars,
+    window begins, window resets), the window in Unix seconds. `now` is the host's
+    monotonic clock (`time.monotonic()`), the default.
+
+    Raises InvalidRequest for a file that cannot be mapped or holds another layout,
+    BackendUnavailable when every slot of a kind holds a live bucket or counter.
+    """
+
+    def __new__(
+        cls, path: str, bucket_slots: int = 65536, counter_slots: int = 65536
+    ) -> SharedLimits: ...
+    def take(
+        self,
+        demands: list[tuple[str, float, float, float]],
+        now: float | None = None,
+        keep: bool = True,
+    ) -> list[float]:
+        """Take every demand or none: each one's wait (0.0: it could be taken).
+
+        `keep=False` judges without taking.
+        """
+
+    def give_back(
+        self, demands: list[tuple[str, float, float, float]], now: float | None = None
+    ) -> None:
+        """Return unused amounts to buckets still built with the same limits."""
+
+    def available(
+        self, key: str, capacity: float, refill_per_second: float, now: float | None = None
+    ) -> float:
+        """What a bucket holds at `now` (its capacity before its first use)."""
+
+    def reserve(
+        self,
+        demands: list[tuple[str, float, float, float]],
+        charges: list[tuple[str, int, int, float, float]],
+        now: float | None = None,
+    ) -> tuple[bool, list[float], list[int], list[int]]:
+        """Take the demands and add the charges, all or nothing.
+
+        Returns (admitted, waits, each counter before, each counter after).
+        """
+
+    def add(self, charges: list[tuple[str, int, int, float, float]]) -> list[int]:
+        """Add the charges (refunds never below 0): each counter after."""
+
+    def spent(self, key: str) -> int:
+        """Nano-dollars a budget window's counter holds; 0 before use."""
+
+    def mark_told(self, key: str, reached: int) -> int:
+        """Mark alert fractions up to `reached` told: how many were told before."""
+
+    @property
+    def path(self) -> str: ...
 
 @final
 class Candidate:

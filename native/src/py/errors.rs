@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 use crate::balancer::BalanceError;
 use crate::scoring::ScoringError;
+use crate::shared_limits::SharedLimitsError;
 use crate::token_bucket::BucketError;
 use crate::traffic_split::SplitError;
 
@@ -27,6 +28,19 @@ impl From<BucketError> for PyErr {
             BucketError::InvalidParameter { .. } | BucketError::ExceedsCapacity { .. } => {
                 invalid_request(err)
             }
+        }
+    }
+}
+
+impl From<SharedLimitsError> for PyErr {
+    fn from(err: SharedLimitsError) -> Self {
+        match err {
+            SharedLimitsError::Bucket(inner) => inner.into(),
+            // Nothing can be judged until an operator gives the table more slots.
+            SharedLimitsError::Full { .. } => BackendUnavailable::new_err(err.to_string()),
+            SharedLimitsError::File { .. }
+            | SharedLimitsError::Layout { .. }
+            | SharedLimitsError::InvalidSlots { .. } => invalid_request(err),
         }
     }
 }

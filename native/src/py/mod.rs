@@ -5,12 +5,14 @@ mod balancer;
 mod candidates;
 mod errors;
 mod selection;
+mod shared_limits;
 mod token_bucket;
 mod traffic_split;
 
 pub(crate) use balancer::{strategy_names, PyDeploymentPool};
 pub(crate) use candidates::{PyCandidate, PyCandidateSet, PyConstraints, PyWeights};
 pub(crate) use selection::{PyCandidateScore, PySelection};
+pub(crate) use shared_limits::PySharedLimits;
 pub(crate) use token_bucket::PyTokenBucket;
 pub(crate) use traffic_split::assign_arm;
 
