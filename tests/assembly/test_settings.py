@@ -201,3 +201,19 @@ def test_a_default_deadline_of_0s_in_the_file_names_its_key(tmp_path: Path) -> N
     bad.write_text("model_system:\n  server: {default_deadline: 0s}\n")
     with pytest.raises(ConfigError, match=r"model_system\.server\.default_deadline"):
         resolve_settings({"config": bad}, env={})
+
+
+def test_the_shared_limits_file_is_the_variable_else_the_file_key(tmp_path: Path) -> None:
+    path = tmp_path / "modelyard.yaml"
+    path.write_text("model_system:\n  rate_limits: {shared_memory: /dev/shm/from-file}\n")
+    from_file = resolve_settings({"config": str(path)}, env={})
+    assert from_file.limiter.shared_memory == Path("/dev/shm/from-file")
+    env = {"MODELYARD_RATE_LIMIT_SHARED_MEMORY": "/dev/shm/from-env"}
+    assert resolve_settings({"config": str(path)}, env=env).limiter.shared_memory == Path(
+        "/dev/shm/from-env"
+    )
+    assert resolve_settings({}, env={}).limiter.shared_memory is None
+    both = "model_system:\n  rate_limits: {shared_memory: /x, redis_url: 'redis://h:1/0'}\n"
+    path.write_text(both)
+    with pytest.raises(InvalidRequest, match=r"^rate_limits: redis_url and shared_memory both"):
+        resolve_settings({"config": str(path)}, env={})

@@ -1,10 +1,12 @@
-"""What a reservation does, the same in process and in Redis: scopes, all-or-nothing, waits."""
+"""What a reservation does, the same in process, in Redis and in shared memory: scopes,
+all-or-nothing, waits."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -42,14 +44,20 @@ class LimitsFactory(Protocol):
     def __call__(self, quotas: QuotaConfig | None = None) -> ModelLimits: ...
 
 
-@pytest.fixture(params=["local", "redis"])
-async def make_limits(request: pytest.FixtureRequest) -> AsyncIterator[LimitsFactory]:
-    """Build `ModelLimits` over in-process buckets or over the session Redis."""
+@pytest.fixture(params=["local", "redis", "shared_memory"])
+async def make_limits(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[LimitsFactory]:
+    """Build `ModelLimits` over in-process buckets, the session Redis or one shared-memory
+    table (the test's own file, shared by every `ModelLimits` it builds)."""
     made: list[ModelLimits] = []
     url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    table = tmp_path / "limits" if request.param == "shared_memory" else None
 
     def factory(quotas: QuotaConfig | None = None) -> ModelLimits:
-        config = LimiterConfig(quotas=quotas or QuotaConfig(), redis_url=url, redis_timeout_s=5)
+        config = LimiterConfig(
+            quotas=quotas or QuotaConfig(), redis_url=url, redis_timeout_s=5, shared_memory=table
+        )
         made.append(ModelLimits.from_config(config))
         return made[-1]
 

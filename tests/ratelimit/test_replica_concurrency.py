@@ -1,4 +1,5 @@
-"""Three gateway processes, one Redis, a thousand concurrent requests: one shared limit.
+"""Three gateway processes, one Redis or one shared-memory table, a thousand concurrent
+requests: one shared limit.
 
 The bound a token bucket promises over a burst is its capacity plus what it
 refills meanwhile; the tests measure the burst's wall time (which contains the
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
 import pytest
@@ -29,22 +31,40 @@ TPM = 1000
 REPLICA_MODULE = "ratelimit.ratelimit_replica"
 
 
-@pytest.fixture(scope="module")
+@dataclass(frozen=True)
+class Replicas:
+    addresses: list[str]
+    reset: Callable[[], None]  # every bucket full again
+
+
+@pytest.fixture(scope="module", params=["redis", "shared_memory"])
 def replicas(
+    request: pytest.FixtureRequest,
     redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
     pytestconfig: pytest.Config,
-) -> Iterator[list[str]]:
-    """Addresses of three gateway processes sharing the session Redis (fail_closed)."""
+) -> Iterator[Replicas]:
+    """Three gateway processes sharing the session Redis (fail_closed), or one table in a
+    file they all map."""
     # The replica imports its module and `support` from the folders the tests import them from.
     pythonpath = [str(p) for p in pytestconfig.getini("pythonpath")]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [*pythonpath, os.environ.get("PYTHONPATH")])),
-        "MODELYARD_REDIS_URL": redis_server.url,
-        "MODELYARD_RATE_LIMIT_FAILURE_POLICY": "fail_closed",  # over-admission would hide
-        "MODELYARD_REDIS_TIMEOUT_S": "10",  # a loaded machine is not an outage here
     }
+    if request.param == "redis":
+        env |= {
+            "MODELYARD_REDIS_URL": redis_server.url,
+            "MODELYARD_RATE_LIMIT_FAILURE_POLICY": "fail_closed",  # over-admission would hide
+            "MODELYARD_REDIS_TIMEOUT_S": "10",  # a loaded machine is not an outage here
+        }
+        reset: Callable[[], None] = lambda: _flush(redis_server.url)  # noqa: E731
+    else:
+        table = tmp_path_factory.mktemp("shared") / "limits"
+        env["MODELYARD_RATE_LIMIT_SHARED_MEMORY"] = str(table)
+        # Never rewritten under the mapped replicas; each test's model has buckets of its own,
+        # full before their first use.
+        reset = lambda: None  # noqa: E731
     procs: list[subprocess.Popen[str]] = []
     try:
         for i in range(REPLICAS):
@@ -64,7 +84,7 @@ def replicas(
             line = proc.stdout.readline()  # the script prints READY or dies (EOF)
             assert line.startswith("READY "), f"replica did not start: {line!r}"
             addresses.append(line.split()[1])
-        yield addresses
+        yield Replicas(addresses, reset)
     finally:
         for proc in procs:
             assert proc.stdin is not None
@@ -116,10 +136,10 @@ async def _burst(
 
 
 async def test_a_thousand_concurrent_requests_on_three_gateways_share_100_per_minute(
-    replicas: list[str], redis_server: RedisServer
+    replicas: Replicas,
 ) -> None:
-    _flush(redis_server.url)
-    answers, elapsed_s = await _burst(replicas, "scripted/rpm", [8] * 1000)
+    replicas.reset()
+    answers, elapsed_s = await _burst(replicas.addresses, "scripted/rpm", [8] * 1000)
     codes = Counter(code for _, code, _ in answers)
     admitted = codes[grpc.StatusCode.OK]
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
@@ -131,12 +151,12 @@ async def test_a_thousand_concurrent_requests_on_three_gateways_share_100_per_mi
 
 
 async def test_tokens_per_minute_across_three_gateways_overshoots_by_less_than_one_request(
-    replicas: list[str], redis_server: RedisServer
+    replicas: Replicas,
 ) -> None:
-    _flush(redis_server.url)
+    replicas.reset()
     # Varied sizes; the engine reports exactly what was reserved, so nothing is refunded.
     sizes = [5 + (i * 37) % 56 for i in range(400)]  # 5..60 max_tokens, 1 input token each
-    answers, elapsed_s = await _burst(replicas, "scripted/tpm", sizes)
+    answers, elapsed_s = await _burst(replicas.addresses, "scripted/tpm", sizes)
     codes = Counter(code for _, code, _ in answers)
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     used = sum(r.usage.input_tokens + r.usage.output_tokens for _, _, r in answers if r is not None)

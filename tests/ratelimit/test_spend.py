@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from modelyard.ratelimit.local import LocalBucketStore
 from modelyard.ratelimit.plan import Bucket, Demand, Scope
 from modelyard.ratelimit.redis_store import DEFAULT_KEY_PREFIX, RedisBucketStore
+from modelyard.ratelimit.shared import SharedBucketStore
 from modelyard.ratelimit.spend import (
     Charge,
     Overspend,
@@ -36,10 +38,13 @@ def budget(
     return SpendBudget.at(TEAM, "day", usd, now, alert_at)
 
 
-@pytest.fixture(params=["local", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[BucketStore]:
+@pytest.fixture(params=["local", "redis", "shared_memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BucketStore]:
     if request.param == "local":
         yield LocalBucketStore()
+        return
+    if request.param == "shared_memory":
+        yield SharedBucketStore(tmp_path / "limits")
         return
     redis_store = RedisBucketStore(request.getfixturevalue("redis_url"), timeout_s=5)
     yield redis_store
@@ -48,7 +53,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[BucketStore]:
 
 async def spent(store: BucketStore, spend: SpendBudget) -> int:
     """The nano-dollars the store holds for `spend`'s window (read with its own client)."""
-    if isinstance(store, LocalBucketStore):
+    if isinstance(store, LocalBucketStore | SharedBucketStore):
         return store.spent(spend.key)
     assert isinstance(store, RedisBucketStore)
     value = await store._client.hget(DEFAULT_KEY_PREFIX + spend.key, "spent")

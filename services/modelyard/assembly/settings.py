@@ -28,6 +28,7 @@ from modelyard.ratelimit.config import (
     PER_KEY_ENV,
     PER_PROVIDER_ENV,
     REDIS_URL_ENV,
+    SHARED_MEMORY_ENV,
     spend_config,
     team_rates,
 )
@@ -247,6 +248,9 @@ def limiter_settings(config: ModelyardConfig, env: Mapping[str, str]) -> Limiter
         quotas=quotas,
         spend=spend_config(config.security.budgets),
         redis_url=from_env.redis_url if env.get(REDIS_URL_ENV) else section.redis_url,
+        shared_memory=from_env.shared_memory
+        if env.get(SHARED_MEMORY_ENV)
+        else section.shared_memory,
         failure_policy=from_env.failure_policy
         if env.get(FAILURE_POLICY_ENV)
         else section.on_redis_failure,

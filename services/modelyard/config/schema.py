@@ -216,6 +216,9 @@ class RateLimitsConfig:
     )  # keyed by backend name
     redis_url: Annotated[str, Url(("redis", "rediss"))] | None = None  # None: in process only
     on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    # A file every gateway process on this host maps (e.g. /dev/shm/modelyard-limits):
+    # their buckets and budgets are one, without Redis. None: this process's own.
+    shared_memory: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

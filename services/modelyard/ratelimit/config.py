@@ -1,4 +1,5 @@
-"""How the gateway's rate limiter is set up: in process, or shared through Redis.
+"""How the gateway's rate limiter is set up: in process, shared on one host through a
+mapped file, or shared through Redis.
 
 From the environment (`LimiterConfig.from_env`):
 
@@ -6,6 +7,8 @@ From the environment (`LimiterConfig.from_env`):
   keeps the buckets in process.
 - ``MODELYARD_RATE_LIMIT_FAILURE_POLICY``: ``fail_open`` (default) or ``fail_closed``.
 - ``MODELYARD_REDIS_TIMEOUT_S``: the longest a decision waits for Redis (default 0.25).
+- ``MODELYARD_RATE_LIMIT_SHARED_MEMORY``: a file every gateway process on this host
+  maps, sharing their buckets and budgets without Redis (``ratelimit/shared.py``).
 - ``MODELYARD_QUOTA_PER_KEY``: every API key's budget, e.g. ``rpm=60,tpm=100000``.
 - ``MODELYARD_QUOTA_PER_PROVIDER``: budgets shared by a provider's models,
   e.g. ``openai:rpm=500,tpm=200000;ollama:rpm=60``.
@@ -17,6 +20,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modelyard.config.security import BudgetsConfig
 from modelyard.ratelimit.local import LocalBucketStore
@@ -27,6 +31,7 @@ from modelyard.ratelimit.redis_store import (
     FailurePolicy,
     RedisBucketStore,
 )
+from modelyard.ratelimit.shared import SharedBucketStore
 from modelyard.ratelimit.spend import SpendConfig, SpendLimits
 from modelyard.ratelimit.store import BucketStore
 from modelyard_client.errors import InvalidRequest
@@ -34,6 +39,7 @@ from modelyard_client.errors import InvalidRequest
 REDIS_URL_ENV = "MODELYARD_REDIS_URL"
 FAILURE_POLICY_ENV = "MODELYARD_RATE_LIMIT_FAILURE_POLICY"
 REDIS_TIMEOUT_ENV = "MODELYARD_REDIS_TIMEOUT_S"
+SHARED_MEMORY_ENV = "MODELYARD_RATE_LIMIT_SHARED_MEMORY"
 PER_KEY_ENV = "MODELYARD_QUOTA_PER_KEY"
 PER_PROVIDER_ENV = "MODELYARD_QUOTA_PER_PROVIDER"
 
@@ -60,8 +66,14 @@ class LimiterConfig:
     redis_timeout_s: float = 0.25
     redis_retry_interval_s: float = 1.0
     redis_key_prefix: str = DEFAULT_KEY_PREFIX
+    shared_memory: Path | None = None  # the host's shared table, instead of Redis
 
     def __post_init__(self) -> None:
+        if self.redis_url and self.shared_memory is not None:
+            raise InvalidRequest(
+                "rate_limits: redis_url and shared_memory both given; limits live in one "
+                "place: Redis to share them across hosts, shared_memory within one host"
+            )
         if self.failure_policy not in FAILURE_POLICIES:
             raise InvalidRequest(
                 f"failure_policy: must be one of {', '.join(FAILURE_POLICIES)}, "
@@ -95,12 +107,17 @@ class LimiterConfig:
                 per_provider=parse_provider_rates(env.get(PER_PROVIDER_ENV, ""), PER_PROVIDER_ENV),
             ),
             redis_url=env.get(REDIS_URL_ENV, "").strip() or None,
+            shared_memory=Path(shared)
+            if (shared := env.get(SHARED_MEMORY_ENV, "").strip())
+            else None,
             failure_policy=policy,
             redis_timeout_s=timeout_s,
         )
 
     def build_store(self) -> BucketStore:
         """The bucket store this config describes (a Redis client is created, not connected)."""
+        if self.shared_memory is not None:
+            return SharedBucketStore(self.shared_memory)
         if not self.redis_url:
             return LocalBucketStore()
         return RedisBucketStore(
