@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"google.golang.org/grpc/metadata"
 
 	"modelyard.dev/clients/go/modelyard"
 	modelyardv1 "modelyard.dev/clients/go/modelyard/v1"
@@ -48,20 +51,122 @@ func gatewayCall(cfg config) (call, func(), error) {
 			_ = c.Close()
 		}
 	}
-	req := modelyard.ChatRequest(cfg.model, cfg.prompt, int32(cfg.maxTokens))
-	var turn atomic.Uint64
+	fixed := modelyard.ChatRequest(cfg.model, cfg.prompt, int32(cfg.maxTokens))
+	var turn, sent atomic.Uint64
 	pick := func() *modelyard.Client { return clients[turn.Add(1)%uint64(len(clients))] }
+	prepare := func(ctx context.Context) (context.Context, *modelyardv1.GenerateRequest) {
+		if cfg.apiKey != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-api-key", cfg.apiKey)
+		}
+		if !cfg.varyPrompt {
+			return ctx, fixed
+		}
+		return ctx, modelyard.ChatRequest(cfg.model, numbered(cfg.prompt, &sent), int32(cfg.maxTokens))
+	}
 
 	if cfg.call == "unary" {
 		return func(ctx context.Context) (answer, error) {
+			ctx, req := prepare(ctx)
 			ans, err := pick().Generate(ctx, req)
 			return answer{ans.Text, finishName(ans.FinishReason)}, err
 		}, closeAll, nil
 	}
 	return func(ctx context.Context) (answer, error) {
+		ctx, req := prepare(ctx)
 		ans, err := pick().GenerateStream(ctx, req, nil)
 		return answer{ans.Text, finishName(ans.FinishReason)}, err
 	}, closeAll, nil
+}
+
+// numbered is the prompt with the call's number after it, so no two calls are alike
+// (a response cache then looks each one up and misses).
+func numbered(prompt string, sent *atomic.Uint64) string {
+	return prompt + " #" + strconv.FormatUint(sent.Add(1), 10)
+}
+
+// chatBody is a chat completion request's JSON; each call's own with -vary-prompt.
+func chatBody(cfg config, stream bool, sent *atomic.Uint64) ([]byte, error) {
+	prompt := cfg.prompt
+	if cfg.varyPrompt {
+		prompt = numbered(prompt, sent)
+	}
+	body := map[string]any{
+		"model":      cfg.model,
+		"messages":   []map[string]string{{"role": "user", "content": prompt}},
+		"max_tokens": cfg.maxTokens,
+	}
+	if stream {
+		body["stream"] = true
+		body["stream_options"] = map[string]bool{"include_usage": true}
+	}
+	return json.Marshal(body)
+}
+
+// completion is the part of an OpenAI chat.completion the check needs.
+type completion struct {
+	Choices []struct {
+		Message struct {
+			Content string `json:"content"`
+		} `json:"message"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+}
+
+// httpClient is one keep-alive pool for the run, and how each request is made.
+func httpClient(cfg config) (*http.Client, *http.Transport, string) {
+	transport := &http.Transport{
+		MaxIdleConnsPerHost: cfg.inFlight + cfg.conns,
+		DisableCompression:  true,
+	}
+	return &http.Client{Transport: transport}, transport, strings.TrimSuffix(cfg.addr, "/") + "/v1/chat/completions"
+}
+
+func chatRequest(ctx context.Context, cfg config, url string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if cfg.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.apiKey)
+	}
+	return req, nil
+}
+
+// openaiCall is a chat completion without streaming: one JSON answer.
+func openaiCall(cfg config) (call, func(), error) {
+	client, transport, url := httpClient(cfg)
+	var sent atomic.Uint64
+	return func(ctx context.Context) (answer, error) {
+		body, err := chatBody(cfg, false, &sent)
+		if err != nil {
+			return answer{}, err
+		}
+		req, err := chatRequest(ctx, cfg, url, body)
+		if err != nil {
+			return answer{}, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return answer{}, err
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return answer{}, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return answer{}, fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		var done completion
+		if err := json.Unmarshal(data, &done); err != nil {
+			return answer{}, err
+		}
+		if len(done.Choices) == 0 {
+			return answer{}, fmt.Errorf("no choices in the answer")
+		}
+		return answer{done.Choices[0].Message.Content, done.Choices[0].FinishReason}, nil
+	}, transport.CloseIdleConnections, nil
 }
 
 // sseEvent is the part of an OpenAI chat.completion.chunk the check needs.
@@ -78,30 +183,25 @@ type sseEvent struct {
 // OpenAI-compatible server (the benchmark's "direct" baseline), reading and
 // JSON-decoding every SSE event as a real client would.
 func openaiStreamCall(cfg config) (call, func(), error) {
-	body, err := json.Marshal(map[string]any{
-		"model":          cfg.model,
-		"messages":       []map[string]string{{"role": "user", "content": cfg.prompt}},
-		"stream":         true,
-		"stream_options": map[string]bool{"include_usage": true},
-		"max_tokens":     cfg.maxTokens,
-	})
+	client, transport, url := httpClient(cfg)
+	dataPrefix, done := []byte("data: "), []byte("[DONE]")
+	var sent atomic.Uint64
+	fixed, err := chatBody(cfg, true, &sent)
 	if err != nil {
 		return nil, nil, err
 	}
-	url := strings.TrimSuffix(cfg.addr, "/") + "/v1/chat/completions"
-	transport := &http.Transport{
-		MaxIdleConnsPerHost: cfg.inFlight + cfg.conns,
-		DisableCompression:  true,
-	}
-	client := &http.Client{Transport: transport}
-	dataPrefix, done := []byte("data: "), []byte("[DONE]")
 
 	return func(ctx context.Context) (answer, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		body := fixed
+		if cfg.varyPrompt {
+			if body, err = chatBody(cfg, true, &sent); err != nil {
+				return answer{}, err
+			}
+		}
+		req, err := chatRequest(ctx, cfg, url, body)
 		if err != nil {
 			return answer{}, err
 		}
-		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
 			return answer{}, err

@@ -37,6 +37,8 @@ type config struct {
 	expectText, expectFinish   string
 	checkText                  bool
 	hold, latencies            bool
+	apiKey                     string
+	varyPrompt                 bool
 }
 
 // report is the JSON printed at the end; latency figures are of successful calls.
@@ -59,8 +61,10 @@ type report struct {
 
 func parseFlags() config {
 	var c config
-	flag.StringVar(&c.addr, "addr", "127.0.0.1:50051", "gateway host:port, or the base URL (http://host:port) for -call openai-stream")
-	flag.StringVar(&c.call, "call", "stream", "stream (GenerateStream), unary (Generate) or openai-stream (POST /v1/chat/completions, SSE)")
+	flag.StringVar(&c.addr, "addr", "127.0.0.1:50051", "gateway host:port, or the base URL (http://host:port) for -call openai-stream and openai")
+	flag.StringVar(&c.call, "call", "stream", "stream (GenerateStream), unary (Generate), openai-stream (POST /v1/chat/completions, SSE) or openai (the same, one JSON answer)")
+	flag.StringVar(&c.apiKey, "api-key", "", "sent as x-api-key (gRPC) or Authorization: Bearer (HTTP)")
+	flag.BoolVar(&c.varyPrompt, "vary-prompt", false, "number each call's prompt, so no two are alike (a response cache misses)")
 	flag.StringVar(&c.model, "model", "", "model id (catalog id or alias; the upstream's model name for openai-stream)")
 	flag.StringVar(&c.prompt, "prompt", "Say hello.", "the user message")
 	flag.IntVar(&c.maxTokens, "max-tokens", 16, "max_tokens of every request (0: unset)")
@@ -184,6 +188,8 @@ func main() {
 		do, closeFn, err = gatewayCall(cfg)
 	case "openai-stream":
 		do, closeFn, err = openaiStreamCall(cfg)
+	case "openai":
+		do, closeFn, err = openaiCall(cfg)
 	default:
 		err = fmt.Errorf("unknown -call %q", cfg.call)
 	}
