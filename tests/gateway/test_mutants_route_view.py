@@ -1,5 +1,5 @@
 """The gateway's copy of the routes: a task type's route (killing mutmut's survivors in
-`gateway.route_view.RouteView.for_task`)."""
+`gateway.route_view.RouteView.for_task`, and in `.routes`, which no test reached)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,14 @@ def test_a_route_naming_no_task_type_is_no_route_for_an_unknown_task() -> None:
     # task type stays unspecified is still not routed by it.
     view = _view(hotswap_pb2.Route(model_id="scripted/stray"))
     assert view.for_task(0) is None
+
+
+def test_routes_lists_every_route_the_copy_holds() -> None:
+    alias = hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo")
+    task = hotswap_pb2.Route(task_type=CODE, model_id="scripted/coder")
+    view = _view(alias, task)
+    assert sorted(view.routes(), key=lambda r: r.model_id) == [
+        hotswap_pb2.Route(task_type=CODE, model_id="scripted/coder"),
+        hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo"),
+    ]
+    assert _view().routes() == []
