@@ -121,7 +121,15 @@ func httpClient(cfg config) (*http.Client, *http.Transport, string) {
 	return &http.Client{Transport: transport}, transport, strings.TrimSuffix(cfg.addr, "/") + "/v1/chat/completions"
 }
 
-func chatRequest(ctx context.Context, cfg config, url string, body []byte) (*http.Request, error) {
+// post sends one chat completion request: the call's own body with -vary-prompt, else `fixed`.
+func post(ctx context.Context, cfg config, client *http.Client, url string, fixed []byte, stream bool, sent *atomic.Uint64) (*http.Response, error) {
+	body := fixed
+	if cfg.varyPrompt {
+		var err error
+		if body, err = chatBody(cfg, stream, sent); err != nil {
+			return nil, err
+		}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -130,23 +138,19 @@ func chatRequest(ctx context.Context, cfg config, url string, body []byte) (*htt
 	if cfg.apiKey != "" {
 		req.Header.Set("Authorization", "Bearer "+cfg.apiKey)
 	}
-	return req, nil
+	return client.Do(req)
 }
 
 // openaiCall is a chat completion without streaming: one JSON answer.
 func openaiCall(cfg config) (call, func(), error) {
 	client, transport, url := httpClient(cfg)
 	var sent atomic.Uint64
+	fixed, err := chatBody(cfg, false, &sent)
+	if err != nil {
+		return nil, nil, err
+	}
 	return func(ctx context.Context) (answer, error) {
-		body, err := chatBody(cfg, false, &sent)
-		if err != nil {
-			return answer{}, err
-		}
-		req, err := chatRequest(ctx, cfg, url, body)
-		if err != nil {
-			return answer{}, err
-		}
-		resp, err := client.Do(req)
+		resp, err := post(ctx, cfg, client, url, fixed, false, &sent)
 		if err != nil {
 			return answer{}, err
 		}
@@ -192,17 +196,7 @@ func openaiStreamCall(cfg config) (call, func(), error) {
 	}
 
 	return func(ctx context.Context) (answer, error) {
-		body := fixed
-		if cfg.varyPrompt {
-			if body, err = chatBody(cfg, true, &sent); err != nil {
-				return answer{}, err
-			}
-		}
-		req, err := chatRequest(ctx, cfg, url, body)
-		if err != nil {
-			return answer{}, err
-		}
-		resp, err := client.Do(req)
+		resp, err := post(ctx, cfg, client, url, fixed, true, &sent)
 		if err != nil {
 			return answer{}, err
 		}
