@@ -265,22 +265,15 @@ impl SharedLimits {
         claim: bool,
     ) -> Result<Option<usize>, SharedLimitsError> {
         let key = key_hash(demand.key);
-        let slots = self.region.bucket_slots;
-        let mut reusable = None;
-        for i in 0..slots {
-            let slot = (key as usize).wrapping_add(i) % slots;
-            let held = self.region.bucket(slot, KEY).load(Relaxed);
-            if held == key {
-                return Ok(Some(slot));
-            }
-            if held == 0 {
-                reusable = reusable.or(Some(slot));
-                break;
-            }
-            if claim && reusable.is_none() && self.refilled(slot, now) {
-                reusable = Some(slot);
-            }
-        }
+        let reusable = match probe(
+            self.region.bucket_slots,
+            key,
+            |slot| self.region.bucket(slot, KEY).load(Relaxed),
+            |slot| claim && self.refilled(slot, now),
+        ) {
+            Probe::Found(slot) => return Ok(Some(slot)),
+            Probe::Free(slot) => slot,
+        };
         match reusable {
             Some(slot) if claim => {
                 let put = |field, value: u64| self.region.bucket(slot, field).store(value, Relaxed);
@@ -335,22 +328,18 @@ impl SharedLimits {
     ) -> Result<Option<usize>, SharedLimitsError> {
         let hash = key_hash(key);
         let slots = self.region.counter_slots;
-        let mut reusable = None;
-        for i in 0..slots {
-            let slot = (hash as usize).wrapping_add(i) % slots;
-            let held = self.region.counter(slot, KEY).load(Relaxed);
-            if held == hash {
-                return Ok(Some(slot));
-            }
-            if held == 0 {
-                reusable = reusable.or(Some(slot));
-                break;
-            }
-            let resets_at = f64::from_bits(self.region.counter(slot, RESETS_AT).load(Relaxed));
-            if reusable.is_none() && claim.is_some_and(|c| resets_at <= c.begins_at) {
-                reusable = Some(slot);
-            }
-        }
+        let reusable = match probe(
+            slots,
+            hash,
+            |slot| self.region.counter(slot, KEY).load(Relaxed),
+            |slot| {
+                let resets_at = f64::from_bits(self.region.counter(slot, RESETS_AT).load(Relaxed));
+                claim.is_some_and(|c| resets_at <= c.begins_at)
+            },
+        ) {
+            Probe::Found(slot) => return Ok(Some(slot)),
+            Probe::Free(slot) => slot,
+        };
         let Some(charge) = claim else {
             return Ok(None);
         };
@@ -365,6 +354,39 @@ impl SharedLimits {
         put(RESETS_AT, charge.resets_at.to_bits());
         Ok(Some(slot))
     }
+}
+
+/// Where a probe for a key ended.
+enum Probe {
+    Found(usize),
+    /// Not there: the first slot found reusable on the way, else the empty one that ended
+    /// the probe (None: the table is full of live entries).
+    Free(Option<usize>),
+}
+
+/// Open addressing from `hash`: `key_at(slot)` is the slot's key, `reusable(slot)` whether
+/// a live slot may be given to a new key (asked only until one is found).
+fn probe(
+    slots: usize,
+    hash: u64,
+    key_at: impl Fn(usize) -> u64,
+    reusable_at: impl Fn(usize) -> bool,
+) -> Probe {
+    let mut reusable = None;
+    for i in 0..slots {
+        let slot = (hash as usize).wrapping_add(i) % slots;
+        let held = key_at(slot);
+        if held == hash {
+            return Probe::Found(slot);
+        }
+        if held == 0 {
+            return Probe::Free(reusable.or(Some(slot)));
+        }
+        if reusable.is_none() && reusable_at(slot) {
+            reusable = Some(slot);
+        }
+    }
+    Probe::Free(reusable)
 }
 
 /// Amounts checked before the lock is taken (a bucket's own checks run under it).
