@@ -80,11 +80,14 @@ class GatewayProcess:
         root: Path = ROOT,
         extra_args: tuple[str, ...] = (),
         python_args: tuple[str, ...] = (),
+        roles: tuple[str, ...] = ("gateway", "registry", "backend-openai-compat"),
+        model: str = f"custom/{MODEL}",
     ) -> None:
         """The stack serves its OpenAI-compatible HTTP edge too, on `http_address`.
         `root`: the checkout whose code is served (another worktree to compare);
         `extra_args` go to `modelyard serve`, `python_args` to the interpreter before
-        ``-m modelyard.cli`` (``-m cProfile -o FILE`` profiles the gateway)."""
+        ``-m modelyard.cli`` (``-m cProfile -o FILE`` profiles the gateway); `roles`
+        are served, and the stack is up once it serves the catalog id `model`."""
         self.address = f"127.0.0.1:{free_port()}"
         self.http_address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
@@ -107,9 +110,7 @@ class GatewayProcess:
                 "-m",
                 "modelyard.cli",
                 "serve",
-                "gateway",
-                "registry",
-                "backend-openai-compat",
+                *roles,
                 "--listen",
                 self.address,
                 "--data-dir",
@@ -126,15 +127,15 @@ class GatewayProcess:
         )
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
-        self.model_id = self._wait_for_model(startup_s)
+        self.model_id = self._wait_for_model(model, startup_s)
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # read to the end so the child never blocks on a pipe
             self._lines.put(line)
 
-    def _wait_for_model(self, timeout_s: float) -> str:
-        wanted = f"model custom/{MODEL}"
+    def _wait_for_model(self, model: str, timeout_s: float) -> str:
+        wanted = f"model {model}"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             with contextlib.suppress(queue.Empty):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ from gateway_overhead import (
     build_go_loadgen,
     go_run,
 )
-from overhead_report import Measured, load_average, machine
+from overhead_report import Measured, load_average, machine, replace_section, spread
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 SERVICE_KEY = "bench-service-key-0123456789abcdef"
@@ -109,18 +108,6 @@ def refused_without_key(binary: Path, gw: GatewayProcess) -> None:
             raise RuntimeError(f"a {call} call without a key was not refused: {report}")
 
 
-def spread(values: list[float], digits: int = 2) -> str:
-    """The median and, in brackets, the lowest and highest over the rounds."""
-    if not values:
-        return "-"
-    mid, low, high = (f"{v:.{digits}f}" for v in (statistics.median(values), *minmax(values)))
-    return f"{mid} ({low} to {high})"
-
-
-def minmax(values: list[float]) -> tuple[float, float]:
-    return min(values), max(values)
-
-
 def table(rounds: list[dict[tuple[str, int], Measured]], in_flights: tuple[int, int]) -> str:
     lines = [
         "| path | in flight | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s "
@@ -150,16 +137,6 @@ def table(rounds: list[dict[tuple[str, int], Measured]], in_flights: tuple[int, 
                 f"| {sum(m.errors for m in runs)} |"
             )
     return "\n".join(lines)
-
-
-def update_docs(docs: Path, text: str) -> None:
-    current = docs.read_text()
-    start = current.find(SECTION)
-    if start < 0:
-        docs.write_text(current.rstrip() + "\n\n" + text)
-        return
-    nxt = current.find("\n## ", start + len(SECTION))
-    docs.write_text(current[:start] + text + ("" if nxt < 0 else current[nxt:]))
 
 
 def main() -> int:
@@ -236,7 +213,7 @@ def main() -> int:
     )
     print(text)
     if args.docs is not None:
-        update_docs(args.docs, text)
+        replace_section(args.docs, SECTION, text)
     return 0
 
 

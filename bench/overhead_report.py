@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
@@ -268,3 +269,27 @@ def update_docs(
         text = text.rstrip("\n") + "\n\n" + new
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def replace_section(path: Path, heading: str, text: str) -> None:
+    """Put `text` in place of the section `heading` starts in `path` (added at the end when
+    there is none yet), every other section left as it is."""
+    current = path.read_text()
+    start = current.find(heading)
+    if start < 0:
+        path.write_text(current.rstrip() + "\n\n" + text)
+        return
+    nxt = current.find("\n## ", start + len(heading))
+    path.write_text(current[:start] + text + ("" if nxt < 0 else current[nxt:]))
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """The median and, in brackets, the lowest and highest over the rounds."""
+    if not values:
+        return "-"
+    mid, low, high = (f"{v:.{digits}f}" for v in (statistics.median(values), *minmax(values)))
+    return f"{mid} ({low} to {high})"
+
+
+def minmax(values: list[float]) -> tuple[float, float]:
+    return min(values), max(values)

@@ -17,6 +17,7 @@ from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QU
 from modelyard.backends.loaded_models import MIB
 from modelyard.backends.local.llama_engine import LlamaEngine
 from modelyard.config import LocalBackend, OllamaBackend, parse_config
+from modelyard_client.errors import ConfigError
 from modelyard_client.v1 import registry_pb2, registry_pb2_grpc
 
 YAML = """
@@ -150,3 +151,24 @@ model_system:
         512,
         2048,
     )
+
+
+async def test_the_local_slot_and_queue_keys_reach_the_engine(
+    make_stack: StackFactory, models_dir: Path
+) -> None:
+    config = parse_config(
+        "model_system:\n  backends:\n    local: {parallel_slots: 2, max_queue: 3}\n", env={}
+    )
+    stack = await make_stack(
+        roles=("registry", "backend-local"), models_dir=models_dir, config=config
+    )
+    assert stack.host is not None
+    (engine,) = stack.host.engines
+    assert isinstance(engine, LlamaEngine)
+    admission = engine._admissions[GEMMA_ID]
+    assert (admission.max_concurrency, admission.max_queue) == (2, 3)
+    assert admission.limits == "backends.local.parallel_slots=2, max_queue=3"
+    with pytest.raises(
+        ConfigError, match=r"backends\.local\.parallel_slots: must be between 1 and 64"
+    ):
+        parse_config("model_system:\n  backends:\n    local: {parallel_slots: 0}\n", env={})

@@ -77,6 +77,8 @@ def _local_engine(plan: BackendPlan) -> Engine:
         n_ctx=backend.n_ctx,
         max_loaded=backend.max_loaded,
         n_gpu_layers=backend.n_gpu_layers,
+        parallel_slots=backend.parallel_slots,
+        max_queue=backend.max_queue,
         # None: the engine's default, three quarters of the machine's memory.
         memory_budget_bytes=budget_mb * 1024 * 1024 if budget_mb is not None else None,
         idle_timeout_s=lifecycle.idle_timeout_ms / 1000,

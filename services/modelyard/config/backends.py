@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
+from modelyard.backends.local.decode_slots import DEFAULT_PARALLEL_SLOTS
 from modelyard.backends.speech.speech_out import DEFAULT_MAX_CHARACTERS
 from modelyard.backends.tensor.image_classifier import IMAGENET_MEAN, IMAGENET_STD
 from modelyard.config.convert import NonEmpty, OneOf, Range, Secret, Url
@@ -117,6 +118,9 @@ class LocalBackend(BackendBase):
     n_ctx: Annotated[int, Range(min=128)] = 2048
     n_gpu_layers: Annotated[int, Range(min=-1)] = 0  # -1: every layer
     max_loaded: Count = 1
+    # Streams one loaded model decodes at once (batched): each has n_ctx positions.
+    parallel_slots: Annotated[int, Range(min=1, max=64)] = DEFAULT_PARALLEL_SLOTS
+    max_queue: QueueLength = DEFAULT_MAX_QUEUE  # calls waiting per model for a slot
     assemble_default_model: bool = True
 
 

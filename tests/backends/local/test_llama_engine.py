@@ -76,7 +76,7 @@ async def test_chat_uses_the_gemma_format_and_is_deterministic_at_temperature_ze
         assert first[-1].finish_reason != common_pb2.FINISH_REASON_UNSPECIFIED
         assert first[-1].input_tokens > 0
         async with engine._models.lease(GEMMA_ID) as loaded:
-            assert loaded.llm.chat_format == "gemma"
+            assert loaded.chat_format == "gemma"
         assert engine.loaded_models() == [GEMMA_ID]
     finally:
         await engine.close()

@@ -1,11 +1,17 @@
-"""llama.cpp in process, through llama-cpp-python.
+"""llama.cpp in process, through llama-cpp-python's bindings of its C API.
 
-Each loaded model is one `Llama` object used by one generation at a time (the
-library is not re-entrant). Generation runs in a worker thread and hands each
-token to the event loop as it is produced; closing the stream stops the
-thread at the next token. Loaded models live in a `LoadedModels` within the
-memory budget (each sized by `gguf_memory.estimated_memory_bytes`); every
+Each loaded model is one llama.cpp model with `parallel_slots` generation
+slots decoded together (`decode_slots.DecodeSlots`: continuous batching in one
+context, one decode thread). Calls beyond the slots wait in the model's
+`Admission`, at most `max_queue` of them, first come first served; the rest
+are refused with `Overloaded` (scope ``model:<id>``). Loaded models live in a
+`LoadedModels` within the memory budget (each sized by
+`gguf_memory.estimated_memory_bytes` for every slot's context); every
 generation holds a lease on its model, so none is unloaded under it.
+
+Prompts are built as llama-cpp-python builds them: text as it is with a BOS
+token; chat through the model's own template (``tokenizer.chat_template``),
+or the Gemma format for a base model that has none.
 """
 
 from __future__ import annotations
@@ -13,16 +19,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import threading
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelyard.backends.admission import DEFAULT_MAX_QUEUE, Admission
 from modelyard.backends.content_parts import first_image_field
-from modelyard.backends.engine import FINISH_REASONS, EngineHealth, Piece, chat_messages
+from modelyard.backends.engine import EngineHealth, Piece, chat_messages
 from modelyard.backends.loaded_models import LoadedModels, default_budget_bytes
+from modelyard.backends.local.decode_slots import (
+    DEFAULT_PARALLEL_SLOTS,
+    DecodeSlots,
+    Generation,
+    Sampling,
+)
 from modelyard.backends.local.gguf_memory import estimated_memory_bytes
 from modelyard.backends.local.model_files import scan_models_dir
 from modelyard.backends.speech.unsupported_params import (
@@ -30,8 +42,7 @@ from modelyard.backends.speech.unsupported_params import (
     dropped_params,
     with_dropped,
 )
-from modelyard.backends.threaded_stream import pieces_from_thread
-from modelyard_client.errors import InvalidRequest, ModelNotFound
+from modelyard_client.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from modelyard_client.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -41,18 +52,38 @@ ColdStartReport = Callable[[str, float], None]
 
 @dataclass
 class _Loaded:
-    llm: Any  # llama_cpp.Llama
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One loaded model: its weights and tokenizer, its slots, and how it reads chat."""
+
+    model: Any  # llama_cpp._internals.LlamaModel
+    slots: DecodeSlots
+    chat_format: str  # "template" (the model's own) or "gemma" (a base model)
+    chat_template: Any | None  # a llama_chat_format.Jinja2ChatFormatter
+
+    def prompt(self, model_input: common_pb2.Input) -> tuple[list[int], tuple[str, ...]]:
+        """The tokens `model_input` is decoded from, and the stop strings its format adds."""
+        if model_input.WhichOneof("kind") == "text":
+            return self.model.tokenize(model_input.text.encode(), True, True), ()
+        messages = chat_messages(model_input)
+        if self.chat_template is not None:
+            rendered = self.chat_template(messages=messages)
+        else:
+            from llama_cpp.llama_chat_format import format_gemma
+
+            rendered = format_gemma(messages=messages)
+        stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop or ""]
+        tokens = self.model.tokenize(rendered.prompt.encode(), not rendered.added_special, True)
+        return tokens, tuple(s for s in stop if s)
 
 
 class _GGUFModels:
     """How the engine's GGUF files are sized, opened and closed (a `ModelOpener`)."""
 
-    def __init__(self, n_ctx: int, n_threads: int, n_gpu_layers: int) -> None:
+    def __init__(self, n_ctx: int, n_threads: int, n_gpu_layers: int, slots: int) -> None:
         self.files: dict[str, Path] = {}
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._n_gpu_layers = n_gpu_layers
+        self._slots = slots
         self._sizes: dict[Path, tuple[tuple[int, int], int]] = {}  # by (size, mtime)
 
     def path(self, model_id: str) -> Path:
@@ -67,32 +98,55 @@ class _GGUFModels:
         stamp = (stat.st_size, stat.st_mtime_ns)
         known = self._sizes.get(path)
         if known is None or known[0] != stamp:
-            known = (stamp, estimated_memory_bytes(path, self._n_ctx))
+            known = (stamp, estimated_memory_bytes(path, self._n_ctx * self._slots))
             self._sizes[path] = known
         return known[1]
 
     async def open(self, model_id: str) -> _Loaded:
-        return _Loaded(await asyncio.to_thread(self._open, self.path(model_id)))
+        return await asyncio.to_thread(self._open, self.path(model_id))
 
     async def close(self, model_id: str, model: _Loaded) -> None:
-        async with model.lock:  # free already (no lease), but never close under a thread
-            await asyncio.to_thread(model.llm.close)
+        await asyncio.to_thread(_close, model)
 
-    def _open(self, path: Path) -> Any:
-        from llama_cpp import Llama
+    def _open(self, path: Path) -> _Loaded:
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+        from llama_cpp._logger import set_verbose
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         log.info("local: loading %s", path)
-        llm = Llama(
-            model_path=str(path),
-            n_ctx=self._n_ctx,
-            n_threads=self._n_threads,
-            n_gpu_layers=self._n_gpu_layers,
-            verbose=False,
+        set_verbose(False)  # llama.cpp's own log: errors only, as `Llama(verbose=False)` sets it
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = self._n_gpu_layers
+        model: Any = LlamaModel(path_model=str(path), params=params, verbose=False)
+        try:
+            slots = DecodeSlots(
+                model.model,
+                model.vocab,
+                slots=self._slots,
+                n_ctx=self._n_ctx,
+                n_threads=self._n_threads,
+            )
+        except BaseException:
+            model.close()
+            raise
+        template = model.metadata().get("tokenizer.chat_template")
+        if not template:  # base models carry no chat template: chat uses the gemma format
+            return _Loaded(model, slots, "gemma", None)
+        eos, bos = model.token_eos(), model.token_bos()
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
         )
-        if not llm.metadata.get("tokenizer.chat_template"):
-            # Base models carry no chat template: chat input uses the gemma format.
-            llm.chat_format = "gemma"
-        return llm
+        return _Loaded(model, slots, "template", formatter)
+
+
+def _close(loaded: _Loaded) -> None:
+    loaded.slots.close()
+    loaded.model.close()
 
 
 class LlamaEngine:
@@ -101,7 +155,8 @@ class LlamaEngine:
     `backend` is the configured backend's name, the first part of its catalog ids.
     Loaded models share `memory_budget_bytes` (None: three quarters of the
     machine's memory) and `max_loaded`; one no call used for `idle_timeout_s`
-    (0: never) is unloaded; `preload` (catalog ids) are loaded by `start`.
+    (0: never) is unloaded; `preload` (catalog ids) are loaded by `start`. Each
+    decodes `parallel_slots` streams at once, `max_queue` more wait.
     """
 
     kind = "local"
@@ -118,11 +173,17 @@ class LlamaEngine:
         memory_budget_bytes: int | None = None,
         idle_timeout_s: float = 0.0,
         preload: Iterable[str] = (),
+        parallel_slots: int = DEFAULT_PARALLEL_SLOTS,
+        max_queue: int = DEFAULT_MAX_QUEUE,
     ) -> None:
         self.backend = backend
         self._models_dir = models_dir
         self._n_ctx = n_ctx
-        self._gguf = _GGUFModels(n_ctx, n_threads or max(1, os.cpu_count() or 1), n_gpu_layers)
+        self.parallel_slots = parallel_slots
+        self.max_queue = max_queue
+        self._admissions: dict[str, Admission] = {}
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        self._gguf = _GGUFModels(n_ctx, threads, n_gpu_layers, parallel_slots)
         self._preload = tuple(preload)
         self._reports: list[ColdStartReport] = []
         self._models = LoadedModels(
@@ -135,6 +196,14 @@ class LlamaEngine:
 
     async def start(self) -> None:
         self._gguf.files = scan_models_dir(self._models_dir, self.backend)
+        limits = (
+            f"backends.{self.backend}.parallel_slots={self.parallel_slots}, "
+            f"max_queue={self.max_queue}"
+        )
+        self._admissions = {
+            m: Admission(f"model:{m}", f"model '{m}'", limits, self.parallel_slots, self.max_queue)
+            for m in self._gguf.files
+        }
         log.info(f"{self.backend}: %d GGUF model(s) in %s", len(self._gguf.files), self._models_dir)
         self._models.start()
         mine = [m for m in self._preload if m in self._gguf.files]
@@ -227,88 +296,40 @@ class LlamaEngine:
             )
         # No speech from a GGUF text model: refused, or left out and named when allowed.
         dropped = dropped_params(params, SPEECH_PARAMS, model_id, "llama.cpp")
-        async with self._models.lease(model_id) as loaded, loaded.lock:
-            cancel = threading.Event()
-            produce = _producer(loaded.llm, model_input, params, cancel, self._n_ctx)
-            # aclosing: the worker must have stopped before the lock and the lease
-            # are released, even when our caller abandons this stream half way.
-            async with aclosing(
-                pieces_from_thread(produce, cancel, "llama.cpp generation")
-            ) as pieces:
+        admission = self._admissions.get(model_id)
+        if admission is None:
+            raise ModelNotFound(model_id, "the local backend")
+        async with admission.slot(), self._models.lease(model_id) as loaded:
+            prompt, stop = loaded.prompt(model_input)
+            if len(prompt) >= self._n_ctx:
+                raise ContextLengthExceeded(
+                    f"model '{model_id}': the prompt is {len(prompt)} tokens, and its "
+                    f"context holds {self._n_ctx} (backends.{self.backend}.n_ctx) with at "
+                    "least one token to answer"
+                )
+            generation = _generation(params, prompt, stop, self._n_ctx)
+            # aclosing: the stream must have left its slot before the admission's turn
+            # and the lease are given back, even when our caller abandons it half way.
+            async with aclosing(loaded.slots.stream(generation)) as pieces:
                 async for piece in pieces:
                     yield with_dropped(piece, dropped)
 
 
-def _sampling(params: common_pb2.GenerationParams, n_ctx: int) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"max_tokens": params.max_tokens or n_ctx, "stream": True}
-    if params.HasField("temperature"):
-        kwargs["temperature"] = params.temperature
-    if params.HasField("top_p"):
-        kwargs["top_p"] = params.top_p
-    if params.HasField("top_k"):
-        kwargs["top_k"] = params.top_k
-    if params.HasField("seed"):
-        kwargs["seed"] = params.seed
-    if params.stop:
-        kwargs["stop"] = list(params.stop)
-    return kwargs
-
-
-def _producer(
-    llm: Any,
-    model_input: common_pb2.Input,
-    params: common_pb2.GenerationParams,
-    cancel: threading.Event,
-    n_ctx: int,
-) -> Callable[[], Iterator[Piece]]:
-    """A function that runs the generation and yields pieces (called in a thread)."""
-
-    def produce() -> Iterator[Piece]:
-        kwargs = _sampling(params, n_ctx)
-        if model_input.WhichOneof("kind") == "text":
-            prompt = model_input.text
-            prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True, special=True))
-            stream = llm.create_completion(prompt=prompt, **kwargs)
-            read = _completion_text
-        else:
-            messages = chat_messages(model_input)
-            stream = llm.create_chat_completion(messages=messages, **kwargs)
-            prompt_tokens = 0
-            read = _chat_text
-        finish: str | None = None
-        output: list[str] = []
-        try:
-            for chunk in stream:
-                if cancel.is_set():
-                    return
-                text, finish = read(chunk)
-                if text:
-                    output.append(text)
-                    yield Piece(text)
-                if finish:
-                    break
-        finally:
-            stream.close()
-        if not prompt_tokens:
-            prompt_tokens = llm.n_tokens - len(
-                llm.tokenize("".join(output).encode(), add_bos=False)
-            )
-        completion_tokens = len(llm.tokenize("".join(output).encode(), add_bos=False))
-        yield Piece(
-            "",
-            FINISH_REASONS.get(finish or "", common_pb2.FINISH_REASON_STOP),
-            input_tokens=max(prompt_tokens, 0),
-            output_tokens=completion_tokens,
-        )
-
-    return produce
-
-
-def _completion_text(chunk: dict[str, Any]) -> tuple[str, str | None]:
-    choice = chunk["choices"][0]
-    return choice.get("text") or "", choice.get("finish_reason")
-
-
-def _chat_text(chunk: dict[str, Any]) -> tuple[str, str | None]:
-    choice = chunk["choices"][0]
-    return (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason")
+def _generation(
+    params: common_pb2.GenerationParams, prompt: list[int], stop: tuple[str, ...], n_ctx: int
+) -> Generation:
+    """What `params` ask of one stream (unset sampling values: llama-cpp-python's defaults)."""
+    defaults = Sampling()
+    return Generation(
+        prompt,
+        max_tokens=params.max_tokens or n_ctx,
+        stop=tuple(params.stop) + stop,
+        sampling=Sampling(
+            temperature=params.temperature
+            if params.HasField("temperature")
+            else defaults.temperature,
+            top_p=params.top_p if params.HasField("top_p") else defaults.top_p,
+            top_k=params.top_k if params.HasField("top_k") else defaults.top_k,
+            seed=params.seed if params.HasField("seed") else defaults.seed,
+        ),
+    )
