@@ -1,7 +1,7 @@
 """A real swap between two local GGUF models while a long generation runs on the first.
 
 The same Gemma 3 270M file is served under two ids (two names in one models
-directory: two llama.cpp instances, each with its own lock). The generation
+directory: two llama.cpp instances, each with its own decode slots). The generation
 finishes, with a finish reason, on the model it began on, whether the
 backend has room for both models, or for one and the swap drains first, or
 for one and the swap is refused.
@@ -120,7 +120,7 @@ async def test_a_swap_between_local_models_lets_the_running_generation_finish(
     if max_loaded == 1 and when_short == "refuse":
         assert final.phase == Status.PHASE_FAILED
         assert final.error.startswith(
-            "preparing: local/gemma-b (342 MiB) cannot load beside local/gemma-a (342 MiB): "
+            "preparing: local/gemma-b (450 MiB) cannot load beside local/gemma-a (450 MiB): "
             "this backend holds at most 1 loaded model(s) (max_loaded)"
         ), final.error
         assert switched_at is None

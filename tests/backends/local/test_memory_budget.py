@@ -1,7 +1,7 @@
 """The local backend's memory budget on the real Gemma 3 270M, through in-process gRPC.
 
 The same GGUF file is served under two ids (two names in one models directory:
-two llama.cpp instances), each estimated at about 341 MiB at n_ctx 2048; a
+two llama.cpp instances), each estimated at about 450 MiB at n_ctx 2048 and 4 decode slots; a
 budget of 500 MiB holds one of them. `max_loaded` is 2, so the memory budget,
 not the count, is what refuses.
 """
