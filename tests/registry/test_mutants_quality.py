@@ -1,12 +1,14 @@
 """A model's evaluated quality in the registry (killing mutmut's survivors in
 `registry.catalog.Catalog.update_quality` and `registry.discovery_sync._merge`,
-docs/testing.md, the fifth run): `UpdateQuality` stores the quality, answers the
-updated entry and tells watchers it changed; a bad quality is refused naming the
-model; discovery finding the model again keeps the quality the registry measured,
-and a quality the source reports itself wins over it.
+docs/testing.md, the fifth run, and `registry.catalog.Catalog.register` 17-21, the
+fifth run resumed): `UpdateQuality` stores the quality, answers the updated entry and
+tells watchers it changed; a bad quality is refused naming the model; registering the
+model again, or discovery finding it again, keeps the quality the registry measured,
+and a quality the registration or the source brings itself wins over it.
 
-`UpdateQuality` over real gRPC (the registry's in-process server on a free port), as
-the gateway's evaluation calls it; discovery through `apply_snapshot` on a real catalog.
+`UpdateQuality` and `RegisterModel` over real gRPC (the registry's in-process server on a
+free port), as the gateway's evaluation and a backend announcing itself call them;
+discovery through `apply_snapshot` on a real catalog.
 """
 
 from __future__ import annotations
@@ -87,6 +89,53 @@ async def test_a_quality_out_of_range_is_refused_naming_the_model(
         )
         got = await stub.GetModel(registry_pb2.GetModelRequest(id="custom/m1"))
         assert not got.HasField("quality")
+
+
+async def _evaluated(stub: registry_pb2_grpc.RegistryServiceAsyncStub) -> C.ModelEntry:
+    """custom/m1 registered, then its quality measured (0.75 on smoke-10)."""
+    model = C.ModelEntry(id="custom/m1", provider="custom", context_window=4096)
+    await stub.RegisterModel(registry_pb2.RegisterModelRequest(model=model))
+    return await stub.UpdateQuality(
+        registry_pb2.UpdateQualityRequest(
+            id="custom/m1", quality=C.ModelQuality(score=0.75, suite="smoke-10")
+        )
+    )
+
+
+async def test_registering_an_evaluated_model_again_without_a_quality_keeps_the_measured_one(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(roles=("registry",))
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        evaluated = await _evaluated(stub)
+        again = C.ModelEntry(id="custom/m1", provider="custom", context_window=8192)
+        stored = await stub.RegisterModel(
+            registry_pb2.RegisterModelRequest(model=again, upsert=True)
+        )
+        assert stored.context_window == 8192  # the registration's fields, but its quality:
+        assert stored.quality == C.ModelQuality(score=0.75, suite="smoke-10")
+        assert stored.revision == evaluated.revision + 1
+        got = await stub.GetModel(registry_pb2.GetModelRequest(id="custom/m1"))
+        assert got == stored
+
+
+async def test_registering_an_evaluated_model_again_with_a_quality_stores_the_one_it_brings(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(roles=("registry",))
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        await _evaluated(stub)
+        brought = C.ModelQuality(score=0.5, suite="vendor")
+        again = C.ModelEntry(id="custom/m1", provider="custom", context_window=4096)
+        again.quality.CopyFrom(brought)
+        stored = await stub.RegisterModel(
+            registry_pb2.RegisterModelRequest(model=again, upsert=True)
+        )
+        assert stored.quality == brought
+        got = await stub.GetModel(registry_pb2.GetModelRequest(id="custom/m1"))
+        assert got.quality == brought
 
 
 def _found(model_id: str, **fields: Any) -> C.ModelEntry:
