@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
 from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_ADDRESS
+from modelyard.assembly.workers import shared_table, stop_workers, workers_beside
 from modelyard.commands import COMMANDS
 from modelyard.commands.client_options import (
     REFUSAL_CODES,
@@ -30,7 +32,7 @@ from modelyard.config.unbuilt import notices
 from modelyard.discovery.gguf_files import stop_reader_pool
 from modelyard.security.client_channel import add_client_tls_flags, channel_for
 from modelyard.telemetry import configure_tracing
-from modelyard_client.errors import ModelyardError
+from modelyard_client.errors import InvalidRequest, ModelyardError
 from modelyard_client.scrub import scrub_logging
 
 if TYPE_CHECKING:
@@ -100,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run every service on one address (the embedded default)")
     server_flags(up)
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the address (SO_REUSEPORT): this one and N - 1 "
+        "workers, limits shared through shared memory (default 1)",
+    )
 
     serve = sub.add_parser("serve", help="run some roles in this process (split deployment)")
     server_flags(serve)
@@ -115,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--advertise",
         help="address other services use to reach this one's backends (env MODELYARD_ADVERTISE)",
+    )
+    serve.add_argument(
+        "--forward-to",
+        help="address to pass every call for a service not served here to (a gateway "
+        "worker's primary)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share --listen and --http-listen with other processes (SO_REUSEPORT)",
     )
 
     models = sub.add_parser("models", help="list the models in the catalog")
@@ -252,15 +271,27 @@ def _serve(args: argparse.Namespace) -> int:
     }
     flags["http_default"] = args.command == "up"  # `up` serves the HTTP edge unless told off
     flags["metrics_default"] = True  # every process serves /metrics unless told off
+    workers = getattr(args, "workers", 1)
     if args.command == "serve":
         flags.update(
             roles=tuple(args.roles),
             registry=args.registry,
             hotswap=args.hotswap,
             advertise=args.advertise,
+            forward_to=args.forward_to,
+            reuse_port=args.reuse_port,
         )
+    elif workers != 1:
+        if workers < 1:
+            return _startup_mistake(InvalidRequest(f"--workers {workers}: give 1 or more"))
+        # Every process on the public port; the workers reach this one on its own.
+        flags.update(reuse_port=True, private_listen="127.0.0.1:0")
     try:
         settings = resolve_settings(flags)
+        table = shared_table(settings) if workers > 1 else None
+        if table is not None:  # limits shared by every worker, as across replicas
+            limiter = dataclasses.replace(settings.limiter, shared_memory=table)
+            settings = dataclasses.replace(settings, limiter=limiter)
     except ModelyardError as exc:
         return _startup_mistake(exc)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
@@ -268,7 +299,7 @@ def _serve(args: argparse.Namespace) -> int:
     for line in notices(settings.config):
         print(f"modelyard: {line}", file=sys.stderr, flush=True)
     try:
-        asyncio.run(_run(settings))
+        asyncio.run(_run(settings, workers - 1, table))
     except (ModelyardError, OSError) as exc:
         return _startup_mistake(exc)
     return 0
@@ -285,11 +316,18 @@ def _startup_mistake(exc: ModelyardError | OSError) -> int:
     return STARTUP_MISTAKE
 
 
-async def _run(settings: Settings) -> None:
+async def _run(settings: Settings, workers: int = 0, table: Path | None = None) -> None:
+    """Serve `settings`; `workers` more gateway processes on its address (`table`: where
+    they share the limits, when nothing is configured)."""
     from modelyard.server.runtime import on_reload_signal, wait_for_stop_signal
 
     provider = configure_tracing("modelyard")
     stack = await start_stack(settings)
+    try:
+        started = await workers_beside(stack, settings, workers, table)
+    except BaseException:
+        await stack.stop(0)
+        raise
     on_reload_signal(stack.reload_secrets)  # SIGHUP: provider keys read again
     models = stack.view.models() if stack.view else []
     print(
@@ -300,6 +338,8 @@ async def _run(settings: Settings) -> None:
         print(f"modelyard: dashboard at {stack.edge.dashboard_url}", flush=True)
     if stack.metrics_listener is not None:
         print(f"modelyard: metrics at {stack.metrics_listener.url}", flush=True)
+    for worker in started:
+        print(f"modelyard: gateway worker {worker.number} (pid {worker.pid}) serving", flush=True)
     for entry in models:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:
@@ -311,6 +351,7 @@ async def _run(settings: Settings) -> None:
             flush=True,
         )
     finally:
+        await stop_workers(started, settings.grace_s)  # their calls still need this process
         await stack.stop(settings.grace_s, settings.drain_notice_s)
         stop_reader_pool()
         if provider is not None:

@@ -95,6 +95,12 @@ class Settings:
     # or there serves no routes (catalog ids only).
     hotswap_address: str | None = None
     advertise: str | None = None  # how others reach this server's backends
+    # Gateway workers (`modelyard up --workers N`): SO_REUSEPORT on the public gRPC and
+    # HTTP listeners; the primary's second listener, every service (how workers reach
+    # it); a worker's primary, where the calls for services it does not serve go.
+    reuse_port: bool = False
+    private_listen: str | None = None
+    forward_to: str | None = None
     balancing: str = "least_loaded"  # how the gateway spreads a model's deployments
     region: str = ""  # the region "region_affinity" prefers
     limiter: LimiterConfig = field(default_factory=LimiterConfig)
@@ -211,6 +217,9 @@ def resolve_settings(
         registry_address=str(pick("registry", "MODELYARD_REGISTRY", None, "")) or None,
         hotswap_address=str(pick("hotswap", "MODELYARD_HOTSWAP", None, "")) or None,
         advertise=str(pick("advertise", "MODELYARD_ADVERTISE", None, "")) or None,
+        reuse_port=bool(flags.get("reuse_port")),
+        private_listen=flags.get("private_listen"),
+        forward_to=flags.get("forward_to"),
         balancing=str(pick("balancing", "MODELYARD_BALANCING", None, "least_loaded")),
         region=str(pick("region", "MODELYARD_REGION", None, "")),
         limiter=limiter_settings(config, env),

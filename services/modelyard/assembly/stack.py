@@ -72,6 +72,7 @@ from modelyard.security.tls import server_credentials
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Selector
 from modelyard.selector.servicer import SelectorServicer
+from modelyard.server.forwarding import FORWARDING_OPTIONS, Forwarder
 from modelyard.server.runtime import RunningServer, ServiceBinding, bind, start_server
 from modelyard.server.service_health import (
     Problem,
@@ -118,6 +119,10 @@ class Stack:
     performance: PerformanceReports | None = None  # the gateway's live figures to the registry
     health: HealthMonitor | None = None  # the gateway's checks of its deployments
     alerts: Alerts | None = None  # monitoring.alert_thresholds over those figures
+    forwarder: Forwarder | None = None  # a worker's: other services' calls to the primary
+    # Where this process itself is reached: `address`, or its private listener's when
+    # gateway workers share `address` (`settings.private_listen`).
+    address_here: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def reload_secrets(self) -> bool:
@@ -173,6 +178,8 @@ class Stack:
             self.authenticator.close()
         if self.audit:
             await self.audit.close()  # the drained calls' rows too
+        if self.forwarder:
+            await self.forwarder.close()
 
 
 async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> Stack:
@@ -280,9 +287,20 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
             "none: add the hotswap role or give its address (--hotswap)"
         )
 
+    forwarder: list[Forwarder] = []
+    if settings.forward_to:
+        primary = settings.forward_to
+
+        def forward(served: list[str]) -> Forwarder:
+            forwarder.append(Forwarder(primary, served, channels, FORWARDING_OPTIONS))
+            return forwarder[0]
+
     server = await start_server(
         bindings,
         settings.listen,
+        reuse_port=settings.reuse_port,
+        private_address=settings.private_listen,
+        forward=forward if settings.forward_to else None,
         credentials=credentials,
         authenticator=authenticator if required else None,
         audit=audit,
@@ -291,8 +309,12 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         requests=meters.requests,
     )
     address = f"{settings.listen.rsplit(':', 1)[0]}:{server.port}"
+    if settings.private_listen:  # workers share the public port: this process is here
+        address_here = f"{settings.private_listen.rsplit(':', 1)[0]}:{server.private_port}"
+    else:
+        address_here = address
     # How this process calls itself: by a name its certificate holds, not 0.0.0.0.
-    own = address.replace("0.0.0.0", "127.0.0.1")
+    own = address_here.replace("0.0.0.0", "127.0.0.1")
     stack = Stack(
         server,
         address,
@@ -313,6 +335,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         secrets=secrets,
         audit=audit,
         meters=meters,
+        forwarder=forwarder[0] if forwarder else None,
+        address_here=own,
     )
     if audit is not None:  # rows written every flush_interval, old ones pruned hourly
         stack.tasks.append(asyncio.create_task(audit.run()))
@@ -324,7 +348,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
         dashboard = dashboard_reading(stack, gateway.core, hotswap_at, channels)
         calls = EdgeCalls(gateway, server.calls, keys, audit, aliases, dashboard)
         try:
-            stack.edge = await start_edge(calls, settings.http_listen)
+            stack.edge = await start_edge(calls, settings.http_listen, settings.reuse_port)
         except OSError as exc:
             await stack.stop(0)
             raise OSError(f"the HTTP edge cannot listen on {settings.http_listen}: {exc}") from exc

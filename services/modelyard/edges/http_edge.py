@@ -445,12 +445,15 @@ class RunningEdge:
         await self.runner.cleanup()
 
 
-async def start_edge(calls: EdgeCalls, listen: str) -> RunningEdge:
-    """Serve the edge on `listen` (host:port; port 0 picks a free one)."""
+async def start_edge(calls: EdgeCalls, listen: str, reuse_port: bool = False) -> RunningEdge:
+    """Serve the edge on `listen` (host:port; port 0 picks a free one); `reuse_port`:
+    SO_REUSEPORT, for gateway workers sharing the port."""
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(OpenAIEdge(calls).app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port), reuse_address=True)
+    site = web.TCPSite(
+        runner, host or "127.0.0.1", int(port), reuse_address=True, reuse_port=reuse_port or None
+    )
     await site.start()
     server = site._server
     assert server is not None

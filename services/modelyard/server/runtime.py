@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # Generous message limit: multimodal inputs (images, audio) are large, and the
 # gateway enforces its own, smaller, configurable request limit with a clear error.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Given the services a server answers itself, the handler of every other one's calls.
+ForwarderFactory = Callable[[list[str]], "grpc.GenericRpcHandler[Any, Any]"]
 
 # Calls gRPC holds for a method before this server's event loop takes them. gRPC's
 # default cancels calls at random above 1,000 (certainly at 3,000): a burst of
@@ -136,6 +138,7 @@ class RunningServer:
     # `health_address`'s plaintext server of grpc.health.v1 alone (its port), if any.
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
+    private_port: int = 0  # `private_address`'s, if any
     # Run after NOT_SERVING, before the grace period: end streams that never
     # finish by themselves (watches), so they do not hold the drain for its
     # whole grace period.
@@ -181,6 +184,9 @@ async def start_server(
     slow_reader_timeout_s: float | None = None,
     health_address: str | None = None,
     requests: Instrument | None = None,
+    reuse_port: bool = False,
+    private_address: str | None = None,
+    forward: ForwarderFactory | None = None,
 ) -> RunningServer:
     """Start a grpc.aio server on `address` ("127.0.0.1:0" picks a free port).
 
@@ -193,6 +199,11 @@ async def start_server(
     unauthenticated, with the same statuses — for probes that speak neither TLS nor
     keys (the kubelet's native gRPC probes); nothing else is reachable on it.
     `requests`: every modelyard call counted by RPC and status (``modelyard.requests``).
+    `reuse_port`: SO_REUSEPORT on `address`, for gateway workers sharing one port (off:
+    a second server on a port in use is refused). `private_address`: also listen there,
+    every service alike (how workers reach this process; its port in `private_port`).
+    `forward`: given the services served here, the handler for every other service's
+    calls (`forwarding.Forwarder`: a worker's calls for the primary).
     """
     bindings = list(bindings)
     calls = CallGate()
@@ -209,7 +220,7 @@ async def start_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.server.max_pending_requests", MAX_UNTAKEN_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", MAX_UNTAKEN_CALLS),
         ],
@@ -230,21 +241,17 @@ async def start_server(
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
         ReflectionServicer(reflected), handlers
     )
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError:  # grpc's only word for "bind failed"
-        port = 0
-    if port == 0:
-        raise OSError(f"cannot listen on {address}: in use, or not an address of this host")
+    if forward is not None:  # last: the services above answer their own calls
+        server.add_generic_rpc_handlers((forward(reflected),))
+    port = _listen(server, address, credentials)
+    private_port = 0 if private_address is None else _listen(server, private_address, credentials)
     await server.start()
     for name in [*names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     transport = "plaintext" if credentials is None else "TLS"
     log.info("serving %s on port %d (%s)", ", ".join(names), port, transport)
     running = RunningServer(server, port, health_servicer, names, calls)
+    running.private_port = private_port
     if health_address:
         try:
             running.health_server, running.health_port = await _health_only(
@@ -254,6 +261,21 @@ async def start_server(
             await server.stop(0)
             raise
     return running
+
+
+def _listen(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None
+) -> int:
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc's only word for "bind failed"
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: in use, or not an address of this host")
+    return port
 
 
 async def _health_only(
