@@ -82,12 +82,16 @@ class GatewayProcess:
         python_args: tuple[str, ...] = (),
         roles: tuple[str, ...] = ("gateway", "registry", "backend-openai-compat"),
         model: str = f"custom/{MODEL}",
+        workers: int = 0,
     ) -> None:
         """The stack serves its OpenAI-compatible HTTP edge too, on `http_address`.
         `root`: the checkout whose code is served (another worktree to compare);
         `extra_args` go to `modelyard serve`, `python_args` to the interpreter before
         ``-m modelyard.cli`` (``-m cProfile -o FILE`` profiles the gateway); `roles`
-        are served, and the stack is up once it serves the catalog id `model`."""
+        are served, and the stack is up once it serves the catalog id `model`; `workers`
+        (N > 0): ``modelyard up --workers N`` instead, every role, its workers' pids in
+        `worker_pids`."""
+        self.worker_pids: list[int] = []
         self.address = f"127.0.0.1:{free_port()}"
         self.http_address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if k not in PROVIDER_KEYS}
@@ -109,8 +113,7 @@ class GatewayProcess:
                 *python_args,
                 "-m",
                 "modelyard.cli",
-                "serve",
-                *roles,
+                *(("up", "--workers", str(workers)) if workers else ("serve", *roles)),
                 "--listen",
                 self.address,
                 "--data-dir",
@@ -140,6 +143,8 @@ class GatewayProcess:
         while time.monotonic() < deadline and self.proc.poll() is None:
             with contextlib.suppress(queue.Empty):
                 line = self._lines.get(timeout=0.2)
+                if line.startswith("modelyard: gateway worker "):
+                    self.worker_pids.append(int(line.split("(pid ")[1].split(")")[0]))
                 if wanted in line:
                     return line.split()[-1]
         self.stop()

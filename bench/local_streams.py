@@ -156,11 +156,13 @@ def table(results: dict[tuple[str, int], list[Round]], args: argparse.Namespace)
         SECTION,
         "",
         f"`bench/local_streams.py --rounds {args.rounds} --max-tokens {args.max_tokens}`, "
-        f"{machine()}, load average {load_average():.2f} at the end. Gemma 3 270M Q4_K_M, "
+        f"load average {load_average():.2f} at the end. Gemma 3 270M Q4_K_M, "
         f"n_ctx {N_CTX} per stream, {args.threads} threads on both sides; modelyard at "
         f"`parallel_slots: {max(STREAMS)}`. Median of the rounds (range); aggregate = every "
         "stream's output tokens over the round's wall time; x = against the same side's "
         "single stream.",
+        "",
+        *machine(),
         "",
         "| streams | side | aggregate tokens/s | x one stream | first token p50 ms | "
         "first token max ms | errors |",

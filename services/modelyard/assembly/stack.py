@@ -120,6 +120,7 @@ class Stack:
     health: HealthMonitor | None = None  # the gateway's checks of its deployments
     alerts: Alerts | None = None  # monitoring.alert_thresholds over those figures
     forwarder: Forwarder | None = None  # a worker's: other services' calls to the primary
+    beside: BackendHost | None = None  # a worker's own remote-provider engines
     # Where this process itself is reached: `address`, or its private listener's when
     # gateway workers share `address` (`settings.private_listen`).
     address_here: str = ""
@@ -162,6 +163,8 @@ class Stack:
             await self.outcomes.close()  # what the drained calls added
         if self.host:
             await self.host.close()
+        if self.beside:
+            await self.beside.close()
         if self.pool:
             await self.pool.close()
         if self.limits:
@@ -368,6 +371,8 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 loop = DiscoveryLoop(registry.catalog, sources, interval)
                 registry.discovery = stack.discovery = loop
                 stack.tasks.append(asyncio.create_task(loop.run_forever()))
+        if settings.forward_to and pool is not None:
+            stack.beside = await _engines_beside(plans, pool, settings.forward_to)
         if view is not None:
             assert registry_address
             following = view.follow(registry_address, channels=channels)
@@ -499,6 +504,21 @@ async def _start_metrics(stack: Stack, settings: Settings) -> None:
     otlp = OtlpMetrics.from_env(stack.meters, "modelyard")
     if otlp is not None:
         stack.tasks.append(asyncio.create_task(otlp.run()))
+
+
+async def _engines_beside(
+    plans: list[BackendPlan], pool: BackendPool, primary: str
+) -> BackendHost | None:
+    """A gateway worker's own remote-provider engines (the primary's, built again from the
+    same configuration): its calls to those models go out from here, not through the
+    primary. Not announced: the primary's deployments name them."""
+    engines = engines_for(plans, ("backend-openai-compat",))
+    if not engines:
+        return None
+    host = BackendHost(engines)
+    await host.start()
+    pool.add_beside(primary, host)
+    return host
 
 
 async def _start_backends(

@@ -85,6 +85,10 @@ class BackendHost:
         await asyncio.gather(*(engine.close() for engine in self._engines))
         await self._reported()
 
+    def serves(self, model_id: str) -> bool:
+        """Whether one of the engines here serves `model_id`."""
+        return model_id in self._by_model or any(e.serves(model_id) for e in self._engines)
+
     def engine_for(self, model_id: str) -> Engine:
         engine = self._by_model.get(model_id)
         if engine is None:

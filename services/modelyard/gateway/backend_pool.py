@@ -51,10 +51,26 @@ class BackendPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, backend_pb2_grpc.BackendServiceAsyncStub] = {}
         self._in_process: dict[str, BackendHost] = {}
+        self._beside: dict[str, BackendHost] = {}
 
     def add_in_process(self, endpoint: str, host: BackendHost) -> None:
         """Call `host` directly for deployments at `endpoint` (it runs in this process)."""
         self._in_process[endpoint] = host
+
+    def add_beside(self, endpoint: str, host: BackendHost) -> None:
+        """Call `host` directly for the models it serves of deployments at `endpoint`: the
+        same engines run there and here (a gateway worker's remote-provider engines, its
+        primary at `endpoint`). Other models, health, loads and unloads go to `endpoint`."""
+        self._beside[endpoint] = host
+
+    def _here(self, deployment: common_pb2.Deployment, model_id: str) -> BackendHost | None:
+        """The host in this process that serves `model_id` of `deployment`, if any."""
+        host = self._in_process.get(deployment.endpoint)
+        if host is None and self._beside:
+            beside = self._beside.get(deployment.endpoint)
+            if beside is not None and beside.serves(model_id):
+                return beside
+        return host
 
     def _stub(self, endpoint: str) -> backend_pb2_grpc.BackendServiceAsyncStub:
         stub = self._stubs.get(endpoint)
@@ -162,7 +178,7 @@ class BackendPool:
         the backend call is cancelled.
         """
         deadlines = self._deadlines.for_model(request.model_id)
-        host = self._in_process.get(deployment.endpoint)
+        host = self._here(deployment, request.model_id)
         if host is not None:
             return self._in_process_stream(host, deployment, request, timeout_s, deadlines)
         return self._grpc_stream(deployment, request, timeout_s, deadlines)
@@ -244,7 +260,7 @@ class BackendPool:
     ) -> backend_pb2.BackendEmbedResponse:
         """The backend's vectors for `request.inputs`; failures surface as modelyard errors
         naming it, as `infer_stream`'s do. `timeout_s` bounds the whole call."""
-        host = self._in_process.get(deployment.endpoint)
+        host = self._here(deployment, request.model_id)
         with current_span(
             "modelyard.v1.BackendService/Embed",
             SpanKind.INTERNAL if host is not None else SpanKind.CLIENT,
