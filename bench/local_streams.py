@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp
 import grpc
 from gateway_overhead import ROOT, GatewayProcess, free_port
-from overhead_report import load_average, machine, replace_section, spread
+from overhead_report import load_average, machine, publish, spread
 
 from modelyard.backends.local.model_files import ensure_default_model
 from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc
@@ -308,9 +308,7 @@ def main() -> int:
         finally:
             gw.stop()
     text += decode_steps(gguf, args.threads)
-    print(text)
-    if not args.no_docs:
-        replace_section(ROOT / "docs" / "benchmarks.md", SECTION, text)
+    publish(text, SECTION, None if args.no_docs else ROOT / "docs" / "benchmarks.md")
     return 0
 
 

@@ -293,3 +293,10 @@ def spread(values: list[float], digits: int = 2) -> str:
 
 def minmax(values: list[float]) -> tuple[float, float]:
     return min(values), max(values)
+
+
+def publish(text: str, heading: str, docs: Path | None) -> None:
+    """Print `text`, and put it in place of its section of `docs` (None: print only)."""
+    print(text)
+    if docs is not None:
+        replace_section(docs, heading, text)

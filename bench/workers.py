@@ -32,7 +32,7 @@ from gateway_overhead import (
     build_go_loadgen,
     go_run,
 )
-from overhead_report import Measured, load_average, machine, replace_section, spread
+from overhead_report import Measured, load_average, machine, publish, spread
 
 from modelyard.backends.local.model_files import ensure_default_model
 
@@ -117,9 +117,7 @@ def main() -> int:
                 for name, m in one_stack(args, binary, upstream, workers).items():
                     results.setdefault((workers, name), []).append(m)
     text = table(results, args)
-    print(text)
-    if not args.no_docs:
-        replace_section(ROOT / "docs" / "benchmarks.md", SECTION, text)
+    publish(text, SECTION, None if args.no_docs else ROOT / "docs" / "benchmarks.md")
     return 0
 
 
