@@ -23,6 +23,7 @@ from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, pla
 from modelyard.assembly.profiles import apply_profiles
 from modelyard.assembly.selection import selection_settings
 from modelyard.assembly.settings import Settings
+from modelyard.assembly.workers import engines_beside
 from modelyard.backends.admission import gateway_admission
 from modelyard.backends.engine import Engine
 from modelyard.backends.host import BackendHost
@@ -372,7 +373,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                 registry.discovery = stack.discovery = loop
                 stack.tasks.append(asyncio.create_task(loop.run_forever()))
         if settings.forward_to and pool is not None:
-            stack.beside = await _engines_beside(plans, pool, settings.forward_to)
+            stack.beside = await engines_beside(plans, pool, settings.forward_to)
         if view is not None:
             assert registry_address
             following = view.follow(registry_address, channels=channels)
@@ -504,21 +505,6 @@ async def _start_metrics(stack: Stack, settings: Settings) -> None:
     otlp = OtlpMetrics.from_env(stack.meters, "modelyard")
     if otlp is not None:
         stack.tasks.append(asyncio.create_task(otlp.run()))
-
-
-async def _engines_beside(
-    plans: list[BackendPlan], pool: BackendPool, primary: str
-) -> BackendHost | None:
-    """A gateway worker's own remote-provider engines (the primary's, built again from the
-    same configuration): its calls to those models go out from here, not through the
-    primary. Not announced: the primary's deployments name them."""
-    engines = engines_for(plans, ("backend-openai-compat",))
-    if not engines:
-        return None
-    host = BackendHost(engines)
-    await host.start()
-    pool.add_beside(primary, host)
-    return host
 
 
 async def _start_backends(

@@ -32,10 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelyard.assembly.plan import BackendPlan, engines_for
 from modelyard.assembly.settings import Settings
+from modelyard.backends.host import BackendHost
 
 if TYPE_CHECKING:
     from modelyard.assembly.stack import Stack
+    from modelyard.gateway.backend_pool import BackendPool
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,21 @@ async def workers_beside(
         http = f"{settings.http_listen.rsplit(':', 1)[0]}:{stack.edge.port}"
     argv = worker_argv(settings, public, http, stack.address_here)
     return await start_workers(count, argv, worker_env(table))
+
+
+async def engines_beside(
+    plans: list[BackendPlan], pool: BackendPool, primary: str
+) -> BackendHost | None:
+    """A gateway worker's own remote-provider engines (the primary's, built again from the
+    same configuration): its calls to those models go out from here, not through the
+    primary. Not announced: the primary's deployments name them."""
+    engines = engines_for(plans, ("backend-openai-compat",))
+    if not engines:
+        return None
+    host = BackendHost(engines)
+    await host.start()
+    pool.add_beside(primary, host)
+    return host
 
 
 def worker_env(table: Path | None) -> dict[str, str]:
