@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
 from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_ADDRESS
-from modelyard.assembly.workers import shared_table, stop_workers, workers_beside
+from modelyard.assembly.workers import follow_primary, shared_table, stop_workers, workers_beside
 from modelyard.commands import COMMANDS
 from modelyard.commands.client_options import (
     REFUSAL_CODES,
@@ -319,10 +319,12 @@ def _startup_mistake(exc: ModelyardError | OSError) -> int:
 async def _run(settings: Settings, workers: int = 0, table: Path | None = None) -> None:
     """Serve `settings`; `workers` more gateway processes on its address (`table`: where
     they share the limits, when nothing is configured)."""
-    from modelyard.server.runtime import on_reload_signal, wait_for_stop_signal
+    from modelyard.server.runtime import on_reload_signal, stop_signal
 
+    stopping = stop_signal()
     provider = configure_tracing("modelyard")
     stack = await start_stack(settings)
+    follow_primary(stopping)  # a gateway worker of `up` stops when its primary is gone
     try:
         started = await workers_beside(stack, settings, workers, table)
     except BaseException:
@@ -343,7 +345,7 @@ async def _run(settings: Settings, workers: int = 0, table: Path | None = None) 
     for entry in models:
         print(f"modelyard:   model {entry.id}", flush=True)
     try:
-        await wait_for_stop_signal()
+        await stopping.wait()
         notice_s = min(settings.drain_notice_s, settings.grace_s)
         print(
             f"modelyard: NOT_SERVING; refusing new calls for {notice_s:g}s, then draining "

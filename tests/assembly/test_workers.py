@@ -16,6 +16,7 @@ import pytest
 from backends.openai_compat.openai_fake import FakeUpstream
 from conftest import free_port
 
+from modelyard.assembly.workers import PRIMARY_PID_ENV, follow_primary
 from modelyard_client.errors import ModelNotFound, QuotaExceeded, error_from_rpc
 from modelyard_client.v1 import gateway_pb2, gateway_pb2_grpc, registry_pb2, registry_pb2_grpc
 
@@ -160,3 +161,16 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_a_worker_stops_once_its_primary_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    stopping = asyncio.Event()
+    monkeypatch.setenv(PRIMARY_PID_ENV, str(os.getppid()))  # still this process's parent
+    follow_primary(stopping)
+    await asyncio.sleep(1.5)
+    assert not stopping.is_set()
+    gone = asyncio.Event()
+    monkeypatch.setenv(PRIMARY_PID_ENV, str(os.getppid() + 1_000_000))  # not the parent
+    follow_primary(gone)
+    await asyncio.wait_for(gone.wait(), 5)
+    stopping.set()  # ends the first watch

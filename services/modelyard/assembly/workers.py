@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 READY_LINE = "modelyard: serving "  # what `modelyard serve` prints once it serves
 START_TIMEOUT_S = 120.0
 SHARED_TABLE = "rate-limits.shm"
+PRIMARY_PID_ENV = "MODELYARD_PRIMARY_PID"  # set for the workers `up` starts
+PRIMARY_CHECK_S = 1.0
+_following: set[asyncio.Task[None]] = set()
 
 
 @dataclass
@@ -187,6 +190,28 @@ def worker_env(table: Path | None) -> dict[str, str]:
     from modelyard.ratelimit.config import SHARED_MEMORY_ENV
 
     env = dict(os.environ)
+    env[PRIMARY_PID_ENV] = str(os.getpid())
     if table is not None:
         env[SHARED_MEMORY_ENV] = str(table)
     return env
+
+
+def follow_primary(stopping: asyncio.Event) -> None:
+    """In a worker `up` started (`MODELYARD_PRIMARY_PID`): set `stopping` once that
+    process is gone (this one reparented), so no worker outlives a primary that died
+    without stopping it. Elsewhere nothing."""
+    primary = os.environ.get(PRIMARY_PID_ENV)
+    if not primary:
+        return
+
+    async def watch() -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), PRIMARY_CHECK_S)
+            if not stopping.is_set() and os.getppid() != int(primary):
+                log.warning("the primary (pid %s) is gone: this gateway worker stops", primary)
+                stopping.set()
+
+    task = asyncio.get_running_loop().create_task(watch())
+    _following.add(task)
+    task.add_done_callback(_following.discard)

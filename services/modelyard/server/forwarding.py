@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from modelyard.security.channels import InternalChannels
+from modelyard.server.runtime import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
-# The primary's answers are as large as a client may take (`runtime.MAX_MESSAGE_BYTES`).
+# The primary's answers are as large as a client may take.
 FORWARDING_OPTIONS = (
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
 # Metadata gRPC itself sets on a call; everything else is the caller's and passes on.
 _TRANSPORT_KEYS = ("user-agent", "te", "content-type", "grpc-accept-encoding", "grpc-encoding")

@@ -302,10 +302,12 @@ def on_reload_signal(reload: Callable[[], object]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
-async def wait_for_stop_signal() -> None:
-    """Block until SIGTERM or SIGINT."""
+def stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT from now on: taken before the server says it
+    serves, so a stop sent the moment it does drains it (and its workers) instead of
+    killing it by the signal's default."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop

@@ -152,11 +152,6 @@ class DecodeSlots:
         self._thread = threading.Thread(target=self._run, name="llama.cpp decode", daemon=True)
         self._thread.start()
 
-    @property
-    def running(self) -> int:
-        """Streams holding a slot."""
-        return self.slots - len(self._free)
-
     async def stream(self, generation: Generation) -> AsyncGenerator[Piece, None]:
         """The pieces of `generation`, the last one with its finish reason and usage.
 
