@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
 from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_ADDRESS
-from modelyard.assembly.workers import follow_primary, shared_table, stop_workers, workers_beside
+from modelyard.assembly.workers import follow_primary, shared_table, workers_beside
 from modelyard.commands import COMMANDS
 from modelyard.commands.client_options import (
     REFUSAL_CODES,
@@ -340,7 +340,7 @@ async def _run(settings: Settings, workers: int = 0, table: Path | None = None) 
         print(f"modelyard: dashboard at {stack.edge.dashboard_url}", flush=True)
     if stack.metrics_listener is not None:
         print(f"modelyard: metrics at {stack.metrics_listener.url}", flush=True)
-    for worker in started:
+    for worker in started.members:
         print(f"modelyard: gateway worker {worker.number} (pid {worker.pid}) serving", flush=True)
     for entry in models:
         print(f"modelyard:   model {entry.id}", flush=True)
@@ -353,7 +353,7 @@ async def _run(settings: Settings, workers: int = 0, table: Path | None = None) 
             flush=True,
         )
     finally:
-        await stop_workers(started, settings.grace_s)  # their calls still need this process
+        await started.stop(settings.grace_s)  # their calls still need this process
         await stack.stop(settings.grace_s, settings.drain_notice_s)
         stop_reader_pool()
         if provider is not None:

@@ -149,6 +149,34 @@ async def test_a_rate_limit_holds_across_the_processes_exactly(up: Up) -> None:
     assert (up.data_dir / "rate-limits.shm").exists()
 
 
+async def test_a_worker_that_dies_is_started_again_and_serves(up: Up) -> None:
+    os.kill(up.worker_pid, signal.SIGKILL)
+    stderr = up.data_dir.parent / "stderr.log"
+    again = "gateway worker 1 started again (pid "
+    for _ in range(300):  # 60 s at most
+        if again in (log := stderr.read_text()):
+            break
+        await asyncio.sleep(0.2)
+    assert f"gateway worker 1 (pid {up.worker_pid}) exited with status -9" in log
+    new_pid = int(log.split(again)[1].split(")")[0])
+    assert new_pid != up.worker_pid and not _gone(new_pid)
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(up.address, options=options) for _ in range(16)]
+    try:
+        for channel in channels:
+            await registry_pb2_grpc.RegistryServiceStub(channel).ListModels(
+                registry_pb2.ListModelsRequest(), timeout=10
+            )
+        port = int(up.address.rsplit(":", 1)[1])
+        assert connections_of(new_pid, port) > 0  # the new worker takes its share again
+    finally:
+        for channel in channels:
+            await channel.close(None)
+    up.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(up.process.wait(), 30) == 0
+    assert _gone(new_pid)
+
+
 async def test_a_stop_ends_the_workers_too(up: Up) -> None:
     up.process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(up.process.wait(), 30) == 0

@@ -15,6 +15,10 @@ Redis or a table is configured), so they hold across the workers exactly as
 across replicas. Each worker keeps its own response cache and serves no
 metrics of its own (``--metrics-listen off``): the primary's are its own calls.
 
+A worker that exits while `up` serves (killed, out of memory) is started
+again, logged with its new pid: after 1 s, doubling to 30 s while it keeps
+exiting within a minute of its start (`Workers`). Its connections are lost
+with it (their calls end UNAVAILABLE); new ones go to the processes serving.
 On SIGTERM the primary stops the workers first (each drains its calls within
 the grace period), then itself.
 """
@@ -47,6 +51,9 @@ START_TIMEOUT_S = 120.0
 SHARED_TABLE = "rate-limits.shm"
 PRIMARY_PID_ENV = "MODELYARD_PRIMARY_PID"  # set for the workers `up` starts
 PRIMARY_CHECK_S = 1.0
+RESTART_WAIT_S = 1.0  # before a worker that exited is started again; doubled while it
+MAX_RESTART_WAIT_S = 30.0  # keeps exiting within STEADY_S of its start, to this at most
+STEADY_S = 60.0
 _following: set[asyncio.Task[None]] = set()
 
 
@@ -54,7 +61,8 @@ _following: set[asyncio.Task[None]] = set()
 class Worker:
     number: int
     process: asyncio.subprocess.Process
-    drain: asyncio.Task[None] | None = None
+    started_at: float = 0.0  # the event loop's clock when its process started
+    restarts: int = 0
 
     @property
     def pid(self) -> int:
@@ -88,24 +96,103 @@ def shared_table(settings: Settings) -> Path | None:
     return settings.data_dir / SHARED_TABLE
 
 
-async def start_workers(
-    count: int, argv: list[str], env: Mapping[str, str], timeout_s: float = START_TIMEOUT_S
-) -> list[Worker]:
-    """Start `count` workers and wait until each serves; on a failure, stop those started."""
-    workers: list[Worker] = []
-    try:
-        for number in range(1, count + 1):
-            process = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, env=env
+class Workers:
+    """The gateway workers `up` started, each kept running: one that exits while `up`
+    serves is started again after `RESTART_WAIT_S` (doubling to `MAX_RESTART_WAIT_S` while
+    it keeps dying within `STEADY_S` of its start), and logged with its new pid."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        timeout_s: float = START_TIMEOUT_S,
+        restart_wait_s: float = RESTART_WAIT_S,
+    ) -> None:
+        self.argv = argv
+        self.env = dict(env)
+        self.timeout_s = timeout_s
+        self.restart_wait_s = restart_wait_s
+        self.members: list[Worker] = []
+        self._watches: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    async def start(self, count: int) -> None:
+        """Start `count` workers and wait until each serves; on a failure, stop those started."""
+        try:
+            for number in range(1, count + 1):
+                worker = Worker(number, await self._spawn())
+                self.members.append(worker)
+                await self._served(worker)
+                self._watches.append(asyncio.create_task(self._watch(worker)))
+        except BaseException:
+            await self.stop(0.0)
+            raise
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=self.env,
+        )
+
+    async def _served(self, worker: Worker) -> None:
+        worker.started_at = asyncio.get_running_loop().time()
+        await asyncio.wait_for(_served(worker), self.timeout_s)
+
+    async def _watch(self, worker: Worker) -> None:
+        """Read the worker's stdout to its end (it must never block), and start it again
+        each time it exits while the workers are not being stopped."""
+        loop = asyncio.get_running_loop()
+        wait_s = self.restart_wait_s
+        while True:
+            code = await _read_to_exit(worker.process)
+            if self._stopping:
+                return
+            if loop.time() - worker.started_at >= STEADY_S:
+                wait_s = self.restart_wait_s  # it had served a while: not a crash loop
+            log.warning(
+                "gateway worker %d (pid %d) exited with status %d; starting it again in %gs",
+                *(worker.number, worker.pid, code, wait_s),
             )
-            worker = Worker(number, process)
-            workers.append(worker)
-            await asyncio.wait_for(_served(worker), timeout_s)
-            worker.drain = asyncio.create_task(_drain(worker))
-    except BaseException:
-        await stop_workers(workers, 0.0)
-        raise
-    return workers
+            await asyncio.sleep(wait_s)
+            wait_s = min(wait_s * 2, MAX_RESTART_WAIT_S)
+            if self._stopping:
+                return
+            worker.process = await self._spawn()
+            try:
+                await self._served(worker)
+            except (OSError, TimeoutError) as exc:
+                log.error("gateway worker %d did not start again: %s", worker.number, exc)
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+                continue
+            worker.restarts += 1
+            log.warning("gateway worker %d started again (pid %d)", worker.number, worker.pid)
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM each worker (by its pid), wait for them within `grace_s` and a little
+        more, then kill the ones still running. None is started again from here on."""
+        self._stopping = True
+        for watch in self._watches:
+            watch.cancel()  # a wait before a restart, or a restart under way, ends here
+        await asyncio.gather(*self._watches, return_exceptions=True)
+        running = [w for w in self.members if w.process.returncode is None]
+        for worker in running:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
+        if running:
+            waits = [asyncio.ensure_future(_read_to_exit(w.process)) for w in running]
+            _, late = await asyncio.wait(waits, timeout=grace_s + 5.0)
+            for worker in running:
+                if worker.process.returncode is None:
+                    log.warning(
+                        "gateway worker %d (pid %d) did not stop: killed", worker.number, worker.pid
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.process.kill()
+            if late:
+                await asyncio.wait(late)
 
 
 async def _served(worker: Worker) -> None:
@@ -118,56 +205,27 @@ async def _served(worker: Worker) -> None:
     raise OSError(f"gateway worker {worker.number} exited with status {code} before serving")
 
 
-async def _drain(worker: Worker) -> None:
-    """Read the worker's stdout to its end (its start-up lines; it must never block)."""
-    stdout = worker.process.stdout
+async def _read_to_exit(process: asyncio.subprocess.Process) -> int:
+    """Read `process`'s stdout to its end, then its exit status."""
+    stdout = process.stdout
     assert stdout is not None
     while await stdout.readline():
         pass
-    code = await worker.process.wait()
-    if code not in (0, -signal.SIGTERM):
-        log.warning(
-            "gateway worker %d (pid %d) exited with status %d", worker.number, worker.pid, code
-        )
-
-
-async def stop_workers(workers: list[Worker], grace_s: float) -> None:
-    """SIGTERM each worker (by its pid), wait for them within `grace_s` and a little more,
-    then kill the ones still running."""
-    running = [w for w in workers if w.process.returncode is None]
-    for worker in running:
-        with contextlib.suppress(ProcessLookupError):
-            worker.process.send_signal(signal.SIGTERM)
-    if running:
-        waits = [asyncio.ensure_future(w.process.wait()) for w in running]
-        _, late = await asyncio.wait(waits, timeout=grace_s + 5.0)
-        for worker in running:
-            if worker.process.returncode is None:
-                log.warning(
-                    "gateway worker %d (pid %d) did not stop: killed", worker.number, worker.pid
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.kill()
-        if late:
-            await asyncio.wait(late)
-    for worker in workers:
-        if worker.drain is not None:
-            await worker.drain
+    return await process.wait()
 
 
 async def workers_beside(
     stack: Stack, settings: Settings, count: int, table: Path | None
-) -> list[Worker]:
+) -> Workers:
     """`count` workers sharing `stack`'s public ports, their primary `stack` (`table`: where
     they share the limits, when nothing is configured); none when `count` is 0."""
-    if not count:
-        return []
     public = f"{settings.listen.rsplit(':', 1)[0]}:{stack.server.port}"
     http = None
     if stack.edge is not None and settings.http_listen:
         http = f"{settings.http_listen.rsplit(':', 1)[0]}:{stack.edge.port}"
-    argv = worker_argv(settings, public, http, stack.address_here)
-    return await start_workers(count, argv, worker_env(table))
+    workers = Workers(worker_argv(settings, public, http, stack.address_here), worker_env(table))
+    await workers.start(count)
+    return workers
 
 
 async def engines_beside(
