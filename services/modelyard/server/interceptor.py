@@ -96,7 +96,8 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         self._audit = audit
         self._slow_reader_timeout_s = slow_reader_timeout_s
         self._requests = requests
-        self._rpcs: dict[tuple[str, Any], _Rpc] = {}  # built once per method and handler
+        # Each method's handler inside the call path, built once per method and handler.
+        self._wrapped: dict[tuple[str, Any], Any] = {}
 
     async def intercept_service(
         self,
@@ -107,19 +108,23 @@ class ModelyardServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         method: str = handler_call_details.method
         if handler is None or not method.startswith(_OURS):
             return handler
-        rpc = self._rpcs.get((method, handler))
-        if rpc is None:
-            rpc = _Rpc(
-                method[1:],
-                handler.request_deserializer,
-                self._gate,
-                self._undecodable,
-                self._authenticator,
-                self._audit,
-                self._slow_reader_timeout_s,
-                self._requests,
-            )
-            self._rpcs[method, handler] = rpc
+        wrapped = self._wrapped.get((method, handler))
+        if wrapped is None:
+            wrapped = self._wrapped[method, handler] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        """`handler` of `method` inside the call path, built once per method and handler."""
+        rpc = _Rpc(
+            method[1:],
+            handler.request_deserializer,
+            self._gate,
+            self._undecodable,
+            self._authenticator,
+            self._audit,
+            self._slow_reader_timeout_s,
+            self._requests,
+        )
         # No request deserializer: the behaviour gets the bytes and parses them
         # inside the call, where an undecodable request can be an InvalidRequest.
         if handler.unary_unary is not None:

@@ -51,8 +51,10 @@ def dropped_params(
     says what the model is in the message ("piper, text to speech")."""
     # What protobuf lists as set is what the module says: a present optional, a list with
     # entries, any other field holding more than its default.
-    present = {field.name for field, _ in params.ListFields()}
-    given = tuple(f.name for f in _FIELDS if f.name in unsupported and f.name in present)
+    present = [field.name for field, _ in params.ListFields() if field.name in unsupported]
+    if not present:  # the usual call: nothing to refuse or drop
+        return ()
+    given = tuple(f.name for f in _FIELDS if f.name in present)  # in the proto's order
     if given and not params.drop_unsupported_params:
         field = f"params.{given[0]}"
         raise InvalidRequest(
