@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
 from modelyard.assembly.kinds import not_served
 from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_ADDRESS
-from modelyard.assembly.workers import follow_primary, shared_table, workers_beside
+from modelyard.assembly.workers import (
+    METRICS_LINE,
+    follow_primary,
+    shared_table,
+    workers_beside,
+)
 from modelyard.commands import COMMANDS
 from modelyard.commands.client_options import (
     REFUSAL_CODES,
@@ -330,6 +335,8 @@ async def _run(settings: Settings, workers: int = 0, table: Path | None = None) 
     except BaseException:
         await stack.stop(0)
         raise
+    if stack.metrics_listener is not None and started.members:
+        stack.metrics_listener.workers = started.metrics  # one scrape for every process
     on_reload_signal(stack.reload_secrets)  # SIGHUP: provider keys read again
     models = stack.view.models() if stack.view else []
     print(
@@ -339,7 +346,7 @@ async def _run(settings: Settings, workers: int = 0, table: Path | None = None) 
         print(f"modelyard: OpenAI-compatible HTTP API at {stack.edge.base_url}", flush=True)
         print(f"modelyard: dashboard at {stack.edge.dashboard_url}", flush=True)
     if stack.metrics_listener is not None:
-        print(f"modelyard: metrics at {stack.metrics_listener.url}", flush=True)
+        print(f"{METRICS_LINE}{stack.metrics_listener.url}", flush=True)
     for worker in started.members:
         print(f"modelyard: gateway worker {worker.number} (pid {worker.pid}) serving", flush=True)
     for entry in models:

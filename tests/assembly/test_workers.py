@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from backends.openai_compat.openai_fake import FakeUpstream
 from conftest import free_port
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.assembly.workers import PRIMARY_PID_ENV, follow_primary
 from modelyard_client.errors import ModelNotFound, QuotaExceeded, error_from_rpc
@@ -32,6 +34,7 @@ class Up:
     address: str
     worker_pid: int
     data_dir: Path
+    metrics_url: str
 
 
 def connections_of(pid: int, port: int) -> int:
@@ -55,6 +58,7 @@ def connections_of(pid: int, port: int) -> int:
 @pytest.fixture
 async def up(upstream: FakeUpstream, models_dir: Path, tmp_path: Path) -> AsyncIterator[Up]:
     address = f"127.0.0.1:{free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(
         CUSTOM_AI_PROVIDER_URL=upstream.url,
@@ -66,7 +70,7 @@ async def up(upstream: FakeUpstream, models_dir: Path, tmp_path: Path) -> AsyncI
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "modelyard.cli", "up", "--workers", "2"),
         *("--listen", address, "--http-listen", f"127.0.0.1:{free_port()}"),
-        *("--metrics-listen", "off", "--data-dir", str(tmp_path / "data")),
+        *("--metrics-listen", metrics, "--data-dir", str(tmp_path / "data")),
         *("--models-dir", str(models_dir), "--grace", "2"),
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -82,7 +86,7 @@ async def up(upstream: FakeUpstream, models_dir: Path, tmp_path: Path) -> AsyncI
             if line.strip() == f"modelyard:   model {MODEL}":
                 break
     assert worker_pid, stderr.read_text()[-3000:]
-    yield Up(process, address, worker_pid, tmp_path / "data")
+    yield Up(process, address, worker_pid, tmp_path / "data", f"http://{metrics}/metrics")
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)  # by its pid
         await asyncio.wait_for(process.wait(), 30)
@@ -147,6 +151,20 @@ async def test_a_rate_limit_holds_across_the_processes_exactly(up: Up) -> None:
     assert len(refused) == CONNECTIONS - RPM
     assert all(isinstance(e, QuotaExceeded) for e in refused), refused
     assert (up.data_dir / "rate-limits.shm").exists()
+    # The primary's scrape counts every process's calls, each labelled with its process.
+    counted: dict[tuple[str, str], float] = {}
+    async with aiohttp.ClientSession() as session, session.get(up.metrics_url) as resp:
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelyard_requests_total" and sample.labels["rpc_method"].endswith(
+                "/Generate"
+            ):
+                key = (sample.labels["worker"], sample.labels["rpc_response_status_code"])
+                counted[key] = sample.value
+    assert {worker for worker, _ in counted} == {"0", "1"}, counted
+    assert sum(v for (_, status), v in counted.items() if status == "OK") == RPM
+    assert sum(counted.values()) == CONNECTIONS
 
 
 async def test_a_worker_that_dies_is_started_again_and_serves(up: Up) -> None:

@@ -12,8 +12,9 @@ hot-swap, backends) to the primary whole (`server.forwarding`). Rate limits
 and spend budgets are shared through the host's shared-memory table
 (`rate_limits.shared_memory`, set to ``<data_dir>/rate-limits.shm`` unless
 Redis or a table is configured), so they hold across the workers exactly as
-across replicas. Each worker keeps its own response cache and serves no
-metrics of its own (``--metrics-listen off``): the primary's are its own calls.
+across replicas. Each worker keeps its own response cache. Its metrics are
+served on a private loopback port, and the primary's scrape holds them, each
+series labelled with its process (``worker="0"`` the primary, `meters.merged`).
 
 A worker that exits while `up` serves (killed, out of memory) is started
 again, logged with its new pid: after 1 s, doubling to 30 s while it keeps
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READY_LINE = "modelyard: serving "  # what `modelyard serve` prints once it serves
+METRICS_LINE = "modelyard: metrics at "  # then where its metrics are, when it serves them
 START_TIMEOUT_S = 120.0
 SHARED_TABLE = "rate-limits.shm"
 PRIMARY_PID_ENV = "MODELYARD_PRIMARY_PID"  # set for the workers `up` starts
@@ -63,6 +65,7 @@ class Worker:
     process: asyncio.subprocess.Process
     started_at: float = 0.0  # the event loop's clock when its process started
     restarts: int = 0
+    metrics_url: str | None = None  # its private metrics listener, once it said where
 
     @property
     def pid(self) -> int:
@@ -73,7 +76,9 @@ def worker_argv(settings: Settings, public: str, http: str | None, here: str) ->
     """``modelyard serve gateway`` sharing `public` (and `http`), its primary at `here`."""
     argv = [
         *(sys.executable, "-m", "modelyard.cli", "serve", "gateway"),
-        *("--listen", public, "--http-listen", http or "off", "--metrics-listen", "off"),
+        *("--listen", public, "--http-listen", http or "off"),
+        # Its metrics on a private port, read by the primary's scrape (`meters.merged`).
+        *("--metrics-listen", "127.0.0.1:0" if settings.metrics_listen else "off"),
         *("--registry", here, "--forward-to", here, "--reuse-port"),
         *("--data-dir", str(settings.data_dir), "--grace", str(settings.grace_s)),
         *("--drain-notice", str(settings.drain_notice_s)),
@@ -146,7 +151,7 @@ class Workers:
         loop = asyncio.get_running_loop()
         wait_s = self.restart_wait_s
         while True:
-            code = await _read_to_exit(worker.process)
+            code = await _read_to_exit(worker)
             if self._stopping:
                 return
             if loop.time() - worker.started_at >= STEADY_S:
@@ -170,6 +175,14 @@ class Workers:
             worker.restarts += 1
             log.warning("gateway worker %d started again (pid %d)", worker.number, worker.pid)
 
+    def metrics(self) -> list[tuple[str, str]]:
+        """Each running worker's number and metrics URL (the primary's scrape reads them)."""
+        return [
+            (str(w.number), w.metrics_url)
+            for w in self.members
+            if w.metrics_url is not None and w.process.returncode is None
+        ]
+
     async def stop(self, grace_s: float) -> None:
         """SIGTERM each worker (by its pid), wait for them within `grace_s` and a little
         more, then kill the ones still running. None is started again from here on."""
@@ -182,7 +195,7 @@ class Workers:
             with contextlib.suppress(ProcessLookupError):
                 worker.process.send_signal(signal.SIGTERM)
         if running:
-            waits = [asyncio.ensure_future(_read_to_exit(w.process)) for w in running]
+            waits = [asyncio.ensure_future(_read_to_exit(w)) for w in running]
             _, late = await asyncio.wait(waits, timeout=grace_s + 5.0)
             for worker in running:
                 if worker.process.returncode is None:
@@ -205,12 +218,17 @@ async def _served(worker: Worker) -> None:
     raise OSError(f"gateway worker {worker.number} exited with status {code} before serving")
 
 
-async def _read_to_exit(process: asyncio.subprocess.Process) -> int:
-    """Read `process`'s stdout to its end, then its exit status."""
+async def _read_to_exit(worker: Worker) -> int:
+    """Read the worker's stdout to its end (noting where it serves its metrics), then its
+    exit status."""
+    process = worker.process
     stdout = process.stdout
     assert stdout is not None
-    while await stdout.readline():
-        pass
+    while line := await stdout.readline():
+        text = line.decode(errors="replace").strip()
+        if text.startswith(METRICS_LINE):
+            worker.metrics_url = text[len(METRICS_LINE) :]
+    worker.metrics_url = None
     return await process.wait()
 
 

@@ -11,14 +11,16 @@ attribute another series of the same instrument has shows it as the empty label.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from modelyard.meters.instruments import Instrument, Meters
+from modelyard.meters.merged import PRIMARY, merged_exposition, scrape
 
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -72,28 +74,48 @@ def exposition(meters: Meters) -> bytes:
 
 
 class MetricsListener:
-    """An HTTP listener serving `PATH` (aiohttp, on the process's event loop)."""
+    """An HTTP listener serving `PATH` (aiohttp, on the process's event loop).
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
-        self._runner = runner
-        self.host = host
-        self.port = port
+    `workers`, when set (`up --workers N`): the gateway workers' (label, metrics URL)
+    now; each scrape then holds theirs too, every series labelled (`meters.merged`)."""
+
+    def __init__(self, meters: Meters) -> None:
+        self.meters = meters
+        self.workers: Callable[[], Sequence[tuple[str, str]]] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self.host = ""
+        self.port = 0
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{PATH}"
 
+    async def body(self) -> bytes:
+        # Rendered off the event loop: a scrape of thousands of series takes milliseconds,
+        # and the calls in flight should not wait for it.
+        own = await asyncio.to_thread(exposition, self.meters)
+        workers = self.workers() if self.workers is not None else ()
+        if not workers:
+            return own
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        theirs = await scrape(self._session, workers)
+        return await asyncio.to_thread(merged_exposition, [(PRIMARY, own), *theirs])
+
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
 
 
 async def start_metrics_listener(meters: Meters, listen: str) -> MetricsListener:
     """Serve `meters` at ``http://listen/metrics`` ("127.0.0.1:0": a free port)."""
+    listener = MetricsListener(meters)
 
     async def metrics(_: web.Request) -> web.Response:
-        # Rendered off the event loop: a scrape of thousands of series takes milliseconds,
-        # and the calls in flight should not wait for it.
-        body = await asyncio.to_thread(exposition, meters)
+        body = await listener.body()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()
@@ -108,4 +130,5 @@ async def start_metrics_listener(meters: Meters, listen: str) -> MetricsListener
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1] if runner.addresses else int(port)
-    return MetricsListener(runner, host, int(bound))
+    listener._runner, listener.host, listener.port = runner, host, int(bound)
+    return listener
