@@ -5,13 +5,19 @@ The exporter is chosen by the standard variables: ``OTEL_TRACES_EXPORTER``
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set,
 else ``none``), the OTLP exporter's own ``OTEL_EXPORTER_OTLP_*`` variables,
 ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` for the resource and
-``OTEL_TRACES_SAMPLER`` for sampling (read by the SDK itself).
+``OTEL_TRACES_SAMPLER`` for sampling (read by the SDK itself). Every process's
+resource (`process_resource`, its spans' and its OTLP metrics') names the
+process with a ``service.instance.id`` of its own, as the semantic conventions
+ask (a random UUID, unless ``OTEL_RESOURCE_ATTRIBUTES`` gives one): the workers
+of ``up --workers N`` and every replica send cumulative series that a collector
+keeps apart.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 
@@ -26,6 +32,18 @@ from opentelemetry.sdk.trace.export import (
 )
 
 log = logging.getLogger(__name__)
+
+INSTANCE_ID = str(uuid.uuid4())  # this process's service.instance.id
+
+
+def process_resource(default_service_name: str) -> Resource:
+    """This process's OpenTelemetry resource: `default_service_name` unless
+    ``OTEL_SERVICE_NAME`` names it, and its own ``service.instance.id``."""
+    attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": default_service_name}
+    if "service.instance.id" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        attrs["service.instance.id"] = INSTANCE_ID
+    return Resource.create(attrs)
+
 
 _TRACER_NAME = "modelyard"
 
@@ -80,8 +98,7 @@ def configure_tracing(default_service_name: str) -> TracerProvider | None:
     exporter = _exporter_from_env()
     if exporter is None:
         return None
-    attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": default_service_name}
-    provider = TracerProvider(resource=Resource.create(attrs))
+    provider = TracerProvider(resource=process_resource(default_service_name))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return provider

@@ -4,6 +4,9 @@ does) receives the instruments with their points, cumulative."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +19,7 @@ from opentelemetry.proto.collector.metrics.v1 import (
 
 from modelyard.meters import Meters
 from modelyard.meters.otlp import OtlpMetrics, export_interval_s, otlp_wanted
+from modelyard.telemetry import INSTANCE_ID
 
 
 class Collector(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -71,6 +75,15 @@ async def test_a_collector_receives_the_instruments_and_their_points(
     (resource,) = request.resource_metrics
     service = {a.key: a.value.string_value for a in resource.resource.attributes}
     assert service["service.name"] == "gateway-under-test"
+    # This process's own id (the traces' too), another process another one.
+    assert service["service.instance.id"] == INSTANCE_ID
+    assert str(uuid.UUID(INSTANCE_ID)) == INSTANCE_ID
+    other = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", "from modelyard.telemetry import INSTANCE_ID; print(INSTANCE_ID)"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    printed, _ = await other.communicate()
+    assert printed.decode().strip() not in ("", INSTANCE_ID)
     (scope,) = resource.scope_metrics
     assert scope.scope.name == "modelyard"
     by_name = {m.name: m for m in scope.metrics}

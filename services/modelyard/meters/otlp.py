@@ -34,6 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from modelyard.meters.instruments import Instrument, Meters
+from modelyard.telemetry import process_resource
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ class OtlpMetrics:
         self._meters = meters
         self._exporter = exporter
         self.interval_s = interval_s
-        attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-        self._resource = Resource.create(attrs)
+        self._resource = process_resource(service_name)
 
     @classmethod
     def from_env(
