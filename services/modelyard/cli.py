@@ -19,6 +19,7 @@ from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_AD
 from modelyard.assembly.workers import (
     METRICS_LINE,
     follow_primary,
+    shared_cache,
     shared_table,
     workers_beside,
 )
@@ -297,6 +298,9 @@ def _serve(args: argparse.Namespace) -> int:
         if table is not None:  # limits shared by every worker, as across replicas
             limiter = dataclasses.replace(settings.limiter, shared_memory=table)
             settings = dataclasses.replace(settings, limiter=limiter)
+        cache = shared_cache(settings) if workers > 1 else None
+        if cache is not None:  # and the response cache
+            settings = dataclasses.replace(settings, shared_cache=cache)
     except ModelyardError as exc:
         return _startup_mistake(exc)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")

@@ -66,12 +66,18 @@ async def up(upstream: FakeUpstream, models_dir: Path, tmp_path: Path) -> AsyncI
         OTEL_TRACES_EXPORTER="none",
         PYTHONPATH=os.pathsep.join([str(ROOT / "services"), str(ROOT / "clients" / "python")]),
     )
+    config = tmp_path / "modelyard.yaml"  # the response cache on, in no Redis
+    config.write_text(
+        "model_system:\n"
+        "  gateway: {cache: {enabled: true}}\n"
+        f"  backends:\n    custom: {{kind: openai_compat, endpoint: '{upstream.url}'}}\n"
+    )
     stderr = tmp_path / "stderr.log"
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "modelyard.cli", "up", "--workers", "2"),
         *("--listen", address, "--http-listen", f"127.0.0.1:{free_port()}"),
         *("--metrics-listen", metrics, "--data-dir", str(tmp_path / "data")),
-        *("--models-dir", str(models_dir), "--grace", "2"),
+        *("--models-dir", str(models_dir), "--grace", "2", "--config", str(config)),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr.open("w"),  # a file the child writes, opened once
@@ -147,8 +153,8 @@ async def test_a_rate_limit_holds_across_the_processes_exactly(up: Up) -> None:
     results = await _on_new_connections(up.address, CONNECTIONS, generate)
     answered = [r for r in results if isinstance(r, gateway_pb2.GenerateResponse)]
     refused = [error_from_rpc(r) for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(answered) == RPM  # not RPM per process
-    assert len(refused) == CONNECTIONS - RPM
+    assert len(answered) == RPM, results  # not RPM per process
+    assert len(refused) == CONNECTIONS - RPM, results
     assert all(isinstance(e, QuotaExceeded) for e in refused), refused
     assert (up.data_dir / "rate-limits.shm").exists()
     # The primary's scrape counts every process's calls, each labelled with its process.
@@ -163,8 +169,27 @@ async def test_a_rate_limit_holds_across_the_processes_exactly(up: Up) -> None:
                 key = (sample.labels["worker"], sample.labels["rpc_response_status_code"])
                 counted[key] = sample.value
     assert {worker for worker, _ in counted} == {"0", "1"}, counted
-    assert sum(v for (_, status), v in counted.items() if status == "OK") == RPM
-    assert sum(counted.values()) == CONNECTIONS
+    assert sum(v for (_, status), v in counted.items() if status == "OK") == RPM, counted
+    assert sum(counted.values()) == CONNECTIONS, counted
+
+
+async def test_an_answer_cached_by_one_process_is_a_hit_in_the_other(
+    up: Up, upstream: FakeUpstream
+) -> None:
+    request = _request()
+    request.params.temperature = 0.0  # deterministic: cached
+
+    async def generate(channel: grpc.aio.Channel) -> object:
+        return await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request, timeout=10)
+
+    first = await _on_new_connections(up.address, 1, generate)
+    calls = len(upstream.bodies)
+    results = await _on_new_connections(up.address, 16, generate)  # both processes answer
+    answers = [r for r in [*first, *results] if isinstance(r, gateway_pb2.GenerateResponse)]
+    assert len(answers) == 17, results
+    assert [a.cached for a in answers] == [False] + [True] * 16
+    assert len(upstream.bodies) == calls  # no process asked the model again
+    assert (up.data_dir / "response-cache.db").exists()
 
 
 async def test_a_worker_that_dies_is_started_again_and_serves(up: Up) -> None:

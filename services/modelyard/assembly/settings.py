@@ -69,6 +69,7 @@ class Settings:
     """What a modelyard process runs, resolved from every source."""
 
     config: ModelyardConfig = field(default_factory=lambda: default_config({}))
+    config_path: Path | None = None  # the file `config` was read from (--config, MODELYARD_CONFIG)
     listen: str = DEFAULT_ADDRESS
     # The OpenAI-compatible HTTP edge's host:port (`modelyard.edges`), served beside the
     # gateway; None: no edge (`modelyard serve` without --http-listen, embedders, tests).
@@ -95,6 +96,9 @@ class Settings:
     # or there serves no routes (catalog ids only).
     hotswap_address: str | None = None
     advertise: str | None = None  # how others reach this server's backends
+    # The response cache one host's gateway processes share (`up --workers N`, the
+    # cache on, no Redis: MODELYARD_SHARED_CACHE for the workers); None: each its own.
+    shared_cache: Path | None = None
     # Gateway workers (`modelyard up --workers N`): SO_REUSEPORT on the public gRPC and
     # HTTP listeners; the primary's second listener, every service (how workers reach
     # it); a worker's primary, where the calls for services it does not serve go.
@@ -145,6 +149,9 @@ class Settings:
         return own or self.models_dir or self.config.server.models_dir or self.data_dir / "models"
 
 
+SHARED_CACHE_ENV = "MODELYARD_SHARED_CACHE"
+
+
 def default_data_dir(env: Mapping[str, str]) -> Path:
     """$MODELYARD_DATA_DIR, else $XDG_DATA_HOME/modelyard, else ~/.local/share/modelyard."""
     given = env.get("MODELYARD_DATA_DIR")
@@ -181,6 +188,7 @@ def resolve_settings(
     database_url = str(pick("database_url", DATABASE_URL_ENV, server.database_url, ""))
     return Settings(
         config=config,
+        config_path=Path(config_path).expanduser().resolve() if config_path else None,
         listen=str(pick("listen", "MODELYARD_ADDRESS", server.listen, DEFAULT_ADDRESS)),
         health_listen=str(pick("health_listen", "MODELYARD_HEALTH_ADDRESS", None, "")) or None,
         http_listen=_optional_listen(
@@ -223,6 +231,7 @@ def resolve_settings(
         balancing=str(pick("balancing", "MODELYARD_BALANCING", None, "least_loaded")),
         region=str(pick("region", "MODELYARD_REGION", None, "")),
         limiter=limiter_settings(config, env),
+        shared_cache=Path(shared) if (shared := env.get(SHARED_CACHE_ENV, "").strip()) else None,
     )
 
 

@@ -262,6 +262,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
                     ttl_s=cache.ttl,
                     max_entries=cache.max_entries,
                     redis_url=cache.redis_url,
+                    shared_file=settings.shared_cache,
                     deterministic_only=cache.deterministic_only,
                 )
             stages = SecurityStages.from_config(settings.config.security)  # guardrails, PII

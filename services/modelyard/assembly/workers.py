@@ -12,7 +12,8 @@ hot-swap, backends) to the primary whole (`server.forwarding`). Rate limits
 and spend budgets are shared through the host's shared-memory table
 (`rate_limits.shared_memory`, set to ``<data_dir>/rate-limits.shm`` unless
 Redis or a table is configured), so they hold across the workers exactly as
-across replicas. Each worker keeps its own response cache. Its metrics are
+across replicas. With the response cache on and no Redis, every process keeps
+it in ``<data_dir>/response-cache.db`` (`gateway.shared_answers`). Its metrics are
 served on a private loopback port, and the primary's scrape holds them, each
 series labelled with its process (``worker="0"`` the primary, `meters.merged`).
 
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.assembly.plan import BackendPlan, engines_for
-from modelyard.assembly.settings import Settings
+from modelyard.assembly.settings import SHARED_CACHE_ENV, Settings
 from modelyard.backends.host import BackendHost
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ READY_LINE = "modelyard: serving "  # what `modelyard serve` prints once it serv
 METRICS_LINE = "modelyard: metrics at "  # then where its metrics are, when it serves them
 START_TIMEOUT_S = 120.0
 SHARED_TABLE = "rate-limits.shm"
+SHARED_CACHE = "response-cache.db"
 PRIMARY_PID_ENV = "MODELYARD_PRIMARY_PID"  # set for the workers `up` starts
 PRIMARY_CHECK_S = 1.0
 RESTART_WAIT_S = 1.0  # before a worker that exited is started again; doubled while it
@@ -85,6 +87,8 @@ def worker_argv(settings: Settings, public: str, http: str | None, here: str) ->
         *("--default-deadline", str(settings.default_deadline_s)),
         *("--log-level", settings.log_level),
     ]
+    if settings.config_path is not None:  # the primary's configuration, read again
+        argv += ["--config", str(settings.config_path)]
     if "hotswap" in settings.roles:
         argv += ["--hotswap", here]
     if settings.models_dir is not None:
@@ -99,6 +103,15 @@ def shared_table(settings: Settings) -> Path | None:
     if limiter.redis_url or limiter.shared_memory is not None:
         return None
     return settings.data_dir / SHARED_TABLE
+
+
+def shared_cache(settings: Settings) -> Path | None:
+    """Where the workers' response cache lives: a SQLite file in the data dir when the
+    cache is on and not in Redis (`gateway.shared_answers`); else None."""
+    cache = settings.config.gateway.cache
+    if not cache.enabled or cache.redis_url:
+        return None
+    return settings.data_dir / SHARED_CACHE
 
 
 class Workers:
@@ -241,7 +254,8 @@ async def workers_beside(
     http = None
     if stack.edge is not None and settings.http_listen:
         http = f"{settings.http_listen.rsplit(':', 1)[0]}:{stack.edge.port}"
-    workers = Workers(worker_argv(settings, public, http, stack.address_here), worker_env(table))
+    env = worker_env(table, settings.shared_cache)
+    workers = Workers(worker_argv(settings, public, http, stack.address_here), env)
     await workers.start(count)
     return workers
 
@@ -261,14 +275,17 @@ async def engines_beside(
     return host
 
 
-def worker_env(table: Path | None) -> dict[str, str]:
-    """The workers' environment: this one's, with the shared limits table when there is one."""
+def worker_env(table: Path | None, cache: Path | None = None) -> dict[str, str]:
+    """The workers' environment: this one's, with the shared limits table and the shared
+    response cache when there are."""
     from modelyard.ratelimit.config import SHARED_MEMORY_ENV
 
     env = dict(os.environ)
     env[PRIMARY_PID_ENV] = str(os.getpid())
     if table is not None:
         env[SHARED_MEMORY_ENV] = str(table)
+    if cache is not None:
+        env[SHARED_CACHE_ENV] = str(cache)
     return env
 
 

@@ -34,8 +34,10 @@ the gateway's catalog copy does not hold is not cached (the core refuses it as
 ever). A copy gone stale is not refused on a hit: nothing is routed on it.
 Identical misses running at once each call the model (no coalescing).
 
-Entries live in memory (a bounded LRU with a TTL, one per gateway) or, when a
-Redis URL is given, in Redis under `KEY_PREFIX`, shared by every gateway. A
+Entries live in memory (a bounded LRU with a TTL, one per gateway), in one
+host's SQLite file shared by its gateway processes (`up --workers N`:
+`shared_answers`), or, when a Redis URL is given, in Redis under `KEY_PREFIX`,
+shared by every gateway. A
 Redis failure never fails a call: the call goes to the model, the outage is
 logged once when it begins and once when it ends, and Redis is left alone for
 `retry_interval_s` after a failure so calls do not each wait out a timeout.
@@ -54,6 +56,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -314,12 +317,20 @@ class ResponseCache:
         ttl_s: float,
         max_entries: int,
         redis_url: str | None = None,
+        shared_file: Path | None = None,
         deterministic_only: bool = True,
     ) -> ResponseCache:
-        """In Redis when `redis_url` is set, else in this process's memory."""
-        store: AnswerStore = (
-            RedisAnswerStore(redis_url) if redis_url else MemoryAnswerStore(max_entries)
-        )
+        """In Redis when `redis_url` is set, else in the SQLite file `shared_file` when set
+        (one host's gateway processes, `shared_answers`), else in this process's memory."""
+        from modelyard.gateway.shared_answers import SharedAnswerStore  # it reads CachedAnswer
+
+        store: AnswerStore
+        if redis_url:
+            store = RedisAnswerStore(redis_url)
+        elif shared_file is not None:
+            store = SharedAnswerStore(shared_file, max_entries)
+        else:
+            store = MemoryAnswerStore(max_entries)
         return cls(store, ttl_s, deterministic_only=deterministic_only)
 
     def key(self, request: gateway_pb2.GenerateRequest, core: GatewayCore) -> CacheKey | None:
