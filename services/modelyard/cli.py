@@ -298,6 +298,8 @@ def _serve(args: argparse.Namespace) -> int:
         if table is not None:  # limits shared by every worker, as across replicas
             limiter = dataclasses.replace(settings.limiter, shared_memory=table)
             settings = dataclasses.replace(settings, limiter=limiter)
+        if workers > 1:  # each process holds its share of a backend's concurrency
+            settings = dataclasses.replace(settings, gateway_processes=workers)
         cache = shared_cache(settings) if workers > 1 else None
         if cache is not None:  # and the response cache
             settings = dataclasses.replace(settings, shared_cache=cache)

@@ -12,12 +12,13 @@ from conftest import GEMMA_ID, StackFactory
 
 from modelyard.assembly import Settings
 from modelyard.assembly.kinds import KINDS, BackendKind, provider_endpoint
-from modelyard.assembly.plan import plan_backends
+from modelyard.assembly.plan import engines_for, plan_backends
+from modelyard.assembly.settings import resolve_settings
 from modelyard.backends.admission import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_QUEUE
 from modelyard.backends.loaded_models import MIB
 from modelyard.backends.local.llama_engine import LlamaEngine
 from modelyard.config import LocalBackend, OllamaBackend, parse_config
-from modelyard_client.errors import ConfigError
+from modelyard_client.errors import ConfigError, InvalidRequest
 from modelyard_client.v1 import registry_pb2, registry_pb2_grpc
 
 YAML = """
@@ -151,6 +152,40 @@ model_system:
         512,
         2048,
     )
+
+
+async def test_with_gateway_workers_each_process_holds_its_share_of_a_backend_s_bounds() -> None:
+    config = parse_config(
+        """
+model_system:
+  backends:
+    openai: {api_key: "${OPENAI_API_KEY}", max_concurrency: 9, max_queue: 0}
+    together: {kind: openai_compat, endpoint: "http://127.0.0.1:9/v1", max_queue: 5}
+    anthropic: {api_key: "${ANTHROPIC_API_KEY}", max_concurrency: 1, max_queue: 3}
+""",
+        env=ENV,
+    )
+
+    async def bounds(processes: int) -> dict[str, tuple[int, int]]:
+        settings = Settings(config=config, discover_ollama=False, gateway_processes=processes)
+        engines = engines_for(await plan_backends(settings), ("backend-openai-compat",))
+        found = {}
+        for engine in engines:
+            admission = engine.admission  # type: ignore[attr-defined]
+            found[engine.backend] = (admission.max_concurrency, admission.max_queue)
+        return found
+
+    # Three processes call the providers: together no more than each bound, at least
+    # one call each, no queue made where none was configured.
+    assert await bounds(3) == {"openai": (3, 0), "together": (85, 1), "anthropic": (1, 1)}
+    assert await bounds(1) == {"openai": (9, 0), "together": (256, 5), "anthropic": (1, 3)}
+
+
+def test_a_gateway_process_count_that_is_no_count_is_refused_by_name() -> None:
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(InvalidRequest, match="MODELYARD_GATEWAY_PROCESSES"):
+            resolve_settings({}, {"MODELYARD_GATEWAY_PROCESSES": bad})
+    assert resolve_settings({}, {"MODELYARD_GATEWAY_PROCESSES": "4"}).gateway_processes == 4
 
 
 async def test_the_local_slot_and_queue_keys_reach_the_engine(

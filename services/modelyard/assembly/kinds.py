@@ -12,7 +12,7 @@ project, one plug-in under the ``modelyard.engines`` entry-point group
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from modelyard.backends.openai_compat.params import GENERIC
@@ -107,8 +107,8 @@ def _ollama_engine(plan: BackendPlan) -> Engine | None:
         keep_alive_s=backend.keep_alive,
         timeout_s=backend.timeout_ms / 1000,
         connect_timeout_s=_connect_timeout_s(plan),
-        max_concurrency=backend.max_concurrency,
-        max_queue=backend.max_queue,
+        max_concurrency=plan.share(backend.max_concurrency),
+        max_queue=plan.share(backend.max_queue, 0),
     )
 
 
@@ -252,7 +252,9 @@ def _openai_wire(endpoint: ProviderEndpoint, plan: BackendPlan) -> Engine:
 
 
 def _compat_engine(plan: BackendPlan) -> Engine:
-    return _openai_wire(provider_endpoint(plan.name, plan.backend, plan.secret("api_key")), plan)
+    endpoint = provider_endpoint(plan.name, plan.backend, plan.secret("api_key"))
+    shares = plan.share(endpoint.max_concurrency), plan.share(endpoint.max_queue, 0)
+    return _openai_wire(replace(endpoint, max_concurrency=shares[0], max_queue=shares[1]), plan)
 
 
 def _compat_source(plan: BackendPlan) -> DiscoverySource:
@@ -278,8 +280,8 @@ def _hosted_endpoint(plan: BackendPlan, base_url: str) -> ProviderEndpoint:
         api_key=backend.api_key or "",
         models=tuple(backend.models),
         timeout_s=backend.timeout_ms / 1000,
-        max_concurrency=backend.max_concurrency,
-        max_queue=backend.max_queue,
+        max_concurrency=plan.share(backend.max_concurrency),
+        max_queue=plan.share(backend.max_queue, 0),
         current_key=plan.secret("api_key"),
     )
 
@@ -319,8 +321,8 @@ def _gemini_engine(plan: BackendPlan) -> Engine:
         credential,
         models=tuple(backend.models),
         timeout_s=backend.timeout_ms / 1000,
-        max_concurrency=backend.max_concurrency,
-        max_queue=backend.max_queue,
+        max_concurrency=plan.share(backend.max_concurrency),
+        max_queue=plan.share(backend.max_queue, 0),
     )
     return gemini.GeminiEngine(endpoint, connect_timeout_s=_connect_timeout_s(plan))
 

@@ -48,6 +48,13 @@ class BackendPlan:
             return None
         return self.keys.key(name).value
 
+    def share(self, bound: int, at_least: int = 1) -> int:
+        """This process's part of a remote backend's `bound` (`max_concurrency`, and
+        `max_queue` with `at_least` 0): the host's gateway processes (`up --workers N`)
+        each call the provider from their own engines, so each holds `bound` // N (at
+        least `at_least`), together no more than `bound` once it is N or more."""
+        return max(at_least, bound // self.settings.gateway_processes)
+
     @property
     def not_served(self) -> str | None:
         """Why no engine serves this backend, or None."""

@@ -99,6 +99,10 @@ class Settings:
     # The response cache one host's gateway processes share (`up --workers N`, the
     # cache on, no Redis: MODELYARD_SHARED_CACHE for the workers); None: each its own.
     shared_cache: Path | None = None
+    # The host's gateway processes calling the remote providers (`up --workers N`: N,
+    # MODELYARD_GATEWAY_PROCESSES for the workers); each engine holds its share of a
+    # backend's max_concurrency and max_queue (`BackendPlan.share`).
+    gateway_processes: int = 1
     # Gateway workers (`modelyard up --workers N`): SO_REUSEPORT on the public gRPC and
     # HTTP listeners; the primary's second listener, every service (how workers reach
     # it); a worker's primary, where the calls for services it does not serve go.
@@ -150,6 +154,7 @@ class Settings:
 
 
 SHARED_CACHE_ENV = "MODELYARD_SHARED_CACHE"
+GATEWAY_PROCESSES_ENV = "MODELYARD_GATEWAY_PROCESSES"
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -232,7 +237,14 @@ def resolve_settings(
         region=str(pick("region", "MODELYARD_REGION", None, "")),
         limiter=limiter_settings(config, env),
         shared_cache=Path(shared) if (shared := env.get(SHARED_CACHE_ENV, "").strip()) else None,
+        gateway_processes=_processes(env.get(GATEWAY_PROCESSES_ENV, "").strip() or "1"),
     )
+
+
+def _processes(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidRequest(f"{GATEWAY_PROCESSES_ENV}: give a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def _seconds(value: str | float, var: str) -> float:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.assembly.plan import BackendPlan, engines_for
-from modelyard.assembly.settings import SHARED_CACHE_ENV, Settings
+from modelyard.assembly.settings import GATEWAY_PROCESSES_ENV, SHARED_CACHE_ENV, Settings
 from modelyard.backends.host import BackendHost
 
 if TYPE_CHECKING:
@@ -255,6 +255,7 @@ async def workers_beside(
     if stack.edge is not None and settings.http_listen:
         http = f"{settings.http_listen.rsplit(':', 1)[0]}:{stack.edge.port}"
     env = worker_env(table, settings.shared_cache)
+    env[GATEWAY_PROCESSES_ENV] = str(settings.gateway_processes)
     workers = Workers(worker_argv(settings, public, http, stack.address_here), env)
     await workers.start(count)
     return workers
