@@ -1,0 +1,146 @@
+"""The floor under any grpc.aio gateway: what a bare server costs per call here.
+
+A grpc.aio server (the same grpcio, protobuf and event loop the gateway runs on)
+answers modelyard.v1.GatewayService Generate and GenerateStream with a canned
+answer, the one the fake upstream's gives the gateway, and nothing else: no
+interceptor, no validation, no backend call. The Go load generator drives it as
+it drives the gateway (bench/gateway_overhead.py), and the server's CPU per call
+is read from /proc around the measured calls. What the gateway costs above this
+is its own work; this much is grpc.aio's and cannot be cut without another server.
+
+    .venv/bin/python bench/grpc_floor.py --rounds 3 --chunks 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gateway_overhead import EXPECTED, MAX_TOKENS, PROMPT, build_go_loadgen, free_port, go_run
+
+from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+MODEL = "custom/fake-gpt"
+
+
+def serve(port: int, chunks: int, shape: str) -> None:
+    """The bare server, in this process until it is killed. `shape`: "bare", or
+    "intercepted" (a pass-through server interceptor that builds each call's handler, as
+    modelyard's does) or "writer" (that, and the stream written by `context.write` from a
+    reader/writer handler, as `server/slow_readers.write_all` does)."""
+    import grpc
+
+    usage = common_pb2.Usage(input_tokens=9, output_tokens=6)
+    stop = common_pb2.FINISH_REASON_STOP
+    texts = [EXPECTED] if chunks <= 1 else [EXPECTED[:5], EXPECTED[5:]] + [""] * (chunks - 2)
+
+    class Floor(gateway_pb2_grpc.GatewayServiceServicer):
+        async def Generate(self, request, context):  # type: ignore[no-untyped-def]
+            return gateway_pb2.GenerateResponse(
+                model_id=MODEL, text=EXPECTED, finish_reason=stop, usage=usage
+            )
+
+        async def GenerateStream(self, request, context):  # type: ignore[no-untyped-def]
+            last = len(texts) - 1
+            for i, text in enumerate(texts):
+                if i == last:
+                    yield gateway_pb2.GenerateChunk(text=text, finish_reason=stop, usage=usage)
+                elif i == 0:
+                    yield gateway_pb2.GenerateChunk(model_id=MODEL, text=text)
+                else:
+                    yield gateway_pb2.GenerateChunk(text=text)
+
+    class PassThrough(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+            handler = await continuation(details)
+            if handler is None or handler.unary_stream is None or shape != "writer":
+                return handler
+            behaviour = handler.unary_stream
+
+            async def written(request, context):  # type: ignore[no-untyped-def]
+                async for item in behaviour(request, context):
+                    await context.write(item)
+
+            return grpc.unary_stream_rpc_method_handler(
+                written,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+    async def main() -> None:
+        server = grpc.aio.server(interceptors=[PassThrough()] if shape != "bare" else [])
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(Floor(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print("serving", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def measure(args: argparse.Namespace) -> int:
+    binary = build_go_loadgen()
+    port = free_port()
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), "--chunks", str(args.chunks)]
+        + ["--shape", args.shape],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "serving":
+            raise RuntimeError("the bare server did not start")
+        cpu: dict[str, list[float]] = {"stream": [], "unary": []}
+        rps: dict[str, list[float]] = {"stream": [], "unary": []}
+        for _ in range(args.rounds):
+            for call in ("stream", "unary"):
+                cmd = [str(binary), "-call", call, "-addr", f"127.0.0.1:{port}", "-model", MODEL]
+                cmd += ["-prompt", PROMPT, "-max-tokens", str(MAX_TOKENS), "-warmup", "500"]
+                cmd += ["-expect-text", EXPECTED, "-expect-finish", "stop"]
+                m = go_run(f"bare {call}", cmd, args.in_flight, args.requests, {"gw": child.pid})
+                if m.errors:
+                    raise RuntimeError(f"{m.errors} errors: {m.first_error}")
+                cpu[call].append(m.cpu_ms_per_req["gw"])
+                rps[call].append(m.rps)
+                print(f"bare {call}: {m.summary()}", flush=True)
+                time.sleep(0.2)
+        print(f"\n{args.shape} grpc.aio server, {args.in_flight} in flight, {args.rounds} rounds:")
+        for call in ("stream", "unary"):
+            print(
+                f"  {call}: CPU ms/call median {statistics.median(cpu[call]):.3f} "
+                f"({min(cpu[call]):.3f} to {max(cpu[call]):.3f}), "
+                f"req/s median {statistics.median(rps[call]):.0f}"
+            )
+    finally:
+        child.kill()
+        child.wait()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--chunks", type=int, default=2, help="GenerateChunks per stream")
+    parser.add_argument("--shape", choices=("bare", "intercepted", "writer"), default="bare")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.chunks, args.shape)
+        return 0
+    return measure(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
