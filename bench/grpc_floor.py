@@ -20,13 +20,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway_overhead import EXPECTED, MAX_TOKENS, PROMPT, build_go_loadgen, free_port, go_run
 
-from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from modelyard_client.v1 import common_pb2, gateway_pb2
 
 MODEL = "custom/fake-gpt"
 
@@ -42,23 +43,36 @@ def serve(port: int, chunks: int, shape: str) -> None:
     stop = common_pb2.FINISH_REASON_STOP
     texts = [EXPECTED] if chunks <= 1 else [EXPECTED[:5], EXPECTED[5:]] + [""] * (chunks - 2)
 
-    class Floor(gateway_pb2_grpc.GatewayServiceServicer):
-        async def Generate(self, request, context):  # type: ignore[no-untyped-def]
-            return gateway_pb2.GenerateResponse(
-                model_id=MODEL, text=EXPECTED, finish_reason=stop, usage=usage
-            )
+    async def generate(request: bytes, context: object) -> gateway_pb2.GenerateResponse:
+        return gateway_pb2.GenerateResponse(
+            model_id=MODEL, text=EXPECTED, finish_reason=stop, usage=usage
+        )
 
-        async def GenerateStream(self, request, context):  # type: ignore[no-untyped-def]
-            last = len(texts) - 1
-            for i, text in enumerate(texts):
-                if i == last:
-                    yield gateway_pb2.GenerateChunk(text=text, finish_reason=stop, usage=usage)
-                elif i == 0:
-                    yield gateway_pb2.GenerateChunk(model_id=MODEL, text=text)
-                else:
-                    yield gateway_pb2.GenerateChunk(text=text)
+    async def generate_stream(
+        request: bytes, context: object
+    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+        last = len(texts) - 1
+        for i, text in enumerate(texts):
+            if i == last:
+                yield gateway_pb2.GenerateChunk(text=text, finish_reason=stop, usage=usage)
+            elif i == 0:
+                yield gateway_pb2.GenerateChunk(model_id=MODEL, text=text)
+            else:
+                yield gateway_pb2.GenerateChunk(text=text)
 
-    class PassThrough(grpc.aio.ServerInterceptor):
+    parse = gateway_pb2.GenerateRequest.FromString
+    write = gateway_pb2.GenerateChunk.SerializeToString
+    floor = grpc.method_handlers_generic_handler(
+        "modelyard.v1.GatewayService",
+        {
+            "Generate": grpc.unary_unary_rpc_method_handler(
+                generate, parse, gateway_pb2.GenerateResponse.SerializeToString
+            ),
+            "GenerateStream": grpc.unary_stream_rpc_method_handler(generate_stream, parse, write),
+        },
+    )
+
+    class PassThrough(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs
         async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
             handler = await continuation(details)
             if handler is None or handler.unary_stream is None or shape != "writer":
@@ -77,7 +91,7 @@ def serve(port: int, chunks: int, shape: str) -> None:
 
     async def main() -> None:
         server = grpc.aio.server(interceptors=[PassThrough()] if shape != "bare" else [])
-        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(Floor(), server)
+        server.add_generic_rpc_handlers((floor,))
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         print("serving", flush=True)
@@ -89,9 +103,9 @@ def serve(port: int, chunks: int, shape: str) -> None:
 def measure(args: argparse.Namespace) -> int:
     binary = build_go_loadgen()
     port = free_port()
+    argv = [sys.executable, __file__, "--serve", str(port), "--chunks", str(args.chunks)]
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--chunks", str(args.chunks)]
-        + ["--shape", args.shape],
+        [*argv, "--shape", args.shape],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
