@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -19,8 +18,7 @@ from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_AD
 from modelyard.assembly.workers import (
     METRICS_LINE,
     follow_primary,
-    shared_cache,
-    shared_table,
+    primary_settings,
     workers_beside,
 )
 from modelyard.commands import COMMANDS
@@ -293,16 +291,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Every process on the public port; the workers reach this one on its own.
         flags.update(reuse_port=True, private_listen="127.0.0.1:0")
     try:
-        settings = resolve_settings(flags)
-        table = shared_table(settings) if workers > 1 else None
-        if table is not None:  # limits shared by every worker, as across replicas
-            limiter = dataclasses.replace(settings.limiter, shared_memory=table)
-            settings = dataclasses.replace(settings, limiter=limiter)
-        if workers > 1:  # each process holds its share of a backend's concurrency
-            settings = dataclasses.replace(settings, gateway_processes=workers)
-        cache = shared_cache(settings) if workers > 1 else None
-        if cache is not None:  # and the response cache
-            settings = dataclasses.replace(settings, shared_cache=cache)
+        # With workers: the limits, the response cache and each backend's bounds shared.
+        settings = primary_settings(resolve_settings(flags), workers)
     except ModelyardError as exc:
         return _startup_mistake(exc)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
@@ -310,7 +300,7 @@ def _serve(args: argparse.Namespace) -> int:
     for line in notices(settings.config):
         print(f"modelyard: {line}", file=sys.stderr, flush=True)
     try:
-        asyncio.run(_run(settings, workers - 1, table))
+        asyncio.run(_run(settings, workers - 1))
     except (ModelyardError, OSError) as exc:
         return _startup_mistake(exc)
     return 0
@@ -327,9 +317,8 @@ def _startup_mistake(exc: ModelyardError | OSError) -> int:
     return STARTUP_MISTAKE
 
 
-async def _run(settings: Settings, workers: int = 0, table: Path | None = None) -> None:
-    """Serve `settings`; `workers` more gateway processes on its address (`table`: where
-    they share the limits, when nothing is configured)."""
+async def _run(settings: Settings, workers: int = 0) -> None:
+    """Serve `settings`; `workers` more gateway processes on its address."""
     from modelyard.server.runtime import on_reload_signal, stop_signal
 
     stopping = stop_signal()
@@ -337,7 +326,7 @@ async def _run(settings: Settings, workers: int = 0, table: Path | None = None) 
     stack = await start_stack(settings)
     follow_primary(stopping)  # a gateway worker of `up` stops when its primary is gone
     try:
-        started = await workers_beside(stack, settings, workers, table)
+        started = await workers_beside(stack, settings, workers)
     except BaseException:
         await stack.stop(0)
         raise

@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,6 +94,18 @@ def worker_argv(settings: Settings, public: str, http: str | None, here: str) ->
     if settings.models_dir is not None:
         argv += ["--models-dir", str(settings.models_dir)]
     return argv
+
+
+def primary_settings(settings: Settings, processes: int) -> Settings:
+    """The `up` process's settings for `processes` gateway processes on one host: its
+    limits in a shared table (`shared_table`), its response cache in a shared file
+    (`shared_cache`), each process's share of a remote backend's bounds."""
+    if processes <= 1:
+        return settings
+    table = shared_table(settings)
+    if table is not None:  # limits shared by every worker, as across replicas
+        settings = replace(settings, limiter=replace(settings.limiter, shared_memory=table))
+    return replace(settings, gateway_processes=processes, shared_cache=shared_cache(settings))
 
 
 def shared_table(settings: Settings) -> Path | None:
@@ -245,16 +257,14 @@ async def _read_to_exit(worker: Worker) -> int:
     return await process.wait()
 
 
-async def workers_beside(
-    stack: Stack, settings: Settings, count: int, table: Path | None
-) -> Workers:
-    """`count` workers sharing `stack`'s public ports, their primary `stack` (`table`: where
-    they share the limits, when nothing is configured); none when `count` is 0."""
+async def workers_beside(stack: Stack, settings: Settings, count: int) -> Workers:
+    """`count` workers sharing `stack`'s public ports, their primary `stack` (started with
+    `primary_settings`); none when `count` is 0."""
     public = f"{settings.listen.rsplit(':', 1)[0]}:{stack.server.port}"
     http = None
     if stack.edge is not None and settings.http_listen:
         http = f"{settings.http_listen.rsplit(':', 1)[0]}:{stack.edge.port}"
-    env = worker_env(table, settings.shared_cache)
+    env = worker_env(settings.limiter.shared_memory, settings.shared_cache)
     env[GATEWAY_PROCESSES_ENV] = str(settings.gateway_processes)
     workers = Workers(worker_argv(settings, public, http, stack.address_here), env)
     await workers.start(count)
