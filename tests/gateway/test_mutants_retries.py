@@ -139,3 +139,12 @@ def test_a_bucket_emptied_by_the_window_counts_from_zero_when_used_again() -> No
     assert budget.counts(15.0) == (1, 1)
     assert budget.counts(20.0) == (0, 0)
     assert budget.allows_retry(20.0)
+
+
+def test_a_window_of_two_and_a_half_seconds_forgets_a_request_that_much_later() -> None:
+    budget = RetryBudget(0.2, 2.5)  # ten buckets of 0.25 s
+    budget.requested(0.0)
+    budget.retried(0.25)
+    assert budget.counts(2.4) == (1, 1)
+    assert budget.counts(2.5) == (0, 1)  # the bucket of t=0 left the window
+    assert budget.counts(2.75) == (0, 0)
