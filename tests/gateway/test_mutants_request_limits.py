@@ -1,5 +1,6 @@
 """The bounds `security.input_limits` sets (`gateway/request_limits.py`'s `_configured`),
-built as mutation testing needs to see them (docs/testing.md, the ninth session).
+built as mutation testing needs to see them (docs/testing.md, the eighth session,
+second part).
 
 `_configured` runs only while the module is imported, to fill `LIMITS`; mutmut imports
 the tests before it picks a mutant, so the doc and walk tests over `LIMITS` never met one
