@@ -9,34 +9,17 @@ fixed draw, so every wait is exact.
 from __future__ import annotations
 
 import pytest
+from gateway.test_retries import MODEL, RULES, Clock  # the same rules and fake clock
 
 from modelyard.gateway.retries import (
     CallTries,
     RetryBudget,
     RetryBudgets,
-    RetryRules,
     Step,
     step_after,
     upstream_of,
 )
 from modelyard_client.errors import BackendUnavailable, RateLimited, StreamTruncated
-
-MODEL = "openai/gpt-4o"
-RULES = RetryRules(
-    max_attempts_per_call=4,
-    budget_ratio=0.2,
-    budget_window_s=10.0,
-    base_backoff_s=0.1,
-    max_backoff_s=2.0,
-)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _tries(draw: float = 0.5) -> tuple[CallTries, Clock, RetryBudgets]:
