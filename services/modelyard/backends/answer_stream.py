@@ -95,15 +95,19 @@ async def whole_answer(
     stream: AsyncGenerator[T, None],
     empty: T,
     output_of: Callable[[T], common_pb2.Output | None] | None = None,
+    seen: Callable[[T], None] | None = None,
 ) -> WholeAnswer[T]:
     """Read `stream` to its end (closing it if reading fails); `empty` stands in for no items.
-    `output_of`: an item's part of the output (`chunk_output`), gathered whole."""
+    `output_of`: an item's part of the output (`chunk_output`), gathered whole; `seen`
+    is shown each item as it is read (a measure, with no generator layer of its own)."""
     texts: list[str] = []
     first: T | None = None
     last = empty
     gathered = OutputGatherer()
     async with aclosing(stream):
         async for item in stream:
+            if seen is not None:
+                seen(item)
             if first is None:
                 first = item
             texts.append(item.text)

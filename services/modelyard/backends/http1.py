@@ -16,7 +16,7 @@ client").
   within `connect_timeout_s`, or no answer within `read_timeout_s`). A pooled
   connection the server closed meanwhile is retried once on a fresh one, before
   any byte of the answer came (the request was then never read).
-- `Http1Response.iter_any`: the body as it arrives; `HttpBodyCut` when the
+- `Http1Response.iter_any`: the body as it arrives (`BodyPieces`); `HttpBodyCut` when the
   connection ends before the body's framing says it is whole, `TimeoutError` when
   nothing arrives within `read_timeout_s` (aiohttp's ``sock_read``).
 - `HttpMalformed`: what came is not an HTTP/1.1 response (its head or its chunked
@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -319,6 +319,34 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+class BodyPieces:
+    """`Http1Response.iter_any`: an async iterator, not an async generator. A generator
+    its reader leaves unfinished (a stream read up to its finish, not to its end) is
+    closed by the event loop's finalizer hook: a wake-up of the loop from another
+    thread and a task, per call (measured: ~4 % of a streamed call's CPU)."""
+
+    __slots__ = ("_conn", "_read_timeout_s")
+
+    def __init__(self, conn: _Connection, read_timeout_s: float | None) -> None:
+        self._conn = conn
+        self._read_timeout_s = read_timeout_s
+
+    def __aiter__(self) -> BodyPieces:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        while True:
+            piece = conn.take()
+            if piece:
+                return piece
+            if conn.error is not None:
+                raise conn.error
+            if conn.done:
+                raise StopAsyncIteration
+            await conn.more(self._read_timeout_s)
+
+
 class Http1Response:
     """A response whose head is in; its body read by `iter_any` or `read`. An async
     context manager: leaving it gives the connection back (body read whole) or closes it."""
@@ -331,19 +359,9 @@ class Http1Response:
         self.headers = conn.headers
         self._released = False
 
-    async def iter_any(self) -> AsyncGenerator[bytes, None]:
+    def iter_any(self) -> BodyPieces:
         """The body as it arrives, each item what came since the last one."""
-        conn = self._conn
-        while True:
-            piece = conn.take()
-            if piece:
-                yield piece
-                continue
-            if conn.error is not None:
-                raise conn.error
-            if conn.done:
-                return
-            await conn.more(self._read_timeout_s)
+        return BodyPieces(self._conn, self._read_timeout_s)
 
     async def read(self, limit: int = 1 << 24) -> bytes:
         """The whole body (at most `limit` bytes kept; the rest read and dropped)."""

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from modelyard.backends.admission import Admission, gateway_admission
@@ -614,11 +614,16 @@ class GatewayCore:
 
 
 async def response_of(
-    chunks: AsyncGenerator[gateway_pb2.GenerateChunk, None], started: float
+    chunks: AsyncGenerator[gateway_pb2.GenerateChunk, None],
+    started: float,
+    seen: Callable[[gateway_pb2.GenerateChunk], None] | None = None,
 ) -> gateway_pb2.GenerateResponse:
     """The unary answer of a streamed one (`Generate`): its text whole, the first chunk's
-    model and ids, the last one's finish and usage; `started` a `perf_counter` reading."""
-    whole = await whole_answer(chunks, empty=gateway_pb2.GenerateChunk(), output_of=chunk_output)
+    model and ids, the last one's finish and usage; `started` a `perf_counter` reading;
+    `seen` shown each chunk as it is read (`whole_answer`)."""
+    whole = await whole_answer(
+        chunks, empty=gateway_pb2.GenerateChunk(), output_of=chunk_output, seen=seen
+    )
     return gateway_pb2.GenerateResponse(
         model_id=whole.first.model_id,
         text=whole.text,

@@ -95,8 +95,17 @@ class GuardedGateway:
         api_key: str | None = None,
     ) -> gateway_pb2.GenerateResponse:
         started = time.perf_counter()
-        chunks = self.generate_stream(request, deadline, api_key, streamed=False)
-        return await response_of(chunks, started)
+        chunks, measure = self.opened(request, deadline, api_key, streamed=False)
+        if measure is None:
+            return await response_of(chunks, started)
+        error: BaseException | None = None
+        try:  # measured as it is read: no generator layer of its own (`meter_chunks`)
+            return await response_of(chunks, started, measure.seen)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            measure.ended(error)
 
     def generate_stream(
         self,
