@@ -99,30 +99,13 @@ class GuardedGateway:
         if measure is None:
             return await response_of(chunks, started)
         error: BaseException | None = None
-        try:  # measured as it is read: no generator layer of its own (`meter_chunks`)
+        try:  # measured as it is read (`opened`)
             return await response_of(chunks, started, measure.seen)
         except BaseException as exc:
             error = exc
             raise
         finally:
             measure.ended(error)
-
-    def generate_stream(
-        self,
-        request: gateway_pb2.GenerateRequest,
-        deadline: CallDeadline | None = None,
-        api_key: str | None = None,
-        *,
-        streamed: bool = True,
-    ) -> Chunks:
-        """The answer's chunks. The input stages run now, when called: bad input raises
-        here, before any chunk is asked for. With nothing to restore or check in the
-        answer (the default), the chunks are the inner stage's own, no layer between but
-        the meter's, which records the answer as it ends (a refusal here too)."""
-        chunks, measure = self.opened(request, deadline, api_key, streamed=streamed)
-        if measure is None:
-            return chunks
-        return self.meter_chunks(chunks, measure)  # outermost: the caller's view
 
     def opened(
         self,
@@ -132,10 +115,12 @@ class GuardedGateway:
         *,
         streamed: bool = True,
     ) -> tuple[Chunks, AnswerMeasure | None]:
-        """`generate_stream`'s chunks unmeasured, with the measure its reader keeps as it
-        passes them on (None without a meter): for a reader with a loop of its own
-        (`GatewayServicer.stream`), which spares every chunk a generator layer. A refusal
-        of the input stages is recorded here."""
+        """The answer's chunks unmeasured, with the measure their reader keeps as it passes
+        them on (None without a meter): `GatewayServicer.stream`'s loop, `whole_answer`'s
+        for `generate`; no chunk crosses a generator layer of the meter's own. The input
+        stages run now, when called: bad input raises here, before any chunk is asked for
+        (a refusal recorded by the measure too). With nothing to restore or check in the
+        answer (the default), the chunks are the inner stage's own."""
         if self.meter is None:
             return self._stages(request, deadline, api_key, streamed), None
         measure = self.meter.measure(request, time.perf_counter())
@@ -145,21 +130,6 @@ class GuardedGateway:
             measure.ended(exc)
             raise
         return chunks, measure
-
-    @staticmethod
-    async def meter_chunks(chunks: Chunks, measure: AnswerMeasure) -> Chunks:
-        """`chunks`, unchanged, measured by `measure` as they pass and when they end."""
-        error: BaseException | None = None
-        try:
-            async for chunk in chunks:
-                measure.seen(chunk)
-                yield chunk
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            await chunks.aclose()
-            measure.ended(error)
 
     def _stages(
         self,

@@ -2,7 +2,7 @@
 
 Each Generate and GenerateStream (over gRPC or an HTTP edge: both pass
 `GuardedGateway`, measured by the loop that passes its chunks on: `GatewayServicer.stream`
-for streams, `GuardedGateway.meter_chunks` otherwise) records, when it ends:
+for streams, `whole_answer`'s for a unary `Generate`) records, when it ends:
 
 - ``gen_ai.server.request.duration`` (s): from the call to its last chunk, with
   ``error.type`` (the error's reason, "cancelled" when the caller left) when it failed;
