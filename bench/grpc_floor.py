@@ -8,7 +8,13 @@ it drives the gateway (bench/gateway_overhead.py), and the server's CPU per call
 is read from /proc around the measured calls. What the gateway costs above this
 is its own work; this much is grpc.aio's and cannot be cut without another server.
 
+``--shape proxy`` adds the one thing no gateway can leave out: each call is sent to
+the fake upstream (bench/fake_openai_upstream.py, started here) with the gateway's own
+HTTP client and stream reader, and answered with its text. What the gateway costs
+above that is everything it does besides passing the call on.
+
     .venv/bin/python bench/grpc_floor.py --rounds 3 --chunks 2
+    .venv/bin/python bench/grpc_floor.py --rounds 3 --shape proxy
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fake_openai_upstream import UpstreamProcess
 from gateway_overhead import EXPECTED, MAX_TOKENS, PROMPT, build_go_loadgen, free_port, go_run
 
 from modelyard_client.v1 import common_pb2, gateway_pb2
@@ -32,11 +40,14 @@ from modelyard_client.v1 import common_pb2, gateway_pb2
 MODEL = "custom/fake-gpt"
 
 
-def serve(port: int, chunks: int, shape: str) -> None:
+def serve(port: int, chunks: int, shape: str, upstream: str | None = None) -> None:
     """The bare server, in this process until it is killed. `shape`: "bare", or
     "intercepted" (a pass-through server interceptor that builds each call's handler, as
     modelyard's does) or "writer" (that, and the stream written by `context.write` from a
-    reader/writer handler, as `server/slow_readers.write_all` does)."""
+    reader/writer handler, as `server/slow_readers.write_all` does) or "proxy" (no
+    interceptor; each call POSTs the chat completion to the fake `upstream` with the
+    gateway's own HTTP client and stream reader, `Http1Pool` and `ChatStream`, and
+    answers with the text read: the floor under a Python gateway that calls out)."""
     import grpc
 
     usage = common_pb2.Usage(input_tokens=9, output_tokens=6)
@@ -59,6 +70,10 @@ def serve(port: int, chunks: int, shape: str) -> None:
                 yield gateway_pb2.GenerateChunk(model_id=MODEL, text=text)
             else:
                 yield gateway_pb2.GenerateChunk(text=text)
+
+    if shape == "proxy":
+        assert upstream is not None
+        generate, generate_stream = _proxied(upstream, usage, stop)
 
     parse = gateway_pb2.GenerateRequest.FromString
     write = gateway_pb2.GenerateChunk.SerializeToString
@@ -90,7 +105,8 @@ def serve(port: int, chunks: int, shape: str) -> None:
             )
 
     async def main() -> None:
-        server = grpc.aio.server(interceptors=[PassThrough()] if shape != "bare" else [])
+        intercepted = shape in ("intercepted", "writer")
+        server = grpc.aio.server(interceptors=[PassThrough()] if intercepted else [])
         server.add_generic_rpc_handlers((floor,))
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -100,10 +116,59 @@ def serve(port: int, chunks: int, shape: str) -> None:
     asyncio.run(main())
 
 
+def _proxied(
+    upstream: str, usage: common_pb2.Usage, stop: common_pb2.FinishReason.ValueType
+) -> tuple[Any, Any]:
+    """Generate and GenerateStream that make the upstream call as the gateway does (one
+    pooled keep-alive connection per call in flight, the body read by `ChatStream`), and
+    nothing else: no validation, keys, limits, selection, metrics or audit."""
+    import msgspec
+
+    from modelyard.backends.http1 import Http1Pool
+    from modelyard.backends.openai_compat.chat_stream import ChatStream
+
+    pool: list[Http1Pool] = []
+    headers = {"Content-Type": "application/json"}
+
+    async def text_of(request: gateway_pb2.GenerateRequest) -> str:
+        if not pool:
+            pool.append(Http1Pool(upstream + "/v1"))
+        body = {
+            "model": "fake-gpt",
+            "messages": [{"role": "user", "content": request.input.text}],
+            "max_tokens": request.params.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        resp = await pool[0].post("/chat/completions", msgspec.json.encode(body), headers, 30.0)
+        async with resp:
+            stream = ChatStream("fake", MODEL)
+            return "".join([piece.text async for piece in stream.pieces(resp.iter_any())])
+
+    async def generate(
+        request: gateway_pb2.GenerateRequest, context: object
+    ) -> gateway_pb2.GenerateResponse:
+        text = await text_of(request)
+        return gateway_pb2.GenerateResponse(
+            model_id=MODEL, text=text, finish_reason=stop, usage=usage
+        )
+
+    async def generate_stream(
+        request: gateway_pb2.GenerateRequest, context: object
+    ) -> AsyncIterator[gateway_pb2.GenerateChunk]:
+        text = await text_of(request)
+        yield gateway_pb2.GenerateChunk(model_id=MODEL, text=text, finish_reason=stop, usage=usage)
+
+    return generate, generate_stream
+
+
 def measure(args: argparse.Namespace) -> int:
     binary = build_go_loadgen()
     port = free_port()
     argv = [sys.executable, __file__, "--serve", str(port), "--chunks", str(args.chunks)]
+    upstream = UpstreamProcess() if args.shape == "proxy" else None
+    if upstream is not None:
+        argv += ["--upstream", upstream.url]
     child = subprocess.Popen(
         [*argv, "--shape", args.shape],
         stdout=subprocess.PIPE,
@@ -138,6 +203,8 @@ def measure(args: argparse.Namespace) -> int:
     finally:
         child.kill()
         child.wait()
+        if upstream is not None:
+            upstream.stop()
     return 0
 
 
@@ -147,11 +214,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--chunks", type=int, default=2, help="GenerateChunks per stream")
-    parser.add_argument("--shape", choices=("bare", "intercepted", "writer"), default="bare")
+    shapes = ("bare", "intercepted", "writer", "proxy")
+    parser.add_argument("--shape", choices=shapes, default="bare")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.chunks, args.shape)
+        serve(args.serve, args.chunks, args.shape, args.upstream)
         return 0
     return measure(args)
 
