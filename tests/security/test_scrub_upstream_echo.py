@@ -8,6 +8,7 @@ calls a real echoing upstream (`echo_upstream.EchoUpstream`).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 from collections.abc import AsyncIterator
@@ -95,5 +96,12 @@ async def test_an_error_nobody_scrubbed_is_scrubbed_on_the_wire_and_in_the_serve
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request, timeout=10)
     assert f"the SDK said: api key {MARKER} is invalid" in (failed.value.details() or "")
-    server = [s for s in spans.get_finished_spans() if s.name.endswith("GatewayService/Generate")]
+    # The server's span ends just after its status went out: the client can be first.
+    for _ in range(200):
+        server = [
+            s for s in spans.get_finished_spans() if s.name.endswith("GatewayService/Generate")
+        ]
+        if server:
+            break
+        await asyncio.sleep(0.01)
     assert [s.status.description for s in server] == [failed.value.details()]
