@@ -54,7 +54,9 @@ def profile(args: argparse.Namespace) -> int:
             up.url, Path(tmp), root=args.root, extra_args=extra, python_args=(str(child), str(out))
         )
         try:
-            cmd = [str(binary), "-call", args.call, "-addr", gw.address, "-model", gw.model_id]
+            edge = args.call.startswith("openai")  # the OpenAI edge, over HTTP
+            addr = f"http://{gw.http_address}" if edge else gw.address
+            cmd = [str(binary), "-call", args.call, "-addr", addr, "-model", gw.model_id]
             cmd += ["-prompt", PROMPT, "-max-tokens", str(MAX_TOKENS), "-warmup", "300"]
             cmd += ["-expect-text", EXPECTED, "-expect-finish", "stop"]
             pid = gw.proc.pid
@@ -109,7 +111,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("profile", help="profile a gateway under load")
-    p.add_argument("--call", choices=("stream", "unary"), default="stream")
+    calls = ("stream", "unary", "openai-stream")  # the last: the OpenAI edge, streamed
+    p.add_argument("--call", choices=calls, default="stream")
     p.add_argument("--requests", type=int, default=3000, help="profiled calls after 300 warm-up")
     p.add_argument("--root", type=Path, default=ROOT, help="the checkout to serve")
     p.add_argument("--config", help="a config file to serve with (`modelyard serve --config`)")

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
 from modelyard.edges.openai_wire import http_status
 from modelyard_client.errors import InvalidRequest, ModelyardError
 from modelyard_client.v1 import common_pb2, gateway_pb2
@@ -243,11 +245,7 @@ def message_json(answer: gateway_pb2.GenerateResponse) -> dict[str, Any]:
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
-    return (
-        f"event: {kind}\ndata: ".encode()
-        + json.dumps({"type": kind, **data}, separators=(",", ":")).encode()
-        + b"\n\n"
-    )
+    return f"event: {kind}\ndata: ".encode() + msgspec.json.encode({"type": kind, **data}) + b"\n\n"
 
 
 class EventWriter:

@@ -32,6 +32,7 @@ from contextlib import AbstractContextManager, aclosing, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 from aiohttp import web
 
 from modelyard.edges.anthropic_wire import (
@@ -135,7 +136,7 @@ class EdgeCalls:
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=msgspec.json.encode(body),
         content_type="application/json",
         headers=headers,
     )
@@ -356,7 +357,10 @@ async def _sse(
     error_event: Callable[[ModelyardError], bytes] = _openai_error_event,
 ) -> web.StreamResponse:
     """Stream `chunks` as SSE. A failure before the first chunk is an ordinary error
-    answer (its status); after it, an ``error`` event and no ``[DONE]``."""
+    answer (its status); after it, an ``error`` event and no ``[DONE]``.
+
+    The chunk with the finish reason is the answer's last: its events go out with the
+    body's end in one write (and the head, when it is the first too), not three."""
     async with aclosing(chunks):
         try:
             first = await anext(chunks)
@@ -370,18 +374,32 @@ async def _sse(
                 "X-Accel-Buffering": "no",
             },
         )
-        await response.prepare(http)
+        await response.prepare(http)  # aiohttp sends the head with the first write
         http[_STARTED] = response
-        await response.write(writer.events(first))
+        ended = await _send_events(response, writer.events(first), bool(first.finish_reason))
         try:
             async for chunk in chunks:
-                await response.write(writer.events(chunk))
+                ended = await _send_events(
+                    response, writer.events(chunk), bool(chunk.finish_reason)
+                )
         except ModelyardError as err:
+            if ended:  # the answer was whole: nothing more goes out, the audit row has it
+                raise
             await response.write(error_event(err))
             await response.write_eof()
             raise  # the call's error, for its audit row; `_call` keeps this response
-        await response.write_eof()
+        await response.write_eof()  # nothing more when the last chunk ended it
         return response
+
+
+async def _send_events(response: web.StreamResponse, events: bytes, last: bool) -> bool:
+    """`events` sent, with the body's end when they are the answer's `last`; whether
+    the body has ended."""
+    if last:
+        await response.write_eof(events)
+    else:
+        await response.write(events)
+    return last
 
 
 async def _multipart(http: web.Request) -> tuple[dict[str, str], bytes, str]:

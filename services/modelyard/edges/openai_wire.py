@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import grpc
+import msgspec
 
 from modelyard_client.errors import InvalidRequest, ModelyardError, RequestTooLarge
 from modelyard_client.v1 import common_pb2, gateway_pb2
@@ -432,7 +433,7 @@ class ChunkWriter:
         obj = {**self._head, "choices": choices}
         if usage is not None:
             obj["usage"] = usage
-        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+        return b"data: " + msgspec.json.encode(obj) + b"\n\n"  # a tenth of json.dumps' cost
 
     def events(self, chunk: gateway_pb2.GenerateChunk) -> bytes:
         out = b""
