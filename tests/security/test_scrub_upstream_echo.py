@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from conftest import StackFactory
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from security.echo_upstream import EchoUpstream
 from support.grpc_trailers import trailers
@@ -75,6 +76,7 @@ async def test_an_echoed_authorization_header_reaches_neither_the_caller_nor_the
         assert encoded not in text
     assert "rejected: request headers:" in details  # the upstream's message is still told
     assert f"Bearer {MARKER}" in details
+    await server_spans(spans)
     descriptions = [s.status.description or "" for s in spans.get_finished_spans()]
     assert any("rejected: request headers:" in d for d in descriptions)
     assert not any(provider_key in d for d in descriptions)
@@ -96,7 +98,14 @@ async def test_an_error_nobody_scrubbed_is_scrubbed_on_the_wire_and_in_the_serve
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await gateway_pb2_grpc.GatewayServiceStub(channel).Generate(request, timeout=10)
     assert f"the SDK said: api key {MARKER} is invalid" in (failed.value.details() or "")
-    # The server's span ends just after its status went out: the client can be first.
+    server = await server_spans(spans)
+    assert [s.status.description for s in server] == [failed.value.details()]
+
+
+async def server_spans(spans: InMemorySpanExporter) -> list[ReadableSpan]:
+    """The Generate calls' SERVER spans, once there is one: a span ends just after its
+    status went out, so the client can read the spans before it ends."""
+    server: list[ReadableSpan] = []
     for _ in range(200):
         server = [
             s for s in spans.get_finished_spans() if s.name.endswith("GatewayService/Generate")
@@ -104,4 +113,4 @@ async def test_an_error_nobody_scrubbed_is_scrubbed_on_the_wire_and_in_the_serve
         if server:
             break
         await asyncio.sleep(0.01)
-    assert [s.status.description for s in server] == [failed.value.details()]
+    return server
