@@ -54,7 +54,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sides", nargs="+", type=parse_side, help="label=checkout[:config]")
     parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--call", choices=("stream", "unary"), default="stream")
+    parser.add_argument(
+        "--call",
+        choices=("stream", "unary", "openai-stream"),
+        default="stream",
+        help="GenerateStream, Generate, or the OpenAI edge's streamed chat completion",
+    )
     parser.add_argument("--requests", type=int, default=3000, help="calls per side per round")
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=300)
@@ -75,7 +80,10 @@ def main() -> int:
                 order = list(gateways) if r % 2 == 0 else list(reversed(gateways))
                 for label in order:
                     gw = gateways[label]
-                    cmd = [str(binary), "-call", args.call, "-addr", gw.address]
+                    addr = gw.address
+                    if args.call == "openai-stream":
+                        addr = f"http://{gw.http_address}"
+                    cmd = [str(binary), "-call", args.call, "-addr", addr]
                     cmd += ["-model", gw.model_id, "-prompt", PROMPT]
                     cmd += ["-max-tokens", str(MAX_TOKENS), "-warmup", str(args.warmup)]
                     cmd += ["-expect-text", EXPECTED, "-expect-finish", "stop"]
