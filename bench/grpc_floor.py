@@ -13,8 +13,14 @@ the fake upstream (bench/fake_openai_upstream.py, started here) with the gateway
 HTTP client and stream reader, and answered with its text. What the gateway costs
 above that is everything it does besides passing the call on.
 
+``--shape grpclib`` is the bare server on another gRPC implementation: grpclib, pure
+Python over h2 on the same event loop (no C core, no poller thread), answering the
+same canned answer. It shows how much of the floor is grpc.aio's own;
+``--shape grpclib-proxy`` is that server making the proxy's upstream call.
+
     .venv/bin/python bench/grpc_floor.py --rounds 3 --chunks 2
     .venv/bin/python bench/grpc_floor.py --rounds 3 --shape proxy
+    .venv/bin/python bench/grpc_floor.py --rounds 3 --chunks 1 --shape grpclib
 """
 
 from __future__ import annotations
@@ -71,9 +77,12 @@ def serve(port: int, chunks: int, shape: str, upstream: str | None = None) -> No
             else:
                 yield gateway_pb2.GenerateChunk(text=text)
 
-    if shape == "proxy":
+    if shape.endswith("proxy"):
         assert upstream is not None
         generate, generate_stream = _proxied(upstream, usage, stop)
+    if shape.startswith("grpclib"):
+        _serve_grpclib(port, generate, generate_stream)
+        return
 
     parse = gateway_pb2.GenerateRequest.FromString
     write = gateway_pb2.GenerateChunk.SerializeToString
@@ -112,6 +121,40 @@ def serve(port: int, chunks: int, shape: str, upstream: str | None = None) -> No
         await server.start()
         print("serving", flush=True)
         await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def _serve_grpclib(port: int, generate: Any, generate_stream: Any) -> None:
+    """The same two methods served by grpclib (pure Python over h2), until killed."""
+    from grpclib.const import Cardinality, Handler
+    from grpclib.server import Server, Stream
+
+    async def unary(stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        await stream.send_message(await generate(request, stream))
+
+    async def streamed(stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        async for chunk in generate_stream(request, stream):
+            await stream.send_message(chunk)
+
+    class Floor:
+        def __mapping__(self) -> dict[str, Handler]:
+            service = "/modelyard.v1.GatewayService"
+            request, response = gateway_pb2.GenerateRequest, gateway_pb2.GenerateResponse
+            return {
+                f"{service}/Generate": Handler(unary, Cardinality.UNARY_UNARY, request, response),
+                f"{service}/GenerateStream": Handler(
+                    streamed, Cardinality.UNARY_STREAM, request, gateway_pb2.GenerateChunk
+                ),
+            }
+
+    async def main() -> None:
+        server = Server([Floor()])
+        await server.start("127.0.0.1", port)
+        print("serving", flush=True)
+        await server.wait_closed()
 
     asyncio.run(main())
 
@@ -166,7 +209,7 @@ def measure(args: argparse.Namespace) -> int:
     binary = build_go_loadgen()
     port = free_port()
     argv = [sys.executable, __file__, "--serve", str(port), "--chunks", str(args.chunks)]
-    upstream = UpstreamProcess() if args.shape == "proxy" else None
+    upstream = UpstreamProcess() if args.shape.endswith("proxy") else None
     if upstream is not None:
         argv += ["--upstream", upstream.url]
     child = subprocess.Popen(
@@ -193,7 +236,8 @@ def measure(args: argparse.Namespace) -> int:
                 rps[call].append(m.rps)
                 print(f"bare {call}: {m.summary()}", flush=True)
                 time.sleep(0.2)
-        print(f"\n{args.shape} grpc.aio server, {args.in_flight} in flight, {args.rounds} rounds:")
+        server = args.shape if args.shape.startswith("grpclib") else f"{args.shape} grpc.aio"
+        print(f"\n{server} server, {args.in_flight} in flight, {args.rounds} rounds:")
         for call in ("stream", "unary"):
             print(
                 f"  {call}: CPU ms/call median {statistics.median(cpu[call]):.3f} "
@@ -214,7 +258,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--chunks", type=int, default=2, help="GenerateChunks per stream")
-    shapes = ("bare", "intercepted", "writer", "proxy")
+    shapes = ("bare", "intercepted", "writer", "proxy", "grpclib", "grpclib-proxy")
     parser.add_argument("--shape", choices=shapes, default="bare")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
