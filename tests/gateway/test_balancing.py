@@ -172,3 +172,35 @@ def test_a_bad_circuit_policy_is_refused_naming_the_field() -> None:
     model = _model_with_deployments(common_pb2.HEALTH_STATUS_HEALTHY)
     with pytest.raises(InvalidRequest, match="max_ejection_s must be a finite number >= base"):
         balancer.lease(model)
+
+
+def test_a_region_leases_only_the_deployments_there_whatever_the_strategy() -> None:
+    model = _model_with_deployments(*[common_pb2.HEALTH_STATUS_HEALTHY] * 3)
+    for deployment, region in zip(model.deployments, ("us", "eu", "eu"), strict=True):
+        deployment.region = region
+    for strategy in ("round_robin", "least_loaded", "p2c", "cost_optimized", "region_affinity"):
+        balancer = Balancer(strategy, region="us")  # the gateway's own preference loses
+        picked = {balancer.lease(model, "eu").deployment.endpoint for _ in range(12)}
+        assert picked == {"10.0.0.2:50051", "10.0.0.3:50051"}, strategy
+        assert balancer.lease(model).deployment.endpoint == "10.0.0.1:50051", strategy
+
+
+def test_a_region_without_a_usable_deployment_is_unavailable_naming_the_region() -> None:
+    model = _model_with_deployments(
+        common_pb2.HEALTH_STATUS_HEALTHY, common_pb2.HEALTH_STATUS_UNAVAILABLE
+    )
+    model.deployments[0].region, model.deployments[1].region = "us", "eu"
+    balancer = Balancer("round_robin")
+    with pytest.raises(BackendUnavailable) as refused:
+        balancer.lease(model, "eu")
+    assert str(refused.value) == (
+        "no usable deployment among 2: 2 unhealthy, 0 ejected; the request's "
+        "constraints.region 'eu' leaves out the 1 deployed elsewhere"
+    )
+    with pytest.raises(BackendUnavailable) as refused:
+        balancer.lease(model, "ap")
+    assert str(refused.value) == (
+        "model 's/m' has no deployment in region 'ap' (constraints.region)"
+    )
+    # The region's filter lasts one lease: the next, with none, finds the healthy one.
+    assert balancer.lease(model).deployment.endpoint == "10.0.0.1:50051"

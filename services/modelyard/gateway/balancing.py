@@ -34,6 +34,7 @@ from modelyard.config.schema import CircuitConfig
 from modelyard.gateway.performance import PerformanceTracker
 from modelyard.meters.resilience import ResilienceMeter
 from modelyard.servable import servable_health
+from modelyard_client.errors import BackendUnavailable
 from modelyard_client.v1 import common_pb2
 
 
@@ -168,9 +169,15 @@ class Balancer:
     def let_in(self, model_id: str, endpoint: str) -> None:
         self._held_out.discard((model_id, endpoint))
 
-    def lease(self, model: common_pb2.ModelEntry) -> Lease:
-        """A deployment of `model` to call; raises BackendUnavailable when none is usable."""
+    def lease(self, model: common_pb2.ModelEntry, region: str = "") -> Lease:
+        """A deployment of `model` to call; raises BackendUnavailable when none is usable.
+        `region` (the request's `constraints.region`; "": any): only a deployment there,
+        whatever the strategy; BackendUnavailable naming it when the model has none."""
         deployments = model.deployments
+        if region and not any(d.region == region for d in deployments):
+            raise BackendUnavailable(
+                f"model '{model.id}' has no deployment in region '{region}' (constraints.region)"
+            )
         shape = tuple((d.endpoint, d.region) for d in deployments)
         known = self._pools.get(model.id)
         if known is None or known[0] != shape:
@@ -191,9 +198,20 @@ class Balancer:
         held = self._held_out
         for i, d in enumerate(deployments):
             pool.set_healthy(
-                i, servable_health(d.health) and not (held and (model.id, d.endpoint) in held)
+                i,
+                servable_health(d.health)
+                and not (held and (model.id, d.endpoint) in held)
+                and (not region or d.region == region),
             )
-        index = pool.pick(self.strategy, self.region)
+        try:
+            index = pool.pick(self.strategy, self.region)
+        except BackendUnavailable as exc:
+            if not region:
+                raise
+            raise BackendUnavailable(
+                f"{exc.message}; the request's constraints.region '{region}' leaves out "
+                f"the {sum(d.region != region for d in deployments)} deployed elsewhere"
+            ) from None
         pool.start(index)
         return Lease(
             pool, index, deployments[index], time.perf_counter(), model.id, known[2], self.rate

@@ -480,7 +480,7 @@ class GatewayCore:
                 model, input_tokens + max_tokens, api_key, input_tokens=input_tokens
             )
             try:
-                lease = self.balancer.lease(model)
+                lease = self.balancer.lease(model, request.constraints.region)
             except BaseException:
                 await reservation.settle(0, 0.0)
                 raise

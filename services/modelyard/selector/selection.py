@@ -56,7 +56,7 @@ class Selector:
             return selector_pb2.SelectResponse(
                 model_id=outcome, candidates=[pinned], analysed_task=task
             )
-        entries, selection, weights = outcome
+        entries, selection, weights, outside, constraints = outcome
         response = selector_pb2.SelectResponse(analysed_task=task)
         for score in selection.scores():
             response.candidates.append(
@@ -64,7 +64,9 @@ class Selector:
                     model_id=score.model_id,
                     total=score.total,
                     eligible=score.eligible,
-                    rejection_reason=score.rejection,
+                    rejection_reason=_rejection(
+                        score.rejection, score.model_id, outside, constraints
+                    ),
                     criteria=[
                         selector_pb2.CriterionScore(criterion=name, value=value, weight=weight)
                         for name, value, weight in zip(
@@ -92,12 +94,12 @@ class Selector:
         _, outcome = self._run(request, params or common_pb2.GenerationParams())
         if isinstance(outcome, str):
             return [outcome]
-        entries, selection, _ = outcome
+        entries, selection = outcome[0], outcome[1]
         return [entries[i].id for i in selection.ranked()]
 
     def _run(
         self, request: selector_pb2.SelectRequest, params: common_pb2.GenerationParams
-    ) -> tuple[selector_pb2.Task, str | tuple[list[common_pb2.ModelEntry], Selection, Weights]]:
+    ) -> tuple[selector_pb2.Task, str | _Outcome]:
         task = analyse(request.task, request.task.input, params)
         task.ClearField("input")  # analysed; no need to echo the whole input back
         rule = self._settings.agents.get(task.agent_id) if task.agent_id else None
@@ -110,6 +112,8 @@ class Selector:
         constraints = _merge_constraints(request.constraints, policy.constraints)
         weights = _weights(request.weights, policy.weights)
         excluded = list(constraints.excluded_models)
+        outside = _outside(entries, constraints.region, set(excluded))
+        excluded += sorted(outside)
         if request.candidates:
             known = {e.id for e in entries}
             for model_id in request.candidates:
@@ -136,11 +140,11 @@ class Selector:
         selection = candidates.select(native, weights)
         if selection.chosen is None:
             reasons = "; ".join(
-                f"{s.model_id}: {s.rejection}"
+                f"{s.model_id}: {_rejection(s.rejection, s.model_id, outside, constraints)}"
                 for s in (selection[i] for i in range(len(selection)))
             )
             raise NoSuitableModel(f"no model meets the constraints ({reasons})")
-        return task, (entries, selection, weights)
+        return task, (entries, selection, weights, outside, constraints)
 
     def _pinned(
         self, model_id: str, entries: Sequence[common_pb2.ModelEntry], task: selector_pb2.Task
@@ -154,6 +158,37 @@ class Selector:
                 + (f": {entry.health_reason}" if entry.health_reason else "")
             )
         return model_id
+
+
+# What a selection found: the entries, the native selection, its weights, the models
+# left out for `constraints.region`, and the constraints it ran with.
+_Outcome = tuple[
+    list[common_pb2.ModelEntry], Selection, Weights, frozenset[str], selector_pb2.Constraints
+]
+
+
+def _outside(
+    entries: Sequence[common_pb2.ModelEntry], region: str, excluded: set[str]
+) -> frozenset[str]:
+    """The models, not already excluded, with no deployment in `region` ("": none)."""
+    if not region:
+        return frozenset()
+    return frozenset(
+        e.id
+        for e in entries
+        if e.id not in excluded and not any(d.region == region for d in e.deployments)
+    )
+
+
+def _rejection(
+    reason: str, model_id: str, outside: frozenset[str], constraints: selector_pb2.Constraints
+) -> str:
+    """The native rejection `reason`, naming the region where that is what left it out."""
+    if model_id in outside:
+        return reason.replace(
+            "excluded by the request", f"no deployment in region '{constraints.region}'"
+        )
+    return reason
 
 
 def _merge_constraints(

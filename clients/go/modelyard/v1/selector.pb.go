@@ -195,9 +195,14 @@ type Constraints struct {
 	PreferredBackend     string                 `protobuf:"bytes,4,opt,name=preferred_backend,json=preferredBackend,proto3" json:"preferred_backend,omitempty"` // at most 128 characters
 	ExcludedModels       []string               `protobuf:"bytes,5,rep,name=excluded_models,json=excludedModels,proto3" json:"excluded_models,omitempty"`       // at most 256 entries, each at most 256 characters
 	MaxMemoryBytes       uint64                 `protobuf:"varint,6,opt,name=max_memory_bytes,json=maxMemoryBytes,proto3" json:"max_memory_bytes,omitempty"`
-	Region               string                 `protobuf:"bytes,7,opt,name=region,proto3" json:"region,omitempty"` // at most 64 characters
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// At most 64 characters. Set: only models with a deployment in this region
+	// (`Deployment.region`) are candidates, and the gateway calls only their
+	// deployments there, whatever the balancing strategy: a model it is asked
+	// for (named, or next in a fallback chain) with none there fails over with
+	// BackendUnavailable naming the region. Empty: any region.
+	Region        string `protobuf:"bytes,7,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Constraints) Reset() {
