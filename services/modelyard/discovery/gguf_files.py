@@ -6,7 +6,8 @@ discovery finds and what the backend serves are the same catalog entries.
 `gguf.GGUFReader` parses every metadata array, the tokenizer's vocabulary
 included: about 10-25 s for Gemma 3's 262k tokens on this project's 2-core
 machines. Each file is therefore read once per (size, mtime) and the result
-kept, and reading happens in a worker thread.
+kept, and reading happens in a worker process (`_reader_pool`), which ends with the
+process that started it, killed outright or not.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -103,8 +107,26 @@ def _reader_pool() -> ProcessPoolExecutor:
     """One worker process, started on first use ("spawn": never fork a gRPC process)."""
     global _POOL
     if _POOL is None:
-        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _POOL = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
     return _POOL
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """The reader's initializer: it ends once the process that started it is gone. A parent
+    killed outright (SIGKILL, the OOM killer) cannot stop its pool, and the worker would
+    wait for ever on a queue whose write end it holds itself."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def stop_reader_pool() -> None:
