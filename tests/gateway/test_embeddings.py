@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import StackFactory
+from meters.test_gateway_metrics import _samples, _scrape, _value
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from support.scripted_engine import ScriptedEngine
@@ -21,6 +22,7 @@ from modelyard.backends.engine import Embeddings
 from modelyard.config import HotSwapConfig, ModelyardConfig, parse_config
 from modelyard_client import GatewayClient
 from modelyard_client.errors import (
+    BackendUnavailable,
     FailedPrecondition,
     InvalidRequest,
     ModelyardError,
@@ -381,6 +383,35 @@ async def test_an_upstream_refusal_reaches_the_caller_as_it_came(
     assert isinstance(err, ProviderAuthFailed)
     assert err.message == "upstream 'scripted' rejected this gateway's key"
     assert len(engine.embeds) == 1  # not retried
+
+
+async def test_a_transient_failure_is_retried_once_and_the_retry_is_counted(
+    make_stack: StackFactory, engine: EmbeddingEngine
+) -> None:
+    # The file's backend of the engine's name gives its retries (no engine is made from it:
+    # no backend role is served, and discovery is off).
+    retries = (
+        "  backends:\n"
+        "    scripted: {kind: openai_compat, endpoint: 'http://127.0.0.1:9/v1', max_retries: 1}\n"
+    )
+    stack = await make_stack(
+        roles=("registry", "gateway"),
+        engines=[engine],
+        config=_config(retries),
+        metrics_listen="127.0.0.1:0",
+    )
+    assert stack.metrics_listener is not None
+    await _embed(stack.address, _request("healthy"))
+    healthy = _samples(await _scrape(stack.metrics_listener.url))
+    assert _value(healthy, "modelyard_retries_total") == 0
+    engine.failures = [BackendUnavailable("upstream 'scripted' answered 503")]
+    response = await _embed(stack.address, _request("again"))
+    assert [list(e.values) for e in response.embeddings] == [vector_of("again")]
+    assert len(engine.embeds) == 3  # the healthy call, the failed attempt, its retry
+    samples = _samples(await _scrape(stack.metrics_listener.url))
+    labels = {"gen_ai_request_model": EMBED, "error_type": "BACKEND_UNAVAILABLE"}
+    assert _value(samples, "modelyard_retries_total", **labels) == 1
+    assert _value(samples, "modelyard_retries_total") == 1
 
 
 async def test_dimensions_the_engine_ignores_are_refused_naming_them(

@@ -131,6 +131,8 @@ async def embed(
             )
             if wait is None:
                 raise
+            if core.events is not None:
+                core.events.retry(model.id, exc.reason)
             await asyncio.sleep(wait)
             continue
         return gateway_pb2.EmbedResponse(
