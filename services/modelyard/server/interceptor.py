@@ -233,7 +233,7 @@ def _status_name(exc: BaseException | None, context: Ctx) -> str:
 def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
     async def wrapped(raw: bytes, context: Ctx) -> Any:
         span = _start_span(rpc.name, context)
-        failed: BaseException | None = None
+        ended = _Ended(rpc, span)
         try:
             rpc.gate.check()
             with (
@@ -243,12 +243,11 @@ def _wrap_unary(rpc: _Rpc, behavior: UnaryBehavior) -> UnaryBehavior:
             ):
                 return await behavior(rpc.parse(raw, context), context)
         except BaseException as exc:
-            failed = exc
-            await _abort_for(exc, rpc.name, context, span)
+            ended.failed = exc
+            await _abort_for(exc, rpc.name, context, span, ended)
             raise  # unreachable: _abort_for always raises
         finally:
-            span.end()
-            rpc.count(failed, context)
+            ended(context)
 
     return wrapped
 
@@ -258,7 +257,7 @@ def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> UnaryBehavior:
     # stops reading is cut from inside the call, its generators closed in its context.
     async def wrapped(raw: bytes, context: Ctx) -> None:
         span = _start_span(rpc.name, context)
-        failed: BaseException | None = None
+        ended = _Ended(rpc, span)
         try:
             rpc.gate.check()
             with (
@@ -269,18 +268,39 @@ def _wrap_stream(rpc: _Rpc, behavior: StreamBehavior) -> UnaryBehavior:
                 async with aclosing(behavior(rpc.parse(raw, context), context)) as items:
                     await write_all(items, context, rpc.slow_reader_timeout_s)
         except BaseException as exc:
-            failed = exc
-            await _abort_for(exc, rpc.name, context, span)
+            ended.failed = exc
+            await _abort_for(exc, rpc.name, context, span, ended)
             raise
         finally:
-            span.end()
-            rpc.count(failed, context)
+            ended(context)
 
     return wrapped
 
 
-async def _abort_for(exc: BaseException, rpc_name: str, context: Ctx, span: Span) -> None:
-    """Turn an exception into the RPC's status. Always raises."""
+class _Ended:
+    """A call's end: its span ended and the call counted, once. On a failure this runs just
+    before the status goes out (`_abort_for`), so a client that has its error can read the
+    span and the count; otherwise when the handler returns (before grpc sends the status)."""
+
+    __slots__ = ("done", "failed", "rpc", "span")
+
+    def __init__(self, rpc: _Rpc, span: Span) -> None:
+        self.rpc, self.span = rpc, span
+        self.failed: BaseException | None = None
+        self.done = False
+
+    def __call__(self, context: Ctx) -> None:
+        if not self.done:
+            self.done = True
+            self.span.end()
+            self.rpc.count(self.failed, context)
+
+
+async def _abort_for(
+    exc: BaseException, rpc_name: str, context: Ctx, span: Span, ended: _Ended
+) -> None:
+    """Turn an exception into the RPC's status, the call `ended` just before it goes out.
+    Always raises."""
     if isinstance(exc, AbortError | GeneratorExit) or not isinstance(exc, Exception):
         # Already aborted, or cancelled/closed by the runtime: leave it alone.
         raise exc
@@ -294,6 +314,7 @@ async def _abort_for(exc: BaseException, rpc_name: str, context: Ctx, span: Span
     status = rpc_status.to_status(to_status(err))
     span.set_attribute("rpc.grpc.status_code", err.code.value[0])
     span.set_status(Status(StatusCode.ERROR, status.details))  # scrubbed, capped
+    ended(context)
     await context.abort(
         status.code,
         status.details,
