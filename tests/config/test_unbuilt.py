@@ -37,7 +37,6 @@ def test_every_unbuilt_key_the_file_gives_is_named_at_the_depth_given() -> None:
         "backends.local.models",
         "registry.cache_ttl",
         "selection.algorithm",
-        "selection.constraints.min_context_window",
     ]
 
 

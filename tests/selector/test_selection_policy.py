@@ -9,6 +9,7 @@ from modelyard.config import parse_config
 from modelyard.config.schema import DEFAULT_WEIGHTS
 from modelyard.selector.candidates import CandidatePool
 from modelyard.selector.selection import Policy, Selector
+from modelyard_client.errors import NoSuitableModel
 from modelyard_client.v1 import common_pb2, selector_pb2
 
 C = common_pb2
@@ -128,3 +129,51 @@ def test_a_requests_min_reliability_replaces_the_policys() -> None:
         "p/shaky": "reliability 0.9375 < min 0.95",
         "p/worst": "estimated cost $0.002 > max $0.0015; reliability 0.875 < min 0.95",
     }
+
+
+def _windowed(model_id: str, window: int, *capabilities: C.Capability.ValueType) -> C.ModelEntry:
+    entry = _model(model_id, *capabilities)
+    entry.context_window = window
+    return entry
+
+
+def test_the_policys_least_context_window_leaves_smaller_and_unknown_windows_out() -> None:
+    yaml = "  selection:\n    constraints: {min_context_window: 8192}\n"
+    entries = (_windowed("p/small", 4096), _windowed("p/big", 32768), _windowed("p/unknown", 0))
+    reply = _selector(yaml, *entries).select(_chat("hi"))
+    assert reply.model_id == "p/big"
+    assert {c.model_id: c.rejection_reason for c in reply.candidates} == {
+        "p/big": "",
+        "p/small": "context window 4096, below the policy's min_context_window 8192",
+        "p/unknown": "no known window, below the policy's min_context_window 8192",
+    }
+    exact = "  selection:\n    constraints: {min_context_window: 4096}\n"
+    assert sorted(_selector(exact, *entries).ranked(_chat("hi"))) == ["p/big", "p/small"]
+
+
+def test_the_policys_required_capabilities_join_the_tasks() -> None:
+    yaml = "  selection:\n    constraints: {required_capabilities: [vision]}\n"
+    entries = (_model("p/plain"), _model("p/eyes", C.CAPABILITY_VISION))
+    selector = _selector(yaml, *entries)
+    reply = selector.select(_chat("hi"))
+    assert reply.model_id == "p/eyes"
+    [plain] = [c for c in reply.candidates if c.model_id == "p/plain"]
+    assert not plain.eligible and "vision" in plain.rejection_reason.lower()
+    # The task's own requirement still counts beside the policy's.
+    request = _chat("hi")
+    request.task.required_capabilities.append(C.CAPABILITY_TOOLS)
+    with pytest.raises(NoSuitableModel):
+        selector.ranked(request)
+    assert sorted(_selector("", *entries).ranked(_chat("hi"))) == ["p/eyes", "p/plain"]
+
+
+def test_an_agents_policy_has_its_own_least_window() -> None:
+    yaml = (
+        "  selection:\n    agents:\n"
+        "      long-reader: {policy: {constraints: {min_context_window: 8192}}}\n"
+    )
+    entries = (_windowed("p/small", 4096), _windowed("p/big", 32768))
+    request = _chat("hi")
+    request.task.agent_id = "long-reader"
+    assert _selector(yaml, *entries).ranked(request) == ["p/big"]
+    assert sorted(_selector(yaml, *entries).ranked(_chat("hi"))) == ["p/big", "p/small"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from modelyard.config import SelectionConfig
 from modelyard.config.schema import SelectionPolicy
 from modelyard.selector.selection import Policy, SelectionSettings
-from modelyard_client.v1 import selector_pb2
+from modelyard_client.v1 import common_pb2, selector_pb2
 
 
 def _policy(section: SelectionPolicy) -> Policy:
@@ -29,6 +29,11 @@ def _policy(section: SelectionPolicy) -> Policy:
             capabilities=w.capabilities,
         ),
         constraints=constraints,
+        required_capabilities=tuple(
+            common_pb2.Capability.Value(f"CAPABILITY_{name.upper()}")
+            for name in c.required_capabilities
+        ),
+        min_context_window=c.min_context_window or 0,
     )
 
 

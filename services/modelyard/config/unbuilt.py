@@ -46,11 +46,6 @@ UNBUILT: tuple[tuple[str, Applies, str], ...] = (
     ),
     ("registry.cache_ttl", _always, "the registry keeps no cache; responses: gateway.cache.ttl"),
     *((f"{p}.algorithm", _not_multi_criteria, "only multi_criteria runs") for p in _POLICY),
-    *(
-        (f"{p}.constraints.{key}", _always, "the selector takes no such constraint yet")
-        for p in _POLICY
-        for key in ("min_context_window", "required_capabilities")
-    ),
     ("backends.*.compute_units", _always, "CoreML prediction takes the default"),
     ("backends.*.cache_dir", _always, "CoreML compiles models where coremltools puts them"),
     ("backends.*.models", _backend_kind("local", "coreml"), "every file found is served"),

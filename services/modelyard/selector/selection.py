@@ -29,6 +29,10 @@ class Policy:
 
     weights: selector_pb2.SelectionWeights
     constraints: selector_pb2.Constraints = field(default_factory=selector_pb2.Constraints)
+    # The file's two constraints the request's messages have no field for: capabilities
+    # every chosen model must have besides the task's, and the least context window.
+    required_capabilities: tuple[common_pb2.Capability.ValueType, ...] = ()
+    min_context_window: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Selector:
             return selector_pb2.SelectResponse(
                 model_id=outcome, candidates=[pinned], analysed_task=task
             )
-        entries, selection, weights, outside, constraints = outcome
+        entries, selection, weights, outside = outcome
         response = selector_pb2.SelectResponse(analysed_task=task)
         for score in selection.scores():
             response.candidates.append(
@@ -64,9 +68,7 @@ class Selector:
                     model_id=score.model_id,
                     total=score.total,
                     eligible=score.eligible,
-                    rejection_reason=_rejection(
-                        score.rejection, score.model_id, outside, constraints
-                    ),
+                    rejection_reason=_rejection(score.rejection, score.model_id, outside),
                     criteria=[
                         selector_pb2.CriterionScore(criterion=name, value=value, weight=weight)
                         for name, value, weight in zip(
@@ -112,8 +114,10 @@ class Selector:
         constraints = _merge_constraints(request.constraints, policy.constraints)
         weights = _weights(request.weights, policy.weights)
         excluded = list(constraints.excluded_models)
-        outside = _outside(entries, constraints.region, set(excluded))
+        outside = _left_out(entries, constraints.region, policy.min_context_window, set(excluded))
         excluded += sorted(outside)
+        required = list(task.required_capabilities)
+        required += [c for c in policy.required_capabilities if c not in required]
         if request.candidates:
             known = {e.id for e in entries}
             for model_id in request.candidates:
@@ -123,9 +127,7 @@ class Selector:
             excluded += [e.id for e in entries if e.id not in wanted]
         native = Constraints(
             required_capabilities=mask(
-                common_pb2.Capability.DESCRIPTOR,
-                task.required_capabilities,
-                "task.required_capabilities",
+                common_pb2.Capability.DESCRIPTOR, required, "task.required_capabilities"
             ),
             input_modality=task.input_modality,
             prompt_tokens=task.estimated_input_tokens,
@@ -140,11 +142,11 @@ class Selector:
         selection = candidates.select(native, weights)
         if selection.chosen is None:
             reasons = "; ".join(
-                f"{s.model_id}: {_rejection(s.rejection, s.model_id, outside, constraints)}"
+                f"{s.model_id}: {_rejection(s.rejection, s.model_id, outside)}"
                 for s in (selection[i] for i in range(len(selection)))
             )
             raise NoSuitableModel(f"no model meets the constraints ({reasons})")
-        return task, (entries, selection, weights, outside, constraints)
+        return task, (entries, selection, weights, outside)
 
     def _pinned(
         self, model_id: str, entries: Sequence[common_pb2.ModelEntry], task: selector_pb2.Task
@@ -160,35 +162,34 @@ class Selector:
         return model_id
 
 
-# What a selection found: the entries, the native selection, its weights, the models
-# left out for `constraints.region`, and the constraints it ran with.
-_Outcome = tuple[
-    list[common_pb2.ModelEntry], Selection, Weights, frozenset[str], selector_pb2.Constraints
-]
+# What a selection found: the entries, the native selection, its weights, and the models
+# left out before it with the reason for each (`_left_out`).
+_Outcome = tuple[list[common_pb2.ModelEntry], Selection, Weights, Mapping[str, str]]
 
 
-def _outside(
-    entries: Sequence[common_pb2.ModelEntry], region: str, excluded: set[str]
-) -> frozenset[str]:
-    """The models, not already excluded, with no deployment in `region` ("": none)."""
-    if not region:
-        return frozenset()
-    return frozenset(
-        e.id
-        for e in entries
-        if e.id not in excluded and not any(d.region == region for d in e.deployments)
-    )
+def _left_out(
+    entries: Sequence[common_pb2.ModelEntry], region: str, min_window: int, excluded: set[str]
+) -> dict[str, str]:
+    """The models, not already excluded, that `region` ("": any) or the policy's least
+    context window `min_window` (0: none) leave out, each with the reason."""
+    out: dict[str, str] = {}
+    if not region and not min_window:
+        return out
+    for e in entries:
+        if e.id in excluded:
+            continue
+        if region and not any(d.region == region for d in e.deployments):
+            out[e.id] = f"no deployment in region '{region}'"
+        elif min_window and e.context_window < min_window:
+            window = f"context window {e.context_window}" if e.context_window else "no known window"
+            out[e.id] = f"{window}, below the policy's min_context_window {min_window}"
+    return out
 
 
-def _rejection(
-    reason: str, model_id: str, outside: frozenset[str], constraints: selector_pb2.Constraints
-) -> str:
-    """The native rejection `reason`, naming the region where that is what left it out."""
-    if model_id in outside:
-        return reason.replace(
-            "excluded by the request", f"no deployment in region '{constraints.region}'"
-        )
-    return reason
+def _rejection(reason: str, model_id: str, left_out: Mapping[str, str]) -> str:
+    """The native rejection `reason`, saying why a model left out before it was."""
+    why = left_out.get(model_id)
+    return reason if why is None else reason.replace("excluded by the request", why)
 
 
 def _merge_constraints(
