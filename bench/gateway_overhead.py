@@ -14,7 +14,10 @@ docs/benchmarks.md (other sections are left as they are).
 
 With ``--loadgen go`` every path is driven instead by the compiled load
 generator in bench/loadgen (built with ``go build``; it costs far less CPU per
-call than grpc.aio, which shares the same cores as what is measured).
+call than grpc.aio, which shares the same cores as what is measured), and the
+OpenAI edge and the direct call are measured answered whole as well as
+streamed; ``--rounds`` (3) runs every path that many times in turn, and the
+table gives each figure's median and spread over the rounds.
 
     .venv/bin/python bench/gateway_overhead.py [--sequential 2000] [--concurrent 5000]
     .venv/bin/python bench/gateway_overhead.py --loadgen go
@@ -46,7 +49,16 @@ sys.path[:0] = [p for p in PYTHONPATH if p not in sys.path]
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
 from fake_openai_upstream import MODEL, PIECES, UpstreamProcess  # noqa: E402
-from overhead_report import EDGE, Measured, load_average, render_table, update_docs  # noqa: E402
+from overhead_report import (  # noqa: E402
+    DIRECT,
+    DIRECT_WHOLE,
+    EDGE,
+    EDGE_WHOLE,
+    Measured,
+    load_average,
+    render_table,
+    update_docs,
+)
 
 from modelyard_client.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
@@ -406,20 +418,26 @@ def run_go(
         *("-prompt", PROMPT, "-max-tokens", str(MAX_TOKENS), "-warmup", str(args.warmup)),
         *("-expect-text", EXPECTED, "-expect-finish", "stop"),
     ]
+    edge = f"http://{gw.http_address}"
     paths = [
-        ("direct HTTP stream", "openai-stream", upstream.url, MODEL),
+        (DIRECT, "openai-stream", upstream.url, MODEL),
+        (DIRECT_WHOLE, "openai", upstream.url, MODEL),
         ("gateway GenerateStream", "stream", gw.address, gw.model_id),
         ("gateway Generate", "unary", gw.address, gw.model_id),
-        (EDGE, "openai-stream", f"http://{gw.http_address}", gw.model_id),
+        (EDGE, "openai-stream", edge, gw.model_id),
+        (EDGE_WHOLE, "openai", edge, gw.model_id),
     ]
     results = []
-    for name, call, addr, model in paths:
-        print(f"{name} (Go loadgen, -call {call})", flush=True)
-        cmd = [str(binary), "-call", call, "-addr", addr, "-model", model, *common]
-        cmd += ["-conns", str(args.channels)]
-        for in_flight, n in ((1, args.sequential), (args.in_flight, args.concurrent)):
-            results.append(go_run(name, cmd, in_flight, n, watched))
-            print(f"  {results[-1].summary()}", flush=True)
+    for round_ in range(args.rounds):
+        for name, call, addr, model in paths:
+            print(f"{name} (Go loadgen, -call {call}), round {round_ + 1}", flush=True)
+            cmd = [str(binary), "-call", call, "-addr", addr, "-model", model, *common]
+            cmd += ["-conns", str(args.channels)]
+            for in_flight, n in ((1, args.sequential), (args.in_flight, args.concurrent)):
+                measured = go_run(name, cmd, in_flight, n, watched)
+                measured.round = round_
+                results.append(measured)
+                print(f"  {measured.summary()}", flush=True)
     return results
 
 
@@ -435,6 +453,12 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=300, help="warm-up requests per path")
     parser.add_argument("--channels", type=int, default=1, help="gRPC channels the load shares")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --loadgen go: every path run this many times in turn, the spread reported",
+    )
     parser.add_argument(
         "--upstream", choices=("raw", "aiohttp"), default="raw", help="fake upstream implementation"
     )

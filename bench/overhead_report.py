@@ -16,12 +16,19 @@ from pathlib import Path
 
 SECTION = "## Gateway overhead"
 DIRECT = "direct HTTP stream"
+DIRECT_WHOLE = "direct HTTP, one JSON answer"
 PRIMARY = "gateway GenerateStream"
+UNARY = "gateway Generate"
 # Targets for the gateway's own cost (gateway minus direct).
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RPS = 1.5, 5.0, 1000.0
 EDGE = "edge HTTP stream (OpenAI API)"
+EDGE_WHOLE = "edge HTTP, one JSON answer (OpenAI API)"
 # Paths held to targets of their own: the HTTP edge's (issue 14).
-PATH_TARGETS = {EDGE: (1.0, 5.0, 1100.0)}
+PATH_TARGETS = {EDGE: (1.0, 5.0, 1100.0), EDGE_WHOLE: (1.0, 5.0, 1100.0)}
+# The direct call each path is measured against: a streamed answer against the streamed
+# direct call, a whole one against the direct call answered whole.
+BASES = {UNARY: DIRECT_WHOLE, EDGE_WHOLE: DIRECT_WHOLE}
+DIRECTS = (DIRECT, DIRECT_WHOLE)
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Measured:
     first_error: str
     wall_s: float
     cpu_ms_per_req: dict[str, float]  # process name -> CPU ms per request
+    round: int = 0  # which round of the run (`--rounds`), from 0
 
     def pct(self, q: float) -> float:
         """Nearest-rank percentile of the successful calls' latency, in ms."""
@@ -56,8 +64,38 @@ class Measured:
         )
 
 
-def _direct(results: list[Measured], in_flight: int) -> Measured | None:
-    return next((r for r in results if r.path == DIRECT and r.in_flight == in_flight), None)
+def _base(results: list[Measured], r: Measured) -> Measured | None:
+    """The direct call of `r`'s round and concurrency that `r` is measured against."""
+    path = BASES.get(r.path, DIRECT)
+    return next(
+        (b for b in results if (b.path, b.in_flight, b.round) == (path, r.in_flight, r.round)),
+        None,
+    )
+
+
+def _runs(results: list[Measured]) -> dict[tuple[str, int], list[Measured]]:
+    """Each path and concurrency's runs, one a round, in the order first measured."""
+    out: dict[tuple[str, int], list[Measured]] = {}
+    for r in results:
+        out.setdefault((r.path, r.in_flight), []).append(r)
+    return out
+
+
+def _cell(values: list[float]) -> str:
+    """One round: its figure; more: the median and (lowest to highest)."""
+    if not values or any(math.isnan(v) for v in values):
+        return "-"
+    return f"{values[0]:.2f}" if len(values) == 1 else spread(values)
+
+
+def _added(results: list[Measured], runs: list[Measured], q: float) -> list[float]:
+    """Each round's percentile `q` above its direct call's."""
+    out = []
+    for r in runs:
+        base = _base(results, r)
+        if base is not None:
+            out.append(r.pct(q) - base.pct(q))
+    return out
 
 
 def render_table(results: list[Measured]) -> str:
@@ -66,40 +104,47 @@ def render_table(results: list[Measured]) -> str:
         "| added p99 ms | CPU ms/req: gateway | upstream | load generator |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    for r in results:
-        base = _direct(results, r.in_flight)
-        added = (
-            ("-", "-")
-            if r.path == DIRECT or base is None
-            else (f"{r.pct(50) - base.pct(50):.2f}", f"{r.pct(99) - base.pct(99):.2f}")
-        )
-        cpu = r.cpu_ms_per_req
-        gw_cpu = "-" if r.path == DIRECT else f"{cpu.get('gateway', math.nan):.2f}"
+    for (path, in_flight), runs in _runs(results).items():
+        direct = path in DIRECTS
+        added = ("-", "-") if direct else tuple(_cell(_added(results, runs, q)) for q in (50, 99))
+        rps = [r.rps for r in runs]
+        rps_cell = f"{rps[0]:.0f}" if len(rps) == 1 else spread(rps, 0)
+        cpu = {
+            k: [r.cpu_ms_per_req.get(k, math.nan) for r in runs]
+            for k in ("gateway", "upstream", "loadgen")
+        }
         rows.append(
-            f"| {r.path} | {r.in_flight} | {r.requests} | {r.errors} | {r.rps:.0f} "
-            f"| {r.pct(50):.2f} | {r.pct(99):.2f} | {added[0]} | {added[1]} | {gw_cpu} "
-            f"| {cpu.get('upstream', math.nan):.2f} | {cpu.get('loadgen', math.nan):.2f} |"
+            f"| {path} | {in_flight} | {sum(r.requests for r in runs)} "
+            f"| {sum(r.errors for r in runs)} | {rps_cell} "
+            f"| {_cell([r.pct(50) for r in runs])} | {_cell([r.pct(99) for r in runs])} "
+            f"| {added[0]} | {added[1]} | {'-' if direct else _cell(cpu['gateway'])} "
+            f"| {_cell(cpu['upstream'])} | {_cell(cpu['loadgen'])} |"
         )
     return "\n".join(rows)
 
 
 def verdicts(results: list[Measured]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for each target, judged on every gateway path."""
+    """(target, measured, met) for each target, judged on every gateway path by the median
+    over the rounds."""
     out = []
-    for path in sorted({r.path for r in results} - {DIRECT}, key=lambda p: p != PRIMARY):
-        one = next(r for r in results if r.path == path and r.in_flight == 1)
-        many = next(r for r in results if r.path == path and r.in_flight > 1)
-        base = _direct(results, 1)
-        assert base is not None
-        p50, p99 = one.pct(50) - base.pct(50), one.pct(99) - base.pct(99)
+    runs = _runs(results)
+    paths = dict.fromkeys(r.path for r in results if r.path not in DIRECTS)
+    for path in sorted(paths, key=lambda p: p != PRIMARY):
+        one = runs[path, 1]
+        many_key = next(k for k in runs if k[0] == path and k[1] > 1)
+        many = runs[many_key]
+        p50 = statistics.median(_added(results, one, 50))
+        p99 = statistics.median(_added(results, one, 99))
+        rps = statistics.median(r.rps for r in many)
+        errors = sum(r.errors for r in many)
         t50, t99, trps = PATH_TARGETS.get(path, (TARGET_P50_MS, TARGET_P99_MS, TARGET_RPS))
         out += [
             (f"{path}: added p50 <= {t50} ms at 1 in flight", f"{p50:.2f} ms", p50 <= t50),
             (f"{path}: added p99 <= {t99} ms at 1 in flight", f"{p99:.2f} ms", p99 <= t99),
             (
-                f"{path}: >= {trps:.0f} req/s at {many.in_flight} in flight, no errors",
-                f"{many.rps:.0f} req/s, {many.errors} errors",
-                many.rps >= trps and many.errors == 0,
+                f"{path}: >= {trps:.0f} req/s at {many_key[1]} in flight, no errors",
+                f"{rps:.0f} req/s, {errors} errors",
+                rps >= trps and errors == 0,
             ),
         ]
     return out
@@ -153,11 +198,12 @@ def load_average() -> float:
 
 
 def bottleneck(results: list[Measured]) -> str:
-    many = next((r for r in results if r.path == PRIMARY and r.in_flight > 1), None)
-    if many is None:
+    runs = [r for r in results if r.path == PRIMARY and r.in_flight > 1]
+    if not runs:
         return ""
-    gw = many.cpu_ms_per_req.get("gateway", math.nan)
-    total = sum(many.cpu_ms_per_req.values())
+    many = runs[0]
+    gw = statistics.median(r.cpu_ms_per_req.get("gateway", math.nan) for r in runs)
+    total = statistics.median(sum(r.cpu_ms_per_req.values()) for r in runs)
     return (
         f"At {many.in_flight} in flight the gateway process spent {gw:.2f} ms of CPU per "
         f"GenerateStream call and the three processes together {total:.2f} ms: even with a core "
@@ -215,12 +261,31 @@ def section(results: list[Measured], args: argparse.Namespace, load: tuple[float
         "- **edge HTTP stream (OpenAI API)**: the direct path's request, streamed, to the "
         "stack's OpenAI-compatible HTTP edge (`modelyard.edges`, aiohttp.web) instead of the "
         "upstream; its targets are issue 14's (added p50 <= 1.0 ms, >= 1100 req/s at 32).",
+        *(
+            [
+                "- **direct HTTP, one JSON answer** and **edge HTTP, one JSON answer**: the same "
+                "request with `stream: false`, to the upstream and to the edge; Generate and the "
+                "edge's whole answer are measured against the direct call answered whole, the "
+                "streamed paths against the streamed one."
+            ]
+            if any(r.path == EDGE_WHOLE for r in results)
+            else []
+        ),
         "",
         f"Each path gets {args.warmup} warm-up calls at 1 and at {args.in_flight} in flight, then "
         f"{args.sequential} calls at 1 in flight and {args.concurrent} calls at "
-        f"{args.in_flight} in flight. Latency is call start to last byte/chunk, successful calls "
+        f"{args.in_flight} in flight"
+        + (
+            f", in each of {rounds} rounds: a round runs every path in turn, so each sees the "
+            "machine as the others do; a cell is the median over the rounds and (lowest to "
+            "highest), requests and errors their sums. "
+            if (rounds := 1 + max(r.round for r in results)) > 1
+            else ". "
+        )
+        + "Latency is call start to last byte/chunk, successful calls "
         "only; an error is an exception or a wrong answer (text or finish reason). "
-        "*Added* is the gateway figure minus the direct one at the same concurrency. CPU ms/req "
+        "*Added* is the gateway figure minus the direct one at the same concurrency, in the "
+        "same round. CPU ms/req "
         "is each process's user+system CPU time (all threads, from /proc) over the run divided "
         "by its requests; with 2 cores, 2000 / (sum of the three) bounds the req/s.",
         "",
