@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.assembly import DEFAULT_ADDRESS, ROLES, Settings, resolve_settings, start_stack
+from modelyard.assembly.cores import available_cores
 from modelyard.assembly.kinds import not_served
 from modelyard.assembly.settings import DEFAULT_HTTP_ADDRESS, DEFAULT_METRICS_ADDRESS
 from modelyard.assembly.workers import (
@@ -109,9 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--workers",
         type=int,
-        default=1,
         help="gateway processes sharing the address (SO_REUSEPORT): this one and N - 1 "
-        "workers, limits shared through shared memory (default 1)",
+        "workers, limits shared through shared memory (default: the cores this process "
+        "may use, its CPU affinity within its cgroup's quota)",
     )
 
     serve = sub.add_parser("serve", help="run some roles in this process (split deployment)")
@@ -276,6 +277,8 @@ def _serve(args: argparse.Namespace) -> int:
     flags["http_default"] = args.command == "up"  # `up` serves the HTTP edge unless told off
     flags["metrics_default"] = True  # every process serves /metrics unless told off
     workers = getattr(args, "workers", 1)
+    if workers is None:  # `up` without --workers: a gateway process per core it may use
+        workers = available_cores()
     if args.command == "serve":
         flags.update(
             roles=tuple(args.roles),
