@@ -332,11 +332,13 @@ async def test_a_running_swap_and_an_ab_test_from_the_hot_swap_service(
         roles=("gateway",), registry_address=stack.address, hotswap_address=stack.address
     )
     assert gateway.route_view is not None
-    remote = RemoteHotSwap(stack.address, gateway.route_view)
+    remote = RemoteHotSwap(stack.address)
     assert await remote.ab_tests() == await hotswap.ab_tests()
-    assert await remote.running_swaps() == []  # no canary: GetSwap is asked for none
+    # The draining swap, not a canary: the remote reader lists it as the local one reads it.
+    [draining] = await remote.running_swaps()
+    assert draining.swap_id == swap.swap_id and [draining] == await hotswap.running_swaps()
     # A canary swap, at its first step until its target has answered 50 calls: the remote
-    # reader finds it by the route's split and reads it with GetSwap.
+    # reader lists it with ListSwaps, as the local one reads it.
     stack.routes.set_route("canaried", 0, A)
     canary = stack.swaps.start(
         hotswap_pb2.SwapRequest(alias="canaried", target_model_id="scripted/c", canary=True)
@@ -347,7 +349,10 @@ async def test_a_running_swap_and_an_ab_test_from_the_hot_swap_service(
             if route is not None and route.split.id == canary.swap_id:
                 break
             await asyncio.sleep(0.02)
-    [found] = await remote.running_swaps()
-    assert found == stack.swaps.get(canary.swap_id)
+    found, draining = await remote.running_swaps()  # newest first
+    assert found == stack.swaps.get(canary.swap_id) and draining.swap_id == swap.swap_id
+    assert sorted(s.swap_id for s in await hotswap.running_swaps()) == sorted(
+        (found.swap_id, draining.swap_id)
+    )
     assert found.phase == hotswap_pb2.SwapStatus.PHASE_CANARY and found.canary_percent == 5.0
     assert canary.swap_id in [s.swap_id for s in await hotswap.running_swaps()]

@@ -352,3 +352,37 @@ async def test_a_swap_to_a_new_alias_creates_its_route_after_validation(
             grpc.StatusCode.NOT_FOUND,
             "no swap 'nope'",
         )
+
+
+async def test_list_swaps_shows_a_swap_while_it_prepares_and_keeps_it_once_ended(
+    make_stack: StackFactory, upstream: FakeUpstream
+) -> None:
+    upstream.echo_model(piece_delay_s=0.3)  # warming takes ~0.9 s
+    stack = await _stack(make_stack, upstream)
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        stub = hotswap_pb2_grpc.HotSwapServiceStub(channel)
+        started = await stub.Swap(
+            hotswap_pb2.SwapRequest(alias=ALIAS, target_model_id=B, grace_period_ms=1), timeout=5
+        )
+        running = await stub.ListSwaps(hotswap_pb2.ListSwapsRequest(running_only=True), timeout=5)
+        assert [s.swap_id for s in running.swaps] == [started.swap_id]
+        assert running.swaps[0].phase in (Status.PHASE_PREPARING, Status.PHASE_WARMING)
+        async for _ in stub.WatchSwap(
+            hotswap_pb2.GetSwapRequest(swap_id=started.swap_id), timeout=10
+        ):
+            pass  # until it ends
+        listed = await stub.ListSwaps(hotswap_pb2.ListSwapsRequest(), timeout=5)
+        assert [(s.swap_id, s.phase) for s in listed.swaps] == [
+            (started.swap_id, Status.PHASE_DONE)
+        ]
+        assert not (
+            await stub.ListSwaps(hotswap_pb2.ListSwapsRequest(running_only=True), timeout=5)
+        ).swaps
+        other = await stub.ListSwaps(hotswap_pb2.ListSwapsRequest(alias="elsewhere"), timeout=5)
+        assert not other.swaps
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ListSwaps(hotswap_pb2.ListSwapsRequest(limit=5000), timeout=5)
+        assert (refused.value.code(), refused.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "limit 5000 is over 1000: ask for fewer",
+        )

@@ -23,8 +23,8 @@ def dashboard_reading(
     hotswap: HotSwapReadout | None = None
     if stack.swaps is not None and stack.tests is not None:
         hotswap = LocalHotSwap(stack.swaps, stack.tests)
-    elif hotswap_address and stack.route_view is not None:
-        hotswap = RemoteHotSwap(hotswap_address, stack.route_view, channels)
+    elif hotswap_address:
+        hotswap = RemoteHotSwap(hotswap_address, channels)
 
     async def read() -> dict[str, Any]:
         sources = DashboardSources(

@@ -3,17 +3,15 @@
 In one process with the service (`modelyard up`) its objects are read directly: every
 swap not ended, every test with its confidence as `GetABTest` answers it. A gateway
 whose routes come from a hot-swap service elsewhere asks it over gRPC: `ListABTests`
-for the tests, and `GetSwap` for each canary split its route copy holds (there is no
-RPC listing swaps, so a swap that is not a canary shows there once it has switched the
-route, not while it prepares).
+for the tests, `ListSwaps` for the swaps not ended.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from modelyard.gateway.route_view import RouteView
 from modelyard.hotswap.abtests import ABTests
+from modelyard.hotswap.swap_list import MAX_LIMIT
 from modelyard.hotswap.swaps import Swaps
 from modelyard.security.channels import PLAINTEXT, InternalChannels
 from modelyard.telemetry import metadata_with_trace
@@ -53,34 +51,20 @@ class LocalHotSwap:
 class RemoteHotSwap:
     """The hot-swap service at `address`, over the internal channels (the service key)."""
 
-    def __init__(
-        self, address: str, routes: RouteView, channels: InternalChannels = PLAINTEXT
-    ) -> None:
+    def __init__(self, address: str, channels: InternalChannels = PLAINTEXT) -> None:
         self.address = address
-        self.routes = routes
         self.channels = channels
 
     async def running_swaps(self) -> list[hotswap_pb2.SwapStatus]:
-        canaries = [
-            plan.split_id
-            for alias, plan in sorted(self.routes.splits.items())
-            if _is_canary(self.routes.for_alias(alias))
-        ]
-        if not canaries:
-            return []
-        found = []
         async with self.channels.open(self.address, CHANNEL_OPTIONS) as channel:
             stub = hotswap_pb2_grpc.HotSwapServiceStub(channel)
-            for swap_id in canaries:
-                with remote_errors():
-                    found.append(
-                        await stub.GetSwap(
-                            hotswap_pb2.GetSwapRequest(swap_id=swap_id),
-                            metadata=metadata_with_trace(),
-                            timeout=READ_TIMEOUT_S,
-                        )
-                    )
-        return found
+            with remote_errors():
+                listed = await stub.ListSwaps(
+                    hotswap_pb2.ListSwapsRequest(running_only=True, limit=MAX_LIMIT),
+                    metadata=metadata_with_trace(),
+                    timeout=READ_TIMEOUT_S,
+                )
+        return list(listed.swaps)
 
     async def ab_tests(self) -> list[hotswap_pb2.ABTest]:
         async with self.channels.open(self.address, CHANNEL_OPTIONS) as channel:
@@ -92,7 +76,3 @@ class RemoteHotSwap:
                     timeout=READ_TIMEOUT_S,
                 )
         return list(listed.tests)
-
-
-def _is_canary(route: hotswap_pb2.Route | None) -> bool:
-    return route is not None and route.split.kind == hotswap_pb2.Split.KIND_CANARY

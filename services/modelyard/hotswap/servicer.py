@@ -1,7 +1,7 @@
 """HotSwapService over the route table, the swaps and the A/B tests.
 
 `GetRoute`, `ListRoutes` and `WatchRoutes` answer from `RouteTable`;
-`Swap`, `GetSwap`, `WatchSwap` and `Rollback` from `Swaps`; the A/B test
+`Swap`, `GetSwap`, `WatchSwap`, `ListSwaps` (`swap_list.py`) and `Rollback` from `Swaps`; the A/B test
 RPCs and `Feedback` from `ABTests`; `SetFallbacks` from `fallbacks.py`.
 `ReportOutcomes` hands each outcome to the split it belongs to: an A/B
 test's or a canary swap's.
@@ -18,7 +18,8 @@ import grpc
 from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.fallbacks import set_fallbacks
 from modelyard.hotswap.routes import RouteTable
-from modelyard.hotswap.swaps import Catalog, Swaps
+from modelyard.hotswap.swap_list import listed
+from modelyard.hotswap.swaps import ENDED, Catalog, Swaps
 from modelyard_client.errors import InvalidRequest
 from modelyard_client.v1 import hotswap_pb2, hotswap_pb2_grpc
 
@@ -59,6 +60,11 @@ class HotSwapServicer(hotswap_pb2_grpc.HotSwapServiceServicer):
         self, request: hotswap_pb2.GetSwapRequest, context: Ctx
     ) -> hotswap_pb2.SwapStatus:
         return self._swaps.get(request.swap_id)
+
+    async def ListSwaps(
+        self, request: hotswap_pb2.ListSwapsRequest, context: Ctx
+    ) -> hotswap_pb2.ListSwapsResponse:
+        return hotswap_pb2.ListSwapsResponse(swaps=listed(self._swaps.every(), request, ENDED))
 
     async def WatchSwap(
         self, request: hotswap_pb2.GetSwapRequest, context: Ctx

@@ -166,6 +166,10 @@ class Swaps:
         except KeyError:
             raise NotFound(f"no swap '{swap_id}'") from None
 
+    def every(self) -> list[Status]:
+        """Every swap kept (the store's, ended ones too), oldest first."""
+        return list(self._swaps.values())
+
     def running(self) -> list[Status]:
         """The swaps that have not ended, one per route at most (the dashboard's)."""
         return [self._swaps[swap_id] for swap_id in self._active.values()]

@@ -67,6 +67,7 @@ RPC_SCOPES: Mapping[str, tuple[str, ...]] = {
     "modelyard.v1.HotSwapService/Rollback": _A,
     "modelyard.v1.HotSwapService/GetSwap": _G,
     "modelyard.v1.HotSwapService/WatchSwap": _G,
+    "modelyard.v1.HotSwapService/ListSwaps": _G,
     "modelyard.v1.HotSwapService/StartABTest": _A,
     "modelyard.v1.HotSwapService/StopABTest": _A,
     "modelyard.v1.HotSwapService/GetABTest": _G,

@@ -1206,6 +1206,120 @@ func (x *GetSwapRequest) GetSwapId() string {
 	return ""
 }
 
+type ListSwapsRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	RunningOnly bool                   `protobuf:"varint,1,opt,name=running_only,json=runningOnly,proto3" json:"running_only,omitempty"` // only the swaps that have not ended
+	// Only the swaps of this alias's route, or of this task type's (one or
+	// neither). An alias is 1-63 characters of a-z 0-9 . _ -.
+	Alias         string   `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
+	TaskType      TaskType `protobuf:"varint,3,opt,name=task_type,json=taskType,proto3,enum=modelyard.v1.TaskType" json:"task_type,omitempty"`
+	Limit         uint32   `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"` // at most this many; 0: 100; at most 1,000
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSwapsRequest) Reset() {
+	*x = ListSwapsRequest{}
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSwapsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSwapsRequest) ProtoMessage() {}
+
+func (x *ListSwapsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSwapsRequest.ProtoReflect.Descriptor instead.
+func (*ListSwapsRequest) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListSwapsRequest) GetRunningOnly() bool {
+	if x != nil {
+		return x.RunningOnly
+	}
+	return false
+}
+
+func (x *ListSwapsRequest) GetAlias() string {
+	if x != nil {
+		return x.Alias
+	}
+	return ""
+}
+
+func (x *ListSwapsRequest) GetTaskType() TaskType {
+	if x != nil {
+		return x.TaskType
+	}
+	return TaskType_TASK_TYPE_UNSPECIFIED
+}
+
+func (x *ListSwapsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListSwapsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Swaps         []*SwapStatus          `protobuf:"bytes,1,rep,name=swaps,proto3" json:"swaps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSwapsResponse) Reset() {
+	*x = ListSwapsResponse{}
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSwapsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSwapsResponse) ProtoMessage() {}
+
+func (x *ListSwapsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSwapsResponse.ProtoReflect.Descriptor instead.
+func (*ListSwapsResponse) Descriptor() ([]byte, []int) {
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListSwapsResponse) GetSwaps() []*SwapStatus {
+	if x != nil {
+		return x.Swaps
+	}
+	return nil
+}
+
 type RollbackRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SwapId        string                 `protobuf:"bytes,1,opt,name=swap_id,json=swapId,proto3" json:"swap_id,omitempty"`
@@ -1215,7 +1329,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[12]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1341,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[12]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1354,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{12}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RollbackRequest) GetSwapId() string {
@@ -1262,7 +1376,7 @@ type ABArm struct {
 
 func (x *ABArm) Reset() {
 	*x = ABArm{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[13]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1388,7 @@ func (x *ABArm) String() string {
 func (*ABArm) ProtoMessage() {}
 
 func (x *ABArm) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[13]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1401,7 @@ func (x *ABArm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ABArm.ProtoReflect.Descriptor instead.
 func (*ABArm) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{13}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ABArm) GetName() string {
@@ -1330,7 +1444,7 @@ type ABArmResult struct {
 
 func (x *ABArmResult) Reset() {
 	*x = ABArmResult{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[14]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1456,7 @@ func (x *ABArmResult) String() string {
 func (*ABArmResult) ProtoMessage() {}
 
 func (x *ABArmResult) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[14]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1469,7 @@ func (x *ABArmResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ABArmResult.ProtoReflect.Descriptor instead.
 func (*ABArmResult) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{14}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ABArmResult) GetName() string {
@@ -1471,7 +1585,7 @@ type ABTest struct {
 
 func (x *ABTest) Reset() {
 	*x = ABTest{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[15]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1597,7 @@ func (x *ABTest) String() string {
 func (*ABTest) ProtoMessage() {}
 
 func (x *ABTest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[15]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1610,7 @@ func (x *ABTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ABTest.ProtoReflect.Descriptor instead.
 func (*ABTest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{15}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ABTest) GetId() string {
@@ -1643,7 +1757,7 @@ type StartABTestRequest struct {
 
 func (x *StartABTestRequest) Reset() {
 	*x = StartABTestRequest{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[16]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1769,7 @@ func (x *StartABTestRequest) String() string {
 func (*StartABTestRequest) ProtoMessage() {}
 
 func (x *StartABTestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[16]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1782,7 @@ func (x *StartABTestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartABTestRequest.ProtoReflect.Descriptor instead.
 func (*StartABTestRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{16}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StartABTestRequest) GetAlias() string {
@@ -1743,7 +1857,7 @@ type GetABTestRequest struct {
 
 func (x *GetABTestRequest) Reset() {
 	*x = GetABTestRequest{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[17]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1869,7 @@ func (x *GetABTestRequest) String() string {
 func (*GetABTestRequest) ProtoMessage() {}
 
 func (x *GetABTestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[17]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1882,7 @@ func (x *GetABTestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetABTestRequest.ProtoReflect.Descriptor instead.
 func (*GetABTestRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{17}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetABTestRequest) GetId() string {
@@ -1789,7 +1903,7 @@ type StopABTestRequest struct {
 
 func (x *StopABTestRequest) Reset() {
 	*x = StopABTestRequest{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[18]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1915,7 @@ func (x *StopABTestRequest) String() string {
 func (*StopABTestRequest) ProtoMessage() {}
 
 func (x *StopABTestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[18]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1928,7 @@ func (x *StopABTestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopABTestRequest.ProtoReflect.Descriptor instead.
 func (*StopABTestRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{18}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StopABTestRequest) GetId() string {
@@ -1839,7 +1953,7 @@ type ListABTestsRequest struct {
 
 func (x *ListABTestsRequest) Reset() {
 	*x = ListABTestsRequest{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[19]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1965,7 @@ func (x *ListABTestsRequest) String() string {
 func (*ListABTestsRequest) ProtoMessage() {}
 
 func (x *ListABTestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[19]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +1978,7 @@ func (x *ListABTestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListABTestsRequest.ProtoReflect.Descriptor instead.
 func (*ListABTestsRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{19}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{21}
 }
 
 type ListABTestsResponse struct {
@@ -1876,7 +1990,7 @@ type ListABTestsResponse struct {
 
 func (x *ListABTestsResponse) Reset() {
 	*x = ListABTestsResponse{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[20]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2002,7 @@ func (x *ListABTestsResponse) String() string {
 func (*ListABTestsResponse) ProtoMessage() {}
 
 func (x *ListABTestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[20]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2015,7 @@ func (x *ListABTestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListABTestsResponse.ProtoReflect.Descriptor instead.
 func (*ListABTestsResponse) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{20}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListABTestsResponse) GetTests() []*ABTest {
@@ -1921,7 +2035,7 @@ type FeedbackRequest struct {
 
 func (x *FeedbackRequest) Reset() {
 	*x = FeedbackRequest{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[21]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2047,7 @@ func (x *FeedbackRequest) String() string {
 func (*FeedbackRequest) ProtoMessage() {}
 
 func (x *FeedbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[21]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2060,7 @@ func (x *FeedbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeedbackRequest.ProtoReflect.Descriptor instead.
 func (*FeedbackRequest) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{21}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FeedbackRequest) GetRequestId() string {
@@ -1973,7 +2087,7 @@ type FeedbackResponse struct {
 
 func (x *FeedbackResponse) Reset() {
 	*x = FeedbackResponse{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[22]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2099,7 @@ func (x *FeedbackResponse) String() string {
 func (*FeedbackResponse) ProtoMessage() {}
 
 func (x *FeedbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[22]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2112,7 @@ func (x *FeedbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeedbackResponse.ProtoReflect.Descriptor instead.
 func (*FeedbackResponse) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{22}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FeedbackResponse) GetAbTestId() string {
@@ -2031,7 +2145,7 @@ type ArmOutcome struct {
 
 func (x *ArmOutcome) Reset() {
 	*x = ArmOutcome{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[23]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2157,7 @@ func (x *ArmOutcome) String() string {
 func (*ArmOutcome) ProtoMessage() {}
 
 func (x *ArmOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[23]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2170,7 @@ func (x *ArmOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArmOutcome.ProtoReflect.Descriptor instead.
 func (*ArmOutcome) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{23}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ArmOutcome) GetSplitId() string {
@@ -2117,7 +2231,7 @@ type OutcomeBatch struct {
 
 func (x *OutcomeBatch) Reset() {
 	*x = OutcomeBatch{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[24]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2243,7 @@ func (x *OutcomeBatch) String() string {
 func (*OutcomeBatch) ProtoMessage() {}
 
 func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[24]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2256,7 @@ func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeBatch.ProtoReflect.Descriptor instead.
 func (*OutcomeBatch) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{24}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OutcomeBatch) GetOutcomes() []*ArmOutcome {
@@ -2161,7 +2275,7 @@ type ReportOutcomesResponse struct {
 
 func (x *ReportOutcomesResponse) Reset() {
 	*x = ReportOutcomesResponse{}
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[25]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2173,7 +2287,7 @@ func (x *ReportOutcomesResponse) String() string {
 func (*ReportOutcomesResponse) ProtoMessage() {}
 
 func (x *ReportOutcomesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_modelyard_v1_hotswap_proto_msgTypes[25]
+	mi := &file_modelyard_v1_hotswap_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2186,7 +2300,7 @@ func (x *ReportOutcomesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportOutcomesResponse.ProtoReflect.Descriptor instead.
 func (*ReportOutcomesResponse) Descriptor() ([]byte, []int) {
-	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{25}
+	return file_modelyard_v1_hotswap_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportOutcomesResponse) GetAccepted() uint32 {
@@ -2300,7 +2414,14 @@ const file_modelyard_v1_hotswap_proto_rawDesc = "" +
 	"\fPHASE_FAILED\x10\b\x12\x10\n" +
 	"\fPHASE_CANARY\x10\t\")\n" +
 	"\x0eGetSwapRequest\x12\x17\n" +
-	"\aswap_id\x18\x01 \x01(\tR\x06swapId\"*\n" +
+	"\aswap_id\x18\x01 \x01(\tR\x06swapId\"\x96\x01\n" +
+	"\x10ListSwapsRequest\x12!\n" +
+	"\frunning_only\x18\x01 \x01(\bR\vrunningOnly\x12\x14\n" +
+	"\x05alias\x18\x02 \x01(\tR\x05alias\x123\n" +
+	"\ttask_type\x18\x03 \x01(\x0e2\x16.modelyard.v1.TaskTypeR\btaskType\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"C\n" +
+	"\x11ListSwapsResponse\x12.\n" +
+	"\x05swaps\x18\x01 \x03(\v2\x18.modelyard.v1.SwapStatusR\x05swaps\"*\n" +
 	"\x0fRollbackRequest\x12\x17\n" +
 	"\aswap_id\x18\x01 \x01(\tR\x06swapId\"N\n" +
 	"\x05ABArm\x12\x12\n" +
@@ -2392,7 +2513,7 @@ const file_modelyard_v1_hotswap_proto_rawDesc = "" +
 	"\x11STICKY_BY_REQUEST\x10\x01\x12\x1a\n" +
 	"\x16STICKY_BY_CONVERSATION\x10\x02\x12\x15\n" +
 	"\x11STICKY_BY_API_KEY\x10\x03\x12\x12\n" +
-	"\x0eSTICKY_BY_USER\x10\x042\x85\b\n" +
+	"\x0eSTICKY_BY_USER\x10\x042\xd3\b\n" +
 	"\x0eHotSwapService\x12>\n" +
 	"\bGetRoute\x12\x1d.modelyard.v1.GetRouteRequest\x1a\x13.modelyard.v1.Route\x12O\n" +
 	"\n" +
@@ -2401,7 +2522,8 @@ const file_modelyard_v1_hotswap_proto_rawDesc = "" +
 	"\x04Swap\x12\x19.modelyard.v1.SwapRequest\x1a\x18.modelyard.v1.SwapStatus\x12A\n" +
 	"\aGetSwap\x12\x1c.modelyard.v1.GetSwapRequest\x1a\x18.modelyard.v1.SwapStatus\x12C\n" +
 	"\bRollback\x12\x1d.modelyard.v1.RollbackRequest\x1a\x18.modelyard.v1.SwapStatus\x12E\n" +
-	"\tWatchSwap\x12\x1c.modelyard.v1.GetSwapRequest\x1a\x18.modelyard.v1.SwapStatus0\x01\x12E\n" +
+	"\tWatchSwap\x12\x1c.modelyard.v1.GetSwapRequest\x1a\x18.modelyard.v1.SwapStatus0\x01\x12L\n" +
+	"\tListSwaps\x12\x1e.modelyard.v1.ListSwapsRequest\x1a\x1f.modelyard.v1.ListSwapsResponse\x12E\n" +
 	"\vStartABTest\x12 .modelyard.v1.StartABTestRequest\x1a\x14.modelyard.v1.ABTest\x12A\n" +
 	"\tGetABTest\x12\x1e.modelyard.v1.GetABTestRequest\x1a\x14.modelyard.v1.ABTest\x12C\n" +
 	"\n" +
@@ -2424,7 +2546,7 @@ func file_modelyard_v1_hotswap_proto_rawDescGZIP() []byte {
 }
 
 var file_modelyard_v1_hotswap_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_modelyard_v1_hotswap_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_modelyard_v1_hotswap_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_modelyard_v1_hotswap_proto_goTypes = []any{
 	(StickyBy)(0),                  // 0: modelyard.v1.StickyBy
 	(Split_Kind)(0),                // 1: modelyard.v1.Split.Kind
@@ -2442,83 +2564,89 @@ var file_modelyard_v1_hotswap_proto_goTypes = []any{
 	(*CanaryStep)(nil),             // 13: modelyard.v1.CanaryStep
 	(*SwapStatus)(nil),             // 14: modelyard.v1.SwapStatus
 	(*GetSwapRequest)(nil),         // 15: modelyard.v1.GetSwapRequest
-	(*RollbackRequest)(nil),        // 16: modelyard.v1.RollbackRequest
-	(*ABArm)(nil),                  // 17: modelyard.v1.ABArm
-	(*ABArmResult)(nil),            // 18: modelyard.v1.ABArmResult
-	(*ABTest)(nil),                 // 19: modelyard.v1.ABTest
-	(*StartABTestRequest)(nil),     // 20: modelyard.v1.StartABTestRequest
-	(*GetABTestRequest)(nil),       // 21: modelyard.v1.GetABTestRequest
-	(*StopABTestRequest)(nil),      // 22: modelyard.v1.StopABTestRequest
-	(*ListABTestsRequest)(nil),     // 23: modelyard.v1.ListABTestsRequest
-	(*ListABTestsResponse)(nil),    // 24: modelyard.v1.ListABTestsResponse
-	(*FeedbackRequest)(nil),        // 25: modelyard.v1.FeedbackRequest
-	(*FeedbackResponse)(nil),       // 26: modelyard.v1.FeedbackResponse
-	(*ArmOutcome)(nil),             // 27: modelyard.v1.ArmOutcome
-	(*OutcomeBatch)(nil),           // 28: modelyard.v1.OutcomeBatch
-	(*ReportOutcomesResponse)(nil), // 29: modelyard.v1.ReportOutcomesResponse
-	(TaskType)(0),                  // 30: modelyard.v1.TaskType
-	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
+	(*ListSwapsRequest)(nil),       // 16: modelyard.v1.ListSwapsRequest
+	(*ListSwapsResponse)(nil),      // 17: modelyard.v1.ListSwapsResponse
+	(*RollbackRequest)(nil),        // 18: modelyard.v1.RollbackRequest
+	(*ABArm)(nil),                  // 19: modelyard.v1.ABArm
+	(*ABArmResult)(nil),            // 20: modelyard.v1.ABArmResult
+	(*ABTest)(nil),                 // 21: modelyard.v1.ABTest
+	(*StartABTestRequest)(nil),     // 22: modelyard.v1.StartABTestRequest
+	(*GetABTestRequest)(nil),       // 23: modelyard.v1.GetABTestRequest
+	(*StopABTestRequest)(nil),      // 24: modelyard.v1.StopABTestRequest
+	(*ListABTestsRequest)(nil),     // 25: modelyard.v1.ListABTestsRequest
+	(*ListABTestsResponse)(nil),    // 26: modelyard.v1.ListABTestsResponse
+	(*FeedbackRequest)(nil),        // 27: modelyard.v1.FeedbackRequest
+	(*FeedbackResponse)(nil),       // 28: modelyard.v1.FeedbackResponse
+	(*ArmOutcome)(nil),             // 29: modelyard.v1.ArmOutcome
+	(*OutcomeBatch)(nil),           // 30: modelyard.v1.OutcomeBatch
+	(*ReportOutcomesResponse)(nil), // 31: modelyard.v1.ReportOutcomesResponse
+	(TaskType)(0),                  // 32: modelyard.v1.TaskType
+	(*timestamppb.Timestamp)(nil),  // 33: google.protobuf.Timestamp
 }
 var file_modelyard_v1_hotswap_proto_depIdxs = []int32{
-	30, // 0: modelyard.v1.Route.task_type:type_name -> modelyard.v1.TaskType
-	31, // 1: modelyard.v1.Route.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 0: modelyard.v1.Route.task_type:type_name -> modelyard.v1.TaskType
+	33, // 1: modelyard.v1.Route.updated_at:type_name -> google.protobuf.Timestamp
 	6,  // 2: modelyard.v1.Route.split:type_name -> modelyard.v1.Split
 	1,  // 3: modelyard.v1.Split.kind:type_name -> modelyard.v1.Split.Kind
-	17, // 4: modelyard.v1.Split.arms:type_name -> modelyard.v1.ABArm
+	19, // 4: modelyard.v1.Split.arms:type_name -> modelyard.v1.ABArm
 	0,  // 5: modelyard.v1.Split.sticky_by:type_name -> modelyard.v1.StickyBy
-	30, // 6: modelyard.v1.GetRouteRequest.task_type:type_name -> modelyard.v1.TaskType
+	32, // 6: modelyard.v1.GetRouteRequest.task_type:type_name -> modelyard.v1.TaskType
 	4,  // 7: modelyard.v1.ListRoutesResponse.routes:type_name -> modelyard.v1.Route
 	4,  // 8: modelyard.v1.RouteChange.route:type_name -> modelyard.v1.Route
 	2,  // 9: modelyard.v1.RouteChange.kind:type_name -> modelyard.v1.RouteChange.Kind
-	30, // 10: modelyard.v1.SwapRequest.task_type:type_name -> modelyard.v1.TaskType
-	31, // 11: modelyard.v1.CanaryStep.decided_at:type_name -> google.protobuf.Timestamp
+	32, // 10: modelyard.v1.SwapRequest.task_type:type_name -> modelyard.v1.TaskType
+	33, // 11: modelyard.v1.CanaryStep.decided_at:type_name -> google.protobuf.Timestamp
 	3,  // 12: modelyard.v1.SwapStatus.phase:type_name -> modelyard.v1.SwapStatus.Phase
-	31, // 13: modelyard.v1.SwapStatus.started_at:type_name -> google.protobuf.Timestamp
-	31, // 14: modelyard.v1.SwapStatus.finished_at:type_name -> google.protobuf.Timestamp
+	33, // 13: modelyard.v1.SwapStatus.started_at:type_name -> google.protobuf.Timestamp
+	33, // 14: modelyard.v1.SwapStatus.finished_at:type_name -> google.protobuf.Timestamp
 	13, // 15: modelyard.v1.SwapStatus.steps:type_name -> modelyard.v1.CanaryStep
-	30, // 16: modelyard.v1.SwapStatus.task_type:type_name -> modelyard.v1.TaskType
-	17, // 17: modelyard.v1.ABTest.arms:type_name -> modelyard.v1.ABArm
-	18, // 18: modelyard.v1.ABTest.results:type_name -> modelyard.v1.ABArmResult
-	0,  // 19: modelyard.v1.ABTest.sticky_by:type_name -> modelyard.v1.StickyBy
-	31, // 20: modelyard.v1.ABTest.started_at:type_name -> google.protobuf.Timestamp
-	31, // 21: modelyard.v1.ABTest.finished_at:type_name -> google.protobuf.Timestamp
-	17, // 22: modelyard.v1.StartABTestRequest.arms:type_name -> modelyard.v1.ABArm
-	0,  // 23: modelyard.v1.StartABTestRequest.sticky_by:type_name -> modelyard.v1.StickyBy
-	19, // 24: modelyard.v1.ListABTestsResponse.tests:type_name -> modelyard.v1.ABTest
-	27, // 25: modelyard.v1.OutcomeBatch.outcomes:type_name -> modelyard.v1.ArmOutcome
-	7,  // 26: modelyard.v1.HotSwapService.GetRoute:input_type -> modelyard.v1.GetRouteRequest
-	8,  // 27: modelyard.v1.HotSwapService.ListRoutes:input_type -> modelyard.v1.ListRoutesRequest
-	10, // 28: modelyard.v1.HotSwapService.WatchRoutes:input_type -> modelyard.v1.WatchRoutesRequest
-	12, // 29: modelyard.v1.HotSwapService.Swap:input_type -> modelyard.v1.SwapRequest
-	15, // 30: modelyard.v1.HotSwapService.GetSwap:input_type -> modelyard.v1.GetSwapRequest
-	16, // 31: modelyard.v1.HotSwapService.Rollback:input_type -> modelyard.v1.RollbackRequest
-	15, // 32: modelyard.v1.HotSwapService.WatchSwap:input_type -> modelyard.v1.GetSwapRequest
-	20, // 33: modelyard.v1.HotSwapService.StartABTest:input_type -> modelyard.v1.StartABTestRequest
-	21, // 34: modelyard.v1.HotSwapService.GetABTest:input_type -> modelyard.v1.GetABTestRequest
-	22, // 35: modelyard.v1.HotSwapService.StopABTest:input_type -> modelyard.v1.StopABTestRequest
-	23, // 36: modelyard.v1.HotSwapService.ListABTests:input_type -> modelyard.v1.ListABTestsRequest
-	25, // 37: modelyard.v1.HotSwapService.Feedback:input_type -> modelyard.v1.FeedbackRequest
-	28, // 38: modelyard.v1.HotSwapService.ReportOutcomes:input_type -> modelyard.v1.OutcomeBatch
-	5,  // 39: modelyard.v1.HotSwapService.SetFallbacks:input_type -> modelyard.v1.SetFallbacksRequest
-	4,  // 40: modelyard.v1.HotSwapService.GetRoute:output_type -> modelyard.v1.Route
-	9,  // 41: modelyard.v1.HotSwapService.ListRoutes:output_type -> modelyard.v1.ListRoutesResponse
-	11, // 42: modelyard.v1.HotSwapService.WatchRoutes:output_type -> modelyard.v1.RouteChange
-	14, // 43: modelyard.v1.HotSwapService.Swap:output_type -> modelyard.v1.SwapStatus
-	14, // 44: modelyard.v1.HotSwapService.GetSwap:output_type -> modelyard.v1.SwapStatus
-	14, // 45: modelyard.v1.HotSwapService.Rollback:output_type -> modelyard.v1.SwapStatus
-	14, // 46: modelyard.v1.HotSwapService.WatchSwap:output_type -> modelyard.v1.SwapStatus
-	19, // 47: modelyard.v1.HotSwapService.StartABTest:output_type -> modelyard.v1.ABTest
-	19, // 48: modelyard.v1.HotSwapService.GetABTest:output_type -> modelyard.v1.ABTest
-	19, // 49: modelyard.v1.HotSwapService.StopABTest:output_type -> modelyard.v1.ABTest
-	24, // 50: modelyard.v1.HotSwapService.ListABTests:output_type -> modelyard.v1.ListABTestsResponse
-	26, // 51: modelyard.v1.HotSwapService.Feedback:output_type -> modelyard.v1.FeedbackResponse
-	29, // 52: modelyard.v1.HotSwapService.ReportOutcomes:output_type -> modelyard.v1.ReportOutcomesResponse
-	4,  // 53: modelyard.v1.HotSwapService.SetFallbacks:output_type -> modelyard.v1.Route
-	40, // [40:54] is the sub-list for method output_type
-	26, // [26:40] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	32, // 16: modelyard.v1.SwapStatus.task_type:type_name -> modelyard.v1.TaskType
+	32, // 17: modelyard.v1.ListSwapsRequest.task_type:type_name -> modelyard.v1.TaskType
+	14, // 18: modelyard.v1.ListSwapsResponse.swaps:type_name -> modelyard.v1.SwapStatus
+	19, // 19: modelyard.v1.ABTest.arms:type_name -> modelyard.v1.ABArm
+	20, // 20: modelyard.v1.ABTest.results:type_name -> modelyard.v1.ABArmResult
+	0,  // 21: modelyard.v1.ABTest.sticky_by:type_name -> modelyard.v1.StickyBy
+	33, // 22: modelyard.v1.ABTest.started_at:type_name -> google.protobuf.Timestamp
+	33, // 23: modelyard.v1.ABTest.finished_at:type_name -> google.protobuf.Timestamp
+	19, // 24: modelyard.v1.StartABTestRequest.arms:type_name -> modelyard.v1.ABArm
+	0,  // 25: modelyard.v1.StartABTestRequest.sticky_by:type_name -> modelyard.v1.StickyBy
+	21, // 26: modelyard.v1.ListABTestsResponse.tests:type_name -> modelyard.v1.ABTest
+	29, // 27: modelyard.v1.OutcomeBatch.outcomes:type_name -> modelyard.v1.ArmOutcome
+	7,  // 28: modelyard.v1.HotSwapService.GetRoute:input_type -> modelyard.v1.GetRouteRequest
+	8,  // 29: modelyard.v1.HotSwapService.ListRoutes:input_type -> modelyard.v1.ListRoutesRequest
+	10, // 30: modelyard.v1.HotSwapService.WatchRoutes:input_type -> modelyard.v1.WatchRoutesRequest
+	12, // 31: modelyard.v1.HotSwapService.Swap:input_type -> modelyard.v1.SwapRequest
+	15, // 32: modelyard.v1.HotSwapService.GetSwap:input_type -> modelyard.v1.GetSwapRequest
+	18, // 33: modelyard.v1.HotSwapService.Rollback:input_type -> modelyard.v1.RollbackRequest
+	15, // 34: modelyard.v1.HotSwapService.WatchSwap:input_type -> modelyard.v1.GetSwapRequest
+	16, // 35: modelyard.v1.HotSwapService.ListSwaps:input_type -> modelyard.v1.ListSwapsRequest
+	22, // 36: modelyard.v1.HotSwapService.StartABTest:input_type -> modelyard.v1.StartABTestRequest
+	23, // 37: modelyard.v1.HotSwapService.GetABTest:input_type -> modelyard.v1.GetABTestRequest
+	24, // 38: modelyard.v1.HotSwapService.StopABTest:input_type -> modelyard.v1.StopABTestRequest
+	25, // 39: modelyard.v1.HotSwapService.ListABTests:input_type -> modelyard.v1.ListABTestsRequest
+	27, // 40: modelyard.v1.HotSwapService.Feedback:input_type -> modelyard.v1.FeedbackRequest
+	30, // 41: modelyard.v1.HotSwapService.ReportOutcomes:input_type -> modelyard.v1.OutcomeBatch
+	5,  // 42: modelyard.v1.HotSwapService.SetFallbacks:input_type -> modelyard.v1.SetFallbacksRequest
+	4,  // 43: modelyard.v1.HotSwapService.GetRoute:output_type -> modelyard.v1.Route
+	9,  // 44: modelyard.v1.HotSwapService.ListRoutes:output_type -> modelyard.v1.ListRoutesResponse
+	11, // 45: modelyard.v1.HotSwapService.WatchRoutes:output_type -> modelyard.v1.RouteChange
+	14, // 46: modelyard.v1.HotSwapService.Swap:output_type -> modelyard.v1.SwapStatus
+	14, // 47: modelyard.v1.HotSwapService.GetSwap:output_type -> modelyard.v1.SwapStatus
+	14, // 48: modelyard.v1.HotSwapService.Rollback:output_type -> modelyard.v1.SwapStatus
+	14, // 49: modelyard.v1.HotSwapService.WatchSwap:output_type -> modelyard.v1.SwapStatus
+	17, // 50: modelyard.v1.HotSwapService.ListSwaps:output_type -> modelyard.v1.ListSwapsResponse
+	21, // 51: modelyard.v1.HotSwapService.StartABTest:output_type -> modelyard.v1.ABTest
+	21, // 52: modelyard.v1.HotSwapService.GetABTest:output_type -> modelyard.v1.ABTest
+	21, // 53: modelyard.v1.HotSwapService.StopABTest:output_type -> modelyard.v1.ABTest
+	26, // 54: modelyard.v1.HotSwapService.ListABTests:output_type -> modelyard.v1.ListABTestsResponse
+	28, // 55: modelyard.v1.HotSwapService.Feedback:output_type -> modelyard.v1.FeedbackResponse
+	31, // 56: modelyard.v1.HotSwapService.ReportOutcomes:output_type -> modelyard.v1.ReportOutcomesResponse
+	4,  // 57: modelyard.v1.HotSwapService.SetFallbacks:output_type -> modelyard.v1.Route
+	43, // [43:58] is the sub-list for method output_type
+	28, // [28:43] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_modelyard_v1_hotswap_proto_init() }
@@ -2533,7 +2661,7 @@ func file_modelyard_v1_hotswap_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_modelyard_v1_hotswap_proto_rawDesc), len(file_modelyard_v1_hotswap_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

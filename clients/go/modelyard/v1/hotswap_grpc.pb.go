@@ -26,6 +26,7 @@ const (
 	HotSwapService_GetSwap_FullMethodName        = "/modelyard.v1.HotSwapService/GetSwap"
 	HotSwapService_Rollback_FullMethodName       = "/modelyard.v1.HotSwapService/Rollback"
 	HotSwapService_WatchSwap_FullMethodName      = "/modelyard.v1.HotSwapService/WatchSwap"
+	HotSwapService_ListSwaps_FullMethodName      = "/modelyard.v1.HotSwapService/ListSwaps"
 	HotSwapService_StartABTest_FullMethodName    = "/modelyard.v1.HotSwapService/StartABTest"
 	HotSwapService_GetABTest_FullMethodName      = "/modelyard.v1.HotSwapService/GetABTest"
 	HotSwapService_StopABTest_FullMethodName     = "/modelyard.v1.HotSwapService/StopABTest"
@@ -50,6 +51,10 @@ type HotSwapServiceClient interface {
 	// The swap's status now, then again at every change of phase, ending once
 	// the swap has ended (DONE, FAILED, ROLLED_BACK).
 	WatchSwap(ctx context.Context, in *GetSwapRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SwapStatus], error)
+	// The swaps the service keeps (every one, ended ones included, across
+	// restarts), newest first; INVALID_ARGUMENT naming the field for a bad
+	// alias, an unknown task type, both of them, or a limit over 1,000.
+	ListSwaps(ctx context.Context, in *ListSwapsRequest, opts ...grpc.CallOption) (*ListSwapsResponse, error)
 	StartABTest(ctx context.Context, in *StartABTestRequest, opts ...grpc.CallOption) (*ABTest, error)
 	GetABTest(ctx context.Context, in *GetABTestRequest, opts ...grpc.CallOption) (*ABTest, error)
 	StopABTest(ctx context.Context, in *StopABTestRequest, opts ...grpc.CallOption) (*ABTest, error)
@@ -164,6 +169,16 @@ func (c *hotSwapServiceClient) WatchSwap(ctx context.Context, in *GetSwapRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HotSwapService_WatchSwapClient = grpc.ServerStreamingClient[SwapStatus]
 
+func (c *hotSwapServiceClient) ListSwaps(ctx context.Context, in *ListSwapsRequest, opts ...grpc.CallOption) (*ListSwapsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSwapsResponse)
+	err := c.cc.Invoke(ctx, HotSwapService_ListSwaps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *hotSwapServiceClient) StartABTest(ctx context.Context, in *StartABTestRequest, opts ...grpc.CallOption) (*ABTest, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ABTest)
@@ -249,6 +264,10 @@ type HotSwapServiceServer interface {
 	// The swap's status now, then again at every change of phase, ending once
 	// the swap has ended (DONE, FAILED, ROLLED_BACK).
 	WatchSwap(*GetSwapRequest, grpc.ServerStreamingServer[SwapStatus]) error
+	// The swaps the service keeps (every one, ended ones included, across
+	// restarts), newest first; INVALID_ARGUMENT naming the field for a bad
+	// alias, an unknown task type, both of them, or a limit over 1,000.
+	ListSwaps(context.Context, *ListSwapsRequest) (*ListSwapsResponse, error)
 	StartABTest(context.Context, *StartABTestRequest) (*ABTest, error)
 	GetABTest(context.Context, *GetABTestRequest) (*ABTest, error)
 	StopABTest(context.Context, *StopABTestRequest) (*ABTest, error)
@@ -295,6 +314,9 @@ func (UnimplementedHotSwapServiceServer) Rollback(context.Context, *RollbackRequ
 }
 func (UnimplementedHotSwapServiceServer) WatchSwap(*GetSwapRequest, grpc.ServerStreamingServer[SwapStatus]) error {
 	return status.Error(codes.Unimplemented, "method WatchSwap not implemented")
+}
+func (UnimplementedHotSwapServiceServer) ListSwaps(context.Context, *ListSwapsRequest) (*ListSwapsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSwaps not implemented")
 }
 func (UnimplementedHotSwapServiceServer) StartABTest(context.Context, *StartABTestRequest) (*ABTest, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartABTest not implemented")
@@ -450,6 +472,24 @@ func _HotSwapService_WatchSwap_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HotSwapService_WatchSwapServer = grpc.ServerStreamingServer[SwapStatus]
 
+func _HotSwapService_ListSwaps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSwapsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HotSwapServiceServer).ListSwaps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HotSwapService_ListSwaps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HotSwapServiceServer).ListSwaps(ctx, req.(*ListSwapsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _HotSwapService_StartABTest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StartABTestRequest)
 	if err := dec(in); err != nil {
@@ -602,6 +642,10 @@ var HotSwapService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rollback",
 			Handler:    _HotSwapService_Rollback_Handler,
+		},
+		{
+			MethodName: "ListSwaps",
+			Handler:    _HotSwapService_ListSwaps_Handler,
 		},
 		{
 			MethodName: "StartABTest",
