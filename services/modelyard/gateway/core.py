@@ -40,6 +40,7 @@ from modelyard.gateway.conversations import Conversations
 from modelyard.gateway.deadline import CallDeadline
 from modelyard.gateway.hedging import race
 from modelyard.gateway.limits import ModelLimits
+from modelyard.gateway.model_chain import ModelChain, chain_failed
 from modelyard.gateway.performance import PerformanceTracker
 from modelyard.gateway.retries import CallTries, RetryBudgets, Step, step_after
 from modelyard.gateway.route_view import RouteView
@@ -51,23 +52,18 @@ from modelyard.meters.resilience import ResilienceMeter
 from modelyard.model_input import estimate_input_tokens
 from modelyard.security.audit import note_attempt, note_first_piece, note_served
 from modelyard.security.principal import current_principal
-from modelyard.security.scopes import check_model, may_use_model, usable_models
+from modelyard.security.scopes import check_model
 from modelyard.selector.selection import Selector
-from modelyard.selector.task_analysis import analyse, check_task_enums
 from modelyard.servable import servable_health
 from modelyard_client.errors import (
-    AllModelsFailed,
     Attempt,
     BackendUnavailable,
-    ContextLengthExceeded,
     DeadlineExceeded,
-    FailedPrecondition,
     InvalidRequest,
-    ModelNotFound,
     ModelyardError,
     StreamTruncated,
 )
-from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2, selector_pb2
+from modelyard_client.v1 import backend_pb2, common_pb2, gateway_pb2
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +93,8 @@ class GatewayCore:
         self.limits = limits or ModelLimits()
         self.settings = settings or GatewaySettings()
         self.selector = selector
+        # Which models a call tries, and what it raises when none served (`model_chain.py`).
+        self.chain = ModelChain(catalog, routes, selector, self.settings)
         # Each attempt's latency, first piece, tokens/s, outcome and cost (`performance.py`).
         self.performance = performance or PerformanceTracker()
         self.balancer = balancer or Balancer()
@@ -155,11 +153,7 @@ class GatewayCore:
             if self.events is not None:
                 self.events.assignment(arm.model_id, arm.split_id, arm.arm)
         else:
-            chain = (
-                [self._resolve(request.model)]
-                if request.model
-                else usable_models(current_principal(), self._route_task(request))
-            )
+            chain = self.chain.start(request)
         tries = CallTries(self.retry_budgets)
         failures: list[Attempt] = []
         errors: list[ModelyardError] = []
@@ -202,7 +196,7 @@ class GatewayCore:
                 failures.append(Attempt.of(model_id, exc))
                 errors.append(exc)
                 if len(errors) == 1:  # the chain beyond the first models, built on need
-                    chain = self._with_fallbacks(chain, request)
+                    chain = self.chain.with_fallbacks(chain, request)
                 if step is Step.RETRY:
                     wait = tries.retry_wait_s(
                         exc, model_id, self.settings.max_retries_of(model_id), deadline.remaining()
@@ -212,11 +206,11 @@ class GatewayCore:
                             self.events.retry(model_id, exc.reason)
                         await asyncio.sleep(wait)
                         continue
-                index = self._next_model(chain, index, exc, failures, errors)
+                index = self.chain.next_model(chain, index, exc, failures, errors)
                 if self.events is not None and index < len(chain):
                     self.events.fallback(model_id, chain[index], exc.reason)
                 tries.next_model()
-        raise _chain_failed(chain, failures, errors)
+        raise chain_failed(chain, failures, errors)
 
     async def _continued(
         self,
@@ -245,7 +239,7 @@ class GatewayCore:
         cut = cut_short(model_id, len(sent), characters_of(sent), failure)
         text = "".join(chunk.text for chunk in sent)
         answered_by = {model_id, sent[0].model_id}  # a hedge's model answers for its own
-        later = self._with_fallbacks(chain, request)[index + 1 :]
+        later = self.chain.with_fallbacks(chain, request)[index + 1 :]
         found = continuing_model(self.catalog, later, request, answered_by, text, self.settings)
         if found is None:
             raise cut from failure
@@ -311,7 +305,7 @@ class GatewayCore:
         model_id = chain[index]
 
         def start_hedge() -> AsyncGenerator[gateway_pb2.GenerateChunk, None] | None:
-            later = self._with_fallbacks(chain, request)[index + 1 :]
+            later = self.chain.with_fallbacks(chain, request)[index + 1 :]
             if not later:
                 return None
             budget = self.retry_budgets.for_model(later[0])
@@ -333,117 +327,13 @@ class GatewayCore:
             async for chunk in rest:
                 yield chunk
 
-    def _with_fallbacks(self, chain: list[str], request: gateway_pb2.GenerateRequest) -> list[str]:
-        """`chain`, then the request's fallback models, then those set at run time (the
-        alias's route's, then its first model's: `SetFallbacks`), then the file's for
-        its first model (its profile's, then the policy's), each model once."""
-        live: list[str] = []
-        if self.routes is not None:
-            route = self.routes.for_alias(request.model) if request.model else None
-            if route is not None:
-                live.extend(route.fallback_models)
-            live.extend(self.routes.fallbacks_of(chain[0]))
-        configured = self.settings.fallbacks_of(chain[0], request.task.agent_id)
-        extra = [*request.fallback_models, *live, *configured]
-        # A key limited to some models falls back only to those.
-        principal = current_principal()
-        resolved = [(name, self._route_of(name)) for name in extra]
-        usable = [model for name, model in resolved if may_use_model(principal, name, model)]
-        return list(dict.fromkeys([*chain, *usable]))
-
-    def _next_model(
-        self,
-        chain: list[str],
-        index: int,
-        exc: ModelyardError,
-        failures: list[Attempt],
-        errors: list[ModelyardError],
-    ) -> int:
-        """The index of the model to try after `chain[index]` failed with `exc`.
-
-        After a context-length refusal, the models whose known window is no
-        larger than the refusing model's are passed over (each recorded as an
-        attempt): they cannot take the prompt either.
-        """
-        index += 1
-        if not isinstance(exc, ContextLengthExceeded):
-            return index
-        refused_by = self._known_window(chain[index - 1])
-        while index < len(chain) and refused_by:
-            window = self._known_window(chain[index])
-            if not window or window > refused_by:
-                break
-            skipped = ContextLengthExceeded(
-                f"model '{chain[index]}' has a context window of {window} tokens, no larger "
-                f"than that of '{chain[index - 1]}', which the prompt did not fit",
-                provider_code=exc.provider_code,
-            )
-            failures.append(Attempt.of(chain[index], skipped))
-            errors.append(skipped)
-            index += 1
-        return index
-
-    def _known_window(self, model_id: str) -> int:
-        """The catalog's context window of `model_id`; 0 when unknown (or the model is)."""
-        try:
-            return self.catalog.get(model_id).context_window
-        except ModelNotFound:
-            return 0
-
-    def _resolve(self, model: str) -> str:
-        """The catalog id `model` names (`_route_of`), which the caller's key may use:
-        `PermissionDenied` naming `model` when its key is limited to other models."""
-        resolved = self._route_of(model)
-        check_model(current_principal(), model, resolved)
-        return resolved
-
     def servable_entry(self, model: str) -> common_pb2.ModelEntry:
-        """The catalog entry `model` names, resolved as a Generate's is (`_resolve`: its
+        """The catalog entry `model` names, resolved as a Generate's is (`ModelChain.resolve`: its
         alias's route, the caller's key's models) and servable (`_check_servable`); for a
         call that goes to that one model, without Generate's chain (`embeddings.embed`)."""
-        entry = self.catalog.get(self._resolve(model))
+        entry = self.catalog.get(self.chain.resolve(model))
         _check_servable(entry)
         return entry
-
-    def _route_of(self, model: str) -> str:
-        """The catalog id `model` names: itself, or the model its alias's route points at.
-
-        Resolved once, when the call starts: a call keeps the model it started
-        on though the route moves while it runs.
-        """
-        if self.routes is None or "/" in model:  # catalog ids always have one, aliases never
-            return model
-        route = self.routes.for_alias(model)
-        return route.model_id if route is not None else model
-
-    def _route_task(self, request: gateway_pb2.GenerateRequest) -> list[str]:
-        """No model named: the route of the request's task type, else the selector's choice."""
-        if self.routes is not None and self.routes.routes_tasks():
-            self.routes.check_fresh()
-            task_type = request.task.type
-            if task_type:  # named: routed as it is, its enums checked (analyse checks them)
-                check_task_enums(request.task)
-            else:
-                task_type = analyse(request.task, request.input, request.params).type
-            route = self.routes.for_task(task_type)
-            if route is not None:
-                return [route.model_id]
-        return self._select(request)
-
-    def _select(self, request: gateway_pb2.GenerateRequest) -> list[str]:
-        """No model named: the selector's best few, best first (the rest are fallbacks)."""
-        if self.selector is None:
-            raise FailedPrecondition("no model named and this gateway has no selector")
-        task = selector_pb2.Task()
-        task.CopyFrom(request.task)
-        task.input.CopyFrom(request.input)
-        if not task.max_output_tokens:
-            task.max_output_tokens = request.params.max_tokens or self.settings.default_max_tokens
-        ranked = self.selector.ranked(
-            selector_pb2.SelectRequest(task=task, constraints=request.constraints),
-            request.params,  # a response schema requires a model with JSON output
-        )
-        return ranked[: self.settings.selection_fallbacks + 1]
 
     async def _stream_one(
         self,
@@ -638,25 +528,6 @@ async def response_of(
         trimmed_turns=whole.first.trimmed_turns,
         cached=whole.first.cached,
     )
-
-
-def _chain_failed(
-    chain: list[str], failures: list[Attempt], errors: list[ModelyardError]
-) -> ModelyardError:
-    """What a chain none of whose models served raises: the original failure.
-
-    One model: its first failure, as it came. Unknown models only: NOT_FOUND as
-    for one; prompts too long for every window: the first refusal, as for one.
-    Any other failure among them may pass on a retry: UNAVAILABLE, each attempt
-    (retries included) saying what it met.
-    """
-    if len(chain) == 1:
-        return errors[0]
-    if all(isinstance(e, ModelNotFound) for e in errors):
-        return ModelNotFound.none_known(failures)
-    if all(isinstance(e, ContextLengthExceeded) for e in errors):
-        return errors[0]
-    return AllModelsFailed(failures)
 
 
 def _check_servable(model: common_pb2.ModelEntry) -> None:

@@ -341,7 +341,7 @@ class ResponseCache:
             return None
         if core.routes is not None and request.model in core.routes.splits:
             return None
-        model_id = core._resolve(request.model)
+        model_id = core.chain.resolve(request.model)
         try:
             version = core.catalog.get(model_id).version
         except ModelNotFound:
