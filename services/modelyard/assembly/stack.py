@@ -23,6 +23,7 @@ from modelyard.assembly.plan import BackendPlan, discovery_for, engines_for, pla
 from modelyard.assembly.profiles import apply_profiles
 from modelyard.assembly.selection import selection_settings
 from modelyard.assembly.settings import Settings
+from modelyard.assembly.stack_meters import alerts_for, gateway_call_meter, start_metrics
 from modelyard.assembly.workers import engines_beside
 from modelyard.backends.admission import gateway_admission
 from modelyard.backends.engine import Engine
@@ -30,7 +31,7 @@ from modelyard.backends.host import BackendHost
 from modelyard.backends.servicer import BackendServicer
 from modelyard.edges.http_edge import EdgeCalls, RunningEdge, start_edge
 from modelyard.evaluation.quality import RegistryQuality
-from modelyard.gateway.alerts import AlertRules, Alerts
+from modelyard.gateway.alerts import Alerts
 from modelyard.gateway.arm_outcomes import ArmOutcomes
 from modelyard.gateway.backend_pool import BackendPool
 from modelyard.gateway.balancing import Balancer, CircuitPolicy
@@ -48,15 +49,13 @@ from modelyard.gateway.servicer import GatewayServicer
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.standby import Standby
 from modelyard.gateway.stream_deadlines import StreamDeadlines
-from modelyard.gateway.webhook import Webhook
 from modelyard.hotswap.abtests import ABTests
 from modelyard.hotswap.routes import RouteTable
 from modelyard.hotswap.servicer import HotSwapServicer
 from modelyard.hotswap.swaps import Swaps
 from modelyard.meters import Meters
-from modelyard.meters.gateway_calls import AttemptMeter, GatewayCallMeter
-from modelyard.meters.otlp import OtlpMetrics
-from modelyard.meters.prometheus import MetricsListener, start_metrics_listener
+from modelyard.meters.gateway_calls import AttemptMeter
+from modelyard.meters.prometheus import MetricsListener
 from modelyard.meters.resilience import ResilienceMeter
 from modelyard.registry.catalog import Catalog
 from modelyard.registry.discovery_loop import DiscoveryLoop
@@ -345,7 +344,7 @@ async def start_stack(settings: Settings, *, engines: Sequence[Engine] = ()) -> 
     )
     if audit is not None:  # rows written every flush_interval, old ones pruned hourly
         stack.tasks.append(asyncio.create_task(audit.run()))
-    await _start_metrics(stack, settings)
+    await start_metrics(stack, settings)
     if gateway is not None and settings.http_listen:
         aliases = route_view.aliases if route_view is not None else list
         keys = authenticator if required else None
@@ -450,62 +449,6 @@ def _follow_service_health(stack: Stack, settings: Settings, serves_gateway: boo
             draining=lambda: not stack.server.calls.open,
         )
         stack.tasks.append(asyncio.create_task(follower.run()))
-
-
-def gateway_call_meter(
-    meters: Meters, catalog: CatalogView, routes: RouteView | None
-) -> GatewayCallMeter:
-    """What records each gateway answer: the provider of the answering model from the live
-    catalog, a requested name known when the catalog or the routes hold it."""
-
-    def provider_of(model_id: str) -> str:
-        entry = catalog.find(model_id)
-        return entry.provider if entry is not None else ""
-
-    def known(name: str) -> bool:
-        return catalog.find(name) is not None or (
-            routes is not None and routes.for_alias(name) is not None
-        )
-
-    return GatewayCallMeter(meters, provider_of, known)
-
-
-def alerts_for(
-    settings: Settings, tracker: PerformanceTracker, limits: ModelLimits, meters: Meters
-) -> Alerts:
-    """The gateway's alerts: its figures' and budgets' rules, to the webhook when one is set."""
-    monitoring = settings.config.monitoring
-    rules = AlertRules(
-        monitoring.alert_thresholds,
-        tracker,
-        limits.alerts,
-        limits.spend.alert_at,
-        lambda: limits.clock(),  # read at each evaluation: tests move the limiter's clock
-    )
-    hook = monitoring.alert_webhook
-    sink = None
-    if hook is not None:
-        sink = Webhook(hook.url, hook.timeout, hook.max_attempts, meter=meters.alerts)
-    return Alerts(rules, monitoring.metrics_interval, sink, meter=meters.alerts)
-
-
-async def _start_metrics(stack: Stack, settings: Settings) -> None:
-    """The scrape endpoint at settings.metrics_listen, and OTLP export when the environment
-    asks for it (`modelyard.meters.otlp`)."""
-    if settings.metrics_listen:
-        try:
-            stack.metrics_listener = await start_metrics_listener(
-                stack.meters, settings.metrics_listen
-            )
-        except OSError as exc:
-            await stack.stop(0)
-            raise OSError(
-                f"the metrics endpoint cannot listen on {settings.metrics_listen}: {exc} "
-                "(--metrics-listen / MODELYARD_METRICS_ADDRESS: another address, or 'off')"
-            ) from exc
-    otlp = OtlpMetrics.from_env(stack.meters, "modelyard")
-    if otlp is not None:
-        stack.tasks.append(asyncio.create_task(otlp.run()))
 
 
 async def _start_backends(
