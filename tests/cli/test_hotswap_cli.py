@@ -1,4 +1,5 @@
-"""`modelyard routes`, `swap`, `swap-status` and `rollback` against a real in-process stack.
+"""`modelyard routes`, `swap`, `swap-status`, `swaps` and `rollback` against a real in-process
+stack.
 
 Each command is `cli.main` in a thread: its calls are blocking gRPC, and the
 stack serves on this test's event loop. A canary swap's steps are judged on
@@ -225,6 +226,51 @@ async def test_rollback_of_an_unknown_swap_reports_the_error(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines() == ["modelyard: no swap '0123456789abcdef' [NOT_FOUND]"]
+
+
+async def test_swaps_lists_them_newest_first_running_or_one_routes(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = await _stack(make_stack)
+    assert await _cli("swaps", "--address", stack.address) == 0
+    assert capsys.readouterr().out.splitlines() == ["no swaps"]
+    first = await _swap_done(stack, capsys)
+    code_swap = await _cli("swap", "task:code", "scripted/echo", "--address", stack.address)
+    assert code_swap == 2  # `swap` takes an alias: "task:code" is not one
+    capsys.readouterr()
+    async with grpc.aio.insecure_channel(stack.address) as channel:
+        started = await hotswap_pb2_grpc.HotSwapServiceStub(channel).Swap(
+            hotswap_pb2.SwapRequest(
+                task_type=selector_pb2.TASK_TYPE_CODE, target_model_id="scripted/echo"
+            ),
+            timeout=10,
+        )
+    for _ in range(500):  # until the task type's swap has ended
+        if (await _swap_status(stack.address, started.swap_id)).phase in (
+            hotswap_pb2.SwapStatus.PHASE_DONE,
+            hotswap_pb2.SwapStatus.PHASE_FAILED,
+        ):
+            break
+        await asyncio.sleep(0.02)
+    done = await _swap_status(stack.address, started.swap_id)
+    assert done.phase == hotswap_pb2.SwapStatus.PHASE_DONE
+    warm = f"{done.warm_ms:.0f}"
+    first_warm = f"{(await _swap_status(stack.address, first)).warm_ms:.0f}"
+    assert await _cli("swaps", "--address", stack.address) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"swap {started.swap_id}: task 'code' scripted/other → scripted/echo, done "
+        f"(warm {warm} ms)",
+        f"swap {first}: alias '{ALIAS}' scripted/echo → scripted/other, done "
+        f"(warm {first_warm} ms)",
+    ]
+    assert await _cli("swaps", "--task", "code", "--address", stack.address) == 0
+    assert [_swap_id(line) for line in capsys.readouterr().out.splitlines()] == [started.swap_id]
+    assert await _cli("swaps", "--alias", ALIAS, "--limit", "1", "--address", stack.address) == 0
+    assert [_swap_id(line) for line in capsys.readouterr().out.splitlines()] == [first]
+    assert await _cli("swaps", "--running", "--address", stack.address) == 0
+    assert capsys.readouterr().out.splitlines() == ["no swaps"]
+    assert await _cli("swaps", "--task", "poetry", "--address", stack.address) == 2
+    assert capsys.readouterr().err.startswith("modelyard: --task 'poetry' is not a task type: ")
 
 
 # ---- canary swaps -----------------------------------------------------------

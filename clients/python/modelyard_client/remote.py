@@ -113,6 +113,15 @@ def get_swap(channel: grpc.Channel, swap_id: str, timeout_s: float) -> hotswap_p
     return status
 
 
+def list_swaps(
+    channel: grpc.Channel, request: hotswap_pb2.ListSwapsRequest, timeout_s: float
+) -> list[hotswap_pb2.SwapStatus]:
+    """The swaps the service keeps that `request` asks for, newest first."""
+    with remote_errors():
+        response = _hotswap(channel).ListSwaps(request, timeout=timeout_s)
+    return list(response.swaps)
+
+
 def rollback(channel: grpc.Channel, swap_id: str, timeout_s: float) -> hotswap_pb2.SwapStatus:
     """Put the swap's previous model back (or stop it before its switch): its final status."""
     with remote_errors():

@@ -16,6 +16,7 @@ from modelyard.commands import (
     certs,
     chat,
     evaluate,
+    hotswap,
     keys,
     provider_check,
     stats,
@@ -23,6 +24,7 @@ from modelyard.commands import (
 )
 
 COMMANDS: tuple[ModuleType, ...] = (
+    hotswap,
     chat,
     abtest,
     certs,

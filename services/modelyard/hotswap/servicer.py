@@ -1,8 +1,9 @@
 """HotSwapService over the route table, the swaps and the A/B tests.
 
 `GetRoute`, `ListRoutes` and `WatchRoutes` answer from `RouteTable`;
-`Swap`, `GetSwap`, `WatchSwap`, `ListSwaps` (`swap_list.py`) and `Rollback` from `Swaps`; the A/B test
-RPCs and `Feedback` from `ABTests`; `SetFallbacks` from `fallbacks.py`.
+`Swap`, `GetSwap`, `WatchSwap`, `ListSwaps` (`swap_list.py`) and `Rollback`
+from `Swaps`; the A/B test RPCs and `Feedback` from `ABTests`; `SetFallbacks`
+from `fallbacks.py`.
 `ReportOutcomes` hands each outcome to the split it belongs to: an A/B
 test's or a canary swap's.
 """
