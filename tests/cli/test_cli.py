@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,16 @@ def running_up(
         stderr=subprocess.STDOUT,
         text=True,
     )
+    out = proc.stdout
+    assert out is not None
+    lines: list[str] = []  # every line `up` and its workers write, read as they come
+
+    def read() -> None:
+        for line in out:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         with grpc.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -65,9 +76,15 @@ def running_up(
                         break
                 except grpc.RpcError:
                     pass
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert proc.poll() is None, "".join(lines)
                 assert time.monotonic() < deadline, "modelyard up did not become healthy"
                 time.sleep(0.2)
+        # Serving once it says so: with a gateway worker per core, after the workers are up.
+        for _ in range(600):
+            if any(line.startswith("modelyard:   model ") for line in lines):
+                break
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.1)
         yield address, env
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -77,9 +94,9 @@ def running_up(
             proc.kill()
             proc.wait()
             raise
-        output = proc.stdout.read() if proc.stdout else ""
-        if proc.stdout:
-            proc.stdout.close()
+        reader.join(timeout=10)
+        output = "".join(lines)
+        out.close()
         assert code == 0, output
         assert f"on {address}" in output and GEMMA_ID in output
         http = env["MODELYARD_HTTP_ADDRESS"]
