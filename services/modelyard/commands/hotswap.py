@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from google.protobuf.message import Message
 
 from modelyard.commands.client_options import (
     REFUSAL_CODES,
@@ -22,6 +25,8 @@ from modelyard.commands.client_options import (
 )
 from modelyard.security.client_channel import channel_for
 from modelyard_client.errors import ModelyardError
+
+T = TypeVar("T", bound=Message)
 
 if TYPE_CHECKING:
     from modelyard_client.v1 import hotswap_pb2
@@ -115,14 +120,7 @@ def _routes(args: argparse.Namespace) -> int:
 
     with channel_for(args) as channel:
         routes = remote.list_routes(channel, timeout_s=10)
-    if args.json:
-        print_json(routes)
-        return 0
-    if not routes:
-        print("no routes")
-    for route in routes:
-        print(_route_line(route))
-    return 0
+    return _listing(args, routes, "no routes", _route_line)
 
 
 def _swap(args: argparse.Namespace) -> int:
@@ -199,14 +197,7 @@ def _swaps(args: argparse.Namespace) -> int:
     )
     with channel_for(args) as channel:
         swaps = remote.list_swaps(channel, request, timeout_s=10)
-    if args.json:
-        print_json(swaps)
-        return 0
-    if not swaps:
-        print("no swaps")
-    for status in swaps:
-        print(_swap_line(status))
-    return 0
+    return _listing(args, swaps, "no swaps", _swap_line)
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -224,6 +215,21 @@ def _fallbacks(args: argparse.Namespace) -> int:
     with channel_for(args) as channel:
         route = remote.set_fallbacks(channel, alias, model, args.models, timeout_s=10)
     print(_route_line(route))
+    return 0
+
+
+def _listing(
+    args: argparse.Namespace, items: Sequence[T], none: str, line_of: Callable[[T], str]
+) -> int:
+    """A listing's output: with --json one JSON document, else a line per item (`none`
+    when there is none)."""
+    if args.json:
+        print_json(items)
+        return 0
+    if not items:
+        print(none)
+    for item in items:
+        print(line_of(item))
     return 0
 
 
