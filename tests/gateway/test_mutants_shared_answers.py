@@ -81,3 +81,19 @@ async def test_a_trim_drops_every_expired_entry_though_there_are_fewer_than_max_
     await store.put("last", _answer("last"), 10.0)  # the TRIM_EVERY-th write: a trim
     assert len(store) == 1
     assert await store.get("last") == _answer("last")
+
+
+async def test_a_hit_a_second_after_its_entrys_last_use_marks_it_used(tmp_path: Path) -> None:
+    clock = Clock(1_000_000.0)
+    store = SharedAnswerStore(tmp_path / "c.db", 2, clock)
+    await store.put("a", _answer("a"), 3600)  # used at 0
+    clock.now += 0.5
+    for _ in range(shared_answers.TRIM_EVERY - 2):
+        await store.put("b", _answer("b"), 3600)  # used at 0.5
+    clock.now += shared_answers.USED_EVERY_S - 0.5  # exactly a second after "a" was used
+    assert await store.get("a") == _answer("a")  # marks "a" used at 1.0
+    clock.now += 0.2
+    await store.put("c", _answer("c"), 3600)  # the TRIM_EVERY-th write: 2 entries are kept
+    assert len(store) == 2
+    assert await store.get("b") is None  # the least recently used
+    assert await store.get("a") == _answer("a")
