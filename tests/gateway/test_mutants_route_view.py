@@ -1,9 +1,17 @@
 """The gateway's copy of the routes: a task type's route (killing mutmut's survivors in
-`gateway.route_view.RouteView.for_task`, and in `.routes`, which no test reached)."""
+`gateway.route_view.RouteView.for_task`, and in `.routes`, which no test reached); a split
+no call could be drawn on, left out and logged saying why (`SplitPlan.of`, `_plans`: the
+tenth session, docs/testing.md)."""
 
 from __future__ import annotations
 
-from modelyard.gateway.route_view import RouteView
+import logging
+import math
+
+import pytest
+
+from modelyard.gateway import route_view
+from modelyard.gateway.route_view import RouteView, SplitPlan
 from modelyard_client.v1 import hotswap_pb2, selector_pb2
 
 RouteChange = hotswap_pb2.RouteChange
@@ -46,3 +54,51 @@ def test_routes_lists_every_route_the_copy_holds() -> None:
         hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo"),
     ]
     assert _view().routes() == []
+
+
+def _split_route(*arms: tuple[str, str, float]) -> hotswap_pb2.Route:
+    route = hotswap_pb2.Route(alias="chat-ab", model_id="scripted/echo")
+    route.split.id = "ab-1"
+    for name, model_id, weight in arms:
+        route.split.arms.add(name=name, model_id=model_id, weight=weight)
+    return route
+
+
+@pytest.mark.parametrize(
+    ("arms", "why"),
+    [
+        ((("a", "m/a", 0.5), ("b", "", 0.5)), "arm 1 ('b') names no model"),
+        ((("a", "m/a", 0.5), ("b", "m/b", -1.0)), "arm 1 ('b') has weight -1.0"),
+        ((("a", "m/a", math.nan), ("b", "m/b", 0.5)), "arm 0 ('a') has weight nan"),
+        ((("a", "m/a", 0.5), ("b", "m/b", math.inf)), "arm 1 ('b') has weight inf"),
+        ((("a", "m/a", 0.0), ("b", "m/b", 0.0)), "every arm's weight is 0"),
+    ],
+    ids=["no-model", "negative", "nan", "infinite", "all-zero"],
+)
+def test_a_split_no_call_could_be_drawn_on_is_left_out_and_logged_saying_why(
+    arms: tuple[tuple[str, str, float], ...], why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=route_view.__name__)
+    with pytest.raises(ValueError) as refused:
+        SplitPlan.of(_split_route(*arms).split)
+    assert str(refused.value) == why
+    view = _view(_split_route(*arms))  # a live change: the alias is served by its model
+    assert dict(view.splits) == {}
+    view.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=2))  # a snapshot: the same
+    assert dict(view.splits) == {}
+    assert [r.getMessage() for r in caplog.records if r.name == route_view.__name__] == [
+        f"split 'ab-1' of alias 'chat-ab' is ignored ({why}): the alias is served by scripted/echo"
+    ] * 2
+
+
+def test_a_snapshot_of_routes_without_a_split_plans_nothing_and_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=route_view.__name__)
+    view = _view(
+        hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo"),
+        _split_route(("a", "m/a", 1.0)),
+    )
+    view.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=3))
+    assert list(view.splits) == ["chat-ab"]
+    assert caplog.records == []
