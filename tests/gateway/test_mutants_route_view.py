@@ -1,13 +1,20 @@
 """The gateway's copy of the routes: a task type's route (killing mutmut's survivors in
 `gateway.route_view.RouteView.for_task`, and in `.routes`, which no test reached); a split
 no call could be drawn on, left out and logged saying why (`SplitPlan.of`, `_plans`: the
-tenth session, docs/testing.md)."""
+tenth session, docs/testing.md); a watch resumes after the copy's revision in its table
+(`RouteView._open`, against a hot-swap service that records what it was asked).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+from collections.abc import AsyncIterator
+from typing import Any
 
+import grpc
 import pytest
 
 from modelyard.gateway import route_view
@@ -102,3 +109,50 @@ def test_a_snapshot_of_routes_without_a_split_plans_nothing_and_logs_nothing(
     view.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=3))
     assert list(view.splits) == ["chat-ab"]
     assert caplog.records == []
+
+
+class _RecordingWatch:
+    """A hot-swap service's WatchRoutes that keeps each request and answers it with SYNCED."""
+
+    def __init__(self) -> None:
+        self.asked: list[hotswap_pb2.WatchRoutesRequest] = []
+        self.opened = asyncio.Event()
+
+    async def watch(
+        self, request: hotswap_pb2.WatchRoutesRequest, context: Any
+    ) -> AsyncIterator[hotswap_pb2.RouteChange]:
+        self.asked.append(request)
+        self.opened.set()
+        yield RouteChange(
+            kind=RouteChange.KIND_SYNCED, revision=request.after_revision, table_id="table-1"
+        )
+
+
+async def test_a_watch_resumes_after_the_copys_revision_in_its_table() -> None:
+    service = _RecordingWatch()
+    handler = grpc.unary_stream_rpc_method_handler(
+        service.watch,
+        request_deserializer=hotswap_pb2.WatchRoutesRequest.FromString,
+        response_serializer=RouteChange.SerializeToString,
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "modelyard.v1.HotSwapService", {"WatchRoutes": handler}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    view = _view(hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo"))
+    view.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=7, table_id="table-1"))
+    following = asyncio.create_task(view.follow(f"127.0.0.1:{port}", retry_s=60))
+    try:
+        await asyncio.wait_for(service.opened.wait(), timeout=10)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        await server.stop(0)
+    assert service.asked == [hotswap_pb2.WatchRoutesRequest(after_revision=7, table_id="table-1")]
