@@ -112,24 +112,27 @@ def test_a_snapshot_of_routes_without_a_split_plans_nothing_and_logs_nothing(
 
 
 class _RecordingWatch:
-    """A hot-swap service's WatchRoutes that keeps each request and answers it with SYNCED."""
+    """A hot-swap service's WatchRoutes that keeps each request and answers it with
+    `changes` (by default one SYNCED at the revision asked for)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *changes: hotswap_pb2.RouteChange) -> None:
+        self.changes = changes
         self.asked: list[hotswap_pb2.WatchRoutesRequest] = []
-        self.opened = asyncio.Event()
 
     async def watch(
         self, request: hotswap_pb2.WatchRoutesRequest, context: Any
     ) -> AsyncIterator[hotswap_pb2.RouteChange]:
         self.asked.append(request)
-        self.opened.set()
-        yield RouteChange(
-            kind=RouteChange.KIND_SYNCED, revision=request.after_revision, table_id="table-1"
-        )
+        for change in self.changes or (
+            RouteChange(
+                kind=RouteChange.KIND_SYNCED, revision=request.after_revision, table_id="table-1"
+            ),
+        ):
+            yield change
 
 
-async def test_a_watch_resumes_after_the_copys_revision_in_its_table() -> None:
-    service = _RecordingWatch()
+async def _follow_once(view: RouteView, service: _RecordingWatch) -> None:
+    """`view` follows `service` until its watch has been answered once (SYNCED)."""
     handler = grpc.unary_stream_rpc_method_handler(
         service.watch,
         request_deserializer=hotswap_pb2.WatchRoutesRequest.FromString,
@@ -145,14 +148,38 @@ async def test_a_watch_resumes_after_the_copys_revision_in_its_table() -> None:
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    view = _view(hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo"))
-    view.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=7, table_id="table-1"))
+    view.synced.clear()
     following = asyncio.create_task(view.follow(f"127.0.0.1:{port}", retry_s=60))
     try:
-        await asyncio.wait_for(service.opened.wait(), timeout=10)
+        await asyncio.wait_for(view.synced.wait(), timeout=10)
     finally:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await following
         await server.stop(0)
+
+
+async def test_a_watch_resumes_after_the_copys_revision_in_its_table() -> None:
+    view = _view(hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo"))
+    view.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=7, table_id="table-1"))
+    service = _RecordingWatch()
+    await _follow_once(view, service)
     assert service.asked == [hotswap_pb2.WatchRoutesRequest(after_revision=7, table_id="table-1")]
+
+
+async def test_a_snapshot_read_by_the_watch_brings_its_splits_at_synced() -> None:
+    view = RouteView()  # revision 0: the watch reads a full snapshot aside
+    split = _split_route(("a", "m/a", 1.0))
+    service = _RecordingWatch(
+        RouteChange(kind=RouteChange.KIND_UPSERTED, route=split, revision=1),
+        RouteChange(
+            kind=RouteChange.KIND_UPSERTED,
+            route=hotswap_pb2.Route(alias="chat-default", model_id="scripted/echo"),
+            revision=2,
+        ),
+        RouteChange(kind=RouteChange.KIND_SYNCED, revision=2, table_id="table-1"),
+    )
+    await _follow_once(view, service)
+    assert service.asked == [hotswap_pb2.WatchRoutesRequest()]
+    assert sorted(view.aliases()) == ["chat-ab", "chat-default"]
+    assert dict(view.splits) == {"chat-ab": SplitPlan.of(split.split)}
