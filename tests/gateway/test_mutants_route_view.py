@@ -183,3 +183,14 @@ async def test_a_snapshot_read_by_the_watch_brings_its_splits_at_synced() -> Non
     assert service.asked == [hotswap_pb2.WatchRoutesRequest()]
     assert sorted(view.aliases()) == ["chat-ab", "chat-default"]
     assert dict(view.splits) == {"chat-ab": SplitPlan.of(split.split)}
+
+
+def test_a_split_in_a_half_read_snapshot_is_not_planned_before_synced() -> None:
+    view = RouteView()
+    view._pending = {}  # as `follow` does at revision 0: the snapshot is read aside
+    split = _split_route(("a", "m/a", 1.0))
+    view.apply(RouteChange(kind=RouteChange.KIND_UPSERTED, route=split, revision=1))
+    assert (view.for_alias("chat-ab"), dict(view.splits)) == (None, {})
+    view.apply(RouteChange(kind=RouteChange.KIND_SYNCED, revision=1, table_id="table-1"))
+    assert view.for_alias("chat-ab") == split
+    assert dict(view.splits) == {"chat-ab": SplitPlan.of(split.split)}
