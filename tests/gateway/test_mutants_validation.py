@@ -1,6 +1,8 @@
 """Request validation at its exact limits, every refusal's whole message (docs/testing.md).
 
-In process: `check_request` and `check_against_model` on built requests.
+In process: `check_request` and `check_against_model` on built requests. The tests from
+`test_each_params_refusal_says_the_whole_message` on were written in the tenth session,
+for mutmut's survivors in `gateway.validation` (each named in docs/testing.md).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import pytest
 from modelyard.gateway.settings import GatewaySettings
 from modelyard.gateway.validation import check_against_model, check_request
 from modelyard.model_input import input_size_bytes
-from modelyard_client.errors import InvalidRequest, RequestTooLarge
+from modelyard_client.errors import ContextLengthExceeded, InvalidRequest, RequestTooLarge
 from modelyard_client.v1 import common_pb2, gateway_pb2
 
 SETTINGS = GatewaySettings()
@@ -103,3 +105,81 @@ def test_the_model_checks_name_the_model() -> None:
     assert str(caught.value) == "model 'p/m' does not take MODALITY_TEXT input"
     model.input_modalities[:] = [common_pb2.MODALITY_TEXT]
     check_against_model(_text(), model, 100)  # exactly the context window fits
+
+
+def test_each_params_refusal_says_the_whole_message() -> None:
+    ceiling = SETTINGS.max_tokens_ceiling
+    refusals = {
+        ("max_tokens", -1): "params.max_tokens must be >= 0, got -1",
+        ("max_tokens", ceiling + 1): (
+            f"params.max_tokens {ceiling + 1} is above the gateway's ceiling of {ceiling} "
+            "(security.input_limits.max_tokens)"
+        ),
+        ("temperature", -0.5): "params.temperature must be in [0, 2], got -0.5",
+        ("temperature", 2.5): "params.temperature must be in [0, 2], got 2.5",
+        ("top_p", 1.5): "params.top_p must be in (0, 1], got 1.5",
+    }
+    for (name, value), message in refusals.items():
+        request = _text()
+        setattr(request.params, name, value)
+        assert _refusal(request) == message
+
+
+def test_tool_turns_are_checked_in_a_request_that_defines_no_tools() -> None:
+    # Each of the three marks of a tool turn alone has its chat checked with the tools.
+    result = _chat(("tool", "-3 C"))  # a tool result naming no call
+    assert _refusal(result) == (
+        "input.chat.messages[0] is a tool result without tool_call_id: name the call it answers"
+    )
+    answer = _chat(("user", "Weather?"))  # an answer to a call, on a user message
+    answer.input.chat.messages[0].tool_call_id = "call_1"
+    assert _refusal(answer) == (
+        "input.chat.messages[0].tool_call_id is set on a 'user' message: only a 'tool' "
+        "message answers a call"
+    )
+    call = _chat(("user", "Weather?"))
+    call.input.chat.messages.add(role="assistant").tool_calls.add(name="get_weather")  # no id
+    assert _refusal(call) == (
+        "input.chat.messages[1].tool_calls[0] needs its id and name (as the model's answer "
+        "gave them)"
+    )
+
+
+def test_tools_or_a_tool_choice_alone_are_checked() -> None:
+    tools = _text()
+    tools.params.tools.add(name="get weather")  # no tool_choice
+    assert _refusal(tools) == (
+        "params.tools[0].name 'get weather' must be letters, digits, '_' and '-' only"
+    )
+    choice = _text()
+    choice.params.tool_choice = "required"  # no tools
+    assert _refusal(choice) == "params.tool_choice is 'required' but params.tools is empty"
+
+
+def test_a_model_that_calls_no_tools_is_named_for_a_request_with_tools() -> None:
+    request = _text()
+    request.params.tools.add(name="get_weather")
+    model = common_pb2.ModelEntry(id="p/m", provider="p", capabilities=[common_pb2.CAPABILITY_CHAT])
+    with pytest.raises(InvalidRequest) as caught:
+        check_against_model(request, model, 10)
+    assert str(caught.value) == (
+        "params.tools: model 'p/m' (provider 'p') does not call tools (no CAPABILITY_TOOLS "
+        "in its catalog entry)"
+    )
+
+
+def test_the_input_and_max_tokens_fill_the_context_window_exactly_and_no_further() -> None:
+    model = common_pb2.ModelEntry(id="p/m", context_window=100)
+    check_against_model(_text(), model, 50, input_tokens=50)
+    with pytest.raises(ContextLengthExceeded) as caught:
+        check_against_model(_text(), model, 40, input_tokens=61)
+    assert str(caught.value) == (
+        "the input (about 61 tokens) and params.max_tokens 40 exceed model 'p/m' context "
+        "window of 100 tokens"
+    )
+    assert caught.value.field == "input"
+    with pytest.raises(ContextLengthExceeded) as over:
+        check_against_model(_text(), model, 101)
+    assert str(over.value) == (
+        "params.max_tokens 101 exceeds model 'p/m' context window of 100 tokens"
+    )
